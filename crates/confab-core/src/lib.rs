@@ -1,0 +1,18 @@
+//! confab's deterministic core.
+//!
+//! Everything here is plain Rust that does no I/O, reads no clock and draws no
+//! randomness: callers pass `now` (milliseconds since the Unix epoch) and get back
+//! values to persist or send. The production shell (`confab-runtime`) and the
+//! simulator drive the same code.
+//!
+//! - [`ids`]: newtypes for the domain's identifiers, with their validation rules.
+//! - [`session`]: the event-sourced session (events, state, `apply`) and its
+//!   HMAC-signed snapshot codec.
+//! - [`ring`]: the consistent hash ring, 32 virtual nodes per member, with hashing
+//!   pinned byte for byte.
+
+pub mod ids;
+pub mod ring;
+pub mod session;
+
+pub use ids::{Epoch, IdError, MessageId, NodeId, Seq, Uid};

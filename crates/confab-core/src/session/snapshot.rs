@@ -1,0 +1,168 @@
+//! The snapshot codec: a versioned, HMAC-SHA256-signed encoding of a session.
+//!
+//! Layout (all integers big-endian):
+//!
+//! ```text
+//! magic  "CFSN"           4 bytes
+//! format version          2 bytes (currently 1)
+//! body                    JSON of {uid, seq, at_ms, epoch, state}
+//! mac                     32 bytes: HMAC-SHA256(key, magic | version | body)
+//! ```
+//!
+//! The MAC is checked before anything else is trusted, so any flipped byte, a
+//! truncation or a wrong key gives [`SnapshotError::ChecksumMismatch`].
+
+use super::SessionState;
+use crate::ids::{Epoch, Seq, Uid};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+const MAGIC: &[u8; 4] = b"CFSN";
+const MAC_BYTES: usize = 32;
+const HEADER_BYTES: usize = 6;
+
+/// The format version this code writes.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+
+/// Shortest HMAC key accepted, in bytes.
+pub const SNAPSHOT_KEY_BYTES_MIN: usize = 16;
+
+/// The key that signs snapshots.
+#[derive(Clone)]
+pub struct SnapshotKey(Vec<u8>);
+
+impl SnapshotKey {
+    /// Wraps a key; it must hold at least 16 bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, SnapshotError> {
+        let bytes = bytes.into();
+        if bytes.len() < SNAPSHOT_KEY_BYTES_MIN {
+            return Err(SnapshotError::KeyTooShort {
+                len: bytes.len(),
+                min: SNAPSHOT_KEY_BYTES_MIN,
+            });
+        }
+        Ok(Self(bytes))
+    }
+
+    pub(super) fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        Hmac::<Sha256>::new_from_slice(&self.0).expect("hmac accepts any key length")
+    }
+}
+
+impl std::fmt::Debug for SnapshotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotKey(..)")
+    }
+}
+
+/// Why a snapshot could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The key is too short to be a key.
+    #[error("snapshot key is {len} bytes, at least {min} are needed")]
+    KeyTooShort {
+        /// Its length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// Fewer bytes than a header and a MAC.
+    #[error("snapshot is truncated ({len} bytes)")]
+    Truncated {
+        /// Its length.
+        len: usize,
+    },
+    /// The MAC does not match: tampered, corrupted or signed with another key.
+    #[error("snapshot checksum mismatch: tampered, corrupted or signed with another key")]
+    ChecksumMismatch,
+    /// Not a confab snapshot.
+    #[error("not a confab snapshot (bad magic)")]
+    BadMagic,
+    /// Written by a format this code does not read.
+    #[error(
+        "snapshot format version {0} is not supported (this build reads {SNAPSHOT_FORMAT_VERSION})"
+    )]
+    UnsupportedVersion(u16),
+    /// Signed correctly but its body does not parse.
+    #[error("snapshot body is malformed: {0}")]
+    Malformed(String),
+    /// The header's seq disagrees with the state inside.
+    #[error("snapshot seq {header} disagrees with its state's seq {state}")]
+    Inconsistent {
+        /// The seq in the header.
+        header: Seq,
+        /// The seq of the state.
+        state: Seq,
+    },
+}
+
+/// A session frozen at a seq.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Whose session.
+    pub uid: Uid,
+    /// The seq of the last event folded into `state`.
+    pub seq: Seq,
+    /// When it was taken, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The ring epoch of the owner that took it.
+    pub epoch: Epoch,
+    /// The state.
+    pub state: SessionState,
+}
+
+impl Snapshot {
+    /// Freezes a state.
+    pub fn new(uid: Uid, at_ms: u64, epoch: Epoch, state: SessionState) -> Self {
+        Self {
+            uid,
+            seq: state.seq(),
+            at_ms,
+            epoch,
+            state,
+        }
+    }
+
+    /// Encodes and signs.
+    pub fn encode(&self, key: &SnapshotKey) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("a snapshot always serializes");
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len() + MAC_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&body);
+        let mut mac = key.mac();
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// Verifies and decodes.
+    pub fn decode(bytes: &[u8], key: &SnapshotKey) -> Result<Self, SnapshotError> {
+        if bytes.len() < HEADER_BYTES + MAC_BYTES {
+            return Err(SnapshotError::Truncated { len: bytes.len() });
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
+        let mut mac = key.mac();
+        mac.update(signed);
+        mac.verify_slice(tag)
+            .map_err(|_| SnapshotError::ChecksumMismatch)?;
+        if &signed[..4] != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u16::from_be_bytes([signed[4], signed[5]]);
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(version));
+        }
+        let snapshot: Snapshot = serde_json::from_slice(&signed[HEADER_BYTES..])
+            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        if snapshot.seq != snapshot.state.seq() {
+            return Err(SnapshotError::Inconsistent {
+                header: snapshot.seq,
+                state: snapshot.state.seq(),
+            });
+        }
+        Ok(snapshot)
+    }
+}
