@@ -99,11 +99,7 @@ pub struct PipelineOutput {
 
 impl Pipeline {
     /// A pipeline of these stages.
-    pub fn new(
-        filter: Box<dyn InputFilter>,
-        nlu: Box<dyn Nlu>,
-        policy: Box<dyn Policy>,
-    ) -> Self {
+    pub fn new(filter: Box<dyn InputFilter>, nlu: Box<dyn Nlu>, policy: Box<dyn Policy>) -> Self {
         Self {
             filter,
             nlu,
@@ -145,7 +141,10 @@ pub struct BasicInputFilter;
 
 impl InputFilter for BasicInputFilter {
     fn filter(&self, text: &str) -> Result<String, Rejection> {
-        if let Some(c) = text.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\t')) {
+        if let Some(c) = text
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+        {
             return Err(Rejection {
                 reason: format!("text holds the control character U+{:04X}", u32::from(c)),
             });

@@ -54,9 +54,15 @@ impl ShoeShopNlu {
                 (
                     "stock_query",
                     0.9,
-                    re(r"(?i)有货|有没有|库存|还有|有吗|缺货|in stock|available|\bstock\b|do you have"),
+                    re(
+                        r"(?i)有货|有没有|库存|还有|有吗|缺货|in stock|available|\bstock\b|do you have",
+                    ),
                 ),
-                ("greet", 0.95, re(r"(?i)^\s*(你好|您好|在吗|hi\b|hello|hey)")),
+                (
+                    "greet",
+                    0.95,
+                    re(r"(?i)^\s*(你好|您好|在吗|hi\b|hello|hey)"),
+                ),
                 ("thanks", 0.95, re(r"(?i)谢谢|多谢|再见|thank|\bbye\b")),
             ],
             size: re(r"(?i)(?:(\d{2}(?:\.5)?)\s*(?:码|号))|(?:\b(?:size|eu)\s*(\d{2}(?:\.5)?)\b)"),
@@ -131,10 +137,7 @@ enum Lang {
 }
 
 fn lang_of(text: &str) -> Lang {
-    if text
-        .chars()
-        .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
-    {
+    if text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) {
         Lang::Zh
     } else {
         Lang::En
@@ -254,7 +257,9 @@ impl Policy for ShoeShopPolicy {
             ("stock_query", lang) => Self::stock(lang, slots),
             ("order_status", lang) => Self::order(lang, slots),
             ("callback", lang) => Self::callback(lang, slots),
-            ("greet", Lang::Zh) => "您好！我是鞋店客服，可以帮您查库存、查订单，或者安排回电。".into(),
+            ("greet", Lang::Zh) => {
+                "您好！我是鞋店客服，可以帮您查库存、查订单，或者安排回电。".into()
+            }
             ("greet", Lang::En) => {
                 "Hello! I can check stock, track an order, or arrange a call back.".into()
             }
@@ -294,7 +299,11 @@ mod tests {
             let turn = pipeline.run(ctx, line).unwrap();
             slots.extend(turn.decision.slots_filled.clone());
             last_intent = Some(turn.decision.intent.clone());
-            out.push((turn.decision.intent, turn.decision.reply_text, slots.clone()));
+            out.push((
+                turn.decision.intent,
+                turn.decision.reply_text,
+                slots.clone(),
+            ));
         }
         out
     }
@@ -322,7 +331,10 @@ mod tests {
     fn an_order_number_is_extracted_and_used() {
         let turns = chat(&["我的订单到哪了", "订单号 so20261124"]);
         assert!(turns[0].1.contains("订单号"));
-        assert_eq!(turns[1].2.get("order_no").map(String::as_str), Some("SO20261124"));
+        assert_eq!(
+            turns[1].2.get("order_no").map(String::as_str),
+            Some("SO20261124")
+        );
         assert!(turns[1].1.contains("SO20261124"));
     }
 
@@ -330,7 +342,10 @@ mod tests {
     fn a_phone_number_is_used_masked() {
         let turns = chat(&["请给我回电", "13812345678"]);
         assert_eq!(turns[1].0, "callback");
-        assert_eq!(turns[1].2.get("phone").map(String::as_str), Some("13812345678"));
+        assert_eq!(
+            turns[1].2.get("phone").map(String::as_str),
+            Some("13812345678")
+        );
         assert!(turns[1].1.contains("138****5678"));
         assert!(!turns[1].1.contains("13812345678"));
     }

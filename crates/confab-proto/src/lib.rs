@@ -188,7 +188,10 @@ mod tests {
             ClientFrame::parse(r#"{"type":"resume","after_seq":3}"#),
             Ok(ClientFrame::Resume { after_seq: 3 })
         );
-        assert_eq!(ClientFrame::parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping));
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        );
     }
 
     #[test]

@@ -1,1 +1,96 @@
-//! placeholder
+//! confab's storage.
+//!
+//! - [`EventStore`] and [`SnapshotStore`]: what the runtime needs of a durable tier
+//!   (append a batch of events in one transaction, read a session's events after a
+//!   seq, read and write snapshots).
+//! - [`sqlite::SqliteStore`]: the embedded default, one SQLite file in WAL mode in
+//!   the data dir, safe to share between node processes on one machine.
+
+pub mod sqlite;
+
+use confab_core::session::RecordedEvent;
+use confab_core::{Epoch, Seq, Uid};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed store future, so that stores can be used as trait objects.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed to answer; the write did not happen
+    /// (or its outcome is unknown): retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// An event with this uid and seq is already recorded: the writer's view of the
+    /// session is stale. It must reload the session before writing again.
+    #[error("conflict: {uid} already has an event at seq {seq} or a newer owner")]
+    Conflict {
+        /// The session.
+        uid: Uid,
+        /// The first seq of the refused batch for it.
+        seq: Seq,
+    },
+    /// A stored row could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store could not be opened as configured.
+    #[error("store cannot be opened: {0}")]
+    Open(String),
+}
+
+/// A snapshot as stored: the codec's bytes and the header fields kept beside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// Whose session.
+    pub uid: Uid,
+    /// The seq it was taken at.
+    pub seq: Seq,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The owner's ring epoch.
+    pub epoch: Epoch,
+    /// The signed snapshot bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The durable event log.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events, of one or many sessions, in one transaction: all or none.
+    fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()>;
+
+    /// Up to `limit` events of `uid` with seq above `after`, in seq order.
+    fn events_after<'a>(
+        &'a self,
+        uid: &'a Uid,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>>;
+}
+
+/// Where snapshots live.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The latest snapshot of `uid`, if any.
+    fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>>;
+
+    /// Writes snapshots in one transaction. A snapshot older than the stored one
+    /// (a lower seq) is ignored: snapshots never go back.
+    fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()>;
+}
+
+/// A whole durable tier.
+pub trait Store: EventStore + SnapshotStore {
+    /// The tier's name in metrics (`sqlite`, `mysql`, `redis`).
+    fn tier(&self) -> &'static str;
+
+    /// Whether the store answers; used by `/readyz`.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Counts one store request in `confab_store_requests_total{tier,op,result}`.
+/// `result` is `hit` (found, or written), `miss` (nothing found) or `error`.
+pub fn count_request(tier: &'static str, op: &'static str, result: &'static str) {
+    metrics::counter!("confab_store_requests_total", "tier" => tier, "op" => op, "result" => result)
+        .increment(1);
+}

@@ -1,0 +1,324 @@
+//! The embedded store: one SQLite file (`confab.db`) in the data dir, via sqlx.
+//!
+//! - WAL mode, so readers never block the writer and several node processes on one
+//!   machine can share the file; writers take the lock with `BEGIN IMMEDIATE` and
+//!   wait up to `busy_timeout` for each other instead of failing.
+//! - `synchronous` is configurable: `full` (the default) syncs the WAL on every
+//!   commit, so an acked turn survives a power cut; `normal` survives a process
+//!   crash only, and is faster.
+//! - One writer connection (SQLite has one writer at a time anyway), a small pool of
+//!   readers.
+
+use crate::{
+    EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, count_request,
+};
+use confab_core::session::{Event, RecordedEvent};
+use confab_core::{Epoch, Seq, Uid};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TIER: &str = "sqlite";
+
+/// Rows per INSERT statement: 6 bound values each, well under SQLite's 32,766.
+const INSERT_ROWS_MAX: usize = 1000;
+
+/// The embedded store's settings.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Sync the WAL on every commit (`true`, survives power loss) or leave it to
+    /// checkpoints (`false`, survives process crashes only).
+    pub synchronous_full: bool,
+    /// How long a writer waits for another process's write lock.
+    pub busy_timeout: Duration,
+    /// Reader connections.
+    pub read_connections_max: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous_full: true,
+            busy_timeout: Duration::from_secs(5),
+            read_connections_max: 4,
+        }
+    }
+}
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    path: PathBuf,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `confab.db` in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Open(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join("confab.db");
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(options.busy_timeout);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.read_connections_max.max(1))
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+        let store = Self {
+            writer,
+            readers,
+            path,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        // Two processes starting on one data dir may race to record the same
+        // migration; the loser finds it applied on the second try.
+        let mut last = None;
+        for _ in 0..3 {
+            match migrator.run(&self.writer).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(StoreError::Open(format!(
+            "migrating {}: {}",
+            self.path.display(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    async fn append_events(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        for chunk in events.chunks(INSERT_ROWS_MAX) {
+            let mut insert: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO events (uid, seq, ts_ms, epoch, kind, body) ");
+            insert.push_values(chunk, |mut row, e| {
+                let body = serde_json::to_string(&e.event).expect("events always serialize");
+                row.push_bind(e.uid.as_str().to_owned())
+                    .push_bind(seq_to_db(e.seq))
+                    .push_bind(u64_to_db(e.at_ms))
+                    .push_bind(u64_to_db(e.epoch.0))
+                    .push_bind(e.event.kind())
+                    .push_bind(body);
+            });
+            if let Err(e) = insert.build().execute(&mut *tx).await {
+                return Err(match e.as_database_error() {
+                    Some(db) if db.is_unique_violation() => conflict_of(chunk),
+                    _ => unavailable(e),
+                });
+            }
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn load_events(
+        &self,
+        uid: &Uid,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ts_ms, epoch, body FROM events WHERE uid = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(uid.as_str())
+        .bind(seq_to_db(after))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.get("body");
+                let event: Event = serde_json::from_str(&body).map_err(|e| {
+                    StoreError::Corrupt(format!("event of {uid} does not decode: {e}"))
+                })?;
+                Ok(RecordedEvent {
+                    uid: uid.clone(),
+                    seq: Seq(db_to_u64(row.get("seq"))),
+                    at_ms: db_to_u64(row.get("ts_ms")),
+                    epoch: Epoch(db_to_u64(row.get("epoch"))),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_snapshot(&self, uid: &Uid) -> Result<Option<StoredSnapshot>, StoreError> {
+        let row = sqlx::query("SELECT seq, ts_ms, epoch, body FROM snapshots WHERE uid = ?")
+            .bind(uid.as_str())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|row| StoredSnapshot {
+            uid: uid.clone(),
+            seq: Seq(db_to_u64(row.get("seq"))),
+            at_ms: db_to_u64(row.get("ts_ms")),
+            epoch: Epoch(db_to_u64(row.get("epoch"))),
+            bytes: row.get("body"),
+        }))
+    }
+
+    async fn store_snapshots(&self, snapshots: &[StoredSnapshot]) -> Result<(), StoreError> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        for s in snapshots {
+            sqlx::query(
+                "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (uid) DO UPDATE SET seq = excluded.seq, ts_ms = excluded.ts_ms, \
+                 epoch = excluded.epoch, body = excluded.body WHERE excluded.seq >= snapshots.seq",
+            )
+            .bind(s.uid.as_str())
+            .bind(seq_to_db(s.seq))
+            .bind(u64_to_db(s.at_ms))
+            .bind(u64_to_db(s.epoch.0))
+            .bind(s.bytes.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+}
+
+fn conflict_of(chunk: &[RecordedEvent]) -> StoreError {
+    let first = &chunk[0];
+    StoreError::Conflict {
+        uid: first.uid.clone(),
+        seq: first.seq,
+    }
+}
+
+// SQLite integers are i64; seqs, epochs and timestamps stay far below i64::MAX.
+fn u64_to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn seq_to_db(seq: Seq) -> i64 {
+    u64_to_db(seq.0)
+}
+
+fn db_to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Counts the request's outcome and passes it on.
+fn counted<T>(
+    op: &'static str,
+    result: Result<T, StoreError>,
+    found: impl Fn(&T) -> bool,
+) -> Result<T, StoreError> {
+    match &result {
+        Ok(value) if found(value) => count_request(TIER, op, "hit"),
+        Ok(_) => count_request(TIER, op, "miss"),
+        Err(_) => count_request(TIER, op, "error"),
+    }
+    result
+}
+
+impl EventStore for SqliteStore {
+    fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { counted("append", self.append_events(events).await, |_| true) })
+    }
+
+    fn events_after<'a>(
+        &'a self,
+        uid: &'a Uid,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        Box::pin(async move {
+            counted(
+                "events_after",
+                self.load_events(uid, after, limit).await,
+                |v| !v.is_empty(),
+            )
+        })
+    }
+}
+
+impl SnapshotStore for SqliteStore {
+    fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>> {
+        Box::pin(async move {
+            counted(
+                "read_snapshot",
+                self.load_snapshot(uid).await,
+                Option::is_some,
+            )
+        })
+    }
+
+    fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            counted(
+                "write_snapshots",
+                self.store_snapshots(snapshots).await,
+                |_| true,
+            )
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn tier(&self) -> &'static str {
+        TIER
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.readers)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+    }
+}
