@@ -1,1 +1,389 @@
-//! placeholder
+//! confab's production shell: the actors that carry sessions, on ractor.
+//!
+//! - [`router`]: one Router per node. It looks each uid up on the ring and sends
+//!   the turn to the owner (this node, until the cluster joins more).
+//! - [`supervisor`]: the SessionSupervisor. It spawns one SessionActor per uid
+//!   on demand, bounds each session's queue, passivates idle sessions and
+//!   restarts a failed one from its durable state.
+//! - [`session_actor`]: the SessionActor. It dedupes, runs the dialog pipeline,
+//!   has the committer record the turn's events, and only then answers.
+//! - [`committer`]: group commit. Events of all sessions go to the durable tier in
+//!   one transaction per batch, bounded in size and in delay.
+//!
+//! [`Runtime`] is the handle the gateway holds: it bounds the turns in flight
+//! on the node and turns every outcome into a metric.
+
+pub mod committer;
+pub mod router;
+pub mod session_actor;
+pub mod supervisor;
+
+use confab_core::session::{Event, RecordedEvent, Slots, SnapshotKey};
+use confab_core::{Epoch, MessageId, NodeId, Seq, Uid};
+use confab_dialog::Pipeline;
+use confab_store::Store;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+
+use crate::committer::Committer;
+use crate::router::{Router, RouterMsg};
+use crate::supervisor::{SessionSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// Events read from the store per page when a session is rebuilt or resumed.
+pub const EVENTS_PAGE_MAX: usize = 512;
+
+/// The runtime's limits and timings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Turns in flight on this node; past it, turns get `overloaded`.
+    pub inflight_turns_max: usize,
+    /// Turns queued for one session; past it, that session's turns get `overloaded`.
+    pub session_queue_max: usize,
+    /// A session with no turn for this long passivates.
+    pub passivate_after: Duration,
+    /// Events per group commit, at most.
+    pub batch_events_max: usize,
+    /// How long the first turn of a batch waits for others, at most.
+    pub batch_delay_max: Duration,
+    /// How long a caller waits for a turn before giving up with `unavailable`.
+    pub turn_timeout: Duration,
+    /// The key that signs snapshots.
+    pub snapshot_key: SnapshotKey,
+}
+
+/// Why a turn was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TurnError {
+    /// Too much work in flight on the node or queued for the session.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The durable tier could not record the turn; nothing was recorded.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The input filter refused the text; nothing was recorded.
+    #[error("{0}")]
+    Rejected(String),
+    /// A bug or a crashed session; the outcome is unknown: retry with the same id.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TurnError {
+    /// The outcome label in `confab_turns_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            TurnError::Overloaded(_) => "overloaded",
+            TurnError::Unavailable(_) => "unavailable",
+            TurnError::Rejected(_) => "rejected",
+            TurnError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A reply as it leaves the session: sensitive slots masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The message id it answers.
+    pub message_id: MessageId,
+    /// The seq of the reply's event.
+    pub seq: Seq,
+    /// The text.
+    pub text: String,
+    /// The intent answered.
+    pub intent: String,
+    /// The slots after the turn, masked.
+    pub slots: Slots,
+    /// The policy version.
+    pub policy: String,
+}
+
+impl Reply {
+    /// The reply carried by a `ReplyProduced` event, masked; `None` for other events.
+    pub fn from_event(recorded: &RecordedEvent) -> Option<Self> {
+        match &recorded.event {
+            Event::ReplyProduced {
+                message_id,
+                text,
+                policy,
+                intent,
+                slots,
+            } => Some(Self {
+                message_id: message_id.clone(),
+                seq: recorded.seq,
+                text: text.clone(),
+                intent: intent.clone(),
+                slots: confab_dialog::masked(slots),
+                policy: policy.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A done turn: recorded (or found recorded) and answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnOutcome {
+    /// The seq of the turn's first event: the `ack`'s seq.
+    pub ack_seq: Seq,
+    /// The reply.
+    pub reply: Reply,
+    /// Whether the message id had been processed before (nothing new recorded).
+    pub duplicate: bool,
+}
+
+/// What `hello` tells a client about its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The highest seq recorded.
+    pub last_seq: Seq,
+    /// The node that owns the session.
+    pub node: NodeId,
+}
+
+/// What every actor of the node shares.
+pub(crate) struct Shared {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) committer: Committer,
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) epoch: Epoch,
+}
+
+/// Milliseconds since the Unix epoch: the shell's clock, passed into the core.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The node's runtime, as the gateway holds it. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    router: ActorRef<RouterMsg>,
+    supervisor: ActorRef<SupervisorMsg>,
+    inflight: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+/// Why the runtime did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An actor failed to spawn.
+    #[error("cannot spawn {actor}: {reason}")]
+    Spawn {
+        /// Which actor.
+        actor: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Runtime {
+    /// Starts the node's actors and the committer on the current tokio runtime.
+    pub async fn start(
+        config: RuntimeConfig,
+        store: Arc<dyn Store>,
+        pipeline: Pipeline,
+    ) -> Result<Self, StartError> {
+        let committer = Committer::start(
+            Arc::clone(&store),
+            config.batch_events_max,
+            config.batch_delay_max,
+            config.inflight_turns_max,
+        );
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            committer,
+            pipeline: Arc::new(pipeline),
+            epoch: Epoch(1),
+        });
+        let (supervisor, _) = Actor::spawn(
+            None,
+            SessionSupervisor,
+            SupervisorArgs {
+                shared: Arc::clone(&shared),
+            },
+        )
+        .await
+        .map_err(|e| StartError::Spawn {
+            actor: "session supervisor",
+            reason: e.to_string(),
+        })?;
+        let (router, _) = Actor::spawn(
+            None,
+            Router,
+            router::RouterArgs {
+                node_id: shared.config.node_id.clone(),
+                epoch: shared.epoch,
+                supervisor: supervisor.clone(),
+            },
+        )
+        .await
+        .map_err(|e| StartError::Spawn {
+            actor: "router",
+            reason: e.to_string(),
+        })?;
+        metrics::gauge!("confab_ring_epoch").set(shared.epoch.0 as f64);
+        Ok(Self {
+            router,
+            supervisor,
+            inflight: Arc::new(Semaphore::new(shared.config.inflight_turns_max)),
+            shared,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.shared.config.node_id
+    }
+
+    /// One user turn: recorded durably, then answered. A message id seen before
+    /// gets the original outcome again and records nothing.
+    pub async fn turn(
+        &self,
+        uid: Uid,
+        message_id: MessageId,
+        text: String,
+    ) -> Result<TurnOutcome, TurnError> {
+        let started = Instant::now();
+        let result = self.turn_inner(uid, message_id, text).await;
+        let outcome = match &result {
+            Ok(done) if done.duplicate => "duplicate",
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        metrics::counter!("confab_turns_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("confab_turn_latency_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn turn_inner(
+        &self,
+        uid: Uid,
+        message_id: MessageId,
+        text: String,
+    ) -> Result<TurnOutcome, TurnError> {
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            return Err(TurnError::Overloaded(format!(
+                "node has {} turns in flight, its limit: retry with backoff",
+                self.shared.config.inflight_turns_max
+            )));
+        };
+        self.record_depth();
+        let result = self
+            .ask(|reply| RouterMsg::Turn {
+                uid,
+                message_id,
+                text,
+                reply,
+            })
+            .await;
+        drop(_permit);
+        self.record_depth();
+        result?
+    }
+
+    fn record_depth(&self) {
+        let depth = self.shared.config.inflight_turns_max - self.inflight.available_permits();
+        metrics::gauge!("confab_mailbox_depth").set(depth as f64);
+    }
+
+    /// Activates the session and tells where it stands.
+    pub async fn hello(&self, uid: Uid) -> Result<SessionInfo, TurnError> {
+        self.ask(|reply| RouterMsg::Hello { uid, reply }).await?
+    }
+
+    /// Every reply of `uid` with a seq above `after`, up to `limit`, in seq order,
+    /// read from the durable tier (every reply sent was committed first).
+    pub async fn replies_after(
+        &self,
+        uid: &Uid,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Reply>, TurnError> {
+        let mut replies = Vec::new();
+        let mut cursor = after;
+        while replies.len() < limit {
+            let page = self
+                .shared
+                .store
+                .events_after(uid, cursor, EVENTS_PAGE_MAX)
+                .await
+                .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+            let Some(last) = page.last() else { break };
+            cursor = last.seq;
+            replies.extend(page.iter().filter_map(Reply::from_event));
+            if page.len() < EVENTS_PAGE_MAX {
+                break;
+            }
+        }
+        replies.truncate(limit);
+        Ok(replies)
+    }
+
+    /// Whether the durable tier answers.
+    pub async fn ready(&self) -> bool {
+        self.shared.store.ping().await.is_ok()
+    }
+
+    /// Sessions resident in memory.
+    pub async fn resident(&self) -> usize {
+        self.supervisor
+            .call(|reply| SupervisorMsg::Resident { reply }, None)
+            .await
+            .ok()
+            .and_then(|r| match r {
+                CallResult::Success(n) => Some(n),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Snapshots every resident session and stops the actors; returns how many
+    /// sessions were snapshotted. Turns arriving afterwards get `unavailable`.
+    pub async fn shutdown(&self) -> Result<usize, TurnError> {
+        let written = match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Shutdown { reply }, None)
+            .await
+        {
+            Ok(CallResult::Success(written)) => written,
+            Ok(_) | Err(_) => {
+                return Err(TurnError::Internal(
+                    "session supervisor is gone; snapshots were not written".into(),
+                ));
+            }
+        }?;
+        self.router.stop(None);
+        self.supervisor.stop(None);
+        Ok(written)
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(ractor::RpcReplyPort<Result<T, TurnError>>) -> RouterMsg,
+    ) -> Result<Result<T, TurnError>, TurnError> {
+        match self
+            .router
+            .call(build, Some(self.shared.config.turn_timeout))
+            .await
+        {
+            Ok(CallResult::Success(result)) => Ok(result),
+            Ok(CallResult::Timeout) => Err(TurnError::Unavailable(format!(
+                "no answer within {} ms: retry with the same id",
+                self.shared.config.turn_timeout.as_millis()
+            ))),
+            Ok(CallResult::SenderError) => Err(TurnError::Internal(
+                "the session failed while handling the turn: retry with the same id".into(),
+            )),
+            Err(_) => Err(TurnError::Unavailable("the node is shutting down".into())),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The SessionActor: one per resident uid, local to its node.
+//!
+//! It loads its state lazily, on its first message, from the latest snapshot plus
+//! the events after it, so that spawning costs nothing and a load failure answers
+//! one turn with `unavailable` instead of killing the actor. A turn's events are
+//! applied to the state only after the committer reports them committed; if a
+//! commit fails, the state is dropped and reloaded from the durable tier on the
+//! next message, so memory never runs ahead of the log.
+
+use crate::{EVENTS_PAGE_MAX, Reply, SessionInfo, Shared, TurnError, TurnOutcome, now_ms};
+use confab_core::session::{Duplicate, SessionState, Snapshot};
+use confab_core::{MessageId, Seq, Uid};
+use confab_dialog::DialogContext;
+use confab_store::{StoreError, StoredSnapshot};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tracing::{Instrument, info_span, warn};
+
+/// Messages to a SessionActor.
+pub enum SessionMsg {
+    /// One user turn.
+    Turn {
+        /// The client's message id.
+        message_id: MessageId,
+        /// What the user said.
+        text: String,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<TurnOutcome, TurnError>>,
+    },
+    /// Activate and report where the session stands.
+    Hello {
+        /// Where the answer goes.
+        reply: RpcReplyPort<Result<SessionInfo, TurnError>>,
+    },
+    /// The snapshot to write on shutdown, if the state changed since the last one.
+    TakeSnapshot {
+        /// Where the snapshot goes.
+        reply: RpcReplyPort<Option<StoredSnapshot>>,
+    },
+    /// Write a snapshot and stop: the session has been idle.
+    Passivate,
+}
+
+/// The actor.
+pub struct SessionActor;
+
+/// What the supervisor gives a new SessionActor.
+pub struct SessionArgs {
+    pub(crate) uid: Uid,
+    pub(crate) shared: Arc<Shared>,
+    /// Turns queued for this session; the supervisor counts up, the actor down.
+    pub(crate) queued: Arc<AtomicUsize>,
+}
+
+/// The actor's state.
+pub struct SessionActorState {
+    uid: Uid,
+    shared: Arc<Shared>,
+    queued: Arc<AtomicUsize>,
+    /// `None` until loaded, and again after a failed commit.
+    session: Option<SessionState>,
+    /// The seq of the last snapshot written or read.
+    snapshot_seq: Seq,
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionActorState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SessionActorState {
+            uid: args.uid,
+            shared: args.shared,
+            queued: args.queued,
+            session: None,
+            snapshot_seq: Seq(0),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Turn {
+                message_id,
+                text,
+                reply,
+            } => {
+                let span = info_span!("turn", uid = %state.uid, message_id = %message_id);
+                let outcome = state.turn(message_id, text).instrument(span).await;
+                state.queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(outcome);
+            }
+            SessionMsg::Hello { reply } => {
+                let node = state.shared.config.node_id.clone();
+                let info = state.loaded().await.map(|session| SessionInfo {
+                    last_seq: session.seq(),
+                    node,
+                });
+                let _ = reply.send(info);
+            }
+            SessionMsg::TakeSnapshot { reply } => {
+                let _ = reply.send(state.snapshot_if_changed());
+            }
+            SessionMsg::Passivate => {
+                if let Some(snapshot) = state.snapshot_if_changed()
+                    && let Err(e) = state.shared.store.write_snapshots(&[snapshot]).await
+                {
+                    // The events are durable; the snapshot only saves replay time.
+                    warn!(uid = %state.uid, error = %e, "passivation snapshot not written");
+                }
+                myself.stop(Some("passivated".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(e: &StoreError) -> TurnError {
+    TurnError::Unavailable(format!(
+        "the turn was not recorded ({e}): retry with the same id"
+    ))
+}
+
+impl SessionActorState {
+    /// The session's state, loading it first if needed.
+    async fn loaded(&mut self) -> Result<&SessionState, TurnError> {
+        if self.session.is_none() {
+            let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
+            self.session = Some(session);
+            self.snapshot_seq = snapshot_seq;
+        }
+        Ok(self.session.as_ref().expect("loaded above"))
+    }
+
+    /// Rebuilds the state from the latest usable snapshot plus the events after it.
+    async fn load(&self) -> Result<(SessionState, Seq), StoreError> {
+        let store = &self.shared.store;
+        let mut session = SessionState::default();
+        if let Some(stored) = store.read_snapshot(&self.uid).await? {
+            match Snapshot::decode(&stored.bytes, &self.shared.config.snapshot_key) {
+                Ok(snapshot) if snapshot.uid == self.uid => session = snapshot.state,
+                Ok(snapshot) => {
+                    metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
+                    warn!(uid = %self.uid, found = %snapshot.uid, "snapshot belongs to another uid; rebuilding from events");
+                }
+                Err(e) => {
+                    metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
+                    warn!(uid = %self.uid, error = %e, "snapshot refused; rebuilding from events");
+                }
+            }
+        }
+        let snapshot_seq = session.seq();
+        loop {
+            let page = store
+                .events_after(&self.uid, session.seq(), EVENTS_PAGE_MAX)
+                .await?;
+            for event in &page {
+                session.apply(event).map_err(|e| {
+                    StoreError::Corrupt(format!("log of {} does not replay: {e}", self.uid))
+                })?;
+            }
+            if page.len() < EVENTS_PAGE_MAX {
+                break;
+            }
+        }
+        Ok((session, snapshot_seq))
+    }
+
+    async fn turn(
+        &mut self,
+        message_id: MessageId,
+        text: String,
+    ) -> Result<TurnOutcome, TurnError> {
+        let uid = self.uid.clone();
+        let shared = Arc::clone(&self.shared);
+        let session = self.loaded().await?;
+        match session.duplicate(&message_id) {
+            Some(Duplicate::Recent(turn)) => {
+                return Ok(TurnOutcome {
+                    ack_seq: turn.turn_seq,
+                    reply: Reply {
+                        message_id: turn.message_id.clone(),
+                        seq: turn.reply_seq,
+                        text: turn.reply_text.clone(),
+                        intent: turn.intent.clone(),
+                        slots: confab_dialog::masked(&turn.slots),
+                        policy: turn.policy.clone(),
+                    },
+                    duplicate: true,
+                });
+            }
+            Some(Duplicate::Logged(processed)) => {
+                let page = shared
+                    .store
+                    .events_after(&uid, Seq(processed.reply_seq.0 - 1), 1)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                let reply = page.first().and_then(Reply::from_event).ok_or_else(|| {
+                    TurnError::Internal(format!(
+                        "reply event {} of {uid} is missing from the log",
+                        processed.reply_seq
+                    ))
+                })?;
+                return Ok(TurnOutcome {
+                    ack_seq: processed.turn_seq,
+                    reply,
+                    duplicate: true,
+                });
+            }
+            None => {}
+        }
+        let ctx = DialogContext {
+            slots: session.slots(),
+            last_intent: session.last_intent(),
+        };
+        let output = shared
+            .pipeline
+            .run(ctx, &text)
+            .map_err(|rejection| TurnError::Rejected(rejection.reason))?;
+        let events = session.record_turn(
+            &uid,
+            shared.epoch,
+            now_ms(),
+            message_id,
+            output.text,
+            output.decision,
+        );
+        if let Err(e) = shared.committer.commit(events.to_vec()).await {
+            // The log is the truth; memory may be behind it or ahead of it now.
+            self.session = None;
+            warn!(uid = %uid, error = %e, "commit failed; session will reload");
+            return Err(match e {
+                StoreError::Conflict { .. } => TurnError::Internal(
+                    "the session was changed elsewhere; it has been reloaded: retry with the same id"
+                        .into(),
+                ),
+                e => unavailable(&e),
+            });
+        }
+        let session = self.session.as_mut().expect("loaded above");
+        for event in &events {
+            session
+                .apply(event)
+                .expect("events recorded from this state apply to it");
+        }
+        let reply = Reply::from_event(&events[2]).expect("the third event is the reply");
+        Ok(TurnOutcome {
+            ack_seq: events[0].seq,
+            reply,
+            duplicate: false,
+        })
+    }
+
+    fn snapshot_if_changed(&mut self) -> Option<StoredSnapshot> {
+        let session = self.session.as_ref()?;
+        if session.seq() <= self.snapshot_seq {
+            return None;
+        }
+        let at_ms = now_ms();
+        let snapshot = Snapshot::new(self.uid.clone(), at_ms, self.shared.epoch, session.clone());
+        self.snapshot_seq = session.seq();
+        Some(StoredSnapshot {
+            uid: self.uid.clone(),
+            seq: snapshot.seq,
+            at_ms,
+            epoch: self.shared.epoch,
+            bytes: snapshot.encode(&self.shared.config.snapshot_key),
+        })
+    }
+}

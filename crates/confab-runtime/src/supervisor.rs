@@ -1,0 +1,297 @@
+//! The SessionSupervisor: spawns, bounds, passivates and restarts SessionActors.
+//!
+//! It is the only place that maps a uid to its actor, so there is never more than
+//! one SessionActor per uid on a node:
+//! - a turn for a uid with no actor spawns one (its state loads lazily);
+//! - a turn for a session with `session_queue_max` turns queued gets `overloaded`;
+//! - a session idle for `passivate_after` with nothing queued is removed from the
+//!   map, then told to snapshot and stop, so no turn can reach it afterwards;
+//! - a session that fails (a panic) is removed; its next turn spawns a fresh
+//!   actor that rebuilds from the durable tier. No other session is touched.
+
+use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
+use crate::{SessionInfo, Shared, TurnError, TurnOutcome};
+use confab_core::{MessageId, Uid};
+use confab_store::StoredSnapshot;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// Snapshots written per transaction on shutdown.
+const SHUTDOWN_SNAPSHOTS_PER_BATCH: usize = 500;
+
+/// Messages to the supervisor.
+pub enum SupervisorMsg {
+    /// A turn for a local session.
+    Turn {
+        /// Whose.
+        uid: Uid,
+        /// The client's message id.
+        message_id: MessageId,
+        /// What the user said.
+        text: String,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<TurnOutcome, TurnError>>,
+    },
+    /// Activate a session and report where it stands.
+    Hello {
+        /// Whose.
+        uid: Uid,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Result<SessionInfo, TurnError>>,
+    },
+    /// Passivate the sessions idle for too long (sent by a timer).
+    Sweep,
+    /// How many sessions are resident.
+    Resident {
+        /// Where the count goes.
+        reply: RpcReplyPort<usize>,
+    },
+    /// Snapshot every resident session, stop them, and refuse new turns.
+    Shutdown {
+        /// How many snapshots were written.
+        reply: RpcReplyPort<Result<usize, TurnError>>,
+    },
+}
+
+/// The supervisor actor.
+pub struct SessionSupervisor;
+
+/// Its arguments.
+pub struct SupervisorArgs {
+    pub(crate) shared: Arc<Shared>,
+}
+
+struct Resident {
+    actor: ActorRef<SessionMsg>,
+    queued: Arc<AtomicUsize>,
+    last_turn: Instant,
+}
+
+/// Its state.
+pub struct SupervisorState {
+    shared: Arc<Shared>,
+    sessions: BTreeMap<Uid, Resident>,
+    by_actor: BTreeMap<ActorId, Uid>,
+    stopping: bool,
+}
+
+impl Actor for SessionSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let sweep_every = (args.shared.config.passivate_after / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(30));
+        myself.send_interval(sweep_every, || SupervisorMsg::Sweep);
+        Ok(SupervisorState {
+            shared: args.shared,
+            sessions: BTreeMap::new(),
+            by_actor: BTreeMap::new(),
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Turn {
+                uid,
+                message_id,
+                text,
+                reply,
+            } => {
+                if state.stopping {
+                    let _ = reply.send(Err(shutting_down()));
+                    return Ok(());
+                }
+                let limit = state.shared.config.session_queue_max;
+                let resident = match state.resident(&myself, &uid).await {
+                    Ok(resident) => resident,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                if resident.queued.load(Ordering::Acquire) >= limit {
+                    let _ = reply.send(Err(TurnError::Overloaded(format!(
+                        "session {uid} has {limit} turns queued, its limit: wait for replies before sending more"
+                    ))));
+                    return Ok(());
+                }
+                resident.queued.fetch_add(1, Ordering::AcqRel);
+                resident.last_turn = Instant::now();
+                let sent = resident.actor.cast(SessionMsg::Turn {
+                    message_id,
+                    text,
+                    reply,
+                });
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn { reply, .. })) = sent {
+                    let _ = reply.send(Err(TurnError::Internal(
+                        "the session stopped: retry with the same id".into(),
+                    )));
+                }
+            }
+            SupervisorMsg::Hello { uid, reply } => {
+                if state.stopping {
+                    let _ = reply.send(Err(shutting_down()));
+                    return Ok(());
+                }
+                match state.resident(&myself, &uid).await {
+                    Ok(resident) => {
+                        let _ = resident.actor.cast(SessionMsg::Hello { reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            SupervisorMsg::Sweep => state.passivate_idle(),
+            SupervisorMsg::Resident { reply } => {
+                let _ = reply.send(state.sessions.len());
+            }
+            SupervisorMsg::Shutdown { reply } => {
+                state.stopping = true;
+                let _ = reply.send(state.snapshot_all().await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Overrides ractor's default, which stops the supervisor when a child dies.
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some(uid) = state.forget(cell.get_id()) {
+                    metrics::counter!("confab_session_restarts_total").increment(1);
+                    warn!(uid = %uid, error = %error, "session failed; it restarts from its durable state on its next turn");
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.forget(cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn shutting_down() -> TurnError {
+    TurnError::Unavailable("the node is shutting down: reconnect to another node".into())
+}
+
+impl SupervisorState {
+    /// The uid's resident session, spawned if there is none.
+    async fn resident(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        uid: &Uid,
+    ) -> Result<&mut Resident, TurnError> {
+        if !self.sessions.contains_key(uid) {
+            let queued = Arc::new(AtomicUsize::new(0));
+            let args = SessionArgs {
+                uid: uid.clone(),
+                shared: Arc::clone(&self.shared),
+                queued: Arc::clone(&queued),
+            };
+            let (actor, _) = Actor::spawn_linked(None, SessionActor, args, myself.get_cell())
+                .await
+                .map_err(|e| TurnError::Internal(format!("cannot start session {uid}: {e}")))?;
+            self.by_actor.insert(actor.get_id(), uid.clone());
+            self.sessions.insert(
+                uid.clone(),
+                Resident {
+                    actor,
+                    queued,
+                    last_turn: Instant::now(),
+                },
+            );
+            self.publish_resident();
+        }
+        Ok(self.sessions.get_mut(uid).expect("inserted above"))
+    }
+
+    /// Drops the map entry of a stopped actor, if it is still the uid's actor.
+    fn forget(&mut self, actor: ActorId) -> Option<Uid> {
+        let uid = self.by_actor.remove(&actor)?;
+        if self
+            .sessions
+            .get(&uid)
+            .is_some_and(|r| r.actor.get_id() == actor)
+        {
+            self.sessions.remove(&uid);
+            self.publish_resident();
+        }
+        Some(uid)
+    }
+
+    fn passivate_idle(&mut self) {
+        let idle_after = self.shared.config.passivate_after;
+        let now = Instant::now();
+        let idle: Vec<Uid> = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| {
+                r.queued.load(Ordering::Acquire) == 0
+                    && now.duration_since(r.last_turn) >= idle_after
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in idle {
+            if let Some(resident) = self.sessions.remove(&uid) {
+                // Removed first: a later turn spawns a new actor, never reaches this one.
+                let _ = resident.actor.cast(SessionMsg::Passivate);
+            }
+        }
+        self.publish_resident();
+    }
+
+    async fn snapshot_all(&mut self) -> Result<usize, TurnError> {
+        let mut snapshots: Vec<StoredSnapshot> = Vec::new();
+        for resident in self.sessions.values() {
+            let taken = resident
+                .actor
+                .call(|reply| SessionMsg::TakeSnapshot { reply }, None)
+                .await;
+            if let Ok(CallResult::Success(Some(snapshot))) = taken {
+                snapshots.push(snapshot);
+            }
+        }
+        for batch in snapshots.chunks(SHUTDOWN_SNAPSHOTS_PER_BATCH) {
+            self.shared
+                .store
+                .write_snapshots(batch)
+                .await
+                .map_err(|e| TurnError::Unavailable(format!("shutdown snapshots: {e}")))?;
+        }
+        for resident in std::mem::take(&mut self.sessions).into_values() {
+            resident.actor.stop(Some("node shutdown".into()));
+        }
+        self.publish_resident();
+        info!(snapshots = snapshots.len(), "resident sessions snapshotted");
+        Ok(snapshots.len())
+    }
+
+    fn publish_resident(&self) {
+        metrics::gauge!("confab_sessions_resident").set(self.sessions.len() as f64);
+    }
+}

@@ -1,0 +1,269 @@
+//! The runtime on a real SQLite store: turns, idempotency, isolation of a failing
+//! session, passivation, limits and shutdown snapshots.
+
+use confab_core::session::{Slots, SnapshotKey};
+use confab_core::{MessageId, NodeId, Seq, Uid};
+use confab_dialog::shoe_shop::ShoeShopNlu;
+use confab_dialog::{
+    BasicInputFilter, DialogContext, Pipeline, Policy, PolicyReply, Understanding,
+};
+use confab_runtime::{Runtime, RuntimeConfig, TurnError};
+use confab_store::sqlite::{SqliteOptions, SqliteStore};
+use confab_store::{EventStore, SnapshotStore, Store};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// A policy that panics on "boom" and blocks on "wait" until the gate opens.
+#[derive(Clone, Default)]
+struct TestPolicy {
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl TestPolicy {
+    fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Policy for TestPolicy {
+    fn version(&self) -> &str {
+        "test"
+    }
+
+    fn decide(
+        &self,
+        _: DialogContext<'_>,
+        text: &str,
+        u: &Understanding,
+        _: &Slots,
+    ) -> PolicyReply {
+        if text == "boom" {
+            panic!("policy bug triggered on purpose");
+        }
+        if text == "wait" {
+            let mut open = self.gate.0.lock().unwrap();
+            while !*open {
+                open = self.gate.1.wait(open).unwrap();
+            }
+        }
+        PolicyReply {
+            intent: u.intent.clone(),
+            text: format!("echo: {text}"),
+        }
+    }
+}
+
+fn config(key: u8) -> RuntimeConfig {
+    RuntimeConfig {
+        node_id: NodeId::new("node-1").unwrap(),
+        inflight_turns_max: 64,
+        session_queue_max: 8,
+        passivate_after: Duration::from_secs(3600),
+        batch_events_max: 256,
+        batch_delay_max: Duration::from_millis(2),
+        turn_timeout: Duration::from_secs(10),
+        snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
+    }
+}
+
+async fn store(dir: &Path) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(dir, &SqliteOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+async fn start(store: Arc<SqliteStore>, config: RuntimeConfig, policy: TestPolicy) -> Runtime {
+    let pipeline = Pipeline::new(
+        Box::new(BasicInputFilter),
+        Box::new(ShoeShopNlu::new()),
+        Box::new(policy),
+    );
+    Runtime::start(config, store as Arc<dyn Store>, pipeline)
+        .await
+        .unwrap()
+}
+
+fn uid(s: &str) -> Uid {
+    Uid::new(s).unwrap()
+}
+
+fn mid(s: &str) -> MessageId {
+    MessageId::new(s).unwrap()
+}
+
+async fn say(rt: &Runtime, u: &str, id: &str, text: &str) -> Result<(u64, u64, String), TurnError> {
+    rt.turn(uid(u), mid(id), text.into())
+        .await
+        .map(|o| (o.ack_seq.0, o.reply.seq.0, o.reply.text))
+}
+
+/// Waits for a condition that the runtime reaches on its own; the deadline only
+/// guards against a hang, the assertion is the condition.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_are_recorded_and_a_repeated_id_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let rt = start(Arc::clone(&store), config(1), TestPolicy::default()).await;
+    assert_eq!(
+        say(&rt, "a", "m-1", "hi").await.unwrap(),
+        (1, 3, "echo: hi".into())
+    );
+    assert_eq!(
+        say(&rt, "a", "m-2", "39码").await.unwrap(),
+        (4, 6, "echo: 39码".into())
+    );
+    let again = rt
+        .turn(uid("a"), mid("m-1"), "different text".into())
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.ack_seq, again.reply.seq), (Seq(1), Seq(3)));
+    assert_eq!(again.reply.text, "echo: hi");
+    let log = store.events_after(&uid("a"), Seq(0), 100).await.unwrap();
+    assert_eq!(log.len(), 6, "the repeat added no event");
+    let info = rt.hello(uid("a")).await.unwrap();
+    assert_eq!(info.last_seq, Seq(6));
+    let replies = rt.replies_after(&uid("a"), Seq(3), 100).await.unwrap();
+    assert_eq!(replies.iter().map(|r| r.seq.0).collect::<Vec<_>>(), [6]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_restarts_from_its_log_and_touches_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = start(store(dir.path()).await, config(1), TestPolicy::default()).await;
+    say(&rt, "victim", "m-1", "hi").await.unwrap();
+    say(&rt, "bystander", "m-1", "hi").await.unwrap();
+    let err = say(&rt, "victim", "m-2", "boom").await.unwrap_err();
+    assert!(matches!(err, TurnError::Internal(_)), "{err:?}");
+    // The bystander's actor kept its state: a repeat is still answered from memory.
+    assert_eq!(say(&rt, "bystander", "m-2", "more").await.unwrap().0, 4);
+    // The victim restarts at the right seq and still knows its first turn.
+    assert_eq!(say(&rt, "victim", "m-3", "again").await.unwrap().0, 4);
+    let repeat = rt
+        .turn(uid("victim"), mid("m-1"), "hi".into())
+        .await
+        .unwrap();
+    assert!(repeat.duplicate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_passivates_with_a_snapshot_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let mut cfg = config(1);
+    cfg.passivate_after = Duration::from_millis(200);
+    let rt = start(Arc::clone(&store), cfg, TestPolicy::default()).await;
+    say(&rt, "sleepy", "m-1", "39码").await.unwrap();
+    assert_eq!(rt.resident().await, 1);
+    eventually(async || rt.resident().await == 0).await;
+    eventually(async || store.read_snapshot(&uid("sleepy")).await.unwrap().is_some()).await;
+    let snapshot = store.read_snapshot(&uid("sleepy")).await.unwrap().unwrap();
+    assert_eq!(snapshot.seq, Seq(3));
+    assert_eq!(say(&rt, "sleepy", "m-2", "hi").await.unwrap().0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_session_queue_gets_overloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = TestPolicy::default();
+    let mut cfg = config(1);
+    cfg.session_queue_max = 2;
+    let rt = start(store(dir.path()).await, cfg, policy.clone()).await;
+    let first = tokio::spawn({
+        let rt = rt.clone();
+        async move { say(&rt, "busy", "m-1", "wait").await }
+    });
+    // The first turn holds the session; wait until it is inside the policy.
+    eventually(async || rt.resident().await == 1).await;
+    let second = tokio::spawn({
+        let rt = rt.clone();
+        async move { say(&rt, "busy", "m-2", "queued").await }
+    });
+    let mut third = Err(TurnError::Internal("not sent".into()));
+    for i in 0..200 {
+        third = say(&rt, "busy", &format!("m-x{i}"), "too many").await;
+        if third.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(third, Err(TurnError::Overloaded(_))), "{third:?}");
+    policy.open();
+    assert_eq!(first.await.unwrap().unwrap().0, 1);
+    assert!(second.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_bounds_turns_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = TestPolicy::default();
+    let mut cfg = config(1);
+    cfg.inflight_turns_max = 2;
+    let rt = start(store(dir.path()).await, cfg, policy.clone()).await;
+    let held: Vec<_> = ["u1", "u2"]
+        .into_iter()
+        .map(|u| {
+            let rt = rt.clone();
+            tokio::spawn(async move { say(&rt, u, "m-1", "wait").await })
+        })
+        .collect();
+    eventually(async || rt.resident().await == 2).await;
+    let err = say(&rt, "u3", "m-1", "hi").await.unwrap_err();
+    assert!(matches!(err, TurnError::Overloaded(_)), "{err:?}");
+    policy.open();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    assert!(
+        say(&rt, "u3", "m-1", "hi").await.is_ok(),
+        "capacity comes back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_snapshots_every_resident_session_and_refuses_later_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let rt = start(Arc::clone(&store), config(1), TestPolicy::default()).await;
+    for u in ["a", "b", "c"] {
+        say(&rt, u, "m-1", "hi").await.unwrap();
+    }
+    say(&rt, "a", "m-2", "hi").await.unwrap();
+    assert_eq!(rt.shutdown().await.unwrap(), 3);
+    assert_eq!(
+        store.read_snapshot(&uid("a")).await.unwrap().unwrap().seq,
+        Seq(6)
+    );
+    assert_eq!(
+        store.read_snapshot(&uid("c")).await.unwrap().unwrap().seq,
+        Seq(3)
+    );
+    assert!(say(&rt, "a", "m-3", "hi").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_signed_with_another_key_is_refused_and_the_log_rebuilds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let rt = start(Arc::clone(&store), config(1), TestPolicy::default()).await;
+    say(&rt, "a", "m-1", "39码").await.unwrap();
+    rt.shutdown().await.unwrap();
+    // Same data, new key: the snapshot fails its checksum, the events rebuild it.
+    let rt = start(Arc::clone(&store), config(2), TestPolicy::default()).await;
+    let repeat = rt.turn(uid("a"), mid("m-1"), "39码".into()).await.unwrap();
+    assert!(repeat.duplicate);
+    assert_eq!(say(&rt, "a", "m-2", "hi").await.unwrap().0, 4);
+}
