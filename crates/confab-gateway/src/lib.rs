@@ -1,1 +1,147 @@
-//! placeholder
+//! confab's gateway: the HTTP face of a node, on axum.
+//!
+//! - `GET /v1/ws`: protocol v1 over WebSocket ([`ws`]), authenticated by a JWT
+//!   ([`auth`]) before the upgrade.
+//! - `GET /healthz`: the process is alive.
+//! - `GET /readyz`: the node has joined the ring and its store answers.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /`: a chat page for trying confab in a browser.
+
+pub mod auth;
+mod page;
+pub mod ws;
+
+use auth::Authenticator;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use confab_runtime::Runtime;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, watch};
+
+/// The gateway's limits.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest WebSocket frame or message accepted; a bigger one closes with 1009.
+    pub frame_bytes_max: usize,
+    /// Largest `say` text accepted, in bytes; a bigger one gets `too_large`.
+    pub text_bytes_max: usize,
+    /// Open WebSocket connections on this node; past it, new ones close with 1013.
+    pub connections_max: usize,
+    /// `say` and `resume` frames queued per connection; past it, `overloaded`.
+    pub connection_queue_max: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: 64 * 1024,
+            text_bytes_max: 4 * 1024,
+            connections_max: 10_000,
+            connection_queue_max: 32,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) runtime: Runtime,
+    pub(crate) auth: Authenticator,
+    pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) connections: Arc<Semaphore>,
+    /// Set when the node stops: every connection closes with 1013 so that its
+    /// client reconnects elsewhere.
+    pub(crate) draining: Arc<watch::Sender<bool>>,
+    metrics: PrometheusHandle,
+}
+
+impl Gateway {
+    /// A gateway over this runtime.
+    pub fn new(
+        runtime: Runtime,
+        auth: Authenticator,
+        config: GatewayConfig,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        Self {
+            runtime,
+            auth,
+            connections: Arc::new(Semaphore::new(config.connections_max)),
+            config: Arc::new(config),
+            draining: Arc::new(watch::Sender::new(false)),
+            metrics,
+        }
+    }
+
+    /// Closes every WebSocket connection with 1013 (draining); new connections
+    /// are closed the same way. Turns already queued still complete.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// The axum router of every endpoint.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route(confab_proto::WS_PATH, get(ws::upgrade))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .route("/", get(chat_page))
+            .with_state(self)
+    }
+}
+
+/// Installs the process-wide Prometheus recorder; call once per process.
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
+    let latency_buckets = [
+        0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("confab_turn_latency_seconds".into()),
+            &latency_buckets,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("confab_commit_batch_events".into()),
+                &[1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0],
+            )
+        })
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    // Published at zero so that scrapes see every contract metric from the start.
+    metrics::gauge!("confab_ws_connections").set(0.0);
+    metrics::gauge!("confab_sessions_resident").set(0.0);
+    metrics::gauge!("confab_mailbox_depth").set(0.0);
+    metrics::counter!("confab_snapshot_checksum_failures_total").absolute(0);
+    Ok(handle)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    if gw.runtime.ready().await {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
+    }
+}
+
+async fn metrics_text(State(gw): State<Gateway>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn chat_page() -> Html<&'static str> {
+    Html(page::CHAT_PAGE)
+}

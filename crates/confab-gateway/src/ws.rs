@@ -1,0 +1,409 @@
+//! Protocol v1 over WebSocket.
+//!
+//! A connection runs three tasks:
+//! - the reader parses frames, answers `ping` and bad frames at once, and queues
+//!   `say` and `resume` (at most `connection_queue_max`; past it, `overloaded`);
+//! - the worker takes the queue in order, so turns reach the session in the order
+//!   the client sent them, and writes `ack` and `reply` (or `error`);
+//! - the writer owns the socket's sink; the others send it frames through a
+//!   bounded channel, so a client that stops reading slows only itself.
+
+use crate::Gateway;
+use crate::auth::AuthError;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use confab_core::{IdError, MessageId, Seq, Uid};
+use confab_proto::{
+    CLOSE_OVERLOADED, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_LARGE, ClientFrame, ErrorCode, ServerFrame,
+};
+use confab_runtime::{Reply, TurnError};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
+use tracing::debug;
+
+/// Frames waiting for the writer, per connection.
+const OUTBOX_MAX: usize = 64;
+
+/// Replies read from the store per page of a `resume`.
+const RESUME_PAGE_REPLIES: usize = 256;
+
+/// Close code for a text frame that is not UTF-8 (RFC 6455 requires failing the
+/// connection).
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+
+#[derive(Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+fn unauthorized(e: &AuthError) -> Response {
+    let body = serde_json::json!({"error": "unauthorized", "message": e.to_string()});
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `GET /v1/ws`: authenticates, then upgrades.
+pub(crate) async fn upgrade(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let token = bearer(&headers).map(str::to_owned).or(query.token);
+    let Some(token) = token else {
+        return unauthorized(&AuthError::Missing);
+    };
+    let caller = match gw.auth.verify_scope(&token, "chat") {
+        Ok(caller) => caller,
+        Err(e) => return unauthorized(&e),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let limit = gw.config.frame_bytes_max;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connection(gw, caller.uid, caller.exp, socket))
+}
+
+fn text(frame: &ServerFrame) -> Message {
+    Message::Text(Utf8Bytes::from(frame.to_json()))
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Message {
+    text(&ServerFrame::Error {
+        id,
+        code,
+        message: message.into(),
+    })
+}
+
+fn reply_frame(reply: Reply) -> ServerFrame {
+    ServerFrame::Reply {
+        id: reply.message_id.to_string(),
+        seq: reply.seq.0,
+        text: reply.text,
+        intent: reply.intent,
+        slots: reply.slots,
+        policy: reply.policy,
+    }
+}
+
+fn turn_error(id: Option<String>, e: &TurnError) -> Message {
+    let code = match e {
+        TurnError::Overloaded(_) => ErrorCode::Overloaded,
+        TurnError::Unavailable(_) => ErrorCode::Unavailable,
+        TurnError::Rejected(_) => ErrorCode::RejectedInput,
+        TurnError::Internal(_) => ErrorCode::Internal,
+    };
+    error(id, code, e.to_string())
+}
+
+/// Work the reader hands to the worker, in the client's order.
+enum Work {
+    Say { id: MessageId, text: String },
+    Resume { after: Seq },
+}
+
+/// Holds a connection slot and keeps `confab_ws_connections` true.
+struct ConnectionSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl ConnectionSlot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("confab_ws_connections").increment(1.0);
+        Self(permit)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("confab_ws_connections").decrement(1.0);
+    }
+}
+
+async fn connection(gw: Gateway, uid: Uid, exp: u64, mut socket: WebSocket) {
+    let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
+        let message = format!(
+            "node has {} connections, its limit: reconnect to another node",
+            gw.config.connections_max
+        );
+        let _ = socket
+            .send(error(None, ErrorCode::Overloaded, message.clone()))
+            .await;
+        let _ = socket
+            .send(close(CLOSE_OVERLOADED, "too many connections"))
+            .await;
+        return;
+    };
+    let _slot = ConnectionSlot::new(permit);
+    let hello = match gw.runtime.hello(uid.clone()).await {
+        Ok(info) => ServerFrame::Hello {
+            uid: uid.to_string(),
+            resumed: info.last_seq > Seq(0),
+            last_seq: info.last_seq.0,
+            node: info.node.to_string(),
+        },
+        Err(e) => {
+            let _ = socket.send(turn_error(None, &e)).await;
+            let _ = socket
+                .send(close(CLOSE_OVERLOADED, "session unavailable"))
+                .await;
+            return;
+        }
+    };
+    if socket.send(text(&hello)).await.is_err() {
+        return;
+    }
+    let (sink, stream) = socket.split();
+    let (outbox, outbox_rx) = mpsc::channel::<Message>(OUTBOX_MAX);
+    let writer = tokio::spawn(write_frames(sink, outbox_rx));
+    let (work, work_rx) = mpsc::channel::<Work>(gw.config.connection_queue_max.max(1));
+    tokio::spawn(run_work(gw.clone(), uid.clone(), work_rx, outbox.clone()));
+    read_frames(&gw, stream, exp, &work, &outbox).await;
+    drop(work);
+    drop(outbox);
+    // The worker finishes turns already queued (they may be acked and must be
+    // recorded), then the writer drains and ends.
+    let _ = writer.await;
+}
+
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut outbox: mpsc::Receiver<Message>,
+) {
+    while let Some(message) = outbox.recv().await {
+        let closing = matches!(message, Message::Close(_));
+        if sink.send(message).await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn seconds_until(exp: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Duration::from_secs(exp.saturating_sub(now))
+}
+
+async fn read_frames(
+    gw: &Gateway,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    exp: u64,
+    work: &mpsc::Sender<Work>,
+    outbox: &mpsc::Sender<Message>,
+) {
+    let expiry = tokio::time::sleep(seconds_until(exp));
+    tokio::pin!(expiry);
+    let mut draining = gw.draining.subscribe();
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            () = &mut expiry => {
+                let _ = outbox.send(close(CLOSE_TOKEN_EXPIRED, "token expired")).await;
+                return;
+            }
+            () = async { drop(draining.wait_for(|draining| *draining).await) } => {
+                let _ = outbox.send(close(CLOSE_OVERLOADED, "node is draining: reconnect")).await;
+                return;
+            }
+        };
+        let answer = match message {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(Message::Text(frame))) => handle_text(gw, frame.as_str(), work),
+            Some(Ok(Message::Binary(_))) => Some(error(
+                None,
+                ErrorCode::BadFrame,
+                "binary frames are not accepted: send json text frames",
+            )),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+            Some(Err(e)) => {
+                for message in read_error(gw, e) {
+                    let _ = outbox.send(message).await;
+                }
+                return;
+            }
+        };
+        if let Some(answer) = answer {
+            if outbox.send(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What to send when reading failed; the stream is over after any read error.
+fn read_error(gw: &Gateway, e: axum::Error) -> Vec<Message> {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            let limit = gw.config.frame_bytes_max;
+            vec![close(
+                CLOSE_TOO_LARGE,
+                &format!("frame over the {limit}-byte limit"),
+            )]
+        }
+        Some(tungstenite::Error::Utf8(_)) => vec![
+            error(None, ErrorCode::BadFrame, "text frame is not valid utf-8"),
+            close(CLOSE_INVALID_PAYLOAD, "invalid utf-8"),
+        ],
+        _ => {
+            debug!(error = %inner, "websocket read failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Handles one text frame; returns the immediate answer, if any.
+fn handle_text(gw: &Gateway, frame: &str, work: &mpsc::Sender<Work>) -> Option<Message> {
+    let parsed = match ClientFrame::parse(frame) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(error(e.id, ErrorCode::BadFrame, e.message)),
+    };
+    let (item, id) = match parsed {
+        ClientFrame::Ping => return Some(text(&ServerFrame::Pong)),
+        ClientFrame::Resume { after_seq } => (
+            Work::Resume {
+                after: Seq(after_seq),
+            },
+            None,
+        ),
+        ClientFrame::Say { id, text } => {
+            let message_id = match MessageId::new(id.clone()) {
+                Ok(message_id) => message_id,
+                Err(e @ IdError::TooLong { .. }) => {
+                    return Some(error(Some(id), ErrorCode::TooLarge, e.to_string()));
+                }
+                Err(e) => return Some(error(Some(id), ErrorCode::BadFrame, e.to_string())),
+            };
+            if text.is_empty() {
+                return Some(error(Some(id), ErrorCode::BadFrame, "text is empty"));
+            }
+            let limit = gw.config.text_bytes_max;
+            if text.len() > limit {
+                return Some(error(
+                    Some(id),
+                    ErrorCode::TooLarge,
+                    format!("text is {} bytes, the limit is {limit}", text.len()),
+                ));
+            }
+            (
+                Work::Say {
+                    id: message_id,
+                    text,
+                },
+                Some(id),
+            )
+        }
+    };
+    match work.try_send(item) {
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(_)) => Some(error(
+            id,
+            ErrorCode::Overloaded,
+            format!(
+                "{} frames are waiting on this connection, its limit: wait for replies",
+                gw.config.connection_queue_max
+            ),
+        )),
+        Err(mpsc::error::TrySendError::Closed(_)) => None,
+    }
+}
+
+async fn run_work(
+    gw: Gateway,
+    uid: Uid,
+    mut work: mpsc::Receiver<Work>,
+    outbox: mpsc::Sender<Message>,
+) {
+    while let Some(item) = work.recv().await {
+        let frames = match item {
+            Work::Say { id, text } => say(&gw, &uid, id, text).await,
+            Work::Resume { after } => {
+                if resume(&gw, &uid, after, &outbox).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        for frame in frames {
+            if outbox.send(frame).await.is_err() {
+                // The client left; the remaining turns still run, as they were sent.
+                break;
+            }
+        }
+    }
+}
+
+async fn say(gw: &Gateway, uid: &Uid, id: MessageId, text: String) -> Vec<Message> {
+    let client_id = id.to_string();
+    match gw.runtime.turn(uid.clone(), id, text).await {
+        Ok(done) => vec![
+            self::text(&ServerFrame::Ack {
+                id: client_id,
+                seq: done.ack_seq.0,
+            }),
+            self::text(&reply_frame(done.reply)),
+        ],
+        Err(e) => vec![turn_error(Some(client_id), &e)],
+    }
+}
+
+/// Streams every reply after `after`, page by page.
+async fn resume(
+    gw: &Gateway,
+    uid: &Uid,
+    after: Seq,
+    outbox: &mpsc::Sender<Message>,
+) -> Result<(), ()> {
+    let mut cursor = after;
+    loop {
+        let page = match gw
+            .runtime
+            .replies_after(uid, cursor, RESUME_PAGE_REPLIES)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return outbox.send(turn_error(None, &e)).await.map_err(|_| ()),
+        };
+        let full = page.len() == RESUME_PAGE_REPLIES;
+        for reply in page {
+            cursor = reply.seq;
+            outbox
+                .send(text(&reply_frame(reply)))
+                .await
+                .map_err(|_| ())?;
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}

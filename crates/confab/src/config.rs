@@ -1,0 +1,224 @@
+//! The node's configuration: defaults, then the TOML file, then `CONFAB_SECTION__KEY`
+//! environment variables, then command-line flags.
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole file. `config/node.toml` documents every key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) node: NodeSection,
+    pub(crate) auth: AuthSection,
+    pub(crate) gateway: GatewaySection,
+    pub(crate) runtime: RuntimeSection,
+    pub(crate) store: StoreSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct NodeSection {
+    pub(crate) id: String,
+    pub(crate) bind: String,
+    pub(crate) http_port: u16,
+    pub(crate) cluster_port: u16,
+    pub(crate) seeds: Vec<String>,
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: "node-1".into(),
+            bind: "127.0.0.1".into(),
+            http_port: 8080,
+            cluster_port: 7070,
+            seeds: Vec::new(),
+            data_dir: PathBuf::from("./confab-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthSection {
+    pub(crate) jwt_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GatewaySection {
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) max_text_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_queued_per_connection: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_text_bytes: 4 * 1024,
+            max_connections: 10_000,
+            max_queued_per_connection: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RuntimeSection {
+    pub(crate) max_inflight_turns: usize,
+    pub(crate) max_queued_per_session: usize,
+    pub(crate) passivate_after_s: u64,
+    pub(crate) turn_timeout_ms: u64,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            max_inflight_turns: 8192,
+            max_queued_per_session: 32,
+            passivate_after_s: 600,
+            turn_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StoreSection {
+    pub(crate) batch_max_events: usize,
+    pub(crate) batch_max_delay_ms: u64,
+    pub(crate) sqlite_synchronous: String,
+    pub(crate) snapshot_hmac_key: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            batch_max_events: 2048,
+            batch_max_delay_ms: 2,
+            sqlite_synchronous: "full".into(),
+            snapshot_hmac_key: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, the file (if given), the environment, then `overrides`.
+    pub(crate) fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only `CONFAB_SECTION__KEY`: `CONFAB_NODE` and `CONFAB_TOKEN` belong to confabctl.
+        let env = Env::prefixed("CONFAB_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let config: Config = figment
+            .merge(env)
+            .merge(overrides)
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        confab_core::NodeId::new(self.node.id.clone())
+            .with_context(|| format!("node.id {:?}", self.node.id))?;
+        anyhow::ensure!(
+            matches!(self.store.sqlite_synchronous.as_str(), "full" | "normal"),
+            "store.sqlite_synchronous must be \"full\" or \"normal\", not {:?}",
+            self.store.sqlite_synchronous
+        );
+        for (name, value) in [
+            ("gateway.max_frame_bytes", self.gateway.max_frame_bytes),
+            ("gateway.max_text_bytes", self.gateway.max_text_bytes),
+            ("gateway.max_connections", self.gateway.max_connections),
+            (
+                "gateway.max_queued_per_connection",
+                self.gateway.max_queued_per_connection,
+            ),
+            (
+                "runtime.max_inflight_turns",
+                self.runtime.max_inflight_turns,
+            ),
+            (
+                "runtime.max_queued_per_session",
+                self.runtime.max_queued_per_session,
+            ),
+            ("store.batch_max_events", self.store.batch_max_events),
+        ] {
+            anyhow::ensure!(value > 0, "{name} must be above 0");
+        }
+        anyhow::ensure!(
+            self.gateway.max_text_bytes <= self.gateway.max_frame_bytes,
+            "gateway.max_text_bytes ({}) cannot exceed gateway.max_frame_bytes ({})",
+            self.gateway.max_text_bytes,
+            self.gateway.max_frame_bytes
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/node.toml");
+        let from_file: Config = Figment::from(Toml::file(&file)).extract().unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            toml_of(&from_file),
+            toml_of(&defaults),
+            "config/node.toml and the defaults disagree"
+        );
+    }
+
+    fn toml_of(config: &Config) -> String {
+        format!("{config:?}")
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_flags_override_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("n.toml", "[runtime]\nmax_inflight_turns = 5\n")?;
+            jail.set_env("CONFAB_RUNTIME__MAX_INFLIGHT_TURNS", "7");
+            jail.set_env("CONFAB_AUTH__JWT_SECRET", "from-env");
+            jail.set_env("CONFAB_NODE", "http://ignored");
+            let config = Config::load(
+                Some(Path::new("n.toml")),
+                Figment::from(Serialized::default("auth.jwt_secret", "from-flag")),
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(config.runtime.max_inflight_turns, 7);
+            assert_eq!(config.auth.jwt_secret, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[store]\nsqlite_synchronous = \"sometimes\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("sqlite_synchronous"), "{err}");
+            jail.create_file("typo.toml", "[runtime]\nmax_inflight = 5\n")?;
+            let err = Config::load(Some(Path::new("typo.toml")), Figment::new()).unwrap_err();
+            assert!(format!("{err:#}").contains("max_inflight"), "{err:#}");
+            Ok(())
+        });
+    }
+}
