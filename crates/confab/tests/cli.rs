@@ -1,0 +1,93 @@
+//! The `confab` command line: token, version, config errors and `up`'s refusals.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn confab(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(args)
+        .env_remove("CONFAB_AUTH__JWT_SECRET")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn version_is_printed() {
+    let out = confab(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("confab 0."));
+}
+
+#[tokio::test]
+async fn a_printed_token_opens_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let out = confab(&[
+        "token",
+        "--uid",
+        "zoe",
+        "--ttl",
+        "10m",
+        "--jwt-secret",
+        SECRET,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let client = Client::connect(&node.ws_url(), token.trim()).await.unwrap();
+    assert!(
+        matches!(client.hello, confab_proto::ServerFrame::Hello { ref uid, .. } if uid == "zoe")
+    );
+}
+
+#[test]
+fn token_without_a_secret_says_where_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = confab(&[
+        "token",
+        "--uid",
+        "zoe",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no jwt secret") && err.contains("confab up"),
+        "{err}"
+    );
+}
+
+#[test]
+fn up_refuses_several_nodes_until_clustering_lands() {
+    let out = confab(&[
+        "up",
+        "--nodes",
+        "3",
+        "--data-dir",
+        "/nonexistent/never-created",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clustering is not available"));
+}
+
+#[test]
+fn a_bad_config_value_is_named_and_the_node_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "[runtime]\nmax_inflight_turns = 0\n").unwrap();
+    let out = confab(&[
+        "node",
+        "--config",
+        file.to_str().unwrap(),
+        "--jwt-secret",
+        SECRET,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runtime.max_inflight_turns"));
+}

@@ -1,0 +1,281 @@
+//! A real node process and a real WebSocket client, for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use confab_proto::{ClientFrame, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+/// How long any single wait may take before the test fails as hung.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `confab node` process.
+pub struct Node {
+    child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    pub async fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// Starts a node with extra `CONFAB_*` environment settings.
+    pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Node {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_confab"))
+            .arg("node")
+            .args(["--http-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--jwt-secret", SECRET])
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("confab node starts");
+        let mut node = Node {
+            child,
+            port,
+            data_dir: data_dir.to_owned(),
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("node exited during start-up: {status}");
+            }
+            if http_get(self.port, "/readyz").await.map(|r| r.0) == Some(200) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) {
+        kill(self.pid(), Signal::SIGTERM).unwrap();
+        let status = tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "node stopped with {status}");
+    }
+
+    /// SIGKILL: no snapshot, no goodbye.
+    pub async fn kill(mut self) {
+        kill(self.pid(), Signal::SIGKILL).unwrap();
+        tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path`: the status and the body.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token with these claims, signed with `secret`.
+pub fn token_with(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn token(uid: &str) -> String {
+    token_with(
+        SECRET,
+        serde_json::json!({"sub": uid, "scope": "chat", "exp": now_s() + 3600}),
+    )
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol v1 client.
+pub struct Client {
+    socket: Socket,
+    pub hello: ServerFrame,
+}
+
+/// What a connection ended with.
+#[derive(Debug, PartialEq)]
+pub enum End {
+    Closed(Option<u16>),
+    Dropped,
+}
+
+impl Client {
+    /// Connects with the token in the `Authorization` header.
+    pub async fn connect(url: &str, token: &str) -> Result<Client, tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut client = Client {
+            socket,
+            hello: ServerFrame::Pong,
+        };
+        client.hello = client.recv().await;
+        assert!(
+            matches!(client.hello, ServerFrame::Hello { .. }),
+            "first frame is hello: {:?}",
+            client.hello
+        );
+        Ok(client)
+    }
+
+    pub async fn as_uid(node: &Node, uid: &str) -> Client {
+        Client::connect(&node.ws_url(), &token(uid)).await.unwrap()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        match &self.hello {
+            ServerFrame::Hello { last_seq, .. } => *last_seq,
+            other => panic!("not a hello: {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.send_raw(Message::text(serde_json::to_string(frame).unwrap()))
+            .await;
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_raw(Message::text(text)).await;
+    }
+
+    /// The next server frame; panics if the connection ends or nothing comes.
+    pub async fn recv(&mut self) -> ServerFrame {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("connection open")
+                .expect("frame reads");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("{text} is not a server frame: {e}"));
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the connection ends; returns its close code.
+    pub async fn end(&mut self) -> End {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the connection ends within the wait")
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return End::Closed(frame.map(|f: CloseFrame| u16::from(f.code)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return End::Dropped,
+            }
+        }
+    }
+
+    pub async fn say(&mut self, id: &str, text: &str) -> (u64, ServerFrame) {
+        self.send(&ClientFrame::Say {
+            id: id.into(),
+            text: text.into(),
+        })
+        .await;
+        let ack = self.recv().await;
+        let ServerFrame::Ack { id: acked, seq } = ack else {
+            panic!("expected an ack for {id}, got {ack:?}");
+        };
+        assert_eq!(acked, id);
+        let reply = self.recv().await;
+        assert!(
+            matches!(&reply, ServerFrame::Reply { id: r, .. } if r == id),
+            "{reply:?}"
+        );
+        (seq, reply)
+    }
+
+    /// Pings and expects the pong: the connection is still open and in order.
+    pub async fn assert_alive(&mut self) {
+        self.send(&ClientFrame::Ping).await;
+        assert_eq!(self.recv().await, ServerFrame::Pong);
+    }
+}
+
+pub fn reply_seq(frame: &ServerFrame) -> u64 {
+    match frame {
+        ServerFrame::Reply { seq, .. } => *seq,
+        other => panic!("not a reply: {other:?}"),
+    }
+}
