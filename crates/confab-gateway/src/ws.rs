@@ -252,10 +252,10 @@ async fn read_frames(
                 return;
             }
         };
-        if let Some(answer) = answer {
-            if outbox.send(answer).await.is_err() {
-                return;
-            }
+        if let Some(answer) = answer
+            && outbox.send(answer).await.is_err()
+        {
+            return;
         }
     }
 }

@@ -68,10 +68,8 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
             message = stream.next() => {
                 let Some(message) = message else { break };
                 match message? {
-                    Message::Text(text) => {
-                        if print_frame(&text) {
-                            pending = pending.saturating_sub(1);
-                        }
+                    Message::Text(text) if print_frame(&text) => {
+                        pending = pending.saturating_sub(1);
                     }
                     Message::Close(frame) => {
                         println!("[closed {}]", frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default());

@@ -1,0 +1,299 @@
+//! `confab-bench turns`: open-loop turns over N sessions.
+
+use anyhow::Context;
+use confab_proto::{ClientFrame, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use jsonwebtoken::{EncodingKey, Header};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Connections opened at once while setting up.
+const CONNECTS_IN_PARALLEL: usize = 200;
+/// How long to wait for replies after the last scheduled turn.
+const DRAIN: Duration = Duration::from_secs(10);
+
+const TEXTS: &[&str] = &[
+    "你好",
+    "这款鞋有货吗？",
+    "39码",
+    "黑色",
+    "订单号 SO20261124",
+    "do you have white in size 41?",
+    "请回电 13812345678",
+    "谢谢",
+];
+
+#[derive(clap::Args)]
+pub(crate) struct TurnsArgs {
+    /// The WebSocket endpoint, e.g. ws://127.0.0.1:8080/v1/ws.
+    #[arg(long)]
+    url: String,
+    /// Sessions (one connection and one uid each).
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Target turns per second, over all sessions.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to send, e.g. 30s or 2m.
+    #[arg(long, default_value = "30s")]
+    duration: String,
+    /// Turns scheduled in this first stretch are sent but not measured.
+    #[arg(long, default_value = "2s")]
+    warmup: String,
+    /// HS256 secret to sign the sessions' tokens with.
+    #[arg(long, env = "CONFAB_AUTH__JWT_SECRET", hide_env_values = true, default_value = "")]
+    jwt_secret: String,
+    /// Prefix of the sessions' uids (a fresh prefix gives fresh sessions).
+    #[arg(long, default_value = "bench")]
+    uid_prefix: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().with_context(|| format!("duration {text:?}"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        other => anyhow::bail!("duration {text:?}: unknown unit {other:?}, use ms, s or m"),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// What one session saw.
+struct SessionResult {
+    latency_us: Histogram<u64>,
+    sent: u64,
+    replied: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+/// The report.
+#[derive(Serialize)]
+struct Report {
+    url: String,
+    sessions: usize,
+    target_rate: f64,
+    duration_s: f64,
+    sent: u64,
+    replied: u64,
+    missing: u64,
+    errors: BTreeMap<String, u64>,
+    throughput_per_s: f64,
+    latency_ms: Percentiles,
+}
+
+#[derive(Serialize)]
+struct Percentiles {
+    measured: u64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+fn token(secret: &str, uid: &str) -> anyhow::Result<String> {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
+    let claims = serde_json::json!({"sub": uid, "scope": "chat", "exp": exp});
+    Ok(jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.sessions > 0, "--sessions must be above 0");
+    anyhow::ensure!(args.rate > 0.0, "--rate must be above 0");
+    let duration = parse_duration(&args.duration)?;
+    let warmup = parse_duration(&args.warmup)?;
+    let secret = if args.jwt_secret.is_empty() {
+        "confab-bench-has-no-secret-set".to_owned()
+    } else {
+        args.jwt_secret.clone()
+    };
+
+    eprintln!("connecting {} sessions to {}", args.sessions, args.url);
+    let connects = Arc::new(Semaphore::new(CONNECTS_IN_PARALLEL));
+    let mut sockets = Vec::with_capacity(args.sessions);
+    let mut pending = Vec::with_capacity(args.sessions);
+    for i in 0..args.sessions {
+        let uid = format!("{}-{i}", args.uid_prefix);
+        let mut request = args.url.as_str().into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {}", token(&secret, &uid)?).parse()?);
+        let connects = Arc::clone(&connects);
+        pending.push(tokio::spawn(async move {
+            let _permit = connects.acquire().await;
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+            // The hello.
+            socket.next().await.context("closed before hello")??;
+            anyhow::Ok(socket)
+        }));
+    }
+    for p in pending {
+        sockets.push(p.await??);
+    }
+
+    // Session i sends every `period`, phase-shifted so that the whole load is even.
+    let period = Duration::from_secs_f64(args.sessions as f64 / args.rate);
+    let start = Instant::now() + Duration::from_millis(500);
+    let end = start + duration;
+    let measure_from = start + warmup;
+    eprintln!(
+        "sending {:.0} turns/s for {}s ({} per session every {:?})",
+        args.rate,
+        duration.as_secs_f64(),
+        1,
+        period
+    );
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let phase = period.mul_f64(i as f64 / args.sessions as f64);
+            tokio::spawn(session(socket, start + phase, period, end, measure_from))
+        })
+        .collect();
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut sent, mut replied) = (0, 0);
+    let mut errors = BTreeMap::new();
+    for task in tasks {
+        let r = task.await??;
+        latency_us.add(&r.latency_us)?;
+        sent += r.sent;
+        replied += r.replied;
+        for (code, n) in r.errors {
+            *errors.entry(code).or_insert(0) += n;
+        }
+    }
+    let q = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
+    let report = Report {
+        url: args.url,
+        sessions: args.sessions,
+        target_rate: args.rate,
+        duration_s: duration.as_secs_f64(),
+        sent,
+        replied,
+        missing: sent - replied - errors.values().sum::<u64>(),
+        throughput_per_s: replied as f64 / duration.as_secs_f64(),
+        errors,
+        latency_ms: Percentiles {
+            measured: latency_us.len(),
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: latency_us.max() as f64 / 1000.0,
+        },
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(())
+}
+
+fn print_human(r: &Report) {
+    println!("url           {}", r.url);
+    println!("sessions      {}", r.sessions);
+    println!("target        {:.0} turns/s for {:.0}s", r.target_rate, r.duration_s);
+    println!("sent          {}", r.sent);
+    println!("replied       {} ({:.0} turns/s)", r.replied, r.throughput_per_s);
+    println!("missing       {}", r.missing);
+    let errors: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("errors        {}", if errors.is_empty() { "none".into() } else { errors.join(" ") });
+    let l = &r.latency_ms;
+    println!(
+        "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
+        l.p50, l.p90, l.p99, l.p999, l.max, l.measured
+    );
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn session(
+    socket: Socket,
+    first: Instant,
+    period: Duration,
+    end: Instant,
+    measure_from: Instant,
+) -> anyhow::Result<SessionResult> {
+    let (mut sink, mut stream) = socket.split();
+    let schedule: Vec<Instant> = (0u32..)
+        .map(|k| first + period * k)
+        .take_while(|t| *t < end)
+        .collect();
+    let count = schedule.len();
+    let schedule = Arc::new(schedule);
+    let writer = {
+        let schedule = Arc::clone(&schedule);
+        tokio::spawn(async move {
+            for (k, at) in schedule.iter().enumerate() {
+                tokio::time::sleep_until(*at).await;
+                let frame = ClientFrame::Say {
+                    id: format!("b-{k}"),
+                    text: TEXTS[k % TEXTS.len()].into(),
+                };
+                sink.send(Message::text(serde_json::to_string(&frame)?)).await?;
+            }
+            anyhow::Ok(sink)
+        })
+    };
+    let mut result = SessionResult {
+        latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        sent: count as u64,
+        replied: 0,
+        errors: BTreeMap::new(),
+    };
+    let deadline = end + DRAIN;
+    let mut done = 0usize;
+    while done < count {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            break;
+        };
+        let Message::Text(text) = message? else { continue };
+        let frame: ServerFrame = serde_json::from_str(text.as_str())?;
+        let (id, error) = match frame {
+            ServerFrame::Reply { id, .. } => (id, None),
+            ServerFrame::Error { id: Some(id), code, .. } => (id, Some(code)),
+            _ => continue,
+        };
+        let k: usize = id.trim_start_matches("b-").parse()?;
+        done += 1;
+        match error {
+            Some(code) => {
+                let code = serde_json::to_value(code)?.as_str().unwrap_or("?").to_owned();
+                *result.errors.entry(code).or_insert(0) += 1;
+            }
+            None => {
+                result.replied += 1;
+                let scheduled = schedule[k];
+                if scheduled >= measure_from {
+                    let us = Instant::now().duration_since(scheduled).as_micros();
+                    result.latency_us.saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
+                }
+            }
+        }
+    }
+    let mut sink = writer.await??;
+    let _ = sink.close().await;
+    Ok(result)
+}
