@@ -17,7 +17,10 @@ pub(crate) struct EchoArgs {
 pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let app = Router::new().route(
         confab_proto::WS_PATH,
-        get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(serve) }),
+        get(|ws: WebSocketUpgrade| async move {
+            // The same read buffer as confab's gateway: the floor must be comparable.
+            ws.read_buffer_size(8 * 1024).on_upgrade(serve)
+        }),
     );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     eprintln!("echo floor on ws://127.0.0.1:{}/v1/ws", args.port);
@@ -37,7 +40,9 @@ async fn serve(mut socket: WebSocket) {
     }
     let mut seq = 0u64;
     while let Some(Ok(message)) = socket.recv().await {
-        let Message::Text(text) = message else { continue };
+        let Message::Text(text) = message else {
+            continue;
+        };
         let answers = match ClientFrame::parse(text.as_str()) {
             Ok(ClientFrame::Say { id, text }) => {
                 seq += 3;

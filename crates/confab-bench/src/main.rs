@@ -42,7 +42,9 @@ fn main() -> ExitCode {
             Command::Turns(args) => turns::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Rebalance => {
-                eprintln!("error: rebalance needs a cluster; clustering is not in this version yet");
+                eprintln!(
+                    "error: rebalance needs a cluster; clustering is not in this version yet"
+                );
                 return Ok(ExitCode::from(2));
             }
         }

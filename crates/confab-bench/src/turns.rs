@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Connections opened at once while setting up.
 const CONNECTS_IN_PARALLEL: usize = 200;
@@ -48,7 +49,12 @@ pub(crate) struct TurnsArgs {
     #[arg(long, default_value = "2s")]
     warmup: String,
     /// HS256 secret to sign the sessions' tokens with.
-    #[arg(long, env = "CONFAB_AUTH__JWT_SECRET", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "CONFAB_AUTH__JWT_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
     jwt_secret: String,
     /// Prefix of the sessions' uids (a fresh prefix gives fresh sessions).
     #[arg(long, default_value = "bench")]
@@ -60,9 +66,13 @@ pub(crate) struct TurnsArgs {
 
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().with_context(|| format!("duration {text:?}"))?;
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("duration {text:?}"))?;
     let seconds = match unit {
         "ms" => number / 1000.0,
         "s" | "" => number,
@@ -105,6 +115,12 @@ struct Percentiles {
     max: f64,
 }
 
+/// tungstenite zeroes its whole read buffer before each read; its 128 KiB default
+/// would make the load generator measure memset.
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(8 * 1024)
+}
+
 fn token(secret: &str, uid: &str) -> anyhow::Result<String> {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
     let claims = serde_json::json!({"sub": uid, "scope": "chat", "exp": exp});
@@ -133,13 +149,16 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
     for i in 0..args.sessions {
         let uid = format!("{}-{i}", args.uid_prefix);
         let mut request = args.url.as_str().into_client_request()?;
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {}", token(&secret, &uid)?).parse()?);
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", token(&secret, &uid)?).parse()?,
+        );
         let connects = Arc::clone(&connects);
         pending.push(tokio::spawn(async move {
             let _permit = connects.acquire().await;
-            let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), false)
+                    .await?;
             // The hello.
             socket.next().await.context("closed before hello")??;
             anyhow::Ok(socket)
@@ -212,12 +231,25 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
 fn print_human(r: &Report) {
     println!("url           {}", r.url);
     println!("sessions      {}", r.sessions);
-    println!("target        {:.0} turns/s for {:.0}s", r.target_rate, r.duration_s);
+    println!(
+        "target        {:.0} turns/s for {:.0}s",
+        r.target_rate, r.duration_s
+    );
     println!("sent          {}", r.sent);
-    println!("replied       {} ({:.0} turns/s)", r.replied, r.throughput_per_s);
+    println!(
+        "replied       {} ({:.0} turns/s)",
+        r.replied, r.throughput_per_s
+    );
     println!("missing       {}", r.missing);
     let errors: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("errors        {}", if errors.is_empty() { "none".into() } else { errors.join(" ") });
+    println!(
+        "errors        {}",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors.join(" ")
+        }
+    );
     let l = &r.latency_ms;
     println!(
         "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
@@ -225,9 +257,8 @@ fn print_human(r: &Report) {
     );
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn session(
     socket: Socket,
@@ -252,7 +283,8 @@ async fn session(
                     id: format!("b-{k}"),
                     text: TEXTS[k % TEXTS.len()].into(),
                 };
-                sink.send(Message::text(serde_json::to_string(&frame)?)).await?;
+                sink.send(Message::text(serde_json::to_string(&frame)?))
+                    .await?;
             }
             anyhow::Ok(sink)
         })
@@ -269,18 +301,25 @@ async fn session(
         let Ok(Some(message)) = tokio::time::timeout_at(deadline, stream.next()).await else {
             break;
         };
-        let Message::Text(text) = message? else { continue };
+        let Message::Text(text) = message? else {
+            continue;
+        };
         let frame: ServerFrame = serde_json::from_str(text.as_str())?;
         let (id, error) = match frame {
             ServerFrame::Reply { id, .. } => (id, None),
-            ServerFrame::Error { id: Some(id), code, .. } => (id, Some(code)),
+            ServerFrame::Error {
+                id: Some(id), code, ..
+            } => (id, Some(code)),
             _ => continue,
         };
         let k: usize = id.trim_start_matches("b-").parse()?;
         done += 1;
         match error {
             Some(code) => {
-                let code = serde_json::to_value(code)?.as_str().unwrap_or("?").to_owned();
+                let code = serde_json::to_value(code)?
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned();
                 *result.errors.entry(code).or_insert(0) += 1;
             }
             None => {
@@ -288,7 +327,9 @@ async fn session(
                 let scheduled = schedule[k];
                 if scheduled >= measure_from {
                     let us = Instant::now().duration_since(scheduled).as_micros();
-                    result.latency_us.saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
+                    result
+                        .latency_us
+                        .saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
                 }
             }
         }

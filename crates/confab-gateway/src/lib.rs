@@ -111,6 +111,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
                 &[1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0],
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("confab_commit_seconds".into()),
+                &latency_buckets,
+            )
+        })
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;

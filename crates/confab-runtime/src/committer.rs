@@ -90,7 +90,10 @@ async fn run(
             events.extend(request.events.iter().cloned());
         }
         metrics::histogram!("confab_commit_batch_events").record(events.len() as f64);
-        match store.append(&events).await {
+        let started = Instant::now();
+        let appended = store.append(&events).await;
+        metrics::histogram!("confab_commit_seconds").record(started.elapsed().as_secs_f64());
+        match appended {
             Ok(()) => {
                 for request in batch.drain(..) {
                     let _ = request.done.send(Ok(()));

@@ -24,7 +24,8 @@ use std::time::Duration;
 const TIER: &str = "sqlite";
 
 /// Rows per INSERT statement: 6 bound values each, well under SQLite's 32,766.
-const INSERT_ROWS_MAX: usize = 1000;
+/// Small enough that preparing a statement of a new size is cheap.
+const INSERT_ROWS_MAX: usize = 128;
 
 /// The embedded store's settings.
 #[derive(Debug, Clone)]
@@ -79,7 +80,15 @@ impl SqliteStore {
             } else {
                 SqliteSynchronous::Normal
             })
-            .busy_timeout(options.busy_timeout);
+            .busy_timeout(options.busy_timeout)
+            // Multi-row inserts keep a statement journal: in memory, not a temp file.
+            .pragma("temp_store", "memory")
+            // 64 MiB of page cache, so a large batch does not spill mid-transaction.
+            .pragma("cache_size", "-65536")
+            .statement_cache_capacity(256)
+            // Checkpoints run on their own connection (see `checkpoint_in_background`),
+            // not inside a commit that acks are waiting for.
+            .pragma("wal_autocheckpoint", "0");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(connect.clone())
@@ -87,7 +96,12 @@ impl SqliteStore {
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.clone().read_only(true))
+            .await
+            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
             .await
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let store = Self {
@@ -96,6 +110,7 @@ impl SqliteStore {
             path,
         };
         store.migrate().await?;
+        tokio::spawn(checkpoint_in_background(checkpointer));
         Ok(store)
     }
 
@@ -226,6 +241,45 @@ impl SqliteStore {
             .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
+    }
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// WAL pages (4 KiB each) past which a checkpoint may briefly block writers
+/// to bring the WAL back to its start: 64 MiB.
+const WAL_PAGES_MAX: i64 = 16_384;
+
+/// Copies the WAL into the database file twice a second, off the commit path.
+/// PASSIVE never blocks writers; if readers keep it from catching up and the WAL
+/// grows past `WAL_PAGES_MAX`, one RESTART checkpoint waits for them and resets it.
+/// Ends when the store's pools are closed.
+async fn checkpoint_in_background(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        let wal_pages = match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(row) => row.try_get::<i64, _>(1).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+                continue;
+            }
+        };
+        if wal_pages > WAL_PAGES_MAX
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&pool)
+                .await
+        {
+            tracing::warn!(error = %e, wal_pages, "wal restart checkpoint failed");
+        }
     }
 }
 
