@@ -12,6 +12,10 @@ mod echo;
 mod turns;
 
 use clap::{Parser, Subcommand};
+
+/// The same allocator as the node, so that client overhead stays small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 #[derive(Parser)]
