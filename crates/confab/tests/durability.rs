@@ -115,3 +115,39 @@ async fn a_thousand_concurrent_sessions_are_all_acked_and_replied() {
         "every turn counted ok:\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn two_node_processes_share_one_data_dir_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (Node::start(dir.path()).await, Node::start(dir.path()).await);
+    // Different users on each process, writing at the same time.
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                one.ws_url()
+            } else {
+                two.ws_url()
+            };
+            tokio::spawn(async move {
+                let mut client = Client::connect(&url, &token(&format!("shared-{i}")))
+                    .await
+                    .unwrap();
+                for t in 1..=5 {
+                    let (ack, _) = client.say(&format!("m-{t}"), "有货吗").await;
+                    assert_eq!(ack, 1 + 3 * (t - 1));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    one.stop().await;
+    two.stop().await;
+    // Everything either process acked is in the shared store.
+    let node = Node::start(dir.path()).await;
+    for i in 0..40 {
+        let client = Client::as_uid(&node, &format!("shared-{i}")).await;
+        assert_eq!(client.last_seq(), 15, "shared-{i}");
+    }
+}
