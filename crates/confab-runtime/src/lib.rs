@@ -145,6 +145,27 @@ pub struct SessionInfo {
     pub node: NodeId,
 }
 
+/// One user turn on its way to its session: the Router and the supervisor pass
+/// it on unchanged.
+pub struct TurnRequest {
+    /// Whose turn.
+    pub uid: Uid,
+    /// The client's message id.
+    pub message_id: MessageId,
+    /// What the user said.
+    pub text: String,
+    /// Where the outcome goes.
+    pub reply: ractor::RpcReplyPort<Result<TurnOutcome, TurnError>>,
+}
+
+/// A request to activate a session and report where it stands.
+pub struct HelloRequest {
+    /// Whose session.
+    pub uid: Uid,
+    /// Where the answer goes.
+    pub reply: ractor::RpcReplyPort<Result<SessionInfo, TurnError>>,
+}
+
 /// What every actor of the node shares.
 pub(crate) struct Shared {
     pub(crate) config: RuntimeConfig,
@@ -278,11 +299,13 @@ impl Runtime {
         };
         self.record_depth();
         let result = self
-            .ask(|reply| RouterMsg::Turn {
-                uid,
-                message_id,
-                text,
-                reply,
+            .ask(|reply| {
+                RouterMsg::Turn(TurnRequest {
+                    uid,
+                    message_id,
+                    text,
+                    reply,
+                })
             })
             .await;
         drop(_permit);
@@ -297,7 +320,8 @@ impl Runtime {
 
     /// Activates the session and tells where it stands.
     pub async fn hello(&self, uid: Uid) -> Result<SessionInfo, TurnError> {
-        self.ask(|reply| RouterMsg::Hello { uid, reply }).await?
+        self.ask(|reply| RouterMsg::Hello(HelloRequest { uid, reply }))
+            .await?
     }
 
     /// Every reply of `uid` with a seq above `after`, up to `limit`, in seq order,

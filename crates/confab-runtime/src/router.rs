@@ -6,31 +6,17 @@
 //! issue's work.
 
 use crate::supervisor::SupervisorMsg;
-use crate::{SessionInfo, TurnError, TurnOutcome};
+use crate::{HelloRequest, TurnError, TurnRequest};
 use confab_core::ring::Ring;
-use confab_core::{Epoch, MessageId, NodeId, Uid};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use confab_core::{Epoch, NodeId, Uid};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// Messages to the Router.
 pub enum RouterMsg {
     /// One user turn.
-    Turn {
-        /// Whose.
-        uid: Uid,
-        /// The client's message id.
-        message_id: MessageId,
-        /// What the user said.
-        text: String,
-        /// Where the outcome goes.
-        reply: RpcReplyPort<Result<TurnOutcome, TurnError>>,
-    },
+    Turn(TurnRequest),
     /// Activate a session and report where it stands.
-    Hello {
-        /// Whose.
-        uid: Uid,
-        /// Where the answer goes.
-        reply: RpcReplyPort<Result<SessionInfo, TurnError>>,
-    },
+    Hello(HelloRequest),
 }
 
 /// The Router actor.
@@ -74,29 +60,19 @@ impl Actor for Router {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RouterMsg::Turn {
-                uid,
-                message_id,
-                text,
-                reply,
-            } => {
-                if !state.is_local(&uid) {
-                    let _ = reply.send(Err(state.not_local(&uid)));
+            RouterMsg::Turn(turn) => {
+                if !state.is_local(&turn.uid) {
+                    let _ = turn.reply.send(Err(state.not_local(&turn.uid)));
                     return Ok(());
                 }
-                let _ = state.supervisor.cast(SupervisorMsg::Turn {
-                    uid,
-                    message_id,
-                    text,
-                    reply,
-                });
+                let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
             }
-            RouterMsg::Hello { uid, reply } => {
-                if !state.is_local(&uid) {
-                    let _ = reply.send(Err(state.not_local(&uid)));
+            RouterMsg::Hello(hello) => {
+                if !state.is_local(&hello.uid) {
+                    let _ = hello.reply.send(Err(state.not_local(&hello.uid)));
                     return Ok(());
                 }
-                let _ = state.supervisor.cast(SupervisorMsg::Hello { uid, reply });
+                let _ = state.supervisor.cast(SupervisorMsg::Hello(hello));
             }
         }
         Ok(())

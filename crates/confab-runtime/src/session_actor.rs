@@ -7,7 +7,9 @@
 //! commit fails, the state is dropped and reloaded from the durable tier on the
 //! next message, so memory never runs ahead of the log.
 
-use crate::{EVENTS_PAGE_MAX, Reply, SessionInfo, Shared, TurnError, TurnOutcome, now_ms};
+use crate::{
+    EVENTS_PAGE_MAX, Reply, SessionInfo, Shared, TurnError, TurnOutcome, TurnRequest, now_ms,
+};
 use confab_core::session::{Duplicate, SessionState, Snapshot};
 use confab_core::{MessageId, Seq, Uid};
 use confab_dialog::DialogContext;
@@ -19,15 +21,8 @@ use tracing::{Instrument, info_span, warn};
 
 /// Messages to a SessionActor.
 pub enum SessionMsg {
-    /// One user turn.
-    Turn {
-        /// The client's message id.
-        message_id: MessageId,
-        /// What the user said.
-        text: String,
-        /// Where the outcome goes.
-        reply: RpcReplyPort<Result<TurnOutcome, TurnError>>,
-    },
+    /// One user turn (its uid is this session's).
+    Turn(TurnRequest),
     /// Activate and report where the session stands.
     Hello {
         /// Where the answer goes.
@@ -90,15 +85,15 @@ impl Actor for SessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Turn {
-                message_id,
-                text,
-                reply,
-            } => {
-                let span = info_span!("turn", uid = %state.uid, message_id = %message_id);
-                let outcome = state.turn(message_id, text).instrument(span).await;
+            SessionMsg::Turn(turn) => {
+                debug_assert_eq!(turn.uid, state.uid, "a turn reached another uid's session");
+                let span = info_span!("turn", uid = %state.uid, message_id = %turn.message_id);
+                let outcome = state
+                    .turn(turn.message_id, turn.text)
+                    .instrument(span)
+                    .await;
                 state.queued.fetch_sub(1, Ordering::AcqRel);
-                let _ = reply.send(outcome);
+                let _ = turn.reply.send(outcome);
             }
             SessionMsg::Hello { reply } => {
                 let node = state.shared.config.node_id.clone();

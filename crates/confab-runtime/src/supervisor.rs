@@ -10,8 +10,8 @@
 //!   actor that rebuilds from the durable tier. No other session is touched.
 
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
-use crate::{SessionInfo, Shared, TurnError, TurnOutcome};
-use confab_core::{MessageId, Uid};
+use crate::{HelloRequest, Shared, TurnError, TurnRequest};
+use confab_core::Uid;
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -28,23 +28,9 @@ const SHUTDOWN_SNAPSHOTS_PER_BATCH: usize = 500;
 /// Messages to the supervisor.
 pub enum SupervisorMsg {
     /// A turn for a local session.
-    Turn {
-        /// Whose.
-        uid: Uid,
-        /// The client's message id.
-        message_id: MessageId,
-        /// What the user said.
-        text: String,
-        /// Where the outcome goes.
-        reply: RpcReplyPort<Result<TurnOutcome, TurnError>>,
-    },
+    Turn(TurnRequest),
     /// Activate a session and report where it stands.
-    Hello {
-        /// Whose.
-        uid: Uid,
-        /// Where the answer goes.
-        reply: RpcReplyPort<Result<SessionInfo, TurnError>>,
-    },
+    Hello(HelloRequest),
     /// Passivate the sessions idle for too long (sent by a timer).
     Sweep,
     /// How many sessions are resident.
@@ -109,54 +95,49 @@ impl Actor for SessionSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Turn {
-                uid,
-                message_id,
-                text,
-                reply,
-            } => {
+            SupervisorMsg::Turn(turn) => {
                 if state.stopping {
-                    let _ = reply.send(Err(shutting_down()));
+                    let _ = turn.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
                 let limit = state.shared.config.session_queue_max;
-                let resident = match state.resident(&myself, &uid).await {
+                let resident = match state.resident(&myself, &turn.uid).await {
                     Ok(resident) => resident,
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        let _ = turn.reply.send(Err(e));
                         return Ok(());
                     }
                 };
                 if resident.queued.load(Ordering::Acquire) >= limit {
-                    let _ = reply.send(Err(TurnError::Overloaded(format!(
-                        "session {uid} has {limit} turns queued, its limit: wait for replies before sending more"
+                    let _ = turn.reply.send(Err(TurnError::Overloaded(format!(
+                        "session {} has {limit} turns queued, its limit: wait for replies before sending more",
+                        turn.uid
                     ))));
                     return Ok(());
                 }
                 resident.queued.fetch_add(1, Ordering::AcqRel);
                 resident.last_turn = Instant::now();
-                let sent = resident.actor.cast(SessionMsg::Turn {
-                    message_id,
-                    text,
-                    reply,
-                });
-                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn { reply, .. })) = sent {
-                    let _ = reply.send(Err(TurnError::Internal(
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn(turn))) =
+                    resident.actor.cast(SessionMsg::Turn(turn))
+                {
+                    let _ = turn.reply.send(Err(TurnError::Internal(
                         "the session stopped: retry with the same id".into(),
                     )));
                 }
             }
-            SupervisorMsg::Hello { uid, reply } => {
+            SupervisorMsg::Hello(hello) => {
                 if state.stopping {
-                    let _ = reply.send(Err(shutting_down()));
+                    let _ = hello.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
-                match state.resident(&myself, &uid).await {
+                match state.resident(&myself, &hello.uid).await {
                     Ok(resident) => {
-                        let _ = resident.actor.cast(SessionMsg::Hello { reply });
+                        let _ = resident
+                            .actor
+                            .cast(SessionMsg::Hello { reply: hello.reply });
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        let _ = hello.reply.send(Err(e));
                     }
                 }
             }
