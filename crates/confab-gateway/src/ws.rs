@@ -22,8 +22,9 @@ use confab_proto::{
 use confab_runtime::{Reply, TurnError};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_tungstenite::tungstenite;
 use tracing::debug;
 
@@ -84,11 +85,14 @@ pub(crate) async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    // Taken before the upgrade, so that connections past the limit cost nothing
+    // but the refusal (the contract's 1013 close).
+    let slot = Arc::clone(&gw.connections).try_acquire_owned().ok();
     let limit = gw.config.frame_bytes_max;
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection(gw, caller.uid, caller.exp, socket))
+        .on_upgrade(move |socket| connection(gw, caller.uid, caller.exp, slot, socket))
 }
 
 fn text(frame: &ServerFrame) -> Message {
@@ -153,20 +157,27 @@ impl Drop for ConnectionSlot {
     }
 }
 
-async fn connection(gw: Gateway, uid: Uid, exp: u64, mut socket: WebSocket) {
-    let Ok(permit) = gw.connections.clone().try_acquire_owned() else {
+async fn connection(
+    gw: Gateway,
+    uid: Uid,
+    exp: u64,
+    slot: Option<OwnedSemaphorePermit>,
+    mut socket: WebSocket,
+) {
+    let Some(permit) = slot else {
         let message = format!(
             "node has {} connections, its limit: reconnect to another node",
             gw.config.connections_max
         );
         let _ = socket
-            .send(error(None, ErrorCode::Overloaded, message.clone()))
+            .send(error(None, ErrorCode::Overloaded, message))
             .await;
         let _ = socket
             .send(close(CLOSE_OVERLOADED, "too many connections"))
             .await;
         return;
     };
+    // Held until the connection's last queued turn is done, not just its socket.
     let _slot = ConnectionSlot::new(permit);
     let hello = match gw.runtime.hello(uid.clone()).await {
         Ok(info) => ServerFrame::Hello {
@@ -190,12 +201,16 @@ async fn connection(gw: Gateway, uid: Uid, exp: u64, mut socket: WebSocket) {
     let (outbox, outbox_rx) = mpsc::channel::<Message>(OUTBOX_MAX);
     let writer = tokio::spawn(write_frames(sink, outbox_rx));
     let (work, work_rx) = mpsc::channel::<Work>(gw.config.connection_queue_max.max(1));
-    tokio::spawn(run_work(gw.clone(), uid.clone(), work_rx, outbox.clone()));
-    read_frames(&gw, stream, exp, &work, &outbox).await;
+    let worker = tokio::spawn(run_work(gw.clone(), uid.clone(), work_rx, outbox.clone()));
+    let closing = read_frames(&gw, stream, exp, &work, &outbox).await;
+    // Turns already queued were sent by the client and may be acked: they run to
+    // the end, and their frames go out before the close.
     drop(work);
+    let _ = worker.await;
+    if let Some(closing) = closing {
+        let _ = outbox.send(closing).await;
+    }
     drop(outbox);
-    // The worker finishes turns already queued (they may be acked and must be
-    // recorded), then the writer drains and ends.
     let _ = writer.await;
 }
 
@@ -240,24 +255,20 @@ async fn read_frames(
     exp: u64,
     work: &mpsc::Sender<Work>,
     outbox: &mpsc::Sender<Message>,
-) {
+) -> Option<Message> {
     let expiry = tokio::time::sleep(seconds_until(exp));
     tokio::pin!(expiry);
     let mut draining = gw.draining.subscribe();
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
-            () = &mut expiry => {
-                let _ = outbox.send(close(CLOSE_TOKEN_EXPIRED, "token expired")).await;
-                return;
-            }
+            () = &mut expiry => return Some(close(CLOSE_TOKEN_EXPIRED, "token expired")),
             () = async { drop(draining.wait_for(|draining| *draining).await) } => {
-                let _ = outbox.send(close(CLOSE_OVERLOADED, "node is draining: reconnect")).await;
-                return;
+                return Some(close(CLOSE_OVERLOADED, "node is draining: reconnect"));
             }
         };
         let answer = match message {
-            None | Some(Ok(Message::Close(_))) => return,
+            None | Some(Ok(Message::Close(_))) => return None,
             Some(Ok(Message::Text(frame))) => handle_text(gw, frame.as_str(), work),
             Some(Ok(Message::Binary(_))) => Some(error(
                 None,
@@ -266,38 +277,42 @@ async fn read_frames(
             )),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
             Some(Err(e)) => {
-                for message in read_error(gw, e) {
-                    let _ = outbox.send(message).await;
+                let (answer, closing) = read_error(gw, e);
+                if let Some(answer) = answer {
+                    let _ = outbox.send(answer).await;
                 }
-                return;
+                return closing;
             }
         };
         if let Some(answer) = answer
             && outbox.send(answer).await.is_err()
         {
-            return;
+            return None;
         }
     }
 }
 
-/// What to send when reading failed; the stream is over after any read error.
-fn read_error(gw: &Gateway, e: axum::Error) -> Vec<Message> {
+/// What to answer at once, and how to close, when reading failed; the stream is
+/// over after any read error.
+fn read_error(gw: &Gateway, e: axum::Error) -> (Option<Message>, Option<Message>) {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => {
             let limit = gw.config.frame_bytes_max;
-            vec![close(
-                CLOSE_TOO_LARGE,
-                &format!("frame over the {limit}-byte limit"),
-            )]
+            let reason = format!("frame over the {limit}-byte limit");
+            (None, Some(close(CLOSE_TOO_LARGE, &reason)))
         }
-        Some(tungstenite::Error::Utf8(_)) => vec![
-            error(None, ErrorCode::BadFrame, "text frame is not valid utf-8"),
-            close(CLOSE_INVALID_PAYLOAD, "invalid utf-8"),
-        ],
+        Some(tungstenite::Error::Utf8(_)) => (
+            Some(error(
+                None,
+                ErrorCode::BadFrame,
+                "text frame is not valid utf-8",
+            )),
+            Some(close(CLOSE_INVALID_PAYLOAD, "invalid utf-8")),
+        ),
         _ => {
             debug!(error = %inner, "websocket read failed");
-            Vec::new()
+            (None, None)
         }
     }
 }

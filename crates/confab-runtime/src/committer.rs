@@ -40,6 +40,11 @@ impl Committer {
         Self { requests }
     }
 
+    /// Whether the committer task is still taking requests.
+    pub fn is_running(&self) -> bool {
+        !self.requests.is_closed()
+    }
+
     /// Commits these events (with other sessions' events) and returns once the
     /// transaction holding them has committed or failed.
     pub async fn commit(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {

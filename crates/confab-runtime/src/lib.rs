@@ -26,7 +26,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::committer::Committer;
 use crate::router::{Router, RouterMsg};
@@ -50,8 +50,12 @@ pub struct RuntimeConfig {
     pub batch_events_max: usize,
     /// How long the first turn of a batch waits for others, at most.
     pub batch_delay_max: Duration,
-    /// How long a caller waits for a turn before giving up with `unavailable`.
+    /// How long a caller waits for a turn before giving up with `internal`
+    /// (the outcome is unknown: retry with the same id).
     pub turn_timeout: Duration,
+    /// Sessions resident in memory on this node; past it, new sessions get
+    /// `overloaded` until idle ones passivate.
+    pub resident_sessions_max: usize,
     /// The key that signs snapshots.
     pub snapshot_key: SnapshotKey,
 }
@@ -156,6 +160,9 @@ pub struct TurnRequest {
     pub text: String,
     /// Where the outcome goes.
     pub reply: ractor::RpcReplyPort<Result<TurnOutcome, TurnError>>,
+    /// The node's in-flight slot, held until the request is answered or dropped,
+    /// wherever it is: a caller that gave up does not free it early.
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// A request to activate a session and report where it stands.
@@ -164,6 +171,8 @@ pub struct HelloRequest {
     pub uid: Uid,
     /// Where the answer goes.
     pub reply: ractor::RpcReplyPort<Result<SessionInfo, TurnError>>,
+    /// The node's in-flight slot, as for turns.
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// What every actor of the node shares.
@@ -291,13 +300,7 @@ impl Runtime {
         message_id: MessageId,
         text: String,
     ) -> Result<TurnOutcome, TurnError> {
-        let Ok(_permit) = self.inflight.try_acquire() else {
-            return Err(TurnError::Overloaded(format!(
-                "node has {} turns in flight, its limit: retry with backoff",
-                self.shared.config.inflight_turns_max
-            )));
-        };
-        self.record_depth();
+        let permit = self.inflight_permit()?;
         let result = self
             .ask(|reply| {
                 RouterMsg::Turn(TurnRequest {
@@ -305,12 +308,26 @@ impl Runtime {
                     message_id,
                     text,
                     reply,
+                    permit,
                 })
             })
             .await;
-        drop(_permit);
         self.record_depth();
         result?
+    }
+
+    /// One of the node's in-flight slots, or `overloaded`.
+    fn inflight_permit(&self) -> Result<OwnedSemaphorePermit, TurnError> {
+        let permit = Arc::clone(&self.inflight)
+            .try_acquire_owned()
+            .map_err(|_| {
+                TurnError::Overloaded(format!(
+                    "node has {} requests in flight, its limit: retry with backoff",
+                    self.shared.config.inflight_turns_max
+                ))
+            })?;
+        self.record_depth();
+        Ok(permit)
     }
 
     fn record_depth(&self) {
@@ -320,7 +337,8 @@ impl Runtime {
 
     /// Activates the session and tells where it stands.
     pub async fn hello(&self, uid: Uid) -> Result<SessionInfo, TurnError> {
-        self.ask(|reply| RouterMsg::Hello(HelloRequest { uid, reply }))
+        let permit = self.inflight_permit()?;
+        self.ask(|reply| RouterMsg::Hello(HelloRequest { uid, reply, permit }))
             .await?
     }
 
@@ -352,9 +370,14 @@ impl Runtime {
         Ok(replies)
     }
 
-    /// Whether the durable tier answers.
+    /// Whether the node can serve: its actors and committer run and its durable
+    /// tier answers.
     pub async fn ready(&self) -> bool {
-        self.shared.store.ping().await.is_ok()
+        let running = |status| status == ractor::ActorStatus::Running;
+        running(self.router.get_status())
+            && running(self.supervisor.get_status())
+            && self.shared.committer.is_running()
+            && self.shared.store.ping().await.is_ok()
     }
 
     /// Sessions resident in memory.
@@ -400,8 +423,8 @@ impl Runtime {
             .await
         {
             Ok(CallResult::Success(result)) => Ok(result),
-            Ok(CallResult::Timeout) => Err(TurnError::Unavailable(format!(
-                "no answer within {} ms: retry with the same id",
+            Ok(CallResult::Timeout) => Err(TurnError::Internal(format!(
+                "no answer within {} ms; the turn may still be recorded: retry with the same id",
                 self.shared.config.turn_timeout.as_millis()
             ))),
             Ok(CallResult::SenderError) => Err(TurnError::Internal(

@@ -8,7 +8,8 @@
 //! next message, so memory never runs ahead of the log.
 
 use crate::{
-    EVENTS_PAGE_MAX, Reply, SessionInfo, Shared, TurnError, TurnOutcome, TurnRequest, now_ms,
+    EVENTS_PAGE_MAX, HelloRequest, Reply, SessionInfo, Shared, TurnError, TurnOutcome, TurnRequest,
+    now_ms,
 };
 use confab_core::session::{Duplicate, SessionState, Snapshot};
 use confab_core::{MessageId, Seq, Uid};
@@ -24,10 +25,7 @@ pub enum SessionMsg {
     /// One user turn (its uid is this session's).
     Turn(TurnRequest),
     /// Activate and report where the session stands.
-    Hello {
-        /// Where the answer goes.
-        reply: RpcReplyPort<Result<SessionInfo, TurnError>>,
-    },
+    Hello(HelloRequest),
     /// The snapshot to write on shutdown, if the state changed since the last one.
     TakeSnapshot {
         /// Where the snapshot goes.
@@ -95,13 +93,13 @@ impl Actor for SessionActor {
                 state.queued.fetch_sub(1, Ordering::AcqRel);
                 let _ = turn.reply.send(outcome);
             }
-            SessionMsg::Hello { reply } => {
+            SessionMsg::Hello(hello) => {
                 let node = state.shared.config.node_id.clone();
                 let info = state.loaded().await.map(|session| SessionInfo {
                     last_seq: session.seq(),
                     node,
                 });
-                let _ = reply.send(info);
+                let _ = hello.reply.send(info);
             }
             SessionMsg::TakeSnapshot { reply } => {
                 let _ = reply.send(state.snapshot_if_changed());

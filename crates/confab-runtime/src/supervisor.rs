@@ -132,9 +132,7 @@ impl Actor for SessionSupervisor {
                 }
                 match state.resident(&myself, &hello.uid).await {
                     Ok(resident) => {
-                        let _ = resident
-                            .actor
-                            .cast(SessionMsg::Hello { reply: hello.reply });
+                        let _ = resident.actor.cast(SessionMsg::Hello(hello));
                     }
                     Err(e) => {
                         let _ = hello.reply.send(Err(e));
@@ -188,6 +186,12 @@ impl SupervisorState {
         uid: &Uid,
     ) -> Result<&mut Resident, TurnError> {
         if !self.sessions.contains_key(uid) {
+            let limit = self.shared.config.resident_sessions_max;
+            if self.sessions.len() >= limit {
+                return Err(TurnError::Overloaded(format!(
+                    "node holds {limit} sessions, its limit: retry later or on another node"
+                )));
+            }
             let queued = Arc::new(AtomicUsize::new(0));
             let args = SessionArgs {
                 uid: uid.clone(),
@@ -251,7 +255,10 @@ impl SupervisorState {
         for resident in self.sessions.values() {
             let taken = resident
                 .actor
-                .call(|reply| SessionMsg::TakeSnapshot { reply }, None)
+                .call(
+                    |reply| SessionMsg::TakeSnapshot { reply },
+                    Some(self.shared.config.turn_timeout),
+                )
                 .await;
             if let Ok(CallResult::Success(Some(snapshot))) = taken {
                 snapshots.push(snapshot);

@@ -64,6 +64,7 @@ fn config(key: u8) -> RuntimeConfig {
         batch_events_max: 256,
         batch_delay_max: Duration::from_millis(2),
         turn_timeout: Duration::from_secs(10),
+        resident_sessions_max: 1000,
         snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
     }
 }
@@ -271,4 +272,20 @@ async fn a_snapshot_signed_with_another_key_is_refused_and_the_log_rebuilds_it()
     let repeat = rt.turn(uid("a"), mid("m-1"), "39码".into()).await.unwrap();
     assert!(repeat.duplicate);
     assert_eq!(say(&rt, "a", "m-2", "hi").await.unwrap().0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_bounds_resident_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1);
+    cfg.resident_sessions_max = 2;
+    let rt = start(store(dir.path()).await, cfg, TestPolicy::default()).await;
+    say(&rt, "one", "m-1", "hi").await.unwrap();
+    say(&rt, "two", "m-1", "hi").await.unwrap();
+    let err = say(&rt, "three", "m-1", "hi").await.unwrap_err();
+    assert!(matches!(err, TurnError::Overloaded(_)), "{err:?}");
+    assert!(
+        say(&rt, "one", "m-2", "hi").await.is_ok(),
+        "resident sessions still serve"
+    );
 }

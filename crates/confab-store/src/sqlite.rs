@@ -17,7 +17,7 @@ use confab_core::{Epoch, Seq, Uid};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -58,7 +58,12 @@ pub struct SqliteStore {
     readers: SqlitePool,
     path: PathBuf,
     wal: Arc<WalState>,
+    busy_timeout: Duration,
 }
+
+/// How long the writer's WAL restart waits for readers before giving up until
+/// the next commit (instead of the writer's whole `busy_timeout`).
+const RESTART_BUSY_TIMEOUT_MS: u64 = 20;
 
 /// What the background checkpointer and the writer share about the WAL.
 #[derive(Default)]
@@ -127,6 +132,7 @@ impl SqliteStore {
             readers,
             path,
             wal: Arc::default(),
+            busy_timeout: options.busy_timeout,
         };
         store.migrate().await?;
         tokio::spawn(checkpoint_in_background(
@@ -205,10 +211,23 @@ impl SqliteStore {
         let Ok(_checkpointing) = self.wal.checkpointing.try_lock() else {
             return;
         };
+        let mut conn = match self.writer.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return tracing::warn!(error = %e, "wal restart checkpoint skipped"),
+        };
+        let busy = |ms: u64| sqlx::query(AssertSqlSafe(format!("PRAGMA busy_timeout = {ms}")));
         let started = std::time::Instant::now();
+        let _ = busy(RESTART_BUSY_TIMEOUT_MS).execute(&mut *conn).await;
         let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *conn)
             .await;
+        let writer_busy_ms = u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = busy(writer_busy_ms).execute(&mut *conn).await {
+            // A writer that gives up after 20 ms would fail commits: start afresh.
+            tracing::warn!(error = %e, "cannot restore busy_timeout; reopening the connection");
+            drop(conn.detach());
+            return;
+        }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "wal restart checkpoint"

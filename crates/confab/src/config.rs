@@ -73,6 +73,7 @@ impl Default for GatewaySection {
 pub(crate) struct RuntimeSection {
     pub(crate) max_inflight_turns: usize,
     pub(crate) max_queued_per_session: usize,
+    pub(crate) max_resident_sessions: usize,
     pub(crate) passivate_after_s: u64,
     pub(crate) turn_timeout_ms: u64,
 }
@@ -82,6 +83,7 @@ impl Default for RuntimeSection {
         Self {
             max_inflight_turns: 8192,
             max_queued_per_session: 32,
+            max_resident_sessions: 100_000,
             passivate_after_s: 600,
             turn_timeout_ms: 10_000,
         }

@@ -113,6 +113,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             batch_events_max: config.store.batch_max_events,
             batch_delay_max: Duration::from_millis(config.store.batch_max_delay_ms),
             turn_timeout: Duration::from_millis(config.runtime.turn_timeout_ms),
+            resident_sessions_max: config.runtime.max_resident_sessions,
             snapshot_key,
         },
         Arc::new(store) as Arc<dyn Store>,
