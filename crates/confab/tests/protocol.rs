@@ -323,3 +323,32 @@ async fn health_readiness_and_metrics_are_served() {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_close_with_1013() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[("CONFAB_GATEWAY__MAX_CONNECTIONS", "1")]).await;
+    let mut first = Client::as_uid(&node, "gina").await;
+    let url = format!("{}?token={}", node.ws_url(), token("hank"));
+    let (mut second, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    let refusal = second.next().await.unwrap().unwrap();
+    let refusal: ServerFrame = serde_json::from_str(refusal.to_text().unwrap()).unwrap();
+    assert_eq!(error_code(&refusal).1, ErrorCode::Overloaded);
+    match second.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1013),
+        other => panic!("expected a 1013 close, got {other:?}"),
+    }
+    first.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_stopping_node_closes_connections_with_1013_after_their_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let mut client = Client::as_uid(&node, "ivy").await;
+    client.say("m-1", "你好").await;
+    let stopping = tokio::spawn(node.stop());
+    assert_eq!(client.end().await, End::Closed(Some(1013)));
+    stopping.await.unwrap();
+}
