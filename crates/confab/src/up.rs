@@ -101,7 +101,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("dev jwt secret: {secret}");
     println!("token for uid demo (24h): {token}");
     println!();
-    println!("chat from this shell:   confab chat --url ws://127.0.0.1:{port}/v1/ws --uid demo");
+    // The path this confab runs from: `confab` may not be on PATH (`cargo run`).
+    println!(
+        "chat from this shell:   {} chat --url ws://127.0.0.1:{port}/v1/ws --uid demo --data-dir {}",
+        exe.display(),
+        args.data_dir.display()
+    );
     println!("or with any client:     websocat 'ws://127.0.0.1:{port}/v1/ws?token={token}'");
     println!(
         "                        then send {{\"type\":\"say\",\"id\":\"m-1\",\"text\":\"39码的黑色有货吗\"}}"
