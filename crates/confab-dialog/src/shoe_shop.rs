@@ -356,4 +356,24 @@ mod tests {
         assert_eq!(turns[0].0, "unknown");
         assert!(turns[0].1.contains("order SO12345678"));
     }
+
+    proptest::proptest! {
+        /// Any text, in any conversation state, gets a reply or a refusal, and a
+        /// phone number it contains never appears unmasked in the reply.
+        #[test]
+        fn replies_never_leak_a_phone_number(
+            before in "[a-z0-9 码黑色订单有货吗电话]{0,20}",
+            digits in "1[3-9][0-9]{9}",
+            after in "[a-z0-9 码黑色订单有货吗电话]{0,20}",
+            last in proptest::sample::select(vec!["callback", "stock_query", "order_status", "greet"]),
+        ) {
+            let pipeline = Pipeline::shoe_shop();
+            let slots = Slots::new();
+            let ctx = DialogContext { slots: &slots, last_intent: Some(last) };
+            let text = format!("{before} 电话 {digits} {after}");
+            if let Ok(turn) = pipeline.run(ctx, &text) {
+                proptest::prop_assert!(!turn.decision.reply_text.contains(&digits), "{}", turn.decision.reply_text);
+            }
+        }
+    }
 }

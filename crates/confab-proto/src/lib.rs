@@ -236,4 +236,26 @@ mod tests {
         };
         assert_eq!(ack.to_json(), r#"{"type":"ack","id":"m-1","seq":4}"#);
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, parsing answers with a frame or an error: it
+        /// never panics.
+        #[test]
+        fn parsing_never_panics(text in ".{0,200}") {
+            let _ = ClientFrame::parse(&text);
+        }
+
+        #[test]
+        fn json_objects_of_any_shape_are_answered(
+            kind in proptest::option::of("[a-z]{0,8}"),
+            id in proptest::option::of(".{0,20}"),
+            seq in proptest::option::of(proptest::num::i64::ANY),
+        ) {
+            let mut object = serde_json::Map::new();
+            if let Some(kind) = kind { object.insert("type".into(), kind.into()); }
+            if let Some(id) = id { object.insert("id".into(), id.into()); }
+            if let Some(seq) = seq { object.insert("after_seq".into(), seq.into()); }
+            let _ = ClientFrame::parse(&serde_json::Value::Object(object).to_string());
+        }
+    }
 }
