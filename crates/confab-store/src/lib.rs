@@ -5,7 +5,11 @@
 //!   seq, read and write snapshots).
 //! - [`sqlite::SqliteStore`]: the embedded default, one SQLite file in WAL mode in
 //!   the data dir, safe to share between node processes on one machine.
+//! - [`mysql::MySqlStore`]: the system of record on MySQL/MariaDB, events sharded
+//!   into 64 tables by a pinned CRC-32 of the uid. Not yet wired into the node
+//!   (the storage-tiers issue does that, with fencing and the Redis tier).
 
+pub mod mysql;
 pub mod sqlite;
 
 use confab_core::session::RecordedEvent;
