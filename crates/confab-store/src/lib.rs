@@ -98,3 +98,19 @@ pub fn count_request(tier: &'static str, op: &'static str, result: &'static str)
     metrics::counter!("confab_store_requests_total", "tier" => tier, "op" => op, "result" => result)
         .increment(1);
 }
+
+/// Counts a request's outcome in `confab_store_requests_total` and passes it on:
+/// `hit` when `found` says so, `miss` when it does not, `error` on an error.
+pub(crate) fn counted<T>(
+    tier: &'static str,
+    op: &'static str,
+    result: Result<T, StoreError>,
+    found: impl Fn(&T) -> bool,
+) -> Result<T, StoreError> {
+    match &result {
+        Ok(value) if found(value) => count_request(tier, op, "hit"),
+        Ok(_) => count_request(tier, op, "miss"),
+        Err(_) => count_request(tier, op, "error"),
+    }
+    result
+}

@@ -9,9 +9,7 @@
 //!   promises. Inserts are grouped per shard, at most `INSERT_ROWS_MAX` rows each.
 //! - Runtime queries only: building needs no database.
 
-use crate::{
-    EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, count_request,
-};
+use crate::{EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, counted};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
@@ -215,22 +213,9 @@ impl MySqlStore {
     }
 }
 
-fn counted<T>(
-    op: &'static str,
-    result: Result<T, StoreError>,
-    found: impl Fn(&T) -> bool,
-) -> Result<T, StoreError> {
-    match &result {
-        Ok(value) if found(value) => count_request(TIER, op, "hit"),
-        Ok(_) => count_request(TIER, op, "miss"),
-        Err(_) => count_request(TIER, op, "error"),
-    }
-    result
-}
-
 impl EventStore for MySqlStore {
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
-        Box::pin(async move { counted("append", self.append_events(events).await, |_| true) })
+        Box::pin(async move { counted(TIER, "append", self.append_events(events).await, |_| true) })
     }
 
     fn events_after<'a>(
@@ -241,6 +226,7 @@ impl EventStore for MySqlStore {
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
         Box::pin(async move {
             counted(
+                TIER,
                 "events_after",
                 self.load_events(uid, after, limit).await,
                 |v| !v.is_empty(),
@@ -253,6 +239,7 @@ impl SnapshotStore for MySqlStore {
     fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>> {
         Box::pin(async move {
             counted(
+                TIER,
                 "read_snapshot",
                 self.load_snapshot(uid).await,
                 Option::is_some,
@@ -263,6 +250,7 @@ impl SnapshotStore for MySqlStore {
     fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             counted(
+                TIER,
                 "write_snapshots",
                 self.store_snapshots(snapshots).await,
                 |_| true,

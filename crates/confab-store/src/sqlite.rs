@@ -9,9 +9,7 @@
 //! - One writer connection (SQLite has one writer at a time anyway), a small pool of
 //!   readers.
 
-use crate::{
-    EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, count_request,
-};
+use crate::{EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, counted};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::sqlite::{
@@ -376,23 +374,9 @@ fn db_to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Counts the request's outcome and passes it on.
-fn counted<T>(
-    op: &'static str,
-    result: Result<T, StoreError>,
-    found: impl Fn(&T) -> bool,
-) -> Result<T, StoreError> {
-    match &result {
-        Ok(value) if found(value) => count_request(TIER, op, "hit"),
-        Ok(_) => count_request(TIER, op, "miss"),
-        Err(_) => count_request(TIER, op, "error"),
-    }
-    result
-}
-
 impl EventStore for SqliteStore {
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
-        Box::pin(async move { counted("append", self.append_events(events).await, |_| true) })
+        Box::pin(async move { counted(TIER, "append", self.append_events(events).await, |_| true) })
     }
 
     fn events_after<'a>(
@@ -403,6 +387,7 @@ impl EventStore for SqliteStore {
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
         Box::pin(async move {
             counted(
+                TIER,
                 "events_after",
                 self.load_events(uid, after, limit).await,
                 |v| !v.is_empty(),
@@ -415,6 +400,7 @@ impl SnapshotStore for SqliteStore {
     fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>> {
         Box::pin(async move {
             counted(
+                TIER,
                 "read_snapshot",
                 self.load_snapshot(uid).await,
                 Option::is_some,
@@ -425,6 +411,7 @@ impl SnapshotStore for SqliteStore {
     fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             counted(
+                TIER,
                 "write_snapshots",
                 self.store_snapshots(snapshots).await,
                 |_| true,
