@@ -9,6 +9,69 @@
 //!   into 64 tables by a pinned CRC-32 of the uid. Not yet wired into the node
 //!   (the storage-tiers issue does that, with fencing and the Redis tier).
 
+/// Implements the store traits for a type whose inherent methods do the work
+/// (`append_events`, `load_events`, `load_snapshot`, `store_snapshots`,
+/// `ping_db`), counting every request in `confab_store_requests_total`.
+macro_rules! store_with_request_metrics {
+    ($store:ty, $tier:expr) => {
+        impl $crate::EventStore for $store {
+            fn append<'a>(
+                &'a self,
+                events: &'a [confab_core::session::RecordedEvent],
+            ) -> $crate::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    $crate::counted($tier, "append", self.append_events(events).await, |_| true)
+                })
+            }
+
+            fn events_after<'a>(
+                &'a self,
+                uid: &'a confab_core::Uid,
+                after: confab_core::Seq,
+                limit: usize,
+            ) -> $crate::StoreFuture<'a, Vec<confab_core::session::RecordedEvent>> {
+                Box::pin(async move {
+                    let loaded = self.load_events(uid, after, limit).await;
+                    $crate::counted($tier, "events_after", loaded, |v| !v.is_empty())
+                })
+            }
+        }
+
+        impl $crate::SnapshotStore for $store {
+            fn read_snapshot<'a>(
+                &'a self,
+                uid: &'a confab_core::Uid,
+            ) -> $crate::StoreFuture<'a, Option<$crate::StoredSnapshot>> {
+                Box::pin(async move {
+                    let loaded = self.load_snapshot(uid).await;
+                    $crate::counted($tier, "read_snapshot", loaded, Option::is_some)
+                })
+            }
+
+            fn write_snapshots<'a>(
+                &'a self,
+                snapshots: &'a [$crate::StoredSnapshot],
+            ) -> $crate::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let written = self.store_snapshots(snapshots).await;
+                    $crate::counted($tier, "write_snapshots", written, |_| true)
+                })
+            }
+        }
+
+        impl $crate::Store for $store {
+            fn tier(&self) -> &'static str {
+                $tier
+            }
+
+            fn ping(&self) -> $crate::StoreFuture<'_, ()> {
+                Box::pin(self.ping_db())
+            }
+        }
+    };
+}
+pub(crate) use store_with_request_metrics;
+
 pub mod mysql;
 pub mod sqlite;
 

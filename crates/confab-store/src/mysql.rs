@@ -9,7 +9,7 @@
 //!   promises. Inserts are grouped per shard, at most `INSERT_ROWS_MAX` rows each.
 //! - Runtime queries only: building needs no database.
 
-use crate::{EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, counted};
+use crate::{StoreError, StoredSnapshot};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
@@ -126,6 +126,14 @@ impl MySqlStore {
         tx.commit().await.map_err(unavailable)
     }
 
+    async fn ping_db(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn load_events(
         &self,
         uid: &Uid,
@@ -213,67 +221,7 @@ impl MySqlStore {
     }
 }
 
-impl EventStore for MySqlStore {
-    fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
-        Box::pin(async move { counted(TIER, "append", self.append_events(events).await, |_| true) })
-    }
-
-    fn events_after<'a>(
-        &'a self,
-        uid: &'a Uid,
-        after: Seq,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
-        Box::pin(async move {
-            counted(
-                TIER,
-                "events_after",
-                self.load_events(uid, after, limit).await,
-                |v| !v.is_empty(),
-            )
-        })
-    }
-}
-
-impl SnapshotStore for MySqlStore {
-    fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>> {
-        Box::pin(async move {
-            counted(
-                TIER,
-                "read_snapshot",
-                self.load_snapshot(uid).await,
-                Option::is_some,
-            )
-        })
-    }
-
-    fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            counted(
-                TIER,
-                "write_snapshots",
-                self.store_snapshots(snapshots).await,
-                |_| true,
-            )
-        })
-    }
-}
-
-impl Store for MySqlStore {
-    fn tier(&self) -> &'static str {
-        TIER
-    }
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
-        })
-    }
-}
+crate::store_with_request_metrics!(MySqlStore, TIER);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@
 //! - One writer connection (SQLite has one writer at a time anyway), a small pool of
 //!   readers.
 
-use crate::{EventStore, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot, counted};
+use crate::{StoreError, StoredSnapshot};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::sqlite::{
@@ -239,6 +239,14 @@ impl SqliteStore {
         }
     }
 
+    async fn ping_db(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn load_events(
         &self,
         uid: &Uid,
@@ -374,64 +382,4 @@ fn db_to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-impl EventStore for SqliteStore {
-    fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
-        Box::pin(async move { counted(TIER, "append", self.append_events(events).await, |_| true) })
-    }
-
-    fn events_after<'a>(
-        &'a self,
-        uid: &'a Uid,
-        after: Seq,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
-        Box::pin(async move {
-            counted(
-                TIER,
-                "events_after",
-                self.load_events(uid, after, limit).await,
-                |v| !v.is_empty(),
-            )
-        })
-    }
-}
-
-impl SnapshotStore for SqliteStore {
-    fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>> {
-        Box::pin(async move {
-            counted(
-                TIER,
-                "read_snapshot",
-                self.load_snapshot(uid).await,
-                Option::is_some,
-            )
-        })
-    }
-
-    fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            counted(
-                TIER,
-                "write_snapshots",
-                self.store_snapshots(snapshots).await,
-                |_| true,
-            )
-        })
-    }
-}
-
-impl Store for SqliteStore {
-    fn tier(&self) -> &'static str {
-        TIER
-    }
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&self.readers)
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
-        })
-    }
-}
+crate::store_with_request_metrics!(SqliteStore, TIER);
