@@ -1,23 +1,68 @@
 //! Group commit: the events of all sessions go to the durable tier in one
 //! transaction per batch.
 //!
-//! A batch closes when it holds `batch_events_max` events or when its first
-//! request has waited `batch_delay_max`, whichever comes first; while one batch
-//! commits, the next one gathers. Each request learns its own outcome: a batch
-//! refused for a conflict is retried request by request, so that one stale
-//! session cannot fail the others.
+//! - A batch closes when it holds `batch_events_max` events or when its first
+//!   request has waited `batch_delay_max`, whichever comes first.
+//! - Up to `concurrency` batches commit at once, each on its own connection,
+//!   while the next one gathers. A session has at most one turn committing, so
+//!   its events still land in order.
+//! - Each request learns its own outcome. A batch refused for one session (a
+//!   conflict, or a fence) is retried request by request, so that one stale
+//!   session cannot fail the others.
+//! - A batch that fails because the store is unavailable is retried up to
+//!   `retries` times, with exponential backoff and jitter.
+//! - A request that has waited `wait_max` before its first attempt is answered
+//!   `overloaded` without being tried: the store is too slow for the offered load,
+//!   and the client backs off instead of timing out.
 
 use confab_core::session::RecordedEvent;
-use confab_store::{Store, StoreError};
+use confab_store::{Store, StoreError, backoff_with_jitter};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Why a commit did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The store refused or failed it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// It waited too long for the store to be tried: nothing was written.
+    #[error(
+        "the durable tier is slower than the offered load: waited {waited_ms} ms in the commit queue"
+    )]
+    Overloaded {
+        /// How long it waited.
+        waited_ms: u64,
+    },
+}
+
+/// How the committer batches and retries.
+#[derive(Debug, Clone)]
+pub struct CommitSettings {
+    /// Events per transaction, at most.
+    pub batch_events_max: usize,
+    /// How long the first request of a batch waits for others.
+    pub batch_delay_max: Duration,
+    /// Requests waiting for a batch, at most; senders wait when it is full.
+    pub queue_max: usize,
+    /// Batches committing at once.
+    pub concurrency: usize,
+    /// Retries of a batch the store could not take.
+    pub retries: u32,
+    /// How long a request may wait before its first attempt.
+    pub wait_max: Duration,
+}
+
+/// The first wait between retries; it doubles each time, up to `RETRY_MAX_DELAY`.
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(25);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(1);
 
 struct CommitRequest {
     events: Vec<RecordedEvent>,
     enqueued: Instant,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<(), CommitError>>,
 }
 
 /// The handle sessions send their events to.
@@ -27,16 +72,10 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer task. `queue_max` bounds the requests waiting for a
-    /// batch; senders wait when it is full.
-    pub fn start(
-        store: Arc<dyn Store>,
-        batch_events_max: usize,
-        batch_delay_max: Duration,
-        queue_max: usize,
-    ) -> Self {
-        let (requests, rx) = mpsc::channel(queue_max.max(1));
-        tokio::spawn(run(store, rx, batch_events_max.max(1), batch_delay_max));
+    /// Starts the committer task.
+    pub fn start(store: Arc<dyn Store>, settings: CommitSettings) -> Self {
+        let (requests, rx) = mpsc::channel(settings.queue_max.max(1));
+        tokio::spawn(run(store, rx, settings));
         Self { requests }
     }
 
@@ -47,35 +86,30 @@ impl Committer {
 
     /// Commits these events (with other sessions' events) and returns once the
     /// transaction holding them has committed or failed.
-    pub async fn commit(&self, events: Vec<RecordedEvent>) -> Result<(), StoreError> {
+    pub async fn commit(&self, events: Vec<RecordedEvent>) -> Result<(), CommitError> {
+        let stopped = || StoreError::Unavailable("the committer has stopped".into());
         let (done, outcome) = oneshot::channel();
         let request = CommitRequest {
             events,
             enqueued: Instant::now(),
             done,
         };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| StoreError::Unavailable("the committer has stopped".into()))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Unavailable("the committer has stopped".into()))?
+        self.requests.send(request).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 }
 
 async fn run(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<CommitRequest>,
-    batch_events_max: usize,
-    batch_delay_max: Duration,
+    settings: CommitSettings,
 ) {
-    let mut batch: Vec<CommitRequest> = Vec::new();
-    let mut events: Vec<RecordedEvent> = Vec::new();
+    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let batch_events_max = settings.batch_events_max.max(1);
     while let Some(first) = rx.recv().await {
-        let deadline = first.enqueued + batch_delay_max;
+        let deadline = first.enqueued + settings.batch_delay_max;
         let mut count = first.events.len();
-        batch.push(first);
+        let mut batch = vec![first];
         while count < batch_events_max {
             let next = match rx.try_recv() {
                 Ok(next) => next,
@@ -90,32 +124,85 @@ async fn run(
             count += next.events.len();
             batch.push(next);
         }
-        events.clear();
-        for request in &batch {
-            events.extend(request.events.iter().cloned());
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let store = Arc::clone(&store);
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            commit_batch(&*store, batch, &settings).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit_batch(store: &dyn Store, batch: Vec<CommitRequest>, settings: &CommitSettings) {
+    // Too late to try: the store is slower than the load.
+    let now = Instant::now();
+    let (batch, late): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|r| now.duration_since(r.enqueued) <= settings.wait_max);
+    for request in late {
+        let waited_ms =
+            u64::try_from(now.duration_since(request.enqueued).as_millis()).unwrap_or(u64::MAX);
+        let _ = request
+            .done
+            .send(Err(CommitError::Overloaded { waited_ms }));
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let events: Vec<RecordedEvent> = batch
+        .iter()
+        .flat_map(|r| r.events.iter().cloned())
+        .collect();
+    metrics::histogram!("confab_commit_batch_events").record(events.len() as f64);
+    let started = Instant::now();
+    let appended = append_with_retries(store, &events, settings.retries).await;
+    metrics::histogram!("confab_commit_seconds").record(started.elapsed().as_secs_f64());
+    match appended {
+        Ok(()) => {
+            for request in batch {
+                let _ = request.done.send(Ok(()));
+            }
         }
-        metrics::histogram!("confab_commit_batch_events").record(events.len() as f64);
-        let started = Instant::now();
-        let appended = store.append(&events).await;
-        metrics::histogram!("confab_commit_seconds").record(started.elapsed().as_secs_f64());
-        match appended {
-            Ok(()) => {
-                for request in batch.drain(..) {
-                    let _ = request.done.send(Ok(()));
-                }
+        Err(StoreError::Conflict { .. } | StoreError::Fenced { .. }) if batch.len() > 1 => {
+            // One session is stale; find which, and commit the others.
+            for request in batch {
+                let outcome = append_with_retries(store, &request.events, settings.retries).await;
+                let _ = request.done.send(outcome.map_err(CommitError::from));
             }
-            Err(StoreError::Conflict { .. }) if batch.len() > 1 => {
-                // One session is stale; find which, and commit the others.
-                for request in batch.drain(..) {
-                    let outcome = store.append(&request.events).await;
-                    let _ = request.done.send(outcome);
-                }
+        }
+        Err(e) => {
+            for request in batch {
+                let _ = request.done.send(Err(e.clone().into()));
             }
-            Err(e) => {
-                for request in batch.drain(..) {
-                    let _ = request.done.send(Err(e.clone()));
-                }
+        }
+    }
+}
+
+/// Appends, retrying while the store is unavailable.
+async fn append_with_retries(
+    store: &dyn Store,
+    events: &[RecordedEvent],
+    retries: u32,
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.append(events).await {
+            Err(StoreError::Unavailable(why)) if attempt < retries => {
+                attempt += 1;
+                metrics::counter!("confab_commit_retries_total").increment(1);
+                tracing::debug!(attempt, error = %why, "commit failed; retrying");
+                tokio::time::sleep(backoff_with_jitter(
+                    attempt,
+                    RETRY_BASE_DELAY,
+                    RETRY_MAX_DELAY,
+                ))
+                .await;
             }
+            outcome => return outcome,
         }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::committer::Committer;
+use crate::committer::{CommitSettings, Committer};
 use crate::router::{Router, RouterMsg};
 use crate::supervisor::{SessionSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -50,6 +50,18 @@ pub struct RuntimeConfig {
     pub batch_events_max: usize,
     /// How long the first turn of a batch waits for others, at most.
     pub batch_delay_max: Duration,
+    /// Group commits in flight at once.
+    pub commit_concurrency: usize,
+    /// Retries of a group commit the durable tier could not take, with
+    /// exponential backoff and jitter; then the turns get `unavailable`.
+    pub commit_retries: u32,
+    /// How long a turn may wait for its commit to start; past it the turn gets
+    /// `overloaded` (nothing recorded). Keep it well under `turn_timeout`.
+    pub commit_wait_max: Duration,
+    /// A session writes a snapshot once this many events follow its last one...
+    pub snapshot_every_events: u64,
+    /// ...or this long after its first event since then, whichever comes first.
+    pub snapshot_every: Duration,
     /// How long a caller waits for a turn before giving up with `internal`
     /// (the outcome is unknown: retry with the same id).
     pub turn_timeout: Duration,
@@ -223,9 +235,14 @@ impl Runtime {
     ) -> Result<Self, StartError> {
         let committer = Committer::start(
             Arc::clone(&store),
-            config.batch_events_max,
-            config.batch_delay_max,
-            config.inflight_turns_max,
+            CommitSettings {
+                batch_events_max: config.batch_events_max,
+                batch_delay_max: config.batch_delay_max,
+                queue_max: config.inflight_turns_max,
+                concurrency: config.commit_concurrency,
+                retries: config.commit_retries,
+                wait_max: config.commit_wait_max,
+            },
         );
         let shared = Arc::new(Shared {
             config,

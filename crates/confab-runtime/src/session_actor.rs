@@ -6,7 +6,16 @@
 //! applied to the state only after the committer reports them committed; if a
 //! commit fails, the state is dropped and reloaded from the durable tier on the
 //! next message, so memory never runs ahead of the log.
+//!
+//! Loading first claims the session at the node's ring epoch. If the store says
+//! a newer epoch owns it ([`StoreError::Fenced`]), on load or on commit, the
+//! session answers `unavailable` and stops: a stale owner never writes again.
+//!
+//! Snapshots are written every `snapshot_every_events` events or
+//! `snapshot_every` after the first unsnapshotted event, whichever comes first,
+//! and on passivation and shutdown.
 
+use crate::committer::CommitError;
 use crate::{
     EVENTS_PAGE_MAX, HelloRequest, Reply, SessionInfo, Shared, TurnError, TurnOutcome, TurnRequest,
     now_ms,
@@ -33,6 +42,8 @@ pub enum SessionMsg {
     },
     /// Write a snapshot and stop: the session has been idle.
     Passivate,
+    /// Write a snapshot if the state changed: `snapshot_every` has passed.
+    SnapshotDue,
 }
 
 /// The actor.
@@ -55,6 +66,8 @@ pub struct SessionActorState {
     session: Option<SessionState>,
     /// The seq of the last snapshot written or read.
     snapshot_seq: Seq,
+    /// Whether a `SnapshotDue` timer is pending.
+    snapshot_timer: bool,
 }
 
 impl Actor for SessionActor {
@@ -73,6 +86,7 @@ impl Actor for SessionActor {
             queued: args.queued,
             session: None,
             snapshot_seq: Seq(0),
+            snapshot_timer: false,
         })
     }
 
@@ -91,7 +105,12 @@ impl Actor for SessionActor {
                     .instrument(span)
                     .await;
                 state.queued.fetch_sub(1, Ordering::AcqRel);
-                let _ = turn.reply.send(outcome);
+                let _ = turn
+                    .reply
+                    .send(outcome.map_err(|e| state.stop_if_fenced(&myself, e)));
+                if state.session.is_some() {
+                    state.snapshot_on_schedule(&myself).await;
+                }
             }
             SessionMsg::Hello(hello) => {
                 let node = state.shared.config.node_id.clone();
@@ -99,18 +118,19 @@ impl Actor for SessionActor {
                     last_seq: session.seq(),
                     node,
                 });
-                let _ = hello.reply.send(info);
+                let _ = hello
+                    .reply
+                    .send(info.map_err(|e| state.stop_if_fenced(&myself, e)));
+            }
+            SessionMsg::SnapshotDue => {
+                state.snapshot_timer = false;
+                state.write_snapshot(&myself).await;
             }
             SessionMsg::TakeSnapshot { reply } => {
                 let _ = reply.send(state.snapshot_if_changed());
             }
             SessionMsg::Passivate => {
-                if let Some(snapshot) = state.snapshot_if_changed()
-                    && let Err(e) = state.shared.store.write_snapshots(&[snapshot]).await
-                {
-                    // The events are durable; the snapshot only saves replay time.
-                    warn!(uid = %state.uid, error = %e, "passivation snapshot not written");
-                }
+                state.write_snapshot(&myself).await;
                 myself.stop(Some("passivated".into()));
             }
         }
@@ -118,15 +138,32 @@ impl Actor for SessionActor {
     }
 }
 
-fn unavailable(e: &StoreError) -> TurnError {
-    TurnError::Unavailable(format!(
-        "the turn was not recorded ({e}): retry with the same id"
-    ))
+/// Why a turn failed, as the session sees it before answering.
+enum Failure {
+    /// A newer epoch owns the session: this actor must stop.
+    Fenced(StoreError),
+    /// Anything else.
+    Turn(TurnError),
+}
+
+impl From<TurnError> for Failure {
+    fn from(e: TurnError) -> Self {
+        Failure::Turn(e)
+    }
+}
+
+fn unavailable(e: &StoreError) -> Failure {
+    match e {
+        StoreError::Fenced { .. } => Failure::Fenced(e.clone()),
+        e => Failure::Turn(TurnError::Unavailable(format!(
+            "the turn was not recorded ({e}): retry with the same id"
+        ))),
+    }
 }
 
 impl SessionActorState {
     /// The session's state, loading it first if needed.
-    async fn loaded(&mut self) -> Result<&SessionState, TurnError> {
+    async fn loaded(&mut self) -> Result<&SessionState, Failure> {
         if self.session.is_none() {
             let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
             self.session = Some(session);
@@ -135,28 +172,24 @@ impl SessionActorState {
         Ok(self.session.as_ref().expect("loaded above"))
     }
 
-    /// Rebuilds the state from the latest usable snapshot plus the events after it.
+    /// Claims the session at the node's epoch, then rebuilds its state from the
+    /// latest usable snapshot plus the events after it.
     async fn load(&self) -> Result<(SessionState, Seq), StoreError> {
         let store = &self.shared.store;
-        let mut session = SessionState::default();
-        if let Some(stored) = store.read_snapshot(&self.uid).await? {
-            match Snapshot::decode(&stored.bytes, &self.shared.config.snapshot_key) {
-                Ok(snapshot) if snapshot.uid == self.uid => session = snapshot.state,
-                Ok(snapshot) => {
-                    metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
-                    warn!(uid = %self.uid, found = %snapshot.uid, "snapshot belongs to another uid; rebuilding from events");
-                }
-                Err(e) => {
-                    metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
-                    warn!(uid = %self.uid, error = %e, "snapshot refused; rebuilding from events");
-                }
-            }
-        }
+        store.claim(&self.uid, self.shared.epoch).await?;
+        let log = store.load(&self.uid, EVENTS_PAGE_MAX).await?;
+        let (mut session, mut page) = match log.snapshot.map(|s| self.verified(&s)) {
+            None => (SessionState::default(), log.events),
+            Some(Some(state)) => (state, log.events),
+            Some(None) => (
+                SessionState::default(),
+                store
+                    .events_after(&self.uid, Seq(0), EVENTS_PAGE_MAX)
+                    .await?,
+            ),
+        };
         let snapshot_seq = session.seq();
         loop {
-            let page = store
-                .events_after(&self.uid, session.seq(), EVENTS_PAGE_MAX)
-                .await?;
             for event in &page {
                 session.apply(event).map_err(|e| {
                     StoreError::Corrupt(format!("log of {} does not replay: {e}", self.uid))
@@ -165,15 +198,83 @@ impl SessionActorState {
             if page.len() < EVENTS_PAGE_MAX {
                 break;
             }
+            page = store
+                .events_after(&self.uid, session.seq(), EVENTS_PAGE_MAX)
+                .await?;
         }
         Ok((session, snapshot_seq))
     }
 
-    async fn turn(
-        &mut self,
-        message_id: MessageId,
-        text: String,
-    ) -> Result<TurnOutcome, TurnError> {
+    /// The snapshot's state if its checksum holds and it is this session's; a
+    /// refused snapshot is counted and logged.
+    fn verified(&self, stored: &StoredSnapshot) -> Option<SessionState> {
+        let refused = match Snapshot::decode(&stored.bytes, &self.shared.config.snapshot_key) {
+            Ok(snapshot) if snapshot.uid == self.uid => return Some(snapshot.state),
+            Ok(snapshot) => format!("it belongs to {}", snapshot.uid),
+            Err(e) => e.to_string(),
+        };
+        metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
+        warn!(uid = %self.uid, reason = %refused, "snapshot refused; rebuilding from events");
+        None
+    }
+
+    /// Turns a failure into the client's error; a fenced session stops here.
+    fn stop_if_fenced(&mut self, myself: &ActorRef<SessionMsg>, failure: Failure) -> TurnError {
+        match failure {
+            Failure::Turn(e) => e,
+            Failure::Fenced(e) => {
+                self.session = None;
+                warn!(uid = %self.uid, error = %e, "a newer owner holds the session; stopping");
+                metrics::counter!("confab_sessions_fenced_total").increment(1);
+                myself.stop(Some("fenced".into()));
+                TurnError::Unavailable(format!(
+                    "this node no longer owns the session ({e}); nothing was recorded: retry with the same id"
+                ))
+            }
+        }
+    }
+
+    /// After a committed turn: a snapshot now if enough events piled up since the
+    /// last one, else a timer for `snapshot_every` if none is pending.
+    async fn snapshot_on_schedule(&mut self, myself: &ActorRef<SessionMsg>) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let since = session.seq().0.saturating_sub(self.snapshot_seq.0);
+        if since == 0 {
+            return;
+        }
+        if since >= self.shared.config.snapshot_every_events {
+            self.write_snapshot(myself).await;
+        } else if !self.snapshot_timer {
+            self.snapshot_timer = true;
+            myself.send_after(self.shared.config.snapshot_every, || {
+                SessionMsg::SnapshotDue
+            });
+        }
+    }
+
+    /// Writes a snapshot if the state changed since the last one. A failure is
+    /// logged: the events are durable, a snapshot only saves replay time.
+    async fn write_snapshot(&mut self, myself: &ActorRef<SessionMsg>) {
+        let previous = self.snapshot_seq;
+        let Some(snapshot) = self.snapshot_if_changed() else {
+            return;
+        };
+        match self.shared.store.write_snapshots(&[snapshot]).await {
+            Ok(()) => metrics::counter!("confab_snapshots_written_total").increment(1),
+            Err(e @ StoreError::Fenced { .. }) => {
+                let _ = self.stop_if_fenced(myself, Failure::Fenced(e));
+            }
+            Err(e) => {
+                // Tried again on the next schedule.
+                self.snapshot_seq = previous;
+                warn!(uid = %self.uid, error = %e, "snapshot not written");
+            }
+        }
+    }
+
+    async fn turn(&mut self, message_id: MessageId, text: String) -> Result<TurnOutcome, Failure> {
         let uid = self.uid.clone();
         let shared = Arc::clone(&self.shared);
         let session = self.loaded().await?;
@@ -199,10 +300,10 @@ impl SessionActorState {
                     .await
                     .map_err(|e| unavailable(&e))?;
                 let reply = page.first().and_then(Reply::from_event).ok_or_else(|| {
-                    TurnError::Internal(format!(
+                    Failure::Turn(TurnError::Internal(format!(
                         "reply event {} of {uid} is missing from the log",
                         processed.reply_seq
-                    ))
+                    )))
                 })?;
                 return Ok(TurnOutcome {
                     ack_seq: processed.turn_seq,
@@ -219,7 +320,7 @@ impl SessionActorState {
         let output = shared
             .pipeline
             .run(ctx, &text)
-            .map_err(|rejection| TurnError::Rejected(rejection.reason))?;
+            .map_err(|rejection| Failure::Turn(TurnError::Rejected(rejection.reason)))?;
         let events = session.record_turn(
             &uid,
             shared.epoch,
@@ -233,11 +334,14 @@ impl SessionActorState {
             self.session = None;
             warn!(uid = %uid, error = %e, "commit failed; session will reload");
             return Err(match e {
-                StoreError::Conflict { .. } => TurnError::Internal(
+                CommitError::Store(StoreError::Conflict { .. }) => Failure::Turn(TurnError::Internal(
                     "the session was changed elsewhere; it has been reloaded: retry with the same id"
                         .into(),
-                ),
-                e => unavailable(&e),
+                )),
+                CommitError::Store(e) => unavailable(&e),
+                CommitError::Overloaded { .. } => Failure::Turn(TurnError::Overloaded(format!(
+                    "{e}; nothing was recorded: retry with the same id after a backoff"
+                ))),
             });
         }
         let session = self.session.as_mut().expect("loaded above");

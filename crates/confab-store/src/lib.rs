@@ -6,12 +6,17 @@
 //! - [`sqlite::SqliteStore`]: the embedded default, one SQLite file in WAL mode in
 //!   the data dir, safe to share between node processes on one machine.
 //! - [`mysql::MySqlStore`]: the system of record on MySQL/MariaDB, events sharded
-//!   into 64 tables by a pinned CRC-32 of the uid. Not yet wired into the node
-//!   (the storage-tiers issue does that, with fencing and the Redis tier).
+//!   into 64 tables by a pinned CRC-32 of the uid.
+//! - [`redis::RedisTier`] and [`tiered::TieredStore`]: Redis as the hot tier in
+//!   front of either durable store, written through on every commit and read
+//!   first on every load.
+//!
+//! Every write is fenced by the session's ring epoch: [`EventStore::claim`] raises
+//! a session's fence, and a write from an older epoch gets [`StoreError::Fenced`].
 
 /// Implements the store traits for a type whose inherent methods do the work
-/// (`append_events`, `load_events`, `load_snapshot`, `store_snapshots`,
-/// `ping_db`), counting every request in `confab_store_requests_total`.
+/// (`append_events`, `claim_epoch`, `load_events`, `load_snapshot`,
+/// `store_snapshots`, `ping_db`), counting every request in `confab_store_requests_total`.
 macro_rules! store_with_request_metrics {
     ($store:ty, $tier:expr) => {
         impl $crate::EventStore for $store {
@@ -21,6 +26,16 @@ macro_rules! store_with_request_metrics {
             ) -> $crate::StoreFuture<'a, ()> {
                 Box::pin(async move {
                     $crate::counted($tier, "append", self.append_events(events).await, |_| true)
+                })
+            }
+
+            fn claim<'a>(
+                &'a self,
+                uid: &'a confab_core::Uid,
+                epoch: confab_core::Epoch,
+            ) -> $crate::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    $crate::counted($tier, "claim", self.claim_epoch(uid, epoch).await, |_| true)
                 })
             }
 
@@ -73,12 +88,15 @@ macro_rules! store_with_request_metrics {
 pub(crate) use store_with_request_metrics;
 
 pub mod mysql;
+pub mod redis;
 pub mod sqlite;
+pub mod tiered;
 
 use confab_core::session::RecordedEvent;
 use confab_core::{Epoch, Seq, Uid};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// A boxed store future, so that stores can be used as trait objects.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -98,6 +116,17 @@ pub enum StoreError {
         uid: Uid,
         /// The first seq of the refused batch for it.
         seq: Seq,
+    },
+    /// The session's fence holds a newer ring epoch than the writer's: another node
+    /// owns the session now. Nothing was written; the writer's session must stop.
+    #[error("fenced: {uid} is owned at epoch {current}, this writer has epoch {epoch}")]
+    Fenced {
+        /// The session.
+        uid: Uid,
+        /// The writer's epoch.
+        epoch: Epoch,
+        /// The epoch the fence holds.
+        current: Epoch,
     },
     /// A stored row could not be decoded.
     #[error("stored data is corrupt: {0}")]
@@ -122,10 +151,23 @@ pub struct StoredSnapshot {
     pub bytes: Vec<u8>,
 }
 
+/// The epoch a session's fence holds when nobody has claimed it: the first ring
+/// epoch. Claiming it writes nothing, since no writer can be older.
+pub const FIRST_EPOCH: Epoch = Epoch(1);
+
 /// The durable event log.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events, of one or many sessions, in one transaction: all or none.
+    ///
+    /// Fenced: if an event's epoch is below its session's fence, the whole batch
+    /// is refused with [`StoreError::Fenced`]. A seq already taken refuses it
+    /// with [`StoreError::Conflict`].
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()>;
+
+    /// Takes ownership of `uid` at `epoch`: raises the session's fence to `epoch`,
+    /// so that writers of older epochs are refused from now on. Fails with
+    /// [`StoreError::Fenced`] if the fence already holds a newer epoch.
+    fn claim<'a>(&'a self, uid: &'a Uid, epoch: Epoch) -> StoreFuture<'a, ()>;
 
     /// Up to `limit` events of `uid` with seq above `after`, in seq order.
     fn events_after<'a>(
@@ -142,8 +184,19 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn read_snapshot<'a>(&'a self, uid: &'a Uid) -> StoreFuture<'a, Option<StoredSnapshot>>;
 
     /// Writes snapshots in one transaction. A snapshot older than the stored one
-    /// (a lower seq) is ignored: snapshots never go back.
+    /// (a lower seq), or from an epoch below its session's fence, is dropped:
+    /// snapshots never go back, and a stale owner never writes one.
     fn write_snapshots<'a>(&'a self, snapshots: &'a [StoredSnapshot]) -> StoreFuture<'a, ()>;
+}
+
+/// What a session is rebuilt from: its latest snapshot and the events after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionLog {
+    /// The latest snapshot, if any.
+    pub snapshot: Option<StoredSnapshot>,
+    /// Events after the snapshot's seq (after 0 without one), in seq order, at
+    /// most the `limit` asked for: when full, more may follow.
+    pub events: Vec<RecordedEvent>,
 }
 
 /// A whole durable tier.
@@ -153,6 +206,43 @@ pub trait Store: EventStore + SnapshotStore {
 
     /// Whether the store answers; used by `/readyz`.
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// The latest snapshot of `uid` and up to `limit` events after it.
+    fn load<'a>(&'a self, uid: &'a Uid, limit: usize) -> StoreFuture<'a, SessionLog> {
+        Box::pin(async move {
+            let snapshot = self.read_snapshot(uid).await?;
+            let after = snapshot.as_ref().map_or(Seq(0), |s| s.seq);
+            let events = self.events_after(uid, after, limit).await?;
+            Ok(SessionLog { snapshot, events })
+        })
+    }
+}
+
+/// Checks a batch against the fences it must pass: `fences` holds the epoch of
+/// every claimed session of the batch (unclaimed sessions are at [`FIRST_EPOCH`]).
+pub(crate) fn check_fences(
+    events: &[RecordedEvent],
+    fences: &std::collections::BTreeMap<Uid, Epoch>,
+) -> Result<(), StoreError> {
+    for event in events {
+        let current = fences.get(&event.uid).copied().unwrap_or(FIRST_EPOCH);
+        if event.epoch < current {
+            return Err(StoreError::Fenced {
+                uid: event.uid.clone(),
+                epoch: event.epoch,
+                current,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The distinct uids of a batch, in order.
+pub(crate) fn uids_of(events: &[RecordedEvent]) -> Vec<&Uid> {
+    let mut uids: Vec<&Uid> = events.iter().map(|e| &e.uid).collect();
+    uids.sort();
+    uids.dedup();
+    uids
 }
 
 /// Counts one store request in `confab_store_requests_total{tier,op,result}`.
@@ -176,4 +266,15 @@ pub(crate) fn counted<T>(
         Err(_) => count_request(tier, op, "error"),
     }
     result
+}
+
+/// The wait before retry number `attempt` (1 for the first retry): `base`
+/// doubled per attempt, at most `max`, then scaled by a random factor in
+/// [0.5, 1) so that many clients retrying at once spread out.
+pub fn backoff_with_jitter(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = doubled.min(max);
+    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+    let factor = 0.5 + f64::from(random) / f64::from(u32::MAX) / 2.0;
+    ceiling.mul_f64(factor.min(0.999_999))
 }

@@ -7,9 +7,12 @@
 //! - Each table has primary key (uid, seq) and an index on (uid, ts_ms).
 //! - A batch is one transaction across its shards: all or none, as the trait
 //!   promises. Inserts are grouped per shard, at most `INSERT_ROWS_MAX` rows each.
+//! - Fencing: the batch first reads its sessions' fences from `session_epochs`
+//!   with `LOCK IN SHARE MODE`, so a claim (which writes the fence) waits until
+//!   the batch commits, and a batch that started after a claim sees it.
 //! - Runtime queries only: building needs no database.
 
-use crate::{StoreError, StoredSnapshot};
+use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, uids_of};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
@@ -37,7 +40,7 @@ fn table_of(shard: u32) -> String {
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct MySqlOptions {
-    /// Connections in the pool.
+    /// Connections in the pool: group commits in flight plus loads.
     pub connections_max: u32,
     /// How long to wait for a connection from the pool.
     pub acquire_timeout: Duration,
@@ -47,7 +50,7 @@ impl Default for MySqlOptions {
     fn default() -> Self {
         Self {
             connections_max: 16,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -75,6 +78,9 @@ impl MySqlStore {
         let pool = MySqlPoolOptions::new()
             .max_connections(options.connections_max.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // A ping before every use would cost a round trip per commit; a dead
+            // connection fails its request instead, which the committer retries.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(|e| StoreError::Open(format!("mysql: {e}")))?;
@@ -97,6 +103,24 @@ impl MySqlStore {
                 .push(event);
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut fences = BTreeMap::new();
+        for uids in uids_of(events).chunks(INSERT_ROWS_MAX) {
+            let mut select: QueryBuilder<MySql> =
+                QueryBuilder::new("SELECT uid, epoch FROM session_epochs WHERE uid IN ");
+            select.push_tuples(uids, |mut t, uid| {
+                t.push_bind(uid.as_str().as_bytes());
+            });
+            select.push(" LOCK IN SHARE MODE");
+            let rows = select
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            for row in rows {
+                fences.insert(uid_of(row.get("uid"))?, Epoch(row.get("epoch")));
+            }
+        }
+        check_fences(events, &fences)?;
         for (shard, rows) in &by_shard {
             for chunk in rows.chunks(INSERT_ROWS_MAX) {
                 let mut insert: QueryBuilder<MySql> = QueryBuilder::new(format!(
@@ -124,6 +148,47 @@ impl MySqlStore {
             }
         }
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
+        let fenced = |current| StoreError::Fenced {
+            uid: uid.clone(),
+            epoch,
+            current,
+        };
+        let stored: Option<(u64,)> =
+            sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
+                .bind(uid.as_str().as_bytes())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let current = stored.map_or(FIRST_EPOCH, |(e,)| Epoch(e));
+        if epoch < current {
+            return Err(fenced(current));
+        }
+        if epoch == current {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO session_epochs (uid, epoch) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE epoch = GREATEST(epoch, VALUES(epoch))",
+        )
+        .bind(uid.as_str().as_bytes())
+        .bind(epoch.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let (stored,): (u64,) = sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
+            .bind(uid.as_str().as_bytes())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        if Epoch(stored) > epoch {
+            return Err(fenced(Epoch(stored)));
+        }
+        Ok(())
     }
 
     async fn ping_db(&self) -> Result<(), StoreError> {
@@ -197,10 +262,13 @@ impl MySqlStore {
                 .get(s.bytes.len().saturating_sub(32)..)
                 .unwrap_or_default();
             // `seq` is assigned last: MySQL evaluates the assignments in order, so
-            // every condition before it still compares with the stored seq.
+            // every condition before it still compares with the stored seq. No row
+            // is inserted or changed when the session's fence is newer.
             sqlx::query(
                 "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body, checksum) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+                 SELECT ?, ?, ?, ?, ?, ? FROM DUAL WHERE NOT EXISTS \
+                 (SELECT 1 FROM session_epochs WHERE uid = ? AND epoch > ?) \
+                 ON DUPLICATE KEY UPDATE \
                  ts_ms = IF(VALUES(seq) >= seq, VALUES(ts_ms), ts_ms), \
                  epoch = IF(VALUES(seq) >= seq, VALUES(epoch), epoch), \
                  body = IF(VALUES(seq) >= seq, VALUES(body), body), \
@@ -213,6 +281,8 @@ impl MySqlStore {
             .bind(s.epoch.0)
             .bind(s.bytes.as_slice())
             .bind(checksum)
+            .bind(s.uid.as_str().as_bytes())
+            .bind(s.epoch.0)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;

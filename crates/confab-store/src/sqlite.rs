@@ -9,13 +9,14 @@
 //! - One writer connection (SQLite has one writer at a time anyway), a small pool of
 //!   readers.
 
-use crate::{StoreError, StoredSnapshot};
+use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, uids_of};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -174,6 +175,27 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
+        // Inside the write transaction: no claim can land between check and insert.
+        let mut fences = BTreeMap::new();
+        for uids in uids_of(events).chunks(INSERT_ROWS_MAX) {
+            let mut select: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT uid, epoch FROM session_epochs WHERE uid IN ");
+            select.push_tuples(uids, |mut t, uid| {
+                t.push_bind(uid.as_str());
+            });
+            let rows = select
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            for row in rows {
+                let uid: String = row.get("uid");
+                let uid =
+                    Uid::new(uid).map_err(|e| StoreError::Corrupt(format!("fence uid: {e}")))?;
+                fences.insert(uid, Epoch(db_to_u64(row.get("epoch"))));
+            }
+        }
+        check_fences(events, &fences)?;
         for chunk in events.chunks(INSERT_ROWS_MAX) {
             let mut insert: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT INTO events (uid, seq, ts_ms, epoch, kind, body) ");
@@ -194,6 +216,59 @@ impl SqliteStore {
             }
         }
         tx.commit().await.map_err(unavailable)
+    }
+
+    async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
+        let current = self.fence_of(uid).await?;
+        if epoch < current {
+            return Err(StoreError::Fenced {
+                uid: uid.clone(),
+                epoch,
+                current,
+            });
+        }
+        if epoch == current {
+            return Ok(());
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO session_epochs (uid, epoch) VALUES (?, ?) \
+             ON CONFLICT (uid) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
+        )
+        .bind(uid.as_str())
+        .bind(u64_to_db(epoch.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let (stored,): (i64,) = sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
+            .bind(uid.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let current = Epoch(db_to_u64(stored));
+        if current > epoch {
+            return Err(StoreError::Fenced {
+                uid: uid.clone(),
+                epoch,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    async fn fence_of(&self, uid: &Uid) -> Result<Epoch, StoreError> {
+        let stored: Option<(i64,)> =
+            sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
+                .bind(uid.as_str())
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(unavailable)?;
+        Ok(stored.map_or(FIRST_EPOCH, |(e,)| Epoch(db_to_u64(e))))
     }
 
     /// Brings the WAL back to its start once it is long. The background PASSIVE
@@ -304,8 +379,10 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         for s in snapshots {
+            // Dropped when the session's fence is newer than the snapshot's epoch.
             sqlx::query(
-                "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body) VALUES (?, ?, ?, ?, ?) \
+                "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body) SELECT ?1, ?2, ?3, ?4, ?5 \
+                 WHERE NOT EXISTS (SELECT 1 FROM session_epochs WHERE uid = ?1 AND epoch > ?4) \
                  ON CONFLICT (uid) DO UPDATE SET seq = excluded.seq, ts_ms = excluded.ts_ms, \
                  epoch = excluded.epoch, body = excluded.body WHERE excluded.seq >= snapshots.seq",
             )

@@ -93,8 +93,22 @@ impl Default for RuntimeSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct StoreSection {
+    pub(crate) mysql_url: String,
+    pub(crate) redis_url: String,
+    pub(crate) redis_ttl_s: u64,
+    pub(crate) redis_timeout_ms: u64,
+    pub(crate) redis_key_prefix: String,
+    pub(crate) redis_cached_events_max: usize,
+    pub(crate) mysql_pool_max: u32,
+    pub(crate) mysql_acquire_timeout_ms: u64,
+    pub(crate) sqlite_readers_max: u32,
     pub(crate) batch_max_events: usize,
     pub(crate) batch_max_delay_ms: u64,
+    pub(crate) commit_concurrency: usize,
+    pub(crate) commit_retries: u32,
+    pub(crate) commit_wait_max_ms: u64,
+    pub(crate) snapshot_every_s: u64,
+    pub(crate) snapshot_every_events: u64,
     pub(crate) sqlite_synchronous: String,
     pub(crate) snapshot_hmac_key: String,
 }
@@ -102,8 +116,22 @@ pub(crate) struct StoreSection {
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
+            mysql_url: String::new(),
+            redis_url: String::new(),
+            redis_ttl_s: 1800,
+            redis_timeout_ms: 250,
+            redis_key_prefix: "confab".into(),
+            redis_cached_events_max: 4096,
+            mysql_pool_max: 16,
+            mysql_acquire_timeout_ms: 2000,
+            sqlite_readers_max: 4,
             batch_max_events: 2048,
             batch_max_delay_ms: 2,
+            commit_concurrency: 4,
+            commit_retries: 3,
+            commit_wait_max_ms: 2000,
+            snapshot_every_s: 30,
+            snapshot_every_events: 300,
             sqlite_synchronous: "full".into(),
             snapshot_hmac_key: String::new(),
         }
@@ -160,9 +188,46 @@ impl Config {
                 self.runtime.max_queued_per_session,
             ),
             ("store.batch_max_events", self.store.batch_max_events),
+            ("store.commit_concurrency", self.store.commit_concurrency),
+            (
+                "store.redis_cached_events_max",
+                self.store.redis_cached_events_max,
+            ),
         ] {
             anyhow::ensure!(value > 0, "{name} must be above 0");
         }
+        for (name, value) in [
+            ("store.redis_ttl_s", self.store.redis_ttl_s),
+            ("store.redis_timeout_ms", self.store.redis_timeout_ms),
+            ("store.snapshot_every_s", self.store.snapshot_every_s),
+            (
+                "store.snapshot_every_events",
+                self.store.snapshot_every_events,
+            ),
+            ("store.mysql_pool_max", u64::from(self.store.mysql_pool_max)),
+            (
+                "store.sqlite_readers_max",
+                u64::from(self.store.sqlite_readers_max),
+            ),
+        ] {
+            anyhow::ensure!(value > 0, "{name} must be above 0");
+        }
+        for (name, url, scheme) in [
+            ("store.mysql_url", &self.store.mysql_url, "mysql://"),
+            ("store.redis_url", &self.store.redis_url, "redis://"),
+        ] {
+            anyhow::ensure!(
+                url.is_empty() || url.starts_with(scheme),
+                "{name} must start with {scheme} (or be empty), not {url:?}"
+            );
+        }
+        anyhow::ensure!(
+            self.store.commit_wait_max_ms < self.runtime.turn_timeout_ms,
+            "store.commit_wait_max_ms ({}) must be below runtime.turn_timeout_ms ({}): \
+             a turn the store is too slow for gets `overloaded` before it times out",
+            self.store.commit_wait_max_ms,
+            self.runtime.turn_timeout_ms
+        );
         anyhow::ensure!(
             self.gateway.max_text_bytes <= self.gateway.max_frame_bytes,
             "gateway.max_text_bytes ({}) cannot exceed gateway.max_frame_bytes ({})",

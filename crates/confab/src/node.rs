@@ -10,13 +10,16 @@ use confab_gateway::auth::Authenticator;
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_runtime::{Runtime, RuntimeConfig};
 use confab_store::Store;
+use confab_store::mysql::{MySqlOptions, MySqlStore};
+use confab_store::redis::{RedisOptions, RedisTier};
 use confab_store::sqlite::{SqliteOptions, SqliteStore};
+use confab_store::tiered::TieredStore;
 use figment::Figment;
 use figment::providers::Serialized;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(clap::Args, Default)]
 pub(crate) struct NodeArgs {
@@ -93,15 +96,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     )?)
     .context("store.snapshot_hmac_key")?;
 
-    let store = SqliteStore::open(
-        data_dir,
-        &SqliteOptions {
-            synchronous_full: config.store.sqlite_synchronous == "full",
-            ..SqliteOptions::default()
-        },
-    )
-    .await?;
-    info!(path = %store.path().display(), "embedded store open");
+    let store = open_store(&config).await?;
     let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let node_id = NodeId::new(config.node.id.clone())?;
     let runtime = Runtime::start(
@@ -112,11 +107,16 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             passivate_after: Duration::from_secs(config.runtime.passivate_after_s),
             batch_events_max: config.store.batch_max_events,
             batch_delay_max: Duration::from_millis(config.store.batch_max_delay_ms),
+            commit_concurrency: config.store.commit_concurrency,
+            commit_retries: config.store.commit_retries,
+            commit_wait_max: Duration::from_millis(config.store.commit_wait_max_ms),
+            snapshot_every_events: config.store.snapshot_every_events,
+            snapshot_every: Duration::from_secs(config.store.snapshot_every_s),
             turn_timeout: Duration::from_millis(config.runtime.turn_timeout_ms),
             resident_sessions_max: config.runtime.max_resident_sessions,
             snapshot_key,
         },
-        Arc::new(store) as Arc<dyn Store>,
+        store,
         Pipeline::shoe_shop(),
     )
     .await?;
@@ -158,5 +158,68 @@ pub(crate) async fn stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// The durable tier (MySQL when `store.mysql_url` is set, else the embedded
+/// SQLite store in the data dir), with Redis in front when `store.redis_url` is set.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let s = &config.store;
+    let durable: Arc<dyn Store> = if s.mysql_url.is_empty() {
+        let store = SqliteStore::open(
+            &config.node.data_dir,
+            &SqliteOptions {
+                synchronous_full: s.sqlite_synchronous == "full",
+                read_connections_max: s.sqlite_readers_max,
+                ..SqliteOptions::default()
+            },
+        )
+        .await?;
+        info!(path = %store.path().display(), "embedded store open");
+        Arc::new(store)
+    } else {
+        let store = MySqlStore::open(
+            &s.mysql_url,
+            &MySqlOptions {
+                connections_max: s.mysql_pool_max,
+                acquire_timeout: Duration::from_millis(s.mysql_acquire_timeout_ms),
+            },
+        )
+        .await
+        .context("store.mysql_url")?;
+        info!(url = %redacted(&s.mysql_url), "mysql store open");
+        Arc::new(store)
+    };
+    if s.redis_url.is_empty() {
+        return Ok(durable);
+    }
+    let redis = RedisTier::open(
+        &s.redis_url,
+        RedisOptions {
+            ttl: Duration::from_secs(s.redis_ttl_s),
+            timeout: Duration::from_millis(s.redis_timeout_ms),
+            key_prefix: s.redis_key_prefix.clone(),
+            cached_events_max: s.redis_cached_events_max,
+        },
+    )
+    .context("store.redis_url")?;
+    if let Err(e) = redis.ping().await {
+        warn!(error = %e, "redis does not answer yet; bypassing it until it does");
+    }
+    info!(url = %redacted(&s.redis_url), "redis hot tier in front");
+    Ok(Arc::new(TieredStore::new(durable, redis)))
+}
+
+/// A URL with its password, if any, replaced by `***`, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }

@@ -1,0 +1,564 @@
+//! The hot tier: per session, the latest snapshot and the events since it, in
+//! Redis, with a TTL refreshed on every write and read.
+//!
+//! Two keys per session, with the uid as hash tag so both live in one slot:
+//! - `<prefix>:{<uid>}:s`, a hash: `epoch` (the session's fence), and when a
+//!   log is cached, `base` (the seq the cached log starts after), `last` (the
+//!   last cached seq), `snap`, `snap_at` and `snap_epoch` (the snapshot at `base`,
+//!   absent when `base` is 0);
+//! - `<prefix>:{<uid>}:e`, a list: the events `base+1..=last`, JSON-encoded.
+//!
+//! What is cached is always a prefix of the durable log: events are pushed only
+//! after their durable commit, and only when they follow `last` exactly. Any gap
+//! (a write-through that failed while Redis was away) drops the cached log. So
+//! a reader takes the cached prefix and asks the durable tier for what follows
+//! it: a stale hot tier can never hide an acked turn (see [`crate::tiered`]).
+//!
+//! Every write runs as a Lua script that first compares the session's fence with
+//! the writer's epoch (compare-and-set): a stale writer gets
+//! [`StoreError::Fenced`] and changes nothing.
+//!
+//! While Redis fails, requests skip it for a backoff that doubles with every
+//! failure (with jitter, up to 5 s); each skip is counted as a bypass in
+//! `confab_store_bypass_total{tier="redis"}`. The connection manager reconnects by
+//! itself, so Redis is used again, with no restart, once it answers.
+
+use crate::{SessionLog, StoreError, StoredSnapshot, backoff_with_jitter, count_request};
+use confab_core::session::RecordedEvent;
+use confab_core::{Epoch, Seq, Uid};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const TIER: &str = "redis";
+
+/// The hot tier's settings.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// How long an untouched session stays in Redis.
+    pub ttl: Duration,
+    /// How long a request or a connection attempt may take before it counts as
+    /// a failure.
+    pub timeout: Duration,
+    /// Prefix of every key, so that several deployments (or tests) can share a
+    /// server.
+    pub key_prefix: String,
+    /// Events cached per session, at most; past it the session's cached log is
+    /// dropped until its next snapshot restarts it.
+    pub cached_events_max: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(1800),
+            timeout: Duration::from_millis(250),
+            key_prefix: "confab".into(),
+            cached_events_max: 4096,
+        }
+    }
+}
+
+/// What the hot tier holds of a session, from a read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedLog {
+    /// The snapshot at `base`, if `base` is above 0.
+    pub snapshot: Option<StoredSnapshot>,
+    /// The seq the cached events start after.
+    pub base: Seq,
+    /// The last cached seq: the cache knows nothing past it.
+    pub last: Seq,
+    /// The cached events asked for, in seq order.
+    pub events: Vec<RecordedEvent>,
+}
+
+/// What happened to a session's cached log when its events were written through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteThrough {
+    /// Appended to the cached log.
+    Appended,
+    /// The session has no cached log (it starts at the next load or snapshot).
+    NotCached,
+    /// The events did not follow the cached log (a write was missed), or it grew
+    /// past its bound: the cached log was dropped.
+    Dropped,
+}
+
+/// Counts of the hot tier's requests, for tests and tools.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// Reads that found the session cached.
+    pub hits: AtomicU64,
+    /// Reads that did not.
+    pub misses: AtomicU64,
+    /// Requests that failed.
+    pub errors: AtomicU64,
+    /// Requests skipped because Redis was failing.
+    pub bypassed: AtomicU64,
+}
+
+/// The hot tier.
+pub struct RedisTier {
+    conn: ConnectionManager,
+    options: RedisOptions,
+    health: Health,
+    stats: RedisStats,
+}
+
+/// Backoff after failures, so that a dead Redis costs no time per request.
+#[derive(Default)]
+struct Health {
+    state: Mutex<HealthState>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Health {
+    fn allows(&self) -> bool {
+        let state = self.state.lock().expect("health lock");
+        state.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn failed(&self) {
+        let mut state = self.state.lock().expect("health lock");
+        state.failures = state.failures.saturating_add(1);
+        state.retry_at =
+            Some(Instant::now() + backoff_with_jitter(state.failures, BACKOFF_BASE, BACKOFF_MAX));
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state.lock().expect("health lock");
+        state.failures = 0;
+        state.retry_at = None;
+    }
+}
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{CLAIM_LUA}")));
+static APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{APPEND_LUA}")));
+static SNAPSHOT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{SNAPSHOT_LUA}")));
+static FILL: LazyLock<Script> = LazyLock::new(|| Script::new(FILL_LUA));
+static READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_LUA));
+
+/// The start of every fenced script: compares the session's fence with the
+/// writer's epoch (ARGV[1]), returns the fence if it is newer, and raises it
+/// otherwise. KEYS[1] is the session's hash, KEYS[2] its event list.
+const FENCE_LUA: &str = r"
+local epoch = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '1')
+if current > epoch then return {-1, current} end
+if epoch > current then redis.call('HSET', KEYS[1], 'epoch', ARGV[1]) end
+local function touch(ttl)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+local function push(from)
+  for i = from, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+end
+";
+
+/// ARGV: epoch, ttl.
+const CLAIM_LUA: &str = r"
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {1, epoch}
+";
+
+/// ARGV: epoch, first seq, ttl, cached events max, events...
+/// Returns {1} appended, {0} not cached, {2} dropped, {-1, fence} fenced.
+const APPEND_LUA: &str = r"
+local first = tonumber(ARGV[2])
+local n = #ARGV - 4
+local last = redis.call('HGET', KEYS[1], 'last')
+if not last and first == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'base', 0, 'last', 0)
+  last = 0
+end
+local result = 0
+if last then
+  last = tonumber(last)
+  local base = tonumber(redis.call('HGET', KEYS[1], 'base'))
+  if first ~= last + 1 or last + n - base > tonumber(ARGV[4]) then
+    redis.call('HDEL', KEYS[1], 'base', 'last', 'snap', 'snap_at', 'snap_epoch')
+    redis.call('DEL', KEYS[2])
+    result = 2
+  else
+    push(5)
+    redis.call('HSET', KEYS[1], 'last', last + n)
+    result = 1
+  end
+end
+touch(ARGV[3])
+return {result, 0}
+";
+
+/// ARGV: epoch, seq, ttl, snapshot bytes, at_ms. Returns {1} or {-1, fence}.
+const SNAPSHOT_LUA: &str = r"
+local seq = tonumber(ARGV[2])
+local last = redis.call('HGET', KEYS[1], 'last')
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+local function restart()
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'base', ARGV[2], 'last', ARGV[2])
+end
+if not last then
+  restart()
+elseif seq > tonumber(last) then
+  restart()
+elseif seq > base then
+  redis.call('LTRIM', KEYS[2], seq - base, -1)
+  redis.call('HSET', KEYS[1], 'base', ARGV[2])
+end
+if not last or seq > base then
+  redis.call('HSET', KEYS[1], 'snap', ARGV[4], 'snap_at', ARGV[5], 'snap_epoch', ARGV[1])
+end
+touch(ARGV[3])
+return {1, 0}
+";
+
+/// ARGV: epoch (unused: a fill copies durable data, it fences nobody), ttl,
+/// base, snapshot bytes or '', snapshot at_ms, snapshot epoch, events...
+const FILL_LUA: &str = r"
+redis.call('DEL', KEYS[2])
+local n = #ARGV - 6
+redis.call('HSET', KEYS[1], 'base', ARGV[3], 'last', tonumber(ARGV[3]) + n)
+if ARGV[4] == '' then
+  redis.call('HDEL', KEYS[1], 'snap', 'snap_at', 'snap_epoch')
+else
+  redis.call('HSET', KEYS[1], 'snap', ARGV[4], 'snap_at', ARGV[5], 'snap_epoch', ARGV[6])
+end
+for i = 7, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+";
+
+/// ARGV: after (-1: from the cached snapshot), limit, ttl.
+/// Returns nil when the cache does not cover `after`, else
+/// {base, last, snap, snap_at, snap_epoch, {events}}.
+const READ_LUA: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'base', 'last', 'snap', 'snap_at', 'snap_epoch')
+if not v[1] or not v[2] then return false end
+local base = tonumber(v[1])
+local last = tonumber(v[2])
+if base > 0 and not v[3] then return false end
+local after = tonumber(ARGV[1])
+if after < 0 then after = base end
+if after < base then return false end
+local events = {}
+if after < last then
+  events = redis.call('LRANGE', KEYS[2], after - base, after - base + tonumber(ARGV[2]) - 1)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {v[1], v[2], v[3] or '', v[4] or '0', v[5] or '0', events}
+";
+
+type ReadReply = Option<(u64, u64, Vec<u8>, u64, u64, Vec<Vec<u8>>)>;
+
+impl RedisTier {
+    /// Connects lazily to `url` (`redis://host:port/db`): a Redis that is down at
+    /// start is bypassed until it comes up.
+    pub fn open(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Open(format!("redis {url}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(BACKOFF_MAX);
+        let conn = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| StoreError::Open(format!("redis {url}: {e}")))?;
+        Ok(Self {
+            conn,
+            options,
+            health: Health::default(),
+            stats: RedisStats::default(),
+        })
+    }
+
+    /// Request counts since start.
+    pub fn stats(&self) -> &RedisStats {
+        &self.stats
+    }
+
+    /// The session's two keys: its hash and its event list.
+    pub fn keys_of(&self, uid: &Uid) -> (String, String) {
+        let prefix = &self.options.key_prefix;
+        (
+            format!("{prefix}:{{{uid}}}:s"),
+            format!("{prefix}:{{{uid}}}:e"),
+        )
+    }
+
+    fn ttl_s(&self) -> u64 {
+        self.options.ttl.as_secs().max(1)
+    }
+
+    /// Runs `request` unless Redis is in its failure backoff, counting the outcome.
+    async fn guarded<T>(
+        &self,
+        op: &'static str,
+        request: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        if !self.health.allows() {
+            self.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("confab_store_bypass_total", "tier" => TIER, "op" => op).increment(1);
+            return Err(StoreError::Unavailable(
+                "redis is failing; bypassed until its backoff ends".into(),
+            ));
+        }
+        let outcome = tokio::time::timeout(self.options.timeout, request).await;
+        match outcome {
+            Ok(Ok(value)) => {
+                self.health.succeeded();
+                Ok(value)
+            }
+            Ok(Err(e)) => Err(self.failed(op, e.to_string())),
+            Err(_) => Err(self.failed(
+                op,
+                format!("no answer within {} ms", self.options.timeout.as_millis()),
+            )),
+        }
+    }
+
+    fn failed(&self, op: &'static str, why: String) -> StoreError {
+        self.health.failed();
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        count_request(TIER, op, "error");
+        tracing::debug!(op, error = %why, "redis request failed");
+        StoreError::Unavailable(format!("redis: {why}"))
+    }
+
+    /// A call of `script` on the session's two keys; the caller adds its ARGV.
+    fn evalsha(&self, script: &Script, uid: &Uid) -> Cmd {
+        let (hash, list) = self.keys_of(uid);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(2).arg(hash).arg(list);
+        cmd
+    }
+
+    /// Raises the session's fence in Redis to `epoch`.
+    pub async fn claim(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
+        let mut call = self.evalsha(&CLAIM, uid);
+        call.arg(epoch.0).arg(self.ttl_s());
+        let reply: (i64, u64) = self.run("claim", vec![call]).await?.remove(0);
+        count_request(TIER, "claim", "hit");
+        fenced(uid, epoch, reply)
+    }
+
+    /// Writes committed events through: each session's events are appended to its
+    /// cached log, in one round trip for the whole batch. Returns what happened
+    /// per session; a fenced session is refused its write.
+    pub async fn append(
+        &self,
+        events: &[RecordedEvent],
+    ) -> Result<BTreeMap<Uid, Result<WriteThrough, StoreError>>, StoreError> {
+        let mut by_uid: BTreeMap<&Uid, Vec<&RecordedEvent>> = BTreeMap::new();
+        for event in events {
+            by_uid.entry(&event.uid).or_default().push(event);
+        }
+        let calls = by_uid
+            .iter()
+            .map(|(uid, events)| {
+                let mut call = self.evalsha(&APPEND, uid);
+                call.arg(min_epoch(events).0)
+                    .arg(events[0].seq.0)
+                    .arg(self.ttl_s())
+                    .arg(self.options.cached_events_max);
+                for event in events {
+                    call.arg(encode_event(event));
+                }
+                call
+            })
+            .collect();
+        let replies: Vec<(i64, u64)> = self.run("append", calls).await?;
+        count_request(TIER, "append", "hit");
+        Ok(by_uid
+            .iter()
+            .zip(replies)
+            .map(|((uid, events), reply)| {
+                let outcome = match reply.0 {
+                    1 => Ok(WriteThrough::Appended),
+                    2 => Ok(WriteThrough::Dropped),
+                    -1 => fenced(uid, min_epoch(events), reply).map(|()| WriteThrough::NotCached),
+                    _ => Ok(WriteThrough::NotCached),
+                };
+                ((*uid).clone(), outcome)
+            })
+            .collect())
+    }
+
+    /// Writes snapshots through; each trims its session's cached log to the
+    /// events after it. Fenced or older snapshots change nothing.
+    pub async fn write_snapshots(&self, snapshots: &[StoredSnapshot]) -> Result<(), StoreError> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let calls = snapshots
+            .iter()
+            .map(|s| {
+                let mut call = self.evalsha(&SNAPSHOT, &s.uid);
+                call.arg(s.epoch.0)
+                    .arg(s.seq.0)
+                    .arg(self.ttl_s())
+                    .arg(s.bytes.as_slice())
+                    .arg(s.at_ms);
+                call
+            })
+            .collect();
+        let _: Vec<(i64, u64)> = self.run("write_snapshots", calls).await?;
+        count_request(TIER, "write_snapshots", "hit");
+        Ok(())
+    }
+
+    /// Replaces the session's cached log with `log`, read from the durable tier
+    /// (all of the log after its snapshot).
+    pub async fn fill(&self, uid: &Uid, log: &SessionLog) -> Result<(), StoreError> {
+        if log.events.len() > self.options.cached_events_max {
+            return Ok(());
+        }
+        let mut call = self.evalsha(&FILL, uid);
+        call.arg(0).arg(self.ttl_s());
+        match &log.snapshot {
+            Some(s) => call
+                .arg(s.seq.0)
+                .arg(s.bytes.as_slice())
+                .arg(s.at_ms)
+                .arg(s.epoch.0),
+            None => call.arg(0).arg("").arg(0).arg(0),
+        };
+        for event in &log.events {
+            call.arg(encode_event(event));
+        }
+        let _: Vec<i64> = self.run("fill", vec![call]).await?;
+        count_request(TIER, "fill", "hit");
+        Ok(())
+    }
+
+    /// The cached log of `uid`: from its snapshot (`after` = `None`), or the
+    /// events after `after`; at most `limit` events. `None` when the cache does
+    /// not hold the session or does not reach back to `after`.
+    pub async fn read(
+        &self,
+        uid: &Uid,
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Option<CachedLog>, StoreError> {
+        let after_arg = after.map_or(-1, |s| i64::try_from(s.0).unwrap_or(i64::MAX));
+        let op = if after.is_none() {
+            "load"
+        } else {
+            "events_after"
+        };
+        let mut call = self.evalsha(&READ, uid);
+        call.arg(after_arg).arg(limit.max(1)).arg(self.ttl_s());
+        let reply: ReadReply = self.run(op, vec![call]).await?.remove(0);
+        let Some((base, last, snap, snap_at, snap_epoch, events)) = reply else {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            count_request(TIER, op, "miss");
+            return Ok(None);
+        };
+        let events = events
+            .iter()
+            .map(|bytes| decode_event(uid, bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        count_request(TIER, op, "hit");
+        Ok(Some(CachedLog {
+            snapshot: (base > 0).then(|| StoredSnapshot {
+                uid: uid.clone(),
+                seq: Seq(base),
+                at_ms: snap_at,
+                epoch: Epoch(snap_epoch),
+                bytes: snap,
+            }),
+            base: Seq(base),
+            last: Seq(last),
+            events,
+        }))
+    }
+
+    /// Whether Redis answers a PING now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = self
+            .guarded("ping", redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs script calls in one round trip, one reply each. If Redis lost its
+    /// scripts (it restarted), loads them and runs the calls once more.
+    async fn run<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        calls: Vec<Cmd>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.add_command(call);
+        }
+        let mut conn = self.conn.clone();
+        self.guarded(op, async {
+            match pipe.query_async::<Vec<T>>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    for script in [&*CLAIM, &*APPEND, &*SNAPSHOT, &*FILL, &*READ] {
+                        script.load_async(&mut conn).await?;
+                    }
+                    pipe.query_async::<Vec<T>>(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+}
+
+fn min_epoch(events: &[&RecordedEvent]) -> Epoch {
+    events.iter().map(|e| e.epoch).min().unwrap_or_default()
+}
+
+fn fenced(uid: &Uid, epoch: Epoch, (code, current): (i64, u64)) -> Result<(), StoreError> {
+    if code == -1 {
+        return Err(StoreError::Fenced {
+            uid: uid.clone(),
+            epoch,
+            current: Epoch(current),
+        });
+    }
+    Ok(())
+}
+
+fn encode_event(event: &RecordedEvent) -> Vec<u8> {
+    serde_json::to_vec(event).expect("events always serialize")
+}
+
+fn decode_event(uid: &Uid, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
+    let event: RecordedEvent = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cached event of {uid} does not decode: {e}")))?;
+    if &event.uid != uid {
+        return Err(StoreError::Corrupt(format!(
+            "cached event of {uid} belongs to {}",
+            event.uid
+        )));
+    }
+    Ok(event)
+}
