@@ -5,51 +5,20 @@
 mod suite;
 
 use confab_store::mysql::{MySqlOptions, MySqlStore};
+use confab_testkit::{TestDatabase, shared_mysql_url};
 use sqlx::Connection;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-fn server_url() -> String {
-    std::env::var("CONFAB_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
-
-/// A fresh database; dropped by `drop_database`.
-async fn fresh_database() -> (String, String) {
-    static N: AtomicU32 = AtomicU32::new(0);
-    // MySQL names are at most 64 characters.
-    let name = format!(
-        "confab_test_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut conn = sqlx::MySqlConnection::connect(&server_url())
-        .await
-        .expect("MariaDB must run on 127.0.0.1:3306 (.ci/run starts it when installed)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    (format!("{}/{name}", server_url()), name)
-}
-
-async fn drop_database(name: &str) {
-    let mut conn = sqlx::MySqlConnection::connect(&server_url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
 
 macro_rules! suite_test {
     ($name:ident) => {
         #[tokio::test]
         async fn $name() {
-            let (url, db) = fresh_database().await;
-            let store = MySqlStore::open(&url, &MySqlOptions::default())
+            let db = TestDatabase::create(&shared_mysql_url()).await;
+            let store = MySqlStore::open(&db.url, &MySqlOptions::default())
                 .await
                 .unwrap();
             suite::$name(&store).await;
             drop(store);
-            drop_database(&db).await;
+            db.drop_database().await;
         }
     };
 }
@@ -58,16 +27,19 @@ suite_test!(appended_events_read_back_in_order_after_a_seq);
 suite_test!(a_batch_with_a_taken_seq_is_refused_whole);
 suite_test!(snapshots_never_go_back);
 suite_test!(many_sessions_in_one_batch_all_land);
+suite_test!(a_claim_fences_out_older_writers);
+suite_test!(a_stale_owner_cannot_write_a_snapshot);
+suite_test!(load_gives_the_snapshot_and_the_events_after_it);
 
 #[tokio::test]
 async fn events_land_in_the_table_mysql_itself_computes() {
-    let (url, db) = fresh_database().await;
-    let store = MySqlStore::open(&url, &MySqlOptions::default())
+    let db = TestDatabase::create(&shared_mysql_url()).await;
+    let store = MySqlStore::open(&db.url, &MySqlOptions::default())
         .await
         .unwrap();
     use confab_store::EventStore;
     store.append(&[suite::event("alice", 1)]).await.unwrap();
-    let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
     let (shard,): (u64,) = sqlx::query_as("SELECT CRC32('alice') % 64")
         .fetch_one(&mut conn)
         .await
@@ -81,5 +53,5 @@ async fn events_land_in_the_table_mysql_itself_computes() {
     .unwrap();
     assert_eq!(count, 1, "alice's event is in {table}");
     drop(store);
-    drop_database(&db).await;
+    db.drop_database().await;
 }

@@ -38,6 +38,24 @@ async fn many_sessions_in_one_batch_all_land() {
 }
 
 #[tokio::test]
+async fn a_claim_fences_out_older_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::a_claim_fences_out_older_writers(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn a_stale_owner_cannot_write_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::a_stale_owner_cannot_write_a_snapshot(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn load_gives_the_snapshot_and_the_events_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::load_gives_the_snapshot_and_the_events_after_it(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
 async fn data_survives_reopening_and_two_stores_share_one_file() {
     let dir = tempfile::tempdir().unwrap();
     {

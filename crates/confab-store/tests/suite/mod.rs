@@ -96,3 +96,98 @@ pub async fn many_sessions_in_one_batch_all_land(store: &dyn Store) {
     }
     store.ping().await.unwrap();
 }
+
+pub fn event_at(u: &str, seq: u64, epoch: u64) -> RecordedEvent {
+    RecordedEvent {
+        epoch: Epoch(epoch),
+        ..event(u, seq)
+    }
+}
+
+fn is_fenced(err: &StoreError, writer: u64, fence: u64) -> bool {
+    matches!(err, StoreError::Fenced { epoch, current, .. } if *epoch == Epoch(writer) && *current == Epoch(fence))
+}
+
+pub async fn a_claim_fences_out_older_writers(store: &dyn Store) {
+    store.append(&[event_at("a", 1, 1)]).await.unwrap();
+    store.claim(&uid("a"), Epoch(2)).await.unwrap();
+
+    let err = store.append(&[event_at("a", 2, 1)]).await.unwrap_err();
+    assert!(is_fenced(&err, 1, 2), "{err}");
+    // A batch holding a stale session is refused whole.
+    let err = store
+        .append(&[event_at("b", 1, 1), event_at("a", 2, 1)])
+        .await
+        .unwrap_err();
+    assert!(is_fenced(&err, 1, 2), "{err}");
+    assert!(
+        store
+            .events_after(&uid("b"), Seq(0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The new owner writes on; claims never go back, and repeating one is fine.
+    store.append(&[event_at("a", 2, 2)]).await.unwrap();
+    let err = store.claim(&uid("a"), Epoch(1)).await.unwrap_err();
+    assert!(is_fenced(&err, 1, 2), "{err}");
+    store.claim(&uid("a"), Epoch(2)).await.unwrap();
+    let epochs: Vec<_> = store
+        .events_after(&uid("a"), Seq(0), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq.0, e.epoch.0))
+        .collect();
+    assert_eq!(epochs, [(1, 1), (2, 2)]);
+    // Other sessions are not fenced.
+    store.append(&[event_at("b", 1, 1)]).await.unwrap();
+}
+
+pub async fn a_stale_owner_cannot_write_a_snapshot(store: &dyn Store) {
+    let snap = |seq: u64, epoch: u64| StoredSnapshot {
+        uid: uid("a"),
+        seq: Seq(seq),
+        at_ms: seq,
+        epoch: Epoch(epoch),
+        bytes: vec![seq as u8; 40],
+    };
+    store.claim(&uid("a"), Epoch(3)).await.unwrap();
+    store.write_snapshots(&[snap(5, 2)]).await.unwrap();
+    assert_eq!(store.read_snapshot(&uid("a")).await.unwrap(), None);
+    store.write_snapshots(&[snap(5, 3)]).await.unwrap();
+    assert_eq!(
+        store.read_snapshot(&uid("a")).await.unwrap(),
+        Some(snap(5, 3))
+    );
+    store.write_snapshots(&[snap(8, 2)]).await.unwrap();
+    assert_eq!(
+        store.read_snapshot(&uid("a")).await.unwrap(),
+        Some(snap(5, 3))
+    );
+}
+
+pub async fn load_gives_the_snapshot_and_the_events_after_it(store: &dyn Store) {
+    let batch: Vec<_> = (1..=9).map(|s| event("a", s)).collect();
+    store.append(&batch).await.unwrap();
+    let log = store.load(&uid("a"), 100).await.unwrap();
+    assert_eq!((log.snapshot, log.events), (None, batch.clone()));
+    let snapshot = StoredSnapshot {
+        uid: uid("a"),
+        seq: Seq(6),
+        at_ms: 6,
+        epoch: Epoch(1),
+        bytes: vec![6; 40],
+    };
+    store.write_snapshots(&[snapshot.clone()]).await.unwrap();
+    let log = store.load(&uid("a"), 100).await.unwrap();
+    assert_eq!(log.snapshot, Some(snapshot));
+    assert_eq!(log.events, batch[6..].to_vec());
+    let log = store.load(&uid("a"), 2).await.unwrap();
+    assert_eq!(log.events, batch[6..8].to_vec(), "at most the limit");
+    assert_eq!(
+        store.load(&uid("nobody"), 10).await.unwrap(),
+        Default::default()
+    );
+}
