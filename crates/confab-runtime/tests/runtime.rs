@@ -1,129 +1,25 @@
 //! The runtime on a real SQLite store: turns, idempotency, isolation of a failing
-//! session, passivation, limits and shutdown snapshots.
+//! session, passivation, limits, shutdown snapshots, periodic snapshots and fencing.
 
-use confab_core::session::{Slots, SnapshotKey};
-use confab_core::{MessageId, NodeId, Seq, Uid};
-use confab_dialog::shoe_shop::ShoeShopNlu;
-use confab_dialog::{
-    BasicInputFilter, DialogContext, Pipeline, Policy, PolicyReply, Understanding,
-};
-use confab_runtime::{Runtime, RuntimeConfig, TurnError};
-use confab_store::sqlite::{SqliteOptions, SqliteStore};
+mod common;
+
+use common::*;
+use confab_core::{Epoch, Seq};
+use confab_runtime::TurnError;
 use confab_store::{EventStore, SnapshotStore, Store};
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// A policy that panics on "boom" and blocks on "wait" until the gate opens.
-#[derive(Clone, Default)]
-struct TestPolicy {
-    gate: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl TestPolicy {
-    fn open(&self) {
-        *self.gate.0.lock().unwrap() = true;
-        self.gate.1.notify_all();
-    }
-}
-
-impl Policy for TestPolicy {
-    fn version(&self) -> &str {
-        "test"
-    }
-
-    fn decide(
-        &self,
-        _: DialogContext<'_>,
-        text: &str,
-        u: &Understanding,
-        _: &Slots,
-    ) -> PolicyReply {
-        if text == "boom" {
-            panic!("policy bug triggered on purpose");
-        }
-        if text == "wait" {
-            let mut open = self.gate.0.lock().unwrap();
-            while !*open {
-                open = self.gate.1.wait(open).unwrap();
-            }
-        }
-        PolicyReply {
-            intent: u.intent.clone(),
-            text: format!("echo: {text}"),
-        }
-    }
-}
-
-fn config(key: u8) -> RuntimeConfig {
-    RuntimeConfig {
-        node_id: NodeId::new("node-1").unwrap(),
-        inflight_turns_max: 64,
-        session_queue_max: 8,
-        passivate_after: Duration::from_secs(3600),
-        batch_events_max: 256,
-        batch_delay_max: Duration::from_millis(2),
-        commit_concurrency: 2,
-        commit_retries: 3,
-        commit_wait_max: Duration::from_secs(5),
-        snapshot_every_events: 1_000_000,
-        snapshot_every: Duration::from_secs(3600),
-        turn_timeout: Duration::from_secs(10),
-        resident_sessions_max: 1000,
-        snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
-    }
-}
-
-async fn store(dir: &Path) -> Arc<SqliteStore> {
-    Arc::new(
-        SqliteStore::open(dir, &SqliteOptions::default())
-            .await
-            .unwrap(),
-    )
-}
-
-async fn start(store: Arc<SqliteStore>, config: RuntimeConfig, policy: TestPolicy) -> Runtime {
-    let pipeline = Pipeline::new(
-        Box::new(BasicInputFilter),
-        Box::new(ShoeShopNlu::new()),
-        Box::new(policy),
-    );
-    Runtime::start(config, store as Arc<dyn Store>, pipeline)
-        .await
-        .unwrap()
-}
-
-fn uid(s: &str) -> Uid {
-    Uid::new(s).unwrap()
-}
-
-fn mid(s: &str) -> MessageId {
-    MessageId::new(s).unwrap()
-}
-
-async fn say(rt: &Runtime, u: &str, id: &str, text: &str) -> Result<(u64, u64, String), TurnError> {
-    rt.turn(uid(u), mid(id), text.into())
-        .await
-        .map(|o| (o.ack_seq.0, o.reply.seq.0, o.reply.text))
-}
-
-/// Waits for a condition that the runtime reaches on its own; the deadline only
-/// guards against a hang, the assertion is the condition.
-async fn eventually(mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("condition never held");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_are_recorded_and_a_repeated_id_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let rt = start(Arc::clone(&store), config(1), TestPolicy::default()).await;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        config(1),
+        TestPolicy::default(),
+    )
+    .await;
     assert_eq!(
         say(&rt, "a", "m-1", "hi").await.unwrap(),
         (1, 3, "echo: hi".into())
@@ -150,7 +46,12 @@ async fn turns_are_recorded_and_a_repeated_id_records_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_session_restarts_from_its_log_and_touches_no_other() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = start(store(dir.path()).await, config(1), TestPolicy::default()).await;
+    let rt = start(
+        store(dir.path()).await as Arc<dyn Store>,
+        config(1),
+        TestPolicy::default(),
+    )
+    .await;
     say(&rt, "victim", "m-1", "hi").await.unwrap();
     say(&rt, "bystander", "m-1", "hi").await.unwrap();
     let err = say(&rt, "victim", "m-2", "boom").await.unwrap_err();
@@ -172,7 +73,12 @@ async fn an_idle_session_passivates_with_a_snapshot_and_comes_back() {
     let store = store(dir.path()).await;
     let mut cfg = config(1);
     cfg.passivate_after = Duration::from_millis(200);
-    let rt = start(Arc::clone(&store), cfg, TestPolicy::default()).await;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        cfg,
+        TestPolicy::default(),
+    )
+    .await;
     say(&rt, "sleepy", "m-1", "39码").await.unwrap();
     assert_eq!(rt.resident().await, 1);
     eventually(async || rt.resident().await == 0).await;
@@ -188,7 +94,12 @@ async fn a_full_session_queue_gets_overloaded() {
     let policy = TestPolicy::default();
     let mut cfg = config(1);
     cfg.session_queue_max = 2;
-    let rt = start(store(dir.path()).await, cfg, policy.clone()).await;
+    let rt = start(
+        store(dir.path()).await as Arc<dyn Store>,
+        cfg,
+        policy.clone(),
+    )
+    .await;
     let first = tokio::spawn({
         let rt = rt.clone();
         async move { say(&rt, "busy", "m-1", "wait").await }
@@ -223,7 +134,12 @@ async fn the_node_bounds_turns_in_flight() {
     let policy = TestPolicy::default();
     let mut cfg = config(1);
     cfg.inflight_turns_max = 2;
-    let rt = start(store(dir.path()).await, cfg, policy.clone()).await;
+    let rt = start(
+        store(dir.path()).await as Arc<dyn Store>,
+        cfg,
+        policy.clone(),
+    )
+    .await;
     let held: Vec<_> = ["u1", "u2"]
         .into_iter()
         .map(|u| {
@@ -248,7 +164,12 @@ async fn the_node_bounds_turns_in_flight() {
 async fn shutdown_snapshots_every_resident_session_and_refuses_later_turns() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let rt = start(Arc::clone(&store), config(1), TestPolicy::default()).await;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        config(1),
+        TestPolicy::default(),
+    )
+    .await;
     for u in ["a", "b", "c"] {
         say(&rt, u, "m-1", "hi").await.unwrap();
     }
@@ -269,11 +190,21 @@ async fn shutdown_snapshots_every_resident_session_and_refuses_later_turns() {
 async fn a_snapshot_signed_with_another_key_is_refused_and_the_log_rebuilds_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
-    let rt = start(Arc::clone(&store), config(1), TestPolicy::default()).await;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        config(1),
+        TestPolicy::default(),
+    )
+    .await;
     say(&rt, "a", "m-1", "39码").await.unwrap();
     rt.shutdown().await.unwrap();
     // Same data, new key: the snapshot fails its checksum, the events rebuild it.
-    let rt = start(Arc::clone(&store), config(2), TestPolicy::default()).await;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        config(2),
+        TestPolicy::default(),
+    )
+    .await;
     let repeat = rt.turn(uid("a"), mid("m-1"), "39码".into()).await.unwrap();
     assert!(repeat.duplicate);
     assert_eq!(say(&rt, "a", "m-2", "hi").await.unwrap().0, 4);
@@ -284,7 +215,12 @@ async fn the_node_bounds_resident_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(1);
     cfg.resident_sessions_max = 2;
-    let rt = start(store(dir.path()).await, cfg, TestPolicy::default()).await;
+    let rt = start(
+        store(dir.path()).await as Arc<dyn Store>,
+        cfg,
+        TestPolicy::default(),
+    )
+    .await;
     say(&rt, "one", "m-1", "hi").await.unwrap();
     say(&rt, "two", "m-1", "hi").await.unwrap();
     let err = say(&rt, "three", "m-1", "hi").await.unwrap_err();
@@ -293,4 +229,81 @@ async fn the_node_bounds_resident_sessions() {
         say(&rt, "one", "m-2", "hi").await.is_ok(),
         "resident sessions still serve"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_fenced_by_a_newer_owner_records_nothing_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        config(1),
+        TestPolicy::default(),
+    )
+    .await;
+    say(&rt, "moved", "m-1", "hi").await.unwrap();
+    say(&rt, "stays", "m-1", "hi").await.unwrap();
+    // Another node takes the session over at a newer epoch.
+    store.claim(&uid("moved"), Epoch(2)).await.unwrap();
+
+    let err = say(&rt, "moved", "m-2", "hi").await.unwrap_err();
+    assert!(
+        matches!(&err, TurnError::Unavailable(why) if why.contains("no longer owns")),
+        "{err:?}"
+    );
+    let log = store
+        .events_after(&uid("moved"), Seq(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 3, "the stale owner wrote nothing");
+    eventually(async || rt.resident().await == 1).await;
+    // Reactivating does not help a stale node: the claim itself is refused.
+    let err = say(&rt, "moved", "m-2", "hi").await.unwrap_err();
+    assert!(matches!(err, TurnError::Unavailable(_)), "{err:?}");
+    assert_eq!(say(&rt, "stays", "m-2", "hi").await.unwrap().0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_taken_every_n_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let mut cfg = config(1);
+    cfg.snapshot_every_events = 6;
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        cfg,
+        TestPolicy::default(),
+    )
+    .await;
+    say(&rt, "a", "m-1", "hi").await.unwrap();
+    assert_eq!(store.read_snapshot(&uid("a")).await.unwrap(), None);
+    say(&rt, "a", "m-2", "hi").await.unwrap();
+    eventually(async || store.read_snapshot(&uid("a")).await.unwrap().is_some()).await;
+    assert_eq!(
+        store.read_snapshot(&uid("a")).await.unwrap().unwrap().seq,
+        Seq(6)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_taken_every_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let mut cfg = config(1);
+    cfg.snapshot_every = Duration::from_millis(100);
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        cfg,
+        TestPolicy::default(),
+    )
+    .await;
+    say(&rt, "a", "m-1", "hi").await.unwrap();
+    eventually(async || store.read_snapshot(&uid("a")).await.unwrap().is_some()).await;
+    assert_eq!(
+        store.read_snapshot(&uid("a")).await.unwrap().unwrap().seq,
+        Seq(3)
+    );
+    assert_eq!(rt.resident().await, 1, "a snapshot does not passivate");
+    say(&rt, "a", "m-2", "hi").await.unwrap();
+    eventually(async || store.read_snapshot(&uid("a")).await.unwrap().unwrap().seq == Seq(6)).await;
 }

@@ -1,0 +1,123 @@
+//! What the runtime tests share: a test policy, a config, and short-hands.
+#![allow(dead_code, unreachable_pub)]
+
+use confab_core::session::{Slots, SnapshotKey};
+use confab_core::{MessageId, NodeId, Uid};
+use confab_dialog::shoe_shop::ShoeShopNlu;
+use confab_dialog::{
+    BasicInputFilter, DialogContext, Pipeline, Policy, PolicyReply, Understanding,
+};
+use confab_runtime::{Runtime, RuntimeConfig, TurnError};
+use confab_store::Store;
+use confab_store::sqlite::{SqliteOptions, SqliteStore};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// A policy that panics on "boom" and blocks on "wait" until the gate opens.
+#[derive(Clone, Default)]
+pub struct TestPolicy {
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl TestPolicy {
+    pub fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Policy for TestPolicy {
+    fn version(&self) -> &str {
+        "test"
+    }
+
+    fn decide(
+        &self,
+        _: DialogContext<'_>,
+        text: &str,
+        u: &Understanding,
+        _: &Slots,
+    ) -> PolicyReply {
+        if text == "boom" {
+            panic!("policy bug triggered on purpose");
+        }
+        if text == "wait" {
+            let mut open = self.gate.0.lock().unwrap();
+            while !*open {
+                open = self.gate.1.wait(open).unwrap();
+            }
+        }
+        PolicyReply {
+            intent: u.intent.clone(),
+            text: format!("echo: {text}"),
+        }
+    }
+}
+
+pub fn config(key: u8) -> RuntimeConfig {
+    RuntimeConfig {
+        node_id: NodeId::new("node-1").unwrap(),
+        inflight_turns_max: 64,
+        session_queue_max: 8,
+        passivate_after: Duration::from_secs(3600),
+        batch_events_max: 256,
+        batch_delay_max: Duration::from_millis(2),
+        commit_concurrency: 2,
+        commit_retries: 3,
+        commit_wait_max: Duration::from_secs(5),
+        snapshot_every_events: 1_000_000,
+        snapshot_every: Duration::from_secs(3600),
+        turn_timeout: Duration::from_secs(10),
+        resident_sessions_max: 1000,
+        snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
+    }
+}
+
+pub async fn store(dir: &Path) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(dir, &SqliteOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+pub async fn start(store: Arc<dyn Store>, config: RuntimeConfig, policy: TestPolicy) -> Runtime {
+    let pipeline = Pipeline::new(
+        Box::new(BasicInputFilter),
+        Box::new(ShoeShopNlu::new()),
+        Box::new(policy),
+    );
+    Runtime::start(config, store, pipeline).await.unwrap()
+}
+
+pub fn uid(s: &str) -> Uid {
+    Uid::new(s).unwrap()
+}
+
+pub fn mid(s: &str) -> MessageId {
+    MessageId::new(s).unwrap()
+}
+
+pub async fn say(
+    rt: &Runtime,
+    u: &str,
+    id: &str,
+    text: &str,
+) -> Result<(u64, u64, String), TurnError> {
+    rt.turn(uid(u), mid(id), text.into())
+        .await
+        .map(|o| (o.ack_seq.0, o.reply.seq.0, o.reply.text))
+}
+
+/// Waits for a condition that the runtime reaches on its own; the deadline only
+/// guards against a hang, the assertion is the condition.
+pub async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition never held");
+}
