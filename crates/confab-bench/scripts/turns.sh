@@ -1,30 +1,79 @@
 #!/usr/bin/env bash
-# Measures the echo floor and one confab node (embedded store) in the same run.
-# usage: crates/confab-bench/scripts/turns.sh SESSIONS RATE DURATION
-# Builds release binaries, starts both servers on free ports with fresh data,
-# runs `confab-bench turns` against each, prints both reports, stops both.
+# Measures the echo floor and one confab node in the same run.
+# usage: [STORE=embedded|tiered] crates/confab-bench/scripts/turns.sh SESSIONS RATE DURATION [turns flags...]
+#   STORE=embedded (default): the node on its embedded SQLite store.
+#   STORE=tiered: the node on MariaDB (a fresh database on 127.0.0.1:3306, or
+#     $BENCH_MYSQL_SERVER) with Redis in front (127.0.0.1:6379, or $BENCH_REDIS_URL,
+#     under a key prefix of its own). A warm-up run first creates every session,
+#     the node restarts (a clean stop snapshots them to both tiers), and the
+#     measured run then loads every session again: the Redis hit ratio printed at
+#     the end is that of those loads.
+# Builds release binaries, starts the servers on free ports with fresh data,
+# runs `confab-bench turns` against each, prints the reports, stops everything.
 set -euo pipefail
 sessions=${1:-1000}
 rate=${2:-10000}
 duration=${3:-30s}
+store=${STORE:-embedded}
 cd "$(dirname "$0")/../../.."
 cargo build --release --locked -q -p confab -p confab-bench
 bin=target/release
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$data"' EXIT
+mysql_server=${BENCH_MYSQL_SERVER:-mysql://root@127.0.0.1:3306}
+redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
+db=confab_bench_$$
+node_env=(CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$data"
+  if [ "$store" = tiered ]; then
+    mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
+    redis-cli --scan --pattern "$db:*" | xargs -r -n 1000 redis-cli DEL >/dev/null || true
+  fi
+}
+trap cleanup EXIT
+if [ "$store" = tiered ]; then
+  mariadb -h127.0.0.1 -uroot -e "CREATE DATABASE $db"
+  node_env+=(CONFAB_STORE__MYSQL_URL=$mysql_server/$db CONFAB_STORE__REDIS_URL=$redis_url
+    CONFAB_STORE__REDIS_KEY_PREFIX=$db)
+fi
+
+start_node() {
+  env "${node_env[@]}" $bin/confab node --http-port 18181 --data-dir "$data" &
+  node_pid=$!
+  for _ in $(seq 100); do
+    curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "the node did not become ready" >&2
+  exit 1
+}
+turns() {
+  CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url "$1" --sessions "$sessions" --rate "$rate" "${@:2}"
+}
 
 $bin/confab-bench echo --port 19090 2>/dev/null &
-CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn $bin/confab node --http-port 18181 --data-dir "$data" &
-for _ in $(seq 100); do
-  curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && break
-  sleep 0.1
-done
-
+start_node
 echo "== echo floor: $sessions sessions, $rate turns/s, $duration"
-$bin/confab-bench turns --url ws://127.0.0.1:19090/v1/ws --sessions "$sessions" --rate "$rate" --duration "$duration" "${@:4}"
+turns ws://127.0.0.1:19090/v1/ws --duration "$duration" "${@:4}"
 echo
-echo "== confab, one node, embedded store: $sessions sessions, $rate turns/s, $duration"
-CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url ws://127.0.0.1:18181/v1/ws --sessions "$sessions" --rate "$rate" --duration "$duration" "${@:4}"
+if [ "$store" = tiered ]; then
+  echo "== warm-up: every session once, then a clean restart"
+  turns ws://127.0.0.1:18181/v1/ws --duration 5s "${@:4}" >/dev/null
+  kill -TERM $node_pid
+  wait $node_pid || true
+  start_node
+fi
+echo "== confab, one node, $store store: $sessions sessions, $rate turns/s, $duration"
+turns ws://127.0.0.1:18181/v1/ws --duration "$duration" "${@:4}"
 echo
-curl -s http://127.0.0.1:18181/metrics | grep -E '^confab_(commit_seconds|commit_batch_events)_(sum|count)'
+metrics=$(curl -s http://127.0.0.1:18181/metrics)
+echo "$metrics" | grep -E '^confab_(commit_seconds|commit_batch_events)_(sum|count)' || true
+if [ "$store" = tiered ]; then
+  echo "$metrics" | grep -E '^confab_store_(requests|bypass)_total' | grep 'tier="redis"' || true
+  echo "$metrics" | awk '/^confab_store_requests_total/ && /tier="redis"/ && /op="load"/ {
+      if ($0 ~ /result="hit"/) h += $NF; else if ($0 ~ /result="miss"/) m += $NF }
+    END { if (h + m > 0) printf "redis hit ratio (session loads): %.4f (%d hits, %d misses)\n", h / (h + m), h, m }'
+fi

@@ -10,7 +10,8 @@
 //!   conflict, or a fence) is retried request by request, so that one stale
 //!   session cannot fail the others.
 //! - A batch that fails because the store is unavailable is retried up to
-//!   `retries` times, with exponential backoff and jitter.
+//!   `retries` times, with exponential backoff and jitter, and never past
+//!   `give_up_after` from its oldest request.
 //! - A request that has waited `wait_max` before its first attempt is answered
 //!   `overloaded` without being tried: the store is too slow for the offered load,
 //!   and the client backs off instead of timing out.
@@ -53,6 +54,10 @@ pub struct CommitSettings {
     pub retries: u32,
     /// How long a request may wait before its first attempt.
     pub wait_max: Duration,
+    /// How long after its enqueueing a request is given up on, attempts and
+    /// retries included: below the caller's own timeout, so that the caller
+    /// hears `unavailable` rather than nothing.
+    pub give_up_after: Duration,
 }
 
 /// The first wait between retries; it doubles each time, up to `RETRY_MAX_DELAY`.
@@ -159,7 +164,9 @@ async fn commit_batch(store: &dyn Store, batch: Vec<CommitRequest>, settings: &C
         .collect();
     metrics::histogram!("confab_commit_batch_events").record(events.len() as f64);
     let started = Instant::now();
-    let appended = append_with_retries(store, &events, settings.retries).await;
+    let oldest = batch.iter().map(|r| r.enqueued).min().unwrap_or(started);
+    let give_up_at = oldest + settings.give_up_after;
+    let appended = append_with_retries(store, &events, settings.retries, give_up_at).await;
     metrics::histogram!("confab_commit_seconds").record(started.elapsed().as_secs_f64());
     match appended {
         Ok(()) => {
@@ -170,7 +177,8 @@ async fn commit_batch(store: &dyn Store, batch: Vec<CommitRequest>, settings: &C
         Err(StoreError::Conflict { .. } | StoreError::Fenced { .. }) if batch.len() > 1 => {
             // One session is stale; find which, and commit the others.
             for request in batch {
-                let outcome = append_with_retries(store, &request.events, settings.retries).await;
+                let outcome =
+                    append_with_retries(store, &request.events, settings.retries, give_up_at).await;
                 let _ = request.done.send(outcome.map_err(CommitError::from));
             }
         }
@@ -182,25 +190,31 @@ async fn commit_batch(store: &dyn Store, batch: Vec<CommitRequest>, settings: &C
     }
 }
 
-/// Appends, retrying while the store is unavailable.
+/// Appends, retrying while the store is unavailable, until `give_up_at`.
 async fn append_with_retries(
     store: &dyn Store,
     events: &[RecordedEvent],
     retries: u32,
+    give_up_at: Instant,
 ) -> Result<(), StoreError> {
     let mut attempt = 0;
     loop {
-        match store.append(events).await {
+        let outcome = match tokio::time::timeout_at(give_up_at, store.append(events)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(
+                "no answer from the durable tier in time; the outcome is unknown".into(),
+            )),
+        };
+        match outcome {
             Err(StoreError::Unavailable(why)) if attempt < retries => {
                 attempt += 1;
+                let wait = backoff_with_jitter(attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY);
+                if Instant::now() + wait >= give_up_at {
+                    return Err(StoreError::Unavailable(why));
+                }
                 metrics::counter!("confab_commit_retries_total").increment(1);
                 tracing::debug!(attempt, error = %why, "commit failed; retrying");
-                tokio::time::sleep(backoff_with_jitter(
-                    attempt,
-                    RETRY_BASE_DELAY,
-                    RETRY_MAX_DELAY,
-                ))
-                .await;
+                tokio::time::sleep(wait).await;
             }
             outcome => return outcome,
         }

@@ -242,6 +242,8 @@ impl Runtime {
                 concurrency: config.commit_concurrency,
                 retries: config.commit_retries,
                 wait_max: config.commit_wait_max,
+                // A tenth of the turn's time is left for the session to answer.
+                give_up_after: config.turn_timeout.mul_f64(0.9),
             },
         );
         let shared = Arc::new(Shared {

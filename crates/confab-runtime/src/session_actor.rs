@@ -16,6 +16,7 @@
 //! and on passivation and shutdown.
 
 use crate::committer::CommitError;
+use crate::supervisor::SupervisorMsg;
 use crate::{
     EVENTS_PAGE_MAX, HelloRequest, Reply, SessionInfo, Shared, TurnError, TurnOutcome, TurnRequest,
     now_ms,
@@ -44,6 +45,9 @@ pub enum SessionMsg {
     Passivate,
     /// Write a snapshot if the state changed: `snapshot_every` has passed.
     SnapshotDue,
+    /// Stop: the session was fenced, and the supervisor, which no longer routes
+    /// turns here, has sent this after every turn it had routed.
+    Retire,
 }
 
 /// The actor.
@@ -55,6 +59,8 @@ pub struct SessionArgs {
     pub(crate) shared: Arc<Shared>,
     /// Turns queued for this session; the supervisor counts up, the actor down.
     pub(crate) queued: Arc<AtomicUsize>,
+    /// The supervisor, told when the session is fenced.
+    pub(crate) supervisor: ActorRef<SupervisorMsg>,
 }
 
 /// The actor's state.
@@ -68,6 +74,10 @@ pub struct SessionActorState {
     snapshot_seq: Seq,
     /// Whether a `SnapshotDue` timer is pending.
     snapshot_timer: bool,
+    /// Set once a newer owner fenced the session: why. Every later turn gets
+    /// `unavailable` at once until the actor retires.
+    fenced: Option<String>,
+    supervisor: ActorRef<SupervisorMsg>,
 }
 
 impl Actor for SessionActor {
@@ -87,6 +97,8 @@ impl Actor for SessionActor {
             session: None,
             snapshot_seq: Seq(0),
             snapshot_timer: false,
+            fenced: None,
+            supervisor: args.supervisor,
         })
     }
 
@@ -97,6 +109,14 @@ impl Actor for SessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            SessionMsg::Turn(turn) if state.fenced.is_some() => {
+                state.queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = turn.reply.send(Err(state.moved()));
+            }
+            SessionMsg::Hello(hello) if state.fenced.is_some() => {
+                let _ = hello.reply.send(Err(state.moved()));
+            }
+            SessionMsg::Retire => myself.stop(Some("fenced".into())),
             SessionMsg::Turn(turn) => {
                 debug_assert_eq!(turn.uid, state.uid, "a turn reached another uid's session");
                 let span = info_span!("turn", uid = %state.uid, message_id = %turn.message_id);
@@ -108,6 +128,8 @@ impl Actor for SessionActor {
                 let _ = turn
                     .reply
                     .send(outcome.map_err(|e| state.stop_if_fenced(&myself, e)));
+                // The node's in-flight slot is free once the turn is answered.
+                drop(turn.permit);
                 if state.session.is_some() {
                     state.snapshot_on_schedule(&myself).await;
                 }
@@ -124,13 +146,13 @@ impl Actor for SessionActor {
             }
             SessionMsg::SnapshotDue => {
                 state.snapshot_timer = false;
-                state.write_snapshot(&myself).await;
+                state.write_snapshot().await;
             }
             SessionMsg::TakeSnapshot { reply } => {
                 let _ = reply.send(state.snapshot_if_changed());
             }
             SessionMsg::Passivate => {
-                state.write_snapshot(&myself).await;
+                state.write_snapshot().await;
                 myself.stop(Some("passivated".into()));
             }
         }
@@ -156,7 +178,7 @@ fn unavailable(e: &StoreError) -> Failure {
     match e {
         StoreError::Fenced { .. } => Failure::Fenced(e.clone()),
         e => Failure::Turn(TurnError::Unavailable(format!(
-            "the turn was not recorded ({e}): retry with the same id"
+            "the durable tier could not record the turn ({e}): retry with the same id"
         ))),
     }
 }
@@ -224,14 +246,27 @@ impl SessionActorState {
             Failure::Turn(e) => e,
             Failure::Fenced(e) => {
                 self.session = None;
-                warn!(uid = %self.uid, error = %e, "a newer owner holds the session; stopping");
-                metrics::counter!("confab_sessions_fenced_total").increment(1);
-                myself.stop(Some("fenced".into()));
-                TurnError::Unavailable(format!(
-                    "this node no longer owns the session ({e}); nothing was recorded: retry with the same id"
-                ))
+                if self.fenced.is_none() {
+                    warn!(uid = %self.uid, error = %e, "a newer owner holds the session; retiring");
+                    metrics::counter!("confab_sessions_fenced_total").increment(1);
+                    self.fenced = Some(e.to_string());
+                    // The supervisor stops routing here, then sends `Retire`
+                    // behind the turns it already routed; they get `moved()`.
+                    let _ = self.supervisor.cast(SupervisorMsg::Fenced {
+                        uid: self.uid.clone(),
+                        actor: myself.get_id(),
+                    });
+                }
+                self.moved()
             }
         }
+    }
+
+    fn moved(&self) -> TurnError {
+        TurnError::Unavailable(format!(
+            "this node no longer owns the session ({}); nothing was recorded: retry with the same id",
+            self.fenced.as_deref().unwrap_or("fenced")
+        ))
     }
 
     /// After a committed turn: a snapshot now if enough events piled up since the
@@ -245,7 +280,7 @@ impl SessionActorState {
             return;
         }
         if since >= self.shared.config.snapshot_every_events {
-            self.write_snapshot(myself).await;
+            self.write_snapshot().await;
         } else if !self.snapshot_timer {
             self.snapshot_timer = true;
             myself.send_after(self.shared.config.snapshot_every, || {
@@ -256,16 +291,15 @@ impl SessionActorState {
 
     /// Writes a snapshot if the state changed since the last one. A failure is
     /// logged: the events are durable, a snapshot only saves replay time.
-    async fn write_snapshot(&mut self, myself: &ActorRef<SessionMsg>) {
+    async fn write_snapshot(&mut self) {
         let previous = self.snapshot_seq;
         let Some(snapshot) = self.snapshot_if_changed() else {
             return;
         };
+        // A fenced snapshot is dropped by the store without an error: the next
+        // turn's claim or commit finds the fence.
         match self.shared.store.write_snapshots(&[snapshot]).await {
-            Ok(()) => metrics::counter!("confab_snapshots_written_total").increment(1),
-            Err(e @ StoreError::Fenced { .. }) => {
-                let _ = self.stop_if_fenced(myself, Failure::Fenced(e));
-            }
+            Ok(()) => metrics::counter!("confab_snapshot_writes_total").increment(1),
             Err(e) => {
                 // Tried again on the next schedule.
                 self.snapshot_seq = previous;

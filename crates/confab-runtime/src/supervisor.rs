@@ -33,6 +33,14 @@ pub enum SupervisorMsg {
     Hello(HelloRequest),
     /// Passivate the sessions idle for too long (sent by a timer).
     Sweep,
+    /// A session was fenced by a newer owner: stop routing to it, and retire it
+    /// once the turns already routed to it are answered.
+    Fenced {
+        /// Whose session.
+        uid: Uid,
+        /// Its actor.
+        actor: ActorId,
+    },
     /// How many sessions are resident.
     Resident {
         /// Where the count goes.
@@ -140,6 +148,18 @@ impl Actor for SessionSupervisor {
                 }
             }
             SupervisorMsg::Sweep => state.passivate_idle(),
+            SupervisorMsg::Fenced { uid, actor } => {
+                if state
+                    .sessions
+                    .get(&uid)
+                    .is_some_and(|r| r.actor.get_id() == actor)
+                    && let Some(resident) = state.sessions.remove(&uid)
+                {
+                    // Behind every turn routed to it so far; none is routed after.
+                    let _ = resident.actor.cast(SessionMsg::Retire);
+                    state.publish_resident();
+                }
+            }
             SupervisorMsg::Resident { reply } => {
                 let _ = reply.send(state.sessions.len());
             }
@@ -197,6 +217,7 @@ impl SupervisorState {
                 uid: uid.clone(),
                 shared: Arc::clone(&self.shared),
                 queued: Arc::clone(&queued),
+                supervisor: myself.clone(),
             };
             let (actor, _) = Actor::spawn_linked(None, SessionActor, args, myself.get_cell())
                 .await

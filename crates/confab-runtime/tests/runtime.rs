@@ -307,3 +307,45 @@ async fn snapshots_are_taken_every_interval() {
     say(&rt, "a", "m-2", "hi").await.unwrap();
     eventually(async || store.read_snapshot(&uid("a")).await.unwrap().unwrap().seq == Seq(6)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_queued_behind_a_fenced_session_get_unavailable_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let policy = TestPolicy::default();
+    let rt = start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        config(1),
+        policy.clone(),
+    )
+    .await;
+    say(&rt, "moved", "m-1", "hi").await.unwrap();
+    // One turn inside the policy, three queued behind it.
+    let spawn = |id: &str, text: &'static str| {
+        let (rt, id) = (rt.clone(), id.to_owned());
+        tokio::spawn(async move { say(&rt, "moved", &id, text).await })
+    };
+    let mut turns = vec![spawn("m-2", "wait")];
+    eventually(async || policy.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    turns.extend([spawn("m-3", "q1"), spawn("m-4", "q2"), spawn("m-5", "q3")]);
+    // Let them reach the session's mailbox (how long does not change the outcome:
+    // a turn that arrives later is refused by the fence all the same).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.claim(&uid("moved"), Epoch(2)).await.unwrap();
+    policy.open();
+    for turn in turns {
+        let err = turn.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, TurnError::Unavailable(why) if why.contains("no longer owns")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .events_after(&uid("moved"), Seq(0), 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}

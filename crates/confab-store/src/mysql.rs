@@ -78,9 +78,22 @@ impl MySqlStore {
         let pool = MySqlPoolOptions::new()
             .max_connections(options.connections_max.max(1))
             .acquire_timeout(options.acquire_timeout)
-            // A ping before every use would cost a round trip per commit; a dead
-            // connection fails its request instead, which the committer retries.
+            // A ping before every use would cost a round trip on the commit path;
+            // a dead connection fails its request instead, which the committer
+            // retries. (sqlx still pings connections as they return to the pool,
+            // off the ack path.)
             .test_before_acquire(false)
+            // The fence check relies on REPEATABLE READ: its shared lock on a
+            // session with no fence row is a gap lock, which READ COMMITTED
+            // would not take. Set here so that a server default cannot change it.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
             .connect(url)
             .await
             .map_err(|e| StoreError::Open(format!("mysql: {e}")))?;

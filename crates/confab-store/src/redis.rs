@@ -173,7 +173,7 @@ end
 
 /// ARGV: epoch, ttl.
 const CLAIM_LUA: &str = r"
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+touch(ARGV[2])
 return {1, epoch}
 ";
 
@@ -219,11 +219,11 @@ if not last then
   restart()
 elseif seq > tonumber(last) then
   restart()
-elseif seq > base then
+elseif seq >= base then
   redis.call('LTRIM', KEYS[2], seq - base, -1)
   redis.call('HSET', KEYS[1], 'base', ARGV[2])
 end
-if not last or seq > base then
+if not last or seq >= base then
   redis.call('HSET', KEYS[1], 'snap', ARGV[4], 'snap_at', ARGV[5], 'snap_epoch', ARGV[1])
 end
 touch(ARGV[3])
@@ -250,7 +250,8 @@ return 1
 ";
 
 /// ARGV: after (-1: from the cached snapshot), limit, ttl.
-/// Returns nil when the cache does not cover `after`, else
+/// Returns nil when the cache does not cover `after` (or is broken: a list
+/// shorter or longer than `last - base`, which also drops it), else
 /// {base, last, snap, snap_at, snap_epoch, {events}}.
 const READ_LUA: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'base', 'last', 'snap', 'snap_at', 'snap_epoch')
@@ -258,6 +259,11 @@ if not v[1] or not v[2] then return false end
 local base = tonumber(v[1])
 local last = tonumber(v[2])
 if base > 0 and not v[3] then return false end
+if redis.call('LLEN', KEYS[2]) ~= last - base then
+  -- The list was lost (evicted, or expired apart from the hash): not a prefix.
+  redis.call('HDEL', KEYS[1], 'base', 'last', 'snap', 'snap_at', 'snap_epoch')
+  return false
+end
 local after = tonumber(ARGV[1])
 if after < 0 then after = base end
 if after < base then return false end
@@ -360,8 +366,9 @@ impl RedisTier {
         let mut call = self.evalsha(&CLAIM, uid);
         call.arg(epoch.0).arg(self.ttl_s());
         let reply: (i64, u64) = self.run("claim", vec![call]).await?.remove(0);
-        count_request(TIER, "claim", "hit");
-        fenced(uid, epoch, reply)
+        let claimed = fenced(uid, epoch, reply);
+        count_request(TIER, "claim", if claimed.is_ok() { "hit" } else { "error" });
+        claimed
     }
 
     /// Writes committed events through: each session's events are appended to its

@@ -18,6 +18,8 @@ use std::time::Duration;
 #[derive(Clone, Default)]
 pub struct TestPolicy {
     gate: Arc<(Mutex<bool>, Condvar)>,
+    /// Turns that have reached the gate.
+    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestPolicy {
@@ -43,6 +45,8 @@ impl Policy for TestPolicy {
             panic!("policy bug triggered on purpose");
         }
         if text == "wait" {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut open = self.gate.0.lock().unwrap();
             while !*open {
                 open = self.gate.1.wait(open).unwrap();
