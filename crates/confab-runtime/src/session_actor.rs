@@ -364,9 +364,14 @@ impl SessionActorState {
             output.decision,
         );
         if let Err(e) = shared.committer.commit(events.to_vec()).await {
-            // The log is the truth; memory may be behind it or ahead of it now.
-            self.session = None;
-            warn!(uid = %uid, error = %e, "commit failed; session will reload");
+            // The log is the truth; memory may be behind it or ahead of it now,
+            // unless the commit was never tried.
+            if matches!(e, CommitError::Overloaded { .. }) {
+                tracing::debug!(uid = %uid, error = %e, "commit not tried");
+            } else {
+                self.session = None;
+                warn!(uid = %uid, error = %e, "commit failed; session will reload");
+            }
             return Err(match e {
                 CommitError::Store(StoreError::Conflict { .. }) => Failure::Turn(TurnError::Internal(
                     "the session was changed elsewhere; it has been reloaded: retry with the same id"

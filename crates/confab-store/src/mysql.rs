@@ -16,7 +16,7 @@ use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, uids_of};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::{AssertSqlSafe, MySql, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, MySql, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -65,6 +65,79 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The statements of one batch: its inserts, grouped per shard (at most
+/// `INSERT_ROWS_MAX` rows each), then a locking read of its sessions' fences,
+/// all in one transaction left open. Every value is a number or a hex literal,
+/// so nothing in it can be read as SQL.
+fn batch_sql(events: &[RecordedEvent]) -> String {
+    use std::fmt::Write as _;
+    let mut by_shard: BTreeMap<u32, Vec<&RecordedEvent>> = BTreeMap::new();
+    for event in events {
+        by_shard
+            .entry(shard_of(&event.uid))
+            .or_default()
+            .push(event);
+    }
+    let mut sql = String::with_capacity(events.len() * 512);
+    sql.push_str("START TRANSACTION;\n");
+    for (shard, rows) in &by_shard {
+        for chunk in rows.chunks(INSERT_ROWS_MAX) {
+            let _ = write!(
+                sql,
+                "INSERT INTO {} (uid, seq, ts_ms, epoch, kind, body) VALUES ",
+                table_of(*shard)
+            );
+            for (i, e) in chunk.iter().enumerate() {
+                let body = serde_json::to_vec(&e.event).expect("events always serialize");
+                let _ = write!(
+                    sql,
+                    "{}(X'{}',{},{},{},X'{}',X'{}')",
+                    if i == 0 { "" } else { "," },
+                    hex::encode(e.uid.as_str()),
+                    e.seq.0,
+                    e.at_ms,
+                    e.epoch.0,
+                    hex::encode(e.event.kind()),
+                    hex::encode(body)
+                );
+            }
+            sql.push_str(";\n");
+        }
+    }
+    sql.push_str("SELECT uid, epoch FROM session_epochs WHERE uid IN (");
+    for (i, uid) in uids_of(events).iter().enumerate() {
+        let _ = write!(
+            sql,
+            "{}X'{}'",
+            if i == 0 { "" } else { "," },
+            hex::encode(uid.as_str())
+        );
+    }
+    sql.push_str(") LOCK IN SHARE MODE");
+    sql
+}
+
+/// Ends a failed batch's transaction, or drops the connection if it cannot.
+async fn rollback(mut conn: sqlx::pool::PoolConnection<MySql>) {
+    if sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err() {
+        drop(conn.detach());
+    }
+}
+
+/// The conflict a duplicate-key error names: MySQL's message quotes the key
+/// (`Duplicate entry 'alice-7' for key 'PRIMARY'`); the first event of the batch
+/// if it cannot be matched.
+fn conflict_in(events: &[RecordedEvent], message: &str) -> StoreError {
+    let named = events
+        .iter()
+        .find(|e| message.contains(&format!("'{}-{}'", e.uid, e.seq.0)))
+        .unwrap_or(&events[0]);
+    StoreError::Conflict {
+        uid: named.uid.clone(),
+        seq: named.seq,
+    }
+}
+
 fn uid_of(bytes: Vec<u8>) -> Result<Uid, StoreError> {
     String::from_utf8(bytes)
         .map_err(|e| StoreError::Corrupt(format!("stored uid is not utf-8: {e}")))
@@ -104,63 +177,42 @@ impl MySqlStore {
         Ok(Self { pool })
     }
 
+    /// One round trip writes the whole batch and reads its fences; a second
+    /// commits it, or rolls it back if a fence refuses it.
     async fn append_events(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut by_shard: BTreeMap<u32, Vec<&RecordedEvent>> = BTreeMap::new();
-        for event in events {
-            by_shard
-                .entry(shard_of(&event.uid))
-                .or_default()
-                .push(event);
-        }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let sql = batch_sql(events);
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let rows = match sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                let refused = match e.as_database_error() {
+                    Some(db) if db.is_unique_violation() => conflict_in(events, db.message()),
+                    _ => unavailable(e),
+                };
+                rollback(conn).await;
+                return Err(refused);
+            }
+        };
         let mut fences = BTreeMap::new();
-        for uids in uids_of(events).chunks(INSERT_ROWS_MAX) {
-            let mut select: QueryBuilder<MySql> =
-                QueryBuilder::new("SELECT uid, epoch FROM session_epochs WHERE uid IN ");
-            select.push_tuples(uids, |mut t, uid| {
-                t.push_bind(uid.as_str().as_bytes());
-            });
-            select.push(" LOCK IN SHARE MODE");
-            let rows = select
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            for row in rows {
-                fences.insert(uid_of(row.get("uid"))?, Epoch(row.get("epoch")));
-            }
+        for row in rows {
+            fences.insert(uid_of(row.get("uid"))?, Epoch(row.get("epoch")));
         }
-        check_fences(events, &fences)?;
-        for (shard, rows) in &by_shard {
-            for chunk in rows.chunks(INSERT_ROWS_MAX) {
-                let mut insert: QueryBuilder<MySql> = QueryBuilder::new(format!(
-                    "INSERT INTO {} (uid, seq, ts_ms, epoch, kind, body) ",
-                    table_of(*shard)
-                ));
-                insert.push_values(chunk, |mut row, e| {
-                    let body = serde_json::to_vec(&e.event).expect("events always serialize");
-                    row.push_bind(e.uid.as_str().as_bytes().to_vec())
-                        .push_bind(e.seq.0)
-                        .push_bind(e.at_ms)
-                        .push_bind(e.epoch.0)
-                        .push_bind(e.event.kind())
-                        .push_bind(body);
-                });
-                if let Err(e) = insert.build().execute(&mut *tx).await {
-                    return Err(match e.as_database_error() {
-                        Some(db) if db.is_unique_violation() => StoreError::Conflict {
-                            uid: chunk[0].uid.clone(),
-                            seq: chunk[0].seq,
-                        },
-                        _ => unavailable(e),
-                    });
-                }
-            }
+        if let Err(fenced) = check_fences(events, &fences) {
+            rollback(conn).await;
+            return Err(fenced);
         }
-        tx.commit().await.map_err(unavailable)
+        if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
+            // The outcome is unknown; the connection's state too.
+            drop(conn.detach());
+            return Err(unavailable(e));
+        }
+        Ok(())
     }
 
     async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
