@@ -2,8 +2,9 @@
 # Measures the echo floor and one confab node in the same run.
 # usage: [STORE=embedded|tiered] crates/confab-bench/scripts/turns.sh SESSIONS RATE DURATION [turns flags...]
 #   STORE=embedded (default): the node on its embedded SQLite store.
-#   STORE=tiered: the node on MariaDB (a fresh database on 127.0.0.1:3306, or
-#     $BENCH_MYSQL_SERVER) with Redis in front (127.0.0.1:6379, or $BENCH_REDIS_URL,
+#   STORE=tiered: the node on MariaDB (a fresh database on 127.0.0.1:3306, or on
+#     port $BENCH_MYSQL_PORT as root without password; BENCH_MYSQL=private starts
+#     a private mariadbd sized like a database server, see below) with Redis in front (127.0.0.1:6379, or $BENCH_REDIS_URL,
 #     under a key prefix of its own). A warm-up run first creates every session,
 #     the node restarts (a clean stop snapshots them to both tiers), and the
 #     measured run then loads every session again: the Redis hit ratio printed at
@@ -20,22 +21,43 @@ cargo build --release --locked -q -p confab -p confab-bench
 bin=target/release
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
-mysql_server=${BENCH_MYSQL_SERVER:-mysql://root@127.0.0.1:3306}
+mysql_port=${BENCH_MYSQL_PORT:-3306}
+if [ "${BENCH_MYSQL:-}" = private ]; then
+  # A MariaDB configured as a database server would be: a buffer pool that holds
+  # the working set (1 GiB; Debian's default is 128 MiB) and an I/O capacity for
+  # an SSD. Durability is untouched: the redo log is flushed at every commit.
+  mysql_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mysql_dir=$(mktemp -d)
+  tuned=(--innodb-buffer-pool-size=1G --innodb-log-file-size=512M --innodb-io-capacity=2000
+    --innodb-flush-log-at-trx-commit=1)
+  mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$mysql_dir/data" \
+    --auth-root-authentication-method=normal --skip-test-db "${tuned[@]}" >/dev/null 2>&1
+  mariadbd --no-defaults --user="$(id -un)" --datadir="$mysql_dir/data" --port="$mysql_port" \
+    --bind-address=127.0.0.1 --socket="$mysql_dir/mysqld.sock" --pid-file="$mysql_dir/mysqld.pid" \
+    --skip-log-bin --skip-name-resolve "${tuned[@]}" >"$mysql_dir/log" 2>&1 &
+  for _ in $(seq 100); do
+    mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+fi
+mysql_server=mysql://root@127.0.0.1:$mysql_port
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
 db=confab_bench_$$
 node_env=(CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn)
 cleanup() {
+  # The node first, so that its shutdown snapshots reach a running store.
+  [ -n "${node_pid:-}" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$data"
+  rm -rf "$data" "${mysql_dir:-}"
   if [ "$store" = tiered ]; then
-    mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
+    mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
     redis-cli --scan --pattern "$db:*" | xargs -r -n 1000 redis-cli DEL >/dev/null || true
   fi
 }
 trap cleanup EXIT
 if [ "$store" = tiered ]; then
-  mariadb -h127.0.0.1 -uroot -e "CREATE DATABASE $db"
+  mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "CREATE DATABASE $db"
   node_env+=(CONFAB_STORE__MYSQL_URL=$mysql_server/$db CONFAB_STORE__REDIS_URL=$redis_url
     CONFAB_STORE__REDIS_KEY_PREFIX=$db)
 fi
@@ -61,7 +83,7 @@ turns ws://127.0.0.1:19090/v1/ws --duration "$duration" "${@:4}"
 echo
 if [ "$store" = tiered ]; then
   echo "== warm-up: every session once, then a clean restart"
-  turns ws://127.0.0.1:18181/v1/ws --duration 5s "${@:4}" >/dev/null
+  turns ws://127.0.0.1:18181/v1/ws --duration 5s --id-prefix warm "${@:4}" >/dev/null
   kill -TERM $node_pid
   wait $node_pid || true
   start_node

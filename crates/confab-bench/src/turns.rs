@@ -59,6 +59,10 @@ pub(crate) struct TurnsArgs {
     /// Prefix of the sessions' uids (a fresh prefix gives fresh sessions).
     #[arg(long, default_value = "bench")]
     uid_prefix: String,
+    /// Prefix of the turns' message ids: a run that reuses another run's sessions
+    /// needs a fresh one, or its turns are answered as duplicates.
+    #[arg(long, default_value = "b")]
+    id_prefix: String,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -185,7 +189,15 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, socket)| {
             let phase = period.mul_f64(i as f64 / args.sessions as f64);
-            tokio::spawn(session(socket, start + phase, period, end, measure_from))
+            let id_prefix = args.id_prefix.clone();
+            tokio::spawn(session(
+                socket,
+                start + phase,
+                period,
+                end,
+                measure_from,
+                id_prefix,
+            ))
         })
         .collect();
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
@@ -266,6 +278,7 @@ async fn session(
     period: Duration,
     end: Instant,
     measure_from: Instant,
+    id_prefix: String,
 ) -> anyhow::Result<SessionResult> {
     let (mut sink, mut stream) = socket.split();
     let schedule: Vec<Instant> = (0u32..)
@@ -276,11 +289,12 @@ async fn session(
     let schedule = Arc::new(schedule);
     let writer = {
         let schedule = Arc::clone(&schedule);
+        let id_prefix = id_prefix.clone();
         tokio::spawn(async move {
             for (k, at) in schedule.iter().enumerate() {
                 tokio::time::sleep_until(*at).await;
                 let frame = ClientFrame::Say {
-                    id: format!("b-{k}"),
+                    id: format!("{id_prefix}-{k}"),
                     text: TEXTS[k % TEXTS.len()].into(),
                 };
                 sink.send(Message::text(serde_json::to_string(&frame)?))
@@ -312,7 +326,11 @@ async fn session(
             } => (id, Some(code)),
             _ => continue,
         };
-        let k: usize = id.trim_start_matches("b-").parse()?;
+        let k: usize = id
+            .strip_prefix(id_prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .ok_or_else(|| anyhow::anyhow!("a reply to an id this run did not send: {id}"))?
+            .parse()?;
         done += 1;
         match error {
             Some(code) => {

@@ -9,6 +9,7 @@
 //!   has the committer record the turn's events, and only then answers.
 //! - [`committer`]: group commit. Events of all sessions go to the durable tier in
 //!   one transaction per batch, bounded in size and in delay.
+//! - [`snapshotter`]: periodic snapshots, written in batches off the turn path.
 //!
 //! [`Runtime`] is the handle the gateway holds: it bounds the turns in flight
 //! on the node and turns every outcome into a metric.
@@ -16,6 +17,7 @@
 pub mod committer;
 pub mod router;
 pub mod session_actor;
+pub mod snapshotter;
 pub mod supervisor;
 
 use confab_core::session::{Event, RecordedEvent, Slots, SnapshotKey};
@@ -30,6 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::committer::{CommitSettings, Committer};
 use crate::router::{Router, RouterMsg};
+use crate::snapshotter::Snapshotter;
 use crate::supervisor::{SessionSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// Events read from the store per page when a session is rebuilt or resumed.
@@ -192,6 +195,7 @@ pub(crate) struct Shared {
     pub(crate) config: RuntimeConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) committer: Committer,
+    pub(crate) snapshotter: Snapshotter,
     pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) epoch: Epoch,
 }
@@ -246,7 +250,9 @@ impl Runtime {
                 give_up_after: config.turn_timeout.mul_f64(0.9),
             },
         );
+        let snapshotter = Snapshotter::start(Arc::clone(&store), config.resident_sessions_max);
         let shared = Arc::new(Shared {
+            snapshotter,
             config,
             store,
             committer,

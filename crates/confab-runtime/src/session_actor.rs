@@ -11,9 +11,10 @@
 //! a newer epoch owns it ([`StoreError::Fenced`]), on load or on commit, the
 //! session answers `unavailable` and stops: a stale owner never writes again.
 //!
-//! Snapshots are written every `snapshot_every_events` events or
+//! Snapshots are taken every `snapshot_every_events` events or
 //! `snapshot_every` after the first unsnapshotted event, whichever comes first,
-//! and on passivation and shutdown.
+//! and handed to the batch writer ([`crate::snapshotter`]); on passivation and
+//! shutdown they are written before the session stops.
 
 use crate::committer::CommitError;
 use crate::supervisor::SupervisorMsg;
@@ -146,7 +147,7 @@ impl Actor for SessionActor {
             }
             SessionMsg::SnapshotDue => {
                 state.snapshot_timer = false;
-                state.write_snapshot().await;
+                state.offer_snapshot();
             }
             SessionMsg::TakeSnapshot { reply } => {
                 let _ = reply.send(state.snapshot_if_changed());
@@ -280,12 +281,24 @@ impl SessionActorState {
             return;
         }
         if since >= self.shared.config.snapshot_every_events {
-            self.write_snapshot().await;
+            self.offer_snapshot();
         } else if !self.snapshot_timer {
             self.snapshot_timer = true;
-            myself.send_after(self.shared.config.snapshot_every, || {
-                SessionMsg::SnapshotDue
-            });
+            // Jittered, so that sessions started together do not all
+            // snapshot in the same second.
+            let due = confab_store::jittered(self.shared.config.snapshot_every);
+            myself.send_after(due, || SessionMsg::SnapshotDue);
+        }
+    }
+
+    /// Hands a snapshot to the batch writer if the state changed since the last
+    /// one; if its queue is full, the next turn or timer tries again.
+    fn offer_snapshot(&mut self) {
+        let previous = self.snapshot_seq;
+        if let Some(snapshot) = self.snapshot_if_changed()
+            && !self.shared.snapshotter.offer(snapshot)
+        {
+            self.snapshot_seq = previous;
         }
     }
 

@@ -269,12 +269,16 @@ pub(crate) fn counted<T>(
 }
 
 /// The wait before retry number `attempt` (1 for the first retry): `base`
-/// doubled per attempt, at most `max`, then scaled by a random factor in
-/// [0.5, 1) so that many clients retrying at once spread out.
+/// doubled per attempt, at most `max`, then [`jittered`].
 pub fn backoff_with_jitter(attempt: u32, base: Duration, max: Duration) -> Duration {
     let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let ceiling = doubled.min(max);
+    jittered(doubled.min(max))
+}
+
+/// `period` scaled by a random factor in [0.5, 1), so that many clients retrying
+/// (or many timers started together) spread out instead of firing at once.
+pub fn jittered(period: Duration) -> Duration {
     let random = getrandom::u32().unwrap_or(u32::MAX / 2);
     let factor = 0.5 + f64::from(random) / f64::from(u32::MAX) / 2.0;
-    ceiling.mul_f64(factor.min(0.999_999))
+    period.mul_f64(factor.min(0.999_999))
 }

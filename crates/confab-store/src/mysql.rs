@@ -316,44 +316,56 @@ impl MySqlStore {
         .transpose()
     }
 
+    /// All snapshots in one transaction and one round trip.
     async fn store_snapshots(&self, snapshots: &[StoredSnapshot]) -> Result<(), StoreError> {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for s in snapshots {
-            let checksum = s
-                .bytes
-                .get(s.bytes.len().saturating_sub(32)..)
-                .unwrap_or_default();
-            // `seq` is assigned last: MySQL evaluates the assignments in order, so
-            // every condition before it still compares with the stored seq. No row
-            // is inserted or changed when the session's fence is newer.
-            sqlx::query(
-                "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body, checksum) \
-                 SELECT ?, ?, ?, ?, ?, ? FROM DUAL WHERE NOT EXISTS \
-                 (SELECT 1 FROM session_epochs WHERE uid = ? AND epoch > ?) \
-                 ON DUPLICATE KEY UPDATE \
-                 ts_ms = IF(VALUES(seq) >= seq, VALUES(ts_ms), ts_ms), \
-                 epoch = IF(VALUES(seq) >= seq, VALUES(epoch), epoch), \
-                 body = IF(VALUES(seq) >= seq, VALUES(body), body), \
-                 checksum = IF(VALUES(seq) >= seq, VALUES(checksum), checksum), \
-                 seq = IF(VALUES(seq) >= seq, VALUES(seq), seq)",
-            )
-            .bind(s.uid.as_str().as_bytes())
-            .bind(s.seq.0)
-            .bind(s.at_ms)
-            .bind(s.epoch.0)
-            .bind(s.bytes.as_slice())
-            .bind(checksum)
-            .bind(s.uid.as_str().as_bytes())
-            .bind(s.epoch.0)
-            .execute(&mut *tx)
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(snapshots_sql(snapshots)))
+            .execute(&mut *conn)
             .await
-            .map_err(unavailable)?;
+        {
+            rollback(conn).await;
+            return Err(unavailable(e));
         }
-        tx.commit().await.map_err(unavailable)
+        Ok(())
     }
+}
+
+/// A transaction upserting every snapshot, each only if it is not older than the
+/// stored one and its session's fence is not newer. `seq` is assigned last:
+/// MySQL evaluates the assignments in order, so every condition before it still
+/// compares with the stored seq. Values are numbers or hex literals.
+fn snapshots_sql(snapshots: &[StoredSnapshot]) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from("START TRANSACTION;\n");
+    for s in snapshots {
+        let uid = hex::encode(s.uid.as_str());
+        let checksum = s
+            .bytes
+            .get(s.bytes.len().saturating_sub(32)..)
+            .unwrap_or_default();
+        let _ = write!(
+            sql,
+            "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body, checksum) \
+             SELECT X'{uid}', {seq}, {at}, {epoch}, X'{body}', X'{checksum}' FROM DUAL \
+             WHERE NOT EXISTS (SELECT 1 FROM session_epochs WHERE uid = X'{uid}' AND epoch > {epoch}) \
+             ON DUPLICATE KEY UPDATE \
+             ts_ms = IF(VALUES(seq) >= seq, VALUES(ts_ms), ts_ms), \
+             epoch = IF(VALUES(seq) >= seq, VALUES(epoch), epoch), \
+             body = IF(VALUES(seq) >= seq, VALUES(body), body), \
+             checksum = IF(VALUES(seq) >= seq, VALUES(checksum), checksum), \
+             seq = IF(VALUES(seq) >= seq, VALUES(seq), seq);\n",
+            seq = s.seq.0,
+            at = s.at_ms,
+            epoch = s.epoch.0,
+            body = hex::encode(&s.bytes),
+            checksum = hex::encode(checksum),
+        );
+    }
+    sql.push_str("COMMIT");
+    sql
 }
 
 crate::store_with_request_metrics!(MySqlStore, TIER);
