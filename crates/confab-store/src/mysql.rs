@@ -346,7 +346,7 @@ fn snapshots_sql(snapshots: &[StoredSnapshot]) -> String {
             .bytes
             .get(s.bytes.len().saturating_sub(32)..)
             .unwrap_or_default();
-        let _ = write!(
+        let _ = writeln!(
             sql,
             "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body, checksum) \
              SELECT X'{uid}', {seq}, {at}, {epoch}, X'{body}', X'{checksum}' FROM DUAL \
@@ -356,7 +356,7 @@ fn snapshots_sql(snapshots: &[StoredSnapshot]) -> String {
              epoch = IF(VALUES(seq) >= seq, VALUES(epoch), epoch), \
              body = IF(VALUES(seq) >= seq, VALUES(body), body), \
              checksum = IF(VALUES(seq) >= seq, VALUES(checksum), checksum), \
-             seq = IF(VALUES(seq) >= seq, VALUES(seq), seq);\n",
+             seq = IF(VALUES(seq) >= seq, VALUES(seq), seq);",
             seq = s.seq.0,
             at = s.at_ms,
             epoch = s.epoch.0,

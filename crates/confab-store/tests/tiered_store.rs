@@ -174,7 +174,10 @@ async fn a_snapshot_trims_the_cached_log() {
         epoch: Epoch(1),
         bytes: vec![4; 48],
     };
-    store.write_snapshots(&[snapshot.clone()]).await.unwrap();
+    store
+        .write_snapshots(std::slice::from_ref(&snapshot))
+        .await
+        .unwrap();
 
     let (_, list) = store.redis().keys_of(&uid("a"));
     let cached: i64 = redis::cmd("LLEN")

@@ -180,7 +180,10 @@ pub async fn load_gives_the_snapshot_and_the_events_after_it(store: &dyn Store) 
         epoch: Epoch(1),
         bytes: vec![6; 40],
     };
-    store.write_snapshots(&[snapshot.clone()]).await.unwrap();
+    store
+        .write_snapshots(std::slice::from_ref(&snapshot))
+        .await
+        .unwrap();
     let log = store.load(&uid("a"), 100).await.unwrap();
     assert_eq!(log.snapshot, Some(snapshot));
     assert_eq!(log.events, batch[6..].to_vec());
