@@ -1,5 +1,6 @@
-//! The runtime on MySQL when MySQL fails: a private `mariadbd` that is killed and
-//! restarted, and the shared MariaDB behind a proxy that slows every packet.
+//! The runtime on MySQL (and Redis) when they fail: a private `mariadbd` and a
+//! private `redis-server` that are killed and restarted, and the shared MariaDB
+//! behind a proxy that slows every packet.
 
 mod common;
 
@@ -8,9 +9,12 @@ use confab_core::Seq;
 use confab_runtime::{Runtime, TurnError};
 use confab_store::Store;
 use confab_store::mysql::{MySqlOptions, MySqlStore};
-use confab_testkit::{DelayProxy, PrivateMariaDb, TestDatabase, shared_mysql_url};
+use confab_store::redis::{RedisOptions, RedisTier};
+use confab_store::tiered::TieredStore;
+use confab_testkit::{DelayProxy, PrivateMariaDb, PrivateRedis, TestDatabase, shared_mysql_url};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -150,6 +154,57 @@ async fn with_slow_mysql_clients_get_overloaded_not_timeouts() {
 
     proxy.set_delay(Duration::ZERO);
     assert_acked_turns_kept(&rt, &*store, &acked).await;
+    drop(rt);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_turns_go_on_on_mysql_and_redis_is_used_again_when_back() {
+    let db = TestDatabase::create(&shared_mysql_url()).await;
+    let mut redis = PrivateRedis::start();
+    let tiered = Arc::new(TieredStore::new(
+        mysql(&db.url).await,
+        RedisTier::open(&redis.url(), RedisOptions::default()).unwrap(),
+    ));
+    let mut cfg = config(1);
+    cfg.passivate_after = Duration::from_millis(200);
+    let rt = start(
+        Arc::clone(&tiered) as Arc<dyn Store>,
+        cfg,
+        TestPolicy::default(),
+    )
+    .await;
+    let stats = tiered.redis().stats();
+    say(&rt, "a", "m-1", "hi").await.unwrap();
+
+    redis.kill();
+    // Turns keep working on MySQL alone, for a resident session and a new one.
+    assert_eq!(say(&rt, "a", "m-2", "hi").await.unwrap().0, 4);
+    assert_eq!(say(&rt, "b", "m-1", "hi").await.unwrap().0, 1);
+    assert_eq!(say(&rt, "b", "m-2", "hi").await.unwrap().0, 4);
+    let skipped = stats.errors.load(Ordering::Relaxed) + stats.bypassed.load(Ordering::Relaxed);
+    assert!(skipped >= 2, "the bypass is counted ({skipped})");
+
+    redis.restart();
+    // No restart of ours: once its backoff ends, Redis answers again.
+    eventually(async || tiered.redis().ping().await.is_ok()).await;
+    // `a` passivates (its snapshot goes to both tiers) and comes back from Redis.
+    eventually(async || rt.resident().await == 0).await;
+    let hits = stats.hits.load(Ordering::Relaxed);
+    assert_eq!(say(&rt, "a", "m-3", "hi").await.unwrap().0, 7);
+    assert!(
+        stats.hits.load(Ordering::Relaxed) > hits,
+        "Redis served the reload"
+    );
+
+    for (u, events) in [("a", 9), ("b", 6)] {
+        let log = tiered
+            .durable()
+            .events_after(&uid(u), Seq(0), 100)
+            .await
+            .unwrap();
+        assert_eq!(log.len(), events, "{u}: every acked turn is in MySQL");
+    }
     drop(rt);
     db.drop_database().await;
 }

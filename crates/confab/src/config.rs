@@ -253,10 +253,30 @@ mod tests {
             toml_of(&defaults),
             "config/node.toml and the defaults disagree"
         );
+        // Every key is written out, not left to its default.
+        let written: figment::value::Value = Figment::from(Toml::file(&file)).extract().unwrap();
+        let all: figment::value::Value = Figment::from(Serialized::defaults(Config::default()))
+            .extract()
+            .unwrap();
+        assert_eq!(
+            keys_of(&written, ""),
+            keys_of(&all, ""),
+            "config/node.toml must document every key"
+        );
     }
 
     fn toml_of(config: &Config) -> String {
         format!("{config:?}")
+    }
+
+    fn keys_of(value: &figment::value::Value, prefix: &str) -> Vec<String> {
+        match value {
+            figment::value::Value::Dict(_, dict) => dict
+                .iter()
+                .flat_map(|(k, v)| keys_of(v, &format!("{prefix}{k}.")))
+                .collect(),
+            _ => vec![prefix.trim_end_matches('.').to_owned()],
+        }
     }
 
     #[test]
