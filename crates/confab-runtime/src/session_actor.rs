@@ -179,7 +179,7 @@ fn unavailable(e: &StoreError) -> Failure {
     match e {
         StoreError::Fenced { .. } => Failure::Fenced(e.clone()),
         e => Failure::Turn(TurnError::Unavailable(format!(
-            "the durable tier could not record the turn ({e}): retry with the same id"
+            "the durable tier failed ({e}); the turn is not done: retry with the same id"
         ))),
     }
 }

@@ -7,9 +7,10 @@
 //! - Each table has primary key (uid, seq) and an index on (uid, ts_ms).
 //! - A batch is one transaction across its shards: all or none, as the trait
 //!   promises. Inserts are grouped per shard, at most `INSERT_ROWS_MAX` rows each.
-//! - Fencing: the batch first reads its sessions' fences from `session_epochs`
-//!   with `LOCK IN SHARE MODE`, so a claim (which writes the fence) waits until
-//!   the batch commits, and a batch that started after a claim sees it.
+//! - Fencing: after its inserts, the batch reads its sessions' fences from
+//!   `session_epochs` with `LOCK IN SHARE MODE`, in the same transaction, and
+//!   rolls back if one is newer. A claim (which writes the fence) waits until the
+//!   batch ends, and a batch that reads after a claim sees it.
 //! - Runtime queries only: building needs no database.
 
 use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, uids_of};
@@ -65,11 +66,41 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A query sent at once stays under this; MariaDB refuses packets over its
+/// `max_allowed_packet` (16 MiB by default).
+const QUERY_BYTES_MAX: usize = 4 << 20;
+/// An INSERT statement stays under this.
+const STATEMENT_BYTES_MAX: usize = 1 << 20;
+
+/// Builds SQL text in parts of at most `QUERY_BYTES_MAX` (a statement larger
+/// than that gets a part of its own), each sent as one multi-statement query.
+struct SqlParts {
+    parts: Vec<String>,
+}
+
+impl SqlParts {
+    fn new() -> Self {
+        Self {
+            parts: vec![String::new()],
+        }
+    }
+
+    fn push(&mut self, statement: &str) {
+        let last = self.parts.last_mut().expect("never empty");
+        if !last.is_empty() && last.len() + statement.len() > QUERY_BYTES_MAX {
+            self.parts.push(String::new());
+        }
+        let last = self.parts.last_mut().expect("never empty");
+        last.push_str(statement);
+        last.push_str(";\n");
+    }
+}
+
 /// The statements of one batch: its inserts, grouped per shard (at most
-/// `INSERT_ROWS_MAX` rows each), then a locking read of its sessions' fences,
-/// all in one transaction left open. Every value is a number or a hex literal,
-/// so nothing in it can be read as SQL.
-fn batch_sql(events: &[RecordedEvent]) -> String {
+/// `INSERT_ROWS_MAX` rows and `STATEMENT_BYTES_MAX` bytes each), then a locking
+/// read of its sessions' fences, in one transaction left open. Every value is a
+/// number or a hex literal, so nothing in it can be read as SQL.
+fn batch_sql(events: &[RecordedEvent]) -> Vec<String> {
     use std::fmt::Write as _;
     let mut by_shard: BTreeMap<u32, Vec<&RecordedEvent>> = BTreeMap::new();
     for event in events {
@@ -78,49 +109,81 @@ fn batch_sql(events: &[RecordedEvent]) -> String {
             .or_default()
             .push(event);
     }
-    let mut sql = String::with_capacity(events.len() * 512);
-    sql.push_str("START TRANSACTION;\n");
+    let mut sql = SqlParts::new();
+    sql.push("START TRANSACTION");
     for (shard, rows) in &by_shard {
-        for chunk in rows.chunks(INSERT_ROWS_MAX) {
-            let _ = write!(
-                sql,
-                "INSERT INTO {} (uid, seq, ts_ms, epoch, kind, body) VALUES ",
-                table_of(*shard)
-            );
-            for (i, e) in chunk.iter().enumerate() {
-                let body = serde_json::to_vec(&e.event).expect("events always serialize");
-                let _ = write!(
-                    sql,
-                    "{}(X'{}',{},{},{},X'{}',X'{}')",
-                    if i == 0 { "" } else { "," },
-                    hex::encode(e.uid.as_str()),
-                    e.seq.0,
-                    e.at_ms,
-                    e.epoch.0,
-                    hex::encode(e.event.kind()),
-                    hex::encode(body)
-                );
+        let head = format!(
+            "INSERT INTO {} (uid, seq, ts_ms, epoch, kind, body) VALUES ",
+            table_of(*shard)
+        );
+        let mut statement = head.clone();
+        let mut in_statement = 0;
+        for e in rows {
+            if in_statement == INSERT_ROWS_MAX || statement.len() > STATEMENT_BYTES_MAX {
+                sql.push(&statement);
+                statement.clone_from(&head);
+                in_statement = 0;
             }
-            sql.push_str(";\n");
+            let body = serde_json::to_vec(&e.event).expect("events always serialize");
+            let _ = write!(
+                statement,
+                "{}(X'{}',{},{},{},X'{}',X'{}')",
+                if in_statement == 0 { "" } else { "," },
+                hex::encode(e.uid.as_str()),
+                e.seq.0,
+                e.at_ms,
+                e.epoch.0,
+                hex::encode(e.event.kind()),
+                hex::encode(body)
+            );
+            in_statement += 1;
         }
+        sql.push(&statement);
     }
-    sql.push_str("SELECT uid, epoch FROM session_epochs WHERE uid IN (");
+    let mut select = String::from("SELECT uid, epoch FROM session_epochs WHERE uid IN (");
     for (i, uid) in uids_of(events).iter().enumerate() {
         let _ = write!(
-            sql,
+            select,
             "{}X'{}'",
             if i == 0 { "" } else { "," },
             hex::encode(uid.as_str())
         );
     }
-    sql.push_str(") LOCK IN SHARE MODE");
-    sql
+    select.push_str(") LOCK IN SHARE MODE");
+    sql.push(&select);
+    sql.parts
 }
 
-/// Ends a failed batch's transaction, or drops the connection if it cannot.
-async fn rollback(mut conn: sqlx::pool::PoolConnection<MySql>) {
-    if sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err() {
-        drop(conn.detach());
+/// A pooled connection inside a transaction. If the request is dropped before
+/// it ends the transaction (a caller's timeout cancelled it), the connection is
+/// closed instead of going back to the pool, and the server rolls back.
+struct InTransaction(Option<sqlx::pool::PoolConnection<MySql>>);
+
+impl InTransaction {
+    fn conn(&mut self) -> &mut sqlx::MySqlConnection {
+        self.0.as_mut().expect("present until the transaction ends")
+    }
+
+    /// Commits; on an error the outcome is unknown and the connection is closed.
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql("COMMIT").execute(self.conn()).await?;
+        self.0.take(); // back to the pool
+        Ok(())
+    }
+
+    /// Rolls back, or closes the connection if it cannot.
+    async fn rollback(mut self) {
+        if sqlx::raw_sql("ROLLBACK").execute(self.conn()).await.is_ok() {
+            self.0.take();
+        }
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
     }
 }
 
@@ -183,36 +246,34 @@ impl MySqlStore {
         if events.is_empty() {
             return Ok(());
         }
-        let sql = batch_sql(events);
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        let rows = match sqlx::raw_sql(AssertSqlSafe(sql))
-            .fetch_all(&mut *conn)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                let refused = match e.as_database_error() {
-                    Some(db) if db.is_unique_violation() => conflict_in(events, db.message()),
-                    _ => unavailable(e),
-                };
-                rollback(conn).await;
-                return Err(refused);
+        let parts = batch_sql(events);
+        let mut tx = InTransaction(Some(self.pool.acquire().await.map_err(unavailable)?));
+        let mut rows = Vec::new();
+        for part in parts {
+            match sqlx::raw_sql(AssertSqlSafe(part))
+                .fetch_all(tx.conn())
+                .await
+            {
+                Ok(part_rows) => rows = part_rows,
+                Err(e) => {
+                    let refused = match e.as_database_error() {
+                        Some(db) if db.is_unique_violation() => conflict_in(events, db.message()),
+                        _ => unavailable(e),
+                    };
+                    tx.rollback().await;
+                    return Err(refused);
+                }
             }
-        };
+        }
         let mut fences = BTreeMap::new();
         for row in rows {
             fences.insert(uid_of(row.get("uid"))?, Epoch(row.get("epoch")));
         }
         if let Err(fenced) = check_fences(events, &fences) {
-            rollback(conn).await;
+            tx.rollback().await;
             return Err(fenced);
         }
-        if let Err(e) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
-            // The outcome is unknown; the connection's state too.
-            drop(conn.detach());
-            return Err(unavailable(e));
-        }
-        Ok(())
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
@@ -316,38 +377,36 @@ impl MySqlStore {
         .transpose()
     }
 
-    /// All snapshots in one transaction and one round trip.
+    /// All snapshots in one transaction, in one round trip unless they are large.
     async fn store_snapshots(&self, snapshots: &[StoredSnapshot]) -> Result<(), StoreError> {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(snapshots_sql(snapshots)))
-            .execute(&mut *conn)
-            .await
-        {
-            rollback(conn).await;
-            return Err(unavailable(e));
+        let mut tx = InTransaction(Some(self.pool.acquire().await.map_err(unavailable)?));
+        for part in snapshots_sql(snapshots) {
+            if let Err(e) = sqlx::raw_sql(AssertSqlSafe(part)).execute(tx.conn()).await {
+                tx.rollback().await;
+                return Err(unavailable(e));
+            }
         }
-        Ok(())
+        tx.commit().await.map_err(unavailable)
     }
 }
 
-/// A transaction upserting every snapshot, each only if it is not older than the
+/// Statements upserting every snapshot in a transaction left open, each only if it is not older than the
 /// stored one and its session's fence is not newer. `seq` is assigned last:
 /// MySQL evaluates the assignments in order, so every condition before it still
 /// compares with the stored seq. Values are numbers or hex literals.
-fn snapshots_sql(snapshots: &[StoredSnapshot]) -> String {
-    use std::fmt::Write as _;
-    let mut sql = String::from("START TRANSACTION;\n");
+fn snapshots_sql(snapshots: &[StoredSnapshot]) -> Vec<String> {
+    let mut sql = SqlParts::new();
+    sql.push("START TRANSACTION");
     for s in snapshots {
         let uid = hex::encode(s.uid.as_str());
         let checksum = s
             .bytes
             .get(s.bytes.len().saturating_sub(32)..)
             .unwrap_or_default();
-        let _ = writeln!(
-            sql,
+        let statement = format!(
             "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body, checksum) \
              SELECT X'{uid}', {seq}, {at}, {epoch}, X'{body}', X'{checksum}' FROM DUAL \
              WHERE NOT EXISTS (SELECT 1 FROM session_epochs WHERE uid = X'{uid}' AND epoch > {epoch}) \
@@ -356,16 +415,16 @@ fn snapshots_sql(snapshots: &[StoredSnapshot]) -> String {
              epoch = IF(VALUES(seq) >= seq, VALUES(epoch), epoch), \
              body = IF(VALUES(seq) >= seq, VALUES(body), body), \
              checksum = IF(VALUES(seq) >= seq, VALUES(checksum), checksum), \
-             seq = IF(VALUES(seq) >= seq, VALUES(seq), seq);",
+             seq = IF(VALUES(seq) >= seq, VALUES(seq), seq)",
             seq = s.seq.0,
             at = s.at_ms,
             epoch = s.epoch.0,
             body = hex::encode(&s.bytes),
             checksum = hex::encode(checksum),
         );
+        sql.push(&statement);
     }
-    sql.push_str("COMMIT");
-    sql
+    sql.parts
 }
 
 crate::store_with_request_metrics!(MySqlStore, TIER);

@@ -30,6 +30,7 @@ suite_test!(many_sessions_in_one_batch_all_land);
 suite_test!(a_claim_fences_out_older_writers);
 suite_test!(a_stale_owner_cannot_write_a_snapshot);
 suite_test!(load_gives_the_snapshot_and_the_events_after_it);
+suite_test!(a_batch_of_large_events_lands_whole);
 
 #[tokio::test]
 async fn events_land_in_the_table_mysql_itself_computes() {

@@ -56,6 +56,12 @@ async fn load_gives_the_snapshot_and_the_events_after_it() {
 }
 
 #[tokio::test]
+async fn a_batch_of_large_events_lands_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::a_batch_of_large_events_lands_whole(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
 async fn data_survives_reopening_and_two_stores_share_one_file() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -80,6 +80,7 @@ suite_on_mysql_and_redis!(many_sessions_in_one_batch_all_land);
 suite_on_mysql_and_redis!(a_claim_fences_out_older_writers);
 suite_on_mysql_and_redis!(a_stale_owner_cannot_write_a_snapshot);
 suite_on_mysql_and_redis!(load_gives_the_snapshot_and_the_events_after_it);
+suite_on_mysql_and_redis!(a_batch_of_large_events_lands_whole);
 
 #[tokio::test]
 async fn commits_write_through_and_loads_are_served_by_redis() {
@@ -261,4 +262,65 @@ async fn with_redis_down_the_durable_tier_serves_and_redis_is_used_again_when_ba
         .unwrap()
         .unwrap();
     assert_eq!(cached.last, Seq(21), "writes go through again");
+}
+
+#[tokio::test]
+async fn a_cached_log_whose_list_was_lost_is_a_miss_not_a_prefix() {
+    let (store, _durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
+    let batch: Vec<_> = (1..=5).map(|s| event("a", s)).collect();
+    store.append(&batch).await.unwrap();
+    // The list goes (evicted, or expired apart from its hash); the hash stays.
+    let (hash, list) = store.redis().keys_of(&uid("a"));
+    let mut conn = raw_redis().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.redis().read(&uid("a"), None, 100).await.unwrap(),
+        None
+    );
+    assert_eq!(store.load(&uid("a"), 100).await.unwrap().events, batch);
+    // The load filled it again, and claims keep both keys alive.
+    store.claim(&uid("a"), Epoch(1)).await.unwrap();
+    let _: i64 = redis::cmd("EXPIRE")
+        .arg(&hash)
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("EXPIRE")
+        .arg(&list)
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store.redis().claim(&uid("a"), Epoch(1)).await.unwrap();
+    for key in [hash, list] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 1000, "{key} ttl {ttl} after a claim");
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_at_the_cached_seq_replaces_the_cached_one() {
+    let redis = redis_at(&shared_redis_url());
+    redis.append(&[event("a", 1), event("a", 2)]).await.unwrap();
+    let snapshot = |byte: u8| StoredSnapshot {
+        uid: uid("a"),
+        seq: Seq(2),
+        at_ms: 2,
+        epoch: Epoch(1),
+        bytes: vec![byte; 48],
+    };
+    redis.write_snapshots(&[snapshot(1)]).await.unwrap();
+    redis.write_snapshots(&[snapshot(2)]).await.unwrap();
+    let cached = redis.read(&uid("a"), None, 10).await.unwrap().unwrap();
+    assert_eq!(cached.snapshot, Some(snapshot(2)));
+    assert!(cached.events.is_empty());
 }

@@ -8,8 +8,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 use tempfile::TempDir;
 
-const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
-const MARIADBD: &str = "/usr/sbin/mariadbd";
+const INSTALL_DB: &str = "mariadb-install-db";
+const MARIADBD: &str = "mariadbd";
 /// Generous: a start after a SIGKILL runs crash recovery, and the machine may
 /// be busy compiling.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,7 +159,7 @@ fn user_args() -> &'static [&'static str] {
 /// Creates the system tables in `<dir>/data`.
 fn install(dir: &Path) {
     let log = dir.join("install.log");
-    let mut cmd = Command::new(INSTALL_DB);
+    let mut cmd = Command::new(crate::process::binary(INSTALL_DB));
     // `--no-defaults` must come first: no /etc/mysql/*.cnf may leak in.
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
@@ -181,7 +181,7 @@ fn install(dir: &Path) {
 }
 
 fn spawn(dir: &Path, port: u16) -> Child {
-    let mut cmd = Command::new(MARIADBD);
+    let mut cmd = Command::new(crate::process::binary(MARIADBD));
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
         .arg(format!("--port={port}"))

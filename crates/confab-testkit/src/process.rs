@@ -88,3 +88,20 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 pub(crate) fn port_was_taken(log: &Path) -> bool {
     log_tail(log, 40).contains("Address already in use")
 }
+
+/// The path of a server binary: found on `PATH`, else in `/usr/sbin` (where
+/// Debian puts `mariadbd`, often off a user's `PATH`). Panics naming the package
+/// to install when it is nowhere.
+pub(crate) fn binary(name: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed (Debian: apt-get install redis-server mariadb-server)")
+        })
+}

@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 use tempfile::TempDir;
 
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_SERVER: &str = "redis-server";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many ports `start` tries when the one it picked gets taken meanwhile.
 const PORT_ATTEMPTS: usize = 3;
@@ -101,7 +101,7 @@ fn log_path(dir: &TempDir) -> PathBuf {
 }
 
 fn spawn(dir: &TempDir, port: u16) -> Child {
-    let mut cmd = Command::new(REDIS_SERVER);
+    let mut cmd = Command::new(crate::process::binary(REDIS_SERVER));
     cmd.arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1"])

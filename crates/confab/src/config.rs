@@ -222,9 +222,10 @@ impl Config {
             );
         }
         anyhow::ensure!(
-            self.store.commit_wait_max_ms < self.runtime.turn_timeout_ms,
-            "store.commit_wait_max_ms ({}) must be below runtime.turn_timeout_ms ({}): \
-             a turn the store is too slow for gets `overloaded` before it times out",
+            self.store.commit_wait_max_ms.saturating_mul(2) <= self.runtime.turn_timeout_ms,
+            "store.commit_wait_max_ms ({}) must be at most half of runtime.turn_timeout_ms ({}): \
+             a turn the store is too slow for gets `overloaded`, and one it tried gets its \
+             answer, before the turn times out",
             self.store.commit_wait_max_ms,
             self.runtime.turn_timeout_ms
         );

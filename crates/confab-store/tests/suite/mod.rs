@@ -194,3 +194,24 @@ pub async fn load_gives_the_snapshot_and_the_events_after_it(store: &dyn Store) 
         Default::default()
     );
 }
+
+pub async fn a_batch_of_large_events_lands_whole(store: &dyn Store) {
+    // About 10 MB of SQL once hex-encoded: more than one query's worth for MySQL.
+    let text = "码".repeat(1300);
+    let batch: Vec<_> = (0..1200)
+        .map(|i| RecordedEvent {
+            event: Event::TurnReceived {
+                message_id: MessageId::new(format!("m-{i}")).unwrap(),
+                text: text.clone(),
+            },
+            ..event(&format!("big-{}", i % 40), 1 + i / 40)
+        })
+        .collect();
+    store.append(&batch).await.unwrap();
+    let events = store
+        .events_after(&uid("big-7"), Seq(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 30);
+    assert_eq!(events[29], batch[29 * 40 + 7]);
+}
