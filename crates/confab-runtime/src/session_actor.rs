@@ -28,7 +28,7 @@ use confab_dialog::DialogContext;
 use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tracing::{Instrument, info_span, warn};
 
 /// Messages to a SessionActor.
@@ -71,8 +71,12 @@ pub struct SessionActorState {
     queued: Arc<AtomicUsize>,
     /// `None` until loaded, and again after a failed commit.
     session: Option<SessionState>,
-    /// The seq of the last snapshot written or read.
+    /// The seq of the last snapshot taken (handed to the writer, or written) or read.
     snapshot_seq: Seq,
+    /// The seq of the last snapshot known to be stored: read at load, or written
+    /// (the batch writer raises it). Passivation and shutdown write a snapshot
+    /// when the state is past it, whatever was handed over before.
+    stored_seq: Arc<AtomicU64>,
     /// Whether a `SnapshotDue` timer is pending.
     snapshot_timer: bool,
     /// Set once a newer owner fenced the session: why. Every later turn gets
@@ -97,6 +101,7 @@ impl Actor for SessionActor {
             queued: args.queued,
             session: None,
             snapshot_seq: Seq(0),
+            stored_seq: Arc::default(),
             snapshot_timer: false,
             fenced: None,
             supervisor: args.supervisor,
@@ -150,7 +155,7 @@ impl Actor for SessionActor {
                 state.offer_snapshot();
             }
             SessionMsg::TakeSnapshot { reply } => {
-                let _ = reply.send(state.snapshot_if_changed());
+                let _ = reply.send(state.final_snapshot());
             }
             SessionMsg::Passivate => {
                 state.write_snapshot().await;
@@ -191,6 +196,7 @@ impl SessionActorState {
             let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
             self.session = Some(session);
             self.snapshot_seq = snapshot_seq;
+            self.stored_seq.store(snapshot_seq.0, Ordering::Release);
         }
         Ok(self.session.as_ref().expect("loaded above"))
     }
@@ -296,23 +302,31 @@ impl SessionActorState {
     fn offer_snapshot(&mut self) {
         let previous = self.snapshot_seq;
         if let Some(snapshot) = self.snapshot_if_changed()
-            && !self.shared.snapshotter.offer(snapshot)
+            && !self
+                .shared
+                .snapshotter
+                .offer(snapshot, Arc::clone(&self.stored_seq))
         {
             self.snapshot_seq = previous;
         }
     }
 
-    /// Writes a snapshot if the state changed since the last one. A failure is
-    /// logged: the events are durable, a snapshot only saves replay time.
+    /// Writes a snapshot now if the state is past the last one stored (used on
+    /// passivation). A failure is logged: the events are durable, a snapshot only
+    /// saves replay time.
     async fn write_snapshot(&mut self) {
         let previous = self.snapshot_seq;
-        let Some(snapshot) = self.snapshot_if_changed() else {
+        let Some(snapshot) = self.final_snapshot() else {
             return;
         };
+        let seq = snapshot.seq;
         // A fenced snapshot is dropped by the store without an error: the next
         // turn's claim or commit finds the fence.
         match self.shared.store.write_snapshots(&[snapshot]).await {
-            Ok(()) => metrics::counter!("confab_snapshot_writes_total").increment(1),
+            Ok(()) => {
+                self.stored_seq.fetch_max(seq.0, Ordering::AcqRel);
+                metrics::counter!("confab_snapshot_writes_total").increment(1);
+            }
             Err(e) => {
                 // Tried again on the next schedule.
                 self.snapshot_seq = previous;
@@ -410,11 +424,27 @@ impl SessionActorState {
         })
     }
 
+    /// A snapshot if the state is past the last one taken.
     fn snapshot_if_changed(&mut self) -> Option<StoredSnapshot> {
         let session = self.session.as_ref()?;
         if session.seq() <= self.snapshot_seq {
             return None;
         }
+        self.take_snapshot()
+    }
+
+    /// A snapshot if the state is past the last one stored: one handed to the
+    /// writer may still be queued, or may have failed.
+    fn final_snapshot(&mut self) -> Option<StoredSnapshot> {
+        let session = self.session.as_ref()?;
+        if session.seq().0 <= self.stored_seq.load(Ordering::Acquire) {
+            return None;
+        }
+        self.take_snapshot()
+    }
+
+    fn take_snapshot(&mut self) -> Option<StoredSnapshot> {
+        let session = self.session.as_ref()?;
         let at_ms = now_ms();
         let snapshot = Snapshot::new(self.uid.clone(), at_ms, self.shared.epoch, session.clone());
         self.snapshot_seq = session.seq();

@@ -8,6 +8,7 @@
 
 use confab_store::{Store, StoredSnapshot};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -19,8 +20,11 @@ const SNAPSHOT_BATCH_DELAY: Duration = Duration::from_millis(50);
 /// The handle sessions hand their snapshots to.
 #[derive(Clone)]
 pub struct Snapshotter {
-    queue: mpsc::Sender<StoredSnapshot>,
+    queue: mpsc::Sender<Offered>,
 }
+
+/// A snapshot, and where to record its seq once it is stored.
+type Offered = (StoredSnapshot, Arc<AtomicU64>);
 
 impl Snapshotter {
     /// Starts the writer task; at most `queue_max` snapshots wait for it.
@@ -31,9 +35,9 @@ impl Snapshotter {
     }
 
     /// Queues a snapshot; `false` if the queue is full (the caller tries again
-    /// later).
-    pub fn offer(&self, snapshot: StoredSnapshot) -> bool {
-        let queued = self.queue.try_send(snapshot).is_ok();
+    /// later). Once it is written, `stored` is raised to its seq.
+    pub fn offer(&self, snapshot: StoredSnapshot, stored: Arc<AtomicU64>) -> bool {
+        let queued = self.queue.try_send((snapshot, stored)).is_ok();
         if !queued {
             metrics::counter!("confab_snapshots_deferred_total").increment(1);
         }
@@ -41,7 +45,7 @@ impl Snapshotter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<StoredSnapshot>) {
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Offered>) {
     let mut batch = Vec::with_capacity(SNAPSHOTS_PER_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -52,8 +56,12 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<StoredSnapshot>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        match store.write_snapshots(&batch).await {
+        let snapshots: Vec<StoredSnapshot> = batch.iter().map(|(s, _)| s.clone()).collect();
+        match store.write_snapshots(&snapshots).await {
             Ok(()) => {
+                for (snapshot, stored) in &batch {
+                    stored.fetch_max(snapshot.seq.0, Ordering::AcqRel);
+                }
                 metrics::counter!("confab_snapshot_writes_total").increment(batch.len() as u64);
             }
             Err(e) => {
