@@ -10,8 +10,11 @@
 //!   HMAC-signed snapshot codec.
 //! - [`ring`]: the consistent hash ring, 32 virtual nodes per member, with hashing
 //!   pinned byte for byte.
+//! - [`membership`]: who is in the cluster, agreed through compare-and-set on a
+//!   shared table, with heartbeats, failure detection, drain and rejoin.
 
 pub mod ids;
+pub mod membership;
 pub mod ring;
 pub mod session;
 

@@ -1,0 +1,434 @@
+//! Cluster membership as a deterministic state machine.
+//!
+//! The cluster agrees through one shared [`MemberTable`], changed only by
+//! compare-and-set on its `version` (in production a Redis key or a row of the
+//! embedded store, in the simulator a simulated store). Each node runs one
+//! [`Membership`]: it feeds it what happened ([`Input`]) with the time, and
+//! carries out what it asks for ([`Output`]): read the table, propose a new one,
+//! send a heartbeat, adopt a new ring. It never reads a clock or draws a random
+//! number, so the simulator can run many of them on one thread.
+//!
+//! - **Join:** a node adds itself as `Joining`, then moves itself `Up`. Only the
+//!   second step changes the ring, so the epoch rises once per join.
+//! - **Heartbeats:** every `heartbeat_every_ms` a node sends one to every other
+//!   member. A member not heard from for `down_after_ms` is proposed `Down` by any
+//!   `Up` node that misses it (the compare-and-set lets one proposal win).
+//! - **Drain and leave:** a draining node moves itself `Draining` (out of the
+//!   ring: its sessions move away while it still serves their handoff), and once
+//!   told its sessions are gone, removes itself and reports [`Output::Left`].
+//! - **Rejoin:** a node that finds itself `Down` in the table (others stopped
+//!   hearing it) joins again, at a new epoch.
+//!
+//! The ring of a table is its `Up` members; the epoch rises exactly when that set
+//! changes, so two nodes with the same epoch have the same ring.
+
+use crate::ids::{Epoch, NodeId};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Where a member is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// In the table, not yet in the ring.
+    Joining,
+    /// In the ring: owns sessions.
+    Up,
+    /// Out of the ring, still alive to hand its sessions off.
+    Draining,
+    /// Not heard from: out of the ring until it joins again.
+    Down,
+}
+
+/// The shared table every node agrees on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberTable {
+    /// Raised by one on every change: the compare-and-set's token.
+    pub version: u64,
+    /// The ring's epoch: raised by one whenever the set of `Up` members changes.
+    pub epoch: Epoch,
+    /// Every member, by id.
+    pub members: BTreeMap<NodeId, Status>,
+}
+
+impl Default for MemberTable {
+    fn default() -> Self {
+        Self {
+            version: 0,
+            epoch: Epoch(0),
+            members: BTreeMap::new(),
+        }
+    }
+}
+
+impl MemberTable {
+    /// The ring's members: the `Up` ones, in order.
+    pub fn ring_nodes(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|(_, s)| **s == Status::Up)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// This table with `node` set to `status` (or removed, with `None`): the next
+    /// version, and the next epoch if the ring changes.
+    pub fn with(&self, node: &NodeId, status: Option<Status>) -> MemberTable {
+        let mut next = self.clone();
+        match status {
+            Some(status) => next.members.insert(node.clone(), status),
+            None => next.members.remove(node),
+        };
+        next.version += 1;
+        if next.ring_nodes() != self.ring_nodes() {
+            next.epoch = Epoch(self.epoch.0 + 1);
+        }
+        next
+    }
+}
+
+/// Timings, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// How often a node sends heartbeats.
+    pub heartbeat_every_ms: u64,
+    /// A member not heard from for this long is proposed `Down`.
+    pub down_after_ms: u64,
+    /// How often a node reads the table for changes made by others.
+    pub refresh_every_ms: u64,
+    /// How long to wait for the table store before asking again.
+    pub store_timeout_ms: u64,
+}
+
+impl Default for MembershipConfig {
+    /// A dead node is declared down within 3 s: 2 s of silence, then at most one
+    /// heartbeat period and a compare-and-set.
+    fn default() -> Self {
+        Self {
+            heartbeat_every_ms: 500,
+            down_after_ms: 2_000,
+            refresh_every_ms: 1_000,
+            store_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// What happened, as the shell tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Join the cluster (or rejoin it).
+    Start,
+    /// The table as read from the store (after [`Output::ReadTable`]).
+    TableRead(MemberTable),
+    /// The outcome of [`Output::Cas`]: whether it was applied, and the table
+    /// the store holds now.
+    CasDone {
+        /// Whether the proposal won.
+        applied: bool,
+        /// The store's table after the attempt.
+        table: MemberTable,
+    },
+    /// The store did not answer a read or a compare-and-set.
+    StoreFailed,
+    /// A heartbeat from another member, carrying the epoch it knows.
+    Heartbeat {
+        /// Who sent it.
+        from: NodeId,
+        /// The epoch its sender knows.
+        epoch: Epoch,
+    },
+    /// The operator drains this node.
+    Drain,
+    /// Every session of this draining node has been handed off.
+    Drained,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Read the table and answer with [`Input::TableRead`] (or `StoreFailed`).
+    ReadTable,
+    /// Replace the table if its version is still `expected`; answer with
+    /// [`Input::CasDone`] (or `StoreFailed`).
+    Cas {
+        /// The version the proposal was made from.
+        expected: u64,
+        /// The proposed table (its version is `expected + 1`).
+        table: MemberTable,
+    },
+    /// Send a heartbeat to a member.
+    Heartbeat {
+        /// To whom.
+        to: NodeId,
+        /// The epoch this node knows.
+        epoch: Epoch,
+    },
+    /// The ring changed: these members at this epoch.
+    RingChanged {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The `Up` members, in order.
+        nodes: Vec<NodeId>,
+    },
+    /// This node has left the cluster (after a drain); the shell may stop.
+    Left,
+}
+
+/// What this node is after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    Idle,
+    Up,
+    Drain,
+    Leave,
+    Gone,
+}
+
+/// One node's membership.
+#[derive(Debug)]
+pub struct Membership {
+    me: NodeId,
+    config: MembershipConfig,
+    goal: Goal,
+    table: Option<MemberTable>,
+    /// When each other member was last heard from (or first seen).
+    last_heard: BTreeMap<NodeId, u64>,
+    /// A read or compare-and-set is in flight since this time.
+    waiting_since: Option<u64>,
+    /// The epoch of the last `RingChanged` output.
+    announced: Option<Epoch>,
+    next_heartbeat: u64,
+    next_refresh: u64,
+    outputs: VecDeque<Output>,
+}
+
+impl Membership {
+    /// A node that has not joined yet.
+    pub fn new(me: NodeId, config: MembershipConfig) -> Self {
+        Self {
+            me,
+            config,
+            goal: Goal::Idle,
+            table: None,
+            last_heard: BTreeMap::new(),
+            waiting_since: None,
+            announced: None,
+            next_heartbeat: 0,
+            next_refresh: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The table as this node last saw it.
+    pub fn table(&self) -> Option<&MemberTable> {
+        self.table.as_ref()
+    }
+
+    /// This node's status in the table it last saw.
+    pub fn status(&self) -> Option<Status> {
+        self.table.as_ref()?.members.get(&self.me).copied()
+    }
+
+    /// The epoch of the ring this node has adopted.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.announced
+    }
+
+    /// Feeds one input, at `now` (ms).
+    pub fn handle(&mut self, now: u64, input: Input) {
+        match input {
+            Input::Start => {
+                self.goal = Goal::Up;
+                self.next_heartbeat = now;
+                self.read(now);
+            }
+            Input::TableRead(table) => {
+                self.waiting_since = None;
+                self.adopt(now, table);
+                self.decide(now);
+            }
+            Input::CasDone { applied, table } => {
+                self.waiting_since = None;
+                self.adopt(now, table);
+                if applied && self.goal == Goal::Leave && self.status().is_none() {
+                    self.goal = Goal::Gone;
+                    self.outputs.push_back(Output::Left);
+                }
+                self.decide(now);
+            }
+            Input::StoreFailed => {
+                // Asked again at the next refresh.
+                self.waiting_since = None;
+                self.next_refresh = now + self.config.refresh_every_ms;
+            }
+            Input::Heartbeat { from, epoch } => {
+                if from != self.me {
+                    self.last_heard.insert(from, now);
+                }
+                if self.announced.is_none_or(|mine| epoch > mine) {
+                    self.read(now); // someone knows a newer ring
+                }
+            }
+            Input::Drain => {
+                if matches!(self.goal, Goal::Up) {
+                    self.goal = Goal::Drain;
+                    self.decide(now);
+                }
+            }
+            Input::Drained => {
+                if self.goal == Goal::Drain {
+                    self.goal = Goal::Leave;
+                    self.decide(now);
+                }
+            }
+        }
+    }
+
+    /// Runs what is due at `now`: heartbeats, refreshes, failure detection.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if matches!(self.goal, Goal::Idle | Goal::Gone) {
+            return;
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.config.heartbeat_every_ms;
+            if let Some(table) = &self.table {
+                let epoch = self.announced.unwrap_or(table.epoch);
+                for (node, status) in &table.members {
+                    if *node != self.me && *status != Status::Down {
+                        self.outputs.push_back(Output::Heartbeat {
+                            to: node.clone(),
+                            epoch,
+                        });
+                    }
+                }
+            }
+        }
+        if self
+            .waiting_since
+            .is_some_and(|since| now >= since + self.config.store_timeout_ms)
+        {
+            self.waiting_since = None; // the answer is lost: ask again
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.config.refresh_every_ms;
+            self.read(now);
+        }
+        self.decide(now);
+    }
+
+    /// The next time [`Self::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if matches!(self.goal, Goal::Idle | Goal::Gone) {
+            return None;
+        }
+        let mut next = self.next_heartbeat.min(self.next_refresh);
+        if let Some(since) = self.waiting_since {
+            next = next.min(since + self.config.store_timeout_ms);
+        }
+        // Failure detection proposes through the table: while a request is in
+        // flight it waits for the answer (or the store timeout above).
+        if let Some(table) = &self.table
+            && self.waiting_since.is_none()
+            && self.status() == Some(Status::Up)
+        {
+            for (node, status) in &table.members {
+                if *node != self.me && *status != Status::Down {
+                    let heard = self.last_heard.get(node).copied().unwrap_or(0);
+                    next = next.min(heard + self.config.down_after_ms);
+                }
+            }
+        }
+        Some(next)
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn read(&mut self, now: u64) {
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+            self.next_refresh = now + self.config.refresh_every_ms;
+            self.outputs.push_back(Output::ReadTable);
+        }
+    }
+
+    /// Takes a table that is newer than the one held, and announces its ring.
+    fn adopt(&mut self, now: u64, table: MemberTable) {
+        if self
+            .table
+            .as_ref()
+            .is_some_and(|held| held.version >= table.version)
+        {
+            return;
+        }
+        for (node, status) in &table.members {
+            // A member first seen, or seen in a new status (one that joins again
+            // after being declared down), gets a full `down_after_ms` of grace.
+            let held = self.table.as_ref().and_then(|t| t.members.get(node));
+            if held != Some(status) {
+                self.last_heard.insert(node.clone(), now);
+            }
+        }
+        self.last_heard
+            .retain(|node, _| table.members.contains_key(node));
+        if self.announced != Some(table.epoch) && self.goal != Goal::Gone {
+            self.announced = Some(table.epoch);
+            self.outputs.push_back(Output::RingChanged {
+                epoch: table.epoch,
+                nodes: table.ring_nodes(),
+            });
+        }
+        self.table = Some(table);
+    }
+
+    /// Proposes the one change this node wants next, if none is in flight.
+    fn decide(&mut self, now: u64) {
+        if self.waiting_since.is_some() {
+            return;
+        }
+        let Some(table) = &self.table else {
+            return;
+        };
+        let mine = table.members.get(&self.me).copied();
+        let proposal = match (self.goal, mine) {
+            (Goal::Up, None | Some(Status::Down)) => Some((self.me.clone(), Some(Status::Joining))),
+            (Goal::Up, Some(Status::Joining)) => Some((self.me.clone(), Some(Status::Up))),
+            (Goal::Drain, Some(Status::Up | Status::Joining)) => {
+                Some((self.me.clone(), Some(Status::Draining)))
+            }
+            (Goal::Leave, Some(_)) => Some((self.me.clone(), None)),
+            (Goal::Up, Some(Status::Up)) => self.suspect(now, table),
+            _ => None,
+        };
+        if let Some((node, status)) = proposal {
+            let next = table.with(&node, status);
+            self.waiting_since = Some(now);
+            self.outputs.push_back(Output::Cas {
+                expected: table.version,
+                table: next,
+            });
+        }
+    }
+
+    /// A member to declare `Down`: the first (in id order) not heard from for
+    /// `down_after_ms`.
+    fn suspect(&self, now: u64, table: &MemberTable) -> Option<(NodeId, Option<Status>)> {
+        table
+            .members
+            .iter()
+            .filter(|(node, status)| **node != self.me && **status != Status::Down)
+            .find(|(node, _)| {
+                let heard = self.last_heard.get(*node).copied().unwrap_or(now);
+                now >= heard + self.config.down_after_ms
+            })
+            .map(|(node, _)| (node.clone(), Some(Status::Down)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,364 @@
+use super::*;
+use proptest::prelude::*;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+fn id(n: u32) -> NodeId {
+    NodeId::new(format!("n{n}")).unwrap()
+}
+
+/// A tiny deterministic world for membership alone: one shared table with
+/// compare-and-set, nodes that can die and come back, and a network whose delay
+/// and loss come from a seed.
+struct World {
+    now: u64,
+    table: MemberTable,
+    nodes: BTreeMap<NodeId, Membership>,
+    alive: BTreeSet<NodeId>,
+    /// (deliver at, sequence, to, input)
+    pending: BinaryHeap<Reverse<(u64, u64, NodeId, Delivery)>>,
+    sequence: u64,
+    rng: u64,
+    /// Percent of heartbeats lost, and the most a message is delayed (ms).
+    loss_percent: u64,
+    delay_max_ms: u64,
+    /// Every ring each incarnation of a node announced, in order (a restarted
+    /// node starts with no memory, so it announces afresh).
+    rings: BTreeMap<(NodeId, u32), Vec<(Epoch, Vec<NodeId>)>>,
+    incarnation: BTreeMap<NodeId, u32>,
+    left: BTreeSet<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Delivery {
+    Read,
+    Cas(u64, Vec<(NodeId, Status)>, u64, u64),
+    Heartbeat(NodeId, u64),
+}
+
+impl World {
+    fn new(seed: u64, n: u32) -> Self {
+        let config = MembershipConfig::default();
+        let nodes = (1..=n)
+            .map(|i| (id(i), Membership::new(id(i), config.clone())))
+            .collect();
+        Self {
+            now: 0,
+            table: MemberTable::default(),
+            nodes,
+            alive: (1..=n).map(id).collect(),
+            pending: BinaryHeap::new(),
+            sequence: 0,
+            rng: seed | 1,
+            loss_percent: 0,
+            delay_max_ms: 20,
+            rings: BTreeMap::new(),
+            incarnation: BTreeMap::new(),
+            left: BTreeSet::new(),
+        }
+    }
+
+    fn random(&mut self, below: u64) -> u64 {
+        // xorshift64*: enough for a test's schedule.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % below.max(1)
+    }
+
+    fn send(&mut self, to: NodeId, what: Delivery) {
+        let at = self.now + 1 + self.random(self.delay_max_ms);
+        self.sequence += 1;
+        self.pending.push(Reverse((at, self.sequence, to, what)));
+    }
+
+    fn start(&mut self, node: &NodeId) {
+        let now = self.now;
+        self.nodes.get_mut(node).unwrap().handle(now, Input::Start);
+        self.flush(node);
+    }
+
+    fn input(&mut self, node: &NodeId, input: Input) {
+        let now = self.now;
+        self.nodes.get_mut(node).unwrap().handle(now, input);
+        self.flush(node);
+    }
+
+    /// Carries out a node's outputs.
+    fn flush(&mut self, node: &NodeId) {
+        while let Some(output) = self.nodes.get_mut(node).unwrap().poll_output() {
+            match output {
+                Output::ReadTable => self.send(node.clone(), Delivery::Read),
+                Output::Cas { expected, table } => {
+                    let members = table.members.into_iter().collect();
+                    self.send(
+                        node.clone(),
+                        Delivery::Cas(expected, members, table.version, table.epoch.0),
+                    );
+                }
+                Output::Heartbeat { to, epoch } => {
+                    if self.random(100) >= self.loss_percent {
+                        self.send(to, Delivery::Heartbeat(node.clone(), epoch.0));
+                    }
+                }
+                Output::RingChanged { epoch, nodes } => {
+                    let key = (node.clone(), self.incarnation_of(node));
+                    self.rings.entry(key).or_default().push((epoch, nodes));
+                }
+                Output::Left => {
+                    self.left.insert(node.clone());
+                }
+            }
+        }
+    }
+
+    /// Runs until `until` (ms), checking the safety properties at every step.
+    fn run_until(&mut self, until: u64) {
+        loop {
+            let next_timer = self
+                .alive
+                .iter()
+                .filter_map(|n| self.nodes[n].poll_timeout())
+                .min();
+            let next_message = self.pending.peek().map(|Reverse((at, ..))| *at);
+            let next = match (next_timer, next_message) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(until),
+            }
+            .max(self.now);
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = next;
+            if next_message == Some(next) {
+                let Reverse((_, _, to, what)) = self.pending.pop().unwrap();
+                if !self.alive.contains(&to) {
+                    continue;
+                }
+                // Only the requester's process sees the store's answer; a dead
+                // requester's compare-and-set still happens (it was sent).
+                let input = match what {
+                    Delivery::Read => Input::TableRead(self.table.clone()),
+                    Delivery::Cas(expected, members, version, epoch) => {
+                        let applied = expected == self.table.version;
+                        if applied {
+                            self.table = MemberTable {
+                                version,
+                                epoch: Epoch(epoch),
+                                members: members.into_iter().collect(),
+                            };
+                        }
+                        Input::CasDone {
+                            applied,
+                            table: self.table.clone(),
+                        }
+                    }
+                    Delivery::Heartbeat(from, epoch) => Input::Heartbeat {
+                        from,
+                        epoch: Epoch(epoch),
+                    },
+                };
+                self.input(&to, input);
+            } else {
+                let due: Vec<NodeId> = self
+                    .alive
+                    .iter()
+                    .filter(|n| self.nodes[*n].poll_timeout() == Some(next))
+                    .cloned()
+                    .collect();
+                for node in due {
+                    self.nodes.get_mut(&node).unwrap().handle_timeout(next);
+                    self.flush(&node);
+                    let after = self.nodes[&node].poll_timeout();
+                    assert!(
+                        after.is_none_or(|t| t > next),
+                        "{node}: a timer due at {next} did not move ({after:?})"
+                    );
+                }
+            }
+            self.check_safety();
+        }
+    }
+
+    /// Epochs never go back in what a node announces, and one epoch always means
+    /// one ring, whoever announced it.
+    fn check_safety(&self) {
+        let mut ring_of: BTreeMap<Epoch, &Vec<NodeId>> = BTreeMap::new();
+        for (node, rings) in &self.rings {
+            for pair in rings.windows(2) {
+                assert!(pair[0].0 < pair[1].0, "{node:?} announced {pair:?}");
+            }
+            for (epoch, nodes) in rings {
+                let seen = ring_of.entry(*epoch).or_insert(nodes);
+                assert_eq!(*seen, nodes, "two rings at epoch {epoch:?}");
+            }
+        }
+    }
+
+    fn incarnation_of(&self, node: &NodeId) -> u32 {
+        self.incarnation.get(node).copied().unwrap_or(0)
+    }
+
+    fn kill(&mut self, node: &NodeId) {
+        self.alive.remove(node);
+    }
+
+    fn revive(&mut self, node: &NodeId) {
+        self.alive.insert(node.clone());
+        *self.incarnation.entry(node.clone()).or_default() += 1;
+        let config = MembershipConfig::default();
+        // Memory is lost: a fresh machine that joins again.
+        self.nodes
+            .insert(node.clone(), Membership::new(node.clone(), config));
+        self.start(node);
+    }
+
+    /// Every living node's adopted ring, and the table's.
+    fn agreed(&self) -> Option<(Epoch, Vec<NodeId>)> {
+        let table = (self.table.epoch, self.table.ring_nodes());
+        self.alive
+            .iter()
+            .filter(|n| !self.left.contains(*n))
+            .all(|n| {
+                let key = (n.clone(), self.incarnation_of(n));
+                self.rings.get(&key).and_then(|r| r.last()) == Some(&table)
+            })
+            .then_some(table)
+    }
+}
+
+fn nodes(ids: &[u32]) -> Vec<NodeId> {
+    ids.iter().copied().map(id).collect()
+}
+
+#[test]
+fn three_nodes_join_and_agree_on_one_ring() {
+    let mut world = World::new(7, 3);
+    for n in 1..=3 {
+        world.start(&id(n));
+    }
+    world.run_until(5_000);
+    let (epoch, ring) = world.agreed().expect("all agree");
+    assert_eq!(ring, nodes(&[1, 2, 3]));
+    assert_eq!(epoch, Epoch(3), "one epoch per node that came up");
+    for n in 1..=3 {
+        assert_eq!(world.nodes[&id(n)].status(), Some(Status::Up));
+    }
+}
+
+#[test]
+fn a_dead_node_is_declared_down_within_three_seconds() {
+    let mut world = World::new(11, 3);
+    for n in 1..=3 {
+        world.start(&id(n));
+    }
+    world.run_until(5_000);
+    world.kill(&id(2));
+    let killed_at = world.now;
+    let mut down_at = None;
+    while world.now < killed_at + 10_000 {
+        world.run_until(world.now + 50);
+        if world.table.members.get(&id(2)) == Some(&Status::Down) {
+            down_at = Some(world.now);
+            break;
+        }
+    }
+    let down_at = down_at.expect("n2 declared down");
+    assert!(
+        down_at - killed_at <= 3_000,
+        "took {} ms",
+        down_at - killed_at
+    );
+    world.run_until(world.now + 2_000);
+    let (_, ring) = world.agreed().expect("survivors agree");
+    assert_eq!(ring, nodes(&[1, 3]));
+}
+
+#[test]
+fn a_drained_node_leaves_the_ring_then_the_table() {
+    let mut world = World::new(3, 3);
+    for n in 1..=3 {
+        world.start(&id(n));
+    }
+    world.run_until(5_000);
+    world.input(&id(3), Input::Drain);
+    world.run_until(6_000);
+    assert_eq!(world.table.members.get(&id(3)), Some(&Status::Draining));
+    assert_eq!(world.agreed().expect("agree").1, nodes(&[1, 2]));
+    assert!(
+        world.left.is_empty(),
+        "it stays until its sessions are gone"
+    );
+    world.input(&id(3), Input::Drained);
+    world.run_until(7_000);
+    assert!(!world.table.members.contains_key(&id(3)));
+    assert!(world.left.contains(&id(3)));
+    // Its peers do not declare it down: it is gone from the table.
+    world.kill(&id(3));
+    world.run_until(12_000);
+    assert_eq!(world.agreed().expect("agree").1, nodes(&[1, 2]));
+}
+
+#[test]
+fn a_node_declared_down_joins_again_when_it_comes_back() {
+    let mut world = World::new(5, 3);
+    for n in 1..=3 {
+        world.start(&id(n));
+    }
+    world.run_until(5_000);
+    world.kill(&id(1));
+    world.run_until(10_000);
+    assert_eq!(world.table.members.get(&id(1)), Some(&Status::Down));
+    let epoch_down = world.table.epoch;
+    world.revive(&id(1));
+    world.run_until(15_000);
+    let (epoch, ring) = world.agreed().expect("agree");
+    assert_eq!(ring, nodes(&[1, 2, 3]));
+    assert_eq!(epoch, Epoch(epoch_down.0 + 1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the delays, losses and crashes, no two rings share an epoch and
+    /// epochs only rise (checked at every step); once the faults stop, every
+    /// living node agrees on a ring of exactly the living nodes.
+    #[test]
+    fn membership_converges_after_any_fault_schedule(
+        seed in any::<u64>(),
+        loss in 0u64..40,
+        delay in 1u64..400,
+        crashes in proptest::collection::vec((1u32..=4, 0u64..8_000), 0..4),
+    ) {
+        let mut world = World::new(seed, 4);
+        world.loss_percent = loss;
+        world.delay_max_ms = delay;
+        for n in 1..=4 {
+            world.start(&id(n));
+        }
+        let mut crashes = crashes;
+        crashes.sort_by_key(|(_, at)| *at);
+        for (node, at) in crashes {
+            world.run_until(at.max(world.now));
+            if world.alive.contains(&id(node)) {
+                world.kill(&id(node));
+            } else {
+                world.revive(&id(node));
+            }
+        }
+        world.run_until(world.now.max(8_000));
+        // The faults stop: no loss, short delays, every dead node comes back.
+        world.loss_percent = 0;
+        world.delay_max_ms = 20;
+        for n in 1..=4 {
+            if !world.alive.contains(&id(n)) {
+                world.revive(&id(n));
+            }
+        }
+        world.run_until(world.now + 20_000);
+        let agreed = world.agreed();
+        prop_assert!(agreed.is_some(), "no agreement: table {:?}", world.table);
+        prop_assert_eq!(agreed.unwrap().1, nodes(&[1, 2, 3, 4]));
+    }
+}
