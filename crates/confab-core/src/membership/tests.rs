@@ -7,6 +7,9 @@ fn id(n: u32) -> NodeId {
     NodeId::new(format!("n{n}")).unwrap()
 }
 
+/// A ring as a node announced it.
+type Announced = (Epoch, Vec<NodeId>);
+
 /// A tiny deterministic world for membership alone: one shared table with
 /// compare-and-set, nodes that can die and come back, and a network whose delay
 /// and loss come from a seed.
@@ -24,7 +27,7 @@ struct World {
     delay_max_ms: u64,
     /// Every ring each incarnation of a node announced, in order (a restarted
     /// node starts with no memory, so it announces afresh).
-    rings: BTreeMap<(NodeId, u32), Vec<(Epoch, Vec<NodeId>)>>,
+    rings: BTreeMap<(NodeId, u32), Vec<Announced>>,
     incarnation: BTreeMap<NodeId, u32>,
     left: BTreeSet<NodeId>,
 }
