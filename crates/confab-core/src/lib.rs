@@ -10,9 +10,13 @@
 //!   HMAC-signed snapshot codec.
 //! - [`ring`]: the consistent hash ring, 32 virtual nodes per member, with hashing
 //!   pinned byte for byte.
+//! - [`handoff`]: who serves a session on each node, and how it moves to a new
+//!   owner when the ring changes (state straight to the new owner, turns buffered
+//!   and forwarded in order, the durable tier as the fallback).
 //! - [`membership`]: who is in the cluster, agreed through compare-and-set on a
 //!   shared table, with heartbeats, failure detection, drain and rejoin.
 
+pub mod handoff;
 pub mod ids;
 pub mod membership;
 pub mod ring;

@@ -1,0 +1,392 @@
+//! Who serves a session, and how it moves when the ring changes: one
+//! [`Ownership`] per session on each node that holds it, as a deterministic state
+//! machine.
+//!
+//! - **Active:** this node owns the session and serves its turns, one at a time.
+//! - **Handing off:** the ring gave the session to another node. No new turn is
+//!   served here: turns are buffered (up to `buffer_max`; past it they are
+//!   refused). Once the turn in flight, if any, is done, the state goes straight
+//!   to the new owner ([`Action::SendState`]). When the new owner acknowledges
+//!   it, the buffer is forwarded there in order and this node lets go
+//!   ([`Action::Released`]). If no acknowledgement comes within `timeout_ms`, the
+//!   buffer is forwarded all the same: the new owner rebuilds from the durable
+//!   tier.
+//! - **Awaiting:** the ring gave the session to this node. Turns are buffered
+//!   until the state arrives ([`Input::StateArrived`]) or `timeout_ms` passes;
+//!   either way the shell claims the session at the new epoch (the store's fence
+//!   then refuses the old owner's writes) and loads it ([`Action::Claim`]), and
+//!   once it is loaded ([`Input::Loaded`]) the buffered turns are served in order.
+//! - **Released:** another node owns it; turns that still arrive are forwarded.
+//!
+//! The machine never serves two turns at once and never serves a turn while the
+//! state is on its way, which is what keeps the session's seq rising by exactly
+//! one across a move.
+
+use crate::ids::{Epoch, NodeId};
+use std::collections::VecDeque;
+
+/// Limits of a handoff.
+#[derive(Debug, Clone)]
+pub struct HandoffConfig {
+    /// Turns buffered while the session moves, at most.
+    pub buffer_max: usize,
+    /// How long to wait for the other side before falling back on the durable
+    /// tier (ms).
+    pub timeout_ms: u64,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            buffer_max: 64,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Where the session stands on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Active,
+    /// Moving to `to`; the state was sent (`sent`) or waits for the turn in flight.
+    HandingOff {
+        /// The new owner.
+        to: NodeId,
+        /// When the move began (ms).
+        since: u64,
+        /// Whether the state has been sent.
+        sent: bool,
+    },
+    /// Coming here: waiting for the state (until `since + timeout_ms`), or for the
+    /// claim and load once `claiming`.
+    Awaiting {
+        /// When the ring gave it to this node (ms).
+        since: u64,
+        /// Whether the claim and load have been asked for.
+        claiming: bool,
+    },
+    /// Owned by `owner`.
+    Released {
+        /// The owner.
+        owner: NodeId,
+    },
+}
+
+/// What happened to the session, as the shell tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<T> {
+    /// A turn for the session arrived here.
+    Turn(T),
+    /// The turn last served is done (committed and answered, or failed).
+    Served,
+    /// The ring changed: `owner` owns the session at `epoch`.
+    RingChanged {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The session's owner at that epoch.
+        owner: NodeId,
+    },
+    /// The new owner has the state this node sent.
+    StateAcked,
+    /// The old owner's state arrived here.
+    StateArrived,
+    /// The claim at this node's epoch and the load are done.
+    Loaded,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<T> {
+    /// Serve this turn (the session is active, and nothing else is in flight).
+    Serve(T),
+    /// Send this turn to the owner.
+    Forward {
+        /// The owner.
+        to: NodeId,
+        /// The turn.
+        turn: T,
+    },
+    /// Refuse this turn: the buffer is full (`overloaded`, retry).
+    Refuse(T),
+    /// Send the session's state (snapshot bytes at its current seq) to `to`.
+    SendState {
+        /// The new owner.
+        to: NodeId,
+        /// The epoch it owns the session at.
+        epoch: Epoch,
+    },
+    /// Claim the session at `epoch` (fencing the old owner) and load it: from the
+    /// state that arrived if `from_state`, else from the durable tier.
+    Claim {
+        /// This node's epoch.
+        epoch: Epoch,
+        /// Whether the old owner's state arrived.
+        from_state: bool,
+    },
+    /// This node no longer holds the session.
+    Released,
+}
+
+/// One session's ownership on one node.
+#[derive(Debug)]
+pub struct Ownership<T> {
+    me: NodeId,
+    epoch: Epoch,
+    phase: Phase,
+    config: HandoffConfig,
+    buffer: VecDeque<T>,
+    in_flight: bool,
+    state_arrived: bool,
+}
+
+impl<T> Ownership<T> {
+    /// A session this node owns at `epoch` (activated by its first turn).
+    pub fn active(me: NodeId, epoch: Epoch, config: HandoffConfig) -> Self {
+        Self::with_phase(me, epoch, Phase::Active, config)
+    }
+
+    /// A session the ring just gave to this node: its old owner may send its state.
+    pub fn awaiting(me: NodeId, epoch: Epoch, now: u64, config: HandoffConfig) -> Self {
+        let phase = Phase::Awaiting {
+            since: now,
+            claiming: false,
+        };
+        Self::with_phase(me, epoch, phase, config)
+    }
+
+    fn with_phase(me: NodeId, epoch: Epoch, phase: Phase, config: HandoffConfig) -> Self {
+        Self {
+            me,
+            epoch,
+            phase,
+            config,
+            buffer: VecDeque::new(),
+            in_flight: false,
+            state_arrived: false,
+        }
+    }
+
+    /// Where the session stands.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The epoch this node knows the session at.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Turns waiting here.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Feeds one input at `now` (ms); returns what to do, in order.
+    pub fn handle(&mut self, now: u64, input: Input<T>) -> Vec<Action<T>> {
+        let mut actions = Vec::new();
+        match input {
+            Input::Turn(turn) => self.turn(turn, &mut actions),
+            Input::Served => {
+                self.in_flight = false;
+                self.progress(now, &mut actions);
+            }
+            Input::RingChanged { epoch, owner } => {
+                if epoch > self.epoch {
+                    self.epoch = epoch;
+                    self.ring_changed(now, owner, &mut actions);
+                }
+            }
+            Input::StateAcked => {
+                if let Phase::HandingOff { to, sent: true, .. } = &self.phase {
+                    let to = to.clone();
+                    self.release(to, &mut actions);
+                }
+            }
+            Input::StateArrived => {
+                if matches!(
+                    self.phase,
+                    Phase::Awaiting {
+                        claiming: false,
+                        ..
+                    }
+                ) {
+                    self.state_arrived = true;
+                    self.progress(now, &mut actions);
+                }
+            }
+            Input::Loaded => {
+                if matches!(self.phase, Phase::Awaiting { claiming: true, .. }) {
+                    self.phase = Phase::Active;
+                    self.progress(now, &mut actions);
+                }
+            }
+        }
+        actions
+    }
+
+    /// Runs what is due at `now`: the fallbacks of a handoff that stalled.
+    pub fn handle_timeout(&mut self, now: u64) -> Vec<Action<T>> {
+        let mut actions = Vec::new();
+        match &self.phase {
+            // The new owner rebuilds from the durable tier; the buffer goes to it
+            // all the same. A turn still in flight finishes first.
+            Phase::HandingOff { to, since, .. }
+                if now >= since + self.config.timeout_ms && !self.in_flight =>
+            {
+                let to = to.clone();
+                self.release(to, &mut actions);
+            }
+            Phase::Awaiting {
+                since,
+                claiming: false,
+            } if now >= since + self.config.timeout_ms => {
+                self.phase = Phase::Awaiting {
+                    since: *since,
+                    claiming: true,
+                };
+                actions.push(Action::Claim {
+                    epoch: self.epoch,
+                    from_state: false,
+                });
+            }
+            _ => {}
+        }
+        actions
+    }
+
+    /// The next time [`Self::handle_timeout`] has something to do.
+    /// A handoff with a turn in flight has none: `Served` comes first.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::HandingOff { since, .. } if !self.in_flight => {
+                Some(since + self.config.timeout_ms)
+            }
+            Phase::Awaiting {
+                since,
+                claiming: false,
+            } => Some(since + self.config.timeout_ms),
+            _ => None,
+        }
+    }
+
+    fn turn(&mut self, turn: T, actions: &mut Vec<Action<T>>) {
+        match &self.phase {
+            Phase::Released { owner } => actions.push(Action::Forward {
+                to: owner.clone(),
+                turn,
+            }),
+            Phase::Active if !self.in_flight && self.buffer.is_empty() => {
+                self.in_flight = true;
+                actions.push(Action::Serve(turn));
+            }
+            _ if self.buffer.len() >= self.config.buffer_max => actions.push(Action::Refuse(turn)),
+            _ => self.buffer.push_back(turn),
+        }
+    }
+
+    fn ring_changed(&mut self, now: u64, owner: NodeId, actions: &mut Vec<Action<T>>) {
+        let mine = owner == self.me;
+        match (&self.phase, mine) {
+            // Still here: the shell claims the new epoch before its next write.
+            (Phase::Active, true) => {}
+            (Phase::Active, false) => {
+                self.phase = Phase::HandingOff {
+                    to: owner,
+                    since: now,
+                    sent: false,
+                };
+                self.progress(now, actions);
+            }
+            // The move is called off. If the state never left, this node's
+            // memory is still the session: it claims the new epoch and goes on.
+            // If it left, the other side may have served turns since: this node
+            // waits for the state to come back, or rebuilds from the durable tier.
+            (Phase::HandingOff { sent, .. }, true) => {
+                self.state_arrived = !*sent;
+                self.phase = Phase::Awaiting {
+                    since: now,
+                    claiming: false,
+                };
+                self.progress(now, actions);
+            }
+            (Phase::HandingOff { .. }, false) => {
+                self.phase = Phase::HandingOff {
+                    to: owner,
+                    since: now,
+                    sent: false,
+                };
+                self.progress(now, actions);
+            }
+            (Phase::Awaiting { .. }, false) => {
+                let waiting: Vec<T> = self.buffer.drain(..).collect();
+                self.phase = Phase::Released {
+                    owner: owner.clone(),
+                };
+                for turn in waiting {
+                    actions.push(Action::Forward {
+                        to: owner.clone(),
+                        turn,
+                    });
+                }
+                actions.push(Action::Released);
+            }
+            (Phase::Awaiting { .. }, true) => {}
+            (Phase::Released { .. }, true) => {
+                self.phase = Phase::Awaiting {
+                    since: now,
+                    claiming: false,
+                };
+            }
+            (Phase::Released { .. }, false) => self.phase = Phase::Released { owner },
+        }
+    }
+
+    /// Moves on once nothing is in flight: sends the state, claims, or serves the
+    /// next buffered turn.
+    fn progress(&mut self, _now: u64, actions: &mut Vec<Action<T>>) {
+        if self.in_flight {
+            return;
+        }
+        match &mut self.phase {
+            Phase::HandingOff { to, sent, .. } if !*sent => {
+                *sent = true;
+                actions.push(Action::SendState {
+                    to: to.clone(),
+                    epoch: self.epoch,
+                });
+            }
+            Phase::Awaiting {
+                claiming: claiming @ false,
+                ..
+            } if self.state_arrived => {
+                *claiming = true;
+                actions.push(Action::Claim {
+                    epoch: self.epoch,
+                    from_state: true,
+                });
+            }
+            Phase::Active => {
+                if let Some(turn) = self.buffer.pop_front() {
+                    self.in_flight = true;
+                    actions.push(Action::Serve(turn));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&mut self, to: NodeId, actions: &mut Vec<Action<T>>) {
+        for turn in self.buffer.drain(..) {
+            actions.push(Action::Forward {
+                to: to.clone(),
+                turn,
+            });
+        }
+        self.phase = Phase::Released { owner: to };
+        actions.push(Action::Released);
+    }
+}
+
+#[cfg(test)]
+mod tests;
