@@ -182,3 +182,227 @@ fn a_stale_ring_change_is_ignored() {
     assert_eq!(a.phase(), &Phase::Active);
     assert_eq!(a.handle(1, Input::Turn(1)), [Action::Serve(1)]);
 }
+
+mod world {
+    //! One session over three nodes whose ring keeps changing, with every message
+    //! delayed by a seeded amount: a first taste of what confab-sim will do for
+    //! the whole node.
+
+    use super::super::*;
+    use proptest::prelude::*;
+    use std::cmp::Reverse;
+    use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+    fn id(n: u8) -> NodeId {
+        NodeId::new(format!("n{n}")).unwrap()
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    enum Event {
+        Deliver(u8, Input<u32>),
+        /// A serve's commit reaches the store.
+        Commit(u8, u32, Epoch),
+        /// A claim reaches the store.
+        Claim(u8, Epoch),
+    }
+
+    // `Input` has no ordering of its own; events only need one for the heap's
+    // ties, which the sequence number breaks first.
+    impl PartialOrd for Input<u32> {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Input<u32> {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            format!("{self:?}").cmp(&format!("{other:?}"))
+        }
+    }
+
+    struct World {
+        now: u64,
+        rng: u64,
+        delay_max: u64,
+        nodes: BTreeMap<u8, Ownership<u32>>,
+        queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
+        sequence: u64,
+        /// The store: the session's fence and its log of committed turns.
+        fence: Epoch,
+        log: Vec<(u32, Epoch)>,
+        refused: BTreeSet<u32>,
+    }
+
+    impl World {
+        fn new(seed: u64, delay_max: u64) -> Self {
+            let config = HandoffConfig {
+                buffer_max: 1_000,
+                timeout_ms: 1_000,
+            };
+            let mut nodes = BTreeMap::new();
+            nodes.insert(1, Ownership::active(id(1), Epoch(1), config.clone()));
+            for n in 2..=3 {
+                let mut released = Ownership::active(id(n), Epoch(1), config.clone());
+                released.phase = Phase::Released { owner: id(1) };
+                nodes.insert(n, released);
+            }
+            Self {
+                now: 0,
+                rng: seed | 1,
+                delay_max,
+                nodes,
+                queue: BinaryHeap::new(),
+                sequence: 0,
+                fence: Epoch(1),
+                log: Vec::new(),
+                refused: BTreeSet::new(),
+            }
+        }
+
+        fn random(&mut self, below: u64) -> u64 {
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % below.max(1)
+        }
+
+        fn later(&mut self, event: Event) {
+            let at = self.now + 1 + self.random(self.delay_max);
+            self.sequence += 1;
+            self.queue.push(Reverse((at, self.sequence, event)));
+        }
+
+        fn input(&mut self, node: u8, input: Input<u32>) {
+            let now = self.now;
+            let actions = self.nodes.get_mut(&node).unwrap().handle(now, input);
+            self.carry_out(node, actions);
+        }
+
+        fn carry_out(&mut self, node: u8, actions: Vec<Action<u32>>) {
+            for action in actions {
+                match action {
+                    Action::Serve(turn) => {
+                        let epoch = self.nodes[&node].epoch();
+                        self.later(Event::Commit(node, turn, epoch));
+                    }
+                    Action::Forward { to, turn } => {
+                        let to = to.as_str()[1..].parse().unwrap();
+                        self.later(Event::Deliver(to, Input::Turn(turn)));
+                    }
+                    Action::Refuse(turn) => {
+                        self.refused.insert(turn);
+                    }
+                    Action::SendState { to, .. } => {
+                        let to = to.as_str()[1..].parse().unwrap();
+                        self.later(Event::Deliver(to, Input::StateArrived));
+                        self.later(Event::Deliver(node, Input::StateAcked));
+                    }
+                    Action::Claim { epoch, .. } => self.later(Event::Claim(node, epoch)),
+                    Action::Released => {}
+                }
+            }
+        }
+
+        fn step(&mut self) -> bool {
+            let timer = self
+                .nodes
+                .iter()
+                .filter_map(|(n, o)| o.poll_timeout().map(|t| (t, *n)))
+                .min();
+            let next = self.queue.peek().map(|Reverse((at, ..))| *at);
+            match (timer, next) {
+                (Some((t, n)), next) if next.is_none_or(|at| t < at) => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    let actions = self.nodes.get_mut(&n).unwrap().handle_timeout(now);
+                    assert!(
+                        self.nodes[&n].poll_timeout().is_none_or(|t| t > now)
+                            || !actions.is_empty(),
+                        "n{n}: a timer that does nothing"
+                    );
+                    self.carry_out(n, actions);
+                    true
+                }
+                (Some(_), None) => unreachable!("a lone timer is taken by the arm above"),
+                (_, Some(_)) => {
+                    let Reverse((at, _, event)) = self.queue.pop().unwrap();
+                    self.now = self.now.max(at);
+                    match event {
+                        Event::Deliver(node, input) => self.input(node, input),
+                        Event::Commit(node, turn, epoch) => {
+                            // The store's fence refuses a stale owner's write.
+                            if epoch >= self.fence {
+                                assert!(
+                                    self.log.iter().all(|(t, _)| *t != turn),
+                                    "turn {turn} committed twice"
+                                );
+                                assert!(
+                                    self.log.last().is_none_or(|(_, e)| *e <= epoch),
+                                    "a write went back in epoch"
+                                );
+                                self.log.push((turn, epoch));
+                            } else {
+                                self.refused.insert(turn);
+                            }
+                            self.input(node, Input::Served);
+                        }
+                        Event::Claim(node, epoch) => {
+                            self.fence = self.fence.max(epoch);
+                            self.input(node, Input::Loaded);
+                        }
+                    }
+                    true
+                }
+                (None, None) => false,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the ring does and however messages are delayed, every turn is
+        /// either committed exactly once or refused (the client retries), and
+        /// committed writes never go back in epoch.
+        #[test]
+        fn every_turn_is_committed_once_or_refused(
+            seed in any::<u64>(),
+            delay_max in 1u64..1_500,
+            script in proptest::collection::vec((0u8..4, 1u8..=3, 0u64..300), 1..60),
+        ) {
+            let mut world = World::new(seed, delay_max);
+            let mut epoch = 1;
+            let mut turns = 0u32;
+            for (kind, node, gap) in script {
+                let until = world.now + gap;
+                while world.queue.peek().is_some_and(|Reverse((at, ..))| *at <= until) {
+                    world.step();
+                }
+                world.now = world.now.max(until);
+                if kind == 0 {
+                    // The ring moves the session to `node`; every node hears of
+                    // it after its own delay.
+                    epoch += 1;
+                    for n in 1..=3 {
+                        let input = Input::RingChanged { epoch: Epoch(epoch), owner: id(node) };
+                        world.later(Event::Deliver(n, input));
+                    }
+                } else {
+                    turns += 1;
+                    world.input(node, Input::Turn(turns));
+                }
+            }
+            let mut steps = 0;
+            while world.step() {
+                steps += 1;
+                prop_assert!(steps < 1_000_000, "no quiescence");
+            }
+            let committed: BTreeSet<u32> = world.log.iter().map(|(t, _)| *t).collect();
+            for turn in 1..=turns {
+                prop_assert!(
+                    committed.contains(&turn) || world.refused.contains(&turn),
+                    "turn {} was lost", turn
+                );
+            }
+        }
+    }
+}
