@@ -17,6 +17,12 @@
 //!   then refuses the old owner's writes) and loads it ([`Action::Claim`]), and
 //!   once it is loaded ([`Input::Loaded`]) the buffered turns are served in order.
 //! - **Released:** another node owns it; turns that still arrive are forwarded.
+//! - **Fenced:** the store refused this node's claim (a newer epoch owns the
+//!   session); turns are refused until the ring says who owns it.
+//!
+//! A node that stays the owner across a ring change claims the new epoch too
+//! before it writes again: otherwise the owner of an epoch in between could
+//! still write after it.
 //!
 //! The machine never serves two turns at once and never serves a turn while the
 //! state is on its way, which is what keeps the session's seq rising by exactly
@@ -71,6 +77,10 @@ pub enum Phase {
         /// The owner.
         owner: NodeId,
     },
+    /// The store refused this node's claim: a newer epoch owns the session, and
+    /// this node does not know whose it is yet. Turns are refused until the ring
+    /// tells.
+    Fenced,
 }
 
 /// What happened to the session, as the shell tells it.
@@ -93,6 +103,8 @@ pub enum Input<T> {
     StateArrived,
     /// The claim at this node's epoch and the load are done.
     Loaded,
+    /// The store refused the claim: its fence holds a newer epoch.
+    ClaimRefused,
 }
 
 /// What the shell must do.
@@ -138,6 +150,8 @@ pub struct Ownership<T> {
     buffer: VecDeque<T>,
     in_flight: bool,
     state_arrived: bool,
+    /// The epoch of the claim in flight.
+    claiming: Option<Epoch>,
 }
 
 impl<T> Ownership<T> {
@@ -164,6 +178,7 @@ impl<T> Ownership<T> {
             buffer: VecDeque::new(),
             in_flight: false,
             state_arrived: false,
+            claiming: None,
         }
     }
 
@@ -217,8 +232,26 @@ impl<T> Ownership<T> {
             }
             Input::Loaded => {
                 if matches!(self.phase, Phase::Awaiting { claiming: true, .. }) {
-                    self.phase = Phase::Active;
-                    self.progress(now, &mut actions);
+                    if self.claiming.is_some_and(|claimed| claimed < self.epoch) {
+                        // The ring moved on (and back here) during the claim:
+                        // claim the newer epoch too before writing.
+                        self.claiming = Some(self.epoch);
+                        actions.push(Action::Claim {
+                            epoch: self.epoch,
+                            from_state: true,
+                        });
+                    } else {
+                        self.claiming = None;
+                        self.phase = Phase::Active;
+                        self.progress(now, &mut actions);
+                    }
+                }
+            }
+            Input::ClaimRefused => {
+                if matches!(self.phase, Phase::Awaiting { claiming: true, .. }) {
+                    self.claiming = None;
+                    self.phase = Phase::Fenced;
+                    actions.extend(self.buffer.drain(..).map(Action::Refuse));
                 }
             }
         }
@@ -245,6 +278,7 @@ impl<T> Ownership<T> {
                     since: *since,
                     claiming: true,
                 };
+                self.claiming = Some(self.epoch);
                 actions.push(Action::Claim {
                     epoch: self.epoch,
                     from_state: false,
@@ -280,6 +314,7 @@ impl<T> Ownership<T> {
                 self.in_flight = true;
                 actions.push(Action::Serve(turn));
             }
+            Phase::Fenced => actions.push(Action::Refuse(turn)),
             _ if self.buffer.len() >= self.config.buffer_max => actions.push(Action::Refuse(turn)),
             _ => self.buffer.push_back(turn),
         }
@@ -288,8 +323,16 @@ impl<T> Ownership<T> {
     fn ring_changed(&mut self, now: u64, owner: NodeId, actions: &mut Vec<Action<T>>) {
         let mine = owner == self.me;
         match (&self.phase, mine) {
-            // Still here: the shell claims the new epoch before its next write.
-            (Phase::Active, true) => {}
+            // Still here, at a new epoch: claim it before the next write, so that
+            // an owner of an epoch in between cannot write after this one.
+            (Phase::Active, true) => {
+                self.state_arrived = true;
+                self.phase = Phase::Awaiting {
+                    since: now,
+                    claiming: false,
+                };
+                self.progress(now, actions);
+            }
             (Phase::Active, false) => {
                 self.phase = Phase::HandingOff {
                     to: owner,
@@ -332,13 +375,15 @@ impl<T> Ownership<T> {
                 actions.push(Action::Released);
             }
             (Phase::Awaiting { .. }, true) => {}
-            (Phase::Released { .. }, true) => {
+            (Phase::Released { .. } | Phase::Fenced, true) => {
                 self.phase = Phase::Awaiting {
                     since: now,
                     claiming: false,
                 };
             }
-            (Phase::Released { .. }, false) => self.phase = Phase::Released { owner },
+            (Phase::Released { .. } | Phase::Fenced, false) => {
+                self.phase = Phase::Released { owner }
+            }
         }
     }
 
@@ -361,6 +406,7 @@ impl<T> Ownership<T> {
                 ..
             } if self.state_arrived => {
                 *claiming = true;
+                self.claiming = Some(self.epoch);
                 actions.push(Action::Claim {
                     epoch: self.epoch,
                     from_state: true,

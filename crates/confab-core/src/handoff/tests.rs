@@ -176,6 +176,33 @@ fn a_session_that_moves_on_before_it_arrived_forwards_what_it_buffered() {
 }
 
 #[test]
+fn an_owner_kept_across_a_ring_change_claims_the_new_epoch_before_writing() {
+    let mut a = Own::active(id("a"), Epoch(1), config());
+    assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
+    assert!(a.handle(1, ring(3, "a")).is_empty(), "turn 1 in flight");
+    assert!(a.handle(2, Input::Turn(2)).is_empty());
+    assert_eq!(
+        a.handle(3, Input::Served),
+        [Action::Claim {
+            epoch: Epoch(3),
+            from_state: true
+        }]
+    );
+    assert_eq!(a.handle(4, Input::Loaded), [Action::Serve(2)]);
+}
+
+#[test]
+fn a_refused_claim_refuses_the_buffered_turns_until_the_ring_tells() {
+    let mut b = Own::awaiting(id("b"), Epoch(2), 0, config());
+    assert!(b.handle(1, Input::Turn(1)).is_empty());
+    b.handle_timeout(1_000);
+    assert_eq!(b.handle(1_001, Input::ClaimRefused), [Action::Refuse(1)]);
+    assert_eq!(b.handle(1_002, Input::Turn(2)), [Action::Refuse(2)]);
+    b.handle(1_003, ring(4, "c"));
+    assert_eq!(b.handle(1_004, Input::Turn(3)), [forward("c", 3)]);
+}
+
+#[test]
 fn a_stale_ring_change_is_ignored() {
     let mut a = Own::active(id("a"), Epoch(5), config());
     assert!(a.handle(0, ring(4, "b")).is_empty());
@@ -346,8 +373,13 @@ mod world {
                             self.input(node, Input::Served);
                         }
                         Event::Claim(node, epoch) => {
-                            self.fence = self.fence.max(epoch);
-                            self.input(node, Input::Loaded);
+                            // Claims never go back either.
+                            if epoch >= self.fence {
+                                self.fence = epoch;
+                                self.input(node, Input::Loaded);
+                            } else {
+                                self.input(node, Input::ClaimRefused);
+                            }
                         }
                     }
                     true
