@@ -15,11 +15,14 @@
 //!   and forwarded in order, the durable tier as the fallback).
 //! - [`membership`]: who is in the cluster, agreed through compare-and-set on a
 //!   shared table, with heartbeats, failure detection, drain and rejoin.
+//! - [`routing`]: the router's decision for a turn: serve, forward to the owner,
+//!   or refresh a stale ring.
 
 pub mod handoff;
 pub mod ids;
 pub mod membership;
 pub mod ring;
+pub mod routing;
 pub mod session;
 
 pub use ids::{Epoch, IdError, MessageId, NodeId, Seq, Uid};
