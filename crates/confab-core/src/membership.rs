@@ -23,10 +23,12 @@
 //! changes, so two nodes with the same epoch have the same ring.
 
 use crate::ids::{Epoch, NodeId};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Where a member is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// In the table, not yet in the ring.
     Joining,
@@ -38,8 +40,8 @@ pub enum Status {
     Down,
 }
 
-/// The shared table every node agrees on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The shared table every node agrees on. Stored as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberTable {
     /// Raised by one on every change: the compare-and-set's token.
     pub version: u64,

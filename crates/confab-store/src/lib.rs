@@ -11,6 +11,9 @@
 //!   front of either durable store, written through on every commit and read
 //!   first on every load.
 //!
+//! - [`membership::MembershipStore`]: the cluster's member table, changed by
+//!   compare-and-set (SQLite for local clusters, Redis in production).
+//!
 //! Every write is fenced by the session's ring epoch: [`EventStore::claim`] raises
 //! a session's fence, and a write from an older epoch gets [`StoreError::Fenced`].
 
@@ -87,6 +90,7 @@ macro_rules! store_with_request_metrics {
 }
 pub(crate) use store_with_request_metrics;
 
+pub mod membership;
 pub mod mysql;
 pub mod redis;
 pub mod sqlite;

@@ -151,6 +151,19 @@ static SNAPSHOT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{SNAPSHOT_LUA}")));
 static FILL: LazyLock<Script> = LazyLock::new(|| Script::new(FILL_LUA));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_LUA));
+static MEMBERS_CAS: LazyLock<Script> = LazyLock::new(|| Script::new(MEMBERS_CAS_LUA));
+
+/// The member table's compare-and-set. KEYS[1]: the table's hash. ARGV: the
+/// expected version, the new version, the new body. Returns {1 applied or 0,
+/// the stored body or ''}.
+const MEMBERS_CAS_LUA: &str = r"
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[1]) then
+  return {0, redis.call('HGET', KEYS[1], 'body') or ''}
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'body', ARGV[3])
+return {1, ARGV[3]}
+";
 
 /// The start of every fenced script: compares the session's fence with the
 /// writer's epoch (ARGV[1]), returns the fence if it is newer, and raises it
@@ -527,7 +540,7 @@ impl RedisTier {
         self.guarded(op, async {
             match pipe.query_async::<Vec<T>>(&mut conn).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    for script in [&*CLAIM, &*APPEND, &*SNAPSHOT, &*FILL, &*READ] {
+                    for script in [&*CLAIM, &*APPEND, &*SNAPSHOT, &*FILL, &*READ, &*MEMBERS_CAS] {
                         script.load_async(&mut conn).await?;
                     }
                     pipe.query_async::<Vec<T>>(&mut conn).await
@@ -568,4 +581,66 @@ fn decode_event(uid: &Uid, bytes: &[u8]) -> Result<RecordedEvent, StoreError> {
         )));
     }
     Ok(event)
+}
+
+impl RedisTier {
+    fn members_key(&self) -> String {
+        format!("{}:membership", self.options.key_prefix)
+    }
+}
+
+impl crate::membership::MembershipStore for RedisTier {
+    fn read_members(&self) -> crate::StoreFuture<'_, confab_core::membership::MemberTable> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = self.members_key();
+            let body: Option<String> = self
+                .guarded(
+                    "read_members",
+                    redis::cmd("HGET")
+                        .arg(&key)
+                        .arg("body")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            count_request(TIER, "read_members", "hit");
+            match body {
+                Some(body) => crate::membership::decode(&body),
+                None => Ok(confab_core::membership::MemberTable::default()),
+            }
+        })
+    }
+
+    fn cas_members<'a>(
+        &'a self,
+        expected: u64,
+        table: &'a confab_core::membership::MemberTable,
+    ) -> crate::StoreFuture<'a, crate::membership::CasOutcome> {
+        Box::pin(async move {
+            let body = crate::membership::check_proposal(expected, table)?;
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(MEMBERS_CAS.get_hash())
+                .arg(1)
+                .arg(self.members_key())
+                .arg(expected)
+                .arg(table.version)
+                .arg(&body);
+            let (applied, stored): (i64, String) =
+                self.run("cas_members", vec![call]).await?.remove(0);
+            count_request(
+                TIER,
+                "cas_members",
+                if applied == 1 { "hit" } else { "miss" },
+            );
+            let table = if stored.is_empty() {
+                confab_core::membership::MemberTable::default()
+            } else {
+                crate::membership::decode(&stored)?
+            };
+            Ok(crate::membership::CasOutcome {
+                applied: applied == 1,
+                table,
+            })
+        })
+    }
 }

@@ -460,3 +460,68 @@ fn db_to_u64(value: i64) -> u64 {
 }
 
 crate::store_with_request_metrics!(SqliteStore, TIER);
+
+impl crate::membership::MembershipStore for SqliteStore {
+    fn read_members(&self) -> crate::StoreFuture<'_, confab_core::membership::MemberTable> {
+        Box::pin(async move {
+            let row: Option<(String,)> = sqlx::query_as("SELECT body FROM membership WHERE id = 1")
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(unavailable)?;
+            let table = match row {
+                Some((body,)) => crate::membership::decode(&body)?,
+                None => confab_core::membership::MemberTable::default(),
+            };
+            crate::count_request(TIER, "read_members", "hit");
+            Ok(table)
+        })
+    }
+
+    fn cas_members<'a>(
+        &'a self,
+        expected: u64,
+        table: &'a confab_core::membership::MemberTable,
+    ) -> crate::StoreFuture<'a, crate::membership::CasOutcome> {
+        Box::pin(async move {
+            let body = crate::membership::check_proposal(expected, table)?;
+            // One writer at a time: the read and the write cannot interleave
+            // with another process's.
+            let mut tx = self
+                .writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(unavailable)?;
+            let row: Option<(i64, String)> =
+                sqlx::query_as("SELECT version, body FROM membership WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            let stored = match &row {
+                Some((_, body)) => crate::membership::decode(body)?,
+                None => confab_core::membership::MemberTable::default(),
+            };
+            if stored.version != expected {
+                crate::count_request(TIER, "cas_members", "miss");
+                return Ok(crate::membership::CasOutcome {
+                    applied: false,
+                    table: stored,
+                });
+            }
+            sqlx::query(
+                "INSERT INTO membership (id, version, body) VALUES (1, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body",
+            )
+            .bind(u64_to_db(table.version))
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            crate::count_request(TIER, "cas_members", "hit");
+            Ok(crate::membership::CasOutcome {
+                applied: true,
+                table: table.clone(),
+            })
+        })
+    }
+}

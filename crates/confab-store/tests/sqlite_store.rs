@@ -62,6 +62,42 @@ async fn a_batch_of_large_events_lands_whole() {
 }
 
 #[tokio::test]
+async fn membership_cas_lets_one_proposal_win() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::membership_cas_lets_one_proposal_win(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn two_processes_racing_on_the_member_table_never_both_win() {
+    use confab_core::NodeId;
+    use confab_core::membership::Status;
+    use confab_store::membership::MembershipStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (open(dir.path()).await, open(dir.path()).await);
+    let mut applied = 0;
+    for round in 0..20u32 {
+        let table = one.read_members().await.unwrap();
+        let proposal = |who: &str| {
+            table.with(
+                &NodeId::new(format!("{who}-{round}")).unwrap(),
+                Some(Status::Joining),
+            )
+        };
+        let (p1, p2) = (proposal("one"), proposal("two"));
+        let (r1, r2) = tokio::join!(
+            one.cas_members(table.version, &p1),
+            two.cas_members(table.version, &p2)
+        );
+        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        assert!(r1.applied != r2.applied, "round {round}: exactly one wins");
+        applied += 1;
+    }
+    let table = two.read_members().await.unwrap();
+    assert_eq!(table.version, applied);
+    assert_eq!(table.members.len(), 20);
+}
+
+#[tokio::test]
 async fn data_survives_reopening_and_two_stores_share_one_file() {
     let dir = tempfile::tempdir().unwrap();
     {

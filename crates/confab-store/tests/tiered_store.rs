@@ -324,3 +324,8 @@ async fn a_snapshot_at_the_cached_seq_replaces_the_cached_one() {
     assert_eq!(cached.snapshot, Some(snapshot(2)));
     assert!(cached.events.is_empty());
 }
+
+#[tokio::test]
+async fn membership_cas_lets_one_proposal_win_on_redis() {
+    suite::membership_cas_lets_one_proposal_win(&redis_at(&shared_redis_url())).await;
+}

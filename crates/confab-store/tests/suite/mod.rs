@@ -3,6 +3,7 @@
 
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, MessageId, Seq, Uid};
+use confab_store::membership::MembershipStore;
 use confab_store::{Store, StoreError, StoredSnapshot};
 
 pub fn uid(s: &str) -> Uid {
@@ -214,4 +215,30 @@ pub async fn a_batch_of_large_events_lands_whole(store: &dyn Store) {
         .unwrap();
     assert_eq!(events.len(), 30);
     assert_eq!(events[29], batch[29 * 40 + 7]);
+}
+
+pub async fn membership_cas_lets_one_proposal_win(store: &dyn MembershipStore) {
+    use confab_core::NodeId;
+    use confab_core::membership::{MemberTable, Status};
+    let node = |s: &str| NodeId::new(s).unwrap();
+    let empty = store.read_members().await.unwrap();
+    assert_eq!(empty, MemberTable::default());
+    // Two nodes propose from the same table: one wins, the other learns it.
+    let a = empty.with(&node("a"), Some(Status::Joining));
+    let b = empty.with(&node("b"), Some(Status::Joining));
+    let first = store.cas_members(0, &a).await.unwrap();
+    assert!(first.applied);
+    assert_eq!(first.table, a);
+    let second = store.cas_members(0, &b).await.unwrap();
+    assert!(!second.applied);
+    assert_eq!(second.table, a);
+    // The loser proposes again from what it learned.
+    let both = second.table.with(&node("b"), Some(Status::Up));
+    assert!(store.cas_members(1, &both).await.unwrap().applied);
+    assert_eq!(store.read_members().await.unwrap(), both);
+    assert_eq!(both.ring_nodes(), [node("b")]);
+    // A proposal whose version does not follow is a bug, refused.
+    let err = store.cas_members(2, &both).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert_eq!(store.read_members().await.unwrap(), both);
 }
