@@ -331,12 +331,6 @@ impl RedisTier {
         self.options.ttl.as_secs().max(1)
     }
 
-    /// Counts a request that skipped Redis.
-    pub(crate) fn count_bypass(&self, op: &'static str) {
-        self.stats.bypassed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("confab_store_bypass_total", "tier" => TIER, "op" => op).increment(1);
-    }
-
     /// Runs `request` unless Redis is in its failure backoff, counting the outcome.
     async fn guarded<T>(
         &self,
@@ -344,7 +338,8 @@ impl RedisTier {
         request: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
         if !self.health.allows() {
-            self.count_bypass(op);
+            self.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("confab_store_bypass_total", "tier" => TIER, "op" => op).increment(1);
             return Err(StoreError::Unavailable(
                 "redis is failing; bypassed until its backoff ends".into(),
             ));

@@ -1,10 +1,8 @@
 //! Redis in front of a durable store (MySQL, or the embedded SQLite).
 //!
-//! - **Writes** go to the durable store first; once it has committed, the batch
-//!   is queued for Redis and the write returns: the ack waits for the durable
-//!   commit only. A background task writes the queue through in order, several
-//!   batches per round trip. A Redis failure never fails a write, and a full
-//!   queue skips Redis (counted as a bypass): readers find the gap and repair it.
+//! - **Writes** go to the durable store first; only once it has committed are
+//!   they written through to Redis, in one round trip per batch. A Redis failure
+//!   never fails a write: the durable commit is what an ack promises.
 //! - **Loads** read Redis first. A hit gives the snapshot and the cached events,
 //!   and the durable store is asked only for the events after the last cached
 //!   one (an index probe that finds nothing when Redis is current). A miss loads
@@ -21,53 +19,18 @@ use crate::{
 use confab_core::session::RecordedEvent;
 use confab_core::{Epoch, Seq, Uid};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
-
-/// Committed batches waiting to be written through, at most.
-const WRITE_THROUGH_QUEUE_MAX: usize = 1024;
-/// Events written through per round trip, at most.
-const WRITE_THROUGH_EVENTS_MAX: usize = 8192;
-
-enum WriteThroughJob {
-    Events(Vec<RecordedEvent>),
-    /// Answered once every job before it is done.
-    Flush(oneshot::Sender<()>),
-}
 
 /// Redis over a durable store.
 pub struct TieredStore {
     durable: Arc<dyn Store>,
-    redis: Arc<RedisTier>,
-    write_through: mpsc::Sender<WriteThroughJob>,
+    redis: RedisTier,
 }
 
 impl TieredStore {
-    /// Puts `redis` in front of `durable`, and starts the write-through task on
-    /// the current tokio runtime.
+    /// Puts `redis` in front of `durable`.
     pub fn new(durable: Arc<dyn Store>, redis: RedisTier) -> Self {
-        let redis = Arc::new(redis);
-        let (write_through, jobs) = mpsc::channel(WRITE_THROUGH_QUEUE_MAX);
-        tokio::spawn(write_through_in_order(Arc::clone(&redis), jobs));
-        Self {
-            durable,
-            redis,
-            write_through,
-        }
-    }
-
-    /// Waits until every batch committed so far has been written through (or
-    /// skipped): for tests and a clean shutdown.
-    pub async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self
-            .write_through
-            .send(WriteThroughJob::Flush(done))
-            .await
-            .is_ok()
-        {
-            let _ = flushed.await;
-        }
+        Self { durable, redis }
     }
 
     /// The hot tier.
@@ -80,10 +43,18 @@ impl TieredStore {
         &self.durable
     }
 
-    fn write_through(&self, events: &[RecordedEvent]) {
-        let job = WriteThroughJob::Events(events.to_vec());
-        if self.write_through.try_send(job).is_err() {
-            self.redis.count_bypass("append");
+    async fn write_through(&self, events: &[RecordedEvent]) {
+        let Ok(outcomes) = self.redis.append(events).await else {
+            return; // counted by the tier; readers find the gap and repair it
+        };
+        for (uid, outcome) in outcomes {
+            match outcome {
+                Ok(WriteThrough::Dropped) => {
+                    tracing::debug!(uid = %uid, "cached log had a gap; dropped until reloaded");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(uid = %uid, error = %e, "write-through refused by the redis fence"),
+            }
         }
     }
 
@@ -146,7 +117,7 @@ impl EventStore for TieredStore {
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.durable.append(events).await?;
-            self.write_through(events);
+            self.write_through(events).await;
             Ok(())
         })
     }
@@ -204,45 +175,5 @@ impl Store for TieredStore {
 
     fn load<'a>(&'a self, uid: &'a Uid, limit: usize) -> StoreFuture<'a, SessionLog> {
         Box::pin(self.load_tiered(uid, limit))
-    }
-}
-
-/// Writes committed batches through to Redis in commit order. A session's next
-/// turn is committed only after its previous one was acked, which is after that
-/// one's batch entered this queue: so each session's events arrive in order.
-async fn write_through_in_order(redis: Arc<RedisTier>, mut jobs: mpsc::Receiver<WriteThroughJob>) {
-    let mut events = Vec::new();
-    let mut flushes = Vec::new();
-    while let Some(first) = jobs.recv().await {
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                WriteThroughJob::Events(batch) => events.extend(batch),
-                WriteThroughJob::Flush(done) => flushes.push(done),
-            }
-            if events.len() < WRITE_THROUGH_EVENTS_MAX {
-                next = jobs.try_recv().ok();
-            }
-        }
-        if !events.is_empty() {
-            // A failure is counted by the tier; readers find the gap and repair it.
-            if let Ok(outcomes) = redis.append(&events).await {
-                for (uid, outcome) in outcomes {
-                    match outcome {
-                        Ok(WriteThrough::Dropped) => {
-                            tracing::debug!(uid = %uid, "cached log had a gap; dropped until reloaded");
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            warn!(uid = %uid, error = %e, "write-through refused by the redis fence");
-                        }
-                    }
-                }
-            }
-            events.clear();
-        }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
-        }
     }
 }

@@ -88,7 +88,6 @@ async fn commits_write_through_and_loads_are_served_by_redis() {
     let batch: Vec<_> = (1..=6).map(|s| event("a", s)).collect();
     store.append(&batch[..3]).await.unwrap();
     store.append(&batch[3..]).await.unwrap();
-    store.flush().await; // the write-through runs behind the acks
 
     let log = store.load(&uid("a"), 100).await.unwrap();
     assert_eq!(log.events, batch);
@@ -127,7 +126,6 @@ async fn a_stale_hot_tier_never_hides_an_acked_event() {
     let (store, durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
     let batch: Vec<_> = (1..=9).map(|s| event("a", s)).collect();
     store.append(&batch[..3]).await.unwrap();
-    store.flush().await;
     // Redis misses 4..=6, as when it was down during their commit.
     durable.append(&batch[3..6]).await.unwrap();
     assert_eq!(store.load(&uid("a"), 100).await.unwrap().events, batch[..6]);
@@ -137,7 +135,6 @@ async fn a_stale_hot_tier_never_hides_an_acked_event() {
     );
     // Writes go on; what Redis holds stays a prefix of the log.
     store.append(&batch[6..]).await.unwrap();
-    store.flush().await;
     assert_eq!(store.load(&uid("a"), 100).await.unwrap().events, batch);
     // Every read above was a hit: the first load repaired the cached log.
     assert_eq!(store.redis().stats().hits.load(Ordering::Relaxed), 3);
@@ -171,7 +168,6 @@ async fn a_snapshot_trims_the_cached_log() {
     let (store, _durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
     let batch: Vec<_> = (1..=6).map(|s| event("a", s)).collect();
     store.append(&batch).await.unwrap();
-    store.flush().await;
     let snapshot = StoredSnapshot {
         uid: uid("a"),
         seq: Seq(4),
@@ -225,7 +221,6 @@ async fn with_redis_down_the_durable_tier_serves_and_redis_is_used_again_when_ba
     let mut server = PrivateRedis::start();
     let (store, _durable, _dir) = on_sqlite(redis_at(&server.url())).await;
     store.append(&[event("a", 1)]).await.unwrap();
-    store.flush().await;
     assert_eq!(store.load(&uid("a"), 10).await.unwrap().events.len(), 1);
     let stats = store.redis().stats();
     assert_eq!(stats.hits.load(Ordering::Relaxed), 1);
@@ -260,7 +255,6 @@ async fn with_redis_down_the_durable_tier_serves_and_redis_is_used_again_when_ba
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     store.append(&[event("a", 21)]).await.unwrap();
-    store.flush().await;
     let cached = store
         .redis()
         .read(&uid("a"), None, 100)
@@ -275,7 +269,6 @@ async fn a_cached_log_whose_list_was_lost_is_a_miss_not_a_prefix() {
     let (store, _durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
     let batch: Vec<_> = (1..=5).map(|s| event("a", s)).collect();
     store.append(&batch).await.unwrap();
-    store.flush().await;
     // The list goes (evicted, or expired apart from its hash); the hash stays.
     let (hash, list) = store.redis().keys_of(&uid("a"));
     let mut conn = raw_redis().await;
