@@ -4,7 +4,8 @@
 #   STORE=embedded (default): the node on its embedded SQLite store.
 #   STORE=tiered: the node on MariaDB (a fresh database on 127.0.0.1:3306, or on
 #     port $BENCH_MYSQL_PORT as root without password; BENCH_MYSQL=private starts
-#     a private mariadbd sized like a database server, see below) with Redis in front (127.0.0.1:6379, or $BENCH_REDIS_URL,
+#     a private mariadbd sized like a database server, see below) with Redis in front
+#     (BENCH_REDIS=off leaves Redis out) (127.0.0.1:6379, or $BENCH_REDIS_URL,
 #     under a key prefix of its own). A warm-up run first creates every session,
 #     the node restarts (a clean stop snapshots them to both tiers), and the
 #     measured run then loads every session again: the Redis hit ratio printed at
@@ -58,8 +59,9 @@ cleanup() {
 trap cleanup EXIT
 if [ "$store" = tiered ]; then
   mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "CREATE DATABASE $db"
-  node_env+=(CONFAB_STORE__MYSQL_URL=$mysql_server/$db CONFAB_STORE__REDIS_URL=$redis_url
-    CONFAB_STORE__REDIS_KEY_PREFIX=$db)
+  node_env+=(CONFAB_STORE__MYSQL_URL=$mysql_server/$db CONFAB_STORE__REDIS_KEY_PREFIX=$db)
+  # BENCH_REDIS=off: MariaDB alone, to see what the hot tier costs.
+  [ "${BENCH_REDIS:-on}" = off ] || node_env+=(CONFAB_STORE__REDIS_URL=$redis_url)
 fi
 
 start_node() {
