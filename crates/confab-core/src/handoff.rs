@@ -204,7 +204,7 @@ impl<T> Ownership<T> {
             Input::Turn(turn) => self.turn(turn, &mut actions),
             Input::Served => {
                 self.in_flight = false;
-                self.progress(now, &mut actions);
+                self.progress(&mut actions);
             }
             Input::RingChanged { epoch, owner } => {
                 if epoch > self.epoch {
@@ -227,7 +227,7 @@ impl<T> Ownership<T> {
                     }
                 ) {
                     self.state_arrived = true;
-                    self.progress(now, &mut actions);
+                    self.progress(&mut actions);
                 }
             }
             Input::Loaded => {
@@ -243,7 +243,7 @@ impl<T> Ownership<T> {
                     } else {
                         self.claiming = None;
                         self.phase = Phase::Active;
-                        self.progress(now, &mut actions);
+                        self.progress(&mut actions);
                     }
                 }
             }
@@ -331,7 +331,7 @@ impl<T> Ownership<T> {
                     since: now,
                     claiming: false,
                 };
-                self.progress(now, actions);
+                self.progress(actions);
             }
             (Phase::Active, false) => {
                 self.phase = Phase::HandingOff {
@@ -339,7 +339,7 @@ impl<T> Ownership<T> {
                     since: now,
                     sent: false,
                 };
-                self.progress(now, actions);
+                self.progress(actions);
             }
             // The move is called off. If the state never left, this node's
             // memory is still the session: it claims the new epoch and goes on.
@@ -351,7 +351,7 @@ impl<T> Ownership<T> {
                     since: now,
                     claiming: false,
                 };
-                self.progress(now, actions);
+                self.progress(actions);
             }
             (Phase::HandingOff { .. }, false) => {
                 self.phase = Phase::HandingOff {
@@ -359,7 +359,7 @@ impl<T> Ownership<T> {
                     since: now,
                     sent: false,
                 };
-                self.progress(now, actions);
+                self.progress(actions);
             }
             (Phase::Awaiting { .. }, false) => {
                 let waiting: Vec<T> = self.buffer.drain(..).collect();
@@ -389,7 +389,7 @@ impl<T> Ownership<T> {
 
     /// Moves on once nothing is in flight: sends the state, claims, or serves the
     /// next buffered turn.
-    fn progress(&mut self, _now: u64, actions: &mut Vec<Action<T>>) {
+    fn progress(&mut self, actions: &mut Vec<Action<T>>) {
         if self.in_flight {
             return;
         }

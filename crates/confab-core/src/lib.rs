@@ -24,5 +24,7 @@ pub mod membership;
 pub mod ring;
 pub mod routing;
 pub mod session;
+#[cfg(test)]
+mod test_rng;
 
 pub use ids::{Epoch, IdError, MessageId, NodeId, Seq, Uid};

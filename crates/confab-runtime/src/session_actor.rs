@@ -158,7 +158,7 @@ impl Actor for SessionActor {
                 let _ = reply.send(state.final_snapshot());
             }
             SessionMsg::Passivate => {
-                state.write_snapshot().await;
+                state.write_final_snapshot().await;
                 myself.stop(Some("passivated".into()));
             }
         }
@@ -311,27 +311,16 @@ impl SessionActorState {
         }
     }
 
-    /// Writes a snapshot now if the state is past the last one stored (used on
-    /// passivation). A failure is logged: the events are durable, a snapshot only
-    /// saves replay time.
-    async fn write_snapshot(&mut self) {
-        let previous = self.snapshot_seq;
+    /// On passivation: writes a snapshot if the state is past the last one
+    /// stored. A failure is logged: the events are durable, a snapshot only saves
+    /// replay time. (A fenced snapshot is dropped by the store without an error.)
+    async fn write_final_snapshot(&mut self) {
         let Some(snapshot) = self.final_snapshot() else {
             return;
         };
-        let seq = snapshot.seq;
-        // A fenced snapshot is dropped by the store without an error: the next
-        // turn's claim or commit finds the fence.
         match self.shared.store.write_snapshots(&[snapshot]).await {
-            Ok(()) => {
-                self.stored_seq.fetch_max(seq.0, Ordering::AcqRel);
-                metrics::counter!("confab_snapshot_writes_total").increment(1);
-            }
-            Err(e) => {
-                // Tried again on the next schedule.
-                self.snapshot_seq = previous;
-                warn!(uid = %self.uid, error = %e, "snapshot not written");
-            }
+            Ok(()) => metrics::counter!("confab_snapshot_writes_total").increment(1),
+            Err(e) => warn!(uid = %self.uid, error = %e, "snapshot not written"),
         }
     }
 

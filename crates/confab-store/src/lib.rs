@@ -241,6 +241,20 @@ pub(crate) fn check_fences(
     Ok(())
 }
 
+/// Where a claim of `uid` at `epoch` stands against the fence `current`:
+/// `Ok(true)` when the fence must be raised, `Ok(false)` when it already holds
+/// `epoch`, [`StoreError::Fenced`] when a newer epoch holds it.
+pub(crate) fn claim_against(uid: &Uid, epoch: Epoch, current: Epoch) -> Result<bool, StoreError> {
+    if epoch < current {
+        return Err(StoreError::Fenced {
+            uid: uid.clone(),
+            epoch,
+            current,
+        });
+    }
+    Ok(epoch > current)
+}
+
 /// The distinct uids of a batch, in order.
 pub(crate) fn uids_of(events: &[RecordedEvent]) -> Vec<&Uid> {
     let mut uids: Vec<&Uid> = events.iter().map(|e| &e.uid).collect();

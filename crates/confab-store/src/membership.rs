@@ -43,8 +43,12 @@ pub(crate) fn check_proposal(expected: u64, table: &MemberTable) -> Result<Strin
     Ok(serde_json::to_string(table).expect("member tables always serialize"))
 }
 
-/// Decodes a stored table.
-pub(crate) fn decode(body: &str) -> Result<MemberTable, StoreError> {
-    serde_json::from_str(body)
-        .map_err(|e| StoreError::Corrupt(format!("stored member table does not decode: {e}")))
+/// Decodes a stored table; nothing stored (or an empty body) is the empty table
+/// at version 0.
+pub(crate) fn decode(body: Option<&str>) -> Result<MemberTable, StoreError> {
+    match body {
+        None | Some("") => Ok(MemberTable::default()),
+        Some(body) => serde_json::from_str(body)
+            .map_err(|e| StoreError::Corrupt(format!("stored member table does not decode: {e}"))),
+    }
 }

@@ -13,7 +13,7 @@
 //!   batch ends, and a batch that reads after a claim sees it.
 //! - Runtime queries only: building needs no database.
 
-use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, uids_of};
+use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, claim_against, uids_of};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
@@ -277,22 +277,13 @@ impl MySqlStore {
     }
 
     async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
-        let fenced = |current| StoreError::Fenced {
-            uid: uid.clone(),
-            epoch,
-            current,
-        };
         let stored: Option<(u64,)> =
             sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
                 .bind(uid.as_str().as_bytes())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        let current = stored.map_or(FIRST_EPOCH, |(e,)| Epoch(e));
-        if epoch < current {
-            return Err(fenced(current));
-        }
-        if epoch == current {
+        if !claim_against(uid, epoch, stored.map_or(FIRST_EPOCH, |(e,)| Epoch(e)))? {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
@@ -311,10 +302,8 @@ impl MySqlStore {
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        if Epoch(stored) > epoch {
-            return Err(fenced(Epoch(stored)));
-        }
-        Ok(())
+        // A newer claim may have landed in between.
+        claim_against(uid, epoch, Epoch(stored)).map(|_| ())
     }
 
     async fn ping_db(&self) -> Result<(), StoreError> {

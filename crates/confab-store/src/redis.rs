@@ -604,10 +604,7 @@ impl crate::membership::MembershipStore for RedisTier {
                 )
                 .await?;
             count_request(TIER, "read_members", "hit");
-            match body {
-                Some(body) => crate::membership::decode(&body),
-                None => Ok(confab_core::membership::MemberTable::default()),
-            }
+            crate::membership::decode(body.as_deref())
         })
     }
 
@@ -632,11 +629,7 @@ impl crate::membership::MembershipStore for RedisTier {
                 "cas_members",
                 if applied == 1 { "hit" } else { "miss" },
             );
-            let table = if stored.is_empty() {
-                confab_core::membership::MemberTable::default()
-            } else {
-                crate::membership::decode(&stored)?
-            };
+            let table = crate::membership::decode(Some(&stored))?;
             Ok(crate::membership::CasOutcome {
                 applied: applied == 1,
                 table,

@@ -9,7 +9,7 @@
 //! - One writer connection (SQLite has one writer at a time anyway), a small pool of
 //!   readers.
 
-use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, uids_of};
+use crate::{FIRST_EPOCH, StoreError, StoredSnapshot, check_fences, claim_against, uids_of};
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, Seq, Uid};
 use sqlx::sqlite::{
@@ -219,15 +219,7 @@ impl SqliteStore {
     }
 
     async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
-        let current = self.fence_of(uid).await?;
-        if epoch < current {
-            return Err(StoreError::Fenced {
-                uid: uid.clone(),
-                epoch,
-                current,
-            });
-        }
-        if epoch == current {
+        if !claim_against(uid, epoch, self.fence_of(uid).await?)? {
             return Ok(());
         }
         let mut tx = self
@@ -250,15 +242,8 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        let current = Epoch(db_to_u64(stored));
-        if current > epoch {
-            return Err(StoreError::Fenced {
-                uid: uid.clone(),
-                epoch,
-                current,
-            });
-        }
-        Ok(())
+        // A newer claim may have landed in between.
+        claim_against(uid, epoch, Epoch(db_to_u64(stored))).map(|_| ())
     }
 
     async fn fence_of(&self, uid: &Uid) -> Result<Epoch, StoreError> {
@@ -468,10 +453,7 @@ impl crate::membership::MembershipStore for SqliteStore {
                 .fetch_optional(&self.readers)
                 .await
                 .map_err(unavailable)?;
-            let table = match row {
-                Some((body,)) => crate::membership::decode(&body)?,
-                None => confab_core::membership::MemberTable::default(),
-            };
+            let table = crate::membership::decode(row.as_ref().map(|(body,)| body.as_str()))?;
             crate::count_request(TIER, "read_members", "hit");
             Ok(table)
         })
@@ -496,10 +478,7 @@ impl crate::membership::MembershipStore for SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-            let stored = match &row {
-                Some((_, body)) => crate::membership::decode(body)?,
-                None => confab_core::membership::MemberTable::default(),
-            };
+            let stored = crate::membership::decode(row.as_ref().map(|(_, body)| body.as_str()))?;
             if stored.version != expected {
                 crate::count_request(TIER, "cas_members", "miss");
                 return Ok(crate::membership::CasOutcome {

@@ -216,6 +216,7 @@ mod world {
     //! the whole node.
 
     use super::super::*;
+    use crate::test_rng::TestRng;
     use proptest::prelude::*;
     use std::cmp::Reverse;
     use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -248,7 +249,7 @@ mod world {
 
     struct World {
         now: u64,
-        rng: u64,
+        rng: TestRng,
         delay_max: u64,
         nodes: BTreeMap<u8, Ownership<u32>>,
         queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
@@ -274,7 +275,7 @@ mod world {
             }
             Self {
                 now: 0,
-                rng: seed | 1,
+                rng: TestRng::new(seed),
                 delay_max,
                 nodes,
                 queue: BinaryHeap::new(),
@@ -286,10 +287,7 @@ mod world {
         }
 
         fn random(&mut self, below: u64) -> u64 {
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % below.max(1)
+            self.rng.below(below)
         }
 
         fn later(&mut self, event: Event) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_rng::TestRng;
 use proptest::prelude::*;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -21,7 +22,7 @@ struct World {
     /// (deliver at, sequence, to, input)
     pending: BinaryHeap<Reverse<(u64, u64, NodeId, Delivery)>>,
     sequence: u64,
-    rng: u64,
+    rng: TestRng,
     /// Percent of heartbeats lost, and the most a message is delayed (ms).
     loss_percent: u64,
     delay_max_ms: u64,
@@ -52,7 +53,7 @@ impl World {
             alive: (1..=n).map(id).collect(),
             pending: BinaryHeap::new(),
             sequence: 0,
-            rng: seed | 1,
+            rng: TestRng::new(seed),
             loss_percent: 0,
             delay_max_ms: 20,
             rings: BTreeMap::new(),
@@ -62,11 +63,7 @@ impl World {
     }
 
     fn random(&mut self, below: u64) -> u64 {
-        // xorshift64*: enough for a test's schedule.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % below.max(1)
+        self.rng.below(below)
     }
 
     fn send(&mut self, to: NodeId, what: Delivery) {
