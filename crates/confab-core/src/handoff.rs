@@ -29,6 +29,7 @@
 //! one across a move.
 
 use crate::ids::{Epoch, NodeId};
+use crate::mutation::{self, Mutation};
 use std::collections::VecDeque;
 
 /// Limits of a handoff.
@@ -105,6 +106,14 @@ pub enum Input<T> {
     Loaded,
     /// The store refused the claim: its fence holds a newer epoch.
     ClaimRefused,
+    /// The store refused a write of this node's: its fence holds a newer epoch.
+    /// The session's memory here is no longer the session; turns are refused
+    /// until the ring tells who owns it.
+    Fenced,
+    /// The store holds writes this node's memory of the session does not (a
+    /// commit whose outcome was unknown, then a conflict): claim and load it
+    /// again from the durable tier before serving.
+    Reload,
 }
 
 /// What the shell must do.
@@ -158,6 +167,23 @@ impl<T> Ownership<T> {
     /// A session this node owns at `epoch` (activated by its first turn).
     pub fn active(me: NodeId, epoch: Epoch, config: HandoffConfig) -> Self {
         Self::with_phase(me, epoch, Phase::Active, config)
+    }
+
+    /// A session this node owns at `epoch` and must load from the durable tier
+    /// first (no other node holds it in memory): the returned claim is the first
+    /// thing to do.
+    pub fn loading(me: NodeId, epoch: Epoch, now: u64, config: HandoffConfig) -> (Self, Action<T>) {
+        let phase = Phase::Awaiting {
+            since: now,
+            claiming: true,
+        };
+        let mut own = Self::with_phase(me, epoch, phase, config);
+        own.claiming = Some(epoch);
+        let claim = Action::Claim {
+            epoch,
+            from_state: false,
+        };
+        (own, claim)
     }
 
     /// A session the ring just gave to this node: its old owner may send its state.
@@ -242,6 +268,7 @@ impl<T> Ownership<T> {
                         });
                     } else {
                         self.claiming = None;
+                        self.state_arrived = false;
                         self.phase = Phase::Active;
                         self.progress(&mut actions);
                     }
@@ -249,9 +276,27 @@ impl<T> Ownership<T> {
             }
             Input::ClaimRefused => {
                 if matches!(self.phase, Phase::Awaiting { claiming: true, .. }) {
-                    self.claiming = None;
-                    self.phase = Phase::Fenced;
-                    actions.extend(self.buffer.drain(..).map(Action::Refuse));
+                    self.fence(&mut actions);
+                }
+            }
+            Input::Fenced => {
+                self.in_flight = false;
+                if matches!(self.phase, Phase::Active | Phase::HandingOff { .. }) {
+                    self.fence(&mut actions);
+                }
+            }
+            Input::Reload => {
+                self.in_flight = false;
+                if self.phase == Phase::Active {
+                    self.phase = Phase::Awaiting {
+                        since: now,
+                        claiming: true,
+                    };
+                    self.claiming = Some(self.epoch);
+                    actions.push(Action::Claim {
+                        epoch: self.epoch,
+                        from_state: false,
+                    });
                 }
             }
         }
@@ -361,19 +406,7 @@ impl<T> Ownership<T> {
                 };
                 self.progress(actions);
             }
-            (Phase::Awaiting { .. }, false) => {
-                let waiting: Vec<T> = self.buffer.drain(..).collect();
-                self.phase = Phase::Released {
-                    owner: owner.clone(),
-                };
-                for turn in waiting {
-                    actions.push(Action::Forward {
-                        to: owner.clone(),
-                        turn,
-                    });
-                }
-                actions.push(Action::Released);
-            }
+            (Phase::Awaiting { .. }, false) => self.release(owner, actions),
             (Phase::Awaiting { .. }, true) => {}
             (Phase::Released { .. } | Phase::Fenced, true) => {
                 self.phase = Phase::Awaiting {
@@ -422,13 +455,24 @@ impl<T> Ownership<T> {
         }
     }
 
+    fn fence(&mut self, actions: &mut Vec<Action<T>>) {
+        self.claiming = None;
+        self.state_arrived = false;
+        self.phase = Phase::Fenced;
+        actions.extend(self.buffer.drain(..).map(Action::Refuse));
+    }
+
     fn release(&mut self, to: NodeId, actions: &mut Vec<Action<T>>) {
+        if mutation::active(Mutation::DropHandoffBuffer) {
+            self.buffer.clear();
+        }
         for turn in self.buffer.drain(..) {
             actions.push(Action::Forward {
                 to: to.clone(),
                 turn,
             });
         }
+        self.state_arrived = false;
         self.phase = Phase::Released { owner: to };
         actions.push(Action::Released);
     }

@@ -17,10 +17,14 @@
 //!   shared table, with heartbeats, failure detection, drain and rejoin.
 //! - [`routing`]: the router's decision for a turn: serve, forward to the owner,
 //!   or refresh a stale ring.
+//! - [`fencing`]: the store's fence, which refuses the writes of a stale owner.
+//! - [`mutation`]: planted bugs for the simulator (the `mutations` feature).
 
+pub mod fencing;
 pub mod handoff;
 pub mod ids;
 pub mod membership;
+pub mod mutation;
 pub mod ring;
 pub mod routing;
 pub mod session;

@@ -21,6 +21,7 @@ pub use snapshot::{
 };
 
 use crate::ids::{Epoch, MessageId, Seq, Uid};
+use crate::mutation::{self, Mutation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -231,6 +232,12 @@ pub struct TurnDecision {
     pub reply_text: String,
     /// The policy version that answered.
     pub policy: String,
+}
+
+/// Whether a turn may be acknowledged to its client: only once the store has
+/// committed its events, so that an acked turn survives any crash.
+pub fn may_acknowledge(committed: bool) -> bool {
+    committed || mutation::active(Mutation::AckBeforeCommit)
 }
 
 /// A `say` whose message id was seen before.

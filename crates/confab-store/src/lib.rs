@@ -96,6 +96,7 @@ pub mod redis;
 pub mod sqlite;
 pub mod tiered;
 
+use confab_core::fencing::Claim;
 use confab_core::session::RecordedEvent;
 use confab_core::{Epoch, Seq, Uid};
 use std::future::Future;
@@ -230,7 +231,7 @@ pub(crate) fn check_fences(
 ) -> Result<(), StoreError> {
     for event in events {
         let current = fences.get(&event.uid).copied().unwrap_or(FIRST_EPOCH);
-        if event.epoch < current {
+        if !confab_core::fencing::admits_write(current, event.epoch) {
             return Err(StoreError::Fenced {
                 uid: event.uid.clone(),
                 epoch: event.epoch,
@@ -245,14 +246,15 @@ pub(crate) fn check_fences(
 /// `Ok(true)` when the fence must be raised, `Ok(false)` when it already holds
 /// `epoch`, [`StoreError::Fenced`] when a newer epoch holds it.
 pub(crate) fn claim_against(uid: &Uid, epoch: Epoch, current: Epoch) -> Result<bool, StoreError> {
-    if epoch < current {
-        return Err(StoreError::Fenced {
+    match confab_core::fencing::claim(current, epoch) {
+        Claim::Raise => Ok(true),
+        Claim::Held => Ok(false),
+        Claim::Refused => Err(StoreError::Fenced {
             uid: uid.clone(),
             epoch,
             current,
-        });
+        }),
     }
-    Ok(epoch > current)
 }
 
 /// The distinct uids of a batch, in order.

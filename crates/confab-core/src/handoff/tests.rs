@@ -210,6 +210,69 @@ fn a_stale_ring_change_is_ignored() {
     assert_eq!(a.handle(1, Input::Turn(1)), [Action::Serve(1)]);
 }
 
+#[test]
+fn a_session_nobody_holds_is_claimed_and_loaded_before_its_turns_are_served() {
+    let (mut a, first) = Own::loading(id("a"), Epoch(3), 0, config());
+    assert_eq!(
+        first,
+        Action::Claim {
+            epoch: Epoch(3),
+            from_state: false
+        }
+    );
+    assert!(a.handle(1, Input::Turn(1)).is_empty(), "buffered while loading");
+    assert_eq!(a.poll_timeout(), None, "the claim is already asked for");
+    assert_eq!(a.handle(2, Input::Loaded), [Action::Serve(1)]);
+    assert_eq!(a.phase(), &Phase::Active);
+}
+
+#[test]
+fn a_fenced_write_refuses_the_buffer_until_the_ring_tells_the_owner() {
+    let mut a = Own::active(id("a"), Epoch(2), config());
+    assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
+    assert!(a.handle(1, Input::Turn(2)).is_empty());
+    assert_eq!(a.handle(2, Input::Fenced), [Action::Refuse(2)]);
+    assert_eq!(a.phase(), &Phase::Fenced);
+    assert_eq!(a.handle(3, Input::Turn(3)), [Action::Refuse(3)]);
+    a.handle(4, ring(3, "b"));
+    assert_eq!(a.handle(5, Input::Turn(4)), [forward("b", 4)]);
+}
+
+#[test]
+fn a_fenced_session_given_back_by_the_ring_reloads_from_the_durable_tier() {
+    let mut a = Own::active(id("a"), Epoch(2), config());
+    assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
+    a.handle(1, Input::Fenced);
+    assert!(a.handle(10, ring(4, "a")).is_empty());
+    assert!(a.handle(11, Input::Turn(2)).is_empty());
+    assert_eq!(
+        a.handle_timeout(1_010),
+        [Action::Claim {
+            epoch: Epoch(4),
+            from_state: false
+        }],
+        "its memory is stale: never claimed from it"
+    );
+    assert_eq!(a.handle(1_011, Input::Loaded), [Action::Serve(2)]);
+}
+
+#[test]
+fn a_reload_claims_again_and_serves_the_buffer_after_it() {
+    let mut a = Own::active(id("a"), Epoch(2), config());
+    assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
+    assert!(a.handle(1, Input::Turn(2)).is_empty());
+    assert_eq!(
+        a.handle(2, Input::Reload),
+        [Action::Claim {
+            epoch: Epoch(2),
+            from_state: false
+        }]
+    );
+    assert!(a.handle(3, Input::Turn(3)).is_empty());
+    assert_eq!(a.handle(4, Input::Loaded), [Action::Serve(2)]);
+    assert_eq!(a.handle(5, Input::Served), [Action::Serve(3)]);
+}
+
 mod world {
     //! One session over three nodes whose ring keeps changing, with every message
     //! delayed by a seeded amount: a first taste of what confab-sim will do for

@@ -49,6 +49,12 @@ fn say(state: &mut SessionState, log: &mut Vec<RecordedEvent>, id: &str, text: &
 }
 
 #[test]
+fn a_turn_is_acknowledged_only_once_committed() {
+    assert!(!may_acknowledge(false));
+    assert!(may_acknowledge(true));
+}
+
+#[test]
 fn a_turn_appends_three_events_and_updates_the_hot_state() {
     let mut state = SessionState::default();
     let mut log = Vec::new();

@@ -1,0 +1,98 @@
+//! Planted bugs, to prove that the simulator's checkers can fail.
+//!
+//! Each [`Mutation`] breaks one decision of the core on purpose. They can be
+//! switched on only when the crate is built with the `mutations` feature, which
+//! only the simulator (`simulations/`) enables; without it [`active`] is a
+//! constant `false` and the broken branches compile away. The switch is per
+//! thread, so simulations on different threads do not see each other's.
+
+/// A deliberately broken decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutation {
+    /// The store's fence admits every write and every claim: a stale owner may
+    /// write after a newer one claimed the session.
+    NoFencing,
+    /// A turn is acknowledged when its events are sent to the store, before the
+    /// store has committed them.
+    AckBeforeCommit,
+    /// The turns buffered during a handoff are dropped instead of forwarded.
+    DropHandoffBuffer,
+}
+
+impl Mutation {
+    /// Every mutation, in order.
+    pub const ALL: [Mutation; 3] = [
+        Mutation::NoFencing,
+        Mutation::AckBeforeCommit,
+        Mutation::DropHandoffBuffer,
+    ];
+
+    /// The name `confab-sim --mutate` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::NoFencing => "no-fencing",
+            Mutation::AckBeforeCommit => "ack-before-commit",
+            Mutation::DropHandoffBuffer => "drop-handoff-buffer",
+        }
+    }
+
+    /// The mutation of that name.
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+#[cfg(feature = "mutations")]
+mod switch {
+    use super::Mutation;
+    use std::cell::Cell;
+
+    thread_local! {
+        static ACTIVE: Cell<Option<Mutation>> = const { Cell::new(None) };
+    }
+
+    /// Switches `mutation` on for this thread (`None`: the correct code).
+    pub fn set(mutation: Option<Mutation>) {
+        ACTIVE.with(|active| active.set(mutation));
+    }
+
+    /// Whether `mutation` is switched on for this thread.
+    pub fn active(mutation: Mutation) -> bool {
+        ACTIVE.with(|active| active.get() == Some(mutation))
+    }
+}
+
+#[cfg(feature = "mutations")]
+pub use switch::{active, set};
+
+/// Whether `mutation` is switched on: never, without the `mutations` feature.
+#[cfg(not(feature = "mutations"))]
+#[inline(always)]
+pub const fn active(_mutation: Mutation) -> bool {
+    false
+}
+
+#[cfg(all(test, feature = "mutations"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mutation_is_on_only_for_the_thread_that_set_it() {
+        set(Some(Mutation::NoFencing));
+        assert!(active(Mutation::NoFencing));
+        assert!(!active(Mutation::AckBeforeCommit));
+        std::thread::spawn(|| assert!(!active(Mutation::NoFencing)))
+            .join()
+            .unwrap();
+        set(None);
+        assert!(!active(Mutation::NoFencing));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for m in Mutation::ALL {
+            assert_eq!(Mutation::from_name(m.name()), Some(m));
+        }
+        assert_eq!(Mutation::from_name("no-such-bug"), None);
+    }
+}
