@@ -1,0 +1,326 @@
+//! `confab-sim`: run, sweep, replay and shrink seeded whole-cluster scenarios.
+
+use clap::{Args, Parser, Subcommand};
+use confab_core::mutation::Mutation;
+use confab_sim::scenario::Scenario;
+use confab_sim::{RunOptions, replay_command, shrink, summary};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "confab-sim", version, about = "confab's deterministic cluster simulator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one seed; the last line is `seed=N trace=<hash> invariants=ok|violated`.
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The seed (a random one, printed, if left out).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Runs many seeds, with a progress bar; fails if any seed fails.
+    Sweep {
+        /// A scenario name (from simulations/scenarios/) or a .toml path.
+        scenario: String,
+        /// Seeds `A..B` (B excluded).
+        #[arg(long, conflicts_with = "seeds_file", required_unless_present = "seeds_file")]
+        seeds: Option<String>,
+        /// A file of seeds, one per line (`#` starts a comment), as in
+        /// simulations/regressions/.
+        #[arg(long)]
+        seeds_file: Option<PathBuf>,
+        /// Switch on a planted bug.
+        #[arg(long, value_parser = parse_mutation)]
+        mutate: Option<Mutation>,
+        /// Run this percentage of the seeds twice and compare their traces.
+        #[arg(long, default_value_t = 5)]
+        twice_percent: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Runs one seed and writes its whole trace as JSONL.
+    Replay {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// Where to write the trace.
+        #[arg(long)]
+        trace: PathBuf,
+    },
+    /// From a failing seed, removes faults one at a time and keeps the smallest
+    /// schedule that still fails.
+    Shrink {
+        /// A scenario name or a .toml path.
+        scenario: String,
+        /// The failing seed.
+        #[arg(long)]
+        seed: u64,
+        /// Switch on a planted bug.
+        #[arg(long, value_parser = parse_mutation)]
+        mutate: Option<Mutation>,
+        /// Draw the smallest failing run to this SVG file.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+    },
+    /// Lists the shipped scenarios.
+    List,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A scenario name (from simulations/scenarios/) or a .toml path.
+    scenario: String,
+    /// Switch on a planted bug: no-fencing, ack-before-commit, drop-handoff-buffer.
+    #[arg(long, value_parser = parse_mutation)]
+    mutate: Option<Mutation>,
+    /// Keep only these faults of the seed's schedule (indexes, as `shrink` prints).
+    #[arg(long, value_delimiter = ',')]
+    faults: Option<Vec<usize>>,
+    /// Draw the run to this SVG file.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+}
+
+fn parse_mutation(name: &str) -> Result<Mutation, String> {
+    Mutation::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+        format!("no mutation {name:?} (known: {})", known.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Run { run, seed } => {
+            let seed = seed.unwrap_or_else(random_seed);
+            one(&run, seed, None)
+        }
+        Command::Replay { run, seed, trace } => one(&run, seed, Some(&trace)),
+        Command::Sweep {
+            scenario,
+            seeds,
+            seeds_file,
+            mutate,
+            twice_percent,
+            quiet,
+        } => {
+            let seeds = match (seeds, seeds_file) {
+                (Some(range), _) => parse_range(&range)?,
+                (None, Some(file)) => read_seeds(&file)?,
+                (None, None) => return Err("give --seeds A..B or --seeds-file FILE".into()),
+            };
+            sweep(&load(&scenario)?, &seeds, mutate, twice_percent, quiet)
+        }
+        Command::Shrink {
+            scenario,
+            seed,
+            mutate,
+            timeline,
+        } => {
+            let scenario = load(&scenario)?;
+            let shrunk = shrink(&scenario, seed, mutate, |kept, fails| {
+                let verdict = if fails { "still fails" } else { "passes" };
+                eprintln!("shrink: faults {kept:?}: {verdict}");
+            })?;
+            let only = (shrunk.kept.len() < shrunk.from).then_some(shrunk.kept.as_slice());
+            if let Some(path) = &timeline {
+                write_timeline(path, &shrunk.outcome.timeline)?;
+            }
+            println!(
+                "shrink: {} faults -> {}: the smallest schedule that still fails",
+                shrunk.from,
+                shrunk.kept.len()
+            );
+            println!("{}", summary(&scenario, seed, mutate, only, &shrunk.outcome));
+            Ok(ExitCode::from(1))
+        }
+        Command::List => {
+            for name in Scenario::shipped() {
+                let scenario = load(&name)?;
+                println!("{name:<16} {}", scenario.description);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(name: &str) -> Result<Scenario, String> {
+    Scenario::load(name).map_err(|e| e.to_string())
+}
+
+fn one(args: &RunArgs, seed: u64, trace: Option<&Path>) -> Result<ExitCode, String> {
+    let scenario = load(&args.scenario)?;
+    let trace_out: Option<Box<dyn std::io::Write>> = match trace {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(Box::new(std::io::BufWriter::new(file)))
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let outcome = confab_sim::run(
+        &scenario,
+        RunOptions {
+            seed,
+            mutate: args.mutate,
+            only_faults: args.faults.clone(),
+            trace_out,
+        },
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    if let Some(e) = &outcome.trace_error {
+        return Err(format!("writing the trace: {e}"));
+    }
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &outcome.timeline)?;
+    }
+    eprintln!(
+        "wall {wall:.2} s: {:.0} simulated seconds per second, {:.0} steps per second",
+        outcome.simulated_ms as f64 / 1000.0 / wall.max(1e-9),
+        outcome.steps as f64 / wall.max(1e-9)
+    );
+    println!(
+        "{}",
+        summary(&scenario, seed, args.mutate, args.faults.as_deref(), &outcome)
+    );
+    Ok(if outcome.checker.count() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn sweep(scenario: &Scenario, seeds: &[u64], mutate: Option<Mutation>, twice_percent: u64, quiet: bool) -> Result<ExitCode, String> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(seeds.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} seeds, {msg} ({elapsed}, eta {eta})")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(scenario.name.clone());
+    let started = Instant::now();
+    let every = if twice_percent == 0 { u64::MAX } else { (100 / twice_percent.min(100)).max(1) };
+    let (mut failed, mut twice, mut simulated) = (Vec::new(), 0u64, 0u64);
+    for (i, &seed) in seeds.iter().enumerate() {
+        let options = || RunOptions {
+            seed,
+            mutate,
+            ..RunOptions::default()
+        };
+        let outcome = confab_sim::run(scenario, options())?;
+        simulated += outcome.simulated_ms;
+        let mut reason = (outcome.checker.count() > 0).then(|| {
+            let first = &outcome.checker.violations()[0];
+            format!("{}: {}", first.invariant, first.detail)
+        });
+        if (i as u64).is_multiple_of(every) {
+            twice += 1;
+            let again = confab_sim::run(scenario, options())?;
+            if again.trace != outcome.trace {
+                reason = Some(format!(
+                    "not deterministic: trace {} then {}",
+                    outcome.trace, again.trace
+                ));
+            }
+        }
+        if let Some(reason) = reason {
+            let replay = replay_command(&scenario.name, seed, mutate, None);
+            bar.suspend(|| println!("FAILED seed {seed}: {reason}\n  replay: {replay}"));
+            failed.push(seed);
+        }
+        bar.set_message(format!("{} failed", failed.len()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "sweep {}{}: {} seeds, {} ok, {} failed; {} run twice with the same trace{}; {:.0} simulated s in {:.1} s",
+        scenario.name,
+        mutate.map(|m| format!(" mutate {}", m.name())).unwrap_or_default(),
+        seeds.len(),
+        seeds.len() - failed.len(),
+        failed.len(),
+        twice,
+        if failed.is_empty() { "" } else { " (unless listed)" },
+        simulated as f64 / 1000.0,
+        wall
+    );
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list: Vec<String> = failed.iter().map(u64::to_string).collect();
+    println!("failed seeds: {}", list.join(" "));
+    Ok(ExitCode::from(1))
+}
+
+fn parse_range(range: &str) -> Result<Vec<u64>, String> {
+    let bad = || format!("--seeds {range:?}: expected A..B, like 0..200");
+    let (a, b) = range.split_once("..").ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a >= b {
+        return Err(format!("--seeds {range:?}: the range is empty"));
+    }
+    Ok((a..b).collect())
+}
+
+fn read_seeds(path: &Path) -> Result<Vec<u64>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut seeds = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let seed = line
+            .parse()
+            .map_err(|_| format!("{}:{}: not a seed: {line:?}", path.display(), i + 1))?;
+        seeds.push(seed);
+    }
+    if seeds.is_empty() {
+        return Err(format!("{}: no seeds", path.display()));
+    }
+    Ok(seeds)
+}
+
+fn write_timeline(path: &Path, timeline: &confab_sim::timeline::Timeline) -> Result<(), String> {
+    let svg = confab_sim::timeline::svg::render(timeline);
+    std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("timeline: {}", path.display());
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seed = nanos % 1_000_000_000;
+    eprintln!("no --seed: using seed {seed}");
+    seed
+}
+
