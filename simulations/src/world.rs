@@ -931,12 +931,8 @@ impl World {
                 self.send(Endpoint::Node(node), Endpoint::Node(to), Msg::Turn { turn, seen: epoch });
             }
             Route::Refresh => {
-                let epoch = seen.unwrap_or(Epoch(0));
-                let now = self.node_now(node);
-                let me = self.nodes[node].id.clone();
                 // A newer epoch seen means this node's ring is stale: read the table.
-                self.nodes[node].membership.handle(now, MInput::Heartbeat { from: me, epoch });
-                self.membership_io(node);
+                self.refresh(node);
                 self.answer(node, turn, Answer::Unavailable);
             }
         }
@@ -1007,7 +1003,13 @@ impl World {
         }
         let held = self.nodes[node].sessions.get_mut(&s).expect("held");
         if matches!(held.own.phase(), Phase::Awaiting { claiming: false, .. }) {
-            held.state = Some(state);
+            // Memory and the state sent are both prefixes of the durable log:
+            // keep the longer (the claim reads the rest). A turn in flight here
+            // is applied to the memory it was served from.
+            let newer = held.state.as_ref().is_none_or(|m| m.seq() < state.seq());
+            if newer && held.pending.is_none() {
+                held.state = Some(state);
+            }
             self.session_input(node, s, HInput::StateArrived);
         }
         self.migration_done(node, s);
@@ -1020,6 +1022,9 @@ impl World {
         let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
             return;
         };
+        if std::env::var("SIMDEBUG").is_ok_and(|v| v == s.to_string()) {
+            eprintln!("{} n{} {:?} at {:?} {:?} state seq {:?}", self.now, node + 1, input, held.own.epoch(), held.own.phase(), held.state.as_ref().map(|s| s.seq()));
+        }
         if matches!(input, HInput::Turn(_)) {
             held.turns_in += 1;
         }
@@ -1254,6 +1259,12 @@ impl World {
         }
     }
 
+    fn refresh(&mut self, node: usize) {
+        let now = self.node_now(node);
+        self.nodes[node].membership.handle(now, MInput::Refresh);
+        self.membership_io(node);
+    }
+
     fn ring_changed(&mut self, node: usize, epoch: Epoch, members: Vec<NodeId>) {
         self.record("ring", Some(node), -1, epoch.0, members.len() as u64);
         let ring = Ring::new(epoch, members);
@@ -1460,7 +1471,13 @@ impl World {
                 if !acked {
                     self.answer(node, turn, Answer::Unavailable);
                 }
-                let input = if refusal == Refusal::Fenced { HInput::Fenced } else { HInput::Reload };
+                let input = if refusal == Refusal::Fenced {
+                    // A newer epoch claimed the session: this node's ring is stale.
+                    self.refresh(node);
+                    HInput::Fenced
+                } else {
+                    HInput::Reload
+                };
                 self.session_input(node, s, input);
             }
         }
@@ -1482,6 +1499,7 @@ impl World {
             }
             Err(Refusal::Fenced) => {
                 held.state = None;
+                self.refresh(node);
                 self.session_input(node, s, HInput::ClaimRefused);
             }
             Err(_) => {

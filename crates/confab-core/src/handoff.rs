@@ -318,7 +318,7 @@ impl<T> Ownership<T> {
             Phase::Awaiting {
                 since,
                 claiming: false,
-            } if now >= since + self.config.timeout_ms => {
+            } if now >= since + self.config.timeout_ms && !self.in_flight => {
                 self.phase = Phase::Awaiting {
                     since: *since,
                     claiming: true,
@@ -341,10 +341,12 @@ impl<T> Ownership<T> {
             Phase::HandingOff { since, .. } if !self.in_flight => {
                 Some(since + self.config.timeout_ms)
             }
+            // A turn still in flight here (the node kept the session across a
+            // ring change) is committed or refused before any claim.
             Phase::Awaiting {
                 since,
                 claiming: false,
-            } => Some(since + self.config.timeout_ms),
+            } if !self.in_flight => Some(since + self.config.timeout_ms),
             _ => None,
         }
     }

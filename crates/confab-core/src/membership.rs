@@ -137,6 +137,9 @@ pub enum Input {
         /// The epoch its sender knows.
         epoch: Epoch,
     },
+    /// Something suggests the table changed (a store write was fenced, a turn
+    /// came routed at an unknown epoch): read it now.
+    Refresh,
     /// The operator drains this node.
     Drain,
     /// Every session of this draining node has been handed off.
@@ -272,6 +275,11 @@ impl Membership {
                 }
                 if self.announced.is_none_or(|mine| epoch > mine) {
                     self.read(now); // someone knows a newer ring
+                }
+            }
+            Input::Refresh => {
+                if !matches!(self.goal, Goal::Idle | Goal::Gone) {
+                    self.read(now);
                 }
             }
             Input::Drain => {

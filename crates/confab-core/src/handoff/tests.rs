@@ -273,6 +273,22 @@ fn a_reload_claims_again_and_serves_the_buffer_after_it() {
     assert_eq!(a.handle(5, Input::Served), [Action::Serve(3)]);
 }
 
+#[test]
+fn an_owner_kept_across_a_ring_change_claims_only_after_its_turn_in_flight() {
+    let mut a = Own::active(id("a"), Epoch(3), config());
+    assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
+    assert!(a.handle(10, ring(4, "a")).is_empty());
+    assert_eq!(a.poll_timeout(), None, "no claim while turn 1 may still be written");
+    assert!(a.handle_timeout(5_000).is_empty());
+    assert_eq!(
+        a.handle(5_001, Input::Served),
+        [Action::Claim {
+            epoch: Epoch(4),
+            from_state: true
+        }]
+    );
+}
+
 mod world {
     //! One session over three nodes whose ring keeps changing, with every message
     //! delayed by a seeded amount: a first taste of what confab-sim will do for

@@ -362,3 +362,19 @@ proptest! {
         prop_assert_eq!(agreed.unwrap().1, nodes(&[1, 2, 3, 4]));
     }
 }
+
+#[test]
+fn a_refresh_reads_the_table_at_once_unless_a_read_is_in_flight() {
+    let mut m = Membership::new(id(1), MembershipConfig::default());
+    m.handle(0, Input::Refresh);
+    assert_eq!(m.poll_output(), None, "a node that has not started reads nothing");
+    m.handle(0, Input::Start);
+    assert_eq!(m.poll_output(), Some(Output::ReadTable));
+    m.handle(5, Input::Refresh);
+    assert_eq!(m.poll_output(), None, "the read in flight answers it");
+    m.handle(6, Input::TableRead(MemberTable::default()));
+    while m.poll_output().is_some() {}
+    m.handle(7, Input::StoreFailed);
+    m.handle(8, Input::Refresh);
+    assert_eq!(m.poll_output(), Some(Output::ReadTable));
+}
