@@ -38,7 +38,13 @@ const MAX_KEPT: usize = 100;
 
 impl Checker {
     /// Records a violation.
-    pub fn violate(&mut self, at_ms: u64, invariant: &'static str, node: Option<usize>, detail: String) {
+    pub fn violate(
+        &mut self,
+        at_ms: u64,
+        invariant: &'static str,
+        node: Option<usize>,
+        detail: String,
+    ) {
         self.count += 1;
         if self.violations.len() < MAX_KEPT {
             self.violations.push(Violation {
@@ -85,7 +91,12 @@ impl Checker {
                 at_ms,
                 "fenced-write-went-back",
                 Some(node),
-                format!("u{s}: n{} wrote at epoch {} after a write at epoch {}", node + 1, epoch.0, log.written.0),
+                format!(
+                    "u{s}: n{} wrote at epoch {} after a write at epoch {}",
+                    node + 1,
+                    epoch.0,
+                    log.written.0
+                ),
             );
         }
         if epoch < log.claimed {

@@ -93,10 +93,16 @@ impl Fault {
         let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
         let span = secs(self.until_ms - self.at_ms);
         match &self.kind {
-            FaultKind::Crash { node, restarts: true } => {
+            FaultKind::Crash {
+                node,
+                restarts: true,
+            } => {
                 format!("crash {} (restart after {span})", n(node))
             }
-            FaultKind::Crash { node, restarts: false } => format!("crash {}", n(node)),
+            FaultKind::Crash {
+                node,
+                restarts: false,
+            } => format!("crash {}", n(node)),
             FaultKind::Pause { node } => format!("pause {} for {span}", n(node)),
             FaultKind::Join { node } => format!("join {}", n(node)),
             FaultKind::Drain { node } => format!("drain {}", n(node)),
@@ -143,7 +149,11 @@ pub struct Schedule {
 impl Schedule {
     /// The schedule of `scenario` for the seed behind `rng`, keeping only
     /// `only` if given.
-    pub fn draw(scenario: &Scenario, rng: &mut Rng, only: Option<&[usize]>) -> Result<Self, String> {
+    pub fn draw(
+        scenario: &Scenario,
+        rng: &mut Rng,
+        only: Option<&[usize]>,
+    ) -> Result<Self, String> {
         let mut slots = scenario.nodes;
         let mut faults = Vec::new();
         for spec in &scenario.faults {
@@ -159,7 +169,8 @@ impl Schedule {
             let count = rng.between(random.count[0].into(), random.count[1].into());
             for _ in 0..count {
                 let kind = &random.kinds[rng.below(random.kinds.len() as u64) as usize];
-                let at_s = random.window_s[0] + (random.window_s[1] - random.window_s[0]) * rng.unit();
+                let at_s =
+                    random.window_s[0] + (random.window_s[1] - random.window_s[0]) * rng.unit();
                 let fault = draw_one(kind, ms(at_s), scenario.nodes, &mut slots, rng);
                 faults.push(Fault {
                     index: faults.len(),
@@ -204,14 +215,21 @@ fn ms(s: f64) -> u64 {
     (s * 1000.0).round().max(0.0) as u64
 }
 
-fn node_index(name: &str, initial: usize, slots: &mut usize, joining: bool) -> Result<usize, String> {
+fn node_index(
+    name: &str,
+    initial: usize,
+    slots: &mut usize,
+    joining: bool,
+) -> Result<usize, String> {
     let number: usize = name
         .strip_prefix('n')
         .and_then(|n| n.parse().ok())
         .filter(|n| *n >= 1)
         .ok_or_else(|| format!("node {name:?}: nodes are named n1, n2, ..."))?;
     if !joining && number > initial && number > *slots {
-        return Err(format!("node {name}: the scenario has {initial} nodes and no join of it"));
+        return Err(format!(
+            "node {name}: the scenario has {initial} nodes and no join of it"
+        ));
     }
     *slots = (*slots).max(number);
     Ok(number - 1)
@@ -232,11 +250,31 @@ fn from_spec(spec: &FaultSpec, initial: usize, slots: &mut usize) -> Result<Faul
                 restarts: restart_after_s.is_some(),
             },
         ),
-        FaultSpec::Pause { node: name, at_s, for_s } => {
-            (*at_s, *for_s, FaultKind::Pause { node: node(name, false)? })
-        }
-        FaultSpec::Join { node: name, at_s } => (*at_s, 0.0, FaultKind::Join { node: node(name, true)? }),
-        FaultSpec::Drain { node: name, at_s } => (*at_s, 0.0, FaultKind::Drain { node: node(name, false)? }),
+        FaultSpec::Pause {
+            node: name,
+            at_s,
+            for_s,
+        } => (
+            *at_s,
+            *for_s,
+            FaultKind::Pause {
+                node: node(name, false)?,
+            },
+        ),
+        FaultSpec::Join { node: name, at_s } => (
+            *at_s,
+            0.0,
+            FaultKind::Join {
+                node: node(name, true)?,
+            },
+        ),
+        FaultSpec::Drain { node: name, at_s } => (
+            *at_s,
+            0.0,
+            FaultKind::Drain {
+                node: node(name, false)?,
+            },
+        ),
         FaultSpec::Partition {
             a,
             b,
@@ -249,19 +287,45 @@ fn from_spec(spec: &FaultSpec, initial: usize, slots: &mut usize) -> Result<Faul
             if b.is_empty() {
                 b = (0..initial).filter(|n| !a.contains(n)).collect();
             }
-            (*at_s, *for_s, FaultKind::Partition { a, b, one_way: *one_way })
+            (
+                *at_s,
+                *for_s,
+                FaultKind::Partition {
+                    a,
+                    b,
+                    one_way: *one_way,
+                },
+            )
         }
-        FaultSpec::Clog { node: name, at_s, for_s } => (*at_s, *for_s, FaultKind::Clog { node: node(name, false)? }),
-        FaultSpec::SlowStorage { at_s, for_s, extra_ms } => (
+        FaultSpec::Clog {
+            node: name,
+            at_s,
+            for_s,
+        } => (
+            *at_s,
+            *for_s,
+            FaultKind::Clog {
+                node: node(name, false)?,
+            },
+        ),
+        FaultSpec::SlowStorage {
+            at_s,
+            for_s,
+            extra_ms,
+        } => (
             *at_s,
             *for_s,
             FaultKind::SlowStorage {
                 extra_ms: extra_ms.max(0.0) as u64,
             },
         ),
-        FaultSpec::StorageErrors { at_s, for_s, rate } => {
-            (*at_s, *for_s, FaultKind::StorageErrors { rate: rate.clamp(0.0, 1.0) })
-        }
+        FaultSpec::StorageErrors { at_s, for_s, rate } => (
+            *at_s,
+            *for_s,
+            FaultKind::StorageErrors {
+                rate: rate.clamp(0.0, 1.0),
+            },
+        ),
         FaultSpec::RedisRestart { at_s } => (*at_s, 0.0, FaultKind::RedisRestart),
     };
     if at_s < 0.0 || for_s < 0.0 {
@@ -279,7 +343,13 @@ fn draw_one(kind: &str, at_ms: u64, initial: usize, slots: &mut usize, rng: &mut
     let node = rng.below(initial as u64) as usize;
     let for_ms = |rng: &mut Rng, low_s: u64, high_s: u64| rng.between(low_s * 1000, high_s * 1000);
     let (for_ms, kind) = match kind {
-        "crash" => (for_ms(rng, 1, 10), FaultKind::Crash { node, restarts: true }),
+        "crash" => (
+            for_ms(rng, 1, 10),
+            FaultKind::Crash {
+                node,
+                restarts: true,
+            },
+        ),
         "pause" => (for_ms(rng, 1, 5), FaultKind::Pause { node }),
         "partition" | "one_way_partition" => {
             // A random cut: each node on side a with even odds, both sides non-empty.
@@ -353,7 +423,11 @@ mod tests {
             }
         );
         assert_eq!((a.faults[0].at_ms, a.faults[0].until_ms), (5_000, 8_000));
-        assert!(a.faults[1..].iter().all(|f| (10_000..=20_000).contains(&f.at_ms)));
+        assert!(
+            a.faults[1..]
+                .iter()
+                .all(|f| (10_000..=20_000).contains(&f.at_ms))
+        );
         let only = Schedule::draw(&s, &mut Rng::new(9, 1), Some(&[2, 0])).unwrap();
         assert_eq!(only.active().map(|f| f.index).collect::<Vec<_>>(), [0, 2]);
         assert!(Schedule::draw(&s, &mut Rng::new(9, 1), Some(&[7])).is_err());

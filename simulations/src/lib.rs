@@ -50,7 +50,12 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<Outcome, String> 
 }
 
 /// The command that replays a run.
-pub fn replay_command(scenario: &str, seed: u64, mutate: Option<Mutation>, only: Option<&[usize]>) -> String {
+pub fn replay_command(
+    scenario: &str,
+    seed: u64,
+    mutate: Option<Mutation>,
+    only: Option<&[usize]>,
+) -> String {
     let mut command = format!("confab-sim run {scenario} --seed {seed}");
     if let Some(m) = mutate {
         let _ = write!(command, " --mutate {}", m.name());
@@ -64,13 +69,23 @@ pub fn replay_command(scenario: &str, seed: u64, mutate: Option<Mutation>, only:
 
 /// The last line of a run.
 pub fn result_line(seed: u64, outcome: &Outcome) -> String {
-    let verdict = if outcome.checker.count() == 0 { "ok" } else { "violated" };
+    let verdict = if outcome.checker.count() == 0 {
+        "ok"
+    } else {
+        "violated"
+    };
     format!("seed={seed} trace={} invariants={verdict}", outcome.trace)
 }
 
 /// A run's summary: what ran, what happened, what broke, and on the last
 /// line the result. Deterministic: the same seed gives the same text.
-pub fn summary(scenario: &Scenario, options_seed: u64, mutate: Option<Mutation>, only: Option<&[usize]>, outcome: &Outcome) -> String {
+pub fn summary(
+    scenario: &Scenario,
+    options_seed: u64,
+    mutate: Option<Mutation>,
+    only: Option<&[usize]>,
+    outcome: &Outcome,
+) -> String {
     let mut out = String::new();
     let s = &outcome.stats;
     let _ = writeln!(
@@ -78,7 +93,9 @@ pub fn summary(scenario: &Scenario, options_seed: u64, mutate: Option<Mutation>,
         "scenario {} seed {}{}: {} nodes, {} sessions, {:.1} s simulated ({} steps)",
         scenario.name,
         options_seed,
-        mutate.map(|m| format!(" mutate {}", m.name())).unwrap_or_default(),
+        mutate
+            .map(|m| format!(" mutate {}", m.name()))
+            .unwrap_or_default(),
         scenario.nodes,
         scenario.sessions,
         outcome.simulated_ms as f64 / 1000.0,
@@ -88,14 +105,36 @@ pub fn summary(scenario: &Scenario, options_seed: u64, mutate: Option<Mutation>,
         .timeline
         .faults
         .iter()
-        .map(|f| format!("#{} {} at {:.1}s", f.index, f.label, f.from_ms as f64 / 1000.0))
+        .map(|f| {
+            format!(
+                "#{} {} at {:.1}s",
+                f.index,
+                f.label,
+                f.from_ms as f64 / 1000.0
+            )
+        })
         .collect();
-    let faults = if faults.is_empty() { "none".to_owned() } else { faults.join("; ") };
-    let _ = writeln!(out, "faults: {faults}; liveness from {:.1}s", outcome.timeline.faults_end_ms as f64 / 1000.0);
+    let faults = if faults.is_empty() {
+        "none".to_owned()
+    } else {
+        faults.join("; ")
+    };
+    let _ = writeln!(
+        out,
+        "faults: {faults}; liveness from {:.1}s",
+        outcome.timeline.faults_end_ms as f64 / 1000.0
+    );
     let _ = writeln!(
         out,
         "turns: {} acked of {} says; {} unavailable, {} overloaded, {} user timeouts; {} commits, {} fenced writes, {} refused claims",
-        s.acked, s.says, s.unavailable, s.overloaded, s.timeouts, s.commits, s.fenced_writes, s.refused_claims
+        s.acked,
+        s.says,
+        s.unavailable,
+        s.overloaded,
+        s.timeouts,
+        s.commits,
+        s.fenced_writes,
+        s.refused_claims
     );
     let _ = writeln!(
         out,
@@ -124,9 +163,20 @@ pub fn summary(scenario: &Scenario, options_seed: u64, mutate: Option<Mutation>,
         let _ = writeln!(out, "violations: {}", outcome.checker.count());
         for v in violations.iter().take(20) {
             let node = v.node.map(|n| format!(" n{}", n + 1)).unwrap_or_default();
-            let _ = writeln!(out, "  [{:.3}s] {}{}: {}", v.at_ms as f64 / 1000.0, v.invariant, node, v.detail);
+            let _ = writeln!(
+                out,
+                "  [{:.3}s] {}{}: {}",
+                v.at_ms as f64 / 1000.0,
+                v.invariant,
+                node,
+                v.detail
+            );
         }
-        let _ = writeln!(out, "replay: {}", replay_command(&scenario.name, options_seed, mutate, only));
+        let _ = writeln!(
+            out,
+            "replay: {}",
+            replay_command(&scenario.name, options_seed, mutate, only)
+        );
     }
     out.push_str(&result_line(options_seed, outcome));
     out
@@ -181,5 +231,9 @@ pub fn shrink(
             i += 1;
         }
     }
-    Ok(Shrunk { from, kept, outcome })
+    Ok(Shrunk {
+        from,
+        kept,
+        outcome,
+    })
 }

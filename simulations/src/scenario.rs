@@ -373,7 +373,8 @@ impl Scenario {
             .flatten()
             .filter_map(|e| {
                 let path = e.path();
-                (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+                (path.extension()? == "toml")
+                    .then(|| path.file_stem()?.to_str().map(str::to_owned))?
             })
             .collect();
         names.sort();

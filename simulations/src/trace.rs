@@ -58,7 +58,9 @@ impl Hasher for Stable {
 
 impl Stable {
     fn word(&mut self, w: u64) {
-        self.lanes[0] = (self.lanes[0] ^ w).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(23);
+        self.lanes[0] = (self.lanes[0] ^ w)
+            .wrapping_mul(0x0000_0100_0000_01B3)
+            .rotate_left(23);
         self.lanes[1] = (self.lanes[1] ^ w.rotate_left(29))
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .rotate_left(31)

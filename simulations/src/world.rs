@@ -10,14 +10,20 @@ use crate::check::{Checker, Distribution};
 use crate::faults::{FaultKind, Schedule};
 use crate::rng::Rng;
 use crate::scenario::Scenario;
-use crate::timeline::{EpochMark, FaultMark, MigrationMark, NodeState, Span, Timeline, ViolationMark};
+use crate::timeline::{
+    EpochMark, FaultMark, MigrationMark, NodeState, Span, Timeline, ViolationMark,
+};
 use crate::trace::{Record, Trace};
 use confab_core::fencing::{self, Claim};
 use confab_core::handoff::{Action, HandoffConfig, Input as HInput, Ownership, Phase};
-use confab_core::membership::{Input as MInput, MemberTable, Membership, MembershipConfig, Output, Status};
+use confab_core::membership::{
+    Input as MInput, MemberTable, Membership, MembershipConfig, Output, Status,
+};
 use confab_core::ring::Ring;
 use confab_core::routing::{Route, route};
-use confab_core::session::{Event, RecordedEvent, SessionState, Snapshot, SnapshotKey, may_acknowledge};
+use confab_core::session::{
+    Event, RecordedEvent, SessionState, Snapshot, SnapshotKey, may_acknowledge,
+};
 use confab_core::{Epoch, MessageId, NodeId, Uid};
 use confab_dialog::{DialogContext, Pipeline};
 use std::cmp::Reverse;
@@ -78,11 +84,31 @@ enum Endpoint {
 #[derive(Debug, Clone)]
 enum Msg {
     Say(Turn),
-    Turn { turn: Turn, seen: Epoch },
-    State { s: u32, epoch: Epoch, from: usize, bytes: Vec<u8> },
-    StateAck { s: u32, epoch: Epoch, from: usize },
-    Heartbeat { from: usize, epoch: Epoch },
-    Answer { s: u32, msg: u32, answer: Answer, from: usize },
+    Turn {
+        turn: Turn,
+        seen: Epoch,
+    },
+    State {
+        s: u32,
+        epoch: Epoch,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    StateAck {
+        s: u32,
+        epoch: Epoch,
+        from: usize,
+    },
+    Heartbeat {
+        from: usize,
+        epoch: Epoch,
+    },
+    Answer {
+        s: u32,
+        msg: u32,
+        answer: Answer,
+        from: usize,
+    },
 }
 
 impl Msg {
@@ -109,9 +135,20 @@ impl Msg {
 #[derive(Debug, Clone)]
 enum StoreOp {
     Read,
-    Cas { expected: u64, table: MemberTable },
-    Append { s: u32, epoch: Epoch, events: Vec<RecordedEvent> },
-    Claim { s: u32, epoch: Epoch, base: Box<SessionState> },
+    Cas {
+        expected: u64,
+        table: MemberTable,
+    },
+    Append {
+        s: u32,
+        epoch: Epoch,
+        events: Vec<RecordedEvent>,
+    },
+    Claim {
+        s: u32,
+        epoch: Epoch,
+        after: u64,
+    },
 }
 
 impl StoreOp {
@@ -129,8 +166,15 @@ impl StoreOp {
 enum StoreReply {
     Table(Option<MemberTable>),
     Cas(Option<(bool, MemberTable)>),
-    Append { s: u32, result: Result<(), Refusal> },
-    Claim { s: u32, epoch: Epoch, result: Result<SessionState, Refusal> },
+    Append {
+        s: u32,
+        result: Result<(), Refusal>,
+    },
+    Claim {
+        s: u32,
+        epoch: Epoch,
+        result: Result<Vec<RecordedEvent>, Refusal>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,20 +186,49 @@ enum Refusal {
 
 #[derive(Debug)]
 enum Ev {
-    Fault { index: usize, start: bool },
-    Wake { user: u32, generation: u32 },
-    Deliver { from: Endpoint, to: Endpoint, msg: Msg },
-    StoreArrive { node: usize, inc: u32, op: StoreOp },
-    StoreReply { node: usize, inc: u32, reply: StoreReply },
-    MembershipTimer { node: usize, inc: u32, at: u64 },
-    SessionTimer { node: usize, inc: u32, s: u32, at: u64 },
+    Fault {
+        index: usize,
+        start: bool,
+    },
+    Wake {
+        user: u32,
+        generation: u32,
+    },
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        msg: Msg,
+    },
+    StoreArrive {
+        node: usize,
+        inc: u32,
+        op: StoreOp,
+    },
+    StoreReply {
+        node: usize,
+        inc: u32,
+        reply: StoreReply,
+    },
+    MembershipTimer {
+        node: usize,
+        inc: u32,
+        at: u64,
+    },
+    SessionTimer {
+        node: usize,
+        inc: u32,
+        s: u32,
+        at: u64,
+    },
 }
 
+/// A queued event: its key, and where the event waits in the slab (the heap
+/// moves these small entries, not the events).
 struct Entry {
     at: u64,
     tie: u64,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Entry {
@@ -313,6 +386,8 @@ pub struct World {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<Entry>>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
     net: Rng,
     store_rng: Rng,
     users_rng: Rng,
@@ -350,12 +425,18 @@ impl World {
         let latency_min = ms(n.latency_min_ms.draw(&mut draw));
         let mysql_min = ms(st.mysql_latency_min_ms.draw(&mut draw));
         let settings = Settings {
-            latency: (latency_min, ms(n.latency_max_ms.draw(&mut draw)).max(latency_min)),
+            latency: (
+                latency_min,
+                ms(n.latency_max_ms.draw(&mut draw)).max(latency_min),
+            ),
             tail: n.tail.draw(&mut draw),
             loss: n.loss.draw(&mut draw),
             duplicate: n.duplicate.draw(&mut draw),
             reorder: n.reorder.draw(&mut draw),
-            mysql_latency: (mysql_min, ms(st.mysql_latency_max_ms.draw(&mut draw)).max(mysql_min)),
+            mysql_latency: (
+                mysql_min,
+                ms(st.mysql_latency_max_ms.draw(&mut draw)).max(mysql_min),
+            ),
             mysql_errors: st.mysql_errors.draw(&mut draw),
             mysql_unknown: st.mysql_unknown_outcome.draw(&mut draw),
             redis_latency: ms(st.redis_latency_ms.draw(&mut draw)),
@@ -397,7 +478,9 @@ impl World {
             seed,
             end_ms: end,
             faults_end_ms: liveness_from,
-            nodes: (0..schedule.node_slots).map(|i| format!("n{}", i + 1)).collect(),
+            nodes: (0..schedule.node_slots)
+                .map(|i| format!("n{}", i + 1))
+                .collect(),
             ..Timeline::default()
         };
         for fault in schedule.active() {
@@ -417,6 +500,8 @@ impl World {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             net: Rng::new(seed, 2),
             store_rng: Rng::new(seed, 3),
             users_rng: Rng::new(seed, 4),
@@ -464,12 +549,24 @@ impl World {
             .collect();
         for (at, until, index) in faults {
             self.push(at, Ev::Fault { index, start: true });
-            self.push(until.max(at), Ev::Fault { index, start: false });
+            self.push(
+                until.max(at),
+                Ev::Fault {
+                    index,
+                    start: false,
+                },
+            );
         }
         let [low, high] = self.scenario.workload.start_ms;
         for user in 0..self.scenario.sessions {
             let at = self.users_rng.between(low, high);
-            self.push(at, Ev::Wake { user, generation: 0 });
+            self.push(
+                at,
+                Ev::Wake {
+                    user,
+                    generation: 0,
+                },
+            );
         }
     }
 
@@ -480,7 +577,11 @@ impl World {
                 break;
             }
             self.now = entry.at;
-            self.step(entry.ev);
+            let ev = self.slab[entry.slot as usize]
+                .take()
+                .expect("a queued event");
+            self.free.push(entry.slot);
+            self.step(ev);
         }
         self.now = self.end;
         self.finish()
@@ -489,11 +590,21 @@ impl World {
     fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
         let tie = self.ties.next_u64();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(ev);
+                slot
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
         self.queue.push(Reverse(Entry {
             at,
             tie,
             seq: self.seq,
-            ev,
+            slot,
         }));
     }
 
@@ -576,9 +687,10 @@ impl World {
                     self.record("session_timer", Some(node), s.into(), 0, 0);
                     let now = self.node_now(node);
                     let held = self.nodes[node].sessions.get_mut(&s).expect("held");
+                    let was_active = held.own.phase() == &Phase::Active;
                     let actions = held.own.handle_timeout(now);
                     self.carry_out(node, s, actions);
-                    self.after_session_step(node, s);
+                    self.after_session_step(node, s, was_active);
                 }
             }
         }
@@ -601,19 +713,23 @@ impl World {
         }
         match (&fault.kind, start) {
             (FaultKind::Crash { node, .. }, true) => self.crash(*node),
-            (FaultKind::Crash { node, restarts: true }, false) => self.boot(*node),
+            (
+                FaultKind::Crash {
+                    node,
+                    restarts: true,
+                },
+                false,
+            ) => self.boot(*node),
             (FaultKind::Pause { node }, true) => {
                 self.nodes[*node].paused_until = fault.until_ms;
                 self.show(*node, NodeState::Paused);
             }
             (FaultKind::Pause { node }, false) => self.show_status(*node),
             (FaultKind::Join { node }, true) => self.boot(*node),
-            (FaultKind::Drain { node }, true) => {
-                if self.nodes[*node].life == Life::Running {
-                    let now = self.node_now(*node);
-                    self.nodes[*node].membership.handle(now, MInput::Drain);
-                    self.membership_io(*node);
-                }
+            (FaultKind::Drain { node }, true) if self.nodes[*node].life == Life::Running => {
+                let now = self.node_now(*node);
+                self.nodes[*node].membership.handle(now, MInput::Drain);
+                self.membership_io(*node);
             }
             (FaultKind::RedisRestart, true) => self.redis.clear(),
             _ => {}
@@ -633,7 +749,13 @@ impl World {
         n.prev_ring = Ring::new(Epoch(0), []);
         n.sessions.clear();
         n.drained = false;
-        self.record("boot", Some(node), -1, self.nodes[node].incarnation.into(), 0);
+        self.record(
+            "boot",
+            Some(node),
+            -1,
+            self.nodes[node].incarnation.into(),
+            0,
+        );
         let now = self.node_now(node);
         self.nodes[node].membership.handle(now, MInput::Start);
         self.membership_io(node);
@@ -698,7 +820,11 @@ impl World {
             self.stats.lost += 1;
             return;
         }
-        let copies = if faulty && self.net.chance(self.settings.duplicate) { 2 } else { 1 };
+        let copies = if faulty && self.net.chance(self.settings.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let (low, high) = self.settings.latency;
             let mut delay = self.net.between(low, high);
@@ -721,12 +847,15 @@ impl World {
         let (Endpoint::Node(f), Endpoint::Node(t)) = (from, to) else {
             return false;
         };
-        self.active_faults.iter().any(|i| match &self.schedule.faults[*i].kind {
-            FaultKind::Partition { a, b, one_way } => {
-                (a.contains(&f) && b.contains(&t)) || (!one_way && b.contains(&f) && a.contains(&t))
-            }
-            _ => false,
-        })
+        self.active_faults
+            .iter()
+            .any(|i| match &self.schedule.faults[*i].kind {
+                FaultKind::Partition { a, b, one_way } => {
+                    (a.contains(&f) && b.contains(&t))
+                        || (!one_way && b.contains(&f) && a.contains(&t))
+                }
+                _ => false,
+            })
     }
 
     fn clogged_until(&self, end: Endpoint) -> Option<u64> {
@@ -749,7 +878,13 @@ impl World {
         match to {
             Endpoint::User(user) => {
                 self.record("deliver_user", None, msg.session(), from_n, user.into());
-                if let Msg::Answer { s, msg, answer, from } = msg {
+                if let Msg::Answer {
+                    s,
+                    msg,
+                    answer,
+                    from,
+                } = msg
+                {
                     self.answered(s, msg, answer, from);
                 }
             }
@@ -773,7 +908,8 @@ impl World {
         self.record("wake", None, user.into(), 0, 0);
         let u = &mut self.users[user as usize];
         if u.waiting {
-            self.stats.timeouts += u64::from(self.now >= u.sent_at + self.scenario.workload.retry_after_ms);
+            self.stats.timeouts +=
+                u64::from(self.now >= u.sent_at + self.scenario.workload.retry_after_ms);
         } else {
             if self.now >= self.quiet_from {
                 return;
@@ -795,8 +931,16 @@ impl World {
         self.stats.says += 1;
         if !running.is_empty() {
             let gateway = running[self.users_rng.below(running.len() as u64) as usize];
-            let turn = Turn { s: user, msg, hops: 0 };
-            self.send(Endpoint::User(user), Endpoint::Node(gateway), Msg::Say(turn));
+            let turn = Turn {
+                s: user,
+                msg,
+                hops: 0,
+            };
+            self.send(
+                Endpoint::User(user),
+                Endpoint::Node(gateway),
+                Msg::Say(turn),
+            );
         }
         let retry = self.now + self.scenario.workload.retry_after_ms;
         self.push(retry, Ev::Wake { user, generation });
@@ -806,7 +950,10 @@ impl World {
         let u = &self.users[s as usize];
         let current = u.waiting && u.msg == msg;
         match answer {
-            Answer::Done { turn_seq, reply_seq } => {
+            Answer::Done {
+                turn_seq,
+                reply_seq,
+            } => {
                 if let Some(seen) = u.acked.get(msg as usize - 1) {
                     if *seen != (turn_seq, reply_seq) {
                         self.checker.violate(
@@ -833,7 +980,13 @@ impl World {
                 u.waiting = false;
                 u.generation += 1;
                 let generation = u.generation;
-                self.push(self.now + wait, Ev::Wake { user: s, generation });
+                self.push(
+                    self.now + wait,
+                    Ev::Wake {
+                        user: s,
+                        generation,
+                    },
+                );
             }
             Answer::Unavailable | Answer::Overloaded | Answer::Refused => {
                 if answer == Answer::Unavailable {
@@ -847,15 +1000,33 @@ impl World {
                     let u = &mut self.users[s as usize];
                     u.generation += 1;
                     let generation = u.generation;
-                    self.push(self.now + wait, Ev::Wake { user: s, generation });
+                    self.push(
+                        self.now + wait,
+                        Ev::Wake {
+                            user: s,
+                            generation,
+                        },
+                    );
                 }
             }
         }
     }
 
     /// An acked turn must be in the durable log, at the seqs acked.
-    fn check_durable(&mut self, s: u32, msg: u32, turn_seq: u64, reply_seq: u64, from: Option<usize>) {
-        let log = self.durable.logs.get(&s).map(Vec::as_slice).unwrap_or_default();
+    fn check_durable(
+        &mut self,
+        s: u32,
+        msg: u32,
+        turn_seq: u64,
+        reply_seq: u64,
+        from: Option<usize>,
+    ) {
+        let log = self
+            .durable
+            .logs
+            .get(&s)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let at = |seq: u64| log.get(seq.wrapping_sub(1) as usize).map(|e| &e.event);
         let id = format!("m{msg}");
         let received = matches!(at(turn_seq), Some(Event::TurnReceived { message_id, .. }) if message_id.as_str() == id);
@@ -879,10 +1050,17 @@ impl World {
             Msg::Heartbeat { from, epoch } => {
                 let now = self.node_now(node);
                 let from = self.nodes[from].id.clone();
-                self.nodes[node].membership.handle(now, MInput::Heartbeat { from, epoch });
+                self.nodes[node]
+                    .membership
+                    .handle(now, MInput::Heartbeat { from, epoch });
                 self.membership_io(node);
             }
-            Msg::State { s, epoch, from, bytes } => self.state_arrived(node, s, epoch, from, &bytes),
+            Msg::State {
+                s,
+                epoch,
+                from,
+                bytes,
+            } => self.state_arrived(node, s, epoch, from, &bytes),
             Msg::StateAck { s, epoch, from } => {
                 let to = self.nodes[from].id.clone();
                 let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
@@ -928,7 +1106,11 @@ impl World {
                     hops: turn.hops + 1,
                     ..turn
                 };
-                self.send(Endpoint::Node(node), Endpoint::Node(to), Msg::Turn { turn, seen: epoch });
+                self.send(
+                    Endpoint::Node(node),
+                    Endpoint::Node(to),
+                    Msg::Turn { turn, seen: epoch },
+                );
             }
             Route::Refresh => {
                 // A newer epoch seen means this node's ring is stale: read the table.
@@ -957,7 +1139,10 @@ impl World {
         });
         let recently = self.now < n.ring_at + self.handoff.timeout_ms;
         let (own, first) = if arriving.is_some() || (old_owner_alive && recently) {
-            (Ownership::awaiting(n.id.clone(), epoch, now, self.handoff.clone()), None)
+            (
+                Ownership::awaiting(n.id.clone(), epoch, now, self.handoff.clone()),
+                None,
+            )
         } else {
             let (own, claim) = Ownership::loading(n.id.clone(), epoch, now, self.handoff.clone());
             (own, Some(claim))
@@ -988,7 +1173,8 @@ impl World {
         let state = match Snapshot::decode(bytes, &self.key) {
             Ok(snapshot) => snapshot.state,
             Err(e) => {
-                self.checker.violate(self.now, "state-decodes", Some(node), format!("u{s}: {e}"));
+                self.checker
+                    .violate(self.now, "state-decodes", Some(node), format!("u{s}: {e}"));
                 return;
             }
         };
@@ -1002,7 +1188,13 @@ impl World {
             self.session_input(node, s, HInput::RingChanged { epoch, owner: me });
         }
         let held = self.nodes[node].sessions.get_mut(&s).expect("held");
-        if matches!(held.own.phase(), Phase::Awaiting { claiming: false, .. }) {
+        if matches!(
+            held.own.phase(),
+            Phase::Awaiting {
+                claiming: false,
+                ..
+            }
+        ) {
             // Memory and the state sent are both prefixes of the durable log:
             // keep the longer (the claim reads the rest). A turn in flight here
             // is applied to the memory it was served from.
@@ -1023,14 +1215,23 @@ impl World {
             return;
         };
         if std::env::var("SIMDEBUG").is_ok_and(|v| v == s.to_string()) {
-            eprintln!("{} n{} {:?} at {:?} {:?} state seq {:?}", self.now, node + 1, input, held.own.epoch(), held.own.phase(), held.state.as_ref().map(|s| s.seq()));
+            eprintln!(
+                "{} n{} {:?} at {:?} {:?} state seq {:?}",
+                self.now,
+                node + 1,
+                input,
+                held.own.epoch(),
+                held.own.phase(),
+                held.state.as_ref().map(|s| s.seq())
+            );
         }
         if matches!(input, HInput::Turn(_)) {
             held.turns_in += 1;
         }
+        let was_active = held.own.phase() == &Phase::Active;
         let actions = held.own.handle(now, input);
         self.carry_out(node, s, actions);
-        self.after_session_step(node, s);
+        self.after_session_step(node, s, was_active);
     }
 
     fn carry_out(&mut self, node: usize, s: u32, actions: Vec<Action<Turn>>) {
@@ -1038,7 +1239,10 @@ impl World {
             let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
                 return;
             };
-            if matches!(action, Action::Serve(_) | Action::Forward { .. } | Action::Refuse(_)) {
+            if matches!(
+                action,
+                Action::Serve(_) | Action::Forward { .. } | Action::Refuse(_)
+            ) {
                 held.turns_out += 1;
             }
             let epoch = held.own.epoch();
@@ -1050,7 +1254,11 @@ impl World {
                         ..turn
                     };
                     let to = node_of(&to);
-                    self.send(Endpoint::Node(node), Endpoint::Node(to), Msg::Turn { turn, seen: epoch });
+                    self.send(
+                        Endpoint::Node(node),
+                        Endpoint::Node(to),
+                        Msg::Turn { turn, seen: epoch },
+                    );
                 }
                 Action::Refuse(turn) => {
                     let answer = if held.own.phase() == &Phase::Fenced {
@@ -1062,9 +1270,11 @@ impl World {
                 }
                 Action::SendState { to, epoch } => self.send_state(node, s, node_of(&to), epoch),
                 Action::Claim { epoch, from_state } => {
-                    let base = if from_state { held.state.clone() } else { None };
-                    let base = Box::new(base.unwrap_or_default());
-                    self.store_op(node, StoreOp::Claim { s, epoch, base }, 0);
+                    if !from_state {
+                        held.state = None;
+                    }
+                    let after = held.state.as_ref().map_or(0, |m| m.seq().0);
+                    self.store_op(node, StoreOp::Claim { s, epoch, after }, 0);
                 }
                 Action::Released => {
                     held.state = None;
@@ -1075,7 +1285,7 @@ impl World {
         }
     }
 
-    fn after_session_step(&mut self, node: usize, s: u32) {
+    fn after_session_step(&mut self, node: usize, s: u32, was_active: bool) {
         let Some(held) = self.nodes[node].sessions.get(&s) else {
             return;
         };
@@ -1090,12 +1300,23 @@ impl World {
                 held.turns_out,
                 held.own.buffered()
             );
-            self.checker.violate(self.now, "turns-conserved", Some(node), detail);
+            self.checker
+                .violate(self.now, "turns-conserved", Some(node), detail);
             let held = self.nodes[node].sessions.get_mut(&s).expect("held");
             held.turns_in = held.turns_out + held.own.buffered() as u64;
         }
-        // At most one active owner: only one node may be active at an epoch the
-        // store's fence admits.
+        // At most one active owner: only one node may be active at an epoch
+        // no newer claim has superseded (the checker's own reading, not the
+        // store's fencing code, which a planted bug may break). Only a node
+        // that just became active can break it.
+        let now_active = self.nodes[node]
+            .sessions
+            .get(&s)
+            .is_some_and(|h| h.own.phase() == &Phase::Active);
+        if was_active || !now_active {
+            self.arm_session_timer(node, s);
+            return;
+        }
         let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
         let active: Vec<usize> = (0..self.nodes.len())
             .filter(|n| self.nodes[*n].life == Life::Running)
@@ -1103,7 +1324,7 @@ impl World {
                 self.nodes[*n]
                     .sessions
                     .get(&s)
-                    .is_some_and(|h| h.own.phase() == &Phase::Active && fencing::admits_write(fence, h.own.epoch()))
+                    .is_some_and(|h| h.own.phase() == &Phase::Active && h.own.epoch() >= fence)
             })
             .collect();
         if active.len() > 1 {
@@ -1119,7 +1340,11 @@ impl World {
     }
 
     fn arm_session_timer(&mut self, node: usize, s: u32) {
-        let Some(local) = self.nodes[node].sessions.get(&s).and_then(|h| h.own.poll_timeout()) else {
+        let Some(local) = self.nodes[node]
+            .sessions
+            .get(&s)
+            .and_then(|h| h.own.poll_timeout())
+        else {
             return;
         };
         let at = self.global(node, local).max(self.now);
@@ -1135,7 +1360,12 @@ impl World {
         let now = self.node_now(node);
         let held = self.nodes[node].sessions.get_mut(&s).expect("held");
         let Some(state) = &held.state else {
-            self.checker.violate(self.now, "served-loaded", Some(node), format!("u{s}: served with no state"));
+            self.checker.violate(
+                self.now,
+                "served-loaded",
+                Some(node),
+                format!("u{s}: served with no state"),
+            );
             return;
         };
         let message_id = MessageId::new(format!("m{}", turn.msg)).expect("a valid message id");
@@ -1144,7 +1374,14 @@ impl World {
                 confab_core::session::Duplicate::Recent(r) => (r.turn_seq.0, r.reply_seq.0),
                 confab_core::session::Duplicate::Logged(p) => (p.turn_seq.0, p.reply_seq.0),
             };
-            self.answer(node, turn, Answer::Done { turn_seq, reply_seq });
+            self.answer(
+                node,
+                turn,
+                Answer::Done {
+                    turn_seq,
+                    reply_seq,
+                },
+            );
             self.session_input(node, s, HInput::Served);
             return;
         }
@@ -1153,17 +1390,21 @@ impl World {
             slots: state.slots(),
             last_intent: state.last_intent(),
         };
-        let output = match self.pipeline.run(ctx, text) {
-            Ok(output) => output,
-            Err(_) => {
-                self.answer(node, turn, Answer::Refused);
-                self.session_input(node, s, HInput::Served);
-                return;
-            }
+        let Ok(output) = self.pipeline.run(ctx, text) else {
+            self.answer(node, turn, Answer::Refused);
+            self.session_input(node, s, HInput::Served);
+            return;
         };
         let epoch = held.own.epoch();
         let events = state
-            .record_turn(&self.uids[s as usize], epoch, now, message_id, output.text, output.decision)
+            .record_turn(
+                &self.uids[s as usize],
+                epoch,
+                now,
+                message_id,
+                output.text,
+                output.decision,
+            )
             .to_vec();
         let early = may_acknowledge(false);
         held.pending = Some((turn, events.clone(), early, 1));
@@ -1180,9 +1421,19 @@ impl World {
     fn send_state(&mut self, node: usize, s: u32, to: usize, epoch: Epoch) {
         let held = &self.nodes[node].sessions[&s];
         let state = held.state.clone().unwrap_or_default();
-        let snapshot = Snapshot::new(self.uids[s as usize].clone(), self.node_now(node), epoch, state);
+        let snapshot = Snapshot::new(
+            self.uids[s as usize].clone(),
+            self.node_now(node),
+            epoch,
+            state,
+        );
         let bytes = snapshot.encode(&self.key);
-        let start = self.durable.epoch_made_at.get(&epoch.0).copied().unwrap_or(self.now);
+        let start = self
+            .durable
+            .epoch_made_at
+            .get(&epoch.0)
+            .copied()
+            .unwrap_or(self.now);
         if let Some((from, to, _, started)) = self.migrations.insert(s, (node, to, epoch, start)) {
             // Superseded by a newer move before it finished.
             self.timeline.migrations.push(MigrationMark {
@@ -1229,10 +1480,16 @@ impl World {
         while let Some(output) = self.nodes[node].membership.poll_output() {
             match output {
                 Output::ReadTable => self.store_op(node, StoreOp::Read, 0),
-                Output::Cas { expected, table } => self.store_op(node, StoreOp::Cas { expected, table }, 0),
+                Output::Cas { expected, table } => {
+                    self.store_op(node, StoreOp::Cas { expected, table }, 0)
+                }
                 Output::Heartbeat { to, epoch } => {
                     let to = node_of(&to);
-                    self.send(Endpoint::Node(node), Endpoint::Node(to), Msg::Heartbeat { from: node, epoch });
+                    self.send(
+                        Endpoint::Node(node),
+                        Endpoint::Node(to),
+                        Msg::Heartbeat { from: node, epoch },
+                    );
                 }
                 Output::RingChanged { epoch, nodes } => self.ring_changed(node, epoch, nodes),
                 Output::Left => {
@@ -1323,23 +1580,44 @@ impl World {
                 FaultKind::StorageErrors { rate } => Some(rate),
                 _ => None,
             })
-            .fold(if faulty { self.settings.mysql_errors } else { 0.0 }, f64::max);
+            .fold(
+                if faulty {
+                    self.settings.mysql_errors
+                } else {
+                    0.0
+                },
+                f64::max,
+            );
         let failed = self.store_rng.chance(error_rate);
         let lost_answer = faulty && self.store_rng.chance(self.settings.mysql_unknown);
         let reply = match op {
             StoreOp::Read => StoreReply::Table((!failed).then(|| self.durable.table.clone())),
-            StoreOp::Cas { expected, table } => StoreReply::Cas((!failed).then(|| self.cas(expected, table))),
+            StoreOp::Cas { expected, table } => {
+                StoreReply::Cas((!failed).then(|| self.cas(expected, table)))
+            }
             StoreOp::Append { s, epoch, events } => {
-                let result = if failed { Err(Refusal::Unavailable) } else { self.append(node, s, epoch, events) };
+                let result = if failed {
+                    Err(Refusal::Unavailable)
+                } else {
+                    self.append(node, s, epoch, events)
+                };
                 StoreReply::Append { s, result }
             }
-            StoreOp::Claim { s, epoch, base } => {
-                let result = if failed { Err(Refusal::Unavailable) } else { self.claim(s, epoch, *base) };
+            StoreOp::Claim { s, epoch, after } => {
+                let result = if failed {
+                    Err(Refusal::Unavailable)
+                } else {
+                    self.claim(s, epoch, after)
+                };
                 StoreReply::Claim { s, epoch, result }
             }
         };
         // Applied, but the answer is lost: the node sees an error.
-        let reply = if lost_answer && !failed { lose(reply) } else { reply };
+        let reply = if lost_answer && !failed {
+            lose(reply)
+        } else {
+            reply
+        };
         let (low, high) = self.settings.mysql_latency;
         let back = self.store_rng.between(low, high) / 2;
         self.push(self.now + back, Ev::StoreReply { node, inc, reply });
@@ -1362,7 +1640,13 @@ impl World {
         (applied, self.durable.table.clone())
     }
 
-    fn append(&mut self, node: usize, s: u32, epoch: Epoch, events: Vec<RecordedEvent>) -> Result<(), Refusal> {
+    fn append(
+        &mut self,
+        node: usize,
+        s: u32,
+        epoch: Epoch,
+        events: Vec<RecordedEvent>,
+    ) -> Result<(), Refusal> {
         let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
         if !fencing::admits_write(fence, epoch) {
             self.stats.fenced_writes += 1;
@@ -1389,7 +1673,7 @@ impl World {
         Ok(())
     }
 
-    fn claim(&mut self, s: u32, epoch: Epoch, base: SessionState) -> Result<SessionState, Refusal> {
+    fn claim(&mut self, s: u32, epoch: Epoch, after: u64) -> Result<Vec<RecordedEvent>, Refusal> {
         let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
         match fencing::claim(fence, epoch) {
             Claim::Refused => {
@@ -1402,16 +1686,14 @@ impl World {
             }
             Claim::Held => {}
         }
-        // The memory sent along is a prefix of the log: the rest comes from it.
-        let mut state = base;
-        let log = self.durable.logs.get(&s).map(Vec::as_slice).unwrap_or_default();
-        for event in log.iter().skip(state.seq().0 as usize) {
-            if let Err(e) = state.apply(event) {
-                self.checker.violate(self.now, "log-applies", None, format!("u{s}: {e}"));
-                break;
-            }
-        }
-        Ok(state)
+        // The claimant's memory is a prefix of the log: it gets the rest.
+        let log = self
+            .durable
+            .logs
+            .get(&s)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(log.get(after as usize..).unwrap_or_default().to_vec())
     }
 
     fn store_reply(&mut self, node: usize, reply: StoreReply) {
@@ -1424,8 +1706,16 @@ impl World {
                 self.membership_io(node);
             }
             StoreReply::Cas(result) => {
-                self.record("table_cas", Some(node), -1, result.as_ref().is_some_and(|r| r.0).into(), 0);
-                let input = result.map_or(MInput::StoreFailed, |(applied, table)| MInput::CasDone { applied, table });
+                self.record(
+                    "table_cas",
+                    Some(node),
+                    -1,
+                    result.as_ref().is_some_and(|r| r.0).into(),
+                    0,
+                );
+                let input = result.map_or(MInput::StoreFailed, |(applied, table)| {
+                    MInput::CasDone { applied, table }
+                });
                 self.nodes[node].membership.handle(now, input);
                 self.membership_io(node);
             }
@@ -1451,7 +1741,12 @@ impl World {
                 if let Some(state) = &mut held.state {
                     for event in &events {
                         if let Err(e) = state.apply(event) {
-                            self.checker.violate(self.now, "log-applies", Some(node), format!("u{s}: {e}"));
+                            self.checker.violate(
+                                self.now,
+                                "log-applies",
+                                Some(node),
+                                format!("u{s}: {e}"),
+                            );
                         }
                     }
                 }
@@ -1483,8 +1778,20 @@ impl World {
         }
     }
 
-    fn claimed(&mut self, node: usize, s: u32, epoch: Epoch, result: Result<SessionState, Refusal>) {
-        self.record("claimed", Some(node), s.into(), epoch.0, result.is_ok().into());
+    fn claimed(
+        &mut self,
+        node: usize,
+        s: u32,
+        epoch: Epoch,
+        result: Result<Vec<RecordedEvent>, Refusal>,
+    ) {
+        self.record(
+            "claimed",
+            Some(node),
+            s.into(),
+            epoch.0,
+            result.is_ok().into(),
+        );
         let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
             return;
         };
@@ -1492,7 +1799,20 @@ impl World {
             return; // an answer to a claim this node no longer waits for
         }
         match result {
-            Ok(state) => {
+            Ok(tail) => {
+                let mut state = held.state.take().unwrap_or_default();
+                let from = state.seq();
+                for event in tail.iter().filter(|e| e.seq > from) {
+                    if let Err(e) = state.apply(event) {
+                        self.checker.violate(
+                            self.now,
+                            "log-applies",
+                            Some(node),
+                            format!("u{s}: {e}"),
+                        );
+                        break;
+                    }
+                }
                 held.state = Some(state);
                 self.session_input(node, s, HInput::Loaded);
                 self.migration_done(node, s);
@@ -1506,8 +1826,8 @@ impl World {
                 // Ask again, from the same memory, at the epoch the session is
                 // at now (the ring may have moved on while it waited).
                 let epoch = held.own.epoch();
-                let base = Box::new(held.state.clone().unwrap_or_default());
-                self.store_op(node, StoreOp::Claim { s, epoch, base }, CLAIM_RETRY_MS);
+                let after = held.state.as_ref().map_or(0, |m| m.seq().0);
+                self.store_op(node, StoreOp::Claim { s, epoch, after }, CLAIM_RETRY_MS);
             }
         }
     }
@@ -1533,7 +1853,12 @@ impl World {
                     self.now,
                     "migration-within-2s",
                     Some(node),
-                    format!("u{s}: n{} to n{} took {took} ms after epoch {}", from + 1, to + 1, epoch.0),
+                    format!(
+                        "u{s}: n{} to n{} took {took} ms after epoch {}",
+                        from + 1,
+                        to + 1,
+                        epoch.0
+                    ),
                 );
             }
         }
@@ -1558,7 +1883,12 @@ impl World {
                     self.end,
                     "migration-within-2s",
                     Some(to),
-                    format!("u{s}: n{} to n{} at epoch {} never finished", from + 1, to + 1, epoch.0),
+                    format!(
+                        "u{s}: n{} to n{} at epoch {} never finished",
+                        from + 1,
+                        to + 1,
+                        epoch.0
+                    ),
                 );
             }
             self.timeline.migrations.push(MigrationMark {
@@ -1615,26 +1945,44 @@ impl World {
             let owner = ring.owner(&self.uids[s as usize]).map(node_of);
             for (i, n) in self.nodes.iter().enumerate() {
                 let active = n.life == Life::Running
-                    && n.sessions.get(&s).is_some_and(|h| h.own.phase() == &Phase::Active);
+                    && n.sessions
+                        .get(&s)
+                        .is_some_and(|h| h.own.phase() == &Phase::Active);
                 if active && Some(i) != owner {
-                    let detail = format!("u{s}: served by n{} but the ring gives it to {owner:?}", i + 1);
-                    self.checker.violate(end, "served-by-owner", Some(i), detail);
+                    let detail = format!(
+                        "u{s}: served by n{} but the ring gives it to {owner:?}",
+                        i + 1
+                    );
+                    self.checker
+                        .violate(end, "served-by-owner", Some(i), detail);
                 }
             }
             let user = &self.users[s as usize];
             if user.waiting {
-                let detail = format!("u{s}: m{} sent at {} ms was never answered", user.msg, user.sent_at);
-                self.checker.violate(end, "every-turn-answered", None, detail);
+                let detail = format!(
+                    "u{s}: m{} sent at {} ms was never answered",
+                    user.msg, user.sent_at
+                );
+                self.checker
+                    .violate(end, "every-turn-answered", None, detail);
             }
-            let log = self.durable.logs.get(&s).map(Vec::as_slice).unwrap_or_default();
+            let log = self
+                .durable
+                .logs
+                .get(&s)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let mut state = SessionState::default();
             for event in log {
                 if let Err(e) = state.apply(event) {
-                    self.checker.violate(end, "log-applies", None, format!("u{s}: {e}"));
+                    self.checker
+                        .violate(end, "log-applies", None, format!("u{s}: {e}"));
                     break;
                 }
             }
-            for (i, (turn_seq, reply_seq)) in self.users[s as usize].acked.clone().into_iter().enumerate() {
+            for (i, (turn_seq, reply_seq)) in
+                self.users[s as usize].acked.clone().into_iter().enumerate()
+            {
                 self.check_durable(s, i as u32 + 1, turn_seq, reply_seq, None);
             }
         }
@@ -1644,7 +1992,10 @@ impl World {
 /// The node an event is for, if it waits while that node is paused.
 fn ev_node(ev: &Ev) -> Option<usize> {
     match ev {
-        Ev::Deliver { to: Endpoint::Node(n), .. }
+        Ev::Deliver {
+            to: Endpoint::Node(n),
+            ..
+        }
         | Ev::StoreReply { node: n, .. }
         | Ev::MembershipTimer { node: n, .. }
         | Ev::SessionTimer { node: n, .. } => Some(*n),
@@ -1654,7 +2005,10 @@ fn ev_node(ev: &Ev) -> Option<usize> {
 
 /// `n3` is 2.
 fn node_of(id: &NodeId) -> usize {
-    id.as_str()[1..].parse::<usize>().expect("simulated nodes are n1, n2, ...") - 1
+    id.as_str()[1..]
+        .parse::<usize>()
+        .expect("simulated nodes are n1, n2, ...")
+        - 1
 }
 
 /// The answer of a request that was applied but whose answer never came back.

@@ -898,7 +898,7 @@ fn tick_step_ms(total_ms: u64) -> u64 {
 
 /// A tick's label: whole seconds, or tenths for sub-second steps.
 fn tick_label(ms: u64, step: u64) -> String {
-    if step % 1_000 == 0 {
+    if step.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{:.1}s", ms as f64 / 1_000.0)

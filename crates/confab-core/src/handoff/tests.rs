@@ -220,7 +220,10 @@ fn a_session_nobody_holds_is_claimed_and_loaded_before_its_turns_are_served() {
             from_state: false
         }
     );
-    assert!(a.handle(1, Input::Turn(1)).is_empty(), "buffered while loading");
+    assert!(
+        a.handle(1, Input::Turn(1)).is_empty(),
+        "buffered while loading"
+    );
     assert_eq!(a.poll_timeout(), None, "the claim is already asked for");
     assert_eq!(a.handle(2, Input::Loaded), [Action::Serve(1)]);
     assert_eq!(a.phase(), &Phase::Active);
@@ -278,7 +281,11 @@ fn an_owner_kept_across_a_ring_change_claims_only_after_its_turn_in_flight() {
     let mut a = Own::active(id("a"), Epoch(3), config());
     assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
     assert!(a.handle(10, ring(4, "a")).is_empty());
-    assert_eq!(a.poll_timeout(), None, "no claim while turn 1 may still be written");
+    assert_eq!(
+        a.poll_timeout(),
+        None,
+        "no claim while turn 1 may still be written"
+    );
     assert!(a.handle_timeout(5_000).is_empty());
     assert_eq!(
         a.handle(5_001, Input::Served),

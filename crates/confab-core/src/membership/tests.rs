@@ -367,7 +367,11 @@ proptest! {
 fn a_refresh_reads_the_table_at_once_unless_a_read_is_in_flight() {
     let mut m = Membership::new(id(1), MembershipConfig::default());
     m.handle(0, Input::Refresh);
-    assert_eq!(m.poll_output(), None, "a node that has not started reads nothing");
+    assert_eq!(
+        m.poll_output(),
+        None,
+        "a node that has not started reads nothing"
+    );
     m.handle(0, Input::Start);
     assert_eq!(m.poll_output(), Some(Output::ReadTable));
     m.handle(5, Input::Refresh);

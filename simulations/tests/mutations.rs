@@ -1,0 +1,72 @@
+//! Each planted bug is caught by a shipped scenario within 100 seeds: the
+//! checkers can fail.
+
+use confab_core::mutation::Mutation;
+use confab_sim::scenario::Scenario;
+use confab_sim::{RunOptions, run};
+
+/// The first (scenario, seed, invariant) that catches `mutation`.
+fn caught(mutation: Mutation) -> Option<(String, u64, &'static str)> {
+    let scenarios: Vec<Scenario> = ["crash", "partition", "rebalance", "slow-storage"]
+        .iter()
+        .map(|name| Scenario::load(name).unwrap())
+        .collect();
+    for seed in 0..100 {
+        for scenario in &scenarios {
+            let options = RunOptions {
+                seed,
+                mutate: Some(mutation),
+                ..RunOptions::default()
+            };
+            let outcome = run(scenario, options).unwrap();
+            if let Some(first) = outcome.checker.violations().first() {
+                return Some((scenario.name.clone(), seed, first.invariant));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn no_fencing_is_caught_as_two_active_owners() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::NoFencing).expect("no-fencing is never caught");
+    assert_eq!(invariant, "one-active-owner", "{scenario} seed {seed}");
+}
+
+#[test]
+fn ack_before_commit_is_caught_as_an_acked_turn_not_durable() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::AckBeforeCommit).expect("ack-before-commit is never caught");
+    assert_eq!(invariant, "acked-turn-durable", "{scenario} seed {seed}");
+}
+
+#[test]
+fn drop_handoff_buffer_is_caught_as_turns_vanishing() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::DropHandoffBuffer).expect("drop-handoff-buffer is never caught");
+    assert_eq!(invariant, "turns-conserved", "{scenario} seed {seed}");
+}
+
+#[test]
+fn the_correct_code_passes_the_seeds_that_catch_the_bugs() {
+    for mutation in Mutation::ALL {
+        let (scenario, seed, _) = caught(mutation).unwrap();
+        let scenario = Scenario::load(&scenario).unwrap();
+        let outcome = run(
+            &scenario,
+            RunOptions {
+                seed,
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            outcome.checker.violations(),
+            [],
+            "{} seed {seed} fails without {}",
+            scenario.name,
+            mutation.name()
+        );
+    }
+}
