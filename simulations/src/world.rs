@@ -1277,8 +1277,9 @@ impl World {
                     self.store_op(node, StoreOp::Claim { s, epoch, after }, 0);
                 }
                 Action::Released => {
+                    // A turn still being committed keeps its place: its answer
+                    // goes to the user and its outcome to the handoff machine.
                     held.state = None;
-                    held.pending = None;
                     self.check_drained(node);
                 }
             }
