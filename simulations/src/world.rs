@@ -144,11 +144,9 @@ enum StoreOp {
         epoch: Epoch,
         events: Vec<RecordedEvent>,
     },
-    Claim {
-        s: u32,
-        epoch: Epoch,
-        after: u64,
-    },
+    /// Claims of several sessions, each `(session, epoch, seq its memory is
+    /// at)`: the claims a node makes in one step go to the store together.
+    Claim(Vec<(u32, Epoch, u64)>),
 }
 
 impl StoreOp {
@@ -170,11 +168,8 @@ enum StoreReply {
         s: u32,
         result: Result<(), Refusal>,
     },
-    Claim {
-        s: u32,
-        epoch: Epoch,
-        result: Result<Vec<RecordedEvent>, Refusal>,
-    },
+    /// Per session claimed: its epoch, and the log after the seq given (or why not).
+    Claim(Vec<(u32, Epoch, Result<Vec<RecordedEvent>, Refusal>)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +214,10 @@ enum Ev {
         inc: u32,
         s: u32,
         at: u64,
+    },
+    FlushClaims {
+        node: usize,
+        inc: u32,
     },
 }
 
@@ -285,6 +284,8 @@ struct Node {
     prev_ring: Ring,
     ring_at: u64,
     sessions: BTreeMap<u32, Held>,
+    /// Claims asked for in this step, sent together when it ends.
+    claims: Vec<(u32, Epoch, u64)>,
     drained: bool,
     shown: (NodeState, u64),
 }
@@ -466,6 +467,7 @@ impl World {
                     prev_ring: Ring::new(Epoch(0), []),
                     ring_at: 0,
                     sessions: BTreeMap::new(),
+                    claims: Vec::new(),
                     drained: false,
                     shown: (NodeState::Off, 0),
                 }
@@ -678,6 +680,14 @@ impl World {
                     self.membership_io(node);
                 }
             }
+            Ev::FlushClaims { node, inc } => {
+                if self.alive(node, inc) {
+                    let claims = std::mem::take(&mut self.nodes[node].claims);
+                    if !claims.is_empty() {
+                        self.store_op(node, StoreOp::Claim(claims), 0);
+                    }
+                }
+            }
             Ev::SessionTimer { node, inc, s, at } => {
                 if self.alive(node, inc)
                     && let Some(held) = self.nodes[node].sessions.get_mut(&s)
@@ -748,6 +758,7 @@ impl World {
         n.ring = Ring::new(Epoch(0), []);
         n.prev_ring = Ring::new(Epoch(0), []);
         n.sessions.clear();
+        n.claims.clear();
         n.drained = false;
         self.record(
             "boot",
@@ -1274,7 +1285,7 @@ impl World {
                         held.state = None;
                     }
                     let after = held.state.as_ref().map_or(0, |m| m.seq().0);
-                    self.store_op(node, StoreOp::Claim { s, epoch, after }, 0);
+                    self.claim_later(node, s, epoch, after);
                 }
                 Action::Released => {
                     // A turn still being committed keeps its place: its answer
@@ -1338,6 +1349,16 @@ impl World {
             );
         }
         self.arm_session_timer(node, s);
+    }
+
+    /// Queues a claim; the claims of one step go to the store as one request.
+    fn claim_later(&mut self, node: usize, s: u32, epoch: Epoch, after: u64) {
+        let n = &mut self.nodes[node];
+        if n.claims.is_empty() {
+            let inc = n.incarnation;
+            self.push(self.now, Ev::FlushClaims { node, inc });
+        }
+        self.nodes[node].claims.push((s, epoch, after));
     }
 
     fn arm_session_timer(&mut self, node: usize, s: u32) {
@@ -1552,15 +1573,16 @@ impl World {
             })
             .sum();
         let mut there = self.store_rng.between(low, high).div_ceil(2) + extra;
-        if let StoreOp::Claim { s, .. } = &op {
+        if let StoreOp::Claim(claims) = &op {
             // A load reads Redis first (the cached prefix), then MySQL's tail.
-            self.stats.loads += 1;
+            self.stats.loads += claims.len() as u64;
             if self.faulty() && self.store_rng.chance(self.settings.redis_timeouts) {
                 self.stats.redis_bypass += 1;
                 there += self.settings.redis_timeout_ms;
             } else {
                 there += self.settings.redis_latency;
-                self.stats.redis_hits += u64::from(self.redis.contains_key(s));
+                let hits = claims.iter().filter(|(s, ..)| self.redis.contains_key(s));
+                self.stats.redis_hits += hits.count() as u64;
             }
         }
         let inc = self.nodes[node].incarnation;
@@ -1569,10 +1591,15 @@ impl World {
 
     fn store_arrive(&mut self, node: usize, inc: u32, op: StoreOp) {
         let session = match &op {
-            StoreOp::Append { s, .. } | StoreOp::Claim { s, .. } => i64::from(*s),
+            StoreOp::Append { s, .. } => i64::from(*s),
+            StoreOp::Claim(claims) if claims.len() == 1 => i64::from(claims[0].0),
             _ => -1,
         };
-        self.record(op.name(), Some(node), session, 0, 0);
+        let count = match &op {
+            StoreOp::Claim(claims) => claims.len() as u64,
+            _ => 1,
+        };
+        self.record(op.name(), Some(node), session, count, 0);
         let faulty = self.faulty();
         let error_rate = self
             .active_faults
@@ -1604,14 +1631,19 @@ impl World {
                 };
                 StoreReply::Append { s, result }
             }
-            StoreOp::Claim { s, epoch, after } => {
-                let result = if failed {
-                    Err(Refusal::Unavailable)
-                } else {
-                    self.claim(s, epoch, after)
-                };
-                StoreReply::Claim { s, epoch, result }
-            }
+            StoreOp::Claim(claims) => StoreReply::Claim(
+                claims
+                    .into_iter()
+                    .map(|(s, epoch, after)| {
+                        let result = if failed {
+                            Err(Refusal::Unavailable)
+                        } else {
+                            self.claim(s, epoch, after)
+                        };
+                        (s, epoch, result)
+                    })
+                    .collect(),
+            ),
         };
         // Applied, but the answer is lost: the node sees an error.
         let reply = if lost_answer && !failed {
@@ -1721,7 +1753,11 @@ impl World {
                 self.membership_io(node);
             }
             StoreReply::Append { s, result } => self.committed(node, s, result),
-            StoreReply::Claim { s, epoch, result } => self.claimed(node, s, epoch, result),
+            StoreReply::Claim(results) => {
+                for (s, epoch, result) in results {
+                    self.claimed(node, s, epoch, result);
+                }
+            }
         }
     }
 
@@ -1757,7 +1793,9 @@ impl World {
                 self.session_input(node, s, HInput::Served);
             }
             Err(Refusal::Unavailable) if attempts < self.settings.commit_attempts => {
-                let epoch = held.own.epoch();
+                // The same events at the same epoch: the ring may have moved
+                // since, but this write was made (and fenced) at that epoch.
+                let epoch = events[0].epoch;
                 held.pending = Some((turn, events.clone(), acked, attempts + 1));
                 let delay = COMMIT_BACKOFF_MS << (attempts - 1);
                 self.store_op(node, StoreOp::Append { s, epoch, events }, delay);
@@ -1796,7 +1834,7 @@ impl World {
         let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
             return;
         };
-        if !matches!(held.own.phase(), Phase::Awaiting { claiming: true, .. }) {
+        if held.own.claiming() != Some(epoch) {
             return; // an answer to a claim this node no longer waits for
         }
         match result {
@@ -1824,11 +1862,11 @@ impl World {
                 self.session_input(node, s, HInput::ClaimRefused);
             }
             Err(_) => {
-                // Ask again, from the same memory, at the epoch the session is
-                // at now (the ring may have moved on while it waited).
-                let epoch = held.own.epoch();
+                // Ask again, from the same memory (the machine claims a newer
+                // epoch once this one is loaded, if the ring moved meanwhile).
                 let after = held.state.as_ref().map_or(0, |m| m.seq().0);
-                self.store_op(node, StoreOp::Claim { s, epoch, after }, CLAIM_RETRY_MS);
+                let claim = StoreOp::Claim(vec![(s, epoch, after)]);
+                self.store_op(node, claim, CLAIM_RETRY_MS);
             }
         }
     }
@@ -1841,7 +1879,7 @@ impl World {
         let Some((from, to, epoch, start)) = self.migrations.get(&s).copied() else {
             return;
         };
-        if !active || to != node || self.nodes[node].sessions[&s].own.epoch() < epoch {
+        if !active || self.nodes[node].sessions[&s].own.epoch() < epoch {
             return;
         }
         self.migrations.remove(&s);
@@ -1999,7 +2037,8 @@ fn ev_node(ev: &Ev) -> Option<usize> {
         }
         | Ev::StoreReply { node: n, .. }
         | Ev::MembershipTimer { node: n, .. }
-        | Ev::SessionTimer { node: n, .. } => Some(*n),
+        | Ev::SessionTimer { node: n, .. }
+        | Ev::FlushClaims { node: n, .. } => Some(*n),
         _ => None,
     }
 }
@@ -2021,10 +2060,11 @@ fn lose(reply: StoreReply) -> StoreReply {
             s,
             result: Err(Refusal::Unavailable),
         },
-        StoreReply::Claim { s, epoch, .. } => StoreReply::Claim {
-            s,
-            epoch,
-            result: Err(Refusal::Unavailable),
-        },
+        StoreReply::Claim(results) => StoreReply::Claim(
+            results
+                .into_iter()
+                .map(|(s, epoch, _)| (s, epoch, Err(Refusal::Unavailable)))
+                .collect(),
+        ),
     }
 }

@@ -218,6 +218,13 @@ impl<T> Ownership<T> {
         self.epoch
     }
 
+    /// The epoch of the claim in flight, if one is: the shell feeds `Loaded`
+    /// or `ClaimRefused` only for the answer to that claim, and asks again at
+    /// that epoch if the store did not answer.
+    pub fn claiming(&self) -> Option<Epoch> {
+        self.claiming
+    }
+
     /// Turns waiting here.
     pub fn buffered(&self) -> usize {
         self.buffer.len()

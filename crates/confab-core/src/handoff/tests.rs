@@ -225,7 +225,9 @@ fn a_session_nobody_holds_is_claimed_and_loaded_before_its_turns_are_served() {
         "buffered while loading"
     );
     assert_eq!(a.poll_timeout(), None, "the claim is already asked for");
+    assert_eq!(a.claiming(), Some(Epoch(3)));
     assert_eq!(a.handle(2, Input::Loaded), [Action::Serve(1)]);
+    assert_eq!(a.claiming(), None);
     assert_eq!(a.phase(), &Phase::Active);
 }
 
@@ -294,6 +296,25 @@ fn an_owner_kept_across_a_ring_change_claims_only_after_its_turn_in_flight() {
             from_state: true
         }]
     );
+}
+
+#[test]
+fn a_claim_overtaken_by_the_ring_is_answered_at_its_own_epoch_then_claimed_again() {
+    let (mut a, _) = Own::loading(id("a"), Epoch(3), 0, config());
+    assert!(a.handle(1, ring(4, "a")).is_empty());
+    assert_eq!(
+        a.claiming(),
+        Some(Epoch(3)),
+        "the answer awaited is the epoch-3 one"
+    );
+    assert_eq!(
+        a.handle(2, Input::Loaded),
+        [Action::Claim {
+            epoch: Epoch(4),
+            from_state: true
+        }]
+    );
+    assert_eq!(a.claiming(), Some(Epoch(4)));
 }
 
 mod world {
