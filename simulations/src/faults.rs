@@ -205,9 +205,16 @@ impl Schedule {
         self.kept.iter().map(|i| &self.faults[*i])
     }
 
-    /// When the last fault of this run ends (ms).
+    /// When the effects of the last fault of this run end (ms): a request sent
+    /// to a slow MySQL just before the window closes lands `extra_ms` later.
     pub fn end_ms(&self) -> u64 {
-        self.active().map(|f| f.until_ms).max().unwrap_or(0)
+        self.active()
+            .map(|f| match f.kind {
+                FaultKind::SlowStorage { extra_ms } => f.until_ms + extra_ms,
+                _ => f.until_ms,
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -222,7 +222,10 @@ impl<T> Ownership<T> {
     /// or `ClaimRefused` only for the answer to that claim, and asks again at
     /// that epoch if the store did not answer.
     pub fn claiming(&self) -> Option<Epoch> {
-        self.claiming
+        match self.phase {
+            Phase::Awaiting { claiming: true, .. } => self.claiming,
+            _ => None,
+        }
     }
 
     /// Turns waiting here.
@@ -482,6 +485,7 @@ impl<T> Ownership<T> {
             });
         }
         self.state_arrived = false;
+        self.claiming = None;
         self.phase = Phase::Released { owner: to };
         actions.push(Action::Released);
     }
