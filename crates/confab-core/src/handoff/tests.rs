@@ -316,7 +316,11 @@ fn a_claim_overtaken_by_the_ring_is_answered_at_its_own_epoch_then_claimed_again
     );
     assert_eq!(a.claiming(), Some(Epoch(4)));
     a.handle(3, ring(5, "b"));
-    assert_eq!(a.claiming(), None, "released: no answer is awaited any more");
+    assert_eq!(
+        a.claiming(),
+        None,
+        "released: no answer is awaited any more"
+    );
     a.handle(4, ring(6, "a"));
     assert_eq!(a.claiming(), None, "back, but not claiming yet");
 }
