@@ -137,7 +137,7 @@ enum StoreOp {
     Read,
     Cas {
         expected: u64,
-        table: MemberTable,
+        table: Box<MemberTable>,
     },
     Append {
         s: u32,
@@ -162,8 +162,8 @@ impl StoreOp {
 
 #[derive(Debug, Clone)]
 enum StoreReply {
-    Table(Option<MemberTable>),
-    Cas(Option<(bool, MemberTable)>),
+    Table(Option<Box<MemberTable>>),
+    Cas(Option<Box<(bool, MemberTable)>>),
     Append {
         s: u32,
         result: Result<(), Refusal>,
@@ -836,22 +836,30 @@ impl World {
         } else {
             1
         };
-        for _ in 0..copies {
-            let (low, high) = self.settings.latency;
-            let mut delay = self.net.between(low, high);
-            if faulty && self.net.chance(self.settings.tail) {
-                delay *= 10;
-            }
-            if faulty && self.net.chance(self.settings.reorder) {
-                delay += self.net.between(0, 5 * high);
-            }
-            let mut at = self.now + delay;
-            for end in [from, to].into_iter().filter_map(|e| self.clogged_until(e)) {
-                at = at.max(end);
-            }
-            let msg = msg.clone();
-            self.push(at, Ev::Deliver { from, to, msg });
+        if copies == 2 {
+            let at = self.delivery_at(from, to, faulty);
+            let copy = msg.clone();
+            self.push(at, Ev::Deliver { from, to, msg: copy });
         }
+        let at = self.delivery_at(from, to, faulty);
+        self.push(at, Ev::Deliver { from, to, msg });
+    }
+
+    /// When a message sent now arrives: latency, a tail, reordering, clogs.
+    fn delivery_at(&mut self, from: Endpoint, to: Endpoint, faulty: bool) -> u64 {
+        let (low, high) = self.settings.latency;
+        let mut delay = self.net.between(low, high);
+        if faulty && self.net.chance(self.settings.tail) {
+            delay *= 10;
+        }
+        if faulty && self.net.chance(self.settings.reorder) {
+            delay += self.net.between(0, 5 * high);
+        }
+        let mut at = self.now + delay;
+        for end in [from, to].into_iter().filter_map(|e| self.clogged_until(e)) {
+            at = at.max(end);
+        }
+        at
     }
 
     fn cut(&self, from: Endpoint, to: Endpoint) -> bool {
@@ -1503,6 +1511,7 @@ impl World {
             match output {
                 Output::ReadTable => self.store_op(node, StoreOp::Read, 0),
                 Output::Cas { expected, table } => {
+                    let table = Box::new(table);
                     self.store_op(node, StoreOp::Cas { expected, table }, 0)
                 }
                 Output::Heartbeat { to, epoch } => {
@@ -1619,9 +1628,11 @@ impl World {
         let failed = self.store_rng.chance(error_rate);
         let lost_answer = faulty && self.store_rng.chance(self.settings.mysql_unknown);
         let reply = match op {
-            StoreOp::Read => StoreReply::Table((!failed).then(|| self.durable.table.clone())),
+            StoreOp::Read => {
+                StoreReply::Table((!failed).then(|| Box::new(self.durable.table.clone())))
+            }
             StoreOp::Cas { expected, table } => {
-                StoreReply::Cas((!failed).then(|| self.cas(expected, table)))
+                StoreReply::Cas((!failed).then(|| Box::new(self.cas(expected, *table))))
             }
             StoreOp::Append { s, epoch, events } => {
                 let result = if failed {
@@ -1734,7 +1745,7 @@ impl World {
         match reply {
             StoreReply::Table(table) => {
                 self.record("table_read", Some(node), -1, table.is_some().into(), 0);
-                let input = table.map_or(MInput::StoreFailed, MInput::TableRead);
+                let input = table.map_or(MInput::StoreFailed, |t| MInput::TableRead(*t));
                 self.nodes[node].membership.handle(now, input);
                 self.membership_io(node);
             }
@@ -1746,7 +1757,8 @@ impl World {
                     result.as_ref().is_some_and(|r| r.0).into(),
                     0,
                 );
-                let input = result.map_or(MInput::StoreFailed, |(applied, table)| {
+                let input = result.map_or(MInput::StoreFailed, |done| {
+                    let (applied, table) = *done;
                     MInput::CasDone { applied, table }
                 });
                 self.nodes[node].membership.handle(now, input);
