@@ -1,0 +1,122 @@
+//! The end of a run: liveness checks and the outcome.
+
+use super::*;
+
+impl World {
+    // ---- the end ------------------------------------------------------------
+
+    pub(super) fn finish(mut self) -> Outcome {
+        self.liveness();
+        for (s, (from, to, epoch, start)) in std::mem::take(&mut self.migrations) {
+            self.stats.migrations.unfinished += 1;
+            if start >= self.liveness_from {
+                self.stats.migrations_after_faults.unfinished += 1;
+                self.checker.violate(
+                    self.end,
+                    "migration-within-2s",
+                    Some(to),
+                    format!(
+                        "u{s}: n{} to n{} at epoch {} never finished",
+                        from + 1,
+                        to + 1,
+                        epoch.0
+                    ),
+                );
+            }
+            self.timeline.migrations.push(MigrationMark {
+                session: s,
+                from,
+                to,
+                start_ms: start,
+                end_ms: None,
+            });
+        }
+        for node in 0..self.nodes.len() {
+            self.show(node, NodeState::Off);
+        }
+        self.stats.migrations.finish();
+        self.stats.migrations_after_faults.finish();
+        for v in self.checker.violations() {
+            self.timeline.violations.push(ViolationMark {
+                at_ms: v.at_ms,
+                node: v.node,
+                text: format!("{}: {}", v.invariant, v.detail),
+            });
+        }
+        let steps = self.trace.len();
+        let (trace, trace_error) = self.trace.finish();
+        Outcome {
+            stats: self.stats,
+            checker: self.checker,
+            trace,
+            steps,
+            simulated_ms: self.end,
+            timeline: self.timeline,
+            trace_error,
+        }
+    }
+
+    /// After the faults stopped: the ring is agreed, every session is served by
+    /// its ring owner, every user was answered, and every log replays.
+    pub(super) fn liveness(&mut self) {
+        let end = self.end;
+        let table = self.durable.table.clone();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.life == Life::Running && n.membership.epoch() != Some(table.epoch) {
+                let detail = format!(
+                    "n{} holds epoch {:?} but the table is at epoch {}",
+                    i + 1,
+                    n.membership.epoch().map(|e| e.0),
+                    table.epoch.0
+                );
+                self.checker.violate(end, "ring-agreed", Some(i), detail);
+            }
+        }
+        let ring = Ring::new(table.epoch, table.ring_nodes());
+        for s in 0..self.uids.len() as u32 {
+            let owner = ring.owner(&self.uids[s as usize]).map(node_of);
+            for (i, n) in self.nodes.iter().enumerate() {
+                let active = n.life == Life::Running
+                    && n.sessions
+                        .get(&s)
+                        .is_some_and(|h| h.own.phase() == &Phase::Active);
+                if active && Some(i) != owner {
+                    let detail = format!(
+                        "u{s}: served by n{} but the ring gives it to {owner:?}",
+                        i + 1
+                    );
+                    self.checker
+                        .violate(end, "served-by-owner", Some(i), detail);
+                }
+            }
+            let user = &self.users[s as usize];
+            if user.waiting {
+                let detail = format!(
+                    "u{s}: m{} sent at {} ms was never answered",
+                    user.msg, user.sent_at
+                );
+                self.checker
+                    .violate(end, "every-turn-answered", None, detail);
+            }
+            let log = self
+                .durable
+                .logs
+                .get(&s)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut state = SessionState::default();
+            for event in log {
+                if let Err(e) = state.apply(event) {
+                    self.checker
+                        .violate(end, "log-applies", None, format!("u{s}: {e}"));
+                    break;
+                }
+            }
+            for (i, (turn_seq, reply_seq)) in
+                self.users[s as usize].acked.clone().into_iter().enumerate()
+            {
+                self.check_durable(s, i as u32 + 1, turn_seq, reply_seq, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,849 @@
+//! The engine: nodes running the real core (membership, ring, routing,
+//! handoff, session) and dialog code, a simulated network, simulated MySQL and
+//! Redis, and chat users, all driven by one seeded event queue.
+//!
+//! Events are ordered by (virtual time, a seeded random tie-break, sequence):
+//! events due at the same millisecond run in an order the seed picks, so sweeps
+//! explore interleavings.
+
+use crate::check::{Checker, Distribution};
+use crate::faults::{FaultKind, Schedule};
+use crate::rng::Rng;
+use crate::scenario::Scenario;
+use crate::timeline::{
+    EpochMark, FaultMark, MigrationMark, NodeState, Span, Timeline, ViolationMark,
+};
+use crate::trace::{Record, Trace};
+use confab_core::fencing::{self, Claim};
+use confab_core::handoff::{Action, HandoffConfig, Input as HInput, Ownership, Phase};
+use confab_core::membership::{
+    Input as MInput, MemberTable, Membership, MembershipConfig, Output, Status,
+};
+use confab_core::ring::Ring;
+use confab_core::routing::{Route, route};
+use confab_core::session::{
+    Event, RecordedEvent, SessionState, Snapshot, SnapshotKey, may_acknowledge,
+};
+use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_dialog::{DialogContext, Pipeline};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+mod end;
+mod net;
+mod node;
+mod store;
+
+/// What users say, in turn: a shoe-shop conversation, over and over.
+const SCRIPT: &[&str] = &[
+    "hello",
+    "do you have running shoes in stock?",
+    "size 42",
+    "in red",
+    "where is my order 12345?",
+    "please call me back",
+    "my phone is 13812345678",
+    "thanks",
+];
+
+/// Users stop starting new turns this long before the end, so that every turn
+/// can be answered before the liveness checks.
+const QUIET_MS: u64 = 8_000;
+/// A migration must finish this soon after its epoch change.
+pub const MIGRATION_MAX_MS: u64 = 2_000;
+/// A node asks again for a claim the store did not answer after this long.
+const CLAIM_RETRY_MS: u64 = 250;
+/// Pause between commit attempts.
+const COMMIT_BACKOFF_MS: u64 = 50;
+
+/// A user's turn, as it travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Turn {
+    /// The session (and its user).
+    s: u32,
+    /// The message number: message id `m<msg>`.
+    msg: u32,
+    /// Forwards so far.
+    hops: u8,
+}
+
+/// How a turn was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Acked and replied: the seqs of its `ack` and `reply`.
+    Done { turn_seq: u64, reply_seq: u64 },
+    /// `unavailable`: retry.
+    Unavailable,
+    /// `overloaded`: retry later.
+    Overloaded,
+    /// The input filter refused it.
+    Refused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Node(usize),
+    User(u32),
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Say(Turn),
+    Turn {
+        turn: Turn,
+        seen: Epoch,
+    },
+    State {
+        s: u32,
+        epoch: Epoch,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    StateAck {
+        s: u32,
+        epoch: Epoch,
+        from: usize,
+    },
+    Heartbeat {
+        from: usize,
+        epoch: Epoch,
+    },
+    Answer {
+        s: u32,
+        msg: u32,
+        answer: Answer,
+        from: usize,
+    },
+}
+
+impl Msg {
+    fn name(&self) -> &'static str {
+        match self {
+            Msg::Say(_) => "say",
+            Msg::Turn { .. } => "turn",
+            Msg::State { .. } => "state",
+            Msg::StateAck { .. } => "state_ack",
+            Msg::Heartbeat { .. } => "heartbeat",
+            Msg::Answer { .. } => "answer",
+        }
+    }
+
+    fn session(&self) -> i64 {
+        match self {
+            Msg::Say(t) | Msg::Turn { turn: t, .. } => t.s.into(),
+            Msg::State { s, .. } | Msg::StateAck { s, .. } | Msg::Answer { s, .. } => (*s).into(),
+            Msg::Heartbeat { .. } => -1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StoreOp {
+    Read,
+    Cas {
+        expected: u64,
+        table: Box<MemberTable>,
+    },
+    Append {
+        s: u32,
+        epoch: Epoch,
+        events: Vec<RecordedEvent>,
+    },
+    /// Claims of several sessions, each `(session, epoch, seq its memory is
+    /// at)`: the claims a node makes in one step go to the store together.
+    Claim(Vec<(u32, Epoch, u64)>),
+}
+
+impl StoreOp {
+    fn name(&self) -> &'static str {
+        match self {
+            StoreOp::Read => "read_table",
+            StoreOp::Cas { .. } => "cas_table",
+            StoreOp::Append { .. } => "append",
+            StoreOp::Claim { .. } => "claim",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StoreReply {
+    Table(Option<Box<MemberTable>>),
+    Cas(Option<Box<(bool, MemberTable)>>),
+    Append {
+        s: u32,
+        result: Result<(), Refusal>,
+    },
+    /// Per session claimed: its epoch, and the log after the seq given (or why not).
+    Claim(Vec<(u32, Epoch, Result<Vec<RecordedEvent>, Refusal>)>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Unavailable,
+    Fenced,
+    Conflict,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Fault {
+        index: usize,
+        start: bool,
+    },
+    Wake {
+        user: u32,
+        generation: u32,
+    },
+    Deliver {
+        from: Endpoint,
+        to: Endpoint,
+        msg: Msg,
+    },
+    StoreArrive {
+        node: usize,
+        inc: u32,
+        op: StoreOp,
+    },
+    StoreReply {
+        node: usize,
+        inc: u32,
+        reply: StoreReply,
+    },
+    MembershipTimer {
+        node: usize,
+        inc: u32,
+        at: u64,
+    },
+    SessionTimer {
+        node: usize,
+        inc: u32,
+        s: u32,
+        at: u64,
+    },
+    FlushClaims {
+        node: usize,
+        inc: u32,
+    },
+}
+
+/// A queued event: its key, and where the event waits in the slab (the heap
+/// moves these small entries, not the events).
+struct Entry {
+    at: u64,
+    tie: u64,
+    seq: u64,
+    slot: u32,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+impl Entry {
+    fn key(&self) -> (u64, u64, u64) {
+        (self.at, self.tie, self.seq)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Off,
+    Running,
+    Crashed,
+    Left,
+}
+
+/// One session held in one node's memory.
+struct Held {
+    own: Ownership<Turn>,
+    /// The session's state in memory (when loaded, or arrived from the old owner).
+    state: Option<SessionState>,
+    /// The turn being committed: its events, and whether it was acked already.
+    pending: Option<(Turn, Vec<RecordedEvent>, bool, u32)>,
+    timer: Option<u64>,
+    turns_in: u64,
+    turns_out: u64,
+}
+
+struct Node {
+    id: NodeId,
+    life: Life,
+    incarnation: u32,
+    paused_until: u64,
+    drift_ppm: i64,
+    membership: Membership,
+    timer: Option<u64>,
+    ring: Ring,
+    prev_ring: Ring,
+    ring_at: u64,
+    sessions: BTreeMap<u32, Held>,
+    /// Claims asked for in this step, sent together when it ends.
+    claims: Vec<(u32, Epoch, u64)>,
+    drained: bool,
+    shown: (NodeState, u64),
+}
+
+struct User {
+    msg: u32,
+    waiting: bool,
+    sent_at: u64,
+    generation: u32,
+    /// The seqs each acked message was answered with (index: msg - 1).
+    acked: Vec<(u64, u64)>,
+}
+
+#[derive(Default)]
+struct Durable {
+    table: MemberTable,
+    fences: BTreeMap<u32, Epoch>,
+    logs: BTreeMap<u32, Vec<RecordedEvent>>,
+    epoch_made_at: BTreeMap<u64, u64>,
+}
+
+/// The settings of one run, drawn from the scenario by the seed.
+#[derive(Debug, Clone)]
+struct Settings {
+    latency: (u64, u64),
+    tail: f64,
+    loss: f64,
+    duplicate: f64,
+    reorder: f64,
+    mysql_latency: (u64, u64),
+    mysql_errors: f64,
+    mysql_unknown: f64,
+    redis_latency: u64,
+    redis_timeouts: f64,
+    redis_timeout_ms: u64,
+    commit_attempts: u32,
+}
+
+/// Counts for the summary.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Messages users sent (first tries and retries).
+    pub says: u64,
+    /// Turns acked to their users.
+    pub acked: u64,
+    /// Answers `unavailable`.
+    pub unavailable: u64,
+    /// Answers `overloaded`.
+    pub overloaded: u64,
+    /// Users that waited past their retry time.
+    pub timeouts: u64,
+    /// Commits the store accepted.
+    pub commits: u64,
+    /// Writes the fence refused.
+    pub fenced_writes: u64,
+    /// Claims the fence refused.
+    pub refused_claims: u64,
+    /// Sessions loaded from the durable tier.
+    pub loads: u64,
+    /// Of which Redis held a prefix.
+    pub redis_hits: u64,
+    /// Redis requests that timed out (the node went on without Redis).
+    pub redis_bypass: u64,
+    /// Messages the network lost.
+    pub lost: u64,
+    /// The last epoch.
+    pub epoch: u64,
+    /// Migrations (state sent from an old owner to a new one).
+    pub migrations: Distribution,
+    /// Migrations made after the faults stopped.
+    pub migrations_after_faults: Distribution,
+}
+
+/// The result of a run.
+pub struct Outcome {
+    /// Counts.
+    pub stats: Stats,
+    /// What broke.
+    pub checker: Checker,
+    /// The trace hash.
+    pub trace: String,
+    /// Records in the trace.
+    pub steps: u64,
+    /// Simulated ms.
+    pub simulated_ms: u64,
+    /// What to draw.
+    pub timeline: Timeline,
+    /// The trace file could not be written.
+    pub trace_error: Option<std::io::Error>,
+}
+
+/// One run's world.
+pub struct World {
+    scenario: Scenario,
+    schedule: Schedule,
+    settings: Settings,
+    membership: MembershipConfig,
+    handoff: HandoffConfig,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Entry>>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
+    net: Rng,
+    store_rng: Rng,
+    users_rng: Rng,
+    ties: Rng,
+    nodes: Vec<Node>,
+    uids: Vec<Uid>,
+    users: Vec<User>,
+    durable: Durable,
+    redis: BTreeMap<u32, u64>,
+    pipeline: Pipeline,
+    key: SnapshotKey,
+    active_faults: Vec<usize>,
+    liveness_from: u64,
+    quiet_from: u64,
+    end: u64,
+    migrations: BTreeMap<u32, (usize, usize, Epoch, u64)>,
+    checker: Checker,
+    trace: Trace,
+    timeline: Timeline,
+    stats: Stats,
+}
+
+impl World {
+    /// A world for `scenario` and `seed`, keeping only the faults `only` if given.
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        only: Option<&[usize]>,
+        trace_out: Option<Box<dyn std::io::Write>>,
+    ) -> Result<Self, String> {
+        let mut draw = Rng::new(seed, 1);
+        let schedule = Schedule::draw(scenario, &mut draw, only)?;
+        let (n, st) = (&scenario.network, &scenario.storage);
+        let ms = |v: f64| v.max(0.0).round() as u64;
+        let latency_min = ms(n.latency_min_ms.draw(&mut draw));
+        let mysql_min = ms(st.mysql_latency_min_ms.draw(&mut draw));
+        let settings = Settings {
+            latency: (
+                latency_min,
+                ms(n.latency_max_ms.draw(&mut draw)).max(latency_min),
+            ),
+            tail: n.tail.draw(&mut draw),
+            loss: n.loss.draw(&mut draw),
+            duplicate: n.duplicate.draw(&mut draw),
+            reorder: n.reorder.draw(&mut draw),
+            mysql_latency: (
+                mysql_min,
+                ms(st.mysql_latency_max_ms.draw(&mut draw)).max(mysql_min),
+            ),
+            mysql_errors: st.mysql_errors.draw(&mut draw),
+            mysql_unknown: st.mysql_unknown_outcome.draw(&mut draw),
+            redis_latency: ms(st.redis_latency_ms.draw(&mut draw)),
+            redis_timeouts: st.redis_timeouts.draw(&mut draw),
+            redis_timeout_ms: st.redis_timeout_ms,
+            commit_attempts: st.commit_attempts.max(1),
+        };
+        let drift = scenario.clocks.drift_ppm.draw(&mut draw).abs();
+        let membership = MembershipConfig::default();
+        let handoff = HandoffConfig {
+            buffer_max: scenario.handoff.buffer_max,
+            timeout_ms: scenario.handoff.timeout_ms,
+        };
+        let nodes = (0..schedule.node_slots)
+            .map(|i| {
+                let id = NodeId::new(format!("n{}", i + 1)).expect("a valid node id");
+                let drift_ppm = ((draw.unit() * 2.0 - 1.0) * drift).round() as i64;
+                Node {
+                    membership: Membership::new(id.clone(), membership.clone()),
+                    id,
+                    life: Life::Off,
+                    incarnation: 0,
+                    paused_until: 0,
+                    drift_ppm,
+                    timer: None,
+                    ring: Ring::new(Epoch(0), []),
+                    prev_ring: Ring::new(Epoch(0), []),
+                    ring_at: 0,
+                    sessions: BTreeMap::new(),
+                    claims: Vec::new(),
+                    drained: false,
+                    shown: (NodeState::Off, 0),
+                }
+            })
+            .collect();
+        let liveness_from = schedule.end_ms().max((scenario.duration_s * 1000.0) as u64);
+        let end = liveness_from + (scenario.settle_s * 1000.0) as u64;
+        let mut timeline = Timeline {
+            scenario: scenario.name.clone(),
+            seed,
+            end_ms: end,
+            faults_end_ms: liveness_from,
+            nodes: (0..schedule.node_slots)
+                .map(|i| format!("n{}", i + 1))
+                .collect(),
+            ..Timeline::default()
+        };
+        for fault in schedule.active() {
+            timeline.faults.push(FaultMark {
+                index: fault.index,
+                label: fault.label(),
+                from_ms: fault.at_ms,
+                to_ms: fault.until_ms,
+                nodes: fault.nodes(),
+            });
+        }
+        let mut world = Self {
+            scenario: scenario.clone(),
+            settings,
+            membership,
+            handoff,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            net: Rng::new(seed, 2),
+            store_rng: Rng::new(seed, 3),
+            users_rng: Rng::new(seed, 4),
+            ties: Rng::new(seed, 5),
+            nodes,
+            uids: (0..scenario.sessions)
+                .map(|i| Uid::new(format!("u{i}")).expect("a valid uid"))
+                .collect(),
+            users: (0..scenario.sessions)
+                .map(|_| User {
+                    msg: 0,
+                    waiting: false,
+                    sent_at: 0,
+                    generation: 0,
+                    acked: Vec::new(),
+                })
+                .collect(),
+            durable: Durable::default(),
+            redis: BTreeMap::new(),
+            pipeline: Pipeline::shoe_shop(),
+            key: SnapshotKey::new(*b"confab-sim snapshot key").expect("a long enough key"),
+            active_faults: Vec::new(),
+            liveness_from,
+            quiet_from: end.saturating_sub(QUIET_MS),
+            end,
+            migrations: BTreeMap::new(),
+            checker: Checker::default(),
+            trace: Trace::new(trace_out),
+            timeline,
+            stats: Stats::default(),
+            schedule,
+        };
+        world.start();
+        Ok(world)
+    }
+
+    fn start(&mut self) {
+        for node in 0..self.scenario.nodes {
+            self.boot(node);
+        }
+        let faults: Vec<(u64, u64, usize)> = self
+            .schedule
+            .active()
+            .map(|f| (f.at_ms, f.until_ms, f.index))
+            .collect();
+        for (at, until, index) in faults {
+            self.push(at, Ev::Fault { index, start: true });
+            self.push(
+                until.max(at),
+                Ev::Fault {
+                    index,
+                    start: false,
+                },
+            );
+        }
+        let [low, high] = self.scenario.workload.start_ms;
+        for user in 0..self.scenario.sessions {
+            let at = self.users_rng.between(low, high);
+            self.push(
+                at,
+                Ev::Wake {
+                    user,
+                    generation: 0,
+                },
+            );
+        }
+    }
+
+    /// Runs to the end, then checks liveness.
+    pub fn run(mut self) -> Outcome {
+        while let Some(Reverse(entry)) = self.queue.pop() {
+            if entry.at > self.end {
+                break;
+            }
+            self.now = entry.at;
+            let ev = self.slab[entry.slot as usize]
+                .take()
+                .expect("a queued event");
+            self.free.push(entry.slot);
+            self.step(ev);
+        }
+        self.now = self.end;
+        self.finish()
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        let tie = self.ties.next_u64();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(ev);
+                slot
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse(Entry {
+            at,
+            tie,
+            seq: self.seq,
+            slot,
+        }));
+    }
+
+    fn record(&mut self, ev: &'static str, node: Option<usize>, session: i64, a: u64, b: u64) {
+        self.trace.record(Record {
+            t: self.now,
+            ev,
+            node: node.map_or(-1, |n| n as i64 + 1),
+            session,
+            a,
+            b,
+        });
+    }
+
+    fn faulty(&self) -> bool {
+        self.now < self.liveness_from
+    }
+
+    // ---- time -------------------------------------------------------------
+
+    /// The node's clock at simulated time `t`.
+    fn local(&self, node: usize, t: u64) -> u64 {
+        let ppm = self.nodes[node].drift_ppm;
+        (t as i64 + (t as i64 * ppm) / 1_000_000).max(0) as u64
+    }
+
+    /// The first simulated time at which the node's clock reads `local`.
+    fn global(&self, node: usize, local: u64) -> u64 {
+        let ppm = self.nodes[node].drift_ppm;
+        let mut t = ((local as i128 * 1_000_000) / (1_000_000 + ppm as i128)).max(0) as u64;
+        while self.local(node, t) < local {
+            t += 1;
+        }
+        while t > 0 && self.local(node, t - 1) >= local {
+            t -= 1;
+        }
+        t
+    }
+
+    fn node_now(&self, node: usize) -> u64 {
+        self.local(node, self.now)
+    }
+
+    // ---- the step ---------------------------------------------------------
+
+    fn step(&mut self, ev: Ev) {
+        // A paused node does nothing until its pause ends: what reaches it waits.
+        if let Some(node) = ev_node(&ev)
+            && self.nodes[node].paused_until > self.now
+        {
+            let until = self.nodes[node].paused_until;
+            self.push(until, ev);
+            return;
+        }
+        match ev {
+            Ev::Fault { index, start } => self.fault(index, start),
+            Ev::Wake { user, generation } => self.wake(user, generation),
+            Ev::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Ev::StoreArrive { node, inc, op } => self.store_arrive(node, inc, op),
+            Ev::StoreReply { node, inc, reply } => {
+                if self.alive(node, inc) {
+                    self.store_reply(node, reply);
+                }
+            }
+            Ev::MembershipTimer { node, inc, at } => {
+                if self.alive(node, inc) && self.nodes[node].timer == Some(at) {
+                    self.record("membership_timer", Some(node), -1, 0, 0);
+                    self.nodes[node].timer = None;
+                    let now = self.node_now(node);
+                    self.nodes[node].membership.handle_timeout(now);
+                    self.membership_io(node);
+                }
+            }
+            Ev::FlushClaims { node, inc } => {
+                if self.alive(node, inc) {
+                    let claims = std::mem::take(&mut self.nodes[node].claims);
+                    if !claims.is_empty() {
+                        self.store_op(node, StoreOp::Claim(claims), 0);
+                    }
+                }
+            }
+            Ev::SessionTimer { node, inc, s, at } => {
+                if self.alive(node, inc)
+                    && let Some(held) = self.nodes[node].sessions.get_mut(&s)
+                    && held.timer == Some(at)
+                {
+                    held.timer = None;
+                    self.record("session_timer", Some(node), s.into(), 0, 0);
+                    let now = self.node_now(node);
+                    let held = self.nodes[node].sessions.get_mut(&s).expect("held");
+                    let was_active = held.own.phase() == &Phase::Active;
+                    let actions = held.own.handle_timeout(now);
+                    self.carry_out(node, s, actions);
+                    self.after_session_step(node, s, was_active);
+                }
+            }
+        }
+    }
+
+    fn alive(&self, node: usize, inc: u32) -> bool {
+        let n = &self.nodes[node];
+        n.life == Life::Running && n.incarnation == inc
+    }
+
+    // ---- faults -------------------------------------------------------------
+
+    fn fault(&mut self, index: usize, start: bool) {
+        self.record("fault", None, -1, index as u64, start.into());
+        let fault = self.schedule.faults[index].clone();
+        if start {
+            self.active_faults.push(index);
+        } else {
+            self.active_faults.retain(|i| *i != index);
+        }
+        match (&fault.kind, start) {
+            (FaultKind::Crash { node, .. }, true) => self.crash(*node),
+            (
+                FaultKind::Crash {
+                    node,
+                    restarts: true,
+                },
+                false,
+            ) => self.boot(*node),
+            (FaultKind::Pause { node }, true) => {
+                self.nodes[*node].paused_until = fault.until_ms;
+                self.show(*node, NodeState::Paused);
+            }
+            (FaultKind::Pause { node }, false) => self.show_status(*node),
+            (FaultKind::Join { node }, true) => self.boot(*node),
+            (FaultKind::Drain { node }, true) if self.nodes[*node].life == Life::Running => {
+                let now = self.node_now(*node);
+                self.nodes[*node].membership.handle(now, MInput::Drain);
+                self.membership_io(*node);
+            }
+            (FaultKind::RedisRestart, true) => self.redis.clear(),
+            _ => {}
+        }
+    }
+
+    fn boot(&mut self, node: usize) {
+        if self.nodes[node].life == Life::Running || self.nodes[node].life == Life::Left {
+            return;
+        }
+        let n = &mut self.nodes[node];
+        n.life = Life::Running;
+        n.incarnation += 1;
+        n.membership = Membership::new(n.id.clone(), self.membership.clone());
+        n.timer = None;
+        n.ring = Ring::new(Epoch(0), []);
+        n.prev_ring = Ring::new(Epoch(0), []);
+        n.sessions.clear();
+        n.claims.clear();
+        n.drained = false;
+        self.record(
+            "boot",
+            Some(node),
+            -1,
+            self.nodes[node].incarnation.into(),
+            0,
+        );
+        let now = self.node_now(node);
+        self.nodes[node].membership.handle(now, MInput::Start);
+        self.membership_io(node);
+        self.show_status(node);
+    }
+
+    fn crash(&mut self, node: usize) {
+        if self.nodes[node].life != Life::Running {
+            return;
+        }
+        self.record("crash", Some(node), -1, 0, 0);
+        let n = &mut self.nodes[node];
+        n.life = Life::Crashed;
+        n.sessions.clear();
+        n.paused_until = 0;
+        self.show(node, NodeState::Crashed);
+    }
+
+    // ---- the timeline -----------------------------------------------------
+
+    fn show(&mut self, node: usize, state: NodeState) {
+        let (was, since) = self.nodes[node].shown;
+        if was == state {
+            return;
+        }
+        if self.now > since && was != NodeState::Off {
+            self.timeline.spans.push(Span {
+                node,
+                from_ms: since,
+                to_ms: self.now,
+                state: was,
+            });
+        }
+        self.nodes[node].shown = (state, self.now);
+    }
+
+    fn show_status(&mut self, node: usize) {
+        let n = &self.nodes[node];
+        let state = match n.life {
+            Life::Off | Life::Left => NodeState::Off,
+            Life::Crashed => NodeState::Crashed,
+            Life::Running if n.paused_until > self.now => NodeState::Paused,
+            Life::Running => match n.membership.status() {
+                None | Some(Status::Joining) => NodeState::Joining,
+                Some(Status::Up) => NodeState::Up,
+                Some(Status::Draining) => NodeState::Draining,
+                Some(Status::Down) => NodeState::Down,
+            },
+        };
+        self.show(node, state);
+    }
+}
+
+/// The node an event is for, if it waits while that node is paused.
+fn ev_node(ev: &Ev) -> Option<usize> {
+    match ev {
+        Ev::Deliver {
+            to: Endpoint::Node(n),
+            ..
+        }
+        | Ev::StoreReply { node: n, .. }
+        | Ev::MembershipTimer { node: n, .. }
+        | Ev::SessionTimer { node: n, .. }
+        | Ev::FlushClaims { node: n, .. } => Some(*n),
+        _ => None,
+    }
+}
+
+/// `n3` is 2.
+fn node_of(id: &NodeId) -> usize {
+    id.as_str()[1..]
+        .parse::<usize>()
+        .expect("simulated nodes are n1, n2, ...")
+        - 1
+}

@@ -1,0 +1,253 @@
+//! The network between nodes and users, and the users themselves.
+
+use super::*;
+
+impl World {
+    // ---- the network -------------------------------------------------------
+
+    pub(super) fn send(&mut self, from: Endpoint, to: Endpoint, msg: Msg) {
+        let faulty = self.faulty();
+        if faulty && self.cut(from, to) {
+            self.stats.lost += 1;
+            return;
+        }
+        if faulty && self.net.chance(self.settings.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let copies = if faulty && self.net.chance(self.settings.duplicate) {
+            2
+        } else {
+            1
+        };
+        if copies == 2 {
+            let at = self.delivery_at(from, to, faulty);
+            let copy = msg.clone();
+            self.push(
+                at,
+                Ev::Deliver {
+                    from,
+                    to,
+                    msg: copy,
+                },
+            );
+        }
+        let at = self.delivery_at(from, to, faulty);
+        self.push(at, Ev::Deliver { from, to, msg });
+    }
+
+    /// When a message sent now arrives: latency, a tail, reordering, clogs.
+    pub(super) fn delivery_at(&mut self, from: Endpoint, to: Endpoint, faulty: bool) -> u64 {
+        let (low, high) = self.settings.latency;
+        let mut delay = self.net.between(low, high);
+        if faulty && self.net.chance(self.settings.tail) {
+            delay *= 10;
+        }
+        if faulty && self.net.chance(self.settings.reorder) {
+            delay += self.net.between(0, 5 * high);
+        }
+        let mut at = self.now + delay;
+        for end in [from, to].into_iter().filter_map(|e| self.clogged_until(e)) {
+            at = at.max(end);
+        }
+        at
+    }
+
+    pub(super) fn cut(&self, from: Endpoint, to: Endpoint) -> bool {
+        let (Endpoint::Node(f), Endpoint::Node(t)) = (from, to) else {
+            return false;
+        };
+        self.active_faults
+            .iter()
+            .any(|i| match &self.schedule.faults[*i].kind {
+                FaultKind::Partition { a, b, one_way } => {
+                    (a.contains(&f) && b.contains(&t))
+                        || (!one_way && b.contains(&f) && a.contains(&t))
+                }
+                _ => false,
+            })
+    }
+
+    pub(super) fn clogged_until(&self, end: Endpoint) -> Option<u64> {
+        let Endpoint::Node(node) = end else {
+            return None;
+        };
+        self.active_faults
+            .iter()
+            .map(|i| &self.schedule.faults[*i])
+            .filter(|f| f.kind == FaultKind::Clog { node })
+            .map(|f| f.until_ms)
+            .max()
+    }
+
+    pub(super) fn deliver(&mut self, from: Endpoint, to: Endpoint, msg: Msg) {
+        let from_n = match from {
+            Endpoint::Node(n) => n as u64 + 1,
+            Endpoint::User(_) => 0,
+        };
+        match to {
+            Endpoint::User(user) => {
+                self.record("deliver_user", None, msg.session(), from_n, user.into());
+                if let Msg::Answer {
+                    s,
+                    msg,
+                    answer,
+                    from,
+                } = msg
+                {
+                    self.answered(s, msg, answer, from);
+                }
+            }
+            Endpoint::Node(node) => {
+                if self.nodes[node].life != Life::Running {
+                    self.stats.lost += 1;
+                    return;
+                }
+                self.record(msg.name(), Some(node), msg.session(), from_n, 0);
+                self.node_message(node, msg);
+            }
+        }
+    }
+
+    // ---- users --------------------------------------------------------------
+
+    pub(super) fn wake(&mut self, user: u32, generation: u32) {
+        if self.users[user as usize].generation != generation {
+            return;
+        }
+        self.record("wake", None, user.into(), 0, 0);
+        let u = &mut self.users[user as usize];
+        if u.waiting {
+            self.stats.timeouts +=
+                u64::from(self.now >= u.sent_at + self.scenario.workload.retry_after_ms);
+        } else {
+            if self.now >= self.quiet_from {
+                return;
+            }
+            u.msg += 1;
+            u.waiting = true;
+        }
+        self.say(user);
+    }
+
+    pub(super) fn say(&mut self, user: u32) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|n| self.nodes[*n].life == Life::Running)
+            .collect();
+        let u = &mut self.users[user as usize];
+        u.sent_at = self.now;
+        u.generation += 1;
+        let (msg, generation) = (u.msg, u.generation);
+        self.stats.says += 1;
+        if !running.is_empty() {
+            let gateway = running[self.users_rng.below(running.len() as u64) as usize];
+            let turn = Turn {
+                s: user,
+                msg,
+                hops: 0,
+            };
+            self.send(
+                Endpoint::User(user),
+                Endpoint::Node(gateway),
+                Msg::Say(turn),
+            );
+        }
+        let retry = self.now + self.scenario.workload.retry_after_ms;
+        self.push(retry, Ev::Wake { user, generation });
+    }
+
+    pub(super) fn answered(&mut self, s: u32, msg: u32, answer: Answer, from: usize) {
+        let u = &self.users[s as usize];
+        let current = u.waiting && u.msg == msg;
+        match answer {
+            Answer::Done {
+                turn_seq,
+                reply_seq,
+            } => {
+                if let Some(seen) = u.acked.get(msg as usize - 1) {
+                    if *seen != (turn_seq, reply_seq) {
+                        self.checker.violate(
+                            self.now,
+                            "one-reply-per-turn",
+                            Some(from),
+                            format!(
+                                "u{s} m{msg}: answered at seqs {}/{} and again at {turn_seq}/{reply_seq}: applied twice",
+                                seen.0, seen.1
+                            ),
+                        );
+                    }
+                    return;
+                }
+                if !current {
+                    return;
+                }
+                self.check_durable(s, msg, turn_seq, reply_seq, Some(from));
+                self.stats.acked += 1;
+                let think = self.scenario.workload.think_ms;
+                let wait = self.users_rng.between(think[0], think[1]);
+                let u = &mut self.users[s as usize];
+                u.acked.push((turn_seq, reply_seq));
+                u.waiting = false;
+                u.generation += 1;
+                let generation = u.generation;
+                self.push(
+                    self.now + wait,
+                    Ev::Wake {
+                        user: s,
+                        generation,
+                    },
+                );
+            }
+            Answer::Unavailable | Answer::Overloaded | Answer::Refused => {
+                if answer == Answer::Unavailable {
+                    self.stats.unavailable += 1;
+                } else if answer == Answer::Overloaded {
+                    self.stats.overloaded += 1;
+                }
+                if current {
+                    let [low, high] = self.scenario.workload.error_backoff_ms;
+                    let wait = self.users_rng.between(low, high);
+                    let u = &mut self.users[s as usize];
+                    u.generation += 1;
+                    let generation = u.generation;
+                    self.push(
+                        self.now + wait,
+                        Ev::Wake {
+                            user: s,
+                            generation,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// An acked turn must be in the durable log, at the seqs acked.
+    pub(super) fn check_durable(
+        &mut self,
+        s: u32,
+        msg: u32,
+        turn_seq: u64,
+        reply_seq: u64,
+        from: Option<usize>,
+    ) {
+        let log = self
+            .durable
+            .logs
+            .get(&s)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let at = |seq: u64| log.get(seq.wrapping_sub(1) as usize).map(|e| &e.event);
+        let id = format!("m{msg}");
+        let received = matches!(at(turn_seq), Some(Event::TurnReceived { message_id, .. }) if message_id.as_str() == id);
+        let replied = matches!(at(reply_seq), Some(Event::ReplyProduced { message_id, .. }) if message_id.as_str() == id);
+        if !(received && replied) {
+            self.checker.violate(
+                self.now,
+                "acked-turn-durable",
+                from,
+                format!("u{s} m{msg}: acked at seqs {turn_seq}/{reply_seq} but not in the durable log (it holds {} events)", log.len()),
+            );
+        }
+    }
+}

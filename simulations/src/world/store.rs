@@ -1,0 +1,381 @@
+//! The simulated stores: MySQL (logs, fences, the member table) and Redis.
+
+use super::*;
+
+impl World {
+    // ---- the stores ---------------------------------------------------------
+
+    pub(super) fn store_op(&mut self, node: usize, op: StoreOp, delay: u64) {
+        let (low, high) = self.settings.mysql_latency;
+        let extra: u64 = self
+            .active_faults
+            .iter()
+            .filter_map(|i| match self.schedule.faults[*i].kind {
+                FaultKind::SlowStorage { extra_ms } => Some(extra_ms),
+                _ => None,
+            })
+            .sum();
+        let mut there = self.store_rng.between(low, high).div_ceil(2) + extra;
+        if let StoreOp::Claim(claims) = &op {
+            // A load reads Redis first (the cached prefix), then MySQL's tail.
+            self.stats.loads += claims.len() as u64;
+            if self.faulty() && self.store_rng.chance(self.settings.redis_timeouts) {
+                self.stats.redis_bypass += 1;
+                there += self.settings.redis_timeout_ms;
+            } else {
+                there += self.settings.redis_latency;
+                let hits = claims.iter().filter(|(s, ..)| self.redis.contains_key(s));
+                self.stats.redis_hits += hits.count() as u64;
+            }
+        }
+        let inc = self.nodes[node].incarnation;
+        self.push(self.now + delay + there, Ev::StoreArrive { node, inc, op });
+    }
+
+    pub(super) fn store_arrive(&mut self, node: usize, inc: u32, op: StoreOp) {
+        let session = match &op {
+            StoreOp::Append { s, .. } => i64::from(*s),
+            StoreOp::Claim(claims) if claims.len() == 1 => i64::from(claims[0].0),
+            _ => -1,
+        };
+        let count = match &op {
+            StoreOp::Claim(claims) => claims.len() as u64,
+            _ => 1,
+        };
+        self.record(op.name(), Some(node), session, count, 0);
+        let faulty = self.faulty();
+        let error_rate = self
+            .active_faults
+            .iter()
+            .filter_map(|i| match self.schedule.faults[*i].kind {
+                FaultKind::StorageErrors { rate } => Some(rate),
+                _ => None,
+            })
+            .fold(
+                if faulty {
+                    self.settings.mysql_errors
+                } else {
+                    0.0
+                },
+                f64::max,
+            );
+        let failed = self.store_rng.chance(error_rate);
+        let lost_answer = faulty && self.store_rng.chance(self.settings.mysql_unknown);
+        let reply = match op {
+            StoreOp::Read => {
+                StoreReply::Table((!failed).then(|| Box::new(self.durable.table.clone())))
+            }
+            StoreOp::Cas { expected, table } => {
+                StoreReply::Cas((!failed).then(|| Box::new(self.cas(expected, *table))))
+            }
+            StoreOp::Append { s, epoch, events } => {
+                let result = if failed {
+                    Err(Refusal::Unavailable)
+                } else {
+                    self.append(node, s, epoch, events)
+                };
+                StoreReply::Append { s, result }
+            }
+            StoreOp::Claim(claims) => StoreReply::Claim(
+                claims
+                    .into_iter()
+                    .map(|(s, epoch, after)| {
+                        let result = if failed {
+                            Err(Refusal::Unavailable)
+                        } else {
+                            self.claim(s, epoch, after)
+                        };
+                        (s, epoch, result)
+                    })
+                    .collect(),
+            ),
+        };
+        // Applied, but the answer is lost: the node sees an error.
+        let reply = if lost_answer && !failed {
+            lose(reply)
+        } else {
+            reply
+        };
+        let (low, high) = self.settings.mysql_latency;
+        let back = self.store_rng.between(low, high) / 2;
+        self.push(self.now + back, Ev::StoreReply { node, inc, reply });
+    }
+
+    pub(super) fn cas(&mut self, expected: u64, table: MemberTable) -> (bool, MemberTable) {
+        let applied = self.durable.table.version == expected;
+        if applied {
+            if table.epoch > self.durable.table.epoch {
+                self.durable.epoch_made_at.insert(table.epoch.0, self.now);
+                self.stats.epoch = table.epoch.0;
+                self.timeline.epochs.push(EpochMark {
+                    at_ms: self.now,
+                    epoch: table.epoch.0,
+                    ring: table.ring_nodes().iter().map(node_of).collect(),
+                });
+            }
+            self.durable.table = table;
+        }
+        (applied, self.durable.table.clone())
+    }
+
+    pub(super) fn append(
+        &mut self,
+        node: usize,
+        s: u32,
+        epoch: Epoch,
+        events: Vec<RecordedEvent>,
+    ) -> Result<(), Refusal> {
+        let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
+        if !fencing::admits_write(fence, epoch) {
+            self.stats.fenced_writes += 1;
+            return Err(Refusal::Fenced);
+        }
+        let log = self.durable.logs.entry(s).or_default();
+        let last = log.last().map_or(0, |e| e.seq.0);
+        let first = events.first().map_or(last + 1, |e| e.seq.0);
+        if first <= last {
+            // The (uid, seq) primary key refuses it.
+            return Err(Refusal::Conflict);
+        }
+        self.checker.wrote(self.now, node, s, epoch, first, last);
+        self.stats.commits += 1;
+        log.extend(events);
+        // Written through to Redis, unless Redis times out (then it is bypassed:
+        // it keeps an older prefix, which loads complete from MySQL).
+        if self.faulty() && self.store_rng.chance(self.settings.redis_timeouts) {
+            self.stats.redis_bypass += 1;
+        } else {
+            let len = self.durable.logs[&s].len() as u64;
+            self.redis.insert(s, len);
+        }
+        Ok(())
+    }
+
+    pub(super) fn claim(
+        &mut self,
+        s: u32,
+        epoch: Epoch,
+        after: u64,
+    ) -> Result<Vec<RecordedEvent>, Refusal> {
+        let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
+        match fencing::claim(fence, epoch) {
+            Claim::Refused => {
+                self.stats.refused_claims += 1;
+                return Err(Refusal::Fenced);
+            }
+            Claim::Raise => {
+                self.durable.fences.insert(s, epoch);
+                self.checker.claimed(s, epoch);
+            }
+            Claim::Held => {}
+        }
+        // The claimant's memory is a prefix of the log: it gets the rest.
+        let log = self
+            .durable
+            .logs
+            .get(&s)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(log.get(after as usize..).unwrap_or_default().to_vec())
+    }
+
+    pub(super) fn store_reply(&mut self, node: usize, reply: StoreReply) {
+        let now = self.node_now(node);
+        match reply {
+            StoreReply::Table(table) => {
+                self.record("table_read", Some(node), -1, table.is_some().into(), 0);
+                let input = table.map_or(MInput::StoreFailed, |t| MInput::TableRead(*t));
+                self.nodes[node].membership.handle(now, input);
+                self.membership_io(node);
+            }
+            StoreReply::Cas(result) => {
+                self.record(
+                    "table_cas",
+                    Some(node),
+                    -1,
+                    result.as_ref().is_some_and(|r| r.0).into(),
+                    0,
+                );
+                let input = result.map_or(MInput::StoreFailed, |done| {
+                    let (applied, table) = *done;
+                    MInput::CasDone { applied, table }
+                });
+                self.nodes[node].membership.handle(now, input);
+                self.membership_io(node);
+            }
+            StoreReply::Append { s, result } => self.committed(node, s, result),
+            StoreReply::Claim(results) => {
+                for (s, epoch, result) in results {
+                    self.claimed(node, s, epoch, result);
+                }
+            }
+        }
+    }
+
+    pub(super) fn committed(&mut self, node: usize, s: u32, result: Result<(), Refusal>) {
+        self.record("committed", Some(node), s.into(), result.is_ok().into(), 0);
+        let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
+            return;
+        };
+        let Some((turn, events, acked, attempts)) = held.pending.take() else {
+            return;
+        };
+        let done = Answer::Done {
+            turn_seq: events[0].seq.0,
+            reply_seq: events[2].seq.0,
+        };
+        match result {
+            Ok(()) => {
+                if let Some(state) = &mut held.state {
+                    for event in &events {
+                        if let Err(e) = state.apply(event) {
+                            self.checker.violate(
+                                self.now,
+                                "log-applies",
+                                Some(node),
+                                format!("u{s}: {e}"),
+                            );
+                        }
+                    }
+                }
+                if !acked && may_acknowledge(true) {
+                    self.answer(node, turn, done);
+                }
+                self.session_input(node, s, HInput::Served);
+            }
+            Err(Refusal::Unavailable) if attempts < self.settings.commit_attempts => {
+                // The same events at the same epoch: the ring may have moved
+                // since, but this write was made (and fenced) at that epoch.
+                let epoch = events[0].epoch;
+                held.pending = Some((turn, events.clone(), acked, attempts + 1));
+                let delay = COMMIT_BACKOFF_MS << (attempts - 1);
+                self.store_op(node, StoreOp::Append { s, epoch, events }, delay);
+            }
+            Err(refusal) => {
+                held.state = None;
+                if !acked {
+                    self.answer(node, turn, Answer::Unavailable);
+                }
+                let input = if refusal == Refusal::Fenced {
+                    // A newer epoch claimed the session: this node's ring is stale.
+                    self.refresh(node);
+                    HInput::Fenced
+                } else {
+                    HInput::Reload
+                };
+                self.session_input(node, s, input);
+            }
+        }
+    }
+
+    pub(super) fn claimed(
+        &mut self,
+        node: usize,
+        s: u32,
+        epoch: Epoch,
+        result: Result<Vec<RecordedEvent>, Refusal>,
+    ) {
+        self.record(
+            "claimed",
+            Some(node),
+            s.into(),
+            epoch.0,
+            result.is_ok().into(),
+        );
+        let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
+            return;
+        };
+        if held.own.claiming() != Some(epoch) {
+            return; // an answer to a claim this node no longer waits for
+        }
+        match result {
+            Ok(tail) => {
+                let mut state = held.state.take().unwrap_or_default();
+                let from = state.seq();
+                for event in tail.iter().filter(|e| e.seq > from) {
+                    if let Err(e) = state.apply(event) {
+                        self.checker.violate(
+                            self.now,
+                            "log-applies",
+                            Some(node),
+                            format!("u{s}: {e}"),
+                        );
+                        break;
+                    }
+                }
+                held.state = Some(state);
+                self.session_input(node, s, HInput::Loaded);
+                self.migration_done(node, s);
+            }
+            Err(Refusal::Fenced) => {
+                held.state = None;
+                self.refresh(node);
+                self.session_input(node, s, HInput::ClaimRefused);
+            }
+            Err(_) => {
+                // Ask again, from the same memory (the machine claims a newer
+                // epoch once this one is loaded, if the ring moved meanwhile).
+                let after = held.state.as_ref().map_or(0, |m| m.seq().0);
+                let claim = StoreOp::Claim(vec![(s, epoch, after)]);
+                self.store_op(node, claim, CLAIM_RETRY_MS);
+            }
+        }
+    }
+
+    pub(super) fn migration_done(&mut self, node: usize, s: u32) {
+        let active = self.nodes[node]
+            .sessions
+            .get(&s)
+            .is_some_and(|h| h.own.phase() == &Phase::Active);
+        let Some((from, to, epoch, start)) = self.migrations.get(&s).copied() else {
+            return;
+        };
+        if !active || self.nodes[node].sessions[&s].own.epoch() < epoch {
+            return;
+        }
+        self.migrations.remove(&s);
+        let took = self.now - start;
+        self.stats.migrations.finished.push(took);
+        if start >= self.liveness_from {
+            self.stats.migrations_after_faults.finished.push(took);
+            if took > MIGRATION_MAX_MS {
+                self.checker.violate(
+                    self.now,
+                    "migration-within-2s",
+                    Some(node),
+                    format!(
+                        "u{s}: n{} to n{} took {took} ms after epoch {}",
+                        from + 1,
+                        to + 1,
+                        epoch.0
+                    ),
+                );
+            }
+        }
+        self.timeline.migrations.push(MigrationMark {
+            session: s,
+            from,
+            to,
+            start_ms: start,
+            end_ms: Some(self.now),
+        });
+    }
+}
+
+/// The answer of a request that was applied but whose answer never came back.
+fn lose(reply: StoreReply) -> StoreReply {
+    match reply {
+        StoreReply::Table(_) => StoreReply::Table(None),
+        StoreReply::Cas(_) => StoreReply::Cas(None),
+        StoreReply::Append { s, .. } => StoreReply::Append {
+            s,
+            result: Err(Refusal::Unavailable),
+        },
+        StoreReply::Claim(results) => StoreReply::Claim(
+            results
+                .into_iter()
+                .map(|(s, epoch, _)| (s, epoch, Err(Refusal::Unavailable)))
+                .collect(),
+        ),
+    }
+}
