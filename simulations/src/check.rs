@@ -2,7 +2,7 @@
 //! break it), and the liveness properties, checked once the faults have stopped.
 
 use confab_core::Epoch;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,8 @@ struct Log {
 #[derive(Debug, Default)]
 pub struct Checker {
     logs: BTreeMap<u32, Log>,
+    /// Every (session, message number) the durable logs hold a turn of.
+    recorded: BTreeSet<(u32, u32)>,
     violations: Vec<Violation>,
     count: u64,
 }
@@ -70,6 +72,21 @@ impl Checker {
     pub fn claimed(&mut self, s: u32, epoch: Epoch) {
         let log = self.logs.entry(s).or_default();
         log.claimed = log.claimed.max(epoch);
+    }
+
+    /// The store accepted a turn of session `s` with this message id: a message
+    /// id recorded twice is a turn applied twice.
+    pub fn recorded(&mut self, at_ms: u64, node: usize, s: u32, message_id: &str) {
+        let number = message_id.strip_prefix('m').and_then(|n| n.parse().ok());
+        let Some(number) = number else {
+            let detail = format!("u{s}: a turn with the message id {message_id:?}, never sent");
+            self.violate(at_ms, "one-reply-per-turn", Some(node), detail);
+            return;
+        };
+        if !self.recorded.insert((s, number)) {
+            let detail = format!("u{s}: {message_id} recorded a second time: a turn applied twice");
+            self.violate(at_ms, "one-reply-per-turn", Some(node), detail);
+        }
     }
 
     /// The store accepted a write of session `s`'s events from seq `first`,
@@ -170,6 +187,17 @@ mod tests {
         c.wrote(3, 1, 1, Epoch(2), 8, 7);
         let names: Vec<_> = c.violations().iter().map(|v| v.invariant).collect();
         assert_eq!(names, ["seq-plus-one", "fenced-write-went-back"]);
+    }
+
+    #[test]
+    fn a_message_id_recorded_twice_is_a_turn_applied_twice() {
+        let mut c = Checker::default();
+        c.recorded(1, 0, 4, "m1");
+        c.recorded(2, 0, 4, "m2");
+        c.recorded(3, 0, 5, "m1");
+        assert_eq!(c.count(), 0, "another message, or another session");
+        c.recorded(4, 1, 4, "m1");
+        assert_eq!(c.violations()[0].invariant, "one-reply-per-turn");
     }
 
     #[test]

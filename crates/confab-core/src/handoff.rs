@@ -137,8 +137,9 @@ pub enum Action<T> {
         /// The epoch it owns the session at.
         epoch: Epoch,
     },
-    /// Claim the session at `epoch` (fencing the old owner) and load it: from the
-    /// state that arrived if `from_state`, else from the durable tier.
+    /// Claim the session at `epoch` (fencing the old owner) and load it: if
+    /// `from_state`, from the memory this node holds (its own, or the state that
+    /// arrived) and the durable log after it; else from the durable tier alone.
     Claim {
         /// This node's epoch.
         epoch: Epoch,
@@ -398,12 +399,12 @@ impl<T> Ownership<T> {
                 };
                 self.progress(actions);
             }
-            // The move is called off. If the state never left, this node's
-            // memory is still the session: it claims the new epoch and goes on.
-            // If it left, the other side may have served turns since: this node
-            // waits for the state to come back, or rebuilds from the durable tier.
-            (Phase::HandingOff { sent, .. }, true) => {
-                self.state_arrived = !*sent;
+            // The move is called off. This node's memory is a prefix of the
+            // session's log even if the other side served turns since: it
+            // claims the new epoch (fencing the other side) at once, and the
+            // claim reads the rest of the log.
+            (Phase::HandingOff { .. }, true) => {
+                self.state_arrived = true;
                 self.phase = Phase::Awaiting {
                     since: now,
                     claiming: false,

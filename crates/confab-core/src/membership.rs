@@ -11,7 +11,8 @@
 //! - **Join:** a node adds itself as `Joining`, then moves itself `Up`. Only the
 //!   second step changes the ring, so the epoch rises once per join.
 //! - **Heartbeats:** every `heartbeat_every_ms` a node sends one to every other
-//!   member. A member not heard from for `down_after_ms` is proposed `Down` by any
+//!   member, and at once when it adopts a new ring (a heartbeat carrying a newer
+//!   epoch makes its receiver read the table). A member not heard from for `down_after_ms` is proposed `Down` by any
 //!   `Up` node that misses it (the compare-and-set lets one proposal win).
 //! - **Drain and leave:** a draining node moves itself `Draining` (out of the
 //!   ring: its sessions move away while it still serves their handoff), and once
@@ -387,6 +388,9 @@ impl Membership {
         self.last_heard
             .retain(|node, _| table.members.contains_key(node));
         if self.announced != Some(table.epoch) && self.goal != Goal::Gone {
+            // Tell the others at once: a heartbeat carrying a newer epoch makes
+            // them read the table, so a new ring spreads in one round trip.
+            self.next_heartbeat = now;
             self.announced = Some(table.epoch);
             self.outputs.push_back(Output::RingChanged {
                 epoch: table.epoch,

@@ -98,20 +98,6 @@ impl World {
                 self.checker
                     .violate(end, "every-turn-answered", None, detail);
             }
-            let log = self
-                .durable
-                .logs
-                .get(&s)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let mut state = SessionState::default();
-            for event in log {
-                if let Err(e) = state.apply(event) {
-                    self.checker
-                        .violate(end, "log-applies", None, format!("u{s}: {e}"));
-                    break;
-                }
-            }
             for (i, (turn_seq, reply_seq)) in
                 self.users[s as usize].acked.clone().into_iter().enumerate()
             {

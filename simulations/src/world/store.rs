@@ -138,6 +138,12 @@ impl World {
             return Err(Refusal::Conflict);
         }
         self.checker.wrote(self.now, node, s, epoch, first, last);
+        for event in &events {
+            if let Event::TurnReceived { message_id, .. } = &event.event {
+                self.checker
+                    .recorded(self.now, node, s, message_id.as_str());
+            }
+        }
         self.stats.commits += 1;
         log.extend(events);
         // Written through to Redis, unless Redis times out (then it is bypassed:

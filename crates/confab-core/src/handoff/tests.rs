@@ -138,7 +138,7 @@ fn a_move_called_off_before_the_state_left_keeps_the_session_and_its_buffer() {
 }
 
 #[test]
-fn a_move_called_off_after_the_state_left_waits_for_it_to_come_back() {
+fn a_move_called_off_after_the_state_left_claims_at_once_from_its_memory() {
     let mut a = Own::active(id("a"), Epoch(1), config());
     assert_eq!(
         a.handle(0, ring(2, "b")),
@@ -148,18 +148,22 @@ fn a_move_called_off_after_the_state_left_waits_for_it_to_come_back() {
         }]
     );
     assert!(a.handle(1, Input::Turn(1)).is_empty());
-    // `b` may have served turns meanwhile: `a`'s memory is no longer the session.
-    assert!(a.handle(2, ring(3, "a")).is_empty());
-    assert!(
-        a.handle(3, Input::StateAcked).is_empty(),
-        "a late ack changes nothing"
-    );
+    // `b` may have served turns meanwhile; `a`'s memory is still a prefix of the
+    // log, and the claim fences `b` and reads the rest.
     assert_eq!(
-        a.handle(4, Input::StateArrived),
+        a.handle(2, ring(3, "a")),
         [Action::Claim {
             epoch: Epoch(3),
             from_state: true
         }]
+    );
+    assert!(
+        a.handle(3, Input::StateAcked).is_empty(),
+        "a late ack changes nothing"
+    );
+    assert!(
+        a.handle(4, Input::StateArrived).is_empty(),
+        "nor does state sent back"
     );
     assert_eq!(a.handle(5, Input::Loaded), [Action::Serve(1)]);
 }
