@@ -199,6 +199,9 @@ pub struct Membership {
     last_heard: BTreeMap<NodeId, u64>,
     /// A read or compare-and-set is in flight since this time.
     waiting_since: Option<u64>,
+    /// A read was wanted while a request was in flight (a heartbeat told of a
+    /// newer epoch): read again once the answer is in, which may predate it.
+    read_again: bool,
     /// The epoch of the last `RingChanged` output.
     announced: Option<Epoch>,
     next_heartbeat: u64,
@@ -216,6 +219,7 @@ impl Membership {
             table: None,
             last_heard: BTreeMap::new(),
             waiting_since: None,
+            read_again: false,
             announced: None,
             next_heartbeat: 0,
             next_refresh: 0,
@@ -255,6 +259,7 @@ impl Membership {
                 self.waiting_since = None;
                 self.adopt(now, table);
                 self.decide(now);
+                self.read_if_wanted(now);
             }
             Input::CasDone { applied, table } => {
                 self.waiting_since = None;
@@ -264,6 +269,7 @@ impl Membership {
                     self.outputs.push_back(Output::Left);
                 }
                 self.decide(now);
+                self.read_if_wanted(now);
             }
             Input::StoreFailed => {
                 // Asked again at the next refresh.
@@ -363,8 +369,17 @@ impl Membership {
     fn read(&mut self, now: u64) {
         if self.waiting_since.is_none() {
             self.waiting_since = Some(now);
+            self.read_again = false;
             self.next_refresh = now + self.config.refresh_every_ms;
             self.outputs.push_back(Output::ReadTable);
+        } else {
+            self.read_again = true;
+        }
+    }
+
+    fn read_if_wanted(&mut self, now: u64) {
+        if self.read_again && self.waiting_since.is_none() && self.goal != Goal::Gone {
+            self.read(now);
         }
     }
 

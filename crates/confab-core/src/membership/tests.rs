@@ -382,3 +382,38 @@ fn a_refresh_reads_the_table_at_once_unless_a_read_is_in_flight() {
     m.handle(8, Input::Refresh);
     assert_eq!(m.poll_output(), Some(Output::ReadTable));
 }
+
+#[test]
+fn news_of_a_newer_epoch_during_a_read_is_read_again_after_it() {
+    let up = MemberTable::default()
+        .with(&id(1), Some(Status::Joining))
+        .with(&id(1), Some(Status::Up));
+    let mut m = Membership::new(id(1), MembershipConfig::default());
+    m.handle(0, Input::Start);
+    assert_eq!(m.poll_output(), Some(Output::ReadTable));
+    // A heartbeat tells of epoch 2 while the read is in flight; the read's
+    // answer predates epoch 2.
+    m.handle(
+        1,
+        Input::Heartbeat {
+            from: id(2),
+            epoch: Epoch(2),
+        },
+    );
+    assert_eq!(m.poll_output(), None, "one request at a time");
+    m.handle(2, Input::TableRead(up));
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert!(
+        matches!(
+            outputs.as_slice(),
+            [
+                Output::RingChanged {
+                    epoch: Epoch(1),
+                    ..
+                },
+                Output::ReadTable
+            ]
+        ),
+        "{outputs:?}"
+    );
+}
