@@ -17,11 +17,14 @@ pub struct Violation {
     pub detail: String,
 }
 
-/// What the checker remembers of one session's durable log.
+/// What the checker remembers of one session's durable log, from the store's
+/// accepted requests (never from the fencing code under test).
 #[derive(Debug, Clone, Default)]
 struct Log {
-    /// Highest epoch a claim raised the fence to.
+    /// The newest epoch any accepted claim was made at.
     claimed: Epoch,
+    /// Who made the accepted claims, by epoch.
+    claimants: BTreeMap<Epoch, usize>,
     /// Epoch of the last accepted write.
     written: Epoch,
 }
@@ -68,10 +71,37 @@ impl Checker {
         self.count
     }
 
-    /// A claim raised session `s`'s fence to `epoch`.
-    pub fn claimed(&mut self, s: u32, epoch: Epoch) {
+    /// The store accepted `node`'s claim of session `s` at `epoch`. Checks: no
+    /// claim older than one already accepted (the older claimant would own the
+    /// session beside the newer one), and one claimant per epoch.
+    pub fn claimed(&mut self, at_ms: u64, node: usize, s: u32, epoch: Epoch) {
         let log = self.logs.entry(s).or_default();
+        let newest = log.claimed;
+        let other = log.claimants.insert(epoch, node).filter(|n| *n != node);
         log.claimed = log.claimed.max(epoch);
+        if epoch < newest {
+            let detail = format!(
+                "u{s}: n{}'s claim at epoch {} was accepted after one at epoch {}: two active owners",
+                node + 1,
+                epoch.0,
+                newest.0
+            );
+            self.violate(at_ms, "one-active-owner", Some(node), detail);
+        }
+        if let Some(other) = other {
+            let detail = format!(
+                "u{s}: n{} and n{} both claimed epoch {}",
+                other + 1,
+                node + 1,
+                epoch.0
+            );
+            self.violate(at_ms, "one-active-owner", Some(node), detail);
+        }
+    }
+
+    /// The newest epoch an accepted claim of session `s` was made at.
+    pub fn newest_claim(&self, s: u32) -> Epoch {
+        self.logs.get(&s).map_or(Epoch(0), |log| log.claimed)
     }
 
     /// The store accepted a turn of session `s` with this message id: a message
@@ -89,18 +119,36 @@ impl Checker {
         }
     }
 
-    /// The store accepted a write of session `s`'s events from seq `first`,
-    /// after `last` (the log's last seq), made by `node` at `epoch`.
-    /// Checks: the seq rises by exactly one, a fenced write never goes back in
-    /// epoch, and no owner older than the last claim writes (two owners).
-    pub fn wrote(&mut self, at_ms: u64, node: usize, s: u32, epoch: Epoch, first: u64, last: u64) {
-        if first != last + 1 {
+    /// The store accepted a write of session `s`'s events, whose seqs are
+    /// `seqs`, after `last` (the log's last seq), made by `node` at `epoch`.
+    /// Checks: the seq rises by exactly one; a fenced write never goes back in
+    /// epoch; the writer claimed that epoch; no owner older than the last claim
+    /// writes (two owners).
+    pub fn wrote(
+        &mut self,
+        at_ms: u64,
+        node: usize,
+        s: u32,
+        epoch: Epoch,
+        seqs: &[u64],
+        last: u64,
+    ) {
+        let expected = (last + 1..).take(seqs.len());
+        if !seqs.iter().copied().eq(expected) {
             self.violate(
                 at_ms,
                 "seq-plus-one",
                 Some(node),
-                format!("u{s}: a write starts at seq {first} after seq {last}"),
+                format!("u{s}: a write of seqs {seqs:?} after seq {last}"),
             );
+        }
+        if self.logs.get(&s).and_then(|log| log.claimants.get(&epoch)) != Some(&node) {
+            let detail = format!(
+                "u{s}: n{} wrote at epoch {}, which it never claimed",
+                node + 1,
+                epoch.0
+            );
+            self.violate(at_ms, "one-active-owner", Some(node), detail);
         }
         let log = self.logs.entry(s).or_default().clone();
         if epoch < log.written {
@@ -171,22 +219,54 @@ mod tests {
     #[test]
     fn a_write_after_a_newer_claim_is_two_active_owners() {
         let mut c = Checker::default();
-        c.claimed(1, Epoch(2));
-        c.wrote(10, 0, 1, Epoch(2), 1, 0);
+        c.claimed(1, 0, 1, Epoch(2));
+        c.wrote(10, 0, 1, Epoch(2), &[1, 2, 3], 0);
         assert_eq!(c.count(), 0);
-        c.claimed(1, Epoch(3));
-        c.wrote(11, 0, 1, Epoch(2), 4, 3);
+        c.claimed(11, 1, 1, Epoch(3));
+        c.wrote(12, 0, 1, Epoch(2), &[4, 5, 6], 3);
+        assert_eq!(c.count(), 1);
         assert_eq!(c.violations()[0].invariant, "one-active-owner");
+    }
+
+    #[test]
+    fn a_stale_claim_accepted_a_write_never_claimed_and_a_shared_epoch_are_caught() {
+        let mut c = Checker::default();
+        c.claimed(1, 0, 1, Epoch(5));
+        c.claimed(2, 1, 1, Epoch(4));
+        c.claimed(3, 2, 1, Epoch(5));
+        c.wrote(4, 3, 1, Epoch(6), &[1, 2, 3], 0);
+        let details: Vec<&str> = c.violations().iter().map(|v| v.detail.as_str()).collect();
+        assert_eq!(details.len(), 3, "{details:?}");
+        assert!(
+            details[0].contains("accepted after one at epoch 5"),
+            "{details:?}"
+        );
+        assert!(details[1].contains("both claimed epoch 5"), "{details:?}");
+        assert!(details[2].contains("never claimed"), "{details:?}");
+        assert_eq!(c.newest_claim(1), Epoch(5));
+        c.claimed(5, 2, 1, Epoch(5));
+        assert_eq!(c.count(), 3, "the same node claiming again is fine");
     }
 
     #[test]
     fn a_gap_or_an_older_write_is_caught() {
         let mut c = Checker::default();
-        c.wrote(1, 0, 1, Epoch(3), 1, 0);
-        c.wrote(2, 1, 1, Epoch(3), 5, 3);
-        c.wrote(3, 1, 1, Epoch(2), 8, 7);
+        c.claimed(0, 0, 1, Epoch(2));
+        c.claimed(0, 0, 1, Epoch(3));
+        c.wrote(1, 0, 1, Epoch(3), &[1, 2, 3], 0);
+        c.wrote(2, 0, 1, Epoch(3), &[5, 6, 7], 3);
+        c.wrote(3, 0, 1, Epoch(3), &[8, 10, 11], 7);
+        c.wrote(4, 0, 1, Epoch(2), &[12, 13, 14], 11);
         let names: Vec<_> = c.violations().iter().map(|v| v.invariant).collect();
-        assert_eq!(names, ["seq-plus-one", "fenced-write-went-back"]);
+        assert_eq!(
+            names,
+            [
+                "seq-plus-one",
+                "seq-plus-one",
+                "fenced-write-went-back",
+                "one-active-owner"
+            ]
+        );
     }
 
     #[test]

@@ -43,10 +43,16 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<Outcome, String> 
         options.only_faults.as_deref(),
         options.trace_out,
     )?;
+    /// Switches the mutation off again however the run ends.
+    struct Switched;
+    impl Drop for Switched {
+        fn drop(&mut self) {
+            mutation::set(None);
+        }
+    }
     mutation::set(options.mutate);
-    let outcome = world.run();
-    mutation::set(None);
-    Ok(outcome)
+    let _off = Switched;
+    Ok(world.run())
 }
 
 /// The command that replays a run.

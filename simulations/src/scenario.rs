@@ -401,6 +401,44 @@ impl Scenario {
                 return Err(format!("workload.{name}: {low} is above {high}"));
             }
         }
+        let n = &self.network;
+        let st = &self.storage;
+        let shares = [
+            ("network.tail", n.tail),
+            ("network.loss", n.loss),
+            ("network.duplicate", n.duplicate),
+            ("network.reorder", n.reorder),
+            ("storage.mysql_errors", st.mysql_errors),
+            ("storage.mysql_unknown_outcome", st.mysql_unknown_outcome),
+            ("storage.redis_timeouts", st.redis_timeouts),
+        ];
+        let amounts = [
+            ("network.latency_min_ms", n.latency_min_ms),
+            ("network.latency_max_ms", n.latency_max_ms),
+            ("storage.mysql_latency_min_ms", st.mysql_latency_min_ms),
+            ("storage.mysql_latency_max_ms", st.mysql_latency_max_ms),
+            ("storage.redis_latency_ms", st.redis_latency_ms),
+            ("clocks.drift_ppm", self.clocks.drift_ppm),
+        ];
+        for (name, draw, max) in shares
+            .iter()
+            .map(|(n, d)| (n, d, 1.0))
+            .chain(amounts.iter().map(|(n, d)| (n, d, 1e6)))
+        {
+            let (low, high) = match *draw {
+                Draw::Fixed(v) => (v, v),
+                Draw::Range([low, high]) => (low, high),
+            };
+            if low > high {
+                return Err(format!("{name}: {low} is above {high}"));
+            }
+            if !(0.0..=max).contains(&low) || !(0.0..=max).contains(&high) {
+                return Err(format!("{name}: must be within 0 and {max}"));
+            }
+        }
+        if !(1..=10).contains(&st.commit_attempts) {
+            return Err("storage.commit_attempts: must be 1 to 10".into());
+        }
         if let Some(random) = &self.random_faults {
             for kind in &random.kinds {
                 if !crate::faults::RANDOM_KINDS.contains(&kind.as_str()) {
@@ -440,6 +478,18 @@ mod tests {
         assert!(err.contains("speed"), "{err}");
         let err = Scenario::parse("nodes = 0\nsessions = 10\nduration_s = 10", "x").unwrap_err();
         assert!(err.contains("nodes"), "{err}");
+        let err = Scenario::parse(
+            "nodes = 2\nsessions = 1\nduration_s = 5\n[network]\nloss = [0.5, 0.1]",
+            "x",
+        )
+        .unwrap_err();
+        assert!(err.contains("network.loss"), "{err}");
+        let err = Scenario::parse(
+            "nodes = 2\nsessions = 1\nduration_s = 5\n[storage]\nmysql_errors = 1.5",
+            "x",
+        )
+        .unwrap_err();
+        assert!(err.contains("mysql_errors"), "{err}");
         let err = Scenario::load("no-such-scenario").unwrap_err().to_string();
         assert!(err.contains("crash"), "lists the known ones: {err}");
     }

@@ -194,9 +194,12 @@ enum Ev {
         user: u32,
         generation: u32,
     },
+    /// A message arrives; `inc` is the incarnation of the node it was sent to
+    /// (a restarted node never gets its previous incarnation's messages).
     Deliver {
         from: Endpoint,
         to: Endpoint,
+        inc: u32,
         msg: Msg,
     },
     StoreArrive {
@@ -669,7 +672,7 @@ impl World {
         match ev {
             Ev::Fault { index, start } => self.fault(index, start),
             Ev::Wake { user, generation } => self.wake(user, generation),
-            Ev::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Ev::Deliver { from, to, inc, msg } => self.deliver(from, to, inc, msg),
             Ev::StoreArrive { node, inc, op } => self.store_arrive(node, inc, op),
             Ev::StoreReply { node, inc, reply } => {
                 if self.alive(node, inc) {
@@ -736,7 +739,8 @@ impl World {
                 false,
             ) => self.boot(*node),
             (FaultKind::Pause { node }, true) => {
-                self.nodes[*node].paused_until = fault.until_ms;
+                let n = &mut self.nodes[*node];
+                n.paused_until = n.paused_until.max(fault.until_ms);
                 self.show(*node, NodeState::Paused);
             }
             (FaultKind::Pause { node }, false) => self.show_status(*node),
@@ -758,6 +762,7 @@ impl World {
         let n = &mut self.nodes[node];
         n.life = Life::Running;
         n.incarnation += 1;
+        n.paused_until = 0;
         n.membership = Membership::new(n.id.clone(), self.membership.clone());
         n.timer = None;
         n.ring = Ring::new(Epoch(0), []);

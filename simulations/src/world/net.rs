@@ -20,20 +20,17 @@ impl World {
         } else {
             1
         };
+        let inc = match to {
+            Endpoint::Node(node) => self.nodes[node].incarnation,
+            Endpoint::User(_) => 0,
+        };
         if copies == 2 {
             let at = self.delivery_at(from, to, faulty);
-            let copy = msg.clone();
-            self.push(
-                at,
-                Ev::Deliver {
-                    from,
-                    to,
-                    msg: copy,
-                },
-            );
+            let msg = msg.clone();
+            self.push(at, Ev::Deliver { from, to, inc, msg });
         }
         let at = self.delivery_at(from, to, faulty);
-        self.push(at, Ev::Deliver { from, to, msg });
+        self.push(at, Ev::Deliver { from, to, inc, msg });
     }
 
     /// When a message sent now arrives: latency, a tail, reordering, clogs.
@@ -80,7 +77,7 @@ impl World {
             .max()
     }
 
-    pub(super) fn deliver(&mut self, from: Endpoint, to: Endpoint, msg: Msg) {
+    pub(super) fn deliver(&mut self, from: Endpoint, to: Endpoint, inc: u32, msg: Msg) {
         let from_n = match from {
             Endpoint::Node(n) => n as u64 + 1,
             Endpoint::User(_) => 0,
@@ -99,7 +96,7 @@ impl World {
                 }
             }
             Endpoint::Node(node) => {
-                if self.nodes[node].life != Life::Running {
+                if !self.alive(node, inc) {
                     self.stats.lost += 1;
                     return;
                 }

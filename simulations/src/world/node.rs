@@ -148,8 +148,22 @@ impl World {
             }
         };
         let n = &self.nodes[node];
-        if epoch < n.ring.epoch() && n.ring.owner(&self.uids[s as usize]) != Some(&n.id) {
-            return; // the ring has moved on: the turns forwarded here are routed on
+        let owner = n.ring.owner(&self.uids[s as usize]);
+        if epoch < n.ring.epoch() && owner != Some(&n.id) {
+            // The ring has moved on: the state goes on to the owner (the turns
+            // forwarded here are routed on too).
+            if let Some(owner) = owner.map(node_of) {
+                let epoch = n.ring.epoch();
+                let bytes = bytes.to_vec();
+                let msg = Msg::State {
+                    s,
+                    epoch,
+                    from: node,
+                    bytes,
+                };
+                self.send(Endpoint::Node(node), Endpoint::Node(owner), msg);
+            }
+            return;
         }
         self.hold(node, s, Some(epoch));
         let me = self.nodes[node].id.clone();
@@ -183,17 +197,6 @@ impl World {
         let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
             return;
         };
-        if std::env::var("SIMDEBUG").is_ok_and(|v| v == s.to_string()) {
-            eprintln!(
-                "{} n{} {:?} at {:?} {:?} state seq {:?}",
-                self.now,
-                node + 1,
-                input,
-                held.own.epoch(),
-                held.own.phase(),
-                held.state.as_ref().map(|s| s.seq())
-            );
-        }
         if matches!(input, HInput::Turn(_)) {
             held.turns_in += 1;
         }
@@ -275,6 +278,20 @@ impl World {
             let held = self.nodes[node].sessions.get_mut(&s).expect("held");
             held.turns_in = held.turns_out + held.own.buffered() as u64;
         }
+        // A session that let go, or was fenced, keeps no turn waiting here.
+        let held = &self.nodes[node].sessions[&s];
+        if matches!(held.own.phase(), Phase::Released { .. } | Phase::Fenced)
+            && held.own.buffered() > 0
+        {
+            let detail = format!(
+                "u{s}: n{} let the session go ({:?}) with {} turns still buffered",
+                node + 1,
+                held.own.phase(),
+                held.own.buffered()
+            );
+            self.checker
+                .violate(self.now, "turns-conserved", Some(node), detail);
+        }
         // At most one active owner: only one node may be active at an epoch
         // no newer claim has superseded (the checker's own reading, not the
         // store's fencing code, which a planted bug may break). Only a node
@@ -287,7 +304,7 @@ impl World {
             self.arm_session_timer(node, s);
             return;
         }
-        let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
+        let fence = self.checker.newest_claim(s);
         let active: Vec<usize> = (0..self.nodes.len())
             .filter(|n| self.nodes[*n].life == Life::Running)
             .filter(|n| {
@@ -346,6 +363,8 @@ impl World {
                 Some(node),
                 format!("u{s}: served with no state"),
             );
+            self.answer(node, turn, Answer::Unavailable);
+            self.session_input(node, s, HInput::Reload);
             return;
         };
         let message_id = MessageId::new(format!("m{}", turn.msg)).expect("a valid message id");
@@ -414,7 +433,13 @@ impl World {
             .get(&epoch.0)
             .copied()
             .unwrap_or(self.now);
-        if let Some((from, to, _, started)) = self.migrations.insert(s, (node, to, epoch, start)) {
+        // A stale owner's late move does not replace a newer one: the newer one
+        // is the one measured.
+        let newer = self.migrations.get(&s).is_some_and(|m| m.2 > epoch);
+        if !newer
+            && let Some((from, to, _, started)) =
+                self.migrations.insert(s, (node, to, epoch, start))
+        {
             // Superseded by a newer move before it finished.
             self.timeline.migrations.push(MigrationMark {
                 session: s,

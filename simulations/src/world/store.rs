@@ -14,7 +14,8 @@ impl World {
                 FaultKind::SlowStorage { extra_ms } => Some(extra_ms),
                 _ => None,
             })
-            .sum();
+            .max()
+            .unwrap_or(0);
         let mut there = self.store_rng.between(low, high).div_ceil(2) + extra;
         if let StoreOp::Claim(claims) = &op {
             // A load reads Redis first (the cached prefix), then MySQL's tail.
@@ -83,7 +84,7 @@ impl World {
                         let result = if failed {
                             Err(Refusal::Unavailable)
                         } else {
-                            self.claim(s, epoch, after)
+                            self.claim(node, s, epoch, after)
                         };
                         (s, epoch, result)
                     })
@@ -137,7 +138,19 @@ impl World {
             // The (uid, seq) primary key refuses it.
             return Err(Refusal::Conflict);
         }
-        self.checker.wrote(self.now, node, s, epoch, first, last);
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
+        self.checker.wrote(self.now, node, s, epoch, &seqs, last);
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.epoch != epoch || e.uid != self.uids[s as usize])
+        {
+            let detail = format!(
+                "u{s}: a write at epoch {} carries an event of {} at epoch {}",
+                epoch.0, e.uid, e.epoch.0
+            );
+            self.checker
+                .violate(self.now, "one-active-owner", Some(node), detail);
+        }
         for event in &events {
             if let Event::TurnReceived { message_id, .. } = &event.event {
                 self.checker
@@ -159,6 +172,7 @@ impl World {
 
     pub(super) fn claim(
         &mut self,
+        node: usize,
         s: u32,
         epoch: Epoch,
         after: u64,
@@ -171,10 +185,10 @@ impl World {
             }
             Claim::Raise => {
                 self.durable.fences.insert(s, epoch);
-                self.checker.claimed(s, epoch);
             }
             Claim::Held => {}
         }
+        self.checker.claimed(self.now, node, s, epoch);
         // The claimant's memory is a prefix of the log: it gets the rest.
         let log = self
             .durable
