@@ -76,6 +76,15 @@ impl World {
         for s in 0..self.uids.len() as u32 {
             let owner = ring.owner(&self.uids[s as usize]).map(node_of);
             for (i, n) in self.nodes.iter().enumerate() {
+                let buffered = n.sessions.get(&s).map_or(0, |h| h.own.buffered());
+                if n.life == Life::Running && buffered > 0 {
+                    let detail = format!(
+                        "u{s}: {buffered} turns still buffered on n{} at the end",
+                        i + 1
+                    );
+                    self.checker
+                        .violate(end, "every-turn-answered", Some(i), detail);
+                }
                 let active = n.life == Life::Running
                     && n.sessions
                         .get(&s)
