@@ -313,8 +313,10 @@ impl Membership {
             self.next_heartbeat = now + self.config.heartbeat_every_ms;
             if let Some(table) = &self.table {
                 let epoch = self.announced.unwrap_or(table.epoch);
-                for (node, status) in &table.members {
-                    if *node != self.me && *status != Status::Down {
+                // Members declared down get them too: one that was only cut off
+                // learns at once that it must join again.
+                for node in table.members.keys() {
+                    if *node != self.me {
                         self.outputs.push_back(Output::Heartbeat {
                             to: node.clone(),
                             epoch,

@@ -417,3 +417,22 @@ fn news_of_a_newer_epoch_during_a_read_is_read_again_after_it() {
         "{outputs:?}"
     );
 }
+
+#[test]
+fn a_member_declared_down_still_gets_heartbeats_to_learn_it_must_rejoin() {
+    let table = MemberTable::default()
+        .with(&id(1), Some(Status::Up))
+        .with(&id(2), Some(Status::Down));
+    let mut m = Membership::new(id(1), MembershipConfig::default());
+    m.handle(0, Input::Start);
+    m.handle(1, Input::TableRead(table));
+    while m.poll_output().is_some() {}
+    m.handle_timeout(600);
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Heartbeat { to, .. } if *to == id(2))),
+        "{outputs:?}"
+    );
+}
