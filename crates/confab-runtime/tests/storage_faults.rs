@@ -188,16 +188,24 @@ async fn with_redis_down_turns_go_on_on_mysql_and_redis_is_used_again_when_back(
     redis.restart();
     // No restart of ours: once its backoff ends, Redis answers again.
     eventually(async || tiered.redis().ping().await.is_ok()).await;
-    // `a` passivates (its snapshot goes to both tiers) and comes back from Redis.
+    // Redis came back empty. Once `a` has passivated, its next load misses Redis
+    // and fills it from MySQL; it passivates again (its snapshot now goes to
+    // both tiers) and comes back from Redis.
+    eventually(async || rt.resident().await == 0).await;
+    assert_eq!(say(&rt, "a", "m-3", "hi").await.unwrap().0, 7);
     eventually(async || rt.resident().await == 0).await;
     let hits = stats.hits.load(Ordering::Relaxed);
-    assert_eq!(say(&rt, "a", "m-3", "hi").await.unwrap().0, 7);
+    assert_eq!(say(&rt, "a", "m-4", "hi").await.unwrap().0, 10);
     assert!(
         stats.hits.load(Ordering::Relaxed) > hits,
-        "Redis served the reload"
+        "Redis served the reload (hits {} misses {} errors {} bypassed {})",
+        stats.hits.load(Ordering::Relaxed),
+        stats.misses.load(Ordering::Relaxed),
+        stats.errors.load(Ordering::Relaxed),
+        stats.bypassed.load(Ordering::Relaxed),
     );
 
-    for (u, events) in [("a", 9), ("b", 6)] {
+    for (u, events) in [("a", 12), ("b", 6)] {
         let log = tiered
             .durable()
             .events_after(&uid(u), Seq(0), 100)

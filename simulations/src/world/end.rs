@@ -23,13 +23,7 @@ impl World {
                     ),
                 );
             }
-            self.timeline.migrations.push(MigrationMark {
-                session: s,
-                from,
-                to,
-                start_ms: start,
-                end_ms: None,
-            });
+            self.mark_migration(s, (from, to), start, None);
         }
         for node in 0..self.nodes.len() {
             self.show(node, NodeState::Off);

@@ -315,6 +315,13 @@ struct Durable {
     epoch_made_at: BTreeMap<u64, u64>,
 }
 
+impl Durable {
+    /// Session `s`'s log (empty if it never wrote).
+    fn log(&self, s: u32) -> &[RecordedEvent] {
+        self.logs.get(&s).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
 /// The settings of one run, drawn from the scenario by the seed.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -796,6 +803,24 @@ impl World {
     }
 
     // ---- the timeline -----------------------------------------------------
+
+    /// Draws a migration of session `s` from `from` to `to`; `end_ms` is `None`
+    /// if it never finished.
+    fn mark_migration(
+        &mut self,
+        s: u32,
+        (from, to): (usize, usize),
+        start_ms: u64,
+        end_ms: Option<u64>,
+    ) {
+        self.timeline.migrations.push(MigrationMark {
+            session: s,
+            from,
+            to,
+            start_ms,
+            end_ms,
+        });
+    }
 
     fn show(&mut self, node: usize, state: NodeState) {
         let (was, since) = self.nodes[node].shown;

@@ -228,12 +228,7 @@ impl World {
         reply_seq: u64,
         from: Option<usize>,
     ) {
-        let log = self
-            .durable
-            .logs
-            .get(&s)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let log = self.durable.log(s);
         let at = |seq: u64| log.get(seq.wrapping_sub(1) as usize).map(|e| &e.event);
         let id = format!("m{msg}");
         let received = matches!(at(turn_seq), Some(Event::TurnReceived { message_id, .. }) if message_id.as_str() == id);

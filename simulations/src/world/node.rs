@@ -441,13 +441,7 @@ impl World {
                 self.migrations.insert(s, (node, to, epoch, start))
         {
             // Superseded by a newer move before it finished.
-            self.timeline.migrations.push(MigrationMark {
-                session: s,
-                from,
-                to,
-                start_ms: started,
-                end_ms: None,
-            });
+            self.mark_migration(s, (from, to), started, None);
             self.stats.migrations.unfinished += 1;
         }
         self.send(

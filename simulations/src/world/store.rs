@@ -190,12 +190,7 @@ impl World {
         }
         self.checker.claimed(self.now, node, s, epoch);
         // The claimant's memory is a prefix of the log: it gets the rest.
-        let log = self
-            .durable
-            .logs
-            .get(&s)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let log = self.durable.log(s);
         Ok(log.get(after as usize..).unwrap_or_default().to_vec())
     }
 
@@ -372,13 +367,7 @@ impl World {
                 );
             }
         }
-        self.timeline.migrations.push(MigrationMark {
-            session: s,
-            from,
-            to,
-            start_ms: start,
-            end_ms: Some(self.now),
-        });
+        self.mark_migration(s, (from, to), start, Some(self.now));
     }
 }
 
