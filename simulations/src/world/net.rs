@@ -133,8 +133,7 @@ impl World {
             .collect();
         let u = &mut self.users[user as usize];
         u.sent_at = self.now;
-        u.generation += 1;
-        let (msg, generation) = (u.msg, u.generation);
+        let msg = u.msg;
         self.stats.says += 1;
         if !running.is_empty() {
             let gateway = running[self.users_rng.below(running.len() as u64) as usize];
@@ -149,8 +148,16 @@ impl World {
                 Msg::Say(turn),
             );
         }
-        let retry = self.now + self.scenario.workload.retry_after_ms;
-        self.push(retry, Ev::Wake { user, generation });
+        // No answer by then: the same message again.
+        self.wake_later(user, self.scenario.workload.retry_after_ms);
+    }
+
+    /// Wakes `user` after `wait` ms; any wake planned before is cancelled.
+    pub(super) fn wake_later(&mut self, user: u32, wait: u64) {
+        let u = &mut self.users[user as usize];
+        u.generation += 1;
+        let generation = u.generation;
+        self.push(self.now + wait, Ev::Wake { user, generation });
     }
 
     pub(super) fn answered(&mut self, s: u32, msg: u32, answer: Answer, from: usize) {
@@ -185,15 +192,7 @@ impl World {
                 let u = &mut self.users[s as usize];
                 u.acked.push((turn_seq, reply_seq));
                 u.waiting = false;
-                u.generation += 1;
-                let generation = u.generation;
-                self.push(
-                    self.now + wait,
-                    Ev::Wake {
-                        user: s,
-                        generation,
-                    },
-                );
+                self.wake_later(s, wait);
             }
             Answer::Unavailable | Answer::Overloaded | Answer::Refused => {
                 if answer == Answer::Unavailable {
@@ -204,16 +203,7 @@ impl World {
                 if current {
                     let [low, high] = self.scenario.workload.error_backoff_ms;
                     let wait = self.users_rng.between(low, high);
-                    let u = &mut self.users[s as usize];
-                    u.generation += 1;
-                    let generation = u.generation;
-                    self.push(
-                        self.now + wait,
-                        Ev::Wake {
-                            user: s,
-                            generation,
-                        },
-                    );
+                    self.wake_later(s, wait);
                 }
             }
         }

@@ -242,16 +242,7 @@ impl World {
         match result {
             Ok(()) => {
                 if let Some(state) = &mut held.state {
-                    for event in &events {
-                        if let Err(e) = state.apply(event) {
-                            self.checker.violate(
-                                self.now,
-                                "log-applies",
-                                Some(node),
-                                format!("u{s}: {e}"),
-                            );
-                        }
-                    }
+                    apply_all(state, &events, &mut self.checker, self.now, node, s);
                 }
                 if !acked && may_acknowledge(true) {
                     self.answer(node, turn, done);
@@ -307,17 +298,8 @@ impl World {
             Ok(tail) => {
                 let mut state = held.state.take().unwrap_or_default();
                 let from = state.seq();
-                for event in tail.iter().filter(|e| e.seq > from) {
-                    if let Err(e) = state.apply(event) {
-                        self.checker.violate(
-                            self.now,
-                            "log-applies",
-                            Some(node),
-                            format!("u{s}: {e}"),
-                        );
-                        break;
-                    }
-                }
+                let tail = tail.iter().filter(|e| e.seq > from);
+                apply_all(&mut state, tail, &mut self.checker, self.now, node, s);
                 held.state = Some(state);
                 self.session_input(node, s, HInput::Loaded);
                 self.migration_done(node, s);
@@ -386,5 +368,23 @@ fn lose(reply: StoreReply) -> StoreReply {
                 .map(|(s, epoch, _)| (s, epoch, Err(Refusal::Unavailable)))
                 .collect(),
         ),
+    }
+}
+
+/// Applies committed events to a node's memory of session `s`; the first that
+/// does not apply is a `log-applies` violation, and the rest are not tried.
+fn apply_all<'a>(
+    state: &mut SessionState,
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
+    checker: &mut Checker,
+    at_ms: u64,
+    node: usize,
+    s: u32,
+) {
+    for event in events {
+        if let Err(e) = state.apply(event) {
+            checker.violate(at_ms, "log-applies", Some(node), format!("u{s}: {e}"));
+            return;
+        }
     }
 }

@@ -20,6 +20,13 @@ fn ring(epoch: u64, owner: &str) -> Input<u32> {
     }
 }
 
+fn claim(epoch: u64, from_state: bool) -> Action<u32> {
+    Action::Claim {
+        epoch: Epoch(epoch),
+        from_state,
+    }
+}
+
 fn forward(to: &str, turn: u32) -> Action<u32> {
     Action::Forward { to: id(to), turn }
 }
@@ -60,13 +67,7 @@ fn the_old_owner_sends_its_state_after_the_turn_in_flight_then_forwards_its_buff
 fn the_new_owner_buffers_until_the_state_is_claimed_and_loaded() {
     let mut b = Own::awaiting(id("b"), Epoch(2), 0, config());
     assert!(b.handle(1, Input::Turn(7)).is_empty());
-    assert_eq!(
-        b.handle(2, Input::StateArrived),
-        [Action::Claim {
-            epoch: Epoch(2),
-            from_state: true
-        }]
-    );
+    assert_eq!(b.handle(2, Input::StateArrived), [claim(2, true)]);
     assert!(b.handle(3, Input::Turn(8)).is_empty());
     assert_eq!(b.handle(4, Input::Loaded), [Action::Serve(7)]);
     assert_eq!(b.handle(5, Input::Served), [Action::Serve(8)]);
@@ -79,13 +80,7 @@ fn without_the_state_the_new_owner_rebuilds_from_the_durable_tier_after_the_time
     assert!(b.handle(10, Input::Turn(1)).is_empty());
     assert_eq!(b.poll_timeout(), Some(1_000));
     assert!(b.handle_timeout(999).is_empty());
-    assert_eq!(
-        b.handle_timeout(1_000),
-        [Action::Claim {
-            epoch: Epoch(2),
-            from_state: false
-        }]
-    );
+    assert_eq!(b.handle_timeout(1_000), [claim(2, false)]);
     assert_eq!(b.poll_timeout(), None);
     assert_eq!(b.handle(1_200, Input::Loaded), [Action::Serve(1)]);
 }
@@ -126,13 +121,7 @@ fn a_move_called_off_before_the_state_left_keeps_the_session_and_its_buffer() {
     assert!(a.handle(2, Input::Turn(2)).is_empty());
     // Back to `a` before turn 1 is done: the state never left.
     assert!(a.handle(3, ring(3, "a")).is_empty());
-    assert_eq!(
-        a.handle(4, Input::Served),
-        [Action::Claim {
-            epoch: Epoch(3),
-            from_state: true
-        }]
-    );
+    assert_eq!(a.handle(4, Input::Served), [claim(3, true)]);
     assert_eq!(a.handle(5, Input::Loaded), [Action::Serve(2)]);
     assert_eq!(a.phase(), &Phase::Active);
 }
@@ -150,13 +139,7 @@ fn a_move_called_off_after_the_state_left_claims_at_once_from_its_memory() {
     assert!(a.handle(1, Input::Turn(1)).is_empty());
     // `b` may have served turns meanwhile; `a`'s memory is still a prefix of the
     // log, and the claim fences `b` and reads the rest.
-    assert_eq!(
-        a.handle(2, ring(3, "a")),
-        [Action::Claim {
-            epoch: Epoch(3),
-            from_state: true
-        }]
-    );
+    assert_eq!(a.handle(2, ring(3, "a")), [claim(3, true)]);
     assert!(
         a.handle(3, Input::StateAcked).is_empty(),
         "a late ack changes nothing"
@@ -185,13 +168,7 @@ fn an_owner_kept_across_a_ring_change_claims_the_new_epoch_before_writing() {
     assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
     assert!(a.handle(1, ring(3, "a")).is_empty(), "turn 1 in flight");
     assert!(a.handle(2, Input::Turn(2)).is_empty());
-    assert_eq!(
-        a.handle(3, Input::Served),
-        [Action::Claim {
-            epoch: Epoch(3),
-            from_state: true
-        }]
-    );
+    assert_eq!(a.handle(3, Input::Served), [claim(3, true)]);
     assert_eq!(a.handle(4, Input::Loaded), [Action::Serve(2)]);
 }
 
@@ -217,13 +194,7 @@ fn a_stale_ring_change_is_ignored() {
 #[test]
 fn a_session_nobody_holds_is_claimed_and_loaded_before_its_turns_are_served() {
     let (mut a, first) = Own::loading(id("a"), Epoch(3), 0, config());
-    assert_eq!(
-        first,
-        Action::Claim {
-            epoch: Epoch(3),
-            from_state: false
-        }
-    );
+    assert_eq!(first, claim(3, false));
     assert!(
         a.handle(1, Input::Turn(1)).is_empty(),
         "buffered while loading"
@@ -256,10 +227,7 @@ fn a_fenced_session_given_back_by_the_ring_reloads_from_the_durable_tier() {
     assert!(a.handle(11, Input::Turn(2)).is_empty());
     assert_eq!(
         a.handle_timeout(1_010),
-        [Action::Claim {
-            epoch: Epoch(4),
-            from_state: false
-        }],
+        [claim(4, false)],
         "its memory is stale: never claimed from it"
     );
     assert_eq!(a.handle(1_011, Input::Loaded), [Action::Serve(2)]);
@@ -270,13 +238,7 @@ fn a_reload_claims_again_and_serves_the_buffer_after_it() {
     let mut a = Own::active(id("a"), Epoch(2), config());
     assert_eq!(a.handle(0, Input::Turn(1)), [Action::Serve(1)]);
     assert!(a.handle(1, Input::Turn(2)).is_empty());
-    assert_eq!(
-        a.handle(2, Input::Reload),
-        [Action::Claim {
-            epoch: Epoch(2),
-            from_state: false
-        }]
-    );
+    assert_eq!(a.handle(2, Input::Reload), [claim(2, false)]);
     assert!(a.handle(3, Input::Turn(3)).is_empty());
     assert_eq!(a.handle(4, Input::Loaded), [Action::Serve(2)]);
     assert_eq!(a.handle(5, Input::Served), [Action::Serve(3)]);
@@ -293,13 +255,7 @@ fn an_owner_kept_across_a_ring_change_claims_only_after_its_turn_in_flight() {
         "no claim while turn 1 may still be written"
     );
     assert!(a.handle_timeout(5_000).is_empty());
-    assert_eq!(
-        a.handle(5_001, Input::Served),
-        [Action::Claim {
-            epoch: Epoch(4),
-            from_state: true
-        }]
-    );
+    assert_eq!(a.handle(5_001, Input::Served), [claim(4, true)]);
 }
 
 #[test]
@@ -311,13 +267,7 @@ fn a_claim_overtaken_by_the_ring_is_answered_at_its_own_epoch_then_claimed_again
         Some(Epoch(3)),
         "the answer awaited is the epoch-3 one"
     );
-    assert_eq!(
-        a.handle(2, Input::Loaded),
-        [Action::Claim {
-            epoch: Epoch(4),
-            from_state: true
-        }]
-    );
+    assert_eq!(a.handle(2, Input::Loaded), [claim(4, true)]);
     assert_eq!(a.claiming(), Some(Epoch(4)));
     a.handle(3, ring(5, "b"));
     assert_eq!(
