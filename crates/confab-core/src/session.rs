@@ -6,6 +6,18 @@
 //! [`Event::ReplyProduced`]. They are committed together, so a turn is either
 //! wholly in the log or not at all.
 //!
+//! A turn whose policy calls an action (a side effect: a coupon, a prize) is
+//! recorded in two commits: [`SessionState::record_action_turn`] gives
+//! received, understood and [`Event::ActionRequested`]; once the action has run,
+//! [`SessionState::record_action_outcome`] ([`Event::ActionSucceeded`] or
+//! [`Event::ActionFailed`]) and [`SessionState::record_reply`] close the turn. The
+//! requested event's seq, with the uid, is the action's **idempotency key**: an
+//! action found requested and not finished when a session loads (after a crash
+//! or a move) is run again under the same key, and never after its success is
+//! recorded. [`Event::InputRejected`] records a text the input filter refused,
+//! outside any turn (an audit trail). [`Event::ActionSucceeded`] may also come
+//! outside a turn, when a dead-lettered action is replayed.
+//!
 //! Two windows bound the state's memory:
 //! - [`RECENT_TURNS_MAX`] completed turns are kept whole (the hot dialog context,
 //!   and the replies answered again from memory for duplicate sends);
@@ -31,8 +43,14 @@ pub const RECENT_TURNS_MAX: usize = 32;
 /// Message ids remembered for deduplication: the idempotency horizon.
 pub const PROCESSED_IDS_MAX: usize = 1024;
 
-/// Events per turn: received, understood, answered.
+/// Events per turn that calls no action: received, understood, answered.
 pub const EVENTS_PER_TURN: u64 = 3;
+
+/// Bytes of a refused text kept in its [`Event::InputRejected`].
+pub const REJECTED_TEXT_BYTES_MAX: usize = 256;
+
+/// Milliseconds in a day: daily action limits count by UTC day of `at_ms`.
+pub const DAY_MS: u64 = 86_400_000;
 
 /// Slot name to value. Sorted, so that every rendering of it is the same.
 pub type Slots = BTreeMap<String, String>;
@@ -67,8 +85,55 @@ pub enum Event {
         policy: String,
         /// The intent answered (repeated so that a reply renders from this event alone).
         intent: String,
-        /// All of the session's slots after the turn, unmasked.
+        /// All of the session's slots after the turn, unmasked: the state takes
+        /// them as they are (a flow that ends may clear some).
         slots: Slots,
+        /// The dialog engine's position after the turn (flow, step, what it
+        /// awaits), opaque to the core; empty between flows.
+        #[serde(default, skip_serializing_if = "Slots::is_empty")]
+        dialog: Slots,
+    },
+    /// The policy called an action; its outcome follows (in the same turn, or
+    /// after a crash, in the turn that finds it pending).
+    ActionRequested {
+        /// The action's name.
+        action: String,
+        /// Its arguments.
+        args: Slots,
+        /// The policy version that called it (it decides the reply after it).
+        policy: String,
+        /// The dialog engine's position while the action runs.
+        #[serde(default, skip_serializing_if = "Slots::is_empty")]
+        dialog: Slots,
+    },
+    /// The action succeeded.
+    ActionSucceeded {
+        /// Seq of its `ActionRequested`: the idempotency key with the uid.
+        requested: Seq,
+        /// The action's name.
+        action: String,
+        /// What it returned.
+        result: Slots,
+    },
+    /// The action failed past its retries and was dead-lettered.
+    ActionFailed {
+        /// Seq of its `ActionRequested`.
+        requested: Seq,
+        /// The action's name.
+        action: String,
+        /// Why it failed the last time.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The input filter refused a text: recorded for audit, nothing else done.
+    InputRejected {
+        /// The client's message id.
+        message_id: MessageId,
+        /// Which rule refused it.
+        reason: String,
+        /// The refused text, cut to [`REJECTED_TEXT_BYTES_MAX`] bytes.
+        text: String,
     },
 }
 
@@ -79,6 +144,10 @@ impl Event {
             Event::TurnReceived { .. } => "turn_received",
             Event::NluResult { .. } => "nlu_result",
             Event::ReplyProduced { .. } => "reply_produced",
+            Event::ActionRequested { .. } => "action_requested",
+            Event::ActionSucceeded { .. } => "action_succeeded",
+            Event::ActionFailed { .. } => "action_failed",
+            Event::InputRejected { .. } => "input_rejected",
         }
     }
 }
@@ -128,6 +197,28 @@ pub struct ProcessedTurn {
     pub reply_seq: Seq,
 }
 
+/// An action requested and not yet finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingAction {
+    /// Seq of its `ActionRequested`: with the uid, its idempotency key.
+    pub requested: Seq,
+    /// The action's name.
+    pub action: String,
+    /// Its arguments.
+    pub args: Slots,
+    /// The policy version that called it.
+    pub policy: String,
+    /// The message id of the turn waiting for it.
+    pub message_id: MessageId,
+}
+
+/// How many times an action was requested on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct DayCount {
+    day: u64,
+    count: u32,
+}
+
 /// A turn that has been received but not yet answered in the log being applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OpenTurn {
@@ -147,7 +238,8 @@ pub enum ApplyError {
         /// The seq of the event.
         got: Seq,
     },
-    /// The event does not follow the turn's order (received, understood, answered).
+    /// The event does not follow the turn's order (received, understood,
+    /// optionally an action requested and finished, answered).
     #[error("event {kind} at seq {seq} is out of turn order")]
     OutOfTurnOrder {
         /// The kind of the event.
@@ -174,6 +266,12 @@ pub struct SessionState {
     /// The same ids, for lookup. Derived from `processed_order`, never serialized.
     processed_index: BTreeMap<MessageId, ProcessedTurn>,
     open_turn: Option<OpenTurn>,
+    /// The dialog engine's position (opaque to the core).
+    dialog: Slots,
+    /// The action the open turn waits for.
+    pending_action: Option<PendingAction>,
+    /// Requests per action on the day of the latest one, for daily limits.
+    action_days: BTreeMap<String, DayCount>,
 }
 
 /// The serialized shape of [`SessionState`]: the lookup index is rebuilt on load.
@@ -186,6 +284,12 @@ struct StateWire {
     recent_turns: VecDeque<TurnRecord>,
     processed: VecDeque<(MessageId, ProcessedTurn)>,
     open_turn: Option<OpenTurn>,
+    #[serde(default, skip_serializing_if = "Slots::is_empty")]
+    dialog: Slots,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_action: Option<PendingAction>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    action_days: BTreeMap<String, DayCount>,
 }
 
 impl From<StateWire> for SessionState {
@@ -200,6 +304,9 @@ impl From<StateWire> for SessionState {
             processed_order: wire.processed,
             processed_index,
             open_turn: wire.open_turn,
+            dialog: wire.dialog,
+            pending_action: wire.pending_action,
+            action_days: wire.action_days,
         }
     }
 }
@@ -214,6 +321,9 @@ impl From<SessionState> for StateWire {
             recent_turns: state.recent_turns,
             processed: state.processed_order,
             open_turn: state.open_turn,
+            dialog: state.dialog,
+            pending_action: state.pending_action,
+            action_days: state.action_days,
         }
     }
 }
@@ -228,10 +338,62 @@ pub struct TurnDecision {
     pub confidence: f32,
     /// Slots the turn filled or changed.
     pub slots_filled: Slots,
+    /// Slots dropped when the turn ends (a flow that finished, a changed mind).
+    pub slots_cleared: Vec<String>,
     /// The reply text.
     pub reply_text: String,
     /// The policy version that answered.
     pub policy: String,
+    /// The dialog engine's position after the turn.
+    pub dialog: Slots,
+}
+
+/// What the NLU made of a turn whose policy calls an action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionTurn {
+    /// The intent the turn serves.
+    pub intent: String,
+    /// The NLU's confidence, 0.0 to 1.0.
+    pub confidence: f32,
+    /// Slots the turn filled or changed.
+    pub slots_filled: Slots,
+    /// The action to run.
+    pub action: String,
+    /// Its arguments.
+    pub args: Slots,
+    /// The policy version that called it.
+    pub policy: String,
+    /// The dialog engine's position while the action runs.
+    pub dialog: Slots,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionOutcome {
+    /// It succeeded with this result.
+    Succeeded(Slots),
+    /// It failed past its retries.
+    Failed {
+        /// Why, the last time.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// The reply that closes a turn after its action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyDecision {
+    /// The intent answered.
+    pub intent: String,
+    /// The reply text.
+    pub reply_text: String,
+    /// The policy version that answered.
+    pub policy: String,
+    /// Slots dropped as the turn ends.
+    pub slots_cleared: Vec<String>,
+    /// The dialog engine's position after the turn.
+    pub dialog: Slots,
 }
 
 /// Whether a turn may be acknowledged to its client: only once the store has
@@ -275,6 +437,25 @@ impl SessionState {
         self.recent_turns.iter()
     }
 
+    /// The dialog engine's position (empty between flows).
+    pub fn dialog(&self) -> &Slots {
+        &self.dialog
+    }
+
+    /// The action the open turn waits for: found on load, it must be run again
+    /// under the same key and the turn closed before anything else.
+    pub fn pending_action(&self) -> Option<&PendingAction> {
+        self.pending_action.as_ref()
+    }
+
+    /// How many times `action` was requested on UTC day `day` (`at_ms / DAY_MS`).
+    pub fn actions_on_day(&self, action: &str, day: u64) -> u32 {
+        self.action_days
+            .get(action)
+            .filter(|d| d.day == day)
+            .map_or(0, |d| d.count)
+    }
+
     /// How many message ids are remembered (at most [`PROCESSED_IDS_MAX`]).
     pub fn processed_len(&self) -> usize {
         self.processed_order.len()
@@ -311,6 +492,9 @@ impl SessionState {
         );
         let mut slots = self.slots.clone();
         slots.extend(decision.slots_filled.clone());
+        for slot in &decision.slots_cleared {
+            slots.remove(slot);
+        }
         let events = [
             Event::TurnReceived {
                 message_id: message_id.clone(),
@@ -327,8 +511,179 @@ impl SessionState {
                 policy: decision.policy,
                 intent: decision.intent,
                 slots,
+                dialog: decision.dialog,
             },
         ];
+        self.numbered(uid, epoch, now_ms, events)
+    }
+
+    /// The first events of a turn that calls an action: received, understood,
+    /// and the action requested. Its outcome and reply follow once it has run.
+    pub fn record_action_turn(
+        &self,
+        uid: &Uid,
+        epoch: Epoch,
+        now_ms: u64,
+        message_id: MessageId,
+        text: String,
+        turn: ActionTurn,
+    ) -> [RecordedEvent; 3] {
+        debug_assert!(
+            self.open_turn.is_none(),
+            "a turn is open in a settled state"
+        );
+        let events = [
+            Event::TurnReceived { message_id, text },
+            Event::NluResult {
+                intent: turn.intent,
+                confidence: turn.confidence,
+                slots_filled: turn.slots_filled,
+            },
+            Event::ActionRequested {
+                action: turn.action,
+                args: turn.args,
+                policy: turn.policy,
+                dialog: turn.dialog,
+            },
+        ];
+        self.numbered(uid, epoch, now_ms, events)
+    }
+
+    /// The outcome of the pending action, or `None` if none is pending.
+    pub fn record_action_outcome(
+        &self,
+        uid: &Uid,
+        epoch: Epoch,
+        now_ms: u64,
+        outcome: ActionOutcome,
+    ) -> Option<RecordedEvent> {
+        let pending = self.pending_action.as_ref()?;
+        let [event] = self.numbered(
+            uid,
+            epoch,
+            now_ms,
+            [Self::outcome_event(
+                pending.requested,
+                &pending.action,
+                outcome,
+            )],
+        );
+        Some(event)
+    }
+
+    /// The success of an action that failed earlier and was replayed from the
+    /// dead-letter queue, recorded outside any turn; `None` while a turn is open.
+    pub fn record_replayed_success(
+        &self,
+        uid: &Uid,
+        epoch: Epoch,
+        now_ms: u64,
+        requested: Seq,
+        action: &str,
+        result: Slots,
+    ) -> Option<RecordedEvent> {
+        if self.open_turn.is_some() {
+            return None;
+        }
+        let [event] = self.numbered(
+            uid,
+            epoch,
+            now_ms,
+            [Self::outcome_event(
+                requested,
+                action,
+                ActionOutcome::Succeeded(result),
+            )],
+        );
+        Some(event)
+    }
+
+    fn outcome_event(requested: Seq, action: &str, outcome: ActionOutcome) -> Event {
+        let action = action.to_owned();
+        match outcome {
+            ActionOutcome::Succeeded(result) => Event::ActionSucceeded {
+                requested,
+                action,
+                result,
+            },
+            ActionOutcome::Failed { reason, attempts } => Event::ActionFailed {
+                requested,
+                action,
+                reason,
+                attempts,
+            },
+        }
+    }
+
+    /// The reply that closes the open turn, numbered after `after` (the seq of
+    /// the action's outcome, not yet applied); `None` if no turn is open.
+    pub fn record_reply(
+        &self,
+        uid: &Uid,
+        epoch: Epoch,
+        now_ms: u64,
+        after: Seq,
+        decision: ReplyDecision,
+    ) -> Option<RecordedEvent> {
+        let open = self.open_turn.as_ref()?;
+        let mut slots = self.slots.clone();
+        for slot in &decision.slots_cleared {
+            slots.remove(slot);
+        }
+        Some(RecordedEvent {
+            uid: uid.clone(),
+            seq: after.next(),
+            at_ms: now_ms,
+            epoch,
+            event: Event::ReplyProduced {
+                message_id: open.message_id.clone(),
+                text: decision.reply_text,
+                policy: decision.policy,
+                intent: decision.intent,
+                slots,
+                dialog: decision.dialog,
+            },
+        })
+    }
+
+    /// A refused text, recorded for audit outside any turn; `None` while a turn
+    /// is open (the refusal is then only logged).
+    pub fn record_rejection(
+        &self,
+        uid: &Uid,
+        epoch: Epoch,
+        now_ms: u64,
+        message_id: MessageId,
+        reason: String,
+        text: &str,
+    ) -> Option<RecordedEvent> {
+        if self.open_turn.is_some() {
+            return None;
+        }
+        let mut cut = text.len().min(REJECTED_TEXT_BYTES_MAX);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let [event] = self.numbered(
+            uid,
+            epoch,
+            now_ms,
+            [Event::InputRejected {
+                message_id,
+                reason,
+                text: text[..cut].to_owned(),
+            }],
+        );
+        Some(event)
+    }
+
+    fn numbered<const N: usize>(
+        &self,
+        uid: &Uid,
+        epoch: Epoch,
+        now_ms: u64,
+        events: [Event; N],
+    ) -> [RecordedEvent; N] {
         let mut seq = self.seq;
         events.map(|event| {
             seq = seq.next();
@@ -374,7 +729,7 @@ impl SessionState {
                 confidence,
                 slots_filled,
             } => {
-                if self.open_turn.is_none() {
+                if self.open_turn.is_none() || self.pending_action.is_some() {
                     return Err(out_of_order);
                 }
                 self.slots
@@ -388,7 +743,11 @@ impl SessionState {
                 policy,
                 intent,
                 slots,
+                dialog,
             } => {
+                if self.pending_action.is_some() {
+                    return Err(out_of_order);
+                }
                 let open = match self.open_turn.take() {
                     Some(open) if &open.message_id == message_id => open,
                     other => {
@@ -396,6 +755,8 @@ impl SessionState {
                         return Err(out_of_order);
                     }
                 };
+                self.slots.clone_from(slots);
+                self.dialog.clone_from(dialog);
                 let processed = ProcessedTurn {
                     turn_seq: open.turn_seq,
                     reply_seq: recorded.seq,
@@ -413,6 +774,50 @@ impl SessionState {
                 });
                 while self.recent_turns.len() > RECENT_TURNS_MAX {
                     self.recent_turns.pop_front();
+                }
+            }
+            Event::ActionRequested {
+                action,
+                args,
+                policy,
+                dialog,
+            } => {
+                let Some(open) = &self.open_turn else {
+                    return Err(out_of_order);
+                };
+                if self.pending_action.is_some() {
+                    return Err(out_of_order);
+                }
+                self.pending_action = Some(PendingAction {
+                    requested: recorded.seq,
+                    action: action.clone(),
+                    args: args.clone(),
+                    policy: policy.clone(),
+                    message_id: open.message_id.clone(),
+                });
+                self.dialog.clone_from(dialog);
+                let day = recorded.at_ms / DAY_MS;
+                let counted = self.action_days.entry(action.clone()).or_default();
+                if counted.day != day {
+                    *counted = DayCount { day, count: 0 };
+                }
+                counted.count += 1;
+            }
+            Event::ActionSucceeded { requested, .. } | Event::ActionFailed { requested, .. } => {
+                match &self.pending_action {
+                    Some(pending) if pending.requested == *requested => {
+                        self.pending_action = None;
+                    }
+                    // A replayed dead letter's success, outside any turn.
+                    None if self.open_turn.is_none()
+                        && matches!(recorded.event, Event::ActionSucceeded { .. })
+                        && *requested < recorded.seq => {}
+                    _ => return Err(out_of_order),
+                }
+            }
+            Event::InputRejected { .. } => {
+                if self.open_turn.is_some() {
+                    return Err(out_of_order);
                 }
             }
         }

@@ -4,6 +4,8 @@
 //! clients share these types, so the protocol cannot drift between them.
 //! `docs/protocol.md` describes the protocol for people.
 
+pub mod admin;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -23,8 +23,10 @@ fn decision(text: &str) -> TurnDecision {
         .into(),
         confidence: 0.75,
         slots_filled,
+        slots_cleared: Vec::new(),
         reply_text: format!("you said {text}"),
         policy: "test-v1".into(),
+        dialog: Slots::new(),
     }
 }
 
@@ -267,4 +269,273 @@ proptest! {
         }
         prop_assert_eq!(&restored, &state);
     }
+}
+
+fn action_turn(action: &str) -> ActionTurn {
+    ActionTurn {
+        intent: "lottery_draw".into(),
+        confidence: 0.9,
+        slots_filled: [("box".to_owned(), "2".to_owned())].into(),
+        action: action.into(),
+        args: [("box".to_owned(), "2".to_owned())].into(),
+        policy: "v1".into(),
+        dialog: [("flow".to_owned(), "lottery".to_owned())].into(),
+    }
+}
+
+fn closing_reply(text: &str) -> ReplyDecision {
+    ReplyDecision {
+        intent: "lottery_draw".into(),
+        reply_text: text.into(),
+        policy: "v1".into(),
+        slots_cleared: vec!["box".into()],
+        dialog: Slots::new(),
+    }
+}
+
+fn apply_all(state: &mut SessionState, log: &mut Vec<RecordedEvent>, events: &[RecordedEvent]) {
+    for event in events {
+        state.apply(event).unwrap();
+        log.push(event.clone());
+    }
+}
+
+#[test]
+fn an_action_turn_is_pending_until_its_outcome_and_reply_close_it() {
+    let mut state = SessionState::default();
+    let mut log = Vec::new();
+    let first = state.record_action_turn(
+        &uid(),
+        Epoch(1),
+        5,
+        mid("m-1"),
+        "draw".into(),
+        action_turn("draw_prize"),
+    );
+    apply_all(&mut state, &mut log, &first);
+    let pending = state
+        .pending_action()
+        .expect("the action is pending")
+        .clone();
+    assert_eq!(
+        pending.requested,
+        Seq(3),
+        "the requested event's seq is the key"
+    );
+    assert_eq!(pending.message_id, mid("m-1"));
+    assert_eq!(state.actions_on_day("draw_prize", 0), 1);
+    assert!(
+        state.duplicate(&mid("m-1")).is_none(),
+        "the turn is not answered yet"
+    );
+
+    let prize: Slots = [("prize".to_owned(), "coupon".to_owned())].into();
+    let outcome = state
+        .record_action_outcome(&uid(), Epoch(1), 6, ActionOutcome::Succeeded(prize))
+        .unwrap();
+    let reply = state
+        .record_reply(
+            &uid(),
+            Epoch(1),
+            6,
+            outcome.seq,
+            closing_reply("you won a coupon"),
+        )
+        .unwrap();
+    assert_eq!((outcome.seq, reply.seq), (Seq(4), Seq(5)));
+    apply_all(&mut state, &mut log, &[outcome, reply]);
+    assert!(state.pending_action().is_none());
+    assert!(
+        state.slots().get("box").is_none(),
+        "a finished flow clears its slots"
+    );
+    match state.duplicate(&mid("m-1")) {
+        Some(Duplicate::Recent(turn)) => {
+            assert_eq!((turn.turn_seq, turn.reply_seq), (Seq(1), Seq(5)));
+        }
+        other => panic!("expected a recent duplicate, got {other:?}"),
+    }
+    // Replaying the log from nothing rebuilds the same state.
+    let mut replayed = SessionState::default();
+    for event in &log {
+        replayed.apply(event).unwrap();
+    }
+    assert_eq!(replayed, state);
+}
+
+#[test]
+fn a_pending_action_survives_a_reload_from_the_log() {
+    let mut state = SessionState::default();
+    let mut log = Vec::new();
+    let first = state.record_action_turn(
+        &uid(),
+        Epoch(1),
+        5,
+        mid("m-1"),
+        "draw".into(),
+        action_turn("pay"),
+    );
+    apply_all(&mut state, &mut log, &first);
+    // A crash: memory lost, the log read back.
+    let mut reloaded = SessionState::default();
+    for event in &log {
+        reloaded.apply(event).unwrap();
+    }
+    assert_eq!(reloaded.pending_action(), state.pending_action());
+    let failed = reloaded
+        .record_action_outcome(
+            &uid(),
+            Epoch(2),
+            9,
+            ActionOutcome::Failed {
+                reason: "prize service down".into(),
+                attempts: 4,
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        failed.event,
+        Event::ActionFailed {
+            requested: Seq(3),
+            attempts: 4,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn action_events_out_of_turn_order_are_refused() {
+    let mut state = SessionState::default();
+    let mut log = Vec::new();
+    say(&mut state, &mut log, "m-1", "hi");
+    // A success for an action never requested, inside a turn.
+    let first = state.record_action_turn(
+        &uid(),
+        Epoch(1),
+        5,
+        mid("m-2"),
+        "draw".into(),
+        action_turn("pay"),
+    );
+    let mut bad = first.clone();
+    bad[2].event = Event::ActionSucceeded {
+        requested: Seq(1),
+        action: "pay".into(),
+        result: Slots::new(),
+    };
+    let mut probe = state.clone();
+    probe.apply(&bad[0]).unwrap();
+    probe.apply(&bad[1]).unwrap();
+    assert!(matches!(
+        probe.apply(&bad[2]),
+        Err(ApplyError::OutOfTurnOrder { .. })
+    ));
+    // A reply while the action is pending.
+    apply_all(&mut state, &mut log, &first);
+    let early = RecordedEvent {
+        uid: uid(),
+        seq: Seq(7),
+        at_ms: 5,
+        epoch: Epoch(1),
+        event: Event::ReplyProduced {
+            message_id: mid("m-2"),
+            text: "too early".into(),
+            policy: "v1".into(),
+            intent: "x".into(),
+            slots: Slots::new(),
+            dialog: Slots::new(),
+        },
+    };
+    assert!(matches!(
+        state.apply(&early),
+        Err(ApplyError::OutOfTurnOrder { .. })
+    ));
+    assert!(
+        state
+            .record_rejection(&uid(), Epoch(1), 5, mid("m-3"), "x".into(), "y")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_replayed_dead_letter_and_a_rejection_are_recorded_between_turns() {
+    let mut state = SessionState::default();
+    let mut log = Vec::new();
+    let first = state.record_action_turn(
+        &uid(),
+        Epoch(1),
+        5,
+        mid("m-1"),
+        "draw".into(),
+        action_turn("pay"),
+    );
+    apply_all(&mut state, &mut log, &first);
+    let failed = state
+        .record_action_outcome(
+            &uid(),
+            Epoch(1),
+            6,
+            ActionOutcome::Failed {
+                reason: "down".into(),
+                attempts: 4,
+            },
+        )
+        .unwrap();
+    let reply = state
+        .record_reply(&uid(), Epoch(1), 6, failed.seq, closing_reply("sorry"))
+        .unwrap();
+    apply_all(&mut state, &mut log, &[failed, reply]);
+    let success = state
+        .record_replayed_success(&uid(), Epoch(1), 7, Seq(3), "pay", Slots::new())
+        .unwrap();
+    apply_all(&mut state, &mut log, &[success]);
+    let long = "<script>".repeat(100);
+    let rejected = state
+        .record_rejection(&uid(), Epoch(1), 8, mid("m-2"), "script tag".into(), &long)
+        .unwrap();
+    match &rejected.event {
+        Event::InputRejected { text, .. } => assert_eq!(text.len(), REJECTED_TEXT_BYTES_MAX),
+        other => panic!("unexpected {other:?}"),
+    }
+    apply_all(&mut state, &mut log, &[rejected]);
+    assert_eq!(state.seq(), Seq(7));
+    assert!(
+        state.duplicate(&mid("m-2")).is_none(),
+        "a refused id is not a processed turn"
+    );
+}
+
+#[test]
+fn daily_action_counts_restart_on_a_new_day() {
+    let mut state = SessionState::default();
+    let mut log = Vec::new();
+    for (i, at_ms) in [10, 20, DAY_MS + 5].into_iter().enumerate() {
+        let id = format!("m-{i}");
+        let first = state.record_action_turn(
+            &uid(),
+            Epoch(1),
+            at_ms,
+            mid(&id),
+            "draw".into(),
+            action_turn("pay"),
+        );
+        apply_all(&mut state, &mut log, &first);
+        let ok = state
+            .record_action_outcome(
+                &uid(),
+                Epoch(1),
+                at_ms,
+                ActionOutcome::Succeeded(Slots::new()),
+            )
+            .unwrap();
+        let reply = state
+            .record_reply(&uid(), Epoch(1), at_ms, ok.seq, closing_reply("ok"))
+            .unwrap();
+        apply_all(&mut state, &mut log, &[ok, reply]);
+        if i == 1 {
+            assert_eq!(state.actions_on_day("pay", 0), 2);
+        }
+    }
+    assert_eq!(state.actions_on_day("pay", 0), 0);
+    assert_eq!(state.actions_on_day("pay", 1), 1);
 }

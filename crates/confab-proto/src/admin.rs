@@ -1,0 +1,217 @@
+//! The admin API's bodies: JSON under `/admin/v1/`, for tokens with scope `admin`.
+//! `confabctl` and the node share these types. `docs/operations.md` lists the
+//! endpoints for people.
+//!
+//! | method and path | body in | body out |
+//! | --- | --- | --- |
+//! | `GET /admin/v1/status` | | [`NodeStatus`] |
+//! | `GET /admin/v1/policy` | | [`PolicyStatus`] |
+//! | `POST /admin/v1/policy/reload` | | [`ReloadReport`] (422 when refused) |
+//! | `GET /admin/v1/canary` | | [`CanaryStatus`] |
+//! | `PUT /admin/v1/canary` | [`CanarySet`] | [`CanaryStatus`] |
+//! | `POST /admin/v1/canary/rollback` | | [`CanaryStatus`] |
+//! | `POST /admin/v1/canary/promote` | | [`CanaryStatus`] |
+//! | `GET /admin/v1/dlq?limit=N` | | [`DlqList`] |
+//! | `POST /admin/v1/dlq/replay` | [`DlqReplay`] | [`DlqReplayReport`] |
+//! | `GET /admin/v1/sessions/{uid}` | | [`SessionView`] |
+//!
+//! Every error is an HTTP status of 400 or more with an [`AdminError`] body.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The path prefix of every admin endpoint.
+pub const ADMIN_PREFIX: &str = "/admin/v1";
+
+/// The body of every admin error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminError {
+    /// What went wrong, and what to do about it.
+    pub error: String,
+}
+
+/// `GET /admin/v1/status`: one node's view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node: String,
+    /// The confab version the node runs.
+    pub version: String,
+    /// Whether the node serves (its actors run and its store answers).
+    pub ready: bool,
+    /// Sessions resident in memory.
+    pub sessions_resident: u64,
+    /// The ring epoch the node routes at.
+    pub ring_epoch: u64,
+    /// Which policy versions serve which users.
+    pub policy: PolicyStatus,
+    /// Actions waiting in the dead-letter queue.
+    pub dlq_depth: u64,
+}
+
+/// One loaded policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersionInfo {
+    /// Its name (`v1`, `v2`...): the folder under the flows dir.
+    pub version: String,
+    /// The flows it holds, sorted.
+    pub flows: Vec<String>,
+    /// A digest of its files: equal digests, equal policies.
+    pub digest: String,
+}
+
+/// Why a set of flow files was refused: the first problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyErrorBody {
+    /// The file, relative to the flows dir.
+    pub file: String,
+    /// 1-based line of the problem, when known.
+    pub line: Option<u32>,
+    /// 1-based column, when known.
+    pub column: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(f, "{}:{line}:{column}: ", self.file)?,
+            (Some(line), None) => write!(f, "{}:{line}: ", self.file)?,
+            _ => write!(f, "{}: ", self.file)?,
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// `GET /admin/v1/policy`: what is loaded and what serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// The folder the flows are read from.
+    pub flows_dir: String,
+    /// Every loaded version, sorted.
+    pub versions: Vec<PolicyVersionInfo>,
+    /// The canary split in force.
+    pub canary: CanaryStatus,
+    /// When the flows were last loaded, ms since the Unix epoch.
+    pub loaded_ms: u64,
+    /// The last reload's refusal, while the files stay wrong; `None` once a
+    /// reload succeeds. The previous policy keeps serving meanwhile.
+    pub last_error: Option<PolicyErrorBody>,
+}
+
+/// `POST /admin/v1/policy/reload`: the outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Whether the new files were taken.
+    pub ok: bool,
+    /// The versions serving after the reload, sorted.
+    pub versions: Vec<PolicyVersionInfo>,
+    /// Why the files were refused (`ok` is false).
+    pub error: Option<PolicyErrorBody>,
+}
+
+/// `PUT /admin/v1/canary`: send the users whose uid tail is in `tails` to `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanarySet {
+    /// A loaded policy version.
+    pub version: String,
+    /// uid tails, each 0 to 9.
+    pub tails: Vec<u8>,
+}
+
+/// The canary split in force, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    /// The version every user not in the canary gets.
+    pub stable: String,
+    /// The canary version, if one is set.
+    pub canary: Option<String>,
+    /// The uid tails sent to the canary, sorted.
+    pub tails: Vec<u8>,
+    /// Percent of uid tails on the canary (10 per tail).
+    pub canary_percent: u8,
+    /// Bumped on every change, so that nodes pick up the newest split.
+    pub revision: u64,
+}
+
+/// One action in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqEntryBody {
+    /// The entry's id, for `dlq replay ID`.
+    pub id: u64,
+    /// The session the action belongs to.
+    pub uid: String,
+    /// The seq of its `action_requested` event: with the uid, its idempotency key.
+    pub seq: u64,
+    /// The action's name.
+    pub action: String,
+    /// Its arguments.
+    pub args: BTreeMap<String, String>,
+    /// Why it failed the last time.
+    pub reason: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it was dead-lettered, ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// `GET /admin/v1/dlq`: the queue, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqList {
+    /// Entries waiting, in all.
+    pub depth: u64,
+    /// The oldest ones, up to the limit asked.
+    pub entries: Vec<DlqEntryBody>,
+}
+
+/// `POST /admin/v1/dlq/replay`: one entry, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqReplay {
+    /// The entry to replay; `None` with `all`.
+    pub id: Option<u64>,
+    /// Replay every entry.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The outcome of one replayed entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqReplayOutcome {
+    /// The entry's id.
+    pub id: u64,
+    /// Whether the action succeeded (the entry left the queue).
+    pub ok: bool,
+    /// What happened.
+    pub message: String,
+}
+
+/// `POST /admin/v1/dlq/replay`: what each replay did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqReplayReport {
+    /// One outcome per entry tried, in id order.
+    pub outcomes: Vec<DlqReplayOutcome>,
+    /// Entries still waiting after the replay.
+    pub depth: u64,
+}
+
+/// `GET /admin/v1/sessions/{uid}`: a session as ops may see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The user.
+    pub uid: String,
+    /// The highest seq recorded.
+    pub seq: u64,
+    /// The node that owns the session.
+    pub owner: String,
+    /// The ring epoch it is owned at.
+    pub epoch: u64,
+    /// Its slots, sensitive values masked.
+    pub slots: BTreeMap<String, String>,
+    /// The intent of its last turn.
+    pub last_intent: Option<String>,
+    /// The policy version its uid is routed to now.
+    pub policy: String,
+    /// An action started and not yet finished, if any.
+    pub pending_action: Option<String>,
+}
