@@ -1,47 +1,75 @@
 //! The CPU cost of one turn's pure work, with a baseline in the same run:
-//! the shoe-shop pipeline against a pipeline whose stages do nothing, and the
-//! session and snapshot operations every turn or passivation performs.
+//! the shoe-shop pipeline and the config flows (`config/flows/v1`) against a
+//! pipeline whose stages do nothing, and the session and snapshot operations
+//! every turn or passivation performs.
 //!
 //! `cargo bench -p confab-dialog --bench turn`
 #![allow(missing_docs)]
 
 use confab_core::ring::Ring;
-use confab_core::session::{SessionState, Slots, Snapshot, SnapshotKey};
+use confab_core::session::{
+    ActionOutcome, PendingAction, ReplyDecision, SessionState, Slots, Snapshot, SnapshotKey,
+    TurnDecision,
+};
 use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_dialog::flow::{PolicySet, SourceFile};
 use confab_dialog::{
-    BasicInputFilter, DialogContext, Nlu, Pipeline, Policy, PolicyReply, Understanding,
+    BasicInputFilter, Decision, Pipeline, Policy, TurnContext, Understanding,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::Arc;
 
-struct NoNlu;
-impl Nlu for NoNlu {
-    fn understand(&self, _: &str) -> Understanding {
-        Understanding {
-            intent: "unknown".into(),
-            confidence: 0.0,
-            slots: Slots::new(),
-        }
-    }
-}
-
+/// Stages that do nothing: the floor.
 struct NoPolicy;
 impl Policy for NoPolicy {
     fn version(&self) -> &str {
         "none"
     }
-    fn decide(
-        &self,
-        _: DialogContext<'_>,
-        text: &str,
-        _: &Understanding,
-        _: &Slots,
-    ) -> PolicyReply {
-        PolicyReply {
+    fn understand(&self, _: TurnContext<'_>, _: &str) -> Understanding {
+        Understanding {
             intent: "unknown".into(),
-            text: text.to_owned(),
+            confidence: 0.0,
+            slots: Slots::new(),
+            refused: Slots::new(),
         }
     }
+    fn decide(&self, _: TurnContext<'_>, text: &str, _: &Understanding) -> Decision {
+        Decision::Reply(TurnDecision {
+            intent: "unknown".into(),
+            confidence: 0.0,
+            slots_filled: Slots::new(),
+            slots_cleared: Vec::new(),
+            reply_text: text.to_owned(),
+            policy: "none".into(),
+            dialog: Slots::new(),
+        })
+    }
+    fn resume(&self, _: TurnContext<'_>, _: &PendingAction, _: &ActionOutcome) -> ReplyDecision {
+        unreachable!("calls no action")
+    }
+}
+
+/// The shipped flows, read from `config/flows`.
+fn flows() -> Pipeline {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/flows");
+    let mut files = Vec::new();
+    for sub in ["", "v1/"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                files.push(SourceFile {
+                    path: format!("{sub}{}", path.file_name().unwrap().to_str().unwrap()),
+                    text: std::fs::read_to_string(&path).unwrap(),
+                });
+            }
+        }
+    }
+    let set = PolicySet::compile(&files).unwrap();
+    Pipeline::new(
+        Arc::clone(set.filter()) as _,
+        Arc::clone(set.version("v1").unwrap()) as _,
+    )
 }
 
 const TEXTS: &[&str] = &[
@@ -54,16 +82,12 @@ const TEXTS: &[&str] = &[
 
 fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
-    let slots = Slots::new();
-    let ctx = DialogContext {
-        slots: &slots,
-        last_intent: Some("stock_query"),
+    let state = SessionState::default();
+    let ctx = TurnContext {
+        state: &state,
+        now_ms: 0,
     };
-    let baseline = Pipeline::new(
-        Box::new(BasicInputFilter),
-        Box::new(NoNlu),
-        Box::new(NoPolicy),
-    );
+    let baseline = Pipeline::new(Arc::new(BasicInputFilter), Arc::new(NoPolicy));
     group.bench_function("baseline: stages that do nothing", |b| {
         let mut i = 0;
         b.iter(|| {
@@ -79,6 +103,14 @@ fn pipeline(c: &mut Criterion) {
             black_box(shop.run(ctx, TEXTS[i % TEXTS.len()]).unwrap())
         });
     });
+    let flows = flows();
+    group.bench_function("config flows v1", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            black_box(flows.run(ctx, TEXTS[i % TEXTS.len()]).unwrap())
+        });
+    });
     group.finish();
 }
 
@@ -87,18 +119,21 @@ fn session(c: &mut Criterion) {
     let shop = Pipeline::shoe_shop();
     let mut state = SessionState::default();
     for i in 0..100 {
-        let ctx = DialogContext {
-            slots: state.slots(),
-            last_intent: state.last_intent(),
+        let ctx = TurnContext {
+            state: &state,
+            now_ms: 0,
         };
         let out = shop.run(ctx, TEXTS[i % TEXTS.len()]).unwrap();
+        let Decision::Reply(decision) = out.decision else {
+            unreachable!("the shoe shop calls no action")
+        };
         let events = state.record_turn(
             &uid,
             Epoch(1),
             0,
             MessageId::new(format!("m-{i}")).unwrap(),
             out.text,
-            out.decision,
+            decision,
         );
         for e in &events {
             state.apply(e).unwrap();
@@ -106,13 +141,16 @@ fn session(c: &mut Criterion) {
     }
     let out = shop
         .run(
-            DialogContext {
-                slots: state.slots(),
-                last_intent: state.last_intent(),
+            TurnContext {
+                state: &state,
+                now_ms: 0,
             },
             "39码",
         )
         .unwrap();
+    let Decision::Reply(decision) = out.decision else {
+        unreachable!("the shoe shop calls no action")
+    };
     let id = MessageId::new("next").unwrap();
     c.bench_function("session: record and apply one turn", |b| {
         b.iter(|| {
@@ -123,7 +161,7 @@ fn session(c: &mut Criterion) {
                 0,
                 id.clone(),
                 out.text.clone(),
-                out.decision.clone(),
+                decision.clone(),
             );
             for e in &events {
                 next.apply(e).unwrap();

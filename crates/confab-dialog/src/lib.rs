@@ -1,23 +1,46 @@
-//! confab's dialog pipeline: input filter → NLU → policy → reply. Pure: no I/O,
-//! no clock, no randomness; the same input always gives the same reply.
+//! confab's dialog pipeline: input filter → NLU → policy → (action) → reply.
+//! Pure: no I/O, no clock, no randomness; time comes in with the turn, and the
+//! same input always gives the same decision.
 //!
-//! The stages are traits so that the config-driven flow engine can replace the
-//! built-in shoe-shop stages without touching the runtime:
-//! - [`InputFilter`] cleans or refuses the text before anything else sees it;
-//! - [`Nlu`] finds the intent and the slots in the text;
-//! - [`Policy`] decides the reply from the session's context and the NLU result.
+//! - [`flow`]: flows as config. A policy version is a folder of TOML flow files
+//!   (intents, typed slots, steps, replies, actions), compiled into a
+//!   [`flow::PolicyVersion`] that implements [`Policy`].
+//! - [`canary`]: which version serves a uid (stable, or a canary by uid tail).
+//! - [`filter`]: the input filter's block and allow rules, from config.
+//! - [`actions`]: the builtin actions' pure parts (the results they compute).
+//! - [`script`]: conversation scripts for testers, run against a policy.
+//! - [`shoe_shop`]: the first, hand-written policy; the simulator and the
+//!   dialog bench still drive it.
 //!
-//! [`shoe_shop`] holds the first real policy: stock questions by size and colour,
-//! order status by order number, and call-backs by phone number.
+//! A policy never performs a side effect: it asks for an action
+//! ([`Decision::Action`]); the runtime runs it, records its outcome, and asks
+//! the policy for the reply ([`Policy::resume`]).
 
+pub mod actions;
+pub mod canary;
+pub mod filter;
+pub mod flow;
+pub mod script;
 pub mod shoe_shop;
 
-use confab_core::session::{Slots, TurnDecision};
+use confab_core::session::{
+    ActionOutcome, ActionTurn, PendingAction, ReplyDecision, SessionState, Slots, TurnDecision,
+};
+use std::sync::Arc;
 
 /// Slots whose values are masked wherever they leave the session.
 pub const SENSITIVE_SLOTS: &[&str] = &["phone", "address", "id_number"];
 
 /// What the session knows when a turn arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnContext<'a> {
+    /// The session's state before the turn (slots, dialog position, counts).
+    pub state: &'a SessionState,
+    /// The turn's time, ms since the Unix epoch (daily limits, relative dates).
+    pub now_ms: u64,
+}
+
+/// The hand-written policies' view of the session.
 #[derive(Debug, Clone, Copy)]
 pub struct DialogContext<'a> {
     /// The session's slots before the turn.
@@ -26,7 +49,7 @@ pub struct DialogContext<'a> {
     pub last_intent: Option<&'a str>,
 }
 
-/// Why the input filter refused a text. Nothing is recorded for it.
+/// Why the input filter refused a text. Only an audit event is recorded for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Rejection {
@@ -43,21 +66,24 @@ pub trait InputFilter: Send + Sync {
 /// What the NLU made of a text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Understanding {
-    /// The intent found; `inform` when the text only gives slot values.
+    /// The intent found; `inform` when the text only gives slot values,
+    /// `unknown` when it gives nothing.
     pub intent: String,
     /// How sure, 0.0 to 1.0.
     pub confidence: f32,
-    /// Slot values found in the text.
+    /// Valid slot values found in the text.
     pub slots: Slots,
+    /// Values found for a slot but not valid for it (a size out of range).
+    pub refused: Slots,
 }
 
-/// Finds the intent and the slots in a text.
+/// Finds the intent and the slots in a text (the hand-written policies).
 pub trait Nlu: Send + Sync {
     /// Understands one text.
     fn understand(&self, text: &str) -> Understanding;
 }
 
-/// The policy's answer to one turn.
+/// The hand-written policies' answer to one turn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyReply {
     /// The intent the turn serves (an `inform` resolves to the task it fills).
@@ -66,9 +92,9 @@ pub struct PolicyReply {
     pub text: String,
 }
 
-/// Decides the reply.
-pub trait Policy: Send + Sync {
-    /// The version named in every reply, so that canaries are visible per turn.
+/// The hand-written policies' decision step, after their [`Nlu`].
+pub trait ReplyPolicy: Send + Sync {
+    /// The version named in replies.
     fn version(&self) -> &str;
     /// Decides the reply to `text`. `slots` already holds the session's slots
     /// merged with the ones of this turn.
@@ -81,11 +107,38 @@ pub trait Policy: Send + Sync {
     ) -> PolicyReply;
 }
 
-/// The three stages, run in order.
+/// What the policy decided for a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer now.
+    Reply(TurnDecision),
+    /// Run an action first; the reply comes from [`Policy::resume`].
+    Action(ActionTurn),
+}
+
+/// A policy: understands texts and decides replies and actions.
+pub trait Policy: Send + Sync {
+    /// The version named in every reply, so that canaries are visible per turn.
+    fn version(&self) -> &str;
+    /// What the text says, in the session's context.
+    fn understand(&self, ctx: TurnContext<'_>, text: &str) -> Understanding;
+    /// The turn's decision.
+    fn decide(&self, ctx: TurnContext<'_>, text: &str, understanding: &Understanding) -> Decision;
+    /// The reply that closes a turn once its action has ended. `ctx.state` has
+    /// the action requested (and pending).
+    fn resume(
+        &self,
+        ctx: TurnContext<'_>,
+        pending: &PendingAction,
+        outcome: &ActionOutcome,
+    ) -> ReplyDecision;
+}
+
+/// The filter and a policy, run in order.
+#[derive(Clone)]
 pub struct Pipeline {
-    filter: Box<dyn InputFilter>,
-    nlu: Box<dyn Nlu>,
-    policy: Box<dyn Policy>,
+    filter: Arc<dyn InputFilter>,
+    policy: Arc<dyn Policy>,
 }
 
 /// The outcome of one turn through the pipeline.
@@ -93,45 +146,40 @@ pub struct Pipeline {
 pub struct PipelineOutput {
     /// The text as filtered: what is recorded as the user's turn.
     pub text: String,
+    /// What the NLU made of it.
+    pub understanding: Understanding,
     /// The decision to record.
-    pub decision: TurnDecision,
+    pub decision: Decision,
 }
 
 impl Pipeline {
     /// A pipeline of these stages.
-    pub fn new(filter: Box<dyn InputFilter>, nlu: Box<dyn Nlu>, policy: Box<dyn Policy>) -> Self {
-        Self {
-            filter,
-            nlu,
-            policy,
-        }
+    pub fn new(filter: Arc<dyn InputFilter>, policy: Arc<dyn Policy>) -> Self {
+        Self { filter, policy }
     }
 
-    /// The built-in shoe-shop pipeline.
+    /// The hand-written shoe-shop pipeline.
     pub fn shoe_shop() -> Self {
         Self::new(
-            Box::new(BasicInputFilter),
-            Box::new(shoe_shop::ShoeShopNlu::new()),
-            Box::new(shoe_shop::ShoeShopPolicy),
+            Arc::new(BasicInputFilter),
+            Arc::new(shoe_shop::ShoeShop::new()),
         )
     }
 
+    /// The policy.
+    pub fn policy(&self) -> &Arc<dyn Policy> {
+        &self.policy
+    }
+
     /// Runs one turn.
-    pub fn run(&self, ctx: DialogContext<'_>, text: &str) -> Result<PipelineOutput, Rejection> {
+    pub fn run(&self, ctx: TurnContext<'_>, text: &str) -> Result<PipelineOutput, Rejection> {
         let text = self.filter.filter(text)?;
-        let understanding = self.nlu.understand(&text);
-        let mut slots = ctx.slots.clone();
-        slots.extend(understanding.slots.clone());
-        let reply = self.policy.decide(ctx, &text, &understanding, &slots);
+        let understanding = self.policy.understand(ctx, &text);
+        let decision = self.policy.decide(ctx, &text, &understanding);
         Ok(PipelineOutput {
             text,
-            decision: TurnDecision {
-                intent: reply.intent,
-                confidence: understanding.confidence,
-                slots_filled: understanding.slots,
-                reply_text: reply.text,
-                policy: self.policy.version().to_owned(),
-            },
+            understanding,
+            decision,
         })
     }
 }
@@ -161,9 +209,15 @@ impl InputFilter for BasicInputFilter {
 
 /// Masks a slot's value if the slot is sensitive: `13812345678` → `138****5678`.
 pub fn mask_value(slot: &str, value: &str) -> String {
-    if !SENSITIVE_SLOTS.contains(&slot) {
-        return value.to_owned();
+    if SENSITIVE_SLOTS.contains(&slot) {
+        mask(value)
+    } else {
+        value.to_owned()
     }
+}
+
+/// Masks a value: the first three and last four characters stay.
+pub fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     if chars.len() <= 7 {
         return "*".repeat(chars.len());

@@ -13,6 +13,9 @@
 //!
 //! - [`membership::MembershipStore`]: the cluster's member table, changed by
 //!   compare-and-set (SQLite for local clusters, Redis in production).
+//! - [`ControlStore`]: what operators act on in either durable store: the
+//!   dead-letter queue of failed actions, and cluster-wide settings changed by
+//!   compare-and-set on their revision.
 //!
 //! Every write is fenced by the session's ring epoch: [`EventStore::claim`] raises
 //! a session's fence, and a write from an older epoch gets [`StoreError::Fenced`].
@@ -90,11 +93,14 @@ macro_rules! store_with_request_metrics {
 }
 pub(crate) use store_with_request_metrics;
 
+pub mod control;
 pub mod membership;
 pub mod mysql;
 pub mod redis;
 pub mod sqlite;
 pub mod tiered;
+
+pub use control::{ControlStore, DeadLetter, Setting};
 
 use confab_core::fencing::Claim;
 use confab_core::session::RecordedEvent;
@@ -139,6 +145,10 @@ pub enum StoreError {
     /// The store could not be opened as configured.
     #[error("store cannot be opened: {0}")]
     Open(String),
+    /// The request breaks a limit of the store (a key too long, a body too
+    /// large): nothing was done, and retrying the same request cannot succeed.
+    #[error("invalid store request: {0}")]
+    Invalid(String),
 }
 
 /// A snapshot as stored: the codec's bytes and the header fields kept beside them.
@@ -205,7 +215,7 @@ pub struct SessionLog {
 }
 
 /// A whole durable tier.
-pub trait Store: EventStore + SnapshotStore {
+pub trait Store: EventStore + SnapshotStore + ControlStore {
     /// The tier's name in metrics (`sqlite`, `mysql`, `redis`).
     fn tier(&self) -> &'static str;
 

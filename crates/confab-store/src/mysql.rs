@@ -21,6 +21,8 @@ use sqlx::{AssertSqlSafe, MySql, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod control;
+
 const TIER: &str = "mysql";
 
 /// Event tables.

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+mod control;
+
 const TIER: &str = "sqlite";
 
 /// Rows per INSERT statement: 6 bound values each, well under SQLite's 32,766.

@@ -10,11 +10,15 @@
 //! - **Fences** are claimed in both, durable first: the durable fence is the one
 //!   that decides, the Redis fence keeps a stale writer out of the hot tier.
 //!
+//! - **Control** (the dead-letter queue and the settings) is the durable store's
+//!   alone: Redis holds none of it.
+//!
 //! While Redis is down every request bypasses it (counted); see [`crate::redis`].
 
 use crate::redis::{RedisTier, WriteThrough};
 use crate::{
-    EventStore, SessionLog, SnapshotStore, Store, StoreError, StoreFuture, StoredSnapshot,
+    ControlStore, DeadLetter, EventStore, SessionLog, Setting, SnapshotStore, Store, StoreError,
+    StoreFuture, StoredSnapshot,
 };
 use confab_core::session::RecordedEvent;
 use confab_core::{Epoch, Seq, Uid};
@@ -160,6 +164,42 @@ impl SnapshotStore for TieredStore {
             let _ = self.redis.write_snapshots(snapshots).await;
             Ok(())
         })
+    }
+}
+
+/// Every request goes to the durable store, which counts it.
+impl ControlStore for TieredStore {
+    fn dead_letter<'a>(&'a self, entry: &'a DeadLetter) -> StoreFuture<'a, u64> {
+        self.durable.dead_letter(entry)
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>> {
+        self.durable.dead_letters(limit)
+    }
+
+    fn dead_letter_by_id(&self, id: u64) -> StoreFuture<'_, Option<DeadLetter>> {
+        self.durable.dead_letter_by_id(id)
+    }
+
+    fn resolve_dead_letter(&self, id: u64, at_ms: u64) -> StoreFuture<'_, bool> {
+        self.durable.resolve_dead_letter(id, at_ms)
+    }
+
+    fn dead_letter_depth(&self) -> StoreFuture<'_, u64> {
+        self.durable.dead_letter_depth()
+    }
+
+    fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Setting>> {
+        self.durable.setting(key)
+    }
+
+    fn put_setting<'a>(
+        &'a self,
+        key: &'a str,
+        expected: u64,
+        body: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.durable.put_setting(key, expected, body)
     }
 }
 

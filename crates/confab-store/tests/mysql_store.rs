@@ -31,6 +31,12 @@ suite_test!(a_claim_fences_out_older_writers);
 suite_test!(a_stale_owner_cannot_write_a_snapshot);
 suite_test!(load_gives_the_snapshot_and_the_events_after_it);
 suite_test!(a_batch_of_large_events_lands_whole);
+suite_test!(dead_letters_wait_oldest_first_up_to_a_limit);
+suite_test!(dead_lettering_one_key_twice_leaves_one_entry);
+suite_test!(a_resolved_dead_letter_leaves_the_queue_until_it_fails_again);
+suite_test!(settings_change_only_by_compare_and_set);
+suite_test!(concurrent_setting_writers_exactly_one_wins);
+suite_test!(bad_control_input_is_refused_with_a_clear_error);
 
 #[tokio::test]
 async fn events_land_in_the_table_mysql_itself_computes() {

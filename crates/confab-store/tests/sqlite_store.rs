@@ -68,6 +68,43 @@ async fn membership_cas_lets_one_proposal_win() {
 }
 
 #[tokio::test]
+async fn dead_letters_wait_oldest_first_up_to_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::dead_letters_wait_oldest_first_up_to_a_limit(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn dead_lettering_one_key_twice_leaves_one_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::dead_lettering_one_key_twice_leaves_one_entry(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn a_resolved_dead_letter_leaves_the_queue_until_it_fails_again() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::a_resolved_dead_letter_leaves_the_queue_until_it_fails_again(&open(dir.path()).await)
+        .await;
+}
+
+#[tokio::test]
+async fn settings_change_only_by_compare_and_set() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::settings_change_only_by_compare_and_set(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn concurrent_setting_writers_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::concurrent_setting_writers_exactly_one_wins(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn bad_control_input_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::bad_control_input_is_refused_with_a_clear_error(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
 async fn two_processes_racing_on_the_member_table_never_both_win() {
     use confab_core::NodeId;
     use confab_core::membership::Status;
@@ -125,4 +162,20 @@ async fn data_survives_reopening_and_two_stores_share_one_file() {
             .len(),
         39
     );
+}
+
+#[tokio::test]
+async fn two_processes_racing_on_a_setting_never_both_win() {
+    use confab_store::ControlStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (open(dir.path()).await, open(dir.path()).await);
+    for round in 0..20u64 {
+        let (r1, r2) = tokio::join!(
+            one.put_setting("limits", round, "one"),
+            two.put_setting("limits", round, "two")
+        );
+        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        assert!(r1 != r2, "round {round}: exactly one wins");
+    }
+    assert_eq!(two.setting("limits").await.unwrap().unwrap().revision, 20);
 }

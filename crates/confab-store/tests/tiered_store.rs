@@ -81,6 +81,10 @@ suite_on_mysql_and_redis!(a_claim_fences_out_older_writers);
 suite_on_mysql_and_redis!(a_stale_owner_cannot_write_a_snapshot);
 suite_on_mysql_and_redis!(load_gives_the_snapshot_and_the_events_after_it);
 suite_on_mysql_and_redis!(a_batch_of_large_events_lands_whole);
+suite_on_mysql_and_redis!(dead_letters_wait_oldest_first_up_to_a_limit);
+suite_on_mysql_and_redis!(dead_lettering_one_key_twice_leaves_one_entry);
+suite_on_mysql_and_redis!(a_resolved_dead_letter_leaves_the_queue_until_it_fails_again);
+suite_on_mysql_and_redis!(settings_change_only_by_compare_and_set);
 
 #[tokio::test]
 async fn commits_write_through_and_loads_are_served_by_redis() {

@@ -25,7 +25,7 @@ use confab_core::session::{
     Event, RecordedEvent, SessionState, Snapshot, SnapshotKey, may_acknowledge,
 };
 use confab_core::{Epoch, MessageId, NodeId, Uid};
-use confab_dialog::{DialogContext, Pipeline};
+use confab_dialog::{Decision, Pipeline, PipelineOutput, TurnContext};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 

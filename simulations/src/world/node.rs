@@ -385,11 +385,17 @@ impl World {
             return;
         }
         let text = SCRIPT[(turn.msg as usize - 1) % SCRIPT.len()];
-        let ctx = DialogContext {
-            slots: state.slots(),
-            last_intent: state.last_intent(),
+        let ctx = TurnContext {
+            state,
+            now_ms: now,
         };
-        let Ok(output) = self.pipeline.run(ctx, text) else {
+        // The simulated shop calls no action: every turn is answered at once.
+        let Ok(PipelineOutput {
+            text: output_text,
+            decision: Decision::Reply(decision),
+            ..
+        }) = self.pipeline.run(ctx, text)
+        else {
             self.answer(node, turn, Answer::Refused);
             self.session_input(node, s, HInput::Served);
             return;
@@ -401,8 +407,8 @@ impl World {
                 epoch,
                 now,
                 message_id,
-                output.text,
-                output.decision,
+                output_text,
+                decision,
             )
             .to_vec();
         let early = may_acknowledge(false);

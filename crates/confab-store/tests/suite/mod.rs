@@ -3,8 +3,9 @@
 
 use confab_core::session::{Event, RecordedEvent};
 use confab_core::{Epoch, MessageId, Seq, Uid};
+use confab_store::control::SETTING_KEY_BYTES_MAX;
 use confab_store::membership::MembershipStore;
-use confab_store::{Store, StoreError, StoredSnapshot};
+use confab_store::{DeadLetter, Setting, Store, StoreError, StoredSnapshot};
 
 pub fn uid(s: &str) -> Uid {
     Uid::new(s).unwrap()
@@ -241,4 +242,199 @@ pub async fn membership_cas_lets_one_proposal_win(store: &dyn MembershipStore) {
     let err = store.cas_members(2, &both).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     assert_eq!(store.read_members().await.unwrap(), both);
+}
+
+pub fn dead_letter(u: &str, seq: u64, action: &str) -> DeadLetter {
+    DeadLetter {
+        id: 0,
+        uid: uid(u),
+        seq: Seq(seq),
+        action: action.into(),
+        args: [
+            ("colour".to_owned(), "黑色".to_owned()),
+            ("size".to_owned(), "39".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        reason: "shop api: 503 服务不可用".into(),
+        attempts: 3,
+        created_ms: 1_000 + seq,
+    }
+}
+
+pub async fn dead_letters_wait_oldest_first_up_to_a_limit(store: &dyn Store) {
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 0);
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    let mut queued = Vec::new();
+    for (u, seq, action) in [("a", 4, "ship"), ("b", 2, "refund"), ("a", 4, "notify")] {
+        let mut entry = dead_letter(u, seq, action);
+        entry.id = 999; // ignored
+        let id = store.dead_letter(&entry).await.unwrap();
+        queued.push(DeadLetter { id, ..entry });
+    }
+    assert!(queued[0].id < queued[1].id && queued[1].id < queued[2].id);
+    assert_eq!(store.dead_letters(10).await.unwrap(), queued);
+    assert_eq!(store.dead_letters(2).await.unwrap(), queued[..2]);
+    assert!(store.dead_letters(0).await.unwrap().is_empty());
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 3);
+    assert_eq!(
+        store.dead_letter_by_id(queued[1].id).await.unwrap(),
+        Some(queued[1].clone())
+    );
+    assert_eq!(
+        store.dead_letter_by_id(queued[2].id + 100).await.unwrap(),
+        None
+    );
+}
+
+pub async fn dead_lettering_one_key_twice_leaves_one_entry(store: &dyn Store) {
+    let first = dead_letter("a", 7, "ship");
+    let id = store.dead_letter(&first).await.unwrap();
+    let again = DeadLetter {
+        reason: "shop api: timeout".into(),
+        attempts: 6,
+        created_ms: 9_999,
+        ..first.clone()
+    };
+    assert_eq!(store.dead_letter(&again).await.unwrap(), id);
+    assert_eq!(store.dead_letter(&again).await.unwrap(), id);
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 1);
+    // The reason and attempts are the latest; the entry is as old as its first failure.
+    let waiting = DeadLetter {
+        id,
+        created_ms: first.created_ms,
+        ..again
+    };
+    assert_eq!(store.dead_letters(10).await.unwrap(), [waiting]);
+}
+
+pub async fn a_resolved_dead_letter_leaves_the_queue_until_it_fails_again(store: &dyn Store) {
+    let one = store
+        .dead_letter(&dead_letter("a", 1, "ship"))
+        .await
+        .unwrap();
+    let two = store
+        .dead_letter(&dead_letter("a", 2, "ship"))
+        .await
+        .unwrap();
+    assert!(store.resolve_dead_letter(one, 5_000).await.unwrap());
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 1);
+    assert_eq!(store.dead_letter_by_id(one).await.unwrap(), None);
+    let waiting: Vec<_> = store
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(waiting, [two]);
+    assert!(
+        !store.resolve_dead_letter(one, 6_000).await.unwrap(),
+        "resolved once only"
+    );
+    assert!(
+        !store.resolve_dead_letter(two + 100, 6_000).await.unwrap(),
+        "no such entry"
+    );
+
+    // The same action fails again: it waits again, under its old id.
+    let failed_again = DeadLetter {
+        reason: "shop api: 500".into(),
+        attempts: 9,
+        ..dead_letter("a", 1, "ship")
+    };
+    assert_eq!(store.dead_letter(&failed_again).await.unwrap(), one);
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 2);
+    let entry = store.dead_letter_by_id(one).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.reason.as_str(), entry.attempts),
+        ("shop api: 500", 9)
+    );
+    assert!(store.resolve_dead_letter(one, 7_000).await.unwrap());
+    assert!(store.resolve_dead_letter(two, 7_000).await.unwrap());
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 0);
+}
+
+pub async fn settings_change_only_by_compare_and_set(store: &dyn Store) {
+    let setting = |revision, body: &str| Setting {
+        revision,
+        body: body.into(),
+    };
+    assert_eq!(store.setting("dialog").await.unwrap(), None);
+    assert!(store.put_setting("dialog", 0, "v1 回复").await.unwrap());
+    assert_eq!(
+        store.setting("dialog").await.unwrap(),
+        Some(setting(1, "v1 回复"))
+    );
+    // Stale or future revisions are refused and change nothing.
+    assert!(!store.put_setting("dialog", 0, "lost").await.unwrap());
+    assert!(!store.put_setting("dialog", 2, "lost").await.unwrap());
+    assert_eq!(
+        store.setting("dialog").await.unwrap(),
+        Some(setting(1, "v1 回复"))
+    );
+    assert!(store.put_setting("dialog", 1, "v2").await.unwrap());
+    assert_eq!(
+        store.setting("dialog").await.unwrap(),
+        Some(setting(2, "v2"))
+    );
+    // Keys are distinct byte for byte.
+    assert_eq!(store.setting("Dialog").await.unwrap(), None);
+    assert!(store.put_setting("Dialog", 0, "other").await.unwrap());
+    assert_eq!(
+        store.setting("dialog").await.unwrap(),
+        Some(setting(2, "v2"))
+    );
+}
+
+pub async fn concurrent_setting_writers_exactly_one_wins(store: &dyn Store) {
+    for round in 0..10u64 {
+        let (a, b, c, d) = tokio::join!(
+            store.put_setting("limits", round, "a"),
+            store.put_setting("limits", round, "b"),
+            store.put_setting("limits", round, "c"),
+            store.put_setting("limits", round, "d"),
+        );
+        let won: Vec<bool> = [a, b, c, d].into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+    }
+    assert_eq!(store.setting("limits").await.unwrap().unwrap().revision, 10);
+}
+
+pub async fn bad_control_input_is_refused_with_a_clear_error(store: &dyn Store) {
+    let edge = "k".repeat(SETTING_KEY_BYTES_MAX);
+    assert!(store.put_setting(&edge, 0, "fits").await.unwrap());
+    assert_eq!(store.setting(&edge).await.unwrap().unwrap().body, "fits");
+
+    let long = "k".repeat(SETTING_KEY_BYTES_MAX + 1);
+    for err in [
+        store.put_setting(&long, 0, "x").await.unwrap_err(),
+        store.setting(&long).await.unwrap_err(),
+        store.put_setting("", 0, "x").await.unwrap_err(),
+        store.put_setting("a key", 0, "x").await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    }
+    let err = store.put_setting(&long, 0, "x").await.unwrap_err();
+    assert!(err.to_string().contains("129 bytes, at most 128"), "{err}");
+
+    let err = store
+        .dead_letter(&dead_letter("a", 1, &"x".repeat(65)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(store.dead_letter_depth().await.unwrap(), 0);
+
+    // A long reason is cut, not refused.
+    let verbose = DeadLetter {
+        reason: "错".repeat(5_000),
+        ..dead_letter("a", 1, &"x".repeat(64))
+    };
+    let id = store.dead_letter(&verbose).await.unwrap();
+    let stored = store.dead_letter_by_id(id).await.unwrap().unwrap();
+    assert_eq!(stored.reason, "错".repeat(1365));
 }

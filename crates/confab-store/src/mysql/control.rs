@@ -1,0 +1,161 @@
+//! The dead-letter queue and the cluster's settings on MySQL
+//! ([`crate::ControlStore`]), in `dead_letters` (an entry waits while
+//! `replayed_ms` is NULL; its arguments are JSON in `body`) and `settings`.
+
+use super::{MySqlStore, TIER, uid_of, unavailable};
+use crate::StoreError;
+use crate::control::{DeadLetter, DeadLetterRow, Setting, decode_args};
+use confab_core::Seq;
+use sqlx::Row;
+use sqlx::mysql::MySqlRow;
+
+crate::control::control_with_request_metrics!(MySqlStore, TIER);
+
+const DEAD_LETTER_COLUMNS: &str = "id, uid, seq, kind, body, reason, attempts, created_ms";
+
+/// The dead-letter queue and the settings; see [`crate::ControlStore`].
+impl MySqlStore {
+    async fn insert_dead_letter(
+        &self,
+        entry: &DeadLetter,
+        row: &DeadLetterRow<'_>,
+    ) -> Result<u64, StoreError> {
+        // The upsert and the read of the id it landed on, in one transaction
+        // (MySQL has no INSERT ... RETURNING). A resolved entry waits again.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO dead_letters (uid, seq, kind, reason, body, attempts, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE reason = VALUES(reason), attempts = VALUES(attempts), \
+             replayed_ms = NULL",
+        )
+        .bind(entry.uid.as_str().as_bytes())
+        .bind(entry.seq.0)
+        .bind(entry.action.as_str())
+        .bind(row.reason)
+        .bind(row.args.as_bytes())
+        .bind(entry.attempts)
+        .bind(entry.created_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let (id,): (u64,) =
+            sqlx::query_as("SELECT id FROM dead_letters WHERE uid = ? AND seq = ? AND kind = ?")
+                .bind(entry.uid.as_str().as_bytes())
+                .bind(entry.seq.0)
+                .bind(entry.action.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(id)
+    }
+
+    async fn waiting_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let sql = format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE replayed_ms IS NULL \
+             ORDER BY id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(u64::try_from(limit).unwrap_or(u64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(dead_letter_of).collect()
+    }
+
+    async fn waiting_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let sql = format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ? AND replayed_ms IS NULL"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(dead_letter_of).transpose()
+    }
+
+    async fn mark_resolved(&self, id: u64, at_ms: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE dead_letters SET replayed_ms = ? WHERE id = ? AND replayed_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_waiting(&self) -> Result<u64, StoreError> {
+        let (depth,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM dead_letters WHERE replayed_ms IS NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    async fn load_setting(&self, key: &str) -> Result<Option<Setting>, StoreError> {
+        let row: Option<(u64, String)> =
+            sqlx::query_as("SELECT revision, body FROM settings WHERE name = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(row.map(|(revision, body)| Setting { revision, body }))
+    }
+
+    /// The first write is an insert, which a concurrent first write makes fail
+    /// on the primary key; a later one is an update conditioned on the revision,
+    /// which InnoDB re-checks against the latest row once it holds its lock.
+    async fn cas_setting(&self, key: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
+        if expected == 0 {
+            let inserted =
+                sqlx::query("INSERT INTO settings (name, revision, body) VALUES (?, 1, ?)")
+                    .bind(key)
+                    .bind(body)
+                    .execute(&self.pool)
+                    .await;
+            return match inserted {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_database_error()
+                        .is_some_and(|db| db.is_unique_violation()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        let updated = sqlx::query(
+            "UPDATE settings SET revision = ?, body = ? WHERE name = ? AND revision = ?",
+        )
+        .bind(expected + 1)
+        .bind(body)
+        .bind(key)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        // The revision changes, so a matched row is a changed row either way
+        // sqlx's connection counts affected rows.
+        Ok(updated.rows_affected() == 1)
+    }
+}
+
+fn dead_letter_of(row: &MySqlRow) -> Result<DeadLetter, StoreError> {
+    let id: u64 = row.get("id");
+    let args: Vec<u8> = row.get("body");
+    Ok(DeadLetter {
+        id,
+        uid: uid_of(row.get("uid"))?,
+        seq: Seq(row.get("seq")),
+        action: row.get("kind"),
+        args: decode_args(id, &args)?,
+        reason: row.get("reason"),
+        attempts: row.get("attempts"),
+        created_ms: row.get("created_ms"),
+    })
+}

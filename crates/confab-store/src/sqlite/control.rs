@@ -1,0 +1,145 @@
+//! The dead-letter queue and the cluster's settings on the embedded store
+//! ([`crate::ControlStore`]): writes on the single writer connection, reads on
+//! the reader pool, as for the sessions' logs.
+
+use super::{SqliteStore, TIER, db_to_u64, seq_to_db, u64_to_db, unavailable};
+use crate::StoreError;
+use crate::control::{DeadLetter, DeadLetterRow, Setting, decode_args};
+use confab_core::{Seq, Uid};
+use sqlx::Row;
+
+crate::control::control_with_request_metrics!(SqliteStore, TIER);
+
+/// The dead-letter queue and the settings; see [`crate::ControlStore`].
+impl SqliteStore {
+    async fn insert_dead_letter(
+        &self,
+        entry: &DeadLetter,
+        row: &DeadLetterRow<'_>,
+    ) -> Result<u64, StoreError> {
+        // One statement: the upsert and the id it lands on are atomic.
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO dead_letters (uid, seq, action, args, reason, attempts, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (uid, seq, action) DO UPDATE SET reason = excluded.reason, \
+             attempts = excluded.attempts, resolved_ms = NULL \
+             RETURNING id",
+        )
+        .bind(entry.uid.as_str())
+        .bind(seq_to_db(entry.seq))
+        .bind(entry.action.as_str())
+        .bind(row.args.as_str())
+        .bind(row.reason)
+        .bind(i64::from(entry.attempts))
+        .bind(u64_to_db(entry.created_ms))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(db_to_u64(id))
+    }
+
+    async fn waiting_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, uid, seq, action, args, reason, attempts, created_ms FROM dead_letters \
+             WHERE resolved_ms IS NULL ORDER BY id LIMIT ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(dead_letter_of).collect()
+    }
+
+    async fn waiting_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, uid, seq, action, args, reason, attempts, created_ms FROM dead_letters \
+             WHERE id = ? AND resolved_ms IS NULL",
+        )
+        .bind(u64_to_db(id))
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(dead_letter_of).transpose()
+    }
+
+    async fn mark_resolved(&self, id: u64, at_ms: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE dead_letters SET resolved_ms = ? WHERE id = ? AND resolved_ms IS NULL",
+        )
+        .bind(u64_to_db(at_ms))
+        .bind(u64_to_db(id))
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_waiting(&self) -> Result<u64, StoreError> {
+        let (depth,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM dead_letters WHERE resolved_ms IS NULL")
+                .fetch_one(&self.readers)
+                .await
+                .map_err(unavailable)?;
+        Ok(db_to_u64(depth))
+    }
+
+    async fn load_setting(&self, key: &str) -> Result<Option<Setting>, StoreError> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT revision, body FROM settings WHERE name = ?")
+                .bind(key)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(unavailable)?;
+        Ok(row.map(|(revision, body)| Setting {
+            revision: db_to_u64(revision),
+            body,
+        }))
+    }
+
+    async fn cas_setting(&self, key: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
+        // As `cas_members`: one writer at a time, so the read and the write
+        // cannot interleave with another process's.
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let stored: Option<(i64,)> = sqlx::query_as("SELECT revision FROM settings WHERE name = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if stored.map_or(0, |(revision,)| db_to_u64(revision)) != expected {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO settings (name, revision, body) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+        )
+        .bind(key)
+        .bind(u64_to_db(expected + 1))
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+}
+
+fn dead_letter_of(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetter, StoreError> {
+    let id = db_to_u64(row.get("id"));
+    let uid: String = row.get("uid");
+    let args: String = row.get("args");
+    Ok(DeadLetter {
+        id,
+        uid: Uid::new(uid)
+            .map_err(|e| StoreError::Corrupt(format!("uid of dead letter {id}: {e}")))?,
+        seq: Seq(db_to_u64(row.get("seq"))),
+        action: row.get("action"),
+        args: decode_args(id, args.as_bytes())?,
+        reason: row.get("reason"),
+        attempts: u32::try_from(row.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+        created_ms: db_to_u64(row.get("created_ms")),
+    })
+}

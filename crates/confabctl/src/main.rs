@@ -1,0 +1,280 @@
+//! `confabctl`: the ops CLI, talking to any node's admin API (`/admin/v1/...`).
+//!
+//! - `main.rs` (this file): the command line and the exit codes: 0 done, 1 failed
+//!   (the node said no, or could not be reached), 2 usage.
+//! - `client.rs`: one typed HTTP call per admin endpoint, and the error texts.
+//! - `render.rs`: the human tables; `--json` prints the node's JSON instead.
+
+mod client;
+mod render;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::error::ErrorKind;
+use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand};
+use confab_proto::admin::{CanarySet, DlqReplay};
+use reqwest::Url;
+
+use crate::client::{AdminClient, Reply};
+
+#[derive(Parser)]
+#[command(
+    name = "confabctl",
+    version,
+    about = "operate a confab cluster through any node's admin API"
+)]
+struct Cli {
+    /// The node to talk to: any node of the cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFAB_NODE",
+        default_value = client::DEFAULT_NODE,
+        value_parser = client::parse_node_url
+    )]
+    node: Url,
+    /// A token with scope admin (`confab token --uid ops --scope admin`).
+    #[arg(long, global = true, env = "CONFAB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the node's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on a request after this many milliseconds.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// The node's status: readiness, sessions, ring epoch, DLQ depth, policy split.
+    Status,
+    /// The dialog policy: what is loaded; reload it from the flows dir.
+    #[command(subcommand)]
+    Policy(PolicyVerb),
+    /// The canary split: which uid tails get which policy version.
+    #[command(subcommand)]
+    Canary(CanaryVerb),
+    /// The dead-letter queue of actions that kept failing.
+    #[command(subcommand)]
+    Dlq(DlqVerb),
+    /// One user's session.
+    #[command(subcommand)]
+    Session(SessionVerb),
+}
+
+#[derive(Subcommand)]
+enum PolicyVerb {
+    /// The loaded versions, what serves, and the last refused reload.
+    Status,
+    /// Reload the flow files; if they are wrong, the previous policy keeps serving.
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum CanaryVerb {
+    /// Send the users whose uid ends in one of TAILS to VERSION (10% per tail).
+    Set {
+        /// A loaded policy version.
+        version: String,
+        /// uid tails, 0 to 9, comma-separated: `--tails 0,1`.
+        #[arg(
+            long,
+            required = true,
+            value_delimiter = ',',
+            value_parser = clap::value_parser!(u8).range(0..=9)
+        )]
+        tails: Vec<u8>,
+    },
+    /// The split in force.
+    Status,
+    /// Send everyone back to the stable version.
+    Rollback,
+    /// Make the canary the stable version for everyone.
+    Promote,
+}
+
+#[derive(Subcommand)]
+enum DlqVerb {
+    /// The oldest entries waiting.
+    List {
+        /// Show at most this many entries.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+    },
+    /// Run entries' actions again: one by ID, or --all.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["id", "all"])))]
+struct ReplayArgs {
+    /// The entry to replay (from `dlq list`).
+    id: Option<u64>,
+    /// Replay every entry.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Subcommand)]
+enum SessionVerb {
+    /// A session's slots (sensitive ones masked), seq, owner and epoch.
+    Show {
+        /// The user id.
+        uid: String,
+    },
+}
+
+/// How a verb that ran ended: exit 0 or 1.
+enum Outcome {
+    /// The node did what was asked.
+    Done,
+    /// The node answered, and the answer is a failure (already said on stderr).
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(token) = cli.token.filter(|t| !t.trim().is_empty()) else {
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "no admin token: pass --token or set CONFAB_TOKEN \
+                 (make one with `confab token --uid ops --scope admin`)",
+            )
+            .exit()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = AdminClient::new(cli.node, token, cli.timeout_ms)?;
+        run(cli.verb, &client, cli.json).await
+    });
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one verb against the node and prints its answer.
+async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Outcome> {
+    match verb {
+        Verb::Status => show(client.status().await?, json, render::status),
+        Verb::Policy(PolicyVerb::Status) => show(client.policy().await?, json, |p| {
+            render::policy(p, now_ms())
+        }),
+        Verb::Policy(PolicyVerb::Reload) => policy_reload(client, json).await,
+        Verb::Canary(verb) => {
+            let reply = match verb {
+                CanaryVerb::Set { version, tails } => {
+                    let mut tails = tails;
+                    tails.sort_unstable();
+                    tails.dedup();
+                    client.canary_set(&CanarySet { version, tails }).await?
+                }
+                CanaryVerb::Status => client.canary().await?,
+                CanaryVerb::Rollback => client.canary_rollback().await?,
+                CanaryVerb::Promote => client.canary_promote().await?,
+            };
+            show(reply, json, render::canary)
+        }
+        Verb::Dlq(DlqVerb::List { limit }) => show(client.dlq_list(limit).await?, json, |l| {
+            render::dlq_list(l, now_ms())
+        }),
+        Verb::Dlq(DlqVerb::Replay(args)) => dlq_replay(client, args, json).await,
+        Verb::Session(SessionVerb::Show { uid }) => {
+            show(client.session(&uid).await?, json, render::session)
+        }
+    }
+}
+
+/// `policy reload`: a refusal names the file, line and column, and exits 1.
+async fn policy_reload(client: &AdminClient, json: bool) -> anyhow::Result<Outcome> {
+    let reply = client.policy_reload().await?;
+    let report = &reply.body;
+    if report.ok && report.error.is_none() {
+        return show(reply, json, render::reload);
+    }
+    if json {
+        emit(&pretty(&reply.raw))?;
+    }
+    match &report.error {
+        Some(error) => eprintln!("policy reload refused: {error}"),
+        None => eprintln!("policy reload refused"),
+    }
+    eprintln!("the previous policy still serves; fix the files and reload again");
+    Ok(Outcome::Failed)
+}
+
+/// `dlq replay`: exits 1 when any entry's action failed again.
+async fn dlq_replay(client: &AdminClient, args: ReplayArgs, json: bool) -> anyhow::Result<Outcome> {
+    let replay = DlqReplay {
+        id: args.id,
+        all: args.all,
+    };
+    let reply = client.dlq_replay(&replay).await?;
+    let failed = reply.body.outcomes.iter().filter(|o| !o.ok).count();
+    let tried = reply.body.outcomes.len();
+    show(reply, json, render::dlq_replay)?;
+    if failed == 0 {
+        return Ok(Outcome::Done);
+    }
+    eprintln!("error: {failed} of {tried} replays failed; those entries stay in the queue");
+    Ok(Outcome::Failed)
+}
+
+/// Prints an answer: its JSON with `--json`, otherwise its human table.
+fn show<T>(
+    reply: Reply<T>,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<Outcome> {
+    if json {
+        emit(&pretty(&reply.raw))?;
+    } else {
+        emit(&render(&reply.body))?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// JSON indented for people; still one document for `jq`.
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Writes `text` and a newline to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Now, in ms since the Unix epoch, for entry ages.
+fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,290 @@
+//! The human output: one function per admin body, each returning the text to
+//! print. Tables are plain columns two spaces apart, as `kubectl get` prints them.
+
+use std::fmt::Write as _;
+
+use confab_proto::admin::{
+    CanaryStatus, DlqList, DlqReplayReport, NodeStatus, PolicyStatus, PolicyVersionInfo,
+    ReloadReport, SessionView,
+};
+
+/// Digits of a policy digest shown in tables: enough to tell versions apart.
+const DIGEST_SHOWN_CHARS: usize = 12;
+
+/// Columns of text, aligned; the last column is not padded.
+struct Table {
+    /// Column titles; none for a key/value listing.
+    header: Vec<String>,
+    /// The cells, row by row.
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table under `header` (empty for no header line).
+    fn new(header: &[&str]) -> Self {
+        let header = header.iter().map(|h| (*h).to_owned()).collect();
+        Self {
+            header,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds one row; a cell's line breaks become spaces to keep the row one line.
+    fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        let cells = cells.into_iter().map(|c| c.replace(['\n', '\r'], " "));
+        self.rows.push(cells.collect());
+    }
+
+    /// The table as lines of text, with no trailing newline.
+    fn render(&self) -> String {
+        let lines: Vec<&Vec<String>> = std::iter::once(&self.header)
+            .filter(|h| !h.is_empty())
+            .chain(&self.rows)
+            .collect();
+        let columns = lines.iter().map(|l| l.len()).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for line in &lines {
+            for (width, cell) in widths.iter_mut().zip(line.iter()) {
+                *width = (*width).max(display_width(cell));
+            }
+        }
+        let mut out = String::new();
+        for line in lines {
+            let mut text = String::new();
+            for (i, cell) in line.iter().enumerate() {
+                text.push_str(cell);
+                if i + 1 < line.len() {
+                    let pad = widths[i] - display_width(cell) + 2;
+                    text.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out.pop();
+        out
+    }
+}
+
+/// Columns a terminal gives `text`: CJK and fullwidth characters take two, as
+/// slot values often are (`黑色`).
+fn display_width(text: &str) -> usize {
+    let wide = |c: char| {
+        matches!(c as u32,
+            0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x1F300..=0x1FAFF
+            | 0x20000..=0x3FFFD)
+    };
+    text.chars().map(|c| if wide(c) { 2 } else { 1 }).sum()
+}
+
+/// A key/value listing: keys in one column, values in the next.
+fn fields(pairs: &[(&str, String)]) -> String {
+    let mut table = Table::new(&[]);
+    for (key, value) in pairs {
+        table.row([(*key).to_owned(), value.clone()]);
+    }
+    table.render()
+}
+
+/// `yes` or `no`.
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+/// The value, or `-` when there is none.
+fn or_dash(value: Option<&String>) -> String {
+    value.map_or_else(|| "-".to_owned(), Clone::clone)
+}
+
+/// How long ago `then_ms` was, coarsely: `45s`, `12m`, `3h`, `2d`.
+pub(crate) fn age(now_ms: u64, then_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m", secs / 60),
+        3_600..86_400 => format!("{}h", secs / 3_600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// The canary split on one line: `stable v1 90%  canary v2 10% (tails 0)`.
+pub(crate) fn canary(status: &CanaryStatus) -> String {
+    let Some(canary) = &status.canary else {
+        return format!("stable {} 100%  no canary", status.stable);
+    };
+    let tails: Vec<String> = status.tails.iter().map(u8::to_string).collect();
+    let canary_percent = status.canary_percent.min(100);
+    format!(
+        "stable {} {}%  canary {canary} {canary_percent}% (tails {})",
+        status.stable,
+        100 - canary_percent,
+        tails.join(","),
+    )
+}
+
+/// `status`: one node at a glance.
+pub(crate) fn status(status: &NodeStatus) -> String {
+    fields(&[
+        ("node", status.node.clone()),
+        ("version", status.version.clone()),
+        ("ready", yes_no(status.ready)),
+        ("sessions", status.sessions_resident.to_string()),
+        ("ring epoch", status.ring_epoch.to_string()),
+        ("dlq depth", status.dlq_depth.to_string()),
+        ("policy", canary(&status.policy.canary)),
+    ])
+}
+
+/// The loaded policy versions, one a row.
+fn versions(versions: &[PolicyVersionInfo]) -> String {
+    if versions.is_empty() {
+        return "no policy versions loaded".to_owned();
+    }
+    let mut table = Table::new(&["VERSION", "DIGEST", "FLOWS"]);
+    for v in versions {
+        let digest = v.digest.chars().take(DIGEST_SHOWN_CHARS).collect();
+        table.row([v.version.clone(), digest, v.flows.join(",")]);
+    }
+    table.render()
+}
+
+/// `policy status`: where the flows come from, what is loaded and what serves.
+pub(crate) fn policy(policy: &PolicyStatus, now_ms: u64) -> String {
+    let mut out = fields(&[
+        ("flows dir", policy.flows_dir.clone()),
+        ("loaded", format!("{} ago", age(now_ms, policy.loaded_ms))),
+        ("serving", canary(&policy.canary)),
+    ]);
+    out.push_str("\n\n");
+    out.push_str(&versions(&policy.versions));
+    if let Some(error) = &policy.last_error {
+        let _ = write!(
+            out,
+            "\n\nlast reload refused: {error}\nthe previous policy still serves"
+        );
+    }
+    out
+}
+
+/// `policy reload` when the files were taken.
+pub(crate) fn reload(report: &ReloadReport) -> String {
+    format!("policy reloaded\n\n{}", versions(&report.versions))
+}
+
+/// `dlq list`: the oldest entries, and how many more wait.
+pub(crate) fn dlq_list(list: &DlqList, now_ms: u64) -> String {
+    if list.entries.is_empty() && list.depth == 0 {
+        return "the dead-letter queue is empty".to_owned();
+    }
+    let mut table = Table::new(&["ID", "UID", "SEQ", "ACTION", "ATTEMPTS", "AGE", "REASON"]);
+    for e in &list.entries {
+        table.row([
+            e.id.to_string(),
+            e.uid.clone(),
+            e.seq.to_string(),
+            e.action.clone(),
+            e.attempts.to_string(),
+            age(now_ms, e.created_ms),
+            e.reason.clone(),
+        ]);
+    }
+    let mut out = table.render();
+    let shown = list.entries.len() as u64;
+    if list.depth > shown {
+        let _ = write!(
+            out,
+            "\n{shown} of {} entries shown (--limit for more)",
+            list.depth
+        );
+    }
+    out
+}
+
+/// `dlq replay`: each entry's outcome, then what still waits.
+pub(crate) fn dlq_replay(report: &DlqReplayReport) -> String {
+    if report.outcomes.is_empty() {
+        return format!("nothing replayed; {} entries waiting", report.depth);
+    }
+    let mut table = Table::new(&["ID", "RESULT", "MESSAGE"]);
+    for o in &report.outcomes {
+        let result = if o.ok { "ok" } else { "failed" };
+        table.row([o.id.to_string(), result.to_owned(), o.message.clone()]);
+    }
+    let failed = report.outcomes.iter().filter(|o| !o.ok).count();
+    let replayed = report.outcomes.len() - failed;
+    format!(
+        "{}\n{replayed} replayed, {failed} failed; {} entries still waiting",
+        table.render(),
+        report.depth
+    )
+}
+
+/// `session show`: the session's place and state; slots come masked by the node.
+pub(crate) fn session(view: &SessionView) -> String {
+    let mut out = fields(&[
+        ("uid", view.uid.clone()),
+        ("seq", view.seq.to_string()),
+        ("owner", view.owner.clone()),
+        ("epoch", view.epoch.to_string()),
+        ("policy", view.policy.clone()),
+        ("intent", or_dash(view.last_intent.as_ref())),
+        ("pending action", or_dash(view.pending_action.as_ref())),
+    ]);
+    out.push_str("\n\n");
+    if view.slots.is_empty() {
+        out.push_str("no slots");
+        return out;
+    }
+    let mut table = Table::new(&["SLOT", "VALUE"]);
+    for (name, value) in &view.slots {
+        table.row([name.clone(), value.clone()]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(canary: Option<&str>, tails: Vec<u8>) -> CanaryStatus {
+        CanaryStatus {
+            stable: "v1".to_owned(),
+            canary: canary.map(str::to_owned),
+            canary_percent: 10 * tails.len() as u8,
+            tails,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_canary_line_shows_both_sides_of_the_split() {
+        assert_eq!(
+            canary(&split(Some("v2"), vec![0])),
+            "stable v1 90%  canary v2 10% (tails 0)"
+        );
+        assert_eq!(
+            canary(&split(Some("v2"), vec![0, 1])),
+            "stable v1 80%  canary v2 20% (tails 0,1)"
+        );
+        assert_eq!(canary(&split(None, vec![])), "stable v1 100%  no canary");
+    }
+
+    #[test]
+    fn tables_align_columns_and_count_wide_characters_twice() {
+        let mut table = Table::new(&["SLOT", "VALUE"]);
+        table.row(["colour".to_owned(), "黑色".to_owned()]);
+        table.row(["颜色".to_owned(), "black".to_owned()]);
+        assert_eq!(table.render(), "SLOT    VALUE\ncolour  黑色\n颜色    black");
+    }
+
+    #[test]
+    fn ages_are_coarse() {
+        assert_eq!(age(59_999, 0), "59s");
+        assert_eq!(age(60_000, 0), "1m");
+        assert_eq!(age(7_200_000, 0), "2h");
+        assert_eq!(age(0, 5_000), "0s");
+        assert_eq!(age(3 * 86_400_000, 0), "3d");
+    }
+}
