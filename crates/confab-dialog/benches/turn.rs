@@ -13,9 +13,7 @@ use confab_core::session::{
 };
 use confab_core::{Epoch, MessageId, NodeId, Uid};
 use confab_dialog::flow::{PolicySet, SourceFile};
-use confab_dialog::{
-    BasicInputFilter, Decision, Pipeline, Policy, TurnContext, Understanding,
-};
+use confab_dialog::{BasicInputFilter, Decision, Pipeline, Policy, TurnContext, Understanding};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;

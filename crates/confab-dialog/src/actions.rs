@@ -80,7 +80,9 @@ mod tests {
         let once = run_builtin("lottery_draw", "alice:3", &args).unwrap();
         assert_eq!(run_builtin("lottery_draw", "alice:3", &args).unwrap(), once);
         let distinct: std::collections::BTreeSet<String> = (0..200)
-            .map(|i| run_builtin("lottery_draw", &format!("u{i}:3"), &args).unwrap()["prize"].clone())
+            .map(|i| {
+                run_builtin("lottery_draw", &format!("u{i}:3"), &args).unwrap()["prize"].clone()
+            })
             .collect();
         assert!(distinct.len() >= 3, "{distinct:?}");
     }
@@ -90,7 +92,11 @@ mod tests {
         let err = run_builtin("order_status", "k", &Slots::new()).unwrap_err();
         assert!(err.contains("order_no"));
         let args: Slots = [("order_no".to_owned(), "SO20261124".to_owned())].into();
-        assert!(run_builtin("order_status", "k", &args).unwrap().contains_key("state"));
+        assert!(
+            run_builtin("order_status", "k", &args)
+                .unwrap()
+                .contains_key("state")
+        );
         assert!(run_builtin("nope", "k", &args).is_err());
     }
 }

@@ -115,7 +115,10 @@ pub fn check_loaded<'a>(
         return Ok(());
     }
     let names: Vec<&str> = loaded.by_ref().map(String::as_str).collect();
-    Err(RolloutError::UnknownVersion(version.to_owned(), names.join(", ")))
+    Err(RolloutError::UnknownVersion(
+        version.to_owned(),
+        names.join(", "),
+    ))
 }
 
 #[cfg(test)]
@@ -129,7 +132,10 @@ mod tests {
         // Pinned: crc32("alice") = 663665735, as MySQL's CRC32('alice').
         assert_eq!(crc32fast::hash(b"alice"), 663_665_735);
         assert_eq!(uid_tail("alice"), 5);
-        assert_eq!(uid_tail("user-42"), u8::try_from(crc32fast::hash(b"user-42") % 10).unwrap());
+        assert_eq!(
+            uid_tail("user-42"),
+            u8::try_from(crc32fast::hash(b"user-42") % 10).unwrap()
+        );
     }
 
     #[test]
@@ -152,12 +158,18 @@ mod tests {
         let loaded = ["v1".to_owned()];
         let stable = Rollout::stable("v1");
         let unknown = stable.with_canary("v9", &[0], loaded.iter()).unwrap_err();
-        assert_eq!(unknown.to_string(), "policy version \"v9\" is not loaded; loaded: v1");
+        assert_eq!(
+            unknown.to_string(),
+            "policy version \"v9\" is not loaded; loaded: v1"
+        );
         assert_eq!(
             stable.with_canary("v1", &[10], loaded.iter()),
             Err(RolloutError::BadTail(10))
         );
-        assert_eq!(stable.with_canary("v1", &[], loaded.iter()), Err(RolloutError::NoTails));
+        assert_eq!(
+            stable.with_canary("v1", &[], loaded.iter()),
+            Err(RolloutError::NoTails)
+        );
     }
 
     proptest::proptest! {

@@ -477,7 +477,10 @@ impl PolicyVersion {
             actions,
             fallback,
             min_confidence: policy.min_confidence.unwrap_or(0.5),
-            yes: words(&policy.yes, &["是", "好", "确认", "对", "可以", "yes", "ok", "sure"]),
+            yes: words(
+                &policy.yes,
+                &["是", "好", "确认", "对", "可以", "yes", "ok", "sure"],
+            ),
             no: words(&policy.no, &["不", "否", "取消", "算了", "no", "nope"]),
             digest,
         })
@@ -543,7 +546,9 @@ fn compile_flow(
                 }
                 Ok(())
             } else {
-                Err(err(format!("unknown slot {slot}; declare it under [slots.{slot}]")))
+                Err(err(format!(
+                    "unknown slot {slot}; declare it under [slots.{slot}]"
+                )))
             }
         };
         let then = |outcome: &Outcome, used: &mut BTreeSet<String>| -> Result<Then, FlowError> {
@@ -634,9 +639,15 @@ fn compile_flow(
                 keep_open: s.keep_open,
             }
         };
-        if after_action && matches!(compiled, Step::Ask(_) | Step::Confirm { .. } | Step::Action { .. }) {
+        if after_action
+            && matches!(
+                compiled,
+                Step::Ask(_) | Step::Confirm { .. } | Step::Action { .. }
+            )
+        {
             return Err(err(
-                "after an action only branch and reply steps may follow (one action per turn)".into(),
+                "after an action only branch and reply steps may follow (one action per turn)"
+                    .into(),
             ));
         }
         after_action |= matches!(compiled, Step::Action { .. });

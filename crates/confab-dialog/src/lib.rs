@@ -166,6 +166,11 @@ impl Pipeline {
         )
     }
 
+    /// The input filter.
+    pub fn filter(&self) -> &Arc<dyn InputFilter> {
+        &self.filter
+    }
+
     /// The policy.
     pub fn policy(&self) -> &Arc<dyn Policy> {
         &self.policy

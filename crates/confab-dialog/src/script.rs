@@ -105,7 +105,9 @@ impl Script {
             }
         })?;
         if script.turns.is_empty() || script.turns.len() > SCRIPT_TURNS_MAX {
-            return Err(format!("{path}: a script has 1 to {SCRIPT_TURNS_MAX} turns"));
+            return Err(format!(
+                "{path}: a script has 1 to {SCRIPT_TURNS_MAX} turns"
+            ));
         }
         for (i, turn) in script.turns.iter().enumerate() {
             if let Some(pattern) = &turn.reply {
@@ -151,7 +153,9 @@ pub fn check_turn(index: usize, turn: &ScriptTurn, heard: &Heard) -> Result<(), 
     if let Some(expected) = &turn.intent
         && expected != intent
     {
-        return Err(format!("{at}: intent {intent:?}, expected {expected:?} (reply {text:?})"));
+        return Err(format!(
+            "{at}: intent {intent:?}, expected {expected:?} (reply {text:?})"
+        ));
     }
     if let Some(pattern) = &turn.reply {
         let re = regex::Regex::new(pattern).map_err(|e| format!("{at}: {e}"))?;
@@ -168,7 +172,9 @@ pub fn check_turn(index: usize, turn: &ScriptTurn, heard: &Heard) -> Result<(), 
         }
     }
     if let Some(slot) = turn.absent.iter().find(|s| slots.contains_key(*s)) {
-        return Err(format!("{at}: slot {slot} should be absent (slots {slots:?})"));
+        return Err(format!(
+            "{at}: slot {slot} should be absent (slots {slots:?})"
+        ));
     }
     Ok(())
 }
@@ -186,7 +192,15 @@ pub fn run_script(script: &Script, set: &PolicySet) -> Result<(), String> {
     let mut state = SessionState::default();
     for (index, turn) in script.turns.iter().enumerate() {
         let now_ms = script.start_ms + u64::try_from(index).unwrap_or(0) * 1_000;
-        let heard = play(&pipeline, version.actions(), &uid, &mut state, now_ms, index, turn)?;
+        let heard = play(
+            &pipeline,
+            version.actions(),
+            &uid,
+            &mut state,
+            now_ms,
+            index,
+            turn,
+        )?;
         check_turn(index, turn, &heard)?;
     }
     Ok(())
@@ -210,21 +224,26 @@ fn play(
         }
         Ok::<(), String>(())
     };
-    let ctx = TurnContext {
-        state,
-        now_ms,
-    };
+    let ctx = TurnContext { state, now_ms };
     let output = match pipeline.run(ctx, &turn.say) {
         Ok(output) => output,
         Err(rejection) => {
-            let event = state.record_rejection(uid, Epoch(1), now_ms, message_id, rejection.reason, &turn.say);
+            let event = state.record_rejection(
+                uid,
+                Epoch(1),
+                now_ms,
+                message_id,
+                rejection.reason,
+                &turn.say,
+            );
             apply(state, event.as_slice())?;
             return Ok(Heard::Rejected);
         }
     };
     let reply = match output.decision {
         Decision::Reply(decision) => {
-            let events = state.record_turn(uid, Epoch(1), now_ms, message_id, output.text, decision);
+            let events =
+                state.record_turn(uid, Epoch(1), now_ms, message_id, output.text, decision);
             apply(state, &events)?;
             events[2].clone()
         }
@@ -238,15 +257,24 @@ fn play(
                 Some(crate::flow::ActionSpec::Builtin { builtin }) => {
                     match crate::actions::run_builtin(builtin, &key, &pending.args) {
                         Ok(result) => ActionOutcome::Succeeded(result),
-                        Err(reason) => ActionOutcome::Failed { reason, attempts: 1 },
+                        Err(reason) => ActionOutcome::Failed {
+                            reason,
+                            attempts: 1,
+                        },
                     }
                 }
                 _ => ActionOutcome::Failed {
-                    reason: format!("{} is not a builtin: pure runs cannot call it", pending.action),
+                    reason: format!(
+                        "{} is not a builtin: pure runs cannot call it",
+                        pending.action
+                    ),
                     attempts: 1,
                 },
             };
-            let decision = pipeline.policy().resume(TurnContext { state, now_ms }, &pending, &outcome);
+            let decision =
+                pipeline
+                    .policy()
+                    .resume(TurnContext { state, now_ms }, &pending, &outcome);
             let outcome_event = state
                 .record_action_outcome(uid, Epoch(1), now_ms, outcome)
                 .ok_or("no pending action")?;
@@ -259,7 +287,10 @@ fn play(
     };
     match reply.event {
         Event::ReplyProduced {
-            intent, text, slots, ..
+            intent,
+            text,
+            slots,
+            ..
         } => Ok(Heard::Reply {
             intent,
             text,

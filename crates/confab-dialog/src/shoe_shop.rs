@@ -10,8 +10,8 @@ use crate::{
     Decision, DialogContext, Nlu, Policy, PolicyReply, ReplyPolicy, TurnContext, Understanding,
     mask_value,
 };
-use confab_core::session::{ActionOutcome, PendingAction, ReplyDecision, TurnDecision};
 use confab_core::session::Slots;
+use confab_core::session::{ActionOutcome, PendingAction, ReplyDecision, TurnDecision};
 use regex::Regex;
 
 /// The version this policy names in replies.

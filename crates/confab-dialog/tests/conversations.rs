@@ -12,7 +12,10 @@ fn workspace() -> PathBuf {
 
 /// Every `.toml` below `dir`, with its path relative to `dir`.
 fn toml_files(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -38,12 +41,18 @@ fn every_shipped_script_holds_against_the_shipped_flows() {
     let set = shipped_flows();
     let mut scripts = Vec::new();
     toml_files(&workspace().join("config/conversations"), "", &mut scripts);
-    assert!(scripts.len() >= 8, "the scripts are missing: {}", scripts.len());
+    assert!(
+        scripts.len() >= 8,
+        "the scripts are missing: {}",
+        scripts.len()
+    );
     let failures: Vec<String> = scripts
         .iter()
         .filter_map(|file| {
             let script = Script::parse(&file.path, &file.text).unwrap();
-            run_script(&script, &set).err().map(|e| format!("{}: {e}", file.path))
+            run_script(&script, &set)
+                .err()
+                .map(|e| format!("{}: {e}", file.path))
         })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -58,7 +67,10 @@ fn a_script_that_expects_the_wrong_reply_fails_naming_the_turn() {
     )
     .unwrap();
     let err = run_script(&script, &set).unwrap_err();
-    assert!(err.contains("turn 1") && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("turn 1") && err.contains("does not match"),
+        "{err}"
+    );
     let bad = Script::parse("bad.toml", "uid = \"1\"\n[[turns]]\nsay = 3\n").unwrap_err();
     assert!(bad.starts_with("bad.toml:3:"), "{bad}");
 }

@@ -6,7 +6,9 @@
 //! - `GET /readyz`: the node has joined the ring and its store answers.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /`: a chat page for trying confab in a browser.
+//! - `/admin/v1/...`: the admin API ([`admin`]), for tokens with scope `admin`.
 
+pub mod admin;
 pub mod auth;
 mod page;
 pub mod ws;
@@ -91,6 +93,7 @@ impl Gateway {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .route("/", get(chat_page))
+            .nest(confab_proto::admin::ADMIN_PREFIX, admin::routes())
             .with_state(self)
     }
 }
@@ -125,6 +128,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
     metrics::gauge!("confab_sessions_resident").set(0.0);
     metrics::gauge!("confab_mailbox_depth").set(0.0);
     metrics::counter!("confab_snapshot_checksum_failures_total").absolute(0);
+    metrics::gauge!("confab_dlq_depth").set(0.0);
     Ok(handle)
 }
 

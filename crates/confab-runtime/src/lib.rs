@@ -10,20 +10,28 @@
 //! - [`committer`]: group commit. Events of all sessions go to the durable tier in
 //!   one transaction per batch, bounded in size and in delay.
 //! - [`snapshotter`]: periodic snapshots, written in batches off the turn path.
+//! - [`dialog`]: the loaded policy versions, hot reload and the canary split.
+//! - [`actions`]: running a policy's actions, with retries and the dead-letter queue.
+//! - [`stages`]: external HTTP stages before the NLU and after the reply.
 //!
 //! [`Runtime`] is the handle the gateway holds: it bounds the turns in flight
 //! on the node and turns every outcome into a metric.
 
+pub mod actions;
 pub mod committer;
+pub mod dialog;
 pub mod router;
 pub mod session_actor;
 pub mod snapshotter;
+pub mod stages;
 pub mod supervisor;
 
+use crate::actions::{ActionRunner, ActionSettings};
+use crate::dialog::Dialog;
+use crate::stages::{StageConfig, Stages};
 use confab_core::session::{Event, RecordedEvent, Slots, SnapshotKey};
 use confab_core::{Epoch, MessageId, NodeId, Seq, Uid};
-use confab_dialog::Pipeline;
-use confab_store::Store;
+use confab_store::{DeadLetter, Store};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
@@ -73,6 +81,13 @@ pub struct RuntimeConfig {
     pub resident_sessions_max: usize,
     /// The key that signs snapshots.
     pub snapshot_key: SnapshotKey,
+    /// The ring epoch this node owns its sessions at (1 until the cluster
+    /// moves sessions; a node started at a higher epoch fences older owners).
+    pub epoch: Epoch,
+    /// How actions are retried before they are dead-lettered.
+    pub actions: ActionSettings,
+    /// External HTTP stages, in order.
+    pub stages: Vec<StageConfig>,
 }
 
 /// Why a turn was not done.
@@ -131,6 +146,7 @@ impl Reply {
                 policy,
                 intent,
                 slots,
+                ..
             } => Some(Self {
                 message_id: message_id.clone(),
                 seq: recorded.seq,
@@ -180,12 +196,40 @@ pub struct TurnRequest {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// A request to activate a session and report where it stands.
-pub struct HelloRequest {
+/// What a [`SessionRequest`] asks of a session (other than a turn).
+pub enum SessionAsk {
+    /// Activate and report where the session stands.
+    Hello,
+    /// Show the session to ops.
+    Show,
+    /// Run a dead-lettered action again under its key.
+    Replay(DeadLetter),
+}
+
+/// A session's answer to a [`SessionRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionAnswer {
+    /// To `Hello`.
+    Hello(SessionInfo),
+    /// To `Show`.
+    Show(confab_proto::admin::SessionView),
+    /// To `Replay`: whether the action succeeded now (or had before), and what happened.
+    Replayed {
+        /// The action's success is recorded and the entry left the queue.
+        ok: bool,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// A request to a session that is not a turn; it activates the session.
+pub struct SessionRequest {
     /// Whose session.
     pub uid: Uid,
+    /// What is asked.
+    pub ask: SessionAsk,
     /// Where the answer goes.
-    pub reply: ractor::RpcReplyPort<Result<SessionInfo, TurnError>>,
+    pub reply: ractor::RpcReplyPort<Result<SessionAnswer, TurnError>>,
     /// The node's in-flight slot, as for turns.
     pub permit: OwnedSemaphorePermit,
 }
@@ -196,8 +240,22 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) committer: Committer,
     pub(crate) snapshotter: Snapshotter,
-    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) dialog: Dialog,
+    pub(crate) actions: ActionRunner,
+    pub(crate) stages: Stages,
     pub(crate) epoch: Epoch,
+}
+
+fn unexpected(answer: &SessionAnswer) -> TurnError {
+    TurnError::Internal(format!("the session answered another request: {answer:?}"))
+}
+
+/// Sets `confab_dlq_depth` from the store; a failure leaves it as it was.
+pub(crate) async fn publish_dlq_depth(store: &dyn Store) {
+    match store.dead_letter_depth().await {
+        Ok(depth) => metrics::gauge!("confab_dlq_depth").set(depth as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the dead-letter depth"),
+    }
 }
 
 /// Milliseconds since the Unix epoch: the shell's clock, passed into the core.
@@ -235,7 +293,7 @@ impl Runtime {
     pub async fn start(
         config: RuntimeConfig,
         store: Arc<dyn Store>,
-        pipeline: Pipeline,
+        dialog: Dialog,
     ) -> Result<Self, StartError> {
         let committer = Committer::start(
             Arc::clone(&store),
@@ -251,14 +309,18 @@ impl Runtime {
             },
         );
         let snapshotter = Snapshotter::start(Arc::clone(&store), config.resident_sessions_max);
+        dialog.spawn_polling(Arc::clone(&store));
         let shared = Arc::new(Shared {
             snapshotter,
+            actions: ActionRunner::new(config.actions.clone()),
+            stages: Stages::from_config(&config.stages),
+            epoch: config.epoch,
             config,
             store,
             committer,
-            pipeline: Arc::new(pipeline),
-            epoch: Epoch(1),
+            dialog,
         });
+        publish_dlq_depth(shared.store.as_ref()).await;
         let (supervisor, _) = Actor::spawn(
             None,
             SessionSupervisor,
@@ -362,9 +424,56 @@ impl Runtime {
 
     /// Activates the session and tells where it stands.
     pub async fn hello(&self, uid: Uid) -> Result<SessionInfo, TurnError> {
+        match self.request(uid, SessionAsk::Hello).await? {
+            SessionAnswer::Hello(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The session as ops may see it (sensitive slots masked).
+    pub async fn show(&self, uid: Uid) -> Result<confab_proto::admin::SessionView, TurnError> {
+        match self.request(uid, SessionAsk::Show).await? {
+            SessionAnswer::Show(view) => Ok(view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a dead-lettered action again, through its session (which records
+    /// the success and takes the entry out of the queue).
+    pub async fn replay(&self, entry: DeadLetter) -> Result<(bool, String), TurnError> {
+        let uid = entry.uid.clone();
+        match self.request(uid, SessionAsk::Replay(entry)).await? {
+            SessionAnswer::Replayed { ok, message } => Ok((ok, message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn request(&self, uid: Uid, ask: SessionAsk) -> Result<SessionAnswer, TurnError> {
         let permit = self.inflight_permit()?;
-        self.ask(|reply| RouterMsg::Hello(HelloRequest { uid, reply, permit }))
-            .await?
+        self.ask(|reply| {
+            RouterMsg::Request(SessionRequest {
+                uid,
+                ask,
+                reply,
+                permit,
+            })
+        })
+        .await?
+    }
+
+    /// The node's dialog: policy versions, reload, canary.
+    pub fn dialog(&self) -> &Dialog {
+        &self.shared.dialog
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The ring epoch the node owns sessions at.
+    pub fn epoch(&self) -> Epoch {
+        self.shared.epoch
     }
 
     /// Every reply of `uid` with a seq above `after`, up to `limit`, in seq order,

@@ -6,7 +6,7 @@
 //! issue's work.
 
 use crate::supervisor::SupervisorMsg;
-use crate::{HelloRequest, TurnError, TurnRequest};
+use crate::{SessionRequest, TurnError, TurnRequest};
 use confab_core::ring::Ring;
 use confab_core::{Epoch, NodeId, Uid};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -15,8 +15,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 pub enum RouterMsg {
     /// One user turn.
     Turn(TurnRequest),
-    /// Activate a session and report where it stands.
-    Hello(HelloRequest),
+    /// A request to a session that is not a turn.
+    Request(SessionRequest),
 }
 
 /// The Router actor.
@@ -67,12 +67,12 @@ impl Actor for Router {
                 }
                 let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
             }
-            RouterMsg::Hello(hello) => {
-                if !state.is_local(&hello.uid) {
-                    let _ = hello.reply.send(Err(state.not_local(&hello.uid)));
+            RouterMsg::Request(request) => {
+                if !state.is_local(&request.uid) {
+                    let _ = request.reply.send(Err(state.not_local(&request.uid)));
                     return Ok(());
                 }
-                let _ = state.supervisor.cast(SupervisorMsg::Hello(hello));
+                let _ = state.supervisor.cast(SupervisorMsg::Request(request));
             }
         }
         Ok(())

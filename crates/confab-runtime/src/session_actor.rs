@@ -11,20 +11,23 @@
 //! a newer epoch owns it ([`StoreError::Fenced`]), on load or on commit, the
 //! session answers `unavailable` and stops: a stale owner never writes again.
 //!
+//! A turn whose policy calls an action is committed in two steps (see
+//! [`confab_core::session`]): the request, then the action's outcome with the
+//! reply. A session that loads with an action still pending (its owner crashed
+//! or was fenced in between) runs it again under the same idempotency key and
+//! closes the turn before it serves anything else ([`turn`]).
+//!
 //! Snapshots are taken every `snapshot_every_events` events or
 //! `snapshot_every` after the first unsnapshotted event, whichever comes first,
 //! and handed to the batch writer ([`crate::snapshotter`]); on passivation and
 //! shutdown they are written before the session stops.
 
-use crate::committer::CommitError;
+mod turn;
+
 use crate::supervisor::SupervisorMsg;
-use crate::{
-    EVENTS_PAGE_MAX, HelloRequest, Reply, SessionInfo, Shared, TurnError, TurnOutcome, TurnRequest,
-    now_ms,
-};
-use confab_core::session::{Duplicate, SessionState, Snapshot};
-use confab_core::{MessageId, Seq, Uid};
-use confab_dialog::DialogContext;
+use crate::{EVENTS_PAGE_MAX, SessionRequest, Shared, TurnError, TurnRequest, now_ms};
+use confab_core::session::{SessionState, Snapshot};
+use confab_core::{Seq, Uid};
 use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -35,8 +38,8 @@ use tracing::{Instrument, info_span, warn};
 pub enum SessionMsg {
     /// One user turn (its uid is this session's).
     Turn(TurnRequest),
-    /// Activate and report where the session stands.
-    Hello(HelloRequest),
+    /// A request that is not a turn (hello, show, replay a dead letter).
+    Request(SessionRequest),
     /// The snapshot to write on shutdown, if the state changed since the last one.
     TakeSnapshot {
         /// Where the snapshot goes.
@@ -119,8 +122,8 @@ impl Actor for SessionActor {
                 state.queued.fetch_sub(1, Ordering::AcqRel);
                 let _ = turn.reply.send(Err(state.moved()));
             }
-            SessionMsg::Hello(hello) if state.fenced.is_some() => {
-                let _ = hello.reply.send(Err(state.moved()));
+            SessionMsg::Request(request) if state.fenced.is_some() => {
+                let _ = request.reply.send(Err(state.moved()));
             }
             SessionMsg::Retire => myself.stop(Some("fenced".into())),
             SessionMsg::Turn(turn) => {
@@ -140,15 +143,16 @@ impl Actor for SessionActor {
                     state.snapshot_on_schedule(&myself).await;
                 }
             }
-            SessionMsg::Hello(hello) => {
-                let node = state.shared.config.node_id.clone();
-                let info = state.loaded().await.map(|session| SessionInfo {
-                    last_seq: session.seq(),
-                    node,
-                });
-                let _ = hello
+            SessionMsg::Request(request) => {
+                let span = info_span!("request", uid = %state.uid);
+                let answer = state.request(request.ask).instrument(span).await;
+                let _ = request
                     .reply
-                    .send(info.map_err(|e| state.stop_if_fenced(&myself, e)));
+                    .send(answer.map_err(|e| state.stop_if_fenced(&myself, e)));
+                drop(request.permit);
+                if state.session.is_some() {
+                    state.snapshot_on_schedule(&myself).await;
+                }
             }
             SessionMsg::SnapshotDue => {
                 state.snapshot_timer = false;
@@ -190,15 +194,26 @@ fn unavailable(e: &StoreError) -> Failure {
 }
 
 impl SessionActorState {
-    /// The session's state, loading it first if needed.
+    /// The session's state, loading it first if needed; an action found
+    /// pending is finished before anything else is served.
     async fn loaded(&mut self) -> Result<&SessionState, Failure> {
         if self.session.is_none() {
             let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
+            let pending = session.pending_action().is_some();
             self.session = Some(session);
             self.snapshot_seq = snapshot_seq;
             self.stored_seq.store(snapshot_seq.0, Ordering::Release);
+            if pending {
+                warn!(uid = %self.uid, "an action was left pending; running it again under its key");
+                metrics::counter!("confab_actions_resumed_total").increment(1);
+                self.finish_pending().await?;
+            }
         }
-        Ok(self.session.as_ref().expect("loaded above"))
+        self.session.as_ref().ok_or_else(|| {
+            Failure::Turn(TurnError::Internal(
+                "the session is not loaded: retry".into(),
+            ))
+        })
     }
 
     /// Claims the session at the node's epoch, then rebuilds its state from the
@@ -322,95 +337,6 @@ impl SessionActorState {
             Ok(()) => metrics::counter!("confab_snapshot_writes_total").increment(1),
             Err(e) => warn!(uid = %self.uid, error = %e, "snapshot not written"),
         }
-    }
-
-    async fn turn(&mut self, message_id: MessageId, text: String) -> Result<TurnOutcome, Failure> {
-        let uid = self.uid.clone();
-        let shared = Arc::clone(&self.shared);
-        let session = self.loaded().await?;
-        match session.duplicate(&message_id) {
-            Some(Duplicate::Recent(turn)) => {
-                return Ok(TurnOutcome {
-                    ack_seq: turn.turn_seq,
-                    reply: Reply {
-                        message_id: turn.message_id.clone(),
-                        seq: turn.reply_seq,
-                        text: turn.reply_text.clone(),
-                        intent: turn.intent.clone(),
-                        slots: confab_dialog::masked(&turn.slots),
-                        policy: turn.policy.clone(),
-                    },
-                    duplicate: true,
-                });
-            }
-            Some(Duplicate::Logged(processed)) => {
-                let page = shared
-                    .store
-                    .events_after(&uid, Seq(processed.reply_seq.0 - 1), 1)
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                let reply = page.first().and_then(Reply::from_event).ok_or_else(|| {
-                    Failure::Turn(TurnError::Internal(format!(
-                        "reply event {} of {uid} is missing from the log",
-                        processed.reply_seq
-                    )))
-                })?;
-                return Ok(TurnOutcome {
-                    ack_seq: processed.turn_seq,
-                    reply,
-                    duplicate: true,
-                });
-            }
-            None => {}
-        }
-        let ctx = DialogContext {
-            slots: session.slots(),
-            last_intent: session.last_intent(),
-        };
-        let output = shared
-            .pipeline
-            .run(ctx, &text)
-            .map_err(|rejection| Failure::Turn(TurnError::Rejected(rejection.reason)))?;
-        let events = session.record_turn(
-            &uid,
-            shared.epoch,
-            now_ms(),
-            message_id,
-            output.text,
-            output.decision,
-        );
-        if let Err(e) = shared.committer.commit(events.to_vec()).await {
-            // The log is the truth; memory may be behind it or ahead of it now,
-            // unless the commit was never tried.
-            if matches!(e, CommitError::Overloaded { .. }) {
-                tracing::debug!(uid = %uid, error = %e, "commit not tried");
-            } else {
-                self.session = None;
-                warn!(uid = %uid, error = %e, "commit failed; session will reload");
-            }
-            return Err(match e {
-                CommitError::Store(StoreError::Conflict { .. }) => Failure::Turn(TurnError::Internal(
-                    "the session was changed elsewhere; it has been reloaded: retry with the same id"
-                        .into(),
-                )),
-                CommitError::Store(e) => unavailable(&e),
-                CommitError::Overloaded { .. } => Failure::Turn(TurnError::Overloaded(format!(
-                    "{e}; nothing was recorded: retry with the same id after a backoff"
-                ))),
-            });
-        }
-        let session = self.session.as_mut().expect("loaded above");
-        for event in &events {
-            session
-                .apply(event)
-                .expect("events recorded from this state apply to it");
-        }
-        let reply = Reply::from_event(&events[2]).expect("the third event is the reply");
-        Ok(TurnOutcome {
-            ack_seq: events[0].seq,
-            reply,
-            duplicate: false,
-        })
     }
 
     /// A snapshot if the state is past the last one taken.

@@ -10,7 +10,7 @@
 //!   actor that rebuilds from the durable tier. No other session is touched.
 
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
-use crate::{HelloRequest, Shared, TurnError, TurnRequest};
+use crate::{SessionRequest, Shared, TurnError, TurnRequest};
 use confab_core::Uid;
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
@@ -29,8 +29,8 @@ const SHUTDOWN_SNAPSHOTS_PER_BATCH: usize = 500;
 pub enum SupervisorMsg {
     /// A turn for a local session.
     Turn(TurnRequest),
-    /// Activate a session and report where it stands.
-    Hello(HelloRequest),
+    /// A request to a local session that is not a turn.
+    Request(SessionRequest),
     /// Passivate the sessions idle for too long (sent by a timer).
     Sweep,
     /// A session was fenced by a newer owner: stop routing to it, and retire it
@@ -133,17 +133,17 @@ impl Actor for SessionSupervisor {
                     )));
                 }
             }
-            SupervisorMsg::Hello(hello) => {
+            SupervisorMsg::Request(request) => {
                 if state.stopping {
-                    let _ = hello.reply.send(Err(shutting_down()));
+                    let _ = request.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
-                match state.resident(&myself, &hello.uid).await {
+                match state.resident(&myself, &request.uid).await {
                     Ok(resident) => {
-                        let _ = resident.actor.cast(SessionMsg::Hello(hello));
+                        let _ = resident.actor.cast(SessionMsg::Request(request));
                     }
                     Err(e) => {
-                        let _ = hello.reply.send(Err(e));
+                        let _ = request.reply.send(Err(e));
                     }
                 }
             }

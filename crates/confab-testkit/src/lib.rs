@@ -6,6 +6,8 @@
 //!   127.0.0.1:6379 and 127.0.0.1:3306.
 //! - [`DelayProxy`]: a TCP proxy whose added latency can be changed at any time,
 //!   for connections already open too.
+//! - [`ActionService`]: an HTTP service for actions and stages that fails,
+//!   holds calls and pays once per idempotency key, as the test steers it.
 //! - [`TestDatabase`]: a fresh, uniquely named database on a MariaDB/MySQL server
 //!   (usually the shared one, [`shared_mysql_url`]).
 //!
@@ -13,12 +15,14 @@
 //! they work from plain `#[test]`s and from `#[tokio::test]`s alike; from a
 //! `current_thread` runtime they block it for the duration of the start.
 
+mod action_service;
 mod database;
 mod mariadb;
 mod process;
 mod proxy;
 mod redis;
 
+pub use action_service::{ActionService, Mode};
 pub use database::{TestDatabase, shared_mysql_url, shared_redis_url};
 pub use mariadb::PrivateMariaDb;
 pub use proxy::DelayProxy;

@@ -16,6 +16,7 @@ pub(crate) struct Config {
     pub(crate) gateway: GatewaySection,
     pub(crate) runtime: RuntimeSection,
     pub(crate) store: StoreSection,
+    pub(crate) dialog: DialogSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +139,37 @@ impl Default for StoreSection {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DialogSection {
+    pub(crate) flows_dir: PathBuf,
+    pub(crate) stable_version: String,
+    pub(crate) reload_poll_ms: u64,
+    pub(crate) action_max_retries: u32,
+    pub(crate) action_backoff_ms: u64,
+    pub(crate) action_backoff_max_ms: u64,
+    pub(crate) stages: Vec<confab_runtime::stages::StageConfig>,
+}
+
+impl Default for DialogSection {
+    fn default() -> Self {
+        Self {
+            flows_dir: PathBuf::new(),
+            stable_version: "v1".into(),
+            reload_poll_ms: 500,
+            action_max_retries: 3,
+            action_backoff_ms: 100,
+            action_backoff_max_ms: 2000,
+            stages: Vec::new(),
+        }
+    }
+}
+
+/// Retries of an action, at most (`dialog.action_max_retries`).
+const ACTION_RETRIES_MAX: u32 = 10;
+/// External stages, at most.
+const STAGES_MAX: usize = 16;
+
 impl Config {
     /// Defaults, the file (if given), the environment, then `overrides`.
     pub(crate) fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Self> {
@@ -229,6 +261,38 @@ impl Config {
             self.store.commit_wait_max_ms,
             self.runtime.turn_timeout_ms
         );
+        let d = &self.dialog;
+        anyhow::ensure!(
+            d.reload_poll_ms >= 50,
+            "dialog.reload_poll_ms must be at least 50, not {}",
+            d.reload_poll_ms
+        );
+        anyhow::ensure!(
+            d.action_max_retries <= ACTION_RETRIES_MAX,
+            "dialog.action_max_retries must be at most {ACTION_RETRIES_MAX}, not {}",
+            d.action_max_retries
+        );
+        anyhow::ensure!(
+            d.action_backoff_ms > 0 && d.action_backoff_ms <= d.action_backoff_max_ms,
+            "dialog.action_backoff_ms must be above 0 and at most dialog.action_backoff_max_ms"
+        );
+        anyhow::ensure!(
+            d.stages.len() <= STAGES_MAX,
+            "dialog.stages: at most {STAGES_MAX} stages"
+        );
+        for stage in &d.stages {
+            anyhow::ensure!(
+                stage.url.starts_with("http://"),
+                "dialog.stages {}: url must start with http:// (HTTPS stages need a TLS-terminating sidecar in this version), not {:?}",
+                stage.name,
+                stage.url
+            );
+            anyhow::ensure!(
+                stage.timeout_ms > 0 && stage.retries <= ACTION_RETRIES_MAX,
+                "dialog.stages {}: timeout_ms must be above 0 and retries at most {ACTION_RETRIES_MAX}",
+                stage.name
+            );
+        }
         anyhow::ensure!(
             self.gateway.max_text_bytes <= self.gateway.max_frame_bytes,
             "gateway.max_text_bytes ({}) cannot exceed gateway.max_frame_bytes ({})",

@@ -3,6 +3,7 @@
 
 mod chat;
 mod config;
+mod flows;
 mod node;
 mod secrets;
 mod token;

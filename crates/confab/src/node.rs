@@ -5,9 +5,10 @@ use crate::secrets;
 use anyhow::Context;
 use confab_core::NodeId;
 use confab_core::session::SnapshotKey;
-use confab_dialog::Pipeline;
 use confab_gateway::auth::Authenticator;
 use confab_gateway::{Gateway, GatewayConfig};
+use confab_runtime::actions::ActionSettings;
+use confab_runtime::dialog::{Dialog, DialogConfig};
 use confab_runtime::{Runtime, RuntimeConfig};
 use confab_store::Store;
 use confab_store::mysql::{MySqlOptions, MySqlStore};
@@ -96,6 +97,13 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     )?)
     .context("store.snapshot_hmac_key")?;
 
+    let flows_dir = crate::flows::flows_dir(&config.dialog.flows_dir, data_dir)?;
+    let dialog = Dialog::open(DialogConfig {
+        flows_dir,
+        stable_version: config.dialog.stable_version.clone(),
+        reload_poll: Duration::from_millis(config.dialog.reload_poll_ms),
+    })
+    .map_err(|e| anyhow::anyhow!("the flows do not load: {e}"))?;
     let store = open_store(&config).await?;
     let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let node_id = NodeId::new(config.node.id.clone())?;
@@ -115,9 +123,16 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             turn_timeout: Duration::from_millis(config.runtime.turn_timeout_ms),
             resident_sessions_max: config.runtime.max_resident_sessions,
             snapshot_key,
+            epoch: confab_core::Epoch(1),
+            actions: ActionSettings {
+                max_retries: config.dialog.action_max_retries,
+                backoff: Duration::from_millis(config.dialog.action_backoff_ms),
+                backoff_max: Duration::from_millis(config.dialog.action_backoff_max_ms),
+            },
+            stages: config.dialog.stages.clone(),
         },
         store,
-        Pipeline::shoe_shop(),
+        dialog,
     )
     .await?;
     let gateway = Gateway::new(

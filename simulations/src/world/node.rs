@@ -385,10 +385,7 @@ impl World {
             return;
         }
         let text = SCRIPT[(turn.msg as usize - 1) % SCRIPT.len()];
-        let ctx = TurnContext {
-            state,
-            now_ms: now,
-        };
+        let ctx = TurnContext { state, now_ms: now };
         // The simulated shop calls no action: every turn is answered at once.
         let Ok(PipelineOutput {
             text: output_text,

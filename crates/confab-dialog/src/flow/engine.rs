@@ -83,7 +83,12 @@ impl PolicyVersion {
             .filter(|a| *a != AWAIT_CONFIRM)
     }
 
-    fn render(&self, template: &super::template::Template, slots: &Slots, extra: &BTreeMap<String, String>) -> String {
+    fn render(
+        &self,
+        template: &super::template::Template,
+        slots: &Slots,
+        extra: &BTreeMap<String, String>,
+    ) -> String {
         template.render(&Vars {
             slots,
             defs: &self.slots,
@@ -415,10 +420,7 @@ impl Policy for PolicyVersion {
             Some(flow) => (flow, 0, false),
             None => match open {
                 Some(flow) => {
-                    let step = dialog
-                        .get(STEP)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
+                    let step = dialog.get(STEP).and_then(|s| s.parse().ok()).unwrap_or(0);
                     (flow, step, true)
                 }
                 None => {
@@ -491,9 +493,10 @@ impl Policy for PolicyVersion {
         outcome: &ActionOutcome,
     ) -> ReplyDecision {
         let dialog = ctx.state.dialog();
-        let position = dialog.get(FLOW).and_then(|f| self.flow_of(f)).zip(
-            dialog.get(STEP).and_then(|s| s.parse::<usize>().ok()),
-        );
+        let position = dialog
+            .get(FLOW)
+            .and_then(|f| self.flow_of(f))
+            .zip(dialog.get(STEP).and_then(|s| s.parse::<usize>().ok()));
         let Some((flow_index, step)) = position else {
             // The flow is gone from this version: answer plainly.
             return ReplyDecision {

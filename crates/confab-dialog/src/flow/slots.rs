@@ -65,7 +65,8 @@ impl Slot {
     ) -> Result<Self, FlowError> {
         let at = spec.span().start;
         let s = spec.get_ref();
-        let err = |m: String| FlowError::at(&file.path, &file.text, at, format!("slot {name}: {m}"));
+        let err =
+            |m: String| FlowError::at(&file.path, &file.text, at, format!("slot {name}: {m}"));
         let no_slots = Default::default();
         let patterns = s
             .patterns
@@ -119,7 +120,11 @@ impl Slot {
                 SlotKind::Address => 6,
                 _ => 1,
             }),
-            valid: s.valid.as_ref().map(|v| compile_regex(v, file)).transpose()?,
+            valid: s
+                .valid
+                .as_ref()
+                .map(|v| compile_regex(v, file))
+                .transpose()?,
             when_asked: s.when_asked,
         })
     }
@@ -149,7 +154,10 @@ impl Slot {
         }
         for pattern in &self.patterns {
             if let Some(caps) = pattern.captures(text) {
-                let raw = caps.get(1).or_else(|| caps.get(0)).map_or("", |m| m.as_str());
+                let raw = caps
+                    .get(1)
+                    .or_else(|| caps.get(0))
+                    .map_or("", |m| m.as_str());
                 return Some(self.judge(raw, today));
             }
         }
@@ -245,10 +253,20 @@ fn find_date(text: &str, today: i64) -> Option<Found> {
         }
     }
     let (y, m, d, raw): (i64, u32, u32, String) = if let Some(c) = ISO_DATE.captures(text) {
-        (c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?, c[0].to_owned())
+        (
+            c[1].parse().ok()?,
+            c[2].parse().ok()?,
+            c[3].parse().ok()?,
+            c[0].to_owned(),
+        )
     } else if let Some(c) = CN_DATE.captures(text) {
         let (year, _, _) = civil_from_days(today);
-        (year, c[1].parse().ok()?, c[2].parse().ok()?, c[0].to_owned())
+        (
+            year,
+            c[1].parse().ok()?,
+            c[2].parse().ok()?,
+            c[0].to_owned(),
+        )
     } else {
         return None;
     };

@@ -70,9 +70,10 @@ impl Template {
                     if !literal.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut literal)));
                     }
-                    pieces.push(placeholder(&name, slots).map_err(|m| {
-                        err(format!("template {text:?}: {m}"))
-                    })?);
+                    pieces.push(
+                        placeholder(&name, slots)
+                            .map_err(|m| err(format!("template {text:?}: {m}")))?,
+                    );
                 }
                 '}' => return Err(err(format!("template {text:?}: lone }}; write }}}}"))),
                 c => literal.push(c),
@@ -128,7 +129,9 @@ fn placeholder(name: &str, slots: &BTreeMap<String, Slot>) -> Result<Piece, Stri
     if let Some(slot) = name.strip_suffix(".label") {
         return match slots.get(slot) {
             Some(s) if s.has_labels() => Ok(Piece::Label(slot.to_owned())),
-            Some(_) => Err(format!("{{{name}}}: slot {slot} is not an enum with labels")),
+            Some(_) => Err(format!(
+                "{{{name}}}: slot {slot} is not an enum with labels"
+            )),
             None => Err(format!("{{{name}}}: no slot {slot}")),
         };
     }

@@ -52,26 +52,40 @@ fn error_of(text: &str) -> FlowError {
 #[test]
 fn errors_name_the_file_the_line_and_the_problem() {
     let syntax = error_of("[[intents]]\nname = \"x\"\nkeywords = [\"a\" \"b\"]\n");
-    assert_eq!((syntax.file.as_str(), syntax.line), ("v1/flow.toml", Some(3)), "{syntax}");
+    assert_eq!(
+        (syntax.file.as_str(), syntax.line),
+        ("v1/flow.toml", Some(3)),
+        "{syntax}"
+    );
 
     let unknown_key = error_of("[[intents]]\nname = \"x\"\nkeyword = [\"a\"]\n");
     assert_eq!(unknown_key.line, Some(3), "{unknown_key}");
     assert!(unknown_key.message.contains("keyword"), "{unknown_key}");
 
-    let bad_regex = error_of("[[intents]]\nname = \"x\"\nregexes = ['(unclosed']\nreply = \"hi\"\n");
+    let bad_regex =
+        error_of("[[intents]]\nname = \"x\"\nregexes = ['(unclosed']\nreply = \"hi\"\n");
     assert_eq!(bad_regex.line, Some(3), "{bad_regex}");
     assert!(bad_regex.message.starts_with("bad regex"), "{bad_regex}");
 
     let unknown_slot = error_of(&LOTTERY.replace("ask = \"box\"", "ask = \"bux\""));
-    assert!(unknown_slot.message.contains("unknown slot bux"), "{unknown_slot}");
+    assert!(
+        unknown_slot.message.contains("unknown slot bux"),
+        "{unknown_slot}"
+    );
     // The line of the step's `[[steps]]` header.
     assert_eq!(unknown_slot.line, Some(15), "{unknown_slot}");
 
     let placeholder = error_of(&LOTTERY.replace("box {box}", "box {boxx}"));
-    assert!(placeholder.message.contains("{boxx} names no slot"), "{placeholder}");
+    assert!(
+        placeholder.message.contains("{boxx} names no slot"),
+        "{placeholder}"
+    );
 
     let no_action = error_of(&LOTTERY.replace("action = \"pay\"", "action = \"refund\""));
-    assert!(no_action.message.contains("unknown action refund"), "{no_action}");
+    assert!(
+        no_action.message.contains("unknown action refund"),
+        "{no_action}"
+    );
 
     let rendered = format!("{bad_regex}");
     assert!(rendered.starts_with("v1/flow.toml:3:"), "{rendered}");
@@ -84,17 +98,31 @@ fn a_flows_dir_must_hold_versions_and_only_flow_files() {
     let stray = PolicySet::compile(&[file("v1/sub/x.toml", "")]).unwrap_err();
     assert!(stray.message.contains("not a flow file"), "{stray}");
     let dup = PolicySet::compile(&[
-        file("v1/a.toml", "[[intents]]\nname = \"hi\"\nkeywords = [\"hi\"]\nreply = \"a\"\n"),
-        file("v1/b.toml", "[[intents]]\nname = \"hi\"\nkeywords = [\"yo\"]\nreply = \"b\"\n"),
+        file(
+            "v1/a.toml",
+            "[[intents]]\nname = \"hi\"\nkeywords = [\"hi\"]\nreply = \"a\"\n",
+        ),
+        file(
+            "v1/b.toml",
+            "[[intents]]\nname = \"hi\"\nkeywords = [\"yo\"]\nreply = \"b\"\n",
+        ),
     ])
     .unwrap_err();
-    assert_eq!((dup.file.as_str(), dup.line), ("v1/b.toml", Some(2)), "{dup}");
+    assert_eq!(
+        (dup.file.as_str(), dup.line),
+        ("v1/b.toml", Some(2)),
+        "{dup}"
+    );
     let filter = PolicySet::compile(&[
         file("filter.toml", "[[block]]\nname = \"x\"\nregex = '('\n"),
         file("v1/a.toml", LOTTERY),
     ])
     .unwrap_err();
-    assert_eq!((filter.file.as_str(), filter.line), ("filter.toml", Some(3)), "{filter}");
+    assert_eq!(
+        (filter.file.as_str(), filter.line),
+        ("filter.toml", Some(3)),
+        "{filter}"
+    );
 }
 
 struct Session {
@@ -122,26 +150,52 @@ impl Session {
     }
 
     /// One turn; an action gets `outcome`. Returns the reply text.
-    fn say(&mut self, policy: &PolicyVersion, now_ms: u64, text: &str, outcome: ActionOutcome) -> String {
+    fn say(
+        &mut self,
+        policy: &PolicyVersion,
+        now_ms: u64,
+        text: &str,
+        outcome: ActionOutcome,
+    ) -> String {
         self.turns += 1;
         let id = MessageId::new(format!("m-{}", self.turns)).unwrap();
-        let ctx = TurnContext { state: &self.state, now_ms };
+        let ctx = TurnContext {
+            state: &self.state,
+            now_ms,
+        };
         let understanding = policy.understand(ctx, text);
         match policy.decide(ctx, text, &understanding) {
             Decision::Reply(d) => {
                 let reply = d.reply_text.clone();
-                let events = self.state.record_turn(&self.uid, Epoch(1), now_ms, id, text.into(), d);
+                let events =
+                    self.state
+                        .record_turn(&self.uid, Epoch(1), now_ms, id, text.into(), d);
                 self.apply(&events);
                 reply
             }
             Decision::Action(a) => {
-                let events = self.state.record_action_turn(&self.uid, Epoch(1), now_ms, id, text.into(), a);
+                let events =
+                    self.state
+                        .record_action_turn(&self.uid, Epoch(1), now_ms, id, text.into(), a);
                 self.apply(&events);
                 let pending = self.state.pending_action().unwrap().clone();
-                let reply = policy.resume(TurnContext { state: &self.state, now_ms }, &pending, &outcome);
-                let done = self.state.record_action_outcome(&self.uid, Epoch(1), now_ms, outcome).unwrap();
+                let reply = policy.resume(
+                    TurnContext {
+                        state: &self.state,
+                        now_ms,
+                    },
+                    &pending,
+                    &outcome,
+                );
+                let done = self
+                    .state
+                    .record_action_outcome(&self.uid, Epoch(1), now_ms, outcome)
+                    .unwrap();
                 let text = reply.reply_text.clone();
-                let reply = self.state.record_reply(&self.uid, Epoch(1), now_ms, done.seq, reply).unwrap();
+                let reply = self
+                    .state
+                    .record_reply(&self.uid, Epoch(1), now_ms, done.seq, reply)
+                    .unwrap();
                 self.apply(&[done, reply]);
                 text
             }
@@ -160,12 +214,24 @@ fn an_action_branches_on_its_outcome_and_the_daily_limit_resets_the_next_day() {
     let mut s = Session::new();
     let day = 20_000 * DAY_MS;
     assert_eq!(s.say(policy, day, "抽奖", prize("x")), "which box?");
-    assert_eq!(s.say(policy, day, "2", prize("a coupon")), "box 2: a coupon");
+    assert_eq!(
+        s.say(policy, day, "2", prize("a coupon")),
+        "box 2: a coupon"
+    );
     assert_eq!(s.say(policy, day + 1, "抽奖", prize("x")), "which box?");
     assert_eq!(s.say(policy, day + 2, "1", prize("x")), "no more today (1)");
-    let failed = ActionOutcome::Failed { reason: "prize service down".into(), attempts: 4 };
-    assert_eq!(s.say(policy, day + DAY_MS, "抽奖", prize("x")), "which box?");
-    assert_eq!(s.say(policy, day + DAY_MS, "1", failed), "sorry: prize service down");
+    let failed = ActionOutcome::Failed {
+        reason: "prize service down".into(),
+        attempts: 4,
+    };
+    assert_eq!(
+        s.say(policy, day + DAY_MS, "抽奖", prize("x")),
+        "which box?"
+    );
+    assert_eq!(
+        s.say(policy, day + DAY_MS, "1", failed),
+        "sorry: prize service down"
+    );
 
     // The event-log property: replaying the log rebuilds the same state.
     let mut replayed = SessionState::default();
@@ -181,13 +247,18 @@ fn a_pending_action_found_after_a_crash_resumes_where_the_flow_stood() {
     let policy = set.version("v1").unwrap();
     let mut s = Session::new();
     s.say(policy, 0, "抽奖", prize("x"));
-    let ctx = TurnContext { state: &s.state, now_ms: 0 };
+    let ctx = TurnContext {
+        state: &s.state,
+        now_ms: 0,
+    };
     let understanding = policy.understand(ctx, "2");
     let Decision::Action(action) = policy.decide(ctx, "2", &understanding) else {
         panic!("expected the action");
     };
     let id = MessageId::new("m-crash").unwrap();
-    let events = s.state.record_action_turn(&s.uid, Epoch(1), 0, id, "2".into(), action);
+    let events = s
+        .state
+        .record_action_turn(&s.uid, Epoch(1), 0, id, "2".into(), action);
     s.apply(&events);
     // Memory lost; the log read back by the next owner.
     let mut rebuilt = SessionState::default();
@@ -196,7 +267,14 @@ fn a_pending_action_found_after_a_crash_resumes_where_the_flow_stood() {
     }
     let pending = rebuilt.pending_action().unwrap().clone();
     assert_eq!(pending.args.get("box").map(String::as_str), Some("2"));
-    let reply = policy.resume(TurnContext { state: &rebuilt, now_ms: 5 }, &pending, &prize("socks"));
+    let reply = policy.resume(
+        TurnContext {
+            state: &rebuilt,
+            now_ms: 5,
+        },
+        &pending,
+        &prize("socks"),
+    );
     assert_eq!(reply.reply_text, "box 2: socks");
     assert!(reply.slots_cleared.contains(&"box".to_owned()));
 }

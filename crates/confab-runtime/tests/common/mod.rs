@@ -1,12 +1,15 @@
 //! What the runtime tests share: a test policy, a config, and short-hands.
 #![allow(dead_code, unreachable_pub)]
 
-use confab_core::session::{Slots, SnapshotKey};
-use confab_core::{MessageId, NodeId, Uid};
+use confab_core::session::{
+    ActionOutcome, PendingAction, ReplyDecision, Slots, SnapshotKey, TurnDecision,
+};
+use confab_core::{Epoch, MessageId, NodeId, Uid};
 use confab_dialog::shoe_shop::ShoeShopNlu;
 use confab_dialog::{
-    BasicInputFilter, DialogContext, Pipeline, Policy, PolicyReply, Understanding,
+    BasicInputFilter, Decision, Nlu, Pipeline, Policy, TurnContext, Understanding,
 };
+use confab_runtime::dialog::Dialog;
 use confab_runtime::{Runtime, RuntimeConfig, TurnError};
 use confab_store::Store;
 use confab_store::sqlite::{SqliteOptions, SqliteStore};
@@ -34,13 +37,15 @@ impl Policy for TestPolicy {
         "test"
     }
 
-    fn decide(
-        &self,
-        _: DialogContext<'_>,
-        text: &str,
-        u: &Understanding,
-        _: &Slots,
-    ) -> PolicyReply {
+    fn understand(&self, _: TurnContext<'_>, text: &str) -> Understanding {
+        ShoeShopNlu::new().understand(text)
+    }
+
+    fn resume(&self, _: TurnContext<'_>, _: &PendingAction, _: &ActionOutcome) -> ReplyDecision {
+        unreachable!("the test policy calls no action")
+    }
+
+    fn decide(&self, _: TurnContext<'_>, text: &str, u: &Understanding) -> Decision {
         if text == "boom" {
             panic!("policy bug triggered on purpose");
         }
@@ -52,10 +57,15 @@ impl Policy for TestPolicy {
                 open = self.gate.1.wait(open).unwrap();
             }
         }
-        PolicyReply {
+        Decision::Reply(TurnDecision {
             intent: u.intent.clone(),
-            text: format!("echo: {text}"),
-        }
+            confidence: u.confidence,
+            slots_filled: u.slots.clone(),
+            slots_cleared: Vec::new(),
+            reply_text: format!("echo: {text}"),
+            policy: "test".into(),
+            dialog: Slots::new(),
+        })
     }
 }
 
@@ -75,6 +85,9 @@ pub fn config(key: u8) -> RuntimeConfig {
         turn_timeout: Duration::from_secs(10),
         resident_sessions_max: 1000,
         snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
+        epoch: Epoch(1),
+        actions: Default::default(),
+        stages: Vec::new(),
     }
 }
 
@@ -87,12 +100,10 @@ pub async fn store(dir: &Path) -> Arc<SqliteStore> {
 }
 
 pub async fn start(store: Arc<dyn Store>, config: RuntimeConfig, policy: TestPolicy) -> Runtime {
-    let pipeline = Pipeline::new(
-        Box::new(BasicInputFilter),
-        Box::new(ShoeShopNlu::new()),
-        Box::new(policy),
-    );
-    Runtime::start(config, store, pipeline).await.unwrap()
+    let pipeline = Pipeline::new(Arc::new(BasicInputFilter), Arc::new(policy));
+    Runtime::start(config, store, Dialog::fixed(&pipeline))
+        .await
+        .unwrap()
 }
 
 pub fn uid(s: &str) -> Uid {

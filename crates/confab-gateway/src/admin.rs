@@ -1,0 +1,312 @@
+//! The admin API under `/admin/v1/`: JSON for tokens with scope `admin`, what
+//! `confabctl` talks to. The bodies are `confab_proto::admin`'s; every error is
+//! a status of 400 or more with an [`AdminError`] body. `docs/operations.md`
+//! lists the endpoints.
+
+use crate::Gateway;
+use crate::auth::AuthError;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use confab_core::Uid;
+use confab_proto::admin::{
+    AdminError, CanarySet, DlqEntryBody, DlqList, DlqReplay, DlqReplayOutcome, DlqReplayReport,
+    NodeStatus, ReloadReport,
+};
+use confab_runtime::TurnError;
+use confab_runtime::dialog::DialogError;
+use confab_store::DeadLetter;
+use serde::Deserialize;
+
+/// Entries listed per `GET /admin/v1/dlq`, at most.
+pub const DLQ_LIST_MAX: usize = 1000;
+/// Entries replayed per `dlq replay --all` request, at most; run it again for more.
+pub const DLQ_REPLAY_ALL_MAX: usize = 1000;
+
+/// The admin routes, to nest under [`confab_proto::admin::ADMIN_PREFIX`].
+pub(crate) fn routes() -> axum::Router<Gateway> {
+    axum::Router::new()
+        .route("/status", get(status))
+        .route("/policy", get(policy))
+        .route("/policy/reload", post(reload))
+        .route("/canary", get(canary).put(set_canary))
+        .route("/canary/rollback", post(rollback))
+        .route("/canary/promote", post(promote))
+        .route("/dlq", get(dlq_list))
+        .route("/dlq/replay", post(dlq_replay))
+        .route("/sessions/{uid}", get(session_show))
+        .fallback(not_found)
+}
+
+type AdminResult<T> = Result<Json<T>, Response>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(AdminError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// The caller must hold an `admin` token.
+fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = crate::ws::bearer(headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            AuthError::Missing.to_string(),
+        ));
+    };
+    match gw.auth.verify_scope(token, "admin") {
+        Ok(_) => Ok(()),
+        Err(e @ AuthError::MissingScope(_)) => Err(error(StatusCode::FORBIDDEN, e.to_string())),
+        Err(e) => Err(error(StatusCode::UNAUTHORIZED, e.to_string())),
+    }
+}
+
+fn dialog_error(e: &DialogError) -> Response {
+    let status = match e {
+        DialogError::Rollout(_) | DialogError::Fixed => StatusCode::BAD_REQUEST,
+        DialogError::Flows(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DialogError::Store(_) | DialogError::Contended => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+fn turn_error(e: &TurnError) -> Response {
+    let status = match e {
+        TurnError::Overloaded(_) | TurnError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        TurnError::Rejected(_) => StatusCode::BAD_REQUEST,
+        TurnError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+fn store_error(e: &confab_store::StoreError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the store failed: {e}; retry"),
+    )
+}
+
+async fn not_found(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&gw, &headers) {
+        return refused;
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "no such admin endpoint; see docs/operations.md",
+    )
+}
+
+async fn status(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<NodeStatus> {
+    authorize(&gw, &headers)?;
+    let rt = &gw.runtime;
+    let dlq_depth = rt
+        .store()
+        .dead_letter_depth()
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(Json(NodeStatus {
+        node: rt.node_id().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ready: rt.ready().await,
+        sessions_resident: rt.resident().await as u64,
+        ring_epoch: rt.epoch().0,
+        policy: rt.dialog().status(),
+        dlq_depth,
+    }))
+}
+
+async fn policy(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> AdminResult<confab_proto::admin::PolicyStatus> {
+    authorize(&gw, &headers)?;
+    Ok(Json(gw.runtime.dialog().status()))
+}
+
+async fn reload(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&gw, &headers) {
+        return refused;
+    }
+    let dialog = gw.runtime.dialog();
+    let result = dialog.reload_everywhere(gw.runtime.store().as_ref()).await;
+    let status = dialog.status();
+    match result {
+        Ok(()) => Json(ReloadReport {
+            ok: true,
+            versions: status.versions,
+            error: None,
+        })
+        .into_response(),
+        Err(DialogError::Flows(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(ReloadReport {
+                ok: false,
+                versions: status.versions,
+                error: Some(confab_runtime::dialog::error_body(&e)),
+            }),
+        )
+            .into_response(),
+        Err(e) => dialog_error(&e),
+    }
+}
+
+async fn canary(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> AdminResult<confab_proto::admin::CanaryStatus> {
+    authorize(&gw, &headers)?;
+    Ok(Json(gw.runtime.dialog().canary()))
+}
+
+async fn set_canary(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Json<CanarySet>, axum::extract::rejection::JsonRejection>,
+) -> AdminResult<confab_proto::admin::CanaryStatus> {
+    authorize(&gw, &headers)?;
+    let Json(set) = body.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    gw.runtime
+        .dialog()
+        .set_canary(gw.runtime.store().as_ref(), &set.version, &set.tails)
+        .await
+        .map(Json)
+        .map_err(|e| dialog_error(&e))
+}
+
+async fn rollback(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> AdminResult<confab_proto::admin::CanaryStatus> {
+    authorize(&gw, &headers)?;
+    gw.runtime
+        .dialog()
+        .rollback(gw.runtime.store().as_ref())
+        .await
+        .map(Json)
+        .map_err(|e| dialog_error(&e))
+}
+
+async fn promote(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> AdminResult<confab_proto::admin::CanaryStatus> {
+    authorize(&gw, &headers)?;
+    gw.runtime
+        .dialog()
+        .promote(gw.runtime.store().as_ref())
+        .await
+        .map(Json)
+        .map_err(|e| dialog_error(&e))
+}
+
+#[derive(Deserialize)]
+struct DlqQuery {
+    limit: Option<usize>,
+}
+
+fn entry_body(e: &DeadLetter) -> DlqEntryBody {
+    DlqEntryBody {
+        id: e.id,
+        uid: e.uid.to_string(),
+        seq: e.seq.0,
+        action: e.action.clone(),
+        args: e.args.clone(),
+        reason: e.reason.clone(),
+        attempts: e.attempts,
+        created_ms: e.created_ms,
+    }
+}
+
+async fn dlq_list(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Query(query): Query<DlqQuery>,
+) -> AdminResult<DlqList> {
+    authorize(&gw, &headers)?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > DLQ_LIST_MAX {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {DLQ_LIST_MAX}"),
+        ));
+    }
+    let store = gw.runtime.store();
+    let entries = store
+        .dead_letters(limit)
+        .await
+        .map_err(|e| store_error(&e))?;
+    let depth = store
+        .dead_letter_depth()
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(Json(DlqList {
+        depth,
+        entries: entries.iter().map(entry_body).collect(),
+    }))
+}
+
+async fn dlq_replay(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Json<DlqReplay>, axum::extract::rejection::JsonRejection>,
+) -> AdminResult<DlqReplayReport> {
+    authorize(&gw, &headers)?;
+    let Json(replay) = body.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let store = gw.runtime.store();
+    let entries = match (replay.id, replay.all) {
+        (Some(id), false) => match store.dead_letter_by_id(id).await {
+            Ok(Some(entry)) => vec![entry],
+            Ok(None) => {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("no dead letter {id} is waiting (see dlq list)"),
+                ));
+            }
+            Err(e) => return Err(store_error(&e)),
+        },
+        (None, true) => store
+            .dead_letters(DLQ_REPLAY_ALL_MAX)
+            .await
+            .map_err(|e| store_error(&e))?,
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of id and all",
+            ));
+        }
+    };
+    let mut outcomes = Vec::new();
+    for entry in entries {
+        let id = entry.id;
+        let (ok, message) = match gw.runtime.replay(entry).await {
+            Ok(done) => done,
+            Err(e) => (false, e.to_string()),
+        };
+        outcomes.push(DlqReplayOutcome { id, ok, message });
+    }
+    let depth = store
+        .dead_letter_depth()
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(Json(DlqReplayReport { outcomes, depth }))
+}
+
+async fn session_show(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> AdminResult<confab_proto::admin::SessionView> {
+    authorize(&gw, &headers)?;
+    let uid = Uid::new(uid).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    gw.runtime
+        .show(uid)
+        .await
+        .map(Json)
+        .map_err(|e| turn_error(&e))
+}

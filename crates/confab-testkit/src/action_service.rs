@@ -1,0 +1,229 @@
+//! [`ActionService`]: a real HTTP service for actions and pipeline stages, on a
+//! free port, that a test starts and steers: it fails on demand, holds a call
+//! until released, and records every call. It pays the way a payment API
+//! does: once per `Idempotency-Key`, answering a repeated key with the first
+//! answer. Tests assert on what it saw: how many calls, under which keys, and
+//! how many payouts.
+//!
+//! - `POST /draw`: an action. Body `{"action", "key", "uid", "args"}`; answers
+//!   `{"prize": "..."}`.
+//! - `POST /stage/upper` and `/stage/prefix`: pipeline stages; answer
+//!   `{"text": ...}` with the text upper-cased, or prefixed with `【AI】`.
+//! - `POST /stage/replace`: a stage that rewrites `三十九` into `39`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// What the service does with the next calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer at once.
+    Serve,
+    /// Answer 500 to the next `n` calls, then serve.
+    FailNext(u32),
+    /// Answer 500 to every call.
+    FailAll,
+    /// Hold the next call until [`ActionService::release`], then serve.
+    HoldNext,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Every call's idempotency key, in order.
+    calls: Vec<String>,
+    /// Payouts by key: each key is paid once.
+    paid: BTreeMap<String, String>,
+    /// Stage calls, by path.
+    stage_calls: Vec<String>,
+}
+
+struct Inner {
+    mode: Mutex<Mode>,
+    seen: Mutex<Seen>,
+    release: Notify,
+    arrived: Notify,
+}
+
+/// The service. Dropping it stops it.
+pub struct ActionService {
+    inner: Arc<Inner>,
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const PRIZES: &[&str] = &["10 元优惠券", "20 元优惠券", "免运费券"];
+
+impl ActionService {
+    /// Starts the service on a free port of 127.0.0.1 (on the current tokio runtime).
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner {
+            mode: Mutex::new(Mode::Serve),
+            seen: Mutex::new(Seen::default()),
+            release: Notify::new(),
+            arrived: Notify::new(),
+        });
+        let app = axum::Router::new()
+            .route("/draw", post(draw))
+            .route("/stage/upper", post(stage_upper))
+            .route("/stage/prefix", post(stage_prefix))
+            .route("/stage/replace", post(stage_replace))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let port = listener.local_addr().expect("bound").port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { inner, port, task }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Sets what the next calls get.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.inner.mode.lock().expect("mode lock") = mode;
+    }
+
+    /// Lets a held call answer.
+    pub fn release(&self) {
+        self.inner.release.notify_one();
+    }
+
+    /// Waits until a call has arrived (and, in `HoldNext`, is held).
+    pub async fn arrived(&self) {
+        self.inner.arrived.notified().await;
+    }
+
+    /// Every action call's key, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.inner.seen.lock().expect("seen lock").calls.clone()
+    }
+
+    /// Payouts by key.
+    pub fn paid(&self) -> BTreeMap<String, String> {
+        self.inner.seen.lock().expect("seen lock").paid.clone()
+    }
+
+    /// Stage calls, by path, in order.
+    pub fn stage_calls(&self) -> Vec<String> {
+        self.inner
+            .seen
+            .lock()
+            .expect("seen lock")
+            .stage_calls
+            .clone()
+    }
+
+    /// Stops serving (connections are refused from now on).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ActionService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn draw(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if body.get("key").and_then(|k| k.as_str()) != Some(key.as_str()) {
+        return Err((StatusCode::BAD_REQUEST, "key header and body differ".into()));
+    }
+    inner
+        .seen
+        .lock()
+        .expect("seen lock")
+        .calls
+        .push(key.clone());
+    let mode = {
+        let mut mode = inner.mode.lock().expect("mode lock");
+        let now = *mode;
+        match now {
+            Mode::FailNext(n) => {
+                *mode = if n > 1 {
+                    Mode::FailNext(n - 1)
+                } else {
+                    Mode::Serve
+                }
+            }
+            Mode::HoldNext => *mode = Mode::Serve,
+            Mode::Serve | Mode::FailAll => {}
+        }
+        now
+    };
+    inner.arrived.notify_one();
+    match mode {
+        Mode::FailNext(_) | Mode::FailAll => {
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "prize service down".into(),
+            ));
+        }
+        Mode::HoldNext => inner.release.notified().await,
+        Mode::Serve => {}
+    }
+    let mut seen = inner.seen.lock().expect("seen lock");
+    let n = seen.paid.len();
+    let prize = seen
+        .paid
+        .entry(key)
+        .or_insert_with(|| PRIZES[n % PRIZES.len()].to_owned())
+        .clone();
+    Ok(Json(serde_json::json!({ "prize": prize })))
+}
+
+fn stage_text(inner: &Inner, path: &str, body: &serde_json::Value) -> String {
+    inner
+        .seen
+        .lock()
+        .expect("seen lock")
+        .stage_calls
+        .push(path.to_owned());
+    body.get("text")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn stage_upper(
+    State(inner): State<Arc<Inner>>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    let text = stage_text(&inner, "upper", &body);
+    Json(serde_json::json!({ "text": text.to_uppercase() }))
+}
+
+async fn stage_prefix(
+    State(inner): State<Arc<Inner>>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    let text = stage_text(&inner, "prefix", &body);
+    Json(serde_json::json!({ "text": format!("【AI】{text}") }))
+}
+
+async fn stage_replace(
+    State(inner): State<Arc<Inner>>,
+    Json(body): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    let text = stage_text(&inner, "replace", &body);
+    Json(serde_json::json!({ "text": text.replace("三十九", "39") }))
+}
