@@ -273,6 +273,69 @@ impl Client {
     }
 }
 
+/// A token with scope `admin`, for the admin API and confabctl.
+pub fn admin_token() -> String {
+    token_with(
+        SECRET,
+        serde_json::json!({"sub": "ops", "scope": "admin", "exp": now_s() + 3600}),
+    )
+}
+
+/// The `confabctl` binary, built beside `confab` by a workspace build.
+pub fn confabctl_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_confab")).with_file_name("confabctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p confabctl), or run the whole suite (.ci/run)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `confabctl --node URL --token ADMIN ARGS...`: exit code, stdout, stderr.
+pub async fn confabctl(node: &Node, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(confabctl_path())
+        .args(["--node", &format!("http://127.0.0.1:{}", node.port)])
+        .args(["--token", &admin_token()])
+        .args(args)
+        .output()
+        .await
+        .expect("confabctl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Copies the shipped flows (config/flows) into `dir`.
+pub fn copy_shipped_flows(dir: &Path) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/flows");
+    copy_dir(&shipped, dir);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Polls `check` until it holds; the deadline only guards against a hang.
+pub async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn reply_seq(frame: &ServerFrame) -> u64 {
     match frame {
         ServerFrame::Reply { seq, .. } => *seq,
