@@ -70,7 +70,10 @@ async fn say_until(
         if done(&reply, &policy) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never answered as expected: {reply} ({policy})");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered as expected: {reply} ({policy})"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -112,8 +115,14 @@ async fn the_shipped_conversation_scripts_hold_over_websocket() {
     assert_eq!(
         kinds,
         [
-            "input_rejected", "input_rejected", "input_rejected", "input_rejected",
-            "input_rejected", "turn_received", "nlu_result", "reply_produced"
+            "input_rejected",
+            "input_rejected",
+            "input_rejected",
+            "input_rejected",
+            "input_rejected",
+            "turn_received",
+            "nlu_result",
+            "reply_produced"
         ]
     );
 }
@@ -148,7 +157,12 @@ async fn a_flow_file_change_goes_live_without_a_restart_and_a_bad_one_is_refused
     let mut client = Client::as_uid(&node, "30001").await;
     let (text, _) = say_text(&mut client, "m-1", "你好").await;
     assert!(text.starts_with("您好！我是鞋店客服"), "{text}");
-    client.send(&ClientFrame::Say { id: "m-2".into(), text: "39码黑色有货吗".into() }).await;
+    client
+        .send(&ClientFrame::Say {
+            id: "m-2".into(),
+            text: "39码黑色有货吗".into(),
+        })
+        .await;
     let _ack = client.recv().await;
     let _reply = client.recv().await;
 
@@ -156,10 +170,17 @@ async fn a_flow_file_change_goes_live_without_a_restart_and_a_bad_one_is_refused
     let common_toml = flows.join("v1/common.toml");
     edit(&common_toml, "您好！我是鞋店客服", "欢迎光临！我是鞋店客服");
     let mut n = 0;
-    say_until(&mut client, &mut n, "你好", |text, _| text.starts_with("欢迎光临")).await;
+    say_until(&mut client, &mut n, "你好", |text, _| {
+        text.starts_with("欢迎光临")
+    })
+    .await;
 
     // A bad file: refused with its file and line; the old policy keeps serving.
-    std::fs::write(flows.join("v1/broken.toml"), "[[intents]]\nname = \"x\"\nkeywords = [\"a\" \"b\"]\n").unwrap();
+    std::fs::write(
+        flows.join("v1/broken.toml"),
+        "[[intents]]\nname = \"x\"\nkeywords = [\"a\" \"b\"]\n",
+    )
+    .unwrap();
     let (code, _, stderr) = confabctl(&node, &["policy", "reload"]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("v1/broken.toml:3:"), "{stderr}");
@@ -169,7 +190,10 @@ async fn a_flow_file_change_goes_live_without_a_restart_and_a_bad_one_is_refused
     assert_eq!(code, 0);
     let status: PolicyStatus = serde_json::from_str(&stdout).unwrap();
     let error = status.last_error.expect("the refusal is shown");
-    assert_eq!((error.file.as_str(), error.line), ("v1/broken.toml", Some(3)));
+    assert_eq!(
+        (error.file.as_str(), error.line),
+        ("v1/broken.toml", Some(3))
+    );
     // The session kept its slots through the reloads.
     let (text, _) = say_text(&mut client, "m-101", "有货吗").await;
     assert!(text.starts_with("黑色 39码 有货"), "{text}");
@@ -204,15 +228,27 @@ async fn a_canary_takes_its_uid_tails_on_every_node_and_a_rollback_returns_every
     let (_, policy) = say_text(&mut tail0, "m-1", "39码黑色有货吗").await;
     assert_eq!(policy, "v1");
 
-    let (code, stdout, stderr) = confabctl(&a, &["--json", "canary", "set", "v2", "--tails", "0,1"]).await;
+    let (code, stdout, stderr) =
+        confabctl(&a, &["--json", "canary", "set", "v2", "--tails", "0,1"]).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let status: CanaryStatus = serde_json::from_str(&stdout).unwrap();
-    assert_eq!((status.canary.as_deref(), status.tails.as_slice(), status.canary_percent), (Some("v2"), &[0, 1][..], 20));
+    assert_eq!(
+        (
+            status.canary.as_deref(),
+            status.tails.as_slice(),
+            status.canary_percent
+        ),
+        (Some("v2"), &[0, 1][..], 20)
+    );
 
     let (text, policy) = say_text(&mut tail0, "m-2", "你好").await;
     assert_eq!((policy.as_str(), text.starts_with("v2 您好")), ("v2", true));
     let (text, policy) = say_text(&mut tail0, "m-3", "有货吗").await;
-    assert_eq!((policy.as_str(), text.starts_with("黑色 39码 有货")), ("v2", true), "{text}");
+    assert_eq!(
+        (policy.as_str(), text.starts_with("黑色 39码 有货")),
+        ("v2", true),
+        "{text}"
+    );
     let mut tail2 = Client::as_uid(&a, "40012").await;
     assert_eq!(say_text(&mut tail2, "m-1", "你好").await.1, "v1");
     // A non-numeric uid goes by its CRC-32's last digit: crc32("alice") ends in 5.
@@ -238,7 +274,10 @@ async fn a_canary_takes_its_uid_tails_on_every_node_and_a_rollback_returns_every
     assert_eq!(say_text(&mut tail0, "m-4", "你好").await.1, "v1");
     let rolled_back = std::time::Instant::now();
     say_until(&mut on_b, &mut n, "你好", |_, policy| policy == "v1").await;
-    eprintln!("rollback reached the other node in {} ms", rolled_back.elapsed().as_millis());
+    eprintln!(
+        "rollback reached the other node in {} ms",
+        rolled_back.elapsed().as_millis()
+    );
 }
 
 /// The shipped flows with the lottery's prize paid by the service.
@@ -247,7 +286,10 @@ fn flows_paying_at(flows: &Path, service: &ActionService) {
     edit(
         &flows.join("v1/lottery.toml"),
         "[actions.draw_prize]\nkind = \"builtin\"\nbuiltin = \"lottery_draw\"",
-        &format!("[actions.draw_prize]\nkind = \"http\"\nurl = \"{}/draw\"\ntimeout_ms = 20000", service.url()),
+        &format!(
+            "[actions.draw_prize]\nkind = \"http\"\nurl = \"{}/draw\"\ntimeout_ms = 20000",
+            service.url()
+        ),
     );
 }
 
@@ -275,12 +317,21 @@ async fn a_failed_prize_waits_in_the_dlq_and_confabctl_replays_it_once() {
     let list: DlqList = serde_json::from_str(&stdout).unwrap();
     assert_eq!(list.depth, 1);
     let entry = &list.entries[0];
-    assert_eq!((entry.uid.as_str(), entry.action.as_str(), entry.attempts), ("50001", "draw_prize", 4));
+    assert_eq!(
+        (entry.uid.as_str(), entry.action.as_str(), entry.attempts),
+        ("50001", "draw_prize", 4)
+    );
     let (_, metrics) = http_get(node.port, "/metrics").await.unwrap();
-    assert!(metrics.lines().any(|l| l == "confab_dlq_depth 1"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "confab_dlq_depth 1"),
+        "{metrics}"
+    );
     let (code, human, _) = confabctl(&node, &["dlq", "list"]).await;
     assert_eq!(code, 0);
-    assert!(human.contains("50001") && human.contains("draw_prize"), "{human}");
+    assert!(
+        human.contains("50001") && human.contains("draw_prize"),
+        "{human}"
+    );
 
     // Still failing: the replay says so and exits 1; the entry stays.
     let (code, _, _) = confabctl(&node, &["dlq", "replay", &entry.id.to_string()]).await;
@@ -290,7 +341,11 @@ async fn a_failed_prize_waits_in_the_dlq_and_confabctl_replays_it_once() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(service.paid().len(), 1);
     let key = format!("50001:{}", entry.seq);
-    assert!(service.calls().iter().all(|k| *k == key), "{:?}", service.calls());
+    assert!(
+        service.calls().iter().all(|k| *k == key),
+        "{:?}",
+        service.calls()
+    );
     let (_, stdout, _) = confabctl(&node, &["--json", "dlq", "list"]).await;
     assert_eq!(serde_json::from_str::<DlqList>(&stdout).unwrap().depth, 0);
     // The entry is gone: replaying it again is refused, and nothing is paid.
@@ -298,7 +353,10 @@ async fn a_failed_prize_waits_in_the_dlq_and_confabctl_replays_it_once() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(service.paid().len(), 1);
     let (_, metrics) = http_get(node.port, "/metrics").await.unwrap();
-    assert!(metrics.lines().any(|l| l == "confab_dlq_depth 0"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "confab_dlq_depth 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +371,10 @@ async fn a_prize_interrupted_by_a_crash_is_paid_once_and_answered_after_the_rest
     to_the_draw(&mut client).await;
     service.set_mode(Mode::HoldNext);
     client
-        .send(&ClientFrame::Say { id: "d-3".into(), text: "是".into() })
+        .send(&ClientFrame::Say {
+            id: "d-3".into(),
+            text: "是".into(),
+        })
         .await;
     service.arrived().await;
     // The prize call is in flight: the node dies.
@@ -325,7 +386,11 @@ async fn a_prize_interrupted_by_a_crash_is_paid_once_and_answered_after_the_rest
     let (text, _) = say_text(&mut client, "d-3", "是").await;
     assert!(text.starts_with("恭喜！2 号盒子开出了："), "{text}");
     let calls = service.calls();
-    assert_eq!(calls.len(), 2, "the interrupted call and the one after the restart");
+    assert_eq!(
+        calls.len(),
+        2,
+        "the interrupted call and the one after the restart"
+    );
     assert_eq!(calls[0], calls[1], "one key for both");
     assert_eq!(service.paid().len(), 1, "paid once");
 
@@ -344,15 +409,27 @@ async fn session_show_masks_sensitive_slots_and_the_admin_api_needs_the_admin_sc
     let (code, stdout, _) = confabctl(&node, &["--json", "session", "show", "60001"]).await;
     assert_eq!(code, 0);
     let view: SessionView = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(view.slots.get("phone").map(String::as_str), Some("138****5678"));
+    assert_eq!(
+        view.slots.get("phone").map(String::as_str),
+        Some("138****5678")
+    );
     assert!(!stdout.contains("13812345678"));
     let (code, human, _) = confabctl(&node, &["session", "show", "60001"]).await;
     assert_eq!(code, 0);
-    assert!(human.contains("138****5678") && !human.contains("13812345678"), "{human}");
+    assert!(
+        human.contains("138****5678") && !human.contains("13812345678"),
+        "{human}"
+    );
 
     // A chat token is not enough; no token is refused before anything runs.
     let output = tokio::process::Command::new(confabctl_path())
-        .args(["--node", &format!("http://127.0.0.1:{}", node.port), "--token", &token("60001"), "status"])
+        .args([
+            "--node",
+            &format!("http://127.0.0.1:{}", node.port),
+            "--token",
+            &token("60001"),
+            "status",
+        ])
         .output()
         .await
         .unwrap();

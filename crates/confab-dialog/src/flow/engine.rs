@@ -440,6 +440,10 @@ impl Policy for PolicyVersion {
             },
         };
         let mut run = self.new_run(ctx, flow_index, slots, &understanding.refused, text);
+        if !resuming && let Some(ran) = self.spent(&mut run) {
+            // The flow's action is spent for today: say so before asking anything.
+            return self.reply_decision(ctx, understanding, flow_index, &run, ran);
+        }
         if resuming {
             run.confirmed = dialog
                 .get(CONFIRMED)
@@ -450,6 +454,55 @@ impl Policy for PolicyVersion {
             }
         }
         let ran = self.run_flow(&mut run, start);
+        self.reply_decision(ctx, understanding, flow_index, &run, ran)
+    }
+
+    fn resume(
+        &self,
+        ctx: TurnContext<'_>,
+        pending: &PendingAction,
+        outcome: &ActionOutcome,
+    ) -> ReplyDecision {
+        self.resume_flow(ctx, pending, outcome)
+    }
+}
+
+impl PolicyVersion {
+    /// The over-limit reply of the flow's first action step whose daily limit
+    /// is spent, if any.
+    fn spent(&self, run: &mut Run<'_>) -> Option<Ran> {
+        let day = run.ctx.now_ms / DAY_MS;
+        let (args, limit, over) =
+            self.flows[run.flow_index]
+                .steps
+                .iter()
+                .find_map(|step| match step {
+                    Step::Action {
+                        name,
+                        args,
+                        daily_limit: Some(limit),
+                        over_limit: Some(over),
+                    } if run.ctx.state.actions_on_day(name, day) >= *limit => {
+                        Some((args, limit, over))
+                    }
+                    _ => None,
+                })?;
+        run.extra.insert("limit.max".into(), limit.to_string());
+        run.extra.insert("limit.used".into(), limit.to_string());
+        run.extra.insert("limit.left".into(), "0".into());
+        let text = self.render(over, &run.slots, &run.extra);
+        Some(self.ended(run, text, args.clone()))
+    }
+
+    /// A finished run of the flow as the turn's decision.
+    fn reply_decision(
+        &self,
+        ctx: TurnContext<'_>,
+        understanding: &Understanding,
+        flow_index: usize,
+        run: &Run<'_>,
+        ran: Ran,
+    ) -> Decision {
         let flow_intent = self.flows[flow_index].intent.clone();
         match ran {
             Ran::Reply {
@@ -486,7 +539,7 @@ impl Policy for PolicyVersion {
         }
     }
 
-    fn resume(
+    fn resume_flow(
         &self,
         ctx: TurnContext<'_>,
         pending: &PendingAction,

@@ -331,7 +331,10 @@ fn copy_dir(from: &Path, to: &Path) {
 pub async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition never held");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
