@@ -15,7 +15,7 @@
 //! [`confab_core::session`]): the request, then the action's outcome with the
 //! reply. A session that loads with an action still pending (its owner crashed
 //! or was fenced in between) runs it again under the same idempotency key and
-//! closes the turn before it serves anything else ([`turn`]).
+//! closes the turn before it serves anything else (`session_actor/turn.rs`).
 //!
 //! Snapshots are taken every `snapshot_every_events` events or
 //! `snapshot_every` after the first unsnapshotted event, whichever comes first,

@@ -15,6 +15,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// How long `dlq replay` waits at least: every replay runs an action with its
+/// retries on the node.
+const REPLAY_WAIT: Duration = Duration::from_secs(600);
 /// What a refused policy reload answers with: its [`ReloadReport`] says why.
 const RELOAD_REFUSED: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
 
@@ -35,7 +38,8 @@ pub(crate) struct AdminClient {
     node: Url,
     /// A JWT with scope `admin`, sent as a bearer token.
     token: String,
-    /// The request timeout, for the message when it runs out.
+    /// The request timeout, for the message when it runs out (a replay waits
+    /// at least [`REPLAY_WAIT`]).
     timeout_ms: u64,
 }
 
@@ -151,7 +155,16 @@ impl AdminClient {
         replay: &DlqReplay,
     ) -> anyhow::Result<Reply<DlqReplayReport>> {
         let url = self.endpoint(&["dlq", "replay"]);
-        self.call(Method::POST, url, Some(replay)).await
+        // Each replay runs an action with its retries on the node: a long
+        // replay is waited for, up to this.
+        let wait = Duration::from_millis(self.timeout_ms).max(REPLAY_WAIT);
+        let (status, bytes) = self
+            .send_within(Method::POST, url, Some(replay), wait)
+            .await?;
+        if status.is_client_error() || status.is_server_error() {
+            return Err(status_error(status, &bytes));
+        }
+        self.decode(&bytes)
     }
 
     /// `GET /admin/v1/sessions/{uid}`, the uid percent-encoded as one segment.
@@ -201,7 +214,23 @@ impl AdminClient {
         url: Url,
         body: Option<&impl Serialize>,
     ) -> anyhow::Result<(StatusCode, Vec<u8>)> {
-        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        let wait = Duration::from_millis(self.timeout_ms);
+        self.send_within(method, url, body, wait).await
+    }
+
+    /// [`Self::send`], giving up after `wait`.
+    async fn send_within(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+        wait: Duration,
+    ) -> anyhow::Result<(StatusCode, Vec<u8>)> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(&self.token)
+            .timeout(wait);
         if let Some(body) = body {
             request = request.json(body);
         }

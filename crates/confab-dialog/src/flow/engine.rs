@@ -357,7 +357,7 @@ impl Policy for PolicyVersion {
         let folded = fold(text);
         let mut best: Option<(&str, f32)> = None;
         for intent in &self.intents {
-            let score = if intent.examples.iter().any(|e| *e == folded) {
+            let score = if intent.examples.contains(&folded) {
                 1.0
             } else if intent.keywords.iter().any(|k| folded.contains(k.as_str()))
                 || intent.regexes.iter().any(|r| r.is_match(text))

@@ -152,16 +152,8 @@ impl SessionActorState {
             .cloned()
             .ok_or_else(|| Failure::Turn(TurnError::Internal("no action is pending".into())))?;
         let chosen = shared.dialog.choose(uid.as_str(), Some(&pending.policy));
-        let key = idempotency_key(uid.as_str(), pending.requested.0);
-        let outcome = shared
-            .actions
-            .run(
-                chosen.actions.get(&pending.action),
-                &pending.action,
-                &key,
-                uid.as_str(),
-                &pending.args,
-            )
+        let (outcome, _) = self
+            .run_action(&chosen, &pending.action, &pending.args, pending.requested)
             .await;
         let now = now_ms();
         if let ActionOutcome::Failed { reason, attempts } = &outcome {
@@ -205,6 +197,25 @@ impl SessionActorState {
             .ok_or_else(not_loaded)?;
         self.commit(vec![done, reply.clone()]).await?;
         Ok(reply)
+    }
+
+    /// Runs an action of this session under its key (the uid and the seq of
+    /// its request); returns the outcome and the key.
+    async fn run_action(
+        &self,
+        chosen: &crate::dialog::Chosen,
+        action: &str,
+        args: &confab_core::session::Slots,
+        requested: Seq,
+    ) -> (ActionOutcome, String) {
+        let uid = self.uid.as_str();
+        let key = idempotency_key(uid, requested.0);
+        let outcome = self
+            .shared
+            .actions
+            .run(chosen.actions.get(action), action, &key, uid, args)
+            .await;
+        (outcome, key)
     }
 
     /// Commits events and applies them to memory; on failure the state is
@@ -332,16 +343,8 @@ impl SessionActorState {
         let chosen = shared
             .dialog
             .choose(uid.as_str(), requested_policy.as_deref());
-        let key = idempotency_key(uid.as_str(), entry.seq.0);
-        let outcome = shared
-            .actions
-            .run(
-                chosen.actions.get(&entry.action),
-                &entry.action,
-                &key,
-                uid.as_str(),
-                &entry.args,
-            )
+        let (outcome, key) = self
+            .run_action(&chosen, &entry.action, &entry.args, entry.seq)
             .await;
         match outcome {
             ActionOutcome::Succeeded(result) => {
