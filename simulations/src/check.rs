@@ -270,6 +270,16 @@ mod tests {
     }
 
     #[test]
+    fn an_action_turn_of_five_events_is_one_write() {
+        let mut c = Checker::default();
+        c.claimed(0, 0, 1, Epoch(2));
+        c.wrote(1, 0, 1, Epoch(2), &[1, 2, 3], 0);
+        c.wrote(2, 0, 1, Epoch(2), &[4, 5, 6, 7, 8], 3);
+        c.wrote(3, 0, 1, Epoch(2), &[9, 10, 11], 8);
+        assert_eq!(c.count(), 0, "{:?}", c.violations());
+    }
+
+    #[test]
     fn a_message_id_recorded_twice_is_a_turn_applied_twice() {
         let mut c = Checker::default();
         c.recorded(1, 0, 4, "m1");

@@ -7,9 +7,12 @@
 //! over a simulated network and simulated MySQL and Redis. Invariants are
 //! checked as the run goes, liveness once the faults have stopped. A run's last
 //! line is `seed=N trace=<hash> invariants=ok|violated`, the same for the same
-//! seed in any process. See docs/simulation.md.
+//! seed in any process. With `[workload] conversations` and `flows`, the users
+//! play testers' conversation scripts against a flows dir and every answer is
+//! checked against its turn ([`conversations`]). See docs/simulation.md.
 
 pub mod check;
+pub mod conversations;
 pub mod faults;
 pub mod rng;
 pub mod scenario;
@@ -55,7 +58,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<Outcome, String> 
     Ok(world.run())
 }
 
-/// The command that replays a run.
+/// The command that replays a run; `scenario` as the command line named it.
 pub fn replay_command(
     scenario: &str,
     seed: u64,
@@ -162,6 +165,18 @@ pub fn summary(
         a.max(),
         world::MIGRATION_MAX_MS,
     );
+    if let Some(c) = &scenario.conversations {
+        let scripts = c.scripts().len();
+        let _ = writeln!(
+            out,
+            "conversations: {} users on {scripts} script{}, {} finished theirs; {} answers checked against their turns ({} refusals by the input filter)",
+            scenario.sessions,
+            if scripts == 1 { "" } else { "s" },
+            s.scripts_finished,
+            s.script_answers,
+            s.script_refusals,
+        );
+    }
     let violations = outcome.checker.violations();
     if violations.is_empty() {
         let _ = writeln!(out, "violations: none");
@@ -181,7 +196,7 @@ pub fn summary(
         let _ = writeln!(
             out,
             "replay: {}",
-            replay_command(&scenario.name, options_seed, mutate, only)
+            replay_command(&scenario.source, options_seed, mutate, only)
         );
     }
     out.push_str(&result_line(options_seed, outcome));

@@ -290,7 +290,7 @@ fn sweep(
             }
         }
         if let Some(reason) = reason {
-            let replay = replay_command(&scenario.name, seed, mutate, None);
+            let replay = replay_command(&scenario.source, seed, mutate, None);
             bar.suspend(|| println!("FAILED seed {seed}: {reason}\n  replay: {replay}"));
             failed.push(seed);
         }

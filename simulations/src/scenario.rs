@@ -4,9 +4,11 @@
 //! lets the seed pick the fault settings. `[random_faults]` lets the seed draw
 //! whole faults too.
 
+use crate::conversations::{self, Conversations};
 use crate::rng::Rng;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A number, or a `[low, high]` range the seed draws it from.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -69,6 +71,14 @@ pub struct Scenario {
     /// Faults the seed draws.
     #[serde(default)]
     pub random_faults: Option<RandomFaults>,
+    /// The scripts and flows of `[workload] conversations` and `flows`, read
+    /// when the scenario is parsed.
+    #[serde(skip)]
+    pub conversations: Option<Arc<Conversations>>,
+    /// How the command line named it (a shipped scenario's name, or a path):
+    /// what replay commands repeat.
+    #[serde(skip)]
+    pub source: String,
 }
 
 fn default_settle_s() -> f64 {
@@ -88,6 +98,13 @@ pub struct Workload {
     pub retry_after_ms: u64,
     /// Pause before retrying after an error answer (ms, drawn per retry).
     pub error_backoff_ms: [u64; 2],
+    /// A dir of conversation scripts: user `i` plays script `i % n` (sorted by
+    /// file name) instead of the shoe-shop texts, each answer checked against
+    /// its turn. Relative to the workspace root unless absolute. Needs `flows`.
+    pub conversations: Option<String>,
+    /// A flows dir (`filter.toml`, `VERSION/NAME.toml`): the nodes run it
+    /// instead of the hand-written shoe shop. Needs `conversations`.
+    pub flows: Option<String>,
 }
 
 impl Default for Workload {
@@ -97,6 +114,8 @@ impl Default for Workload {
             start_ms: [0, 2_000],
             retry_after_ms: 3_000,
             error_backoff_ms: [200, 800],
+            conversations: None,
+            flows: None,
         }
     }
 }
@@ -352,17 +371,59 @@ impl Scenario {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Self::parse(&text, &stem).map_err(|message| ScenarioError::Invalid { path, message })
+        let mut scenario = Self::parse(&text, &stem)
+            .map_err(|message| ScenarioError::Invalid { path, message })?;
+        name_or_path.clone_into(&mut scenario.source);
+        Ok(scenario)
     }
 
-    /// Parses a scenario's TOML; `name` is used if the file gives none.
+    /// Parses a scenario's TOML; `name` is used if the file gives none. A
+    /// scenario with conversations reads its scripts and flows here.
     pub fn parse(text: &str, name: &str) -> Result<Scenario, String> {
         let mut scenario: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
         if scenario.name.is_empty() {
             scenario.name = name.to_owned();
         }
+        scenario.source.clone_from(&scenario.name);
         scenario.validate()?;
+        scenario.conversations = scenario.read_conversations()?;
         Ok(scenario)
+    }
+
+    /// The scripts and flows `[workload]` names, if it names them.
+    fn read_conversations(&self) -> Result<Option<Arc<Conversations>>, String> {
+        let w = &self.workload;
+        let (scripts, flows) = match (&w.conversations, &w.flows) {
+            (None, None) => return Ok(None),
+            (Some(scripts), Some(flows)) => (scripts, flows),
+            _ => {
+                return Err(
+                    "workload.conversations and workload.flows go together: set both or neither"
+                        .into(),
+                );
+            }
+        };
+        let mut dirs = Vec::new();
+        for (key, given) in [("conversations", scripts), ("flows", flows)] {
+            let dir = conversations::resolve(given);
+            if !dir.is_dir() {
+                return Err(format!(
+                    "workload.{key}: no dir {} (a relative path is read from the workspace root, {})",
+                    dir.display(),
+                    conversations::workspace_root().display()
+                ));
+            }
+            dirs.push(dir);
+        }
+        let loaded = Conversations::load(&dirs[0], &dirs[1])?;
+        let count = loaded.scripts().len();
+        if (self.sessions as usize) < count {
+            return Err(format!(
+                "sessions ({}) is below the number of scripts ({count}): some would never run",
+                self.sessions
+            ));
+        }
+        Ok(Some(Arc::new(loaded)))
     }
 
     /// The names of the shipped scenarios, sorted.
@@ -463,7 +524,13 @@ mod tests {
     #[test]
     fn every_shipped_scenario_parses() {
         let shipped = Scenario::shipped();
-        for name in ["rebalance", "crash", "partition", "slow-storage"] {
+        for name in [
+            "rebalance",
+            "crash",
+            "partition",
+            "slow-storage",
+            "conversations",
+        ] {
             assert!(shipped.contains(&name.to_owned()), "{name} is missing");
         }
         for name in shipped {
@@ -492,6 +559,41 @@ mod tests {
         assert!(err.contains("mysql_errors"), "{err}");
         let err = Scenario::load("no-such-scenario").unwrap_err().to_string();
         assert!(err.contains("crash"), "lists the known ones: {err}");
+    }
+
+    #[test]
+    fn conversations_need_flows_existing_dirs_and_a_user_per_script() {
+        let base = "nodes = 2\nsessions = 8\nduration_s = 5\n[workload]\n";
+        let err = Scenario::parse(
+            &format!("{base}conversations = \"config/conversations\""),
+            "x",
+        )
+        .unwrap_err();
+        assert!(err.contains("set both or neither"), "{err}");
+        let err = Scenario::parse(
+            &format!("{base}conversations = \"config/nope\"\nflows = \"config/flows\""),
+            "x",
+        )
+        .unwrap_err();
+        let missing = crate::conversations::workspace_root().join("config/nope");
+        assert!(
+            err.contains("workload.conversations") && err.contains(&missing.display().to_string()),
+            "names the path it looked at: {err}"
+        );
+        let err = Scenario::parse(
+            "nodes = 2\nsessions = 3\nduration_s = 5\n[workload]\n\
+             conversations = \"config/conversations\"\nflows = \"config/flows\"",
+            "x",
+        )
+        .unwrap_err();
+        assert!(err.contains("below the number of scripts"), "{err}");
+        let ok = Scenario::parse(
+            &format!("{base}conversations = \"config/conversations\"\nflows = \"config/flows\""),
+            "x",
+        )
+        .unwrap();
+        assert!(ok.conversations.is_some());
+        assert!(Scenario::load("crash").unwrap().conversations.is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Conversation scripts: a conversation as a file of turns, each with what must
 //! come back. Testers write them; `cargo test` runs them against the policy
-//! (here, [`run_script`]) and against a real node over WebSocket.
+//! (here, [`run_script`]) and against a real node over WebSocket, and
+//! `confab-sim` plays them as simulated users of a faulty cluster.
 //!
 //! ```toml
 //! description = "a second draw past the daily limit is refused"

@@ -47,7 +47,7 @@ pub struct Loaded {
     /// Each version's policy, by name.
     pub policies: BTreeMap<String, Arc<dyn Policy>>,
     /// Each version's actions, by version then action name.
-    pub actions: BTreeMap<String, BTreeMap<String, ActionSpec>>,
+    pub actions: BTreeMap<String, Arc<BTreeMap<String, ActionSpec>>>,
     /// Each version's flows and digest, for status.
     pub info: Vec<confab_proto::admin::PolicyVersionInfo>,
     /// The input filter.
@@ -65,7 +65,7 @@ impl Loaded {
         let mut info = Vec::new();
         for (name, version) in set.versions() {
             policies.insert(name.clone(), Arc::clone(version) as Arc<dyn Policy>);
-            actions.insert(name.clone(), version.actions().clone());
+            actions.insert(name.clone(), Arc::new(version.actions().clone()));
             info.push(confab_proto::admin::PolicyVersionInfo {
                 version: name.clone(),
                 flows: version.flow_names(),
@@ -89,7 +89,7 @@ pub struct Chosen {
     /// Filter and policy.
     pub pipeline: Pipeline,
     /// The version's actions.
-    pub actions: BTreeMap<String, ActionSpec>,
+    pub actions: Arc<BTreeMap<String, ActionSpec>>,
 }
 
 struct Current {
@@ -139,7 +139,7 @@ impl Dialog {
         let version = policy.version().to_owned();
         let loaded = Loaded {
             policies: [(version.clone(), policy)].into(),
-            actions: [(version.clone(), BTreeMap::new())].into(),
+            actions: [(version.clone(), Arc::default())].into(),
             info: vec![confab_proto::admin::PolicyVersionInfo {
                 version: version.clone(),
                 flows: Vec::new(),

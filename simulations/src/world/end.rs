@@ -101,10 +101,15 @@ impl World {
                 self.checker
                     .violate(end, "every-turn-answered", None, detail);
             }
-            for (i, (turn_seq, reply_seq)) in
-                self.users[s as usize].acked.clone().into_iter().enumerate()
+            for (msg, (turn_seq, reply_seq)) in self.users[s as usize].acked.clone() {
+                self.check_durable(s, msg, turn_seq, reply_seq, None);
+            }
+            let user = &self.users[s as usize];
+            if let Some(c) = &self.conversations
+                && !user.waiting
+                && c.finished(s, user.msg)
             {
-                self.check_durable(s, i as u32 + 1, turn_seq, reply_seq, None);
+                self.stats.scripts_finished += 1;
             }
         }
     }

@@ -7,6 +7,7 @@
 //! explore interleavings.
 
 use crate::check::{Checker, Distribution};
+use crate::conversations::Conversations;
 use crate::faults::{FaultKind, Schedule};
 use crate::rng::Rng;
 use crate::scenario::Scenario;
@@ -25,16 +26,20 @@ use confab_core::session::{
     Event, RecordedEvent, SessionState, Snapshot, SnapshotKey, may_acknowledge,
 };
 use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_dialog::script::Heard;
 use confab_dialog::{Decision, Pipeline, PipelineOutput, TurnContext};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
 
+mod dialog;
 mod end;
 mod net;
 mod node;
 mod store;
 
-/// What users say, in turn: a shoe-shop conversation, over and over.
+/// What users say, in turn: a shoe-shop conversation, over and over (unless
+/// the scenario gives conversation scripts).
 const SCRIPT: &[&str] = &[
     "hello",
     "do you have running shoes in stock?",
@@ -68,10 +73,15 @@ struct Turn {
 }
 
 /// How a turn was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Answer {
-    /// Acked and replied: the seqs of its `ack` and `reply`.
-    Done { turn_seq: u64, reply_seq: u64 },
+    /// Acked and replied: the seqs of its `ack` and `reply`, and, when users
+    /// play conversation scripts, the reply as a client sees it (slots masked).
+    Done {
+        turn_seq: u64,
+        reply_seq: u64,
+        reply: Option<Box<Heard>>,
+    },
     /// `unavailable`: retry.
     Unavailable,
     /// `overloaded`: retry later.
@@ -303,8 +313,9 @@ struct User {
     waiting: bool,
     sent_at: u64,
     generation: u32,
-    /// The seqs each acked message was answered with (index: msg - 1).
-    acked: Vec<(u64, u64)>,
+    /// The seqs each acked message was answered with, by message number (a
+    /// message the input filter refused has none).
+    acked: BTreeMap<u32, (u64, u64)>,
 }
 
 #[derive(Default)]
@@ -372,6 +383,12 @@ pub struct Stats {
     pub migrations: Distribution,
     /// Migrations made after the faults stopped.
     pub migrations_after_faults: Distribution,
+    /// Answers checked against a conversation script's turn (duplicates too).
+    pub script_answers: u64,
+    /// Of which refusals by the input filter.
+    pub script_refusals: u64,
+    /// Users that said every turn of their script and got its answer.
+    pub scripts_finished: u64,
 }
 
 /// The result of a run.
@@ -414,6 +431,8 @@ pub struct World {
     durable: Durable,
     redis: BTreeMap<u32, u64>,
     pipeline: Pipeline,
+    /// The scripts users play and the flows nodes run, if the scenario gives them.
+    conversations: Option<Arc<Conversations>>,
     key: SnapshotKey,
     active_faults: Vec<usize>,
     liveness_from: u64,
@@ -533,12 +552,13 @@ impl World {
                     waiting: false,
                     sent_at: 0,
                     generation: 0,
-                    acked: Vec::new(),
+                    acked: BTreeMap::new(),
                 })
                 .collect(),
             durable: Durable::default(),
             redis: BTreeMap::new(),
             pipeline: Pipeline::shoe_shop(),
+            conversations: scenario.conversations.clone(),
             key: SnapshotKey::new(*b"confab-sim snapshot key").expect("a long enough key"),
             active_faults: Vec::new(),
             liveness_from,

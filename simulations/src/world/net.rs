@@ -121,6 +121,13 @@ impl World {
             if self.now >= self.quiet_from {
                 return;
             }
+            // A user that played its whole script stops: a second pass in the
+            // same session would start from the slots and counts the first left.
+            if let Some(c) = &self.conversations
+                && c.finished(user, u.msg)
+            {
+                return;
+            }
             u.msg += 1;
             u.waiting = true;
         }
@@ -161,14 +168,19 @@ impl World {
     }
 
     pub(super) fn answered(&mut self, s: u32, msg: u32, answer: Answer, from: usize) {
+        let scripted = self.conversations.is_some();
+        if scripted {
+            self.check_script(s, msg, &answer, from);
+        }
         let u = &self.users[s as usize];
         let current = u.waiting && u.msg == msg;
         match answer {
             Answer::Done {
                 turn_seq,
                 reply_seq,
+                ..
             } => {
-                if let Some(seen) = u.acked.get(msg as usize - 1) {
+                if let Some(seen) = u.acked.get(&msg) {
                     if *seen != (turn_seq, reply_seq) {
                         self.checker.violate(
                             self.now,
@@ -187,12 +199,16 @@ impl World {
                 }
                 self.check_durable(s, msg, turn_seq, reply_seq, Some(from));
                 self.stats.acked += 1;
-                let think = self.scenario.workload.think_ms;
-                let wait = self.users_rng.between(think[0], think[1]);
-                let u = &mut self.users[s as usize];
-                u.acked.push((turn_seq, reply_seq));
-                u.waiting = false;
-                self.wake_later(s, wait);
+                self.users[s as usize]
+                    .acked
+                    .insert(msg, (turn_seq, reply_seq));
+                self.next_turn(s);
+            }
+            // A script's refused text is answered for good: the user goes on.
+            Answer::Refused if scripted => {
+                if current {
+                    self.next_turn(s);
+                }
             }
             Answer::Unavailable | Answer::Overloaded | Answer::Refused => {
                 if answer == Answer::Unavailable {
@@ -206,6 +222,44 @@ impl World {
                     self.wake_later(s, wait);
                 }
             }
+        }
+    }
+
+    /// The user got its answer: it thinks, then says the next thing.
+    fn next_turn(&mut self, s: u32) {
+        let think = self.scenario.workload.think_ms;
+        let wait = self.users_rng.between(think[0], think[1]);
+        self.users[s as usize].waiting = false;
+        self.wake_later(s, wait);
+    }
+
+    /// An answer to a script's turn must be what the turn expects: a reply
+    /// (its intent, text and masked slots) or a refusal. Every answer is
+    /// checked, a duplicate for a retried message id too.
+    fn check_script(&mut self, s: u32, msg: u32, answer: &Answer, from: usize) {
+        let Some(conversations) = self.conversations.clone() else {
+            return;
+        };
+        let heard = match answer {
+            Answer::Done {
+                reply: Some(reply), ..
+            } => reply.as_ref(),
+            Answer::Done { reply: None, .. } => {
+                let detail = format!("u{s} m{msg}: acked with no reply to check");
+                self.checker
+                    .violate(self.now, "conversation-script", Some(from), detail);
+                return;
+            }
+            Answer::Refused => {
+                self.stats.script_refusals += 1;
+                &Heard::Rejected
+            }
+            Answer::Unavailable | Answer::Overloaded => return,
+        };
+        self.stats.script_answers += 1;
+        if let Err(detail) = conversations.check(s, msg, heard) {
+            self.checker
+                .violate(self.now, "conversation-script", Some(from), detail);
         }
     }
 

@@ -229,15 +229,12 @@ impl World {
 
     pub(super) fn committed(&mut self, node: usize, s: u32, result: Result<(), Refusal>) {
         self.record("committed", Some(node), s.into(), result.is_ok().into(), 0);
+        let scripted = self.conversations.is_some();
         let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
             return;
         };
         let Some((turn, events, acked, attempts)) = held.pending.take() else {
             return;
-        };
-        let done = Answer::Done {
-            turn_seq: events[0].seq.0,
-            reply_seq: events[2].seq.0,
         };
         match result {
             Ok(()) => {
@@ -245,7 +242,7 @@ impl World {
                     apply_all(state, &events, &mut self.checker, self.now, node, s);
                 }
                 if !acked && may_acknowledge(true) {
-                    self.answer(node, turn, done);
+                    self.answer(node, turn, dialog::done_answer(&events, scripted));
                 }
                 self.session_input(node, s, HInput::Served);
             }
