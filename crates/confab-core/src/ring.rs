@@ -84,7 +84,12 @@ impl Ring {
 
     /// The member that owns this uid, or `None` on an empty ring.
     pub fn owner(&self, uid: &Uid) -> Option<&NodeId> {
-        self.ring.get(&RingKey(uid)).map(|vnode| &vnode.node)
+        self.vnode_of(uid).map(|vnode| &vnode.node)
+    }
+
+    /// The virtual node this uid falls on, or `None` on an empty ring.
+    pub fn vnode_of(&self, uid: &Uid) -> Option<&VNode> {
+        self.ring.get(&RingKey(uid))
     }
 
     /// The ring position (64-bit hash) of a virtual node.

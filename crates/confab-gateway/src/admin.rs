@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use confab_core::Uid;
 use confab_proto::admin::{
     AdminError, CanarySet, DlqEntryBody, DlqList, DlqReplay, DlqReplayOutcome, DlqReplayReport,
-    NodeStatus, ReloadReport,
+    MemberView, NodeStatus, NodesView, ReloadReport, RingView, SessionLocation, VNodeView,
 };
 use confab_runtime::TurnError;
 use confab_runtime::dialog::DialogError;
@@ -40,6 +40,9 @@ pub(crate) fn routes() -> axum::Router<Gateway> {
         .route("/dlq", get(dlq_list))
         .route("/dlq/replay", post(dlq_replay))
         .route("/sessions/{uid}", get(session_show))
+        .route("/sessions/{uid}/locate", get(session_locate))
+        .route("/ring", get(ring))
+        .route("/nodes", get(nodes))
         .fallback(not_found)
 }
 
@@ -312,4 +315,62 @@ async fn session_show(
         .await
         .map(Json)
         .map_err(|e| turn_error(&e))
+}
+
+fn vnode_view(vnode: &confab_core::ring::VNode) -> VNodeView {
+    VNodeView {
+        position: confab_core::ring::Ring::position(vnode),
+        node: vnode.node.to_string(),
+        index: vnode.index,
+    }
+}
+
+async fn ring(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<RingView> {
+    authorize(&gw, &headers)?;
+    let ring = gw.runtime.ring();
+    Ok(Json(RingView {
+        epoch: ring.epoch().0,
+        nodes: ring.members().map(ToString::to_string).collect(),
+        vnodes: ring.vnodes().iter().map(|(_, v)| vnode_view(v)).collect(),
+    }))
+}
+
+async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<NodesView> {
+    authorize(&gw, &headers)?;
+    let ring = gw.runtime.ring();
+    let me = gw.runtime.node_id();
+    Ok(Json(NodesView {
+        epoch: ring.epoch().0,
+        nodes: ring
+            .members()
+            .map(|id| MemberView {
+                id: id.to_string(),
+                status: "up".into(),
+                vnodes: confab_core::ring::VNODES_PER_NODE,
+                this_node: id == me,
+            })
+            .collect(),
+    }))
+}
+
+async fn session_locate(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> AdminResult<SessionLocation> {
+    authorize(&gw, &headers)?;
+    let uid = Uid::new(uid).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let ring = gw.runtime.ring();
+    let vnode = ring.vnode_of(&uid).ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ring is empty: no member is up",
+        )
+    })?;
+    Ok(Json(SessionLocation {
+        uid: uid.to_string(),
+        owner: vnode.node.to_string(),
+        epoch: ring.epoch().0,
+        vnode: vnode_view(vnode),
+    }))
 }

@@ -14,6 +14,9 @@
 //! | `GET /admin/v1/dlq?limit=N` | | [`DlqList`] |
 //! | `POST /admin/v1/dlq/replay` | [`DlqReplay`] | [`DlqReplayReport`] |
 //! | `GET /admin/v1/sessions/{uid}` | | [`SessionView`] |
+//! | `GET /admin/v1/sessions/{uid}/locate` | | [`SessionLocation`] |
+//! | `GET /admin/v1/ring` | | [`RingView`] |
+//! | `GET /admin/v1/nodes` | | [`NodesView`] |
 //!
 //! Every error is an HTTP status of 400 or more with an [`AdminError`] body.
 
@@ -214,4 +217,62 @@ pub struct SessionView {
     pub policy: String,
     /// An action started and not yet finished, if any.
     pub pending_action: Option<String>,
+}
+
+/// One virtual node of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VNodeView {
+    /// Its position on the ring (the pinned 64-bit hash).
+    pub position: u64,
+    /// The member that owns it.
+    pub node: String,
+    /// Its index among its member's virtual nodes.
+    pub index: u32,
+}
+
+/// `GET /admin/v1/ring`: the ring this node routes by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingView {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its members, sorted.
+    pub nodes: Vec<String>,
+    /// Every virtual node, in ring order.
+    pub vnodes: Vec<VNodeView>,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Its id.
+    pub id: String,
+    /// `joining`, `up`, `draining` or `down`.
+    pub status: String,
+    /// Its virtual nodes on the ring.
+    pub vnodes: u32,
+    /// Whether it is the node answering.
+    pub this_node: bool,
+}
+
+/// `GET /admin/v1/nodes`: the members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesView {
+    /// The ring epoch.
+    pub epoch: u64,
+    /// The members, sorted by id.
+    pub nodes: Vec<MemberView>,
+}
+
+/// `GET /admin/v1/sessions/{uid}/locate`: where a session lives, without
+/// touching it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLocation {
+    /// The user.
+    pub uid: String,
+    /// The member that owns it on the ring.
+    pub owner: String,
+    /// The ring epoch.
+    pub epoch: u64,
+    /// The virtual node it falls on.
+    pub vnode: VNodeView,
 }

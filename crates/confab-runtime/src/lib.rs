@@ -244,6 +244,8 @@ pub(crate) struct Shared {
     pub(crate) actions: ActionRunner,
     pub(crate) stages: Stages,
     pub(crate) epoch: Epoch,
+    /// The ring the node routes by (this node alone until the cluster lands).
+    pub(crate) ring: Arc<confab_core::ring::Ring>,
 }
 
 fn unexpected(answer: &SessionAnswer) -> TurnError {
@@ -315,6 +317,10 @@ impl Runtime {
             actions: ActionRunner::new(config.actions.clone()),
             stages: Stages::from_config(&config.stages),
             epoch: config.epoch,
+            ring: Arc::new(confab_core::ring::Ring::new(
+                config.epoch,
+                [config.node_id.clone()],
+            )),
             config,
             store,
             committer,
@@ -338,7 +344,7 @@ impl Runtime {
             Router,
             router::RouterArgs {
                 node_id: shared.config.node_id.clone(),
-                epoch: shared.epoch,
+                ring: Arc::clone(&shared.ring),
                 supervisor: supervisor.clone(),
             },
         )
@@ -474,6 +480,11 @@ impl Runtime {
     /// The ring epoch the node owns sessions at.
     pub fn epoch(&self) -> Epoch {
         self.shared.epoch
+    }
+
+    /// The ring the node routes by.
+    pub fn ring(&self) -> &confab_core::ring::Ring {
+        &self.shared.ring
     }
 
     /// Every reply of `uid` with a seq above `after`, up to `limit`, in seq order,

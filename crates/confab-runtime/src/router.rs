@@ -8,8 +8,9 @@
 use crate::supervisor::SupervisorMsg;
 use crate::{SessionRequest, TurnError, TurnRequest};
 use confab_core::ring::Ring;
-use confab_core::{Epoch, NodeId, Uid};
+use confab_core::{NodeId, Uid};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
 
 /// Messages to the Router.
 pub enum RouterMsg {
@@ -25,14 +26,14 @@ pub struct Router;
 /// Its arguments.
 pub struct RouterArgs {
     pub(crate) node_id: NodeId,
-    pub(crate) epoch: Epoch,
+    pub(crate) ring: Arc<Ring>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
 }
 
 /// Its state.
 pub struct RouterState {
     node_id: NodeId,
-    ring: Ring,
+    ring: Arc<Ring>,
     supervisor: ActorRef<SupervisorMsg>,
 }
 
@@ -47,7 +48,7 @@ impl Actor for Router {
         args: RouterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(RouterState {
-            ring: Ring::new(args.epoch, [args.node_id.clone()]),
+            ring: args.ring,
             node_id: args.node_id,
             supervisor: args.supervisor,
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use confab_proto::admin::{
     ADMIN_PREFIX, AdminError, CanarySet, CanaryStatus, DlqList, DlqReplay, DlqReplayReport,
-    NodeStatus, PolicyStatus, ReloadReport, SessionView,
+    NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView, SessionLocation, SessionView,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -177,6 +177,29 @@ impl AdminClient {
             ));
         }
         self.call(Method::GET, self.endpoint(&["sessions", uid]), None::<&()>)
+            .await
+    }
+
+    /// `GET /admin/v1/sessions/{uid}/locate`.
+    pub(crate) async fn locate(&self, uid: &str) -> anyhow::Result<Reply<SessionLocation>> {
+        if uid == "." || uid == ".." {
+            return Err(anyhow!(
+                "the uid {uid:?} cannot be looked up over HTTP; it is a path step"
+            ));
+        }
+        let url = self.endpoint(&["sessions", uid, "locate"]);
+        self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `GET /admin/v1/ring`.
+    pub(crate) async fn ring(&self) -> anyhow::Result<Reply<RingView>> {
+        self.call(Method::GET, self.endpoint(&["ring"]), None::<&()>)
+            .await
+    }
+
+    /// `GET /admin/v1/nodes`.
+    pub(crate) async fn nodes(&self) -> anyhow::Result<Reply<NodesView>> {
+        self.call(Method::GET, self.endpoint(&["nodes"]), None::<&()>)
             .await
     }
 

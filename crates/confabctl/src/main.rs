@@ -69,6 +69,10 @@ enum Verb {
     /// One user's session.
     #[command(subcommand)]
     Session(SessionVerb),
+    /// The ring: every virtual node and its owner.
+    Ring,
+    /// The cluster's members.
+    Nodes,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +132,11 @@ struct ReplayArgs {
 enum SessionVerb {
     /// A session's slots (sensitive ones masked), seq, owner and epoch.
     Show {
+        /// The user id.
+        uid: String,
+    },
+    /// Which node owns a uid on the ring (the session is not touched).
+    Locate {
         /// The user id.
         uid: String,
     },
@@ -205,6 +214,11 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
         Verb::Session(SessionVerb::Show { uid }) => {
             show(client.session(&uid).await?, json, render::session)
         }
+        Verb::Session(SessionVerb::Locate { uid }) => {
+            show(client.locate(&uid).await?, json, render::locate)
+        }
+        Verb::Ring => show(client.ring().await?, json, render::ring),
+        Verb::Nodes => show(client.nodes().await?, json, render::nodes),
     }
 }
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use confab_proto::admin::{
-    CanaryStatus, DlqList, DlqReplayReport, NodeStatus, PolicyStatus, PolicyVersionInfo,
-    ReloadReport, SessionView,
+    CanaryStatus, DlqList, DlqReplayReport, NodeStatus, NodesView, PolicyStatus, PolicyVersionInfo,
+    ReloadReport, RingView, SessionLocation, SessionView,
 };
 
 /// Digits of a policy digest shown in tables: enough to tell versions apart.
@@ -242,6 +242,56 @@ pub(crate) fn session(view: &SessionView) -> String {
     }
     out.push_str(&table.render());
     out
+}
+
+/// `ring`: every virtual node with its owner, in ring order.
+pub(crate) fn ring(view: &RingView) -> String {
+    let mut out = fields(&[
+        ("epoch", view.epoch.to_string()),
+        ("members", view.nodes.join(",")),
+        ("vnodes", view.vnodes.len().to_string()),
+    ]);
+    out.push_str("\n\n");
+    let mut table = Table::new(&["POSITION", "NODE", "VNODE"]);
+    for vnode in &view.vnodes {
+        table.row([
+            format!("{:016x}", vnode.position),
+            vnode.node.clone(),
+            vnode.index.to_string(),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+/// `nodes`: the members.
+pub(crate) fn nodes(view: &NodesView) -> String {
+    let mut table = Table::new(&["NODE", "STATUS", "VNODES", ""]);
+    for node in &view.nodes {
+        table.row([
+            node.id.clone(),
+            node.status.clone(),
+            node.vnodes.to_string(),
+            if node.this_node { "(this node)" } else { "" }.to_owned(),
+        ]);
+    }
+    format!("epoch {}\n\n{}", view.epoch, table.render())
+}
+
+/// `session locate`: the owner of a uid on the ring.
+pub(crate) fn locate(location: &SessionLocation) -> String {
+    fields(&[
+        ("uid", location.uid.clone()),
+        ("owner", location.owner.clone()),
+        ("epoch", location.epoch.to_string()),
+        (
+            "vnode",
+            format!(
+                "{}#{} at {:016x}",
+                location.vnode.node, location.vnode.index, location.vnode.position
+            ),
+        ),
+    ])
 }
 
 #[cfg(test)]

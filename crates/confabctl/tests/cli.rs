@@ -38,7 +38,9 @@ fn help_lists_every_verb() {
     let output = confabctl(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
-    for verb in ["status", "policy", "canary", "dlq", "session"] {
+    for verb in [
+        "status", "policy", "canary", "dlq", "session", "ring", "nodes",
+    ] {
         assert!(help.contains(verb), "--help lacks {verb}:\n{help}");
     }
     for option in ["--node", "--token", "--json", "--timeout-ms", "CONFAB_NODE"] {
@@ -48,7 +50,7 @@ fn help_lists_every_verb() {
         ("policy", &["status", "reload"][..]),
         ("canary", &["set", "status", "rollback", "promote"][..]),
         ("dlq", &["list", "replay"][..]),
-        ("session", &["show"][..]),
+        ("session", &["show", "locate"][..]),
     ];
     for (verb, subs) in sub_verbs {
         let output = confabctl(&[verb, "--help"]);
