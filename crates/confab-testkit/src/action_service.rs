@@ -43,6 +43,9 @@ struct Seen {
 }
 
 struct Inner {
+    /// Set by [`ActionService::stop`]: every call gets 503, also on connections
+    /// already open (which outlive the listener).
+    down: std::sync::atomic::AtomicBool,
     mode: Mutex<Mode>,
     seen: Mutex<Seen>,
     release: Notify,
@@ -62,6 +65,7 @@ impl ActionService {
     /// Starts the service on a free port of 127.0.0.1 (on the current tokio runtime).
     pub async fn start() -> Self {
         let inner = Arc::new(Inner {
+            down: std::sync::atomic::AtomicBool::new(false),
             mode: Mutex::new(Mode::Serve),
             seen: Mutex::new(Seen::default()),
             release: Notify::new(),
@@ -123,8 +127,12 @@ impl ActionService {
             .clone()
     }
 
-    /// Stops serving (connections are refused from now on).
+    /// Goes down: new connections are refused, and calls on connections
+    /// already open get 503.
     pub fn stop(&self) {
+        self.inner
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
     }
 }
@@ -191,39 +199,49 @@ async fn draw(
     Ok(Json(serde_json::json!({ "prize": prize })))
 }
 
-fn stage_text(inner: &Inner, path: &str, body: &serde_json::Value) -> String {
+type StageAnswer = Result<Json<serde_json::Value>, (StatusCode, String)>;
+
+fn stage_text(
+    inner: &Inner,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<String, (StatusCode, String)> {
+    if inner.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "down".into()));
+    }
     inner
         .seen
         .lock()
         .expect("seen lock")
         .stage_calls
         .push(path.to_owned());
-    body.get("text")
+    Ok(body
+        .get("text")
         .and_then(|t| t.as_str())
         .unwrap_or_default()
-        .to_owned()
+        .to_owned())
 }
 
 async fn stage_upper(
     State(inner): State<Arc<Inner>>,
     Json(body): Json<serde_json::Value>,
-) -> Json<serde_json::Value> {
-    let text = stage_text(&inner, "upper", &body);
-    Json(serde_json::json!({ "text": text.to_uppercase() }))
+) -> StageAnswer {
+    let text = stage_text(&inner, "upper", &body)?;
+    Ok(Json(serde_json::json!({ "text": text.to_uppercase() })))
 }
 
 async fn stage_prefix(
     State(inner): State<Arc<Inner>>,
     Json(body): Json<serde_json::Value>,
-) -> Json<serde_json::Value> {
-    let text = stage_text(&inner, "prefix", &body);
-    Json(serde_json::json!({ "text": format!("【AI】{text}") }))
+) -> StageAnswer {
+    let text = stage_text(&inner, "prefix", &body)?;
+    Ok(Json(serde_json::json!({ "text": format!("【AI】{text}") })))
 }
 
 async fn stage_replace(
     State(inner): State<Arc<Inner>>,
     Json(body): Json<serde_json::Value>,
-) -> Json<serde_json::Value> {
-    let text = stage_text(&inner, "replace", &body);
-    Json(serde_json::json!({ "text": text.replace("三十九", "39") }))
+) -> StageAnswer {
+    let text = stage_text(&inner, "replace", &body)?;
+    Ok(Json(serde_json::json!({ "text": text.replace("三十九", "39") })))
 }
