@@ -243,5 +243,7 @@ async fn stage_replace(
     Json(body): Json<serde_json::Value>,
 ) -> StageAnswer {
     let text = stage_text(&inner, "replace", &body)?;
-    Ok(Json(serde_json::json!({ "text": text.replace("三十九", "39") })))
+    Ok(Json(
+        serde_json::json!({ "text": text.replace("三十九", "39") }),
+    ))
 }

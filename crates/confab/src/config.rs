@@ -363,6 +363,47 @@ mod tests {
     }
 
     #[test]
+    fn dialog_stages_are_read_from_the_file_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            let stage = "[[dialog.stages]]\nname = \"llm\"\nat = \"after_reply\"\n\
+                         url = \"URL\"\ntimeout_ms = 800\nretries = 1\non_error = \"skip\"\n";
+            jail.create_file(
+                "ok.toml",
+                &stage.replace("URL", "http://127.0.0.1:9100/rewrite"),
+            )?;
+            let config = Config::load(Some(Path::new("ok.toml")), Figment::new()).unwrap();
+            let stages = &config.dialog.stages;
+            assert_eq!(stages.len(), 1);
+            assert_eq!(
+                (stages[0].at, stages[0].on_error, stages[0].timeout_ms),
+                (
+                    confab_runtime::stages::StagePoint::AfterReply,
+                    confab_runtime::stages::OnError::Skip,
+                    800
+                )
+            );
+            jail.create_file(
+                "tls.toml",
+                &stage.replace("URL", "https://llm.example/rewrite"),
+            )?;
+            let err = Config::load(Some(Path::new("tls.toml")), Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("http://"), "{err}");
+            jail.create_file(
+                "at.toml",
+                &stage
+                    .replace("after_reply", "whenever")
+                    .replace("URL", "http://x"),
+            )?;
+            let err = Config::load(Some(Path::new("at.toml")), Figment::new()).unwrap_err();
+            assert!(format!("{err:#}").contains("whenever"), "{err:#}");
+            jail.create_file("retries.toml", "[dialog]\naction_max_retries = 99\n")?;
+            let err = Config::load(Some(Path::new("retries.toml")), Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("action_max_retries"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_are_named() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[store]\nsqlite_synchronous = \"sometimes\"\n")?;
