@@ -311,6 +311,8 @@ impl Runtime {
             },
         );
         let snapshotter = Snapshotter::start(Arc::clone(&store), config.resident_sessions_max);
+        // The split in force before the first turn, not one poll later.
+        dialog.poll(store.as_ref()).await;
         dialog.spawn_polling(Arc::clone(&store));
         let shared = Arc::new(Shared {
             snapshotter,

@@ -199,15 +199,22 @@ impl SessionActorState {
     async fn loaded(&mut self) -> Result<&SessionState, Failure> {
         if self.session.is_none() {
             let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
-            let pending = session.pending_action().is_some();
+            if session.pending_action().is_some() {
+                warn!(uid = %self.uid, "an action was left pending; running it again under its key");
+                metrics::counter!("confab_actions_resumed_total").increment(1);
+            }
             self.session = Some(session);
             self.snapshot_seq = snapshot_seq;
             self.stored_seq.store(snapshot_seq.0, Ordering::Release);
-            if pending {
-                warn!(uid = %self.uid, "an action was left pending; running it again under its key");
-                metrics::counter!("confab_actions_resumed_total").increment(1);
-                self.finish_pending().await?;
-            }
+        }
+        // Pending after a load, or after a turn whose action could not be closed
+        // (the dead-letter queue or the store failed): close it before anything.
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.pending_action().is_some())
+        {
+            self.finish_pending().await?;
         }
         self.session.as_ref().ok_or_else(|| {
             Failure::Turn(TurnError::Internal(

@@ -262,6 +262,12 @@ async fn a_canary_takes_its_uid_tails_on_every_node_and_a_rollback_returns_every
     let (_, stdout, _) = confabctl(&b, &["--json", "canary", "status"]).await;
     let status: CanaryStatus = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status.canary.as_deref(), Some("v2"));
+    // A node that restarts serves the stored split from its first turn.
+    drop(on_b);
+    b.stop().await;
+    let b = start_on_flows(&data, &flows).await;
+    let mut on_b = Client::as_uid(&b, "40021").await;
+    assert_eq!(say_text(&mut on_b, "after-restart", "你好").await.1, "v2");
 
     // Bad splits are refused and change nothing.
     let (code, _, stderr) = confabctl(&a, &["canary", "set", "v9", "--tails", "3"]).await;
