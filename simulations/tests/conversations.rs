@@ -129,7 +129,7 @@ fn an_http_action_fails_in_the_simulator_and_its_flow_says_so() {
         "uid = \"1\"\n\
          [[turns]]\nsay = \"我要抽奖\"\nintent = \"lottery_draw\"\n\
          [[turns]]\nsay = \"2号\"\nreply = \"确认\"\nslots = { box = \"2\" }\n\
-         [[turns]]\nsay = \"是\"\nreply = \"稍后会自动补发\"\nabsent = [\"box\"]\n",
+         [[turns]]\nsay = \"是\"\nreply = \"我们处理后会为您补发\"\nabsent = [\"box\"]\n",
     );
     let text = scenario_text(scripts.to_str().unwrap(), flows.to_str().unwrap(), 3);
     let scenario = Scenario::parse(&text, "http").unwrap();

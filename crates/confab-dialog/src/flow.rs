@@ -275,6 +275,16 @@ impl PolicyVersion {
         names
     }
 
+    /// Its slots whose values are masked wherever they leave the session (the
+    /// phone and address slots, whatever their names).
+    pub fn sensitive_slots(&self) -> std::collections::BTreeSet<String> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| slot.sensitive())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The actions its flows call, by name.
     pub fn actions(&self) -> &BTreeMap<String, ActionSpec> {
         &self.actions

@@ -232,6 +232,22 @@ pub fn mask(value: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
 }
 
+/// The slots as they may leave the session: values of [`SENSITIVE_SLOTS`] and
+/// of the slots named in `sensitive` (a policy's phone and address slots) masked.
+pub fn masked_with(slots: &Slots, sensitive: &std::collections::BTreeSet<String>) -> Slots {
+    slots
+        .iter()
+        .map(|(k, v)| {
+            let value = if sensitive.contains(k) {
+                mask(v)
+            } else {
+                mask_value(k, v)
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
 /// The slots as they may leave the session: sensitive values masked.
 pub fn masked(slots: &Slots) -> Slots {
     slots

@@ -25,8 +25,9 @@ use serde::Deserialize;
 
 /// Entries listed per `GET /admin/v1/dlq`, at most.
 pub const DLQ_LIST_MAX: usize = 1000;
-/// Entries replayed per `dlq replay --all` request, at most; run it again for more.
-pub const DLQ_REPLAY_ALL_MAX: usize = 1000;
+/// Entries replayed per `dlq replay --all` request, at most; run it again for
+/// more (each replay runs an action with all its retries).
+pub const DLQ_REPLAY_ALL_MAX: usize = 100;
 
 /// The admin routes, to nest under [`confab_proto::admin::ADMIN_PREFIX`].
 pub(crate) fn routes() -> axum::Router<Gateway> {
@@ -56,6 +57,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         }),
     )
         .into_response()
+}
+
+/// A layer on every admin route: the token is checked before anything else
+/// (a bad query or body of an unauthenticated caller gets 401, not 400).
+pub(crate) async fn require_admin(
+    State(gw): State<Gateway>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&gw, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
 }
 
 /// The caller must hold an `admin` token.
@@ -216,13 +230,14 @@ struct DlqQuery {
     limit: Option<usize>,
 }
 
-fn entry_body(e: &DeadLetter) -> DlqEntryBody {
+fn entry_body(e: &DeadLetter, gw: &Gateway) -> DlqEntryBody {
     DlqEntryBody {
         id: e.id,
         uid: e.uid.to_string(),
         seq: e.seq.0,
         action: e.action.clone(),
-        args: e.args.clone(),
+        // Arguments are slot values: sensitive ones stay masked here too.
+        args: gw.runtime.dialog().masked(&e.args),
         reason: e.reason.clone(),
         attempts: e.attempts,
         created_ms: e.created_ms,
@@ -253,7 +268,7 @@ async fn dlq_list(
         .map_err(|e| store_error(&e))?;
     Ok(Json(DlqList {
         depth,
-        entries: entries.iter().map(entry_body).collect(),
+        entries: entries.iter().map(|e| entry_body(e, &gw)).collect(),
     }))
 }
 

@@ -93,7 +93,13 @@ impl Gateway {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .route("/", get(chat_page))
-            .nest(confab_proto::admin::ADMIN_PREFIX, admin::routes())
+            .nest(
+                confab_proto::admin::ADMIN_PREFIX,
+                admin::routes().route_layer(axum::middleware::from_fn_with_state(
+                    self.clone(),
+                    admin::require_admin,
+                )),
+            )
             .with_state(self)
     }
 }

@@ -52,6 +52,9 @@ pub struct Loaded {
     pub info: Vec<confab_proto::admin::PolicyVersionInfo>,
     /// The input filter.
     pub filter: Arc<dyn InputFilter>,
+    /// Slots masked wherever they leave a session, beyond the fixed names:
+    /// every version's phone and address slots.
+    pub sensitive: Arc<std::collections::BTreeSet<String>>,
     /// When it was loaded, ms since the Unix epoch.
     pub loaded_ms: u64,
     /// The dir's fingerprint when read (names, sizes, mtimes).
@@ -63,7 +66,9 @@ impl Loaded {
         let mut policies = BTreeMap::new();
         let mut actions = BTreeMap::new();
         let mut info = Vec::new();
+        let mut sensitive = std::collections::BTreeSet::new();
         for (name, version) in set.versions() {
+            sensitive.extend(version.sensitive_slots());
             policies.insert(name.clone(), Arc::clone(version) as Arc<dyn Policy>);
             actions.insert(name.clone(), Arc::new(version.actions().clone()));
             info.push(confab_proto::admin::PolicyVersionInfo {
@@ -77,6 +82,7 @@ impl Loaded {
             actions,
             info,
             filter: Arc::clone(set.filter()) as Arc<dyn InputFilter>,
+            sensitive: Arc::new(sensitive),
             loaded_ms: now_ms(),
             fingerprint,
         }
@@ -108,6 +114,8 @@ struct Current {
 #[derive(Clone)]
 pub struct Dialog {
     current: Arc<RwLock<Current>>,
+    /// Held while a reload reads and compiles.
+    reloading: Arc<std::sync::Mutex<()>>,
     /// `None` for a fixed policy.
     source: Option<Arc<DialogConfig>>,
 }
@@ -146,6 +154,7 @@ impl Dialog {
                 digest: String::new(),
             }],
             filter: Arc::clone(pipeline.filter()),
+            sensitive: Arc::default(),
             loaded_ms: now_ms(),
             fingerprint: String::new(),
         };
@@ -158,6 +167,7 @@ impl Dialog {
                 last_error: None,
                 refused_fingerprint: None,
             })),
+            reloading: Arc::default(),
             source: None,
         }
     }
@@ -194,6 +204,7 @@ impl Dialog {
                 last_error: None,
                 refused_fingerprint: None,
             })),
+            reloading: Arc::default(),
             source: Some(Arc::new(config)),
         })
     }
@@ -227,6 +238,16 @@ impl Dialog {
         }
     }
 
+    /// Slots masked wherever they leave a session, beyond the fixed names.
+    pub fn sensitive(&self) -> Arc<std::collections::BTreeSet<String>> {
+        Arc::clone(&self.read().loaded.sensitive)
+    }
+
+    /// `slots` as they may leave a session: every sensitive value masked.
+    pub fn masked(&self, slots: &confab_core::session::Slots) -> confab_core::session::Slots {
+        confab_dialog::masked_with(slots, &self.read().loaded.sensitive)
+    }
+
     /// The policy status for the admin API.
     pub fn status(&self) -> confab_proto::admin::PolicyStatus {
         let current = self.read();
@@ -253,12 +274,34 @@ impl Dialog {
     /// is kept for status until a reload succeeds.
     pub fn reload(&self) -> Result<(), DialogError> {
         let source = self.source.as_ref().ok_or(DialogError::Fixed)?;
+        // One reload at a time: an older compile never replaces a newer one.
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken before the files are read: a file changed while they are read
+        // makes the next poll see a difference and read them again.
+        let before = fingerprint(&source.flows_dir).unwrap_or_default();
         let compiled = read_flows_dir(&source.flows_dir)
-            .and_then(|(files, fp)| PolicySet::compile(&files).map(|set| (set, fp)));
+            .and_then(|(files, _)| PolicySet::compile(&files))
+            .and_then(|set| {
+                let rollout = self.read().rollout.clone();
+                for version in std::iter::once(&rollout.stable).chain(rollout.canary.as_ref()) {
+                    if set.version(version).is_none() {
+                        return Err(FlowError {
+                            file: version.clone(),
+                            line: None,
+                            column: None,
+                            message: format!(
+                                "version {version} serves users (see canary status) but its folder is gone; \
+                                 restore it, or move users off it first (canary rollback / promote)"
+                            ),
+                        });
+                    }
+                }
+                Ok(set)
+            });
         let mut current = self.write();
         match compiled {
-            Ok((set, fingerprint)) => {
-                let loaded = Loaded::from_set(&set, fingerprint);
+            Ok(set) => {
+                let loaded = Loaded::from_set(&set, before);
                 info!(versions = loaded.policies.len(), "flows reloaded");
                 metrics::counter!("confab_policy_reloads_total", "result" => "ok").increment(1);
                 current.loaded = Arc::new(loaded);
@@ -272,7 +315,7 @@ impl Dialog {
                     .increment(1);
                 // Remember what was refused, so that polling does not retry
                 // the same bad files every tick.
-                current.refused_fingerprint = fingerprint(&source.flows_dir).ok();
+                current.refused_fingerprint = Some(before);
                 current.last_error = Some(e.clone());
                 Err(DialogError::Flows(e))
             }

@@ -43,6 +43,13 @@ use crate::router::{Router, RouterMsg};
 use crate::snapshotter::Snapshotter;
 use crate::supervisor::{SessionSupervisor, SupervisorArgs, SupervisorMsg};
 
+/// How often `confab_dlq_depth` is read again from the store.
+const DLQ_DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+/// A dead-letter replay may take this many turn timeouts: the action runs
+/// with all its retries.
+const REPLAY_TIMEOUT_TURNS: u32 = 10;
+
 /// Events read from the store per page when a session is rebuilt or resumed.
 pub const EVENTS_PAGE_MAX: usize = 512;
 
@@ -137,8 +144,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The reply carried by a `ReplyProduced` event, masked; `None` for other events.
-    pub fn from_event(recorded: &RecordedEvent) -> Option<Self> {
+    /// The reply carried by a `ReplyProduced` event, masked (the fixed names and
+    /// `sensitive`); `None` for other events.
+    pub fn from_event(
+        recorded: &RecordedEvent,
+        sensitive: &std::collections::BTreeSet<String>,
+    ) -> Option<Self> {
         match &recorded.event {
             Event::ReplyProduced {
                 message_id,
@@ -152,7 +163,7 @@ impl Reply {
                 seq: recorded.seq,
                 text: text.clone(),
                 intent: intent.clone(),
-                slots: confab_dialog::masked(slots),
+                slots: confab_dialog::masked_with(slots, sensitive),
                 policy: policy.clone(),
             }),
             _ => None,
@@ -329,6 +340,18 @@ impl Runtime {
             dialog,
         });
         publish_dlq_depth(shared.store.as_ref()).await;
+        // Other nodes on the store change the queue too: refresh the gauge.
+        {
+            let store = Arc::clone(&shared.store);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(DLQ_DEPTH_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    publish_dlq_depth(store.as_ref()).await;
+                }
+            });
+        }
         let (supervisor, _) = Actor::spawn(
             None,
             SessionSupervisor,
@@ -458,7 +481,11 @@ impl Runtime {
 
     async fn request(&self, uid: Uid, ask: SessionAsk) -> Result<SessionAnswer, TurnError> {
         let permit = self.inflight_permit()?;
-        self.ask(|reply| {
+        let timeout = match ask {
+            SessionAsk::Replay(_) => self.shared.config.turn_timeout * REPLAY_TIMEOUT_TURNS,
+            _ => self.shared.config.turn_timeout,
+        };
+        self.ask_within(timeout, |reply| {
             RouterMsg::Request(SessionRequest {
                 uid,
                 ask,
@@ -508,7 +535,8 @@ impl Runtime {
                 .map_err(|e| TurnError::Unavailable(e.to_string()))?;
             let Some(last) = page.last() else { break };
             cursor = last.seq;
-            replies.extend(page.iter().filter_map(Reply::from_event));
+            let sensitive = self.shared.dialog.sensitive();
+            replies.extend(page.iter().filter_map(|e| Reply::from_event(e, &sensitive)));
             if page.len() < EVENTS_PAGE_MAX {
                 break;
             }
@@ -564,15 +592,20 @@ impl Runtime {
         &self,
         build: impl FnOnce(ractor::RpcReplyPort<Result<T, TurnError>>) -> RouterMsg,
     ) -> Result<Result<T, TurnError>, TurnError> {
-        match self
-            .router
-            .call(build, Some(self.shared.config.turn_timeout))
+        self.ask_within(self.shared.config.turn_timeout, build)
             .await
-        {
+    }
+
+    async fn ask_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        build: impl FnOnce(ractor::RpcReplyPort<Result<T, TurnError>>) -> RouterMsg,
+    ) -> Result<Result<T, TurnError>, TurnError> {
+        match self.router.call(build, Some(timeout)).await {
             Ok(CallResult::Success(result)) => Ok(result),
             Ok(CallResult::Timeout) => Err(TurnError::Internal(format!(
                 "no answer within {} ms; the turn may still be recorded: retry with the same id",
-                self.shared.config.turn_timeout.as_millis()
+                timeout.as_millis()
             ))),
             Ok(CallResult::SenderError) => Err(TurnError::Internal(
                 "the session failed while handling the turn: retry with the same id".into(),

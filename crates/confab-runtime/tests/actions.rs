@@ -236,3 +236,62 @@ async fn external_stages_change_the_text_and_a_failing_one_is_skipped_or_fails_t
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_slot_under_any_name_is_masked_wherever_it_leaves_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(flows.join("v1")).unwrap();
+    std::fs::write(
+        flows.join("v1/contact.toml"),
+        r#"
+[[intents]]
+name = "contact"
+keywords = ["联系"]
+
+[slots.mobile]
+type = "phone"
+prompt = "your number?"
+invalid = "{value} is not a number"
+
+[[steps]]
+ask = "mobile"
+
+[[steps]]
+reply = "we will call {mobile}"
+"#,
+    )
+    .unwrap();
+    let rt = start_on(store(dir.path()).await, fast_config(1, 1), &flows).await;
+    let refused = rt
+        .turn(uid("p1"), mid("m-1"), "联系我 138 1234 567".into())
+        .await
+        .unwrap();
+    assert!(
+        !refused.reply.text.contains("1234"),
+        "{}",
+        refused.reply.text
+    );
+    let done = rt
+        .turn(uid("p1"), mid("m-2"), "13812345678".into())
+        .await
+        .unwrap();
+    assert_eq!(done.reply.text, "we will call 138****5678");
+    assert_eq!(done.reply.slots["mobile"], "138****5678");
+    let again = rt
+        .turn(uid("p1"), mid("m-2"), "13812345678".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.reply.slots["mobile"], "138****5678",
+        "a duplicate too"
+    );
+    let view = rt.show(uid("p1")).await.unwrap();
+    assert_eq!(view.slots["mobile"], "138****5678");
+    let resumed = rt.replies_after(&uid("p1"), Seq(0), 10).await.unwrap();
+    assert!(
+        resumed
+            .iter()
+            .all(|r| r.slots.get("mobile").is_none_or(|m| m == "138****5678"))
+    );
+}

@@ -121,7 +121,12 @@ impl PolicyVersion {
                     let def = &self.slots[slot];
                     if let Some(value) = run.refused.get(slot) {
                         let mut extra = run.extra.clone();
-                        extra.insert("value".into(), value.clone());
+                        let shown = if def.sensitive() {
+                            crate::mask(value)
+                        } else {
+                            crate::mask_value(slot, value)
+                        };
+                        extra.insert("value".into(), shown);
                         let text = match &def.invalid {
                             Some(invalid) => self.render(invalid, &run.slots, &extra),
                             None => self.render(&def.prompt, &run.slots, &extra),
@@ -405,10 +410,12 @@ impl Policy for PolicyVersion {
                 }
                 next_dialog = Slots::new();
             }
+            // A one-shot answer ("谢谢", "明白了") fills no slot: the white of
+            // 明白 is not a colour.
             return Decision::Reply(TurnDecision {
                 intent: intent.name.clone(),
                 confidence: understanding.confidence,
-                slots_filled: understanding.slots.clone(),
+                slots_filled: Slots::new(),
                 slots_cleared: cleared,
                 reply_text: self.render(reply, &slots, &BTreeMap::new()),
                 policy: self.version.clone(),

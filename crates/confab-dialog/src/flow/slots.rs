@@ -174,7 +174,8 @@ impl Slot {
                 awaited.then(|| Found::Refused(text.trim().to_owned()))
             }
             SlotKind::Phone => {
-                if let Some(caps) = PHONE.captures(text) {
+                let compact = compact_digits(text);
+                if let Some(caps) = PHONE.captures(&compact) {
                     return Some(Found::Valid(caps[1].to_owned()));
                 }
                 awaited.then(|| {
@@ -222,7 +223,7 @@ impl Slot {
                     .find(|v| v.synonyms.iter().any(|w| folded.contains(w.as_str())))
                     .map_or_else(refused, |v| Found::Valid(v.value.clone()))
             }
-            SlotKind::Phone => match PHONE.captures(raw) {
+            SlotKind::Phone => match PHONE.captures(&compact_digits(raw)) {
                 Some(caps) => Found::Valid(caps[1].to_owned()),
                 None => refused(),
             },
@@ -241,6 +242,23 @@ impl Slot {
             }
         }
     }
+}
+
+/// The text with the spaces and dashes between digits taken out, so that
+/// `138 1234-5678` reads as a phone.
+fn compact_digits(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in chars.iter().enumerate() {
+        let between_digits = matches!(c, ' ' | '-')
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        if !between_digits {
+            out.push(*c);
+        }
+    }
+    out
 }
 
 /// A date in the text: `2026-12-01`, `12月1日`, 今天, 明天, 后天 (relative to

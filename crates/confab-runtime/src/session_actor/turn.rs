@@ -21,7 +21,7 @@ use crate::{Reply, SessionAnswer, SessionAsk, SessionInfo, TurnError, TurnOutcom
 use confab_core::session::{ActionOutcome, Duplicate, Event, RecordedEvent, ReplyDecision};
 use confab_core::{MessageId, Seq};
 use confab_dialog::actions::idempotency_key;
-use confab_dialog::{Decision, TurnContext, masked};
+use confab_dialog::{Decision, TurnContext};
 use confab_store::{DeadLetter, StoreError};
 use std::sync::Arc;
 use tracing::warn;
@@ -57,11 +57,24 @@ impl SessionActorState {
             intent: None,
             slots: None,
         };
-        let text = shared
+        let staged = shared
             .stages
             .run(StagePoint::BeforeNlu, stage_input)
             .await
             .map_err(stage_failed)?;
+        // What a stage returned passes the filter too, unless it is unchanged.
+        let text = if staged == filtered {
+            staged
+        } else {
+            match chosen.pipeline.filter().filter(&staged) {
+                Ok(text) => text,
+                Err(rejection) => {
+                    self.audit_rejection(message_id, &rejection.reason, &staged, now)
+                        .await;
+                    return Err(Failure::Turn(TurnError::Rejected(rejection.reason)));
+                }
+            }
+        };
         let session = self.session.as_ref().ok_or_else(not_loaded)?;
         let ctx = TurnContext {
             state: session,
@@ -80,7 +93,9 @@ impl SessionActorState {
                 let events =
                     session.record_turn(&uid, shared.epoch, now, message_id, text, decision);
                 self.commit(events.to_vec()).await?;
-                let reply = Reply::from_event(&events[2]).expect("the third event is the reply");
+                let sensitive = shared.dialog.sensitive();
+                let reply = Reply::from_event(&events[2], &sensitive)
+                    .expect("the third event is the reply");
                 Ok(TurnOutcome {
                     ack_seq: events[0].seq,
                     reply,
@@ -91,10 +106,13 @@ impl SessionActorState {
                 let events =
                     session.record_action_turn(&uid, shared.epoch, now, message_id, text, action);
                 self.commit(events.to_vec()).await?;
-                let reply = self.finish_pending().await?;
+                // From here the turn is recorded (and its action may have run):
+                // a failure is `internal`, never `unavailable` ("not recorded").
+                let reply = self.finish_pending().await.map_err(outcome_unknown)?;
                 Ok(TurnOutcome {
                     ack_seq: events[0].seq,
-                    reply: Reply::from_event(&reply).expect("finish_pending gives the reply"),
+                    reply: Reply::from_event(&reply, &shared.dialog.sensitive())
+                        .expect("finish_pending gives the reply"),
                     duplicate: false,
                 })
             }
@@ -113,7 +131,7 @@ impl SessionActorState {
                     seq: turn.reply_seq,
                     text: turn.reply_text.clone(),
                     intent: turn.intent.clone(),
-                    slots: masked(&turn.slots),
+                    slots: self.shared.dialog.masked(&turn.slots),
                     policy: turn.policy.clone(),
                 },
                 duplicate: true,
@@ -125,12 +143,16 @@ impl SessionActorState {
                     .events_after(uid, Seq(processed.reply_seq.0 - 1), 1)
                     .await
                     .map_err(|e| unavailable(&e))?;
-                let reply = page.first().and_then(Reply::from_event).ok_or_else(|| {
-                    Failure::Turn(TurnError::Internal(format!(
-                        "reply event {} of {uid} is missing from the log",
-                        processed.reply_seq
-                    )))
-                })?;
+                let sensitive = self.shared.dialog.sensitive();
+                let reply = page
+                    .first()
+                    .and_then(|e| Reply::from_event(e, &sensitive))
+                    .ok_or_else(|| {
+                        Failure::Turn(TurnError::Internal(format!(
+                            "reply event {} of {uid} is missing from the log",
+                            processed.reply_seq
+                        )))
+                    })?;
                 Ok(Some(TurnOutcome {
                     ack_seq: processed.turn_seq,
                     reply,
@@ -185,9 +207,17 @@ impl SessionActorState {
             &outcome,
         );
         let slots = session.slots().clone();
-        decision.reply_text = self
+        // The action has run: a failing reply stage must not keep its turn open
+        // (every retry would run the action again). The plain reply goes out.
+        match self
             .after_reply(&decision.reply_text, &decision.intent, &slots)
-            .await?;
+            .await
+        {
+            Ok(text) => decision.reply_text = text,
+            Err(_) => {
+                warn!(uid = %uid, "reply stage failed after an action; the plain reply is sent")
+            }
+        }
         let session = self.session.as_ref().ok_or_else(not_loaded)?;
         let done = session
             .record_action_outcome(&uid, shared.epoch, now, outcome)
@@ -277,7 +307,7 @@ impl SessionActorState {
         intent: &str,
         slots: &confab_core::session::Slots,
     ) -> Result<String, Failure> {
-        let masked_slots = masked(slots);
+        let masked_slots = self.shared.dialog.masked(slots);
         let input = StageInput {
             uid: self.uid.as_str(),
             text,
@@ -311,7 +341,7 @@ impl SessionActorState {
                     seq: session.seq().0,
                     owner: node.to_string(),
                     epoch: self.shared.epoch.0,
-                    slots: masked(session.slots()),
+                    slots: self.shared.dialog.masked(session.slots()),
                     last_intent: session.last_intent().map(str::to_owned),
                     policy: chosen.pipeline.policy().version().to_owned(),
                     pending_action: session.pending_action().map(|p| p.action.clone()),
@@ -429,6 +459,16 @@ fn not_loaded() -> Failure {
     Failure::Turn(TurnError::Internal(
         "the session's state was dropped: retry with the same id".into(),
     ))
+}
+
+/// A failure after the turn's first events were committed.
+fn outcome_unknown(failure: Failure) -> Failure {
+    match failure {
+        Failure::Turn(e) => Failure::Turn(TurnError::Internal(format!(
+            "the turn is recorded but its action is not finished ({e}): retry with the same id"
+        ))),
+        fenced => fenced,
+    }
 }
 
 fn stage_failed(reason: String) -> Failure {
