@@ -142,7 +142,7 @@ impl PolicyVersion {
                     if !run.confirmed.contains(&step) {
                         if run.answering_confirm == Some(step) {
                             let said = |words: &[String]| {
-                                words.iter().any(|w| run.folded.contains(w.as_str()))
+                                words.iter().any(|w| answers_with(&run.folded, w))
                             };
                             // "不" is in "不是" and "是" too: a no wins.
                             if said(&self.no) {
@@ -313,6 +313,25 @@ impl PolicyVersion {
             ctx,
         }
     }
+}
+
+/// Whether an answer to a yes/no question opens with `word`: "不，换一个" is a
+/// no, "我不知道" is neither; an ASCII word ends at a word boundary ("no" is
+/// not "nothing").
+pub(super) fn answers_with(folded: &str, word: &str) -> bool {
+    let text = folded.trim_start_matches(|c: char| !c.is_alphanumeric());
+    let Some(rest) = text.strip_prefix(word) else {
+        return false;
+    };
+    let ascii_word = word
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    !ascii_word
+        || !rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
 fn holds(cond: &super::spec::Condition, vars: &Slots) -> bool {

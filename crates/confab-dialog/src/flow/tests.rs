@@ -319,3 +319,14 @@ proptest::proptest! {
         proptest::prop_assert_eq!(replayed, kept.state);
     }
 }
+
+#[test]
+fn a_confirmation_reads_the_answer_s_opening_word() {
+    use super::engine::answers_with;
+    assert!(answers_with("不，换一个", "不"));
+    assert!(answers_with("“好的”", "好"));
+    assert!(!answers_with("我不知道", "不"));
+    assert!(answers_with("no thanks", "no"));
+    assert!(!answers_with("nothing", "no"));
+    assert!(!answers_with("i know", "no"));
+}
