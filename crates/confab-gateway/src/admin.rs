@@ -354,17 +354,41 @@ async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<Nod
     authorize(&gw, &headers)?;
     let ring = gw.runtime.ring();
     let me = gw.runtime.node_id();
-    Ok(Json(NodesView {
-        epoch: ring.epoch().0,
-        nodes: ring
+    let in_ring = |id: &confab_core::NodeId| ring.members().any(|m| m == id);
+    let vnodes = |id: &confab_core::NodeId| {
+        if in_ring(id) {
+            confab_core::ring::VNODES_PER_NODE
+        } else {
+            0
+        }
+    };
+    let nodes = match gw.runtime.members() {
+        Some(table) => table
+            .members
+            .iter()
+            .map(|(id, status)| MemberView {
+                id: id.to_string(),
+                status: serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                vnodes: vnodes(id),
+                this_node: id == me,
+            })
+            .collect(),
+        None => ring
             .members()
             .map(|id| MemberView {
                 id: id.to_string(),
                 status: "up".into(),
-                vnodes: confab_core::ring::VNODES_PER_NODE,
+                vnodes: vnodes(id),
                 this_node: id == me,
             })
             .collect(),
+    };
+    Ok(Json(NodesView {
+        epoch: ring.epoch().0,
+        nodes,
     }))
 }
 

@@ -18,6 +18,7 @@
 //! on the node and turns every outcome into a metric.
 
 pub mod actions;
+pub mod cluster;
 pub mod committer;
 pub mod dialog;
 pub mod router;
@@ -98,7 +99,7 @@ pub struct RuntimeConfig {
 }
 
 /// Why a turn was not done.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum TurnError {
     /// Too much work in flight on the node or queued for the session.
     #[error("{0}")]
@@ -127,7 +128,7 @@ impl TurnError {
 }
 
 /// A reply as it leaves the session: sensitive slots masked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
     /// The message id it answers.
     pub message_id: MessageId,
@@ -172,7 +173,7 @@ impl Reply {
 }
 
 /// A done turn: recorded (or found recorded) and answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TurnOutcome {
     /// The seq of the turn's first event: the `ack`'s seq.
     pub ack_seq: Seq,
@@ -183,7 +184,7 @@ pub struct TurnOutcome {
 }
 
 /// What `hello` tells a client about its session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionInfo {
     /// The highest seq recorded.
     pub last_seq: Seq,
@@ -205,9 +206,13 @@ pub struct TurnRequest {
     /// The node's in-flight slot, held until the request is answered or dropped,
     /// wherever it is: a caller that gave up does not free it early.
     pub permit: OwnedSemaphorePermit,
+    /// Set when another node routed it here: the epoch it was routed at and
+    /// the forwards so far.
+    pub forwarded: Option<(Epoch, u8)>,
 }
 
 /// What a [`SessionRequest`] asks of a session (other than a turn).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SessionAsk {
     /// Activate and report where the session stands.
     Hello,
@@ -218,7 +223,7 @@ pub enum SessionAsk {
 }
 
 /// A session's answer to a [`SessionRequest`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SessionAnswer {
     /// To `Hello`.
     Hello(SessionInfo),
@@ -243,6 +248,8 @@ pub struct SessionRequest {
     pub reply: ractor::RpcReplyPort<Result<SessionAnswer, TurnError>>,
     /// The node's in-flight slot, as for turns.
     pub permit: OwnedSemaphorePermit,
+    /// As for turns.
+    pub forwarded: Option<(Epoch, u8)>,
 }
 
 /// What every actor of the node shares.
@@ -254,9 +261,28 @@ pub(crate) struct Shared {
     pub(crate) dialog: Dialog,
     pub(crate) actions: ActionRunner,
     pub(crate) stages: Stages,
-    pub(crate) epoch: Epoch,
-    /// The ring the node routes by (this node alone until the cluster lands).
-    pub(crate) ring: Arc<confab_core::ring::Ring>,
+    /// The ring the node routes by, replaced whole when membership changes.
+    pub(crate) ring: std::sync::RwLock<Arc<confab_core::ring::Ring>>,
+    /// The other members' peer actors, by node id (empty on a single node).
+    pub(crate) peers: std::sync::RwLock<std::collections::BTreeMap<NodeId, ActorRef<cluster::PeerMsg>>>,
+    /// The member table as this node last saw it (`None` without a cluster).
+    pub(crate) members: std::sync::RwLock<Option<confab_core::membership::MemberTable>>,
+}
+
+impl Shared {
+    /// The ring in force.
+    pub(crate) fn ring(&self) -> Arc<confab_core::ring::Ring> {
+        Arc::clone(&self.ring.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The peer actor of a member, if connected.
+    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<cluster::PeerMsg>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
 }
 
 fn unexpected(answer: &SessionAnswer) -> TurnError {
@@ -329,11 +355,12 @@ impl Runtime {
             snapshotter,
             actions: ActionRunner::new(config.actions.clone()),
             stages: Stages::from_config(&config.stages),
-            epoch: config.epoch,
-            ring: Arc::new(confab_core::ring::Ring::new(
+            ring: std::sync::RwLock::new(Arc::new(confab_core::ring::Ring::new(
                 config.epoch,
                 [config.node_id.clone()],
-            )),
+            ))),
+            peers: Default::default(),
+            members: Default::default(),
             config,
             store,
             committer,
@@ -368,8 +395,7 @@ impl Runtime {
             None,
             Router,
             router::RouterArgs {
-                node_id: shared.config.node_id.clone(),
-                ring: Arc::clone(&shared.ring),
+                shared: Arc::clone(&shared),
                 supervisor: supervisor.clone(),
             },
         )
@@ -378,7 +404,7 @@ impl Runtime {
             actor: "router",
             reason: e.to_string(),
         })?;
-        metrics::gauge!("confab_ring_epoch").set(shared.epoch.0 as f64);
+        metrics::gauge!("confab_ring_epoch").set(shared.ring().epoch().0 as f64);
         Ok(Self {
             router,
             supervisor,
@@ -401,7 +427,7 @@ impl Runtime {
         text: String,
     ) -> Result<TurnOutcome, TurnError> {
         let started = Instant::now();
-        let result = self.turn_inner(uid, message_id, text).await;
+        let result = self.turn_inner(uid, message_id, text, None).await;
         let outcome = match &result {
             Ok(done) if done.duplicate => "duplicate",
             Ok(_) => "ok",
@@ -417,6 +443,7 @@ impl Runtime {
         uid: Uid,
         message_id: MessageId,
         text: String,
+        forwarded: Option<(Epoch, u8)>,
     ) -> Result<TurnOutcome, TurnError> {
         let permit = self.inflight_permit()?;
         let result = self
@@ -427,6 +454,7 @@ impl Runtime {
                     text,
                     reply,
                     permit,
+                    forwarded,
                 })
             })
             .await;
@@ -480,6 +508,27 @@ impl Runtime {
     }
 
     async fn request(&self, uid: Uid, ask: SessionAsk) -> Result<SessionAnswer, TurnError> {
+        self.request_routed(uid, ask, None).await
+    }
+
+    /// A turn another node routed here (the peer actor's entry).
+    pub(crate) async fn turn_routed(
+        &self,
+        uid: Uid,
+        message_id: MessageId,
+        text: String,
+        forwarded: (Epoch, u8),
+    ) -> Result<TurnOutcome, TurnError> {
+        self.turn_inner(uid, message_id, text, Some(forwarded)).await
+    }
+
+    /// A request another node routed here, or a local one (`None`).
+    pub(crate) async fn request_routed(
+        &self,
+        uid: Uid,
+        ask: SessionAsk,
+        forwarded: Option<(Epoch, u8)>,
+    ) -> Result<SessionAnswer, TurnError> {
         let permit = self.inflight_permit()?;
         let timeout = match ask {
             SessionAsk::Replay(_) => self.shared.config.turn_timeout * REPLAY_TIMEOUT_TURNS,
@@ -491,6 +540,7 @@ impl Runtime {
                 ask,
                 reply,
                 permit,
+                forwarded,
             })
         })
         .await?
@@ -506,14 +556,73 @@ impl Runtime {
         &self.shared.store
     }
 
-    /// The ring epoch the node owns sessions at.
+    /// The ring epoch the node routes at.
     pub fn epoch(&self) -> Epoch {
-        self.shared.epoch
+        self.shared.ring().epoch()
     }
 
     /// The ring the node routes by.
-    pub fn ring(&self) -> &confab_core::ring::Ring {
-        &self.shared.ring
+    pub fn ring(&self) -> Arc<confab_core::ring::Ring> {
+        self.shared.ring()
+    }
+
+    /// The member table as this node last saw it (`None` without a cluster).
+    pub fn members(&self) -> Option<confab_core::membership::MemberTable> {
+        self.shared
+            .members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_members(&self, table: Option<confab_core::membership::MemberTable>) {
+        *self.shared.members.write().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+
+    pub(crate) fn set_peers(
+        &self,
+        peers: std::collections::BTreeMap<NodeId, ActorRef<cluster::PeerMsg>>,
+    ) {
+        *self.shared.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
+    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<cluster::PeerMsg>> {
+        self.shared.peer(node)
+    }
+
+    pub(crate) fn peer_count(&self) -> usize {
+        self.shared
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Members of the table, other than this node and not down, with no link.
+    pub(crate) fn missing_peers(&self) -> Vec<NodeId> {
+        let Some(table) = self.members() else {
+            return Vec::new();
+        };
+        let me = self.node_id();
+        table
+            .members
+            .iter()
+            .filter(|(id, status)| {
+                *id != me
+                    && **status != confab_core::membership::Status::Down
+                    && self.peer(id).is_none()
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Adopts a new ring (membership changed): turns are routed by it from now
+    /// on, and sessions this node no longer owns are passivated so that their
+    /// new owners load them.
+    pub fn set_ring(&self, ring: confab_core::ring::Ring) {
+        metrics::gauge!("confab_ring_epoch").set(ring.epoch().0 as f64);
+        *self.shared.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        let _ = self.supervisor.cast(SupervisorMsg::RingChanged);
     }
 
     /// Every reply of `uid` with a seq above `after`, up to `limit`, in seq order,
@@ -545,11 +654,13 @@ impl Runtime {
         Ok(replies)
     }
 
-    /// Whether the node can serve: its actors and committer run and its durable
-    /// tier answers.
+    /// Whether the node can serve: it is on the ring, its actors and committer
+    /// run and its durable tier answers.
     pub async fn ready(&self) -> bool {
         let running = |status| status == ractor::ActorStatus::Running;
-        running(self.router.get_status())
+        let in_ring = self.ring().members().any(|m| m == self.node_id());
+        in_ring
+            && running(self.router.get_status())
             && running(self.supervisor.get_status())
             && self.shared.committer.is_running()
             && self.shared.store.ping().await.is_ok()

@@ -1,14 +1,19 @@
-//! The Router: one per node, the entry point of every turn.
+//! The Router: one per node, the entry point of every turn and request.
 //!
-//! It looks the uid up on the ring at the current epoch and sends the turn to
-//! the owner's SessionSupervisor. Until the cluster joins more members the ring
-//! holds this node alone, so every uid is local; remote owners are the cluster
-//! issue's work.
+//! It routes by the ring in force ([`confab_core::routing::route`]): a session
+//! this node owns goes to the SessionSupervisor; one another member owns goes to
+//! that member's peer actor ([`crate::cluster`]) by a call with a timeout, and
+//! the answer comes back the same way. A turn routed here by another node at an
+//! older epoch is routed again by this node's ring, never dropped; one routed at
+//! a newer epoch, or bounced too often, is answered `unavailable` (retry: the
+//! ring is changing) while membership refreshes.
 
+use crate::cluster::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
 use crate::supervisor::SupervisorMsg;
-use crate::{SessionRequest, TurnError, TurnRequest};
-use confab_core::ring::Ring;
-use confab_core::{NodeId, Uid};
+use crate::{Shared, SessionRequest, TurnError, TurnRequest};
+use confab_core::routing::{Route, route};
+use confab_core::{Epoch, NodeId, Uid};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 
@@ -20,20 +25,21 @@ pub enum RouterMsg {
     Request(SessionRequest),
 }
 
+// Local only: it carries permits and local reply ports.
+impl ractor::Message for RouterMsg {}
+
 /// The Router actor.
 pub struct Router;
 
 /// Its arguments.
 pub struct RouterArgs {
-    pub(crate) node_id: NodeId,
-    pub(crate) ring: Arc<Ring>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
 }
 
 /// Its state.
 pub struct RouterState {
-    node_id: NodeId,
-    ring: Arc<Ring>,
+    shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
 }
 
@@ -48,8 +54,7 @@ impl Actor for Router {
         args: RouterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(RouterState {
-            ring: args.ring,
-            node_id: args.node_id,
+            shared: args.shared,
             supervisor: args.supervisor,
         })
     }
@@ -61,35 +66,108 @@ impl Actor for Router {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RouterMsg::Turn(turn) => {
-                if !state.is_local(&turn.uid) {
-                    let _ = turn.reply.send(Err(state.not_local(&turn.uid)));
-                    return Ok(());
+            RouterMsg::Turn(turn) => match state.route(&turn.uid, turn.forwarded) {
+                Ok(None) => {
+                    let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
                 }
-                let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
-            }
-            RouterMsg::Request(request) => {
-                if !state.is_local(&request.uid) {
-                    let _ = request.reply.send(Err(state.not_local(&request.uid)));
-                    return Ok(());
+                Ok(Some((peer, epoch, hops))) => {
+                    let timeout = state.shared.config.turn_timeout;
+                    tokio::spawn(async move {
+                        let remote = RemoteTurn {
+                            uid: turn.uid.clone(),
+                            message_id: turn.message_id.clone(),
+                            text: turn.text.clone(),
+                            epoch,
+                            hops,
+                        };
+                        let result = peer
+                            .call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout))
+                            .await;
+                        let _ = turn.reply.send(answer(result).and_then(|w| w.0));
+                        drop(turn.permit);
+                    });
                 }
-                let _ = state.supervisor.cast(SupervisorMsg::Request(request));
-            }
+                Err(e) => {
+                    let _ = turn.reply.send(Err(e));
+                }
+            },
+            RouterMsg::Request(request) => match state.route(&request.uid, request.forwarded) {
+                Ok(None) => {
+                    let _ = state.supervisor.cast(SupervisorMsg::Request(request));
+                }
+                Ok(Some((peer, epoch, hops))) => {
+                    let timeout = state.shared.config.turn_timeout;
+                    tokio::spawn(async move {
+                        let remote = RemoteRequest {
+                            uid: request.uid.clone(),
+                            ask: request.ask,
+                            epoch,
+                            hops,
+                        };
+                        let result = peer
+                            .call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout))
+                            .await;
+                        let answer: Result<RemoteAnswer, TurnError> =
+                            answer(result).and_then(|w| w.0);
+                        let _ = request.reply.send(answer);
+                        drop(request.permit);
+                    });
+                }
+                Err(e) => {
+                    let _ = request.reply.send(Err(e));
+                }
+            },
         }
         Ok(())
     }
 }
 
-impl RouterState {
-    fn is_local(&self, uid: &Uid) -> bool {
-        self.ring.owner(uid) == Some(&self.node_id)
+/// A remote call's result as the caller's outcome.
+fn answer<T>(
+    result: Result<CallResult<Wire<T>>, ractor::MessagingErr<PeerMsg>>,
+) -> Result<Wire<T>, TurnError> {
+    match result {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        Ok(CallResult::Timeout) => Err(TurnError::Internal(
+            "the owner node did not answer in time; the turn may be recorded: retry with the same id"
+                .into(),
+        )),
+        Ok(CallResult::SenderError) | Err(_) => Err(TurnError::Unavailable(
+            "the owner node is unreachable (it may be leaving the ring): retry with the same id"
+                .into(),
+        )),
     }
+}
 
-    fn not_local(&self, uid: &Uid) -> TurnError {
-        TurnError::Unavailable(format!(
-            "{uid} is owned by {:?} at epoch {}, which this node cannot reach",
-            self.ring.owner(uid).map(NodeId::as_str),
-            self.ring.epoch()
-        ))
+impl RouterState {
+    /// `Ok(None)`: serve here; `Ok(Some(peer, epoch, hops))`: forward.
+    fn route(
+        &self,
+        uid: &Uid,
+        forwarded: Option<(Epoch, u8)>,
+    ) -> Result<Option<(ActorRef<PeerMsg>, Epoch, u8)>, TurnError> {
+        let ring = self.shared.ring();
+        let me = &self.shared.config.node_id;
+        let (seen, hops) = match forwarded {
+            Some((epoch, hops)) => (Some(epoch), hops),
+            None => (None, 0),
+        };
+        match route(&ring, me, uid, seen, hops) {
+            Route::Serve => Ok(None),
+            Route::Forward { to, epoch } => match self.shared.peer(&to) {
+                Some(peer) => Ok(Some((peer, epoch, hops + 1))),
+                None => Err(unreachable_owner(&to, epoch)),
+            },
+            Route::Refresh => Err(TurnError::Unavailable(format!(
+                "the ring is changing (this node is at epoch {}): retry with the same id",
+                ring.epoch()
+            ))),
+        }
     }
+}
+
+fn unreachable_owner(owner: &NodeId, epoch: Epoch) -> TurnError {
+    TurnError::Unavailable(format!(
+        "the session's owner {owner} (epoch {epoch}) is not connected to this node: retry with the same id"
+    ))
 }

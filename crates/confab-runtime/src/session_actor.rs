@@ -54,6 +54,9 @@ pub enum SessionMsg {
     Retire,
 }
 
+// Local only: not serializable, never announced to other nodes.
+impl ractor::Message for SessionMsg {}
+
 /// The actor.
 pub struct SessionActor;
 
@@ -80,6 +83,8 @@ pub struct SessionActorState {
     /// (the batch writer raises it). Passivation and shutdown write a snapshot
     /// when the state is past it, whatever was handed over before.
     stored_seq: Arc<AtomicU64>,
+    /// The ring epoch this session was claimed at, when it loaded.
+    epoch: confab_core::Epoch,
     /// Whether a `SnapshotDue` timer is pending.
     snapshot_timer: bool,
     /// Set once a newer owner fenced the session: why. Every later turn gets
@@ -105,6 +110,7 @@ impl Actor for SessionActor {
             session: None,
             snapshot_seq: Seq(0),
             stored_seq: Arc::default(),
+            epoch: confab_core::Epoch(0),
             snapshot_timer: false,
             fenced: None,
             supervisor: args.supervisor,
@@ -198,6 +204,8 @@ impl SessionActorState {
     /// pending is finished before anything else is served.
     async fn loaded(&mut self) -> Result<&SessionState, Failure> {
         if self.session.is_none() {
+            // Claimed at the ring's epoch now: a newer owner fences this one.
+            self.epoch = self.shared.ring().epoch();
             let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
             if session.pending_action().is_some() {
                 warn!(uid = %self.uid, "an action was left pending; running it again under its key");
@@ -227,7 +235,7 @@ impl SessionActorState {
     /// latest usable snapshot plus the events after it.
     async fn load(&self) -> Result<(SessionState, Seq), StoreError> {
         let store = &self.shared.store;
-        store.claim(&self.uid, self.shared.epoch).await?;
+        store.claim(&self.uid, self.epoch).await?;
         let log = store.load(&self.uid, EVENTS_PAGE_MAX).await?;
         let (mut session, mut page) = match log.snapshot.map(|s| self.verified(&s)) {
             None => (SessionState::default(), log.events),
@@ -368,13 +376,13 @@ impl SessionActorState {
     fn take_snapshot(&mut self) -> Option<StoredSnapshot> {
         let session = self.session.as_ref()?;
         let at_ms = now_ms();
-        let snapshot = Snapshot::new(self.uid.clone(), at_ms, self.shared.epoch, session.clone());
+        let snapshot = Snapshot::new(self.uid.clone(), at_ms, self.epoch, session.clone());
         self.snapshot_seq = session.seq();
         Some(StoredSnapshot {
             uid: self.uid.clone(),
             seq: snapshot.seq,
             at_ms,
-            epoch: self.shared.epoch,
+            epoch: self.epoch,
             bytes: snapshot.encode(&self.shared.config.snapshot_key),
         })
     }

@@ -33,6 +33,9 @@ pub enum SupervisorMsg {
     Request(SessionRequest),
     /// Passivate the sessions idle for too long (sent by a timer).
     Sweep,
+    /// The ring changed: passivate the sessions this node no longer owns, so
+    /// that their new owners load them from the durable tier.
+    RingChanged,
     /// A session was fenced by a newer owner: stop routing to it, and retire it
     /// once the turns already routed to it are answered.
     Fenced {
@@ -52,6 +55,9 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Result<usize, TurnError>>,
     },
 }
+
+// Local only: not serializable, never announced to other nodes.
+impl ractor::Message for SupervisorMsg {}
 
 /// The supervisor actor.
 pub struct SessionSupervisor;
@@ -148,6 +154,7 @@ impl Actor for SessionSupervisor {
                 }
             }
             SupervisorMsg::Sweep => state.passivate_idle(),
+            SupervisorMsg::RingChanged => state.passivate_moved(),
             SupervisorMsg::Fenced { uid, actor } => {
                 if state
                     .sessions
@@ -262,7 +269,28 @@ impl SupervisorState {
             })
             .map(|(uid, _)| uid.clone())
             .collect();
-        for uid in idle {
+        self.passivate(idle);
+    }
+
+    fn passivate_moved(&mut self) {
+        let ring = self.shared.ring();
+        let me = &self.shared.config.node_id;
+        let moved: Vec<Uid> = self
+            .sessions
+            .keys()
+            .filter(|uid| ring.owner(uid) != Some(me))
+            .cloned()
+            .collect();
+        if !moved.is_empty() {
+            info!(sessions = moved.len(), epoch = %ring.epoch(), "ring changed; passivating moved sessions");
+            metrics::counter!("confab_migrations_total", "reason" => "ring_change")
+                .increment(moved.len() as u64);
+        }
+        self.passivate(moved);
+    }
+
+    fn passivate(&mut self, uids: Vec<Uid>) {
+        for uid in uids {
             if let Some(resident) = self.sessions.remove(&uid) {
                 // Removed first: a later turn spawns a new actor, never reaches this one.
                 let _ = resident.actor.cast(SessionMsg::Passivate);

@@ -30,7 +30,7 @@ pub const ARGS_BYTES_MAX: usize = 1 << 20;
 pub const REASON_BYTES_MAX: usize = 4096;
 
 /// An action that failed past its retries, waiting for `confabctl dlq replay`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     /// Assigned by the store when the entry is first queued; ignored on insert.
     pub id: u64,

@@ -17,6 +17,7 @@ pub(crate) struct Config {
     pub(crate) runtime: RuntimeSection,
     pub(crate) store: StoreSection,
     pub(crate) dialog: DialogSection,
+    pub(crate) cluster: ClusterSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +136,24 @@ impl Default for StoreSection {
             snapshot_every_events: 300,
             sqlite_synchronous: "full".into(),
             snapshot_hmac_key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClusterSection {
+    pub(crate) cookie: String,
+    pub(crate) heartbeat_every_ms: u64,
+    pub(crate) down_after_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            cookie: String::new(),
+            heartbeat_every_ms: 500,
+            down_after_ms: 2000,
         }
     }
 }
@@ -260,6 +279,11 @@ impl Config {
              answer, before the turn times out",
             self.store.commit_wait_max_ms,
             self.runtime.turn_timeout_ms
+        );
+        anyhow::ensure!(
+            self.cluster.heartbeat_every_ms > 0
+                && self.cluster.down_after_ms >= 2 * self.cluster.heartbeat_every_ms,
+            "cluster.down_after_ms must be at least twice cluster.heartbeat_every_ms (above 0)"
         );
         let d = &self.dialog;
         anyhow::ensure!(

@@ -84,10 +84,6 @@ fn init_tracing() {
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(args.config.as_deref(), args.overrides())?;
-    anyhow::ensure!(
-        config.node.seeds.is_empty(),
-        "clustering is not available in this version yet: run without --seeds (node.seeds)"
-    );
     let data_dir = &config.node.data_dir;
     let jwt_secret = secrets::jwt_secret(&config.auth.jwt_secret, data_dir)?;
     let auth = Authenticator::new(jwt_secret.as_bytes()).context("auth.jwt_secret")?;
@@ -133,6 +129,26 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         },
         store,
         dialog,
+    )
+    .await?;
+    let bind: std::net::IpAddr = config
+        .node
+        .bind
+        .parse()
+        .with_context(|| format!("node.bind {:?} is not an IP address", config.node.bind))?;
+    confab_runtime::cluster::start(
+        &runtime,
+        confab_runtime::cluster::ClusterConfig {
+            bind,
+            port: config.node.cluster_port,
+            seeds: config.node.seeds.clone(),
+            cookie: secrets::cluster_cookie(&config.cluster.cookie, data_dir)?,
+            membership: confab_core::membership::MembershipConfig {
+                heartbeat_every_ms: config.cluster.heartbeat_every_ms,
+                down_after_ms: config.cluster.down_after_ms,
+                ..Default::default()
+            },
+        },
     )
     .await?;
     let gateway = Gateway::new(

@@ -83,6 +83,19 @@ pub(crate) fn jwt_secret_or_create(configured: &str, data_dir: &Path) -> anyhow:
     }
 }
 
+/// The cluster cookie: configured, or the data dir's, created if missing (so
+/// that the nodes of a `confab up` cluster, which share a data dir, agree).
+pub(crate) fn cluster_cookie(configured: &str, data_dir: &Path) -> anyhow::Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_owned());
+    }
+    let path = data_dir.join("cluster-cookie");
+    match read_trimmed(&path)? {
+        Some(cookie) => Ok(cookie),
+        None => create_secret_file(&path, &random_hex(32)?),
+    }
+}
+
 /// The snapshot HMAC key: configured hex, or the data dir's key, created if missing.
 pub(crate) fn snapshot_key(configured_hex: &str, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let hex_key = if configured_hex.is_empty() {

@@ -91,7 +91,7 @@ impl SessionActorState {
                     .await?;
                 let session = self.session.as_ref().ok_or_else(not_loaded)?;
                 let events =
-                    session.record_turn(&uid, shared.epoch, now, message_id, text, decision);
+                    session.record_turn(&uid, self.epoch, now, message_id, text, decision);
                 self.commit(events.to_vec()).await?;
                 let sensitive = shared.dialog.sensitive();
                 let reply = Reply::from_event(&events[2], &sensitive)
@@ -104,7 +104,7 @@ impl SessionActorState {
             }
             Decision::Action(action) => {
                 let events =
-                    session.record_action_turn(&uid, shared.epoch, now, message_id, text, action);
+                    session.record_action_turn(&uid, self.epoch, now, message_id, text, action);
                 self.commit(events.to_vec()).await?;
                 // From here the turn is recorded (and its action may have run):
                 // a failure is `internal`, never `unavailable` ("not recorded").
@@ -220,10 +220,10 @@ impl SessionActorState {
         }
         let session = self.session.as_ref().ok_or_else(not_loaded)?;
         let done = session
-            .record_action_outcome(&uid, shared.epoch, now, outcome)
+            .record_action_outcome(&uid, self.epoch, now, outcome)
             .ok_or_else(not_loaded)?;
         let reply = session
-            .record_reply(&uid, shared.epoch, now, done.seq, decision)
+            .record_reply(&uid, self.epoch, now, done.seq, decision)
             .ok_or_else(not_loaded)?;
         self.commit(vec![done, reply.clone()]).await?;
         Ok(reply)
@@ -288,7 +288,7 @@ impl SessionActorState {
         };
         let Some(event) = session.record_rejection(
             &self.uid,
-            self.shared.epoch,
+            self.epoch,
             now,
             message_id,
             reason.to_owned(),
@@ -340,7 +340,7 @@ impl SessionActorState {
                     uid: self.uid.to_string(),
                     seq: session.seq().0,
                     owner: node.to_string(),
-                    epoch: self.shared.epoch.0,
+                    epoch: self.epoch.0,
                     slots: self.shared.dialog.masked(session.slots()),
                     last_intent: session.last_intent().map(str::to_owned),
                     policy: chosen.pipeline.policy().version().to_owned(),
@@ -382,7 +382,7 @@ impl SessionActorState {
                 let event = session
                     .record_replayed_success(
                         &uid,
-                        shared.epoch,
+                        self.epoch,
                         now_ms(),
                         entry.seq,
                         &entry.action,

@@ -47,6 +47,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_confab"))
             .arg("node")
             .args(["--http-port", &port.to_string()])
+            .args(["--cluster-port", &free_port().to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--jwt-secret", SECRET])

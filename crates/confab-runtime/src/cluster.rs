@@ -1,0 +1,383 @@
+//! The node links and membership: one cluster-visible peer actor per node on
+//! ractor_cluster, and the core's [`Membership`] machine driven against the
+//! member table in the durable store.
+//!
+//! - **Links.** A [`NodeServer`] on the configured address and port, cookie
+//!   authenticated, in transitive mode (a node dialled through a seed learns and
+//!   dials the others). ractor_cluster does not reconnect: every
+//!   [`RECONNECT_EVERY`] a node missing members dials its seeds again.
+//! - **Peers.** Each node's [`PeerActor`] joins the process group
+//!   [`PEERS_GROUP`] under the name `confab.peer.<node id>`; the members' peer
+//!   refs are read back from the group (sorted by node id) into the runtime,
+//!   where the Router finds them. Session actors stay local.
+//! - **Membership.** The member table is a setting of the durable store
+//!   (`cluster.members`), changed only by compare-and-set; heartbeats go peer to
+//!   peer. When the machine adopts a new ring, the runtime routes by it and
+//!   passivates the sessions it no longer owns; their new owners load them from
+//!   the durable tier, claiming the new epoch, which fences the old owner.
+
+use crate::{Runtime, SessionAnswer, SessionAsk, TurnError, TurnOutcome};
+use confab_core::membership::{Input, MemberTable, Membership, MembershipConfig, Output};
+use confab_core::ring::Ring;
+use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_store::Store;
+use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
+use ractor_cluster::{NodeServer, RactorClusterMessage};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// The process group every node's peer actor joins.
+pub const PEERS_GROUP: &str = "confab.peers";
+/// The store setting holding the member table.
+pub const MEMBERS_SETTING: &str = "cluster.members";
+/// How often a node missing members dials its seeds again.
+pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// How often the peers are read back from the process group.
+const PEERS_EVERY: Duration = Duration::from_millis(100);
+/// Heartbeats and store answers queued for the membership machine, at most.
+const MEMBERSHIP_QUEUE_MAX: usize = 1024;
+/// The largest frame accepted from a peer (every node must use the same).
+pub const FRAME_BYTES_MAX: u64 = 16 << 20;
+
+/// A serde value on the wire, as JSON.
+pub struct Wire<T>(pub T);
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> BytesConvertable for Wire<T> {
+    fn into_bytes(self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).expect("wire values always serialize")
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        // A panic here is caught by ractor_cluster: the message is dropped and
+        // its caller's port closed (it sees the owner as unreachable).
+        Wire(serde_json::from_slice(&bytes).expect("a peer sent a value this version cannot read"))
+    }
+}
+
+/// A turn routed to its owner.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoteTurn {
+    /// Whose turn.
+    pub uid: Uid,
+    /// The client's message id.
+    pub message_id: MessageId,
+    /// What the user said.
+    pub text: String,
+    /// The epoch it was routed at.
+    pub epoch: Epoch,
+    /// Forwards so far.
+    pub hops: u8,
+}
+
+/// A request routed to the session's owner.
+#[derive(Serialize, Deserialize)]
+pub struct RemoteRequest {
+    /// Whose session.
+    pub uid: Uid,
+    /// What is asked.
+    pub ask: SessionAsk,
+    /// The epoch it was routed at.
+    pub epoch: Epoch,
+    /// Forwards so far.
+    pub hops: u8,
+}
+
+/// The answer to a [`RemoteRequest`].
+pub type RemoteAnswer = SessionAnswer;
+
+/// A heartbeat: its sender and the epoch it knows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Who sent it.
+    pub from: NodeId,
+    /// The epoch its sender knows.
+    pub epoch: Epoch,
+}
+
+/// Messages between nodes: the one cluster-visible message type.
+#[derive(RactorClusterMessage)]
+pub enum PeerMsg {
+    /// A turn for a session this node owns.
+    #[rpc]
+    Turn(Wire<RemoteTurn>, RpcReplyPort<Wire<Result<TurnOutcome, TurnError>>>),
+    /// A request for a session this node owns.
+    #[rpc]
+    Request(Wire<RemoteRequest>, RpcReplyPort<Wire<Result<RemoteAnswer, TurnError>>>),
+    /// A member's heartbeat.
+    Heartbeat(Wire<Heartbeat>),
+}
+
+/// The peer actor: the entry point of other nodes.
+pub struct PeerActor;
+
+/// Its state.
+pub struct PeerState {
+    runtime: Runtime,
+    heartbeats: mpsc::Sender<Input>,
+}
+
+impl Actor for PeerActor {
+    type Msg = PeerMsg;
+    type State = PeerState;
+    type Arguments = PeerState;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: PeerState,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(PEERS_GROUP.to_owned(), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PeerMsg::Turn(Wire(turn), port) => {
+                let runtime = state.runtime.clone();
+                tokio::spawn(async move {
+                    let result = runtime
+                        .turn_routed(turn.uid, turn.message_id, turn.text, (turn.epoch, turn.hops))
+                        .await;
+                    let _ = port.send(Wire(result));
+                });
+            }
+            PeerMsg::Request(Wire(request), port) => {
+                let runtime = state.runtime.clone();
+                tokio::spawn(async move {
+                    let result = runtime
+                        .request_routed(request.uid, request.ask, Some((request.epoch, request.hops)))
+                        .await;
+                    let _ = port.send(Wire(result));
+                });
+            }
+            PeerMsg::Heartbeat(Wire(beat)) => {
+                let _ = state.heartbeats.try_send(Input::Heartbeat {
+                    from: beat.from,
+                    epoch: beat.epoch,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where and how a node links to the others.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The address the cluster port binds.
+    pub bind: IpAddr,
+    /// The cluster port.
+    pub port: u16,
+    /// Members of a running cluster, `HOST:PORT`.
+    pub seeds: Vec<String>,
+    /// The shared secret of the cookie handshake.
+    pub cookie: String,
+    /// Heartbeats and failure detection.
+    pub membership: MembershipConfig,
+}
+
+/// Why the cluster did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The node server did not start (the port is taken...).
+    #[error("cannot listen on the cluster port {port}: {reason}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Starts the links, the peer actor and the membership machine.
+pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), ClusterError> {
+    let me = runtime.node_id().clone();
+    // Not on the ring (and not ready) until membership has joined it.
+    runtime.set_ring(Ring::new(Epoch(0), []));
+    let server = NodeServer::new(
+        config.port,
+        config.cookie.clone(),
+        me.to_string(),
+        config.bind.to_string(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+    )
+    .with_listen_addr(config.bind)
+    .with_max_inbound_frame_size(FRAME_BYTES_MAX);
+    let listen_err = |e: &dyn std::fmt::Display| ClusterError::Listen {
+        port: config.port,
+        reason: e.to_string(),
+    };
+    let (server, _) = Actor::spawn(None, server, ())
+        .await
+        .map_err(|e| listen_err(&e))?;
+    let (heartbeats, inputs) = mpsc::channel(MEMBERSHIP_QUEUE_MAX);
+    Actor::spawn(
+        Some(format!("confab.peer.{me}")),
+        PeerActor,
+        PeerState {
+            runtime: runtime.clone(),
+            heartbeats: heartbeats.clone(),
+        },
+    )
+    .await
+    .map_err(|e| listen_err(&e))?;
+    info!(node = %me, port = config.port, seeds = ?config.seeds, "cluster links up");
+    tokio::spawn(refresh_peers(runtime.clone()));
+    tokio::spawn(reconnect(runtime.clone(), server, config.seeds.clone()));
+    tokio::spawn(drive_membership(runtime.clone(), config.membership, inputs));
+    Ok(())
+}
+
+/// Reads the peer actors back from the process group, sorted by node id.
+async fn refresh_peers(runtime: Runtime) {
+    let me = runtime.node_id().clone();
+    let mut every = tokio::time::interval(PEERS_EVERY);
+    loop {
+        every.tick().await;
+        let mut peers = BTreeMap::new();
+        for cell in ractor::pg::get_members(&PEERS_GROUP.to_owned()) {
+            let Some(node) = cell
+                .get_name()
+                .and_then(|n| n.strip_prefix("confab.peer.").map(str::to_owned))
+                .and_then(|n| NodeId::new(n).ok())
+            else {
+                continue;
+            };
+            if node != me {
+                peers.insert(node, ActorRef::<PeerMsg>::from(cell));
+            }
+        }
+        runtime.set_peers(peers);
+    }
+}
+
+/// Dials the seeds while members of the ring are not connected.
+async fn reconnect(
+    runtime: Runtime,
+    server: ActorRef<ractor_cluster::NodeServerMessage>,
+    seeds: Vec<String>,
+) {
+    let mut every = tokio::time::interval(RECONNECT_EVERY);
+    loop {
+        every.tick().await;
+        if seeds.is_empty() {
+            continue;
+        }
+        if !runtime.missing_peers().is_empty() || runtime.peer_count() == 0 {
+            for seed in &seeds {
+                let dial = ractor_cluster::client_connect(&server, seed.as_str());
+                match tokio::time::timeout(RECONNECT_EVERY, dial).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(seed = %seed, error = %e, "cannot reach a seed"),
+                    Err(_) => warn!(seed = %seed, "a seed did not answer in time"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs the core's membership machine: store I/O, heartbeats, ring changes.
+async fn drive_membership(
+    runtime: Runtime,
+    config: MembershipConfig,
+    mut inputs: mpsc::Receiver<Input>,
+) {
+    let started = Instant::now();
+    let now = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let store_timeout = Duration::from_millis(config.store_timeout_ms);
+    let mut machine = Membership::new(runtime.node_id().clone(), config);
+    machine.handle(now(), Input::Start);
+    loop {
+        while let Some(output) = machine.poll_output() {
+            let answer = match output {
+                Output::ReadTable => Some(
+                    match tokio::time::timeout(store_timeout, read_members(runtime.store().as_ref()))
+                        .await
+                    {
+                        Ok(Ok(table)) => Input::TableRead(table),
+                        _ => Input::StoreFailed,
+                    },
+                ),
+                Output::Cas { expected, table } => Some(
+                    match tokio::time::timeout(
+                        store_timeout,
+                        cas_members(runtime.store().as_ref(), expected, &table),
+                    )
+                    .await
+                    {
+                        Ok(Ok((applied, table))) => Input::CasDone { applied, table },
+                        _ => Input::StoreFailed,
+                    },
+                ),
+                Output::Heartbeat { to, epoch } => {
+                    if let Some(peer) = runtime.peer(&to) {
+                        let beat = Heartbeat {
+                            from: runtime.node_id().clone(),
+                            epoch,
+                        };
+                        let _ = peer.cast(PeerMsg::Heartbeat(Wire(beat)));
+                    }
+                    None
+                }
+                Output::RingChanged { epoch, nodes } => {
+                    info!(epoch = %epoch, nodes = ?nodes, "ring changed");
+                    runtime.set_members(machine.table().cloned());
+                    runtime.set_ring(Ring::new(epoch, nodes));
+                    None
+                }
+                Output::Left => None,
+            };
+            if let Some(input) = answer {
+                machine.handle(now(), input);
+            }
+        }
+        runtime.set_members(machine.table().cloned());
+        let wait = machine
+            .poll_timeout()
+            .map_or(Duration::from_millis(100), |at| {
+                Duration::from_millis(at.saturating_sub(now()).min(100))
+            });
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => machine.handle(now(), input),
+                None => return,
+            },
+            () = tokio::time::sleep(wait) => machine.handle_timeout(now()),
+        }
+    }
+}
+
+/// The member table, from the store's settings (version = revision).
+async fn read_members(store: &dyn Store) -> Result<MemberTable, confab_store::StoreError> {
+    match store.setting(MEMBERS_SETTING).await? {
+        None => Ok(MemberTable::default()),
+        Some(setting) => serde_json::from_str(&setting.body).map_err(|e| {
+            confab_store::StoreError::Corrupt(format!("the member table does not decode: {e}"))
+        }),
+    }
+}
+
+/// Stores `table` if the stored version is still `expected`; the table stored now.
+async fn cas_members(
+    store: &dyn Store,
+    expected: u64,
+    table: &MemberTable,
+) -> Result<(bool, MemberTable), confab_store::StoreError> {
+    debug_assert_eq!(table.version, expected + 1, "a proposal follows its version");
+    let body = serde_json::to_string(table).expect("member tables serialize");
+    if store.put_setting(MEMBERS_SETTING, expected, &body).await? {
+        return Ok((true, table.clone()));
+    }
+    Ok((false, read_members(store).await?))
+}
