@@ -374,6 +374,7 @@ async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<Nod
                     .unwrap_or_default(),
                 vnodes: vnodes(id),
                 this_node: id == me,
+                connected: id == me || gw.runtime.is_connected(id),
             })
             .collect(),
         None => ring
@@ -383,6 +384,7 @@ async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<Nod
                 status: "up".into(),
                 vnodes: vnodes(id),
                 this_node: id == me,
+                connected: id == me || gw.runtime.is_connected(id),
             })
             .collect(),
     };

@@ -146,7 +146,11 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
     if gw.runtime.ready().await {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: not on the ring yet, or the store is unreachable\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not on the ring yet, or the store is unreachable\n",
+        )
+            .into_response()
     }
 }
 

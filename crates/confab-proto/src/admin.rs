@@ -252,6 +252,8 @@ pub struct MemberView {
     pub vnodes: u32,
     /// Whether it is the node answering.
     pub this_node: bool,
+    /// Whether the answering node has a live link to it (always true for itself).
+    pub connected: bool,
 }
 
 /// `GET /admin/v1/nodes`: the members.

@@ -104,10 +104,16 @@ pub struct Heartbeat {
 pub enum PeerMsg {
     /// A turn for a session this node owns.
     #[rpc]
-    Turn(Wire<RemoteTurn>, RpcReplyPort<Wire<Result<TurnOutcome, TurnError>>>),
+    Turn(
+        Wire<RemoteTurn>,
+        RpcReplyPort<Wire<Result<TurnOutcome, TurnError>>>,
+    ),
     /// A request for a session this node owns.
     #[rpc]
-    Request(Wire<RemoteRequest>, RpcReplyPort<Wire<Result<RemoteAnswer, TurnError>>>),
+    Request(
+        Wire<RemoteRequest>,
+        RpcReplyPort<Wire<Result<RemoteAnswer, TurnError>>>,
+    ),
     /// A member's heartbeat.
     Heartbeat(Wire<Heartbeat>),
 }
@@ -146,7 +152,12 @@ impl Actor for PeerActor {
                 let runtime = state.runtime.clone();
                 tokio::spawn(async move {
                     let result = runtime
-                        .turn_routed(turn.uid, turn.message_id, turn.text, (turn.epoch, turn.hops))
+                        .turn_routed(
+                            turn.uid,
+                            turn.message_id,
+                            turn.text,
+                            (turn.epoch, turn.hops),
+                        )
                         .await;
                     let _ = port.send(Wire(result));
                 });
@@ -155,7 +166,11 @@ impl Actor for PeerActor {
                 let runtime = state.runtime.clone();
                 tokio::spawn(async move {
                     let result = runtime
-                        .request_routed(request.uid, request.ask, Some((request.epoch, request.hops)))
+                        .request_routed(
+                            request.uid,
+                            request.ask,
+                            Some((request.epoch, request.hops)),
+                        )
                         .await;
                     let _ = port.send(Wire(result));
                 });
@@ -222,6 +237,7 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
         .await
         .map_err(|e| listen_err(&e))?;
     let (heartbeats, inputs) = mpsc::channel(MEMBERSHIP_QUEUE_MAX);
+    runtime.set_membership_input(heartbeats.clone());
     Actor::spawn(
         Some(format!("confab.peer.{me}")),
         PeerActor,
@@ -302,8 +318,11 @@ async fn drive_membership(
         while let Some(output) = machine.poll_output() {
             let answer = match output {
                 Output::ReadTable => Some(
-                    match tokio::time::timeout(store_timeout, read_members(runtime.store().as_ref()))
-                        .await
+                    match tokio::time::timeout(
+                        store_timeout,
+                        read_members(runtime.store().as_ref()),
+                    )
+                    .await
                     {
                         Ok(Ok(table)) => Input::TableRead(table),
                         _ => Input::StoreFailed,
@@ -374,7 +393,11 @@ async fn cas_members(
     expected: u64,
     table: &MemberTable,
 ) -> Result<(bool, MemberTable), confab_store::StoreError> {
-    debug_assert_eq!(table.version, expected + 1, "a proposal follows its version");
+    debug_assert_eq!(
+        table.version,
+        expected + 1,
+        "a proposal follows its version"
+    );
     let body = serde_json::to_string(table).expect("member tables serialize");
     if store.put_setting(MEMBERS_SETTING, expected, &body).await? {
         return Ok((true, table.clone()));

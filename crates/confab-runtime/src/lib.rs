@@ -264,15 +264,31 @@ pub(crate) struct Shared {
     /// The ring the node routes by, replaced whole when membership changes.
     pub(crate) ring: std::sync::RwLock<Arc<confab_core::ring::Ring>>,
     /// The other members' peer actors, by node id (empty on a single node).
-    pub(crate) peers: std::sync::RwLock<std::collections::BTreeMap<NodeId, ActorRef<cluster::PeerMsg>>>,
+    pub(crate) peers:
+        std::sync::RwLock<std::collections::BTreeMap<NodeId, ActorRef<cluster::PeerMsg>>>,
     /// The member table as this node last saw it (`None` without a cluster).
     pub(crate) members: std::sync::RwLock<Option<confab_core::membership::MemberTable>>,
+    /// The membership machine's input, once the cluster runs.
+    pub(crate) membership:
+        std::sync::OnceLock<tokio::sync::mpsc::Sender<confab_core::membership::Input>>,
 }
 
 impl Shared {
     /// The ring in force.
     pub(crate) fn ring(&self) -> Arc<confab_core::ring::Ring> {
         Arc::clone(&self.ring.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Asks membership to read the table now (a message came routed at a newer
+    /// epoch); false without a cluster (nothing to wait for).
+    pub(crate) fn refresh_membership(&self) -> bool {
+        match self.membership.get() {
+            Some(tx) => {
+                let _ = tx.try_send(confab_core::membership::Input::Refresh);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The peer actor of a member, if connected.
@@ -361,6 +377,7 @@ impl Runtime {
             ))),
             peers: Default::default(),
             members: Default::default(),
+            membership: std::sync::OnceLock::new(),
             config,
             store,
             committer,
@@ -519,7 +536,8 @@ impl Runtime {
         text: String,
         forwarded: (Epoch, u8),
     ) -> Result<TurnOutcome, TurnError> {
-        self.turn_inner(uid, message_id, text, Some(forwarded)).await
+        self.turn_inner(uid, message_id, text, Some(forwarded))
+            .await
     }
 
     /// A request another node routed here, or a local one (`None`).
@@ -575,8 +593,19 @@ impl Runtime {
             .clone()
     }
 
+    pub(crate) fn set_membership_input(
+        &self,
+        tx: tokio::sync::mpsc::Sender<confab_core::membership::Input>,
+    ) {
+        let _ = self.shared.membership.set(tx);
+    }
+
     pub(crate) fn set_members(&self, table: Option<confab_core::membership::MemberTable>) {
-        *self.shared.members.write().unwrap_or_else(|e| e.into_inner()) = table;
+        *self
+            .shared
+            .members
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = table;
     }
 
     pub(crate) fn set_peers(
@@ -588,6 +617,11 @@ impl Runtime {
 
     pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<cluster::PeerMsg>> {
         self.shared.peer(node)
+    }
+
+    /// Whether this node has a live link to `node`'s peer actor.
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        self.shared.peer(node).is_some()
     }
 
     pub(crate) fn peer_count(&self) -> usize {
@@ -654,12 +688,18 @@ impl Runtime {
         Ok(replies)
     }
 
-    /// Whether the node can serve: it is on the ring, its actors and committer
-    /// run and its durable tier answers.
+    /// Whether the node can serve: it is on the ring and linked to its other
+    /// members, its actors and committer run and its durable tier answers.
     pub async fn ready(&self) -> bool {
         let running = |status| status == ractor::ActorStatus::Running;
-        let in_ring = self.ring().members().any(|m| m == self.node_id());
+        // On the ring, and linked to every other member of it: a turn for any
+        // uid can be served or forwarded.
+        let ring = self.ring();
+        let me = self.node_id();
+        let in_ring = ring.members().any(|m| m == me);
+        let linked = ring.members().all(|m| m == me || self.is_connected(m));
         in_ring
+            && linked
             && running(self.router.get_status())
             && running(self.supervisor.get_status())
             && self.shared.committer.is_running()

@@ -10,7 +10,7 @@
 
 use crate::cluster::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
 use crate::supervisor::SupervisorMsg;
-use crate::{Shared, SessionRequest, TurnError, TurnRequest};
+use crate::{SessionRequest, Shared, TurnError, TurnRequest};
 use confab_core::routing::{Route, route};
 use confab_core::{Epoch, NodeId, Uid};
 use ractor::rpc::CallResult;
@@ -61,11 +61,17 @@ impl Actor for Router {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            RouterMsg::Turn(turn) if state.is_stale(&turn.uid, turn.forwarded) => {
+                state.later(myself, RouterMsg::Turn(turn));
+            }
+            RouterMsg::Request(request) if state.is_stale(&request.uid, request.forwarded) => {
+                state.later(myself, RouterMsg::Request(request));
+            }
             RouterMsg::Turn(turn) => match state.route(&turn.uid, turn.forwarded) {
                 Ok(None) => {
                     let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
@@ -139,7 +145,57 @@ fn answer<T>(
     }
 }
 
+/// How long a turn routed at an epoch this node has not reached waits for
+/// membership to catch up, per try...
+const STALE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// ...and how many tries before it is answered `unavailable`.
+const STALE_TRIES_MAX: u8 = 20;
+
 impl RouterState {
+    /// Whether this node's ring is older than the one the message was routed
+    /// by, and the message may still wait for it.
+    fn is_stale(&self, uid: &Uid, forwarded: Option<(Epoch, u8)>) -> bool {
+        let ring = self.shared.ring();
+        let me = &self.shared.config.node_id;
+        let (seen, hops) = forwarded.map_or((None, 0), |(e, h)| (Some(e), h));
+        matches!(route(&ring, me, uid, seen, hops), Route::Refresh)
+            && self.shared.refresh_membership()
+    }
+
+    /// Routes the message again once membership had time to catch up; gives
+    /// up with `unavailable` after [`STALE_TRIES_MAX`] tries.
+    fn later(&self, myself: ActorRef<RouterMsg>, message: RouterMsg) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let (uid, forwarded) = match &message {
+                RouterMsg::Turn(t) => (t.uid.clone(), t.forwarded),
+                RouterMsg::Request(r) => (r.uid.clone(), r.forwarded),
+            };
+            let me = shared.config.node_id.clone();
+            for _ in 0..STALE_TRIES_MAX {
+                tokio::time::sleep(STALE_WAIT).await;
+                let ring = shared.ring();
+                let (seen, hops) = forwarded.map_or((None, 0), |(e, h)| (Some(e), h));
+                if !matches!(route(&ring, &me, &uid, seen, hops), Route::Refresh) {
+                    let _ = myself.cast(message);
+                    return;
+                }
+            }
+            let error = TurnError::Unavailable(format!(
+                "the ring is changing (this node is at epoch {}): retry with the same id",
+                shared.ring().epoch()
+            ));
+            match message {
+                RouterMsg::Turn(t) => {
+                    let _ = t.reply.send(Err(error));
+                }
+                RouterMsg::Request(r) => {
+                    let _ = r.reply.send(Err(error));
+                }
+            }
+        });
+    }
+
     /// `Ok(None)`: serve here; `Ok(Some(peer, epoch, hops))`: forward.
     fn route(
         &self,

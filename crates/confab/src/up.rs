@@ -1,7 +1,7 @@
 //! `confab up`: a local cluster of node processes on the embedded store.
 //!
 //! Node i is `confab node --node-id node-i --http-port P+i-1 --cluster-port C+i-1`
-//! on the shared data dir. Ctrl-C (or SIGTERM) stops every node cleanly: each one
+//! on the shared data dir; nodes 2..N join through node 1's cluster port. Ctrl-C (or SIGTERM) stops every node cleanly: each one
 //! snapshots its sessions before it exits.
 
 use crate::{secrets, token};
@@ -16,9 +16,9 @@ use tokio::process::{Child, Command};
 
 #[derive(clap::Args)]
 pub(crate) struct UpArgs {
-    /// Node processes to start (clustering is not in this version: only 1 works).
-    #[arg(long)]
-    nodes: Option<u16>,
+    /// Node processes to start.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
     /// HTTP port of node 1; node i listens on P+i-1.
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
@@ -33,27 +33,21 @@ pub(crate) struct UpArgs {
     jwt_secret: Option<String>,
 }
 
+/// Nodes `confab up` starts, at most.
+const NODES_MAX: u16 = 16;
 /// How long a node may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let nodes = match args.nodes {
-        Some(0) => anyhow::bail!("--nodes must be at least 1"),
-        Some(1) => 1,
-        Some(n) => anyhow::bail!(
-            "--nodes {n}: clustering is not available in this version yet; \
-             run `confab up --nodes 1` (or `confab up`)"
-        ),
-        None => {
-            eprintln!(
-                "note: the contract's default is 3 nodes, but clustering is not in this \
-                 version yet: starting 1 node"
-            );
-            1
-        }
-    };
+    let nodes = args.nodes;
+    anyhow::ensure!(
+        (1..=NODES_MAX).contains(&nodes),
+        "--nodes must be 1 to {NODES_MAX}"
+    );
+    // Node 1 starts the cluster; the others join it through its cluster port.
+    let seed = format!("127.0.0.1:{}", args.cluster_port);
     let secret =
         secrets::jwt_secret_or_create(args.jwt_secret.as_deref().unwrap_or(""), &args.data_dir)?;
     let exe = std::env::current_exe().context("cannot find the confab executable")?;
@@ -65,6 +59,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             .args(["--node-id", &id])
             .args(["--http-port", &(args.http_port + i - 1).to_string()])
             .args(["--cluster-port", &(args.cluster_port + i - 1).to_string()])
+            .args(if i > 1 {
+                vec!["--seeds", seed.as_str()]
+            } else {
+                vec![]
+            })
             .arg("--data-dir")
             .arg(&args.data_dir)
             .env("CONFAB_AUTH__JWT_SECRET", &secret)

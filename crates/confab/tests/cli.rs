@@ -64,16 +64,19 @@ fn token_without_a_secret_says_where_to_get_one() {
 }
 
 #[test]
-fn up_refuses_several_nodes_until_clustering_lands() {
-    let out = confab(&[
-        "up",
-        "--nodes",
-        "3",
-        "--data-dir",
-        "/nonexistent/never-created",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("clustering is not available"));
+fn up_refuses_a_node_count_out_of_range_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never-created");
+    for nodes in ["0", "17"] {
+        let out = confab(&["up", "--nodes", nodes, "--data-dir", data.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "--nodes {nodes}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--nodes must be 1 to 16"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!data.exists(), "nothing was created");
 }
 
 #[test]

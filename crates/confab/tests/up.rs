@@ -18,7 +18,7 @@ fn up(data_dir: &std::path::Path, port: u16) -> (std::process::Child, String) {
             "--http-port",
             &port.to_string(),
             "--cluster-port",
-            &free_port().to_string(),
+            &free_ports(3).to_string(),
         ])
         .arg("--data-dir")
         .arg(data_dir)
@@ -55,7 +55,7 @@ fn stop(mut child: std::process::Child) {
 #[tokio::test]
 async fn confab_up_serves_stops_cleanly_and_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_ports(3);
     let (child, token) = up(dir.path(), port);
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
     let mut client = Client::connect(&url, &token).await.unwrap();

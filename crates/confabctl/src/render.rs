@@ -266,12 +266,13 @@ pub(crate) fn ring(view: &RingView) -> String {
 
 /// `nodes`: the members.
 pub(crate) fn nodes(view: &NodesView) -> String {
-    let mut table = Table::new(&["NODE", "STATUS", "VNODES", ""]);
+    let mut table = Table::new(&["NODE", "STATUS", "VNODES", "LINK", ""]);
     for node in &view.nodes {
         table.row([
             node.id.clone(),
             node.status.clone(),
             node.vnodes.to_string(),
+            if node.connected { "up" } else { "down" }.to_owned(),
             if node.this_node { "(this node)" } else { "" }.to_owned(),
         ]);
     }

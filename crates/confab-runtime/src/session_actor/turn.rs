@@ -90,8 +90,7 @@ impl SessionActorState {
                     .after_reply(&decision.reply_text, &decision.intent, &slots)
                     .await?;
                 let session = self.session.as_ref().ok_or_else(not_loaded)?;
-                let events =
-                    session.record_turn(&uid, self.epoch, now, message_id, text, decision);
+                let events = session.record_turn(&uid, self.epoch, now, message_id, text, decision);
                 self.commit(events.to_vec()).await?;
                 let sensitive = shared.dialog.sensitive();
                 let reply = Reply::from_event(&events[2], &sensitive)

@@ -29,6 +29,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` consecutive ports that were free a moment ago (for `confab up`, whose
+/// node i listens on P+i-1).
+pub fn free_ports(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        let Some(last) = first.checked_add(n - 1) else {
+            continue;
+        };
+        let all_free =
+            (first..=last).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
+}
+
 /// A `confab node` process.
 pub struct Node {
     child: Child,
@@ -43,11 +59,20 @@ impl Node {
 
     /// Starts a node with extra `CONFAB_*` environment settings.
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Node {
+        Self::start_member(data_dir, env, &[]).await
+    }
+
+    /// Starts a node with extra environment settings and extra flags
+    /// (`--node-id`, `--cluster-port`, `--seeds`...).
+    pub async fn start_member(data_dir: &Path, env: &[(&str, &str)], flags: &[&str]) -> Node {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_confab"))
-            .arg("node")
-            .args(["--http-port", &port.to_string()])
-            .args(["--cluster-port", &free_port().to_string()])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+        command.arg("node").args(["--http-port", &port.to_string()]);
+        if !flags.contains(&"--cluster-port") {
+            command.args(["--cluster-port", &free_port().to_string()]);
+        }
+        let child = command
+            .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--jwt-secret", SECRET])
