@@ -191,12 +191,12 @@ async fn set_canary(
 ) -> AdminResult<confab_proto::admin::CanaryStatus> {
     authorize(&gw, &headers)?;
     let Json(set) = body.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
-    gw.runtime
-        .dialog()
-        .set_canary(gw.runtime.store().as_ref(), &set.version, &set.tails)
-        .await
-        .map(Json)
-        .map_err(|e| dialog_error(&e))
+    let dialog = gw.runtime.dialog();
+    split_changed(
+        dialog
+            .set_canary(gw.runtime.store().as_ref(), &set.version, &set.tails)
+            .await,
+    )
 }
 
 async fn rollback(
@@ -204,12 +204,8 @@ async fn rollback(
     headers: HeaderMap,
 ) -> AdminResult<confab_proto::admin::CanaryStatus> {
     authorize(&gw, &headers)?;
-    gw.runtime
-        .dialog()
-        .rollback(gw.runtime.store().as_ref())
-        .await
-        .map(Json)
-        .map_err(|e| dialog_error(&e))
+    let dialog = gw.runtime.dialog();
+    split_changed(dialog.rollback(gw.runtime.store().as_ref()).await)
 }
 
 async fn promote(
@@ -217,12 +213,15 @@ async fn promote(
     headers: HeaderMap,
 ) -> AdminResult<confab_proto::admin::CanaryStatus> {
     authorize(&gw, &headers)?;
-    gw.runtime
-        .dialog()
-        .promote(gw.runtime.store().as_ref())
-        .await
-        .map(Json)
-        .map_err(|e| dialog_error(&e))
+    let dialog = gw.runtime.dialog();
+    split_changed(dialog.promote(gw.runtime.store().as_ref()).await)
+}
+
+/// The answer to a change of the canary split.
+fn split_changed(
+    result: Result<confab_proto::admin::CanaryStatus, DialogError>,
+) -> AdminResult<confab_proto::admin::CanaryStatus> {
+    result.map(Json).map_err(|e| dialog_error(&e))
 }
 
 #[derive(Deserialize)]

@@ -174,7 +174,8 @@ impl Dialog {
 
     /// Loads the flows dir; a bad dir is an error (nothing to serve yet).
     pub fn open(config: DialogConfig) -> Result<Self, FlowError> {
-        let (files, fingerprint) = read_flows_dir(&config.flows_dir)?;
+        let fingerprint = fingerprint(&config.flows_dir)?;
+        let files = read_flows_dir(&config.flows_dir)?;
         let set = PolicySet::compile(&files)?;
         let loaded = Loaded::from_set(&set, fingerprint);
         if !loaded.policies.contains_key(&config.stable_version) {
@@ -280,7 +281,7 @@ impl Dialog {
         // makes the next poll see a difference and read them again.
         let before = fingerprint(&source.flows_dir).unwrap_or_default();
         let compiled = read_flows_dir(&source.flows_dir)
-            .and_then(|(files, _)| PolicySet::compile(&files))
+            .and_then(|files| PolicySet::compile(&files))
             .and_then(|set| {
                 let rollout = self.read().rollout.clone();
                 for version in std::iter::once(&rollout.stable).chain(rollout.canary.as_ref()) {
@@ -510,9 +511,9 @@ async fn bump_setting(
 /// Flow files in a dir, at most.
 const FLOWS_DIR_FILES_MAX: usize = 1024;
 
-/// Reads `filter.toml` and every `VERSION/NAME.toml`, sorted, with the dir's
-/// fingerprint. Other files are ignored (editors leave backups).
-pub fn read_flows_dir(dir: &Path) -> Result<(Vec<SourceFile>, String), FlowError> {
+/// Reads `filter.toml` and every `VERSION/NAME.toml`, sorted. Other files are
+/// ignored (editors leave backups).
+pub fn read_flows_dir(dir: &Path) -> Result<Vec<SourceFile>, FlowError> {
     let mut files = Vec::new();
     for (relative, path) in flow_paths(dir)? {
         let text = std::fs::read_to_string(&path).map_err(|e| FlowError {
@@ -526,8 +527,7 @@ pub fn read_flows_dir(dir: &Path) -> Result<(Vec<SourceFile>, String), FlowError
             text,
         });
     }
-    let fp = fingerprint(dir)?;
-    Ok((files, fp))
+    Ok(files)
 }
 
 fn flow_paths(dir: &Path) -> Result<Vec<(String, PathBuf)>, FlowError> {

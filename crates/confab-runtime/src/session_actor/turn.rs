@@ -358,12 +358,7 @@ impl SessionActorState {
         self.loaded().await?;
         let (requested_policy, succeeded) = self.scan_for_success(&entry).await?;
         if succeeded {
-            shared
-                .store
-                .resolve_dead_letter(entry.id, now_ms())
-                .await
-                .map_err(|e| unavailable(&e))?;
-            crate::publish_dlq_depth(shared.store.as_ref()).await;
+            self.resolve(entry.id).await?;
             return Ok(SessionAnswer::Replayed {
                 ok: true,
                 message: "its success was already recorded; not run again".into(),
@@ -391,12 +386,7 @@ impl SessionActorState {
                         Failure::Turn(TurnError::Internal("a turn is open: retry".into()))
                     })?;
                 self.commit(vec![event]).await?;
-                shared
-                    .store
-                    .resolve_dead_letter(entry.id, now_ms())
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                crate::publish_dlq_depth(shared.store.as_ref()).await;
+                self.resolve(entry.id).await?;
                 Ok(SessionAnswer::Replayed {
                     ok: true,
                     message: format!("{} succeeded under key {key}", entry.action),
@@ -419,6 +409,17 @@ impl SessionActorState {
                 })
             }
         }
+    }
+
+    /// Takes a dead letter out of the queue (its success is recorded).
+    async fn resolve(&self, id: u64) -> Result<(), Failure> {
+        let store = &self.shared.store;
+        store
+            .resolve_dead_letter(id, now_ms())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        crate::publish_dlq_depth(store.as_ref()).await;
+        Ok(())
     }
 
     /// The policy of the entry's `action_requested` event, and whether the
