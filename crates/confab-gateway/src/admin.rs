@@ -13,10 +13,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use confab_core::Uid;
+use confab_core::{NodeId, Uid};
 use confab_proto::admin::{
     AdminError, CanarySet, DlqEntryBody, DlqList, DlqReplay, DlqReplayOutcome, DlqReplayReport,
-    MemberView, NodeStatus, NodesView, ReloadReport, RingView, SessionLocation, VNodeView,
+    DrainView, MemberView, NodeStatus, NodesView, ReloadReport, RingView, SessionLocation,
+    VNodeView,
 };
 use confab_runtime::TurnError;
 use confab_runtime::dialog::DialogError;
@@ -44,6 +45,7 @@ pub(crate) fn routes() -> axum::Router<Gateway> {
         .route("/sessions/{uid}/locate", get(session_locate))
         .route("/ring", get(ring))
         .route("/nodes", get(nodes))
+        .route("/nodes/{id}/drain", get(drain_progress).post(drain))
         .fallback(not_found)
 }
 
@@ -391,6 +393,67 @@ async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<Nod
         epoch: ring.epoch().0,
         nodes,
     }))
+}
+
+async fn drain(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult<DrainView> {
+    authorize(&gw, &headers)?;
+    let node = member(&gw, id)?;
+    let progress = gw
+        .runtime
+        .drain_node(&node)
+        .await
+        .map_err(|e| turn_error(&e))?;
+    Ok(Json(drain_view(progress)))
+}
+
+async fn drain_progress(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult<DrainView> {
+    authorize(&gw, &headers)?;
+    let node = NodeId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let progress = gw
+        .runtime
+        .drain_progress_of(&node)
+        .await
+        .map_err(|e| turn_error(&e))?;
+    Ok(Json(drain_view(progress)))
+}
+
+/// `id` as a member of the cluster, or 404.
+fn member(gw: &Gateway, id: String) -> Result<NodeId, Response> {
+    let node = NodeId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let known = match gw.runtime.members() {
+        Some(table) => table.members.contains_key(&node),
+        None => &node == gw.runtime.node_id(),
+    };
+    if !known {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("{node} is not a member of the cluster (see `confabctl nodes`)"),
+        ));
+    }
+    Ok(node)
+}
+
+fn drain_view(progress: confab_runtime::drain::DrainProgress) -> DrainView {
+    use confab_runtime::drain::DrainState;
+    DrainView {
+        node: progress.node.to_string(),
+        state: match progress.state {
+            DrainState::Serving => "serving",
+            DrainState::Draining => "draining",
+            DrainState::Left => "left",
+        }
+        .into(),
+        sessions_at_start: progress.sessions_at_start as u64,
+        sessions_left: progress.sessions_left as u64,
+    }
 }
 
 async fn session_locate(

@@ -17,6 +17,8 @@
 //! | `GET /admin/v1/sessions/{uid}/locate` | | [`SessionLocation`] |
 //! | `GET /admin/v1/ring` | | [`RingView`] |
 //! | `GET /admin/v1/nodes` | | [`NodesView`] |
+//! | `POST /admin/v1/nodes/{id}/drain` | | [`DrainView`] (404 for a non-member) |
+//! | `GET /admin/v1/nodes/{id}/drain` | | [`DrainView`] |
 //!
 //! Every error is an HTTP status of 400 or more with an [`AdminError`] body.
 
@@ -263,6 +265,19 @@ pub struct NodesView {
     pub epoch: u64,
     /// The members, sorted by id.
     pub nodes: Vec<MemberView>,
+}
+
+/// `POST|GET /admin/v1/nodes/{id}/drain`: a node's drain, started or followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainView {
+    /// The node.
+    pub node: String,
+    /// `serving`, `draining` or `left` (out of the member table; the process stops).
+    pub state: String,
+    /// Session actors on the node when the drain began.
+    pub sessions_at_start: u64,
+    /// Session actors still on it.
+    pub sessions_left: u64,
 }
 
 /// `GET /admin/v1/sessions/{uid}/locate`: where a session lives, without

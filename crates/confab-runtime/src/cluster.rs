@@ -16,8 +16,11 @@
 //!   passivates the sessions it no longer owns; their new owners load them from
 //!   the durable tier, claiming the new epoch, which fences the old owner.
 
+use crate::drain::{DrainProgress, DrainState};
 use crate::{Runtime, SessionAnswer, SessionAsk, TurnError, TurnOutcome};
-use confab_core::membership::{Input, MemberTable, Membership, MembershipConfig, Output};
+use confab_core::membership::{
+    Input, MemberTable, Membership, MembershipConfig, Output, Status,
+};
 use confab_core::ring::Ring;
 use confab_core::{Epoch, MessageId, NodeId, Uid};
 use confab_store::Store;
@@ -116,6 +119,21 @@ pub enum PeerMsg {
     ),
     /// A member's heartbeat.
     Heartbeat(Wire<Heartbeat>),
+    /// Drain this node, or tell how far its drain has come.
+    #[rpc]
+    Drain(
+        Wire<DrainAsk>,
+        RpcReplyPort<Wire<Result<DrainProgress, TurnError>>>,
+    ),
+}
+
+/// What a [`PeerMsg::Drain`] asks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum DrainAsk {
+    /// Start draining (or report progress if already draining).
+    Start,
+    /// Report progress only.
+    Progress,
 }
 
 /// The peer actor: the entry point of other nodes.
@@ -172,6 +190,16 @@ impl Actor for PeerActor {
                             Some((request.epoch, request.hops)),
                         )
                         .await;
+                    let _ = port.send(Wire(result));
+                });
+            }
+            PeerMsg::Drain(Wire(ask), port) => {
+                let runtime = state.runtime.clone();
+                tokio::spawn(async move {
+                    let result = match ask {
+                        DrainAsk::Start => runtime.drain().await,
+                        DrainAsk::Progress => Ok(runtime.drain_progress().await),
+                    };
                     let _ = port.send(Wire(result));
                 });
             }
@@ -314,6 +342,7 @@ async fn drive_membership(
     let store_timeout = Duration::from_millis(config.store_timeout_ms);
     let mut machine = Membership::new(runtime.node_id().clone(), config);
     machine.handle(now(), Input::Start);
+    let mut drained = false;
     loop {
         while let Some(output) = machine.poll_output() {
             let answer = match output {
@@ -355,13 +384,27 @@ async fn drive_membership(
                     runtime.set_ring(Ring::new(epoch, nodes));
                     None
                 }
-                Output::Left => None,
+                Output::Left => {
+                    info!("left the cluster");
+                    runtime.shared.drain.set_left();
+                    None
+                }
             };
             if let Some(input) = answer {
                 machine.handle(now(), input);
             }
         }
         runtime.set_members(machine.table().cloned());
+        // A draining node off the ring leaves once its last session actor stopped.
+        if !drained
+            && runtime.shared.drain.state() == DrainState::Draining
+            && machine.status() == Some(Status::Draining)
+            && runtime.session_actors().await == 0
+        {
+            drained = true;
+            machine.handle(now(), Input::Drained);
+            continue;
+        }
         let wait = machine
             .poll_timeout()
             .map_or(Duration::from_millis(100), |at| {

@@ -21,6 +21,7 @@ pub mod actions;
 pub mod cluster;
 pub mod committer;
 pub mod dialog;
+pub mod drain;
 pub mod router;
 pub mod session_actor;
 pub mod snapshotter;
@@ -271,6 +272,8 @@ pub(crate) struct Shared {
     /// The membership machine's input, once the cluster runs.
     pub(crate) membership:
         std::sync::OnceLock<tokio::sync::mpsc::Sender<confab_core::membership::Input>>,
+    /// This node's drain, if one was asked for.
+    pub(crate) drain: drain::DrainCell,
 }
 
 impl Shared {
@@ -378,6 +381,7 @@ impl Runtime {
             peers: Default::default(),
             members: Default::default(),
             membership: std::sync::OnceLock::new(),
+            drain: Default::default(),
             config,
             store,
             committer,
@@ -717,6 +721,19 @@ impl Runtime {
                 _ => None,
             })
             .unwrap_or(0)
+    }
+
+    /// Session actors alive on the node: the resident ones and those still
+    /// writing their final snapshot after a passivation or a move.
+    pub async fn session_actors(&self) -> usize {
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Actors { reply }, None)
+            .await
+        {
+            Ok(CallResult::Success(n)) => n,
+            _ => 0,
+        }
     }
 
     /// Snapshots every resident session and stops the actors; returns how many

@@ -49,6 +49,12 @@ pub enum SupervisorMsg {
         /// Where the count goes.
         reply: RpcReplyPort<usize>,
     },
+    /// How many session actors are alive (resident, or stopping after a
+    /// passivation or a move).
+    Actors {
+        /// Where the count goes.
+        reply: RpcReplyPort<usize>,
+    },
     /// Snapshot every resident session, stop them, and refuse new turns.
     Shutdown {
         /// How many snapshots were written.
@@ -169,6 +175,9 @@ impl Actor for SessionSupervisor {
             }
             SupervisorMsg::Resident { reply } => {
                 let _ = reply.send(state.sessions.len());
+            }
+            SupervisorMsg::Actors { reply } => {
+                let _ = reply.send(state.by_actor.len());
             }
             SupervisorMsg::Shutdown { reply } => {
                 state.stopping = true;

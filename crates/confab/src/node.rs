@@ -169,17 +169,46 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     info!(node = %node_id, addr = %addr, "confab node ready");
 
     let draining = gateway.clone();
+    let mut drain = runtime.drain_state();
     axum::serve(listener, gateway.router())
         .with_graceful_shutdown(async move {
-            stop_signal().await;
-            info!("stopping: closing connections, then snapshotting sessions");
-            draining.drain();
+            tokio::select! {
+                () = stop_signal() => {
+                    info!("stopping: closing connections, then snapshotting sessions");
+                    draining.drain();
+                }
+                () = follow_drain(&mut drain, &draining) => {}
+            }
         })
         .await
         .context("http server failed")?;
     let written = runtime.shutdown().await?;
     info!(snapshots = written, "stopped cleanly");
     Ok(())
+}
+
+/// How long a drained node keeps answering admin requests after it left, so
+/// that `confabctl nodes drain` sees it leave.
+const LEFT_GRACE: Duration = Duration::from_secs(2);
+
+/// Resolves once this node has been drained and left the cluster. Its
+/// WebSocket connections close with 1013 as soon as the drain begins, so that
+/// clients reconnect to a node on the ring.
+async fn follow_drain(
+    drain: &mut tokio::sync::watch::Receiver<confab_runtime::drain::DrainState>,
+    gateway: &Gateway,
+) {
+    use confab_runtime::drain::DrainState;
+    if drain.wait_for(|s| *s != DrainState::Serving).await.is_err() {
+        return std::future::pending().await;
+    }
+    info!("draining: closing connections with 1013; sessions move to their new owners");
+    gateway.drain();
+    if drain.wait_for(|s| *s == DrainState::Left).await.is_err() {
+        return std::future::pending().await;
+    }
+    info!("drained and left the cluster: stopping");
+    tokio::time::sleep(LEFT_GRACE).await;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -116,7 +116,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let failed = tokio::select! {
         () = crate::node::stop_signal() => None,
-        exited = first_exit(&mut children) => Some(exited),
+        failed = first_failure(&mut children) => failed,
     };
     if let Some((id, status)) = &failed {
         eprintln!("{id} exited unexpectedly ({status}); stopping the others");
@@ -128,12 +128,25 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn first_exit(children: &mut [(String, Child)]) -> (String, String) {
+/// Waits for a node to fail. A node that exits cleanly (drained, it left the
+/// cluster) is let go and the others keep running; `None` once every node has.
+async fn first_failure(children: &mut Vec<(String, Child)>) -> Option<(String, String)> {
     loop {
-        for (id, child) in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (id.clone(), status.to_string());
+        let mut i = 0;
+        while i < children.len() {
+            let (id, child) = &mut children[i];
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    eprintln!("{id} left the cluster and stopped");
+                    children.remove(i);
+                    continue;
+                }
+                Ok(Some(status)) => return Some((id.clone(), status.to_string())),
+                _ => i += 1,
             }
+        }
+        if children.is_empty() {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

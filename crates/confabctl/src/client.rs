@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use confab_proto::admin::{
     ADMIN_PREFIX, AdminError, CanarySet, CanaryStatus, DlqList, DlqReplay, DlqReplayReport,
-    NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView, SessionLocation, SessionView,
+    DrainView, NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView, SessionLocation, SessionView,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -201,6 +201,18 @@ impl AdminClient {
     pub(crate) async fn nodes(&self) -> anyhow::Result<Reply<NodesView>> {
         self.call(Method::GET, self.endpoint(&["nodes"]), None::<&()>)
             .await
+    }
+
+    /// `POST /admin/v1/nodes/{id}/drain`.
+    pub(crate) async fn drain(&self, id: &str) -> anyhow::Result<Reply<DrainView>> {
+        let url = self.endpoint(&["nodes", id, "drain"]);
+        self.call(Method::POST, url, None::<&()>).await
+    }
+
+    /// `GET /admin/v1/nodes/{id}/drain`.
+    pub(crate) async fn drain_progress(&self, id: &str) -> anyhow::Result<Reply<DrainView>> {
+        let url = self.endpoint(&["nodes", id, "drain"]);
+        self.call(Method::GET, url, None::<&()>).await
     }
 
     /// The URL of the admin endpoint under [`ADMIN_PREFIX`] named by `path`, each

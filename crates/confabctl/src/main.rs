@@ -6,11 +6,12 @@
 //! - `render.rs`: the human tables; `--json` prints the node's JSON instead.
 
 mod client;
+mod drain;
 mod render;
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand};
@@ -71,8 +72,24 @@ enum Verb {
     Session(SessionVerb),
     /// The ring: every virtual node and its owner.
     Ring,
-    /// The cluster's members.
-    Nodes,
+    /// The cluster's members; `nodes drain ID` drains one.
+    Nodes {
+        #[command(subcommand)]
+        verb: Option<NodesVerb>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodesVerb {
+    /// Move a node's sessions to the other members, then have it leave the
+    /// cluster (its process stops). Shows progress until it has left.
+    Drain {
+        /// The node's id (from `confabctl nodes`).
+        id: String,
+        /// Give up waiting after this many seconds (the drain goes on).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+        wait_s: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,7 +235,10 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
             show(client.locate(&uid).await?, json, render::locate)
         }
         Verb::Ring => show(client.ring().await?, json, render::ring),
-        Verb::Nodes => show(client.nodes().await?, json, render::nodes),
+        Verb::Nodes { verb: None } => show(client.nodes().await?, json, render::nodes),
+        Verb::Nodes {
+            verb: Some(NodesVerb::Drain { id, wait_s }),
+        } => drain::run(client, &id, Duration::from_secs(wait_s), json).await,
     }
 }
 

@@ -1,0 +1,167 @@
+//! Draining a node, as Akka's graceful leave does it: the node moves itself
+//! `Draining` in the member table, which takes it off the ring (its sessions
+//! move to their new owners while it still answers the turns queued for them),
+//! and once no session actor is left on it, it removes itself and has left.
+//!
+//! Any node can be asked to drain any member: the request goes to that member's
+//! peer actor. Progress is read the same way, so `confabctl nodes drain` can
+//! follow a drain from any node.
+
+use crate::cluster::{DrainAsk, PeerMsg, Wire};
+use crate::{Runtime, TurnError};
+use confab_core::NodeId;
+use confab_core::membership::Input;
+use ractor::rpc::CallResult;
+use serde::{Deserialize, Serialize};
+
+/// Where a node stands in its life, as a drain sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    /// On the ring (or joining it), serving.
+    Serving,
+    /// Leaving: its sessions are moving away.
+    Draining,
+    /// Out of the member table: the process stops.
+    Left,
+}
+
+/// How far a node's drain has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    /// The node.
+    pub node: NodeId,
+    /// Where it stands.
+    pub state: DrainState,
+    /// Session actors on the node when the drain began (0 when serving).
+    pub sessions_at_start: usize,
+    /// Session actors still on it (they stop once their final snapshot is written).
+    pub sessions_left: usize,
+}
+
+/// The drain of this node: its state and the sessions it held at the start.
+pub(crate) struct DrainCell {
+    state: tokio::sync::watch::Sender<DrainState>,
+    at_start: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for DrainCell {
+    fn default() -> Self {
+        Self {
+            state: tokio::sync::watch::Sender::new(DrainState::Serving),
+            at_start: Default::default(),
+        }
+    }
+}
+
+impl DrainCell {
+    pub(crate) fn state(&self) -> DrainState {
+        *self.state.borrow()
+    }
+
+    /// The membership machine reported that this node left.
+    pub(crate) fn set_left(&self) {
+        self.state.send_replace(DrainState::Left);
+    }
+}
+
+impl Runtime {
+    /// Drains this node: it leaves the ring at once, its sessions move, and it
+    /// leaves the cluster once none is left. Asking again reports progress.
+    pub async fn drain(&self) -> Result<DrainProgress, TurnError> {
+        let Some(membership) = self.shared.membership.get() else {
+            return Err(TurnError::Unavailable(
+                "this node runs without a cluster: stop it instead".into(),
+            ));
+        };
+        let cell = &self.shared.drain;
+        if cell.state() == DrainState::Serving {
+            membership.try_send(Input::Drain).map_err(|_| {
+                TurnError::Overloaded("membership is busy: ask again to drain".into())
+            })?;
+            let alive = self.session_actors().await;
+            cell.at_start
+                .store(alive, std::sync::atomic::Ordering::Release);
+            cell.state.send_replace(DrainState::Draining);
+            tracing::info!(sessions = alive, "draining: leaving the ring");
+        }
+        Ok(self.drain_progress().await)
+    }
+
+    /// How far this node's drain has come.
+    pub async fn drain_progress(&self) -> DrainProgress {
+        let cell = &self.shared.drain;
+        DrainProgress {
+            node: self.node_id().clone(),
+            state: cell.state(),
+            sessions_at_start: cell.at_start.load(std::sync::atomic::Ordering::Acquire),
+            sessions_left: self.session_actors().await,
+        }
+    }
+
+    /// Follows this node's drain state (the node binary stops once it has left).
+    pub fn drain_state(&self) -> tokio::sync::watch::Receiver<DrainState> {
+        self.shared.drain.state.subscribe()
+    }
+
+    /// Drains `node` (this one or another member, through its peer actor).
+    pub async fn drain_node(&self, node: &NodeId) -> Result<DrainProgress, TurnError> {
+        if node == self.node_id() {
+            return self.drain().await;
+        }
+        self.ask_peer_drain(node, DrainAsk::Start).await
+    }
+
+    /// The drain progress of `node`. A node no longer in the member table has left.
+    pub async fn drain_progress_of(&self, node: &NodeId) -> Result<DrainProgress, TurnError> {
+        if node == self.node_id() {
+            return Ok(self.drain_progress().await);
+        }
+        let in_table = self
+            .members()
+            .is_some_and(|table| table.members.contains_key(node));
+        if !in_table {
+            return Ok(DrainProgress {
+                node: node.clone(),
+                state: DrainState::Left,
+                sessions_at_start: 0,
+                sessions_left: 0,
+            });
+        }
+        self.ask_peer_drain(node, DrainAsk::Progress).await
+    }
+
+    async fn ask_peer_drain(
+        &self,
+        node: &NodeId,
+        ask: DrainAsk,
+    ) -> Result<DrainProgress, TurnError> {
+        let in_table = self
+            .members()
+            .is_some_and(|table| table.members.contains_key(node));
+        if !in_table {
+            return Err(TurnError::Rejected(format!(
+                "{node} is not a member of the cluster (see `confabctl nodes`)"
+            )));
+        }
+        let Some(peer) = self.shared.peer(node) else {
+            return Err(TurnError::Unavailable(format!(
+                "{node} is not connected to this node: ask another node, or wait until it is seen down"
+            )));
+        };
+        let timeout = self.shared.config.turn_timeout;
+        match peer
+            .call(|port| PeerMsg::Drain(Wire(ask), port), Some(timeout))
+            .await
+        {
+            Ok(CallResult::Success(Wire(result))) => result,
+            Ok(CallResult::Timeout) => Err(TurnError::Unavailable(format!(
+                "{node} did not answer within {} ms",
+                timeout.as_millis()
+            ))),
+            Ok(CallResult::SenderError) | Err(_) => Err(TurnError::Unavailable(format!(
+                "{node} is unreachable (it may just have left)"
+            ))),
+        }
+    }
+}

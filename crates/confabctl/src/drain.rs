@@ -1,0 +1,85 @@
+//! `nodes drain ID`: start a node's drain, then follow it with a progress bar
+//! (on stderr, only on a terminal) until the node has left the cluster.
+
+use std::time::Duration;
+
+use confab_proto::admin::DrainView;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::client::AdminClient;
+use crate::{Outcome, emit, pretty};
+
+/// How often the drain's progress is read.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Failed progress reads in a row before giving up.
+const POLL_FAILURES_MAX: u32 = 10;
+
+pub(crate) async fn run(
+    client: &AdminClient,
+    id: &str,
+    wait: Duration,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    // Draining the node we talk to: it stops answering once it has left.
+    let answering = client.status().await?.body.node;
+    let mut progress = client.drain(id).await?.body;
+    let bar = ProgressBar::new(progress.sessions_at_start.max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} sessions moved ({elapsed})")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("draining {id}"));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut failures = 0;
+    while progress.state != "left" {
+        bar.set_length(progress.sessions_at_start.max(1));
+        bar.set_position(
+            progress
+                .sessions_at_start
+                .saturating_sub(progress.sessions_left),
+        );
+        if tokio::time::Instant::now() >= deadline {
+            bar.abandon();
+            eprintln!(
+                "error: {id} has not left after {} s ({} sessions left); the drain goes on: follow it with `confabctl nodes`",
+                wait.as_secs(),
+                progress.sessions_left
+            );
+            return Ok(Outcome::Failed);
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+        match client.drain_progress(id).await {
+            Ok(reply) => {
+                failures = 0;
+                progress = reply.body;
+            }
+            // The drained node stops shortly after it left: when it was the
+            // one answering, silence after its last session moved means gone.
+            Err(_) if answering == id && progress.sessions_left == 0 => {
+                progress.state = "left".into();
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= POLL_FAILURES_MAX {
+                    bar.abandon();
+                    return Err(e.context(format!("lost track of {id}'s drain")));
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let done = DrainView {
+        sessions_left: 0,
+        ..progress
+    };
+    if json {
+        emit(&pretty(&serde_json::to_value(&done)?))?;
+    } else {
+        emit(&format!(
+            "{id} drained: {} sessions moved to the other members; it has left the cluster",
+            done.sessions_at_start
+        ))?;
+    }
+    Ok(Outcome::Done)
+}
