@@ -1,12 +1,16 @@
-//! Three `confab node` processes on one embedded store form one cluster: any
-//! node serves any user, and the session's owner does not depend on the node
-//! the socket landed on.
+//! `confab node` processes on one embedded store form one cluster:
+//! - any node serves any user, and the session's owner does not depend on the
+//!   node the socket landed on;
+//! - a node joins, a node is drained, a node is killed, all while clients keep
+//!   talking: every turn is answered, none is lost or applied twice.
 
 mod common;
 
+use common::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
 use common::*;
 use confab_proto::ServerFrame;
-use confab_proto::admin::NodesView;
+use confab_proto::admin::{NodesView, RingView};
+use std::time::Duration;
 
 async fn members_up(node: &Node) -> usize {
     let (code, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
@@ -75,5 +79,170 @@ async fn any_node_serves_any_user_and_the_owner_is_the_same_from_every_node() {
         owners.len(),
         3,
         "12 users spread over the 3 nodes: {owners:?}"
+    );
+}
+
+/// Starts `n` nodes, `node-1` seeding the others, and waits until each sees
+/// all of them up and linked. Returns the nodes and the seed address.
+async fn cluster(dir: &std::path::Path, n: usize) -> (Vec<Node>, String) {
+    let seed_port = free_port();
+    let seed = format!("127.0.0.1:{seed_port}");
+    let mut nodes = vec![
+        Node::start_member(
+            dir,
+            &[],
+            &["--node-id", "node-1", "--cluster-port", &seed_port.to_string()],
+        )
+        .await,
+    ];
+    for i in 2..=n {
+        let id = format!("node-{i}");
+        nodes.push(Node::start_member(dir, &[], &["--node-id", &id, "--seeds", &seed]).await);
+    }
+    for node in &nodes {
+        eventually(|| async { members_up(node).await == n }).await;
+    }
+    (nodes, seed)
+}
+
+/// The ring as `node` routes by it.
+async fn ring(node: &Node) -> RingView {
+    let (code, stdout, stderr) = confabctl(node, &["--json", "ring"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn users(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("talker-{i}")).collect()
+}
+
+/// How long the tests let clients talk before and after a change.
+const TALK: Duration = Duration::from_millis(1500);
+/// Pause between one user's turns.
+const PAUSE: Duration = Duration::from_millis(20);
+/// The bound the issue sets on every turn across a ring change.
+const TURN_MAX: Duration = Duration::from_secs(2);
+
+fn turns(logs: &[UserLog]) -> usize {
+    logs.iter().map(|l| l.turns.len()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, seed) = cluster(dir.path(), 3).await;
+    assert_eq!(ring(&nodes[0]).await.vnodes.len(), 96);
+    let urls = nodes.iter().map(Node::ws_url).collect();
+    let load = Load::start(urls, &users(24), PAUSE);
+    tokio::time::sleep(TALK).await;
+
+    let joined = Node::start_member(dir.path(), &[], &["--node-id", "node-4", "--seeds", &seed]).await;
+    for node in &nodes {
+        eventually(|| async { ring(node).await.vnodes.len() == 128 }).await;
+    }
+    load.urls.lock().unwrap().push(joined.ws_url());
+    nodes.push(joined);
+    tokio::time::sleep(TALK).await;
+    let logs = load.finish().await;
+    eprintln!("{}", summary(&logs));
+
+    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url()).await;
+    assert!(
+        slowest(&logs) <= TURN_MAX,
+        "a turn took {:?} across the join ({} turns)",
+        slowest(&logs),
+        turns(&logs)
+    );
+    // The new node took over its share: the sessions the ring gives it serve there.
+    let view = ring(&nodes[0]).await;
+    let taken = owners.values().filter(|o| *o == "node-4").count();
+    assert!(taken > 0, "node-4 owns none of the sessions: {owners:?}");
+    for (uid, owner) in &owners {
+        let (code, stdout, _) = confabctl(&nodes[3], &["--json", "session", "locate", uid]).await;
+        assert_eq!(code, 0);
+        let located: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(located["owner"], owner.as_str(), "{uid} at epoch {}", view.epoch);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_sessions_off_under_load_then_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = cluster(dir.path(), 3).await;
+    let urls = nodes.iter().map(Node::ws_url).collect();
+    let load = Load::start(urls, &users(24), PAUSE);
+    tokio::time::sleep(TALK).await;
+
+    let (code, stdout, stderr) = confabctl(&nodes[0], &["nodes", "drain", "node-3"]).await;
+    assert_eq!(code, 0, "drain failed: {stdout}{stderr}");
+    assert!(stdout.contains("node-3 drained"), "{stdout}");
+    let drained = nodes.pop().unwrap();
+    load.urls.lock().unwrap().pop();
+    let status = drained.wait_exit().await;
+    assert!(status.success(), "the drained node exited with {status}");
+    tokio::time::sleep(TALK).await;
+    let logs = load.finish().await;
+    eprintln!("{}", summary(&logs));
+
+    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url()).await;
+    assert!(
+        slowest(&logs) <= TURN_MAX,
+        "a turn took {:?} across the drain ({} turns)",
+        slowest(&logs),
+        turns(&logs)
+    );
+    assert!(
+        owners.values().all(|o| o != "node-3"),
+        "a session is still on node-3: {owners:?}"
+    );
+    // Its clients were told to go elsewhere with 1013 and came back on a member.
+    let told = logs
+        .iter()
+        .filter(|l| l.closes.contains(&Some(1013)))
+        .count();
+    assert!(told > 0, "no client of node-3 saw 1013: {logs:?}");
+    let view = ring(&nodes[0]).await;
+    assert_eq!(view.nodes, ["node-1", "node-2"]);
+    assert_eq!(view.vnodes.len(), 64);
+    let (_, stdout, _) = confabctl(&nodes[1], &["--json", "nodes"]).await;
+    let members: NodesView = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        members.nodes.iter().all(|n| n.id != "node-3"),
+        "node-3 is still a member: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_sessions_serve_again_on_the_survivors_with_every_acked_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = cluster(dir.path(), 3).await;
+    let urls = nodes.iter().map(Node::ws_url).collect();
+    let load = Load::start(urls, &users(24), PAUSE);
+    tokio::time::sleep(TALK).await;
+
+    let killed = nodes.remove(1);
+    load.urls.lock().unwrap().remove(1);
+    let killed_at = tokio::time::Instant::now();
+    killed.kill().await;
+    for node in &nodes {
+        eventually(|| async { ring(node).await.nodes == ["node-1", "node-3"] }).await;
+    }
+    let detected = killed_at.elapsed();
+    tokio::time::sleep(TALK).await;
+    let logs = load.finish().await;
+    eprintln!("{}", summary(&logs));
+
+    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url()).await;
+    assert!(owners.values().all(|o| o != "node-2"), "{owners:?}");
+    // Down is declared within 3 s by default (2 s of silence, a heartbeat
+    // period, a compare-and-set); the sessions serve 2 s after that at most.
+    assert!(
+        detected <= Duration::from_secs(4),
+        "node-2 was declared down after {detected:?}"
+    );
+    assert!(
+        slowest(&logs) <= detected + TURN_MAX,
+        "a turn took {:?}; down was declared after {detected:?}",
+        slowest(&logs)
     );
 }

@@ -1,6 +1,8 @@
 //! A real node process and a real WebSocket client, for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod load;
+
 use confab_proto::{ClientFrame, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header};
@@ -128,6 +130,22 @@ impl Node {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// Waits for the process to exit by itself (a drained node does).
+    pub async fn wait_exit(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                assert!(std::time::Instant::now() < deadline, "the node never exited");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .unwrap()
     }
 
     pub fn ws_url(&self) -> String {

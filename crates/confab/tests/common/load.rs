@@ -1,0 +1,299 @@
+//! Clients that keep talking while the cluster changes under them, and the
+//! checks a user relies on afterwards: every turn answered, none lost, none
+//! applied twice.
+//!
+//! Each user sends turn after turn (`m-1`, `m-2`...). A turn that gets an
+//! error is sent again with the same id; a connection that closes or drops is
+//! reopened on the next node of the list and the turn sent again, as the
+//! protocol tells clients to do. Each turn's time runs from its first send to
+//! its reply.
+
+use super::token;
+use confab_proto::{ClientFrame, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// What every turn of this harness says (a greeting: no action, 3 events).
+const TEXT: &str = "你好";
+/// Events one such turn records: received, understood, reply.
+pub const EVENTS_PER_TURN: u64 = 3;
+/// A turn not answered within this is a failure (the test's hang guard).
+const TURN_GIVE_UP: Duration = Duration::from_secs(30);
+/// How long to wait for any one frame before taking the connection as dead.
+const FRAME_WAIT: Duration = Duration::from_secs(10);
+/// Pause before sending again after an error or a reconnect.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// One answered turn.
+#[derive(Debug, Clone)]
+pub struct TurnLog {
+    pub id: String,
+    /// Its ack's seq (the first ack seen for it).
+    pub ack: Option<u64>,
+    pub reply: u64,
+    /// From the first send to the reply.
+    pub latency: Duration,
+    /// Sent again (after an error or a reconnect) this many times.
+    pub resent: u32,
+}
+
+/// What one user saw.
+#[derive(Debug, Clone, Default)]
+pub struct UserLog {
+    pub uid: String,
+    pub turns: Vec<TurnLog>,
+    /// Close codes of the connections the server ended (`None`: dropped).
+    pub closes: Vec<Option<u16>>,
+    /// The owners named by the hellos, in order.
+    pub owners: Vec<String>,
+}
+
+/// Users talking to the cluster in the background.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<UserLog>>,
+    /// The nodes clients connect to, tried in turn.
+    pub urls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Load {
+    /// `users` start talking, each pausing `pause` between turns.
+    pub fn start(urls: Vec<String>, users: &[String], pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let urls = Arc::new(Mutex::new(urls));
+        let tasks = users
+            .iter()
+            .enumerate()
+            .map(|(i, uid)| {
+                tokio::spawn(talk(
+                    uid.clone(),
+                    i,
+                    Arc::clone(&urls),
+                    Arc::clone(&stop),
+                    pause,
+                ))
+            })
+            .collect();
+        Load { stop, tasks, urls }
+    }
+
+    /// Stops after each user's turn in flight is answered.
+    pub async fn finish(self) -> Vec<UserLog> {
+        self.stop.store(true, Ordering::Release);
+        let mut logs = Vec::new();
+        for task in self.tasks {
+            logs.push(task.await.expect("a talker panicked"));
+        }
+        logs
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn open(url: &str, uid: &str, log: &mut UserLog) -> Option<Socket> {
+    let mut request = url.into_client_request().ok()?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(uid)).parse().unwrap(),
+    );
+    let (mut socket, _) = tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .ok()?
+        .ok()?;
+    match next_frame(&mut socket).await {
+        Frame::Server(ServerFrame::Hello { node, .. }) => {
+            log.owners.push(node);
+            Some(socket)
+        }
+        // The session could not be activated (its owner is unreachable while
+        // the ring changes): the server closes; the client tries again.
+        Frame::Server(ServerFrame::Error { .. }) => None,
+        Frame::Server(other) => panic!("{uid}: the first frame is not a hello: {other:?}"),
+        Frame::Closed(code) => {
+            log.closes.push(code);
+            None
+        }
+    }
+}
+
+enum Frame {
+    Server(ServerFrame),
+    Closed(Option<u16>),
+}
+
+async fn next_frame(socket: &mut Socket) -> Frame {
+    loop {
+        match tokio::time::timeout(FRAME_WAIT, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return Frame::Server(
+                    serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("{text} is not a server frame: {e}")),
+                );
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Frame::Closed(frame.map(|f| u16::from(f.code)));
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) | Err(_) => return Frame::Closed(None),
+        }
+    }
+}
+
+async fn talk(
+    uid: String,
+    first_node: usize,
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    pause: Duration,
+) -> UserLog {
+    let mut log = UserLog {
+        uid: uid.clone(),
+        ..UserLog::default()
+    };
+    let mut next_node = first_node;
+    let mut socket: Option<Socket> = None;
+    let mut k = 0;
+    while !stop.load(Ordering::Acquire) {
+        k += 1;
+        let id = format!("m-{k}");
+        let started = Instant::now();
+        let mut ack = None;
+        let mut sends = 0u32;
+        let reply = 'turn: loop {
+            assert!(
+                started.elapsed() < TURN_GIVE_UP,
+                "{uid} {id}: no reply within {TURN_GIVE_UP:?} ({log:?})"
+            );
+            let Some(live) = socket.as_mut() else {
+                let url = {
+                    let urls = urls.lock().unwrap();
+                    urls[next_node % urls.len()].clone()
+                };
+                next_node += 1;
+                socket = open(&url, &uid, &mut log).await;
+                if socket.is_none() {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                continue;
+            };
+            sends += 1;
+            let say = ClientFrame::Say {
+                id: id.clone(),
+                text: TEXT.into(),
+            };
+            let sent = live
+                .send(Message::text(serde_json::to_string(&say).unwrap()))
+                .await;
+            if sent.is_err() {
+                log.closes.push(None);
+                socket = None;
+                continue;
+            }
+            loop {
+                match next_frame(live).await {
+                    Frame::Server(ServerFrame::Ack { id: acked, seq }) if acked == id => {
+                        ack.get_or_insert(seq);
+                    }
+                    Frame::Server(ServerFrame::Reply { id: replied, seq, .. }) if replied == id => {
+                        break 'turn seq;
+                    }
+                    Frame::Server(ServerFrame::Error { id: Some(failed), .. })
+                        if failed == id =>
+                    {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue 'turn;
+                    }
+                    Frame::Server(other) => panic!("{uid} {id}: unexpected {other:?}"),
+                    Frame::Closed(code) => {
+                        log.closes.push(code);
+                        socket = None;
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue 'turn;
+                    }
+                }
+            }
+        };
+        log.turns.push(TurnLog {
+            id,
+            ack,
+            reply,
+            latency: started.elapsed(),
+            resent: sends.saturating_sub(1),
+        });
+        tokio::time::sleep(pause).await;
+    }
+    log
+}
+
+/// Checks what every user relies on: each turn was answered once, at the
+/// seqs that follow the turns before it (nothing lost, nothing applied twice),
+/// and the session, resumed on `url`, holds exactly those turns. Returns each
+/// user's owner as that resume names it.
+pub async fn assert_no_loss_no_duplicate(
+    logs: &[UserLog],
+    url: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut owners = std::collections::BTreeMap::new();
+    for log in logs {
+        assert!(!log.turns.is_empty(), "{} never got a turn in", log.uid);
+        for (i, turn) in log.turns.iter().enumerate() {
+            let i = i as u64;
+            let expected_reply = (i + 1) * EVENTS_PER_TURN;
+            assert_eq!(
+                turn.reply, expected_reply,
+                "{} {}: reply seq {} (expected {expected_reply}): a turn was lost or applied twice",
+                log.uid, turn.id, turn.reply
+            );
+            if let Some(ack) = turn.ack {
+                assert_eq!(ack, i * EVENTS_PER_TURN + 1, "{} {}: ack seq", log.uid, turn.id);
+            }
+        }
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", token(&log.uid)).parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let Frame::Server(ServerFrame::Hello { last_seq, node, .. }) =
+            next_frame(&mut socket).await
+        else {
+            panic!("{}: no hello on resume", log.uid);
+        };
+        assert_eq!(
+            last_seq,
+            log.turns.len() as u64 * EVENTS_PER_TURN,
+            "{}: the resumed session does not hold exactly the answered turns",
+            log.uid
+        );
+        owners.insert(log.uid.clone(), node);
+    }
+    owners
+}
+
+/// The slowest turn of all users.
+pub fn slowest(logs: &[UserLog]) -> Duration {
+    logs.iter()
+        .flat_map(|l| l.turns.iter().map(|t| t.latency))
+        .max()
+        .unwrap_or_default()
+}
+
+/// One line for the test's output: turns, resends, reconnects, slowest.
+pub fn summary(logs: &[UserLog]) -> String {
+    let turns: usize = logs.iter().map(|l| l.turns.len()).sum();
+    let resent: u32 = logs.iter().flat_map(|l| l.turns.iter().map(|t| t.resent)).sum();
+    let closes: usize = logs.iter().map(|l| l.closes.len()).sum();
+    format!(
+        "{} users, {turns} turns, {resent} sent again, {closes} connections ended by the server, slowest {:?}",
+        logs.len(),
+        slowest(logs)
+    )
+}
