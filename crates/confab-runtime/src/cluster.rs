@@ -18,9 +18,7 @@
 
 use crate::drain::{DrainProgress, DrainState};
 use crate::{Runtime, SessionAnswer, SessionAsk, TurnError, TurnOutcome};
-use confab_core::membership::{
-    Input, MemberTable, Membership, MembershipConfig, Output, Status,
-};
+use confab_core::membership::{Input, MemberTable, Membership, MembershipConfig, Output, Status};
 use confab_core::ring::Ring;
 use confab_core::{Epoch, MessageId, NodeId, Uid};
 use confab_store::Store;
@@ -102,6 +100,29 @@ pub struct Heartbeat {
     pub epoch: Epoch,
 }
 
+/// Sessions about to move to the receiving node: it holds their first turns
+/// until their state arrives (or [`crate::supervisor::HANDOFF_WAIT`] passes).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Expect {
+    /// The epoch that moved them.
+    pub epoch: Epoch,
+    /// The sessions, sorted.
+    pub uids: Vec<Uid>,
+}
+
+/// A moved session's state, sent by its old owner once its last turn there is
+/// done.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandoffState {
+    /// Whose session.
+    pub uid: Uid,
+    /// The epoch that moved it.
+    pub epoch: Epoch,
+    /// Its snapshot (the codec's bytes, base64), or `None` when the old owner
+    /// held nothing usable in memory: load it from the durable tier at once.
+    pub snapshot: Option<String>,
+}
+
 /// Messages between nodes: the one cluster-visible message type.
 #[derive(RactorClusterMessage)]
 pub enum PeerMsg {
@@ -119,6 +140,11 @@ pub enum PeerMsg {
     ),
     /// A member's heartbeat.
     Heartbeat(Wire<Heartbeat>),
+    /// Sessions that are about to move here.
+    Expect(Wire<Expect>),
+    /// A moved session's state; the answer says whether it was taken.
+    #[rpc]
+    Handoff(Wire<HandoffState>, RpcReplyPort<Wire<bool>>),
     /// Drain this node, or tell how far its drain has come.
     #[rpc]
     Drain(
@@ -191,6 +217,13 @@ impl Actor for PeerActor {
                         )
                         .await;
                     let _ = port.send(Wire(result));
+                });
+            }
+            PeerMsg::Expect(Wire(expect)) => state.runtime.expect(expect),
+            PeerMsg::Handoff(Wire(handoff), port) => {
+                let runtime = state.runtime.clone();
+                tokio::spawn(async move {
+                    let _ = port.send(Wire(runtime.state_arrived(handoff).await));
                 });
             }
             PeerMsg::Drain(Wire(ask), port) => {

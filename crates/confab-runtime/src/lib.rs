@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod committer;
 pub mod dialog;
 pub mod drain;
+pub mod handoff;
 pub mod router;
 pub mod session_actor;
 pub mod snapshotter;
@@ -274,6 +275,8 @@ pub(crate) struct Shared {
         std::sync::OnceLock<tokio::sync::mpsc::Sender<confab_core::membership::Input>>,
     /// This node's drain, if one was asked for.
     pub(crate) drain: drain::DrainCell,
+    /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
+    pub(crate) ring_since: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Shared {
@@ -382,6 +385,7 @@ impl Runtime {
             members: Default::default(),
             membership: std::sync::OnceLock::new(),
             drain: Default::default(),
+            ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
             config,
             store,
             committer,
@@ -660,6 +664,11 @@ impl Runtime {
     pub fn set_ring(&self, ring: confab_core::ring::Ring) {
         metrics::gauge!("confab_ring_epoch").set(ring.epoch().0 as f64);
         *self.shared.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        *self
+            .shared
+            .ring_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
         let _ = self.supervisor.cast(SupervisorMsg::RingChanged);
     }
 

@@ -24,6 +24,7 @@
 
 mod turn;
 
+use crate::handoff::Incoming;
 use crate::supervisor::SupervisorMsg;
 use crate::{EVENTS_PAGE_MAX, SessionRequest, Shared, TurnError, TurnRequest, now_ms};
 use confab_core::session::{SessionState, Snapshot};
@@ -52,6 +53,14 @@ pub enum SessionMsg {
     /// Stop: the session was fenced, and the supervisor, which no longer routes
     /// turns here, has sent this after every turn it had routed.
     Retire,
+    /// The ring moved the session: send its state to `to` (if it is
+    /// connected), write a snapshot, and stop. Sent behind every turn routed here.
+    HandOff {
+        /// The new owner.
+        to: Option<confab_core::NodeId>,
+        /// The epoch it owns the session at.
+        epoch: confab_core::Epoch,
+    },
 }
 
 // Local only: not serializable, never announced to other nodes.
@@ -68,6 +77,8 @@ pub struct SessionArgs {
     pub(crate) queued: Arc<AtomicUsize>,
     /// The supervisor, told when the session is fenced.
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    /// What the session starts from: the durable tier, or its old owner's state.
+    pub(crate) incoming: Incoming,
 }
 
 /// The actor's state.
@@ -91,6 +102,8 @@ pub struct SessionActorState {
     /// `unavailable` at once until the actor retires.
     fenced: Option<String>,
     supervisor: ActorRef<SupervisorMsg>,
+    /// Taken at the first load.
+    incoming: Option<Incoming>,
 }
 
 impl Actor for SessionActor {
@@ -114,6 +127,7 @@ impl Actor for SessionActor {
             snapshot_timer: false,
             fenced: None,
             supervisor: args.supervisor,
+            incoming: Some(args.incoming),
         })
     }
 
@@ -171,6 +185,15 @@ impl Actor for SessionActor {
                 state.write_final_snapshot().await;
                 myself.stop(Some("passivated".into()));
             }
+            SessionMsg::HandOff { to, epoch } => {
+                if let Some(to) = to
+                    && state.fenced.is_none()
+                {
+                    state.send_state(&to, epoch).await;
+                }
+                state.write_final_snapshot().await;
+                myself.stop(Some("handed off".into()));
+            }
         }
         Ok(())
     }
@@ -204,9 +227,29 @@ impl SessionActorState {
     /// pending is finished before anything else is served.
     async fn loaded(&mut self) -> Result<&SessionState, Failure> {
         if self.session.is_none() {
+            let incoming = self.incoming.take().unwrap_or(Incoming::Nothing);
+            let moving = incoming.is_handoff();
+            // Waits for the old owner's state if it is on its way.
+            let arrived = incoming.state().await;
             // Claimed at the ring's epoch now: a newer owner fences this one.
             self.epoch = self.shared.ring().epoch();
-            let (session, snapshot_seq) = self.load().await.map_err(|e| unavailable(&e))?;
+            let from_state = arrived.is_some();
+            let (session, snapshot_seq) = self.load(arrived).await.map_err(|e| unavailable(&e))?;
+            if moving {
+                let since = *self
+                    .shared
+                    .ring_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                metrics::histogram!("confab_migration_seconds")
+                    .record(since.elapsed().as_secs_f64());
+                let source = if from_state {
+                    "old_owner"
+                } else {
+                    "durable_tier"
+                };
+                metrics::counter!("confab_handoffs_total", "state_from" => source).increment(1);
+            }
             if session.pending_action().is_some() {
                 warn!(uid = %self.uid, "an action was left pending; running it again under its key");
                 metrics::counter!("confab_actions_resumed_total").increment(1);
@@ -232,12 +275,19 @@ impl SessionActorState {
     }
 
     /// Claims the session at the node's epoch, then rebuilds its state from the
-    /// latest usable snapshot plus the events after it.
-    async fn load(&self) -> Result<(SessionState, Seq), StoreError> {
+    /// old owner's state if it `arrived` (and checks out), else from the latest
+    /// usable snapshot, plus the events after it.
+    async fn load(&self, arrived: Option<Vec<u8>>) -> Result<(SessionState, Seq), StoreError> {
         let store = &self.shared.store;
         store.claim(&self.uid, self.epoch).await?;
+        if let Some(state) = arrived.and_then(|bytes| self.verified(&bytes)) {
+            let page = store
+                .events_after(&self.uid, state.seq(), EVENTS_PAGE_MAX)
+                .await?;
+            return self.apply_log(state, page).await;
+        }
         let log = store.load(&self.uid, EVENTS_PAGE_MAX).await?;
-        let (mut session, mut page) = match log.snapshot.map(|s| self.verified(&s)) {
+        let (session, page) = match log.snapshot.map(|s| self.verified(&s.bytes)) {
             None => (SessionState::default(), log.events),
             Some(Some(state)) => (state, log.events),
             Some(None) => (
@@ -247,6 +297,17 @@ impl SessionActorState {
                     .await?,
             ),
         };
+        self.apply_log(session, page).await
+    }
+
+    /// `session` with `page` and every later event of the log applied; the seq
+    /// it started from is the snapshot's.
+    async fn apply_log(
+        &self,
+        mut session: SessionState,
+        mut page: Vec<confab_core::session::RecordedEvent>,
+    ) -> Result<(SessionState, Seq), StoreError> {
+        let store = &self.shared.store;
         let snapshot_seq = session.seq();
         loop {
             for event in &page {
@@ -266,8 +327,8 @@ impl SessionActorState {
 
     /// The snapshot's state if its checksum holds and it is this session's; a
     /// refused snapshot is counted and logged.
-    fn verified(&self, stored: &StoredSnapshot) -> Option<SessionState> {
-        let refused = match Snapshot::decode(&stored.bytes, &self.shared.config.snapshot_key) {
+    fn verified(&self, bytes: &[u8]) -> Option<SessionState> {
+        let refused = match Snapshot::decode(bytes, &self.shared.config.snapshot_key) {
             Ok(snapshot) if snapshot.uid == self.uid => return Some(snapshot.state),
             Ok(snapshot) => format!("it belongs to {}", snapshot.uid),
             Err(e) => e.to_string(),
@@ -351,6 +412,35 @@ impl SessionActorState {
         match self.shared.store.write_snapshots(&[snapshot]).await {
             Ok(()) => metrics::counter!("confab_snapshot_writes_total").increment(1),
             Err(e) => warn!(uid = %self.uid, error = %e, "snapshot not written"),
+        }
+    }
+
+    /// Sends the session's state to its new owner and waits for its answer
+    /// (bounded by [`crate::handoff::HANDOFF_WAIT`]); a refusal or silence only
+    /// means the new owner loads it from the durable tier.
+    async fn send_state(&mut self, to: &confab_core::NodeId, epoch: confab_core::Epoch) {
+        let Some(peer) = self.shared.peer(to) else {
+            return;
+        };
+        let snapshot = self
+            .take_snapshot()
+            .map(|s| crate::handoff::encode(&s.bytes));
+        let handoff = crate::cluster::HandoffState {
+            uid: self.uid.clone(),
+            epoch,
+            snapshot,
+        };
+        let sent = peer
+            .call(
+                |port| crate::cluster::PeerMsg::Handoff(crate::cluster::Wire(handoff), port),
+                Some(crate::handoff::HANDOFF_WAIT),
+            )
+            .await;
+        if !matches!(
+            sent,
+            Ok(ractor::rpc::CallResult::Success(crate::cluster::Wire(true)))
+        ) {
+            warn!(uid = %self.uid, to = %to, "the new owner did not take the state; it loads the session from the durable tier");
         }
     }
 

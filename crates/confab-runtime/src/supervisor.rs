@@ -9,9 +9,10 @@
 //! - a session that fails (a panic) is removed; its next turn spawns a fresh
 //!   actor that rebuilds from the durable tier. No other session is touched.
 
+use crate::handoff::{HANDOFF_WAIT, Incoming};
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
 use crate::{SessionRequest, Shared, TurnError, TurnRequest};
-use confab_core::Uid;
+use confab_core::{NodeId, Uid};
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -33,9 +35,23 @@ pub enum SupervisorMsg {
     Request(SessionRequest),
     /// Passivate the sessions idle for too long (sent by a timer).
     Sweep,
-    /// The ring changed: passivate the sessions this node no longer owns, so
-    /// that their new owners load them from the durable tier.
+    /// The ring changed: hand the sessions this node no longer owns to their
+    /// new owners ([`crate::handoff`]).
     RingChanged,
+    /// Another node is about to hand these sessions here.
+    Expect(crate::cluster::Expect),
+    /// A moved session's state arrived (snapshot bytes, or `None`: load it
+    /// from the durable tier); the answer says whether it was taken.
+    Arrived {
+        /// Whose session.
+        uid: Uid,
+        /// The epoch that moved it.
+        epoch: confab_core::Epoch,
+        /// Its state.
+        state: Option<Vec<u8>>,
+        /// Whether it was taken.
+        reply: RpcReplyPort<bool>,
+    },
     /// A session was fenced by a newer owner: stop routing to it, and retire it
     /// once the turns already routed to it are answered.
     Fenced {
@@ -85,6 +101,10 @@ pub struct SupervisorState {
     sessions: BTreeMap<Uid, Resident>,
     by_actor: BTreeMap<ActorId, Uid>,
     stopping: bool,
+    /// Sessions another node announced it hands here, until when to wait.
+    expected: BTreeMap<Uid, Instant>,
+    /// Sessions whose actor waits for its state from the old owner.
+    awaiting: BTreeMap<Uid, oneshot::Sender<Option<Vec<u8>>>>,
 }
 
 impl Actor for SessionSupervisor {
@@ -105,6 +125,8 @@ impl Actor for SessionSupervisor {
             sessions: BTreeMap::new(),
             by_actor: BTreeMap::new(),
             stopping: false,
+            expected: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
         })
     }
 
@@ -159,8 +181,21 @@ impl Actor for SessionSupervisor {
                     }
                 }
             }
-            SupervisorMsg::Sweep => state.passivate_idle(),
-            SupervisorMsg::RingChanged => state.passivate_moved(),
+            SupervisorMsg::Sweep => {
+                state.passivate_idle();
+                state.forget_stale_handoffs();
+            }
+            SupervisorMsg::RingChanged => state.hand_off_moved(),
+            SupervisorMsg::Expect(expect) => state.expect(expect),
+            SupervisorMsg::Arrived {
+                uid,
+                epoch,
+                state: arrived,
+                reply,
+            } => {
+                let taken = !state.stopping && state.arrived(&myself, uid, epoch, arrived).await;
+                let _ = reply.send(taken);
+            }
             SupervisorMsg::Fenced { uid, actor } => {
                 if state
                     .sessions
@@ -222,34 +257,54 @@ impl SupervisorState {
         uid: &Uid,
     ) -> Result<&mut Resident, TurnError> {
         if !self.sessions.contains_key(uid) {
-            let limit = self.shared.config.resident_sessions_max;
-            if self.sessions.len() >= limit {
-                return Err(TurnError::Overloaded(format!(
-                    "node holds {limit} sessions, its limit: retry later or on another node"
-                )));
-            }
-            let queued = Arc::new(AtomicUsize::new(0));
-            let args = SessionArgs {
-                uid: uid.clone(),
-                shared: Arc::clone(&self.shared),
-                queued: Arc::clone(&queued),
-                supervisor: myself.clone(),
+            let incoming = match self.expected.remove(uid) {
+                Some(deadline) if deadline > Instant::now() => {
+                    let (tx, rx) = oneshot::channel();
+                    self.awaiting.insert(uid.clone(), tx);
+                    Incoming::Awaiting(rx, deadline)
+                }
+                _ => Incoming::Nothing,
             };
-            let (actor, _) = Actor::spawn_linked(None, SessionActor, args, myself.get_cell())
-                .await
-                .map_err(|e| TurnError::Internal(format!("cannot start session {uid}: {e}")))?;
-            self.by_actor.insert(actor.get_id(), uid.clone());
-            self.sessions.insert(
-                uid.clone(),
-                Resident {
-                    actor,
-                    queued,
-                    last_turn: Instant::now(),
-                },
-            );
-            self.publish_resident();
+            self.spawn(myself, uid, incoming).await?;
         }
-        Ok(self.sessions.get_mut(uid).expect("inserted above"))
+        Ok(self.sessions.get_mut(uid).expect("spawned above"))
+    }
+
+    /// Spawns the uid's session actor, starting from `incoming`.
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        uid: &Uid,
+        incoming: Incoming,
+    ) -> Result<(), TurnError> {
+        let limit = self.shared.config.resident_sessions_max;
+        if self.sessions.len() >= limit {
+            return Err(TurnError::Overloaded(format!(
+                "node holds {limit} sessions, its limit: retry later or on another node"
+            )));
+        }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let args = SessionArgs {
+            uid: uid.clone(),
+            shared: Arc::clone(&self.shared),
+            queued: Arc::clone(&queued),
+            supervisor: myself.clone(),
+            incoming,
+        };
+        let (actor, _) = Actor::spawn_linked(None, SessionActor, args, myself.get_cell())
+            .await
+            .map_err(|e| TurnError::Internal(format!("cannot start session {uid}: {e}")))?;
+        self.by_actor.insert(actor.get_id(), uid.clone());
+        self.sessions.insert(
+            uid.clone(),
+            Resident {
+                actor,
+                queued,
+                last_turn: Instant::now(),
+            },
+        );
+        self.publish_resident();
+        Ok(())
     }
 
     /// Drops the map entry of a stopped actor, if it is still the uid's actor.
@@ -281,21 +336,105 @@ impl SupervisorState {
         self.passivate(idle);
     }
 
-    fn passivate_moved(&mut self) {
+    /// Hands every session this node no longer owns to its new owner: the
+    /// owner is told which to expect, then each actor, behind the turns already
+    /// queued to it, sends its state there and stops.
+    fn hand_off_moved(&mut self) {
         let ring = self.shared.ring();
         let me = &self.shared.config.node_id;
-        let moved: Vec<Uid> = self
-            .sessions
-            .keys()
-            .filter(|uid| ring.owner(uid) != Some(me))
-            .cloned()
-            .collect();
-        if !moved.is_empty() {
-            info!(sessions = moved.len(), epoch = %ring.epoch(), "ring changed; passivating moved sessions");
-            metrics::counter!("confab_migrations_total", "reason" => "ring_change")
-                .increment(moved.len() as u64);
+        let mut moved: BTreeMap<Option<NodeId>, Vec<Uid>> = BTreeMap::new();
+        for uid in self.sessions.keys() {
+            let owner = ring.owner(uid);
+            if owner != Some(me) {
+                moved.entry(owner.cloned()).or_default().push(uid.clone());
+            }
         }
-        self.passivate(moved);
+        if moved.is_empty() {
+            return;
+        }
+        let count: usize = moved.values().map(Vec::len).sum();
+        let reason = match self.shared.drain.state() {
+            crate::drain::DrainState::Serving => "ring_change",
+            _ => "drain",
+        };
+        info!(sessions = count, epoch = %ring.epoch(), reason, "ring changed; handing moved sessions off");
+        metrics::counter!("confab_migrations_total", "reason" => reason).increment(count as u64);
+        for (owner, uids) in moved {
+            let peer = owner.as_ref().and_then(|o| self.shared.peer(o));
+            if let Some(peer) = &peer {
+                let expect = crate::cluster::Expect {
+                    epoch: ring.epoch(),
+                    uids: uids.clone(),
+                };
+                let _ = peer.cast(crate::cluster::PeerMsg::Expect(crate::cluster::Wire(
+                    expect,
+                )));
+            }
+            for uid in uids {
+                if let Some(resident) = self.sessions.remove(&uid) {
+                    // Removed first: a later turn is forwarded, never reaches this actor.
+                    let to = peer.as_ref().and(owner.clone());
+                    let _ = resident.actor.cast(SessionMsg::HandOff {
+                        to,
+                        epoch: ring.epoch(),
+                    });
+                }
+            }
+        }
+        self.publish_resident();
+    }
+
+    /// Notes the sessions another node is about to hand here (bounded by the
+    /// resident limit: past it, they load from the durable tier).
+    fn expect(&mut self, expect: crate::cluster::Expect) {
+        let deadline = Instant::now() + HANDOFF_WAIT;
+        let room = self
+            .shared
+            .config
+            .resident_sessions_max
+            .saturating_sub(self.expected.len());
+        for uid in expect.uids.into_iter().take(room) {
+            if !self.sessions.contains_key(&uid) {
+                self.expected.insert(uid, deadline);
+            }
+        }
+    }
+
+    /// A moved session's state arrived: handed to the actor waiting for it, or
+    /// a new actor starts from it. Refused if this node's ring, at that epoch
+    /// or later, gives the session to another node, or if it already loaded
+    /// the session from the durable tier.
+    async fn arrived(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        uid: Uid,
+        epoch: confab_core::Epoch,
+        state: Option<Vec<u8>>,
+    ) -> bool {
+        // A state sent at an epoch this node has not adopted yet is taken: the
+        // sender's newer ring gives the session here, and no turn reaches it
+        // before this node routes by that ring.
+        let ring = self.shared.ring();
+        if ring.epoch() >= epoch && ring.owner(&uid) != Some(&self.shared.config.node_id) {
+            return false;
+        }
+        self.expected.remove(&uid);
+        if let Some(waiting) = self.awaiting.remove(&uid) {
+            return waiting.send(state).is_ok();
+        }
+        if self.sessions.contains_key(&uid) {
+            return false;
+        }
+        self.spawn(myself, &uid, Incoming::Arrived(state))
+            .await
+            .is_ok()
+    }
+
+    /// Drops expectations whose time ran out and waits that ended.
+    fn forget_stale_handoffs(&mut self) {
+        let now = Instant::now();
+        self.expected.retain(|_, deadline| *deadline > now);
+        self.awaiting.retain(|_, waiting| !waiting.is_closed());
     }
 
     fn passivate(&mut self, uids: Vec<Uid>) {

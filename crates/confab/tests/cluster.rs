@@ -91,7 +91,12 @@ async fn cluster(dir: &std::path::Path, n: usize) -> (Vec<Node>, String) {
         Node::start_member(
             dir,
             &[],
-            &["--node-id", "node-1", "--cluster-port", &seed_port.to_string()],
+            &[
+                "--node-id",
+                "node-1",
+                "--cluster-port",
+                &seed_port.to_string(),
+            ],
         )
         .await,
     ];
@@ -136,7 +141,8 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
     let load = Load::start(urls, &users(24), PAUSE);
     tokio::time::sleep(TALK).await;
 
-    let joined = Node::start_member(dir.path(), &[], &["--node-id", "node-4", "--seeds", &seed]).await;
+    let joined =
+        Node::start_member(dir.path(), &[], &["--node-id", "node-4", "--seeds", &seed]).await;
     for node in &nodes {
         eventually(|| async { ring(node).await.vnodes.len() == 128 }).await;
     }
@@ -153,6 +159,21 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
         slowest(&logs),
         turns(&logs)
     );
+    // The moved sessions' state went straight from their old owners to node-4.
+    let (_, metrics) = http_get(nodes[3].port, "/metrics").await.unwrap();
+    let handed: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("confab_handoffs_total{state_from=\"old_owner\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        handed > 0.0,
+        "no session state came from its old owner:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("confab_migration_seconds_count"),
+        "{metrics}"
+    );
     // The new node took over its share: the sessions the ring gives it serve there.
     let view = ring(&nodes[0]).await;
     let taken = owners.values().filter(|o| *o == "node-4").count();
@@ -161,7 +182,12 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
         let (code, stdout, _) = confabctl(&nodes[3], &["--json", "session", "locate", uid]).await;
         assert_eq!(code, 0);
         let located: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(located["owner"], owner.as_str(), "{uid} at epoch {}", view.epoch);
+        assert_eq!(
+            located["owner"],
+            owner.as_str(),
+            "{uid} at epoch {}",
+            view.epoch
+        );
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use confab_proto::admin::{
     ADMIN_PREFIX, AdminError, CanarySet, CanaryStatus, DlqList, DlqReplay, DlqReplayReport,
-    DrainView, NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView, SessionLocation, SessionView,
+    DrainView, NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView, SessionLocation,
+    SessionView,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;

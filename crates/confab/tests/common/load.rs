@@ -94,9 +94,8 @@ impl Load {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str, uid: &str, log: &mut UserLog) -> Option<Socket> {
     let mut request = url.into_client_request().ok()?;
@@ -104,10 +103,11 @@ async fn open(url: &str, uid: &str, log: &mut UserLog) -> Option<Socket> {
         "authorization",
         format!("Bearer {}", token(uid)).parse().unwrap(),
     );
-    let (mut socket, _) = tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .ok()?
-        .ok()?;
+    let (mut socket, _) =
+        tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .ok()?
+            .ok()?;
     match next_frame(&mut socket).await {
         Frame::Server(ServerFrame::Hello { node, .. }) => {
             log.owners.push(node);
@@ -202,12 +202,14 @@ async fn talk(
                     Frame::Server(ServerFrame::Ack { id: acked, seq }) if acked == id => {
                         ack.get_or_insert(seq);
                     }
-                    Frame::Server(ServerFrame::Reply { id: replied, seq, .. }) if replied == id => {
+                    Frame::Server(ServerFrame::Reply {
+                        id: replied, seq, ..
+                    }) if replied == id => {
                         break 'turn seq;
                     }
-                    Frame::Server(ServerFrame::Error { id: Some(failed), .. })
-                        if failed == id =>
-                    {
+                    Frame::Server(ServerFrame::Error {
+                        id: Some(failed), ..
+                    }) if failed == id => {
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue 'turn;
                     }
@@ -253,7 +255,13 @@ pub async fn assert_no_loss_no_duplicate(
                 log.uid, turn.id, turn.reply
             );
             if let Some(ack) = turn.ack {
-                assert_eq!(ack, i * EVENTS_PER_TURN + 1, "{} {}: ack seq", log.uid, turn.id);
+                assert_eq!(
+                    ack,
+                    i * EVENTS_PER_TURN + 1,
+                    "{} {}: ack seq",
+                    log.uid,
+                    turn.id
+                );
             }
         }
         let mut request = url.into_client_request().unwrap();
@@ -289,7 +297,10 @@ pub fn slowest(logs: &[UserLog]) -> Duration {
 /// One line for the test's output: turns, resends, reconnects, slowest.
 pub fn summary(logs: &[UserLog]) -> String {
     let turns: usize = logs.iter().map(|l| l.turns.len()).sum();
-    let resent: u32 = logs.iter().flat_map(|l| l.turns.iter().map(|t| t.resent)).sum();
+    let resent: u32 = logs
+        .iter()
+        .flat_map(|l| l.turns.iter().map(|t| t.resent))
+        .sum();
     let closes: usize = logs.iter().map(|l| l.closes.len()).sum();
     format!(
         "{} users, {turns} turns, {resent} sent again, {closes} connections ended by the server, slowest {:?}",

@@ -140,7 +140,10 @@ impl Node {
                 if let Some(status) = self.child.try_wait().unwrap() {
                     return status;
                 }
-                assert!(std::time::Instant::now() < deadline, "the node never exited");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the node never exited"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
