@@ -236,13 +236,6 @@ impl SessionActorState {
             let from_state = arrived.is_some();
             let (session, snapshot_seq) = self.load(arrived).await.map_err(|e| unavailable(&e))?;
             if moving {
-                let since = *self
-                    .shared
-                    .ring_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                metrics::histogram!("confab_migration_seconds")
-                    .record(since.elapsed().as_secs_f64());
                 let source = if from_state {
                     "old_owner"
                 } else {
@@ -436,10 +429,23 @@ impl SessionActorState {
                 Some(crate::handoff::HANDOFF_WAIT),
             )
             .await;
-        if !matches!(
+        if matches!(
             sent,
             Ok(ractor::rpc::CallResult::Success(crate::cluster::Wire(true)))
         ) {
+            // From this node's adoption of the ring to the new owner holding the state.
+            let since = *self
+                .shared
+                .ring_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let reason = match self.shared.drain.state() {
+                crate::drain::DrainState::Serving => "ring_change",
+                _ => "drain",
+            };
+            metrics::histogram!("confab_migration_seconds", "reason" => reason)
+                .record(since.elapsed().as_secs_f64());
+        } else {
             warn!(uid = %self.uid, to = %to, "the new owner did not take the state; it loads the session from the durable tier");
         }
     }
