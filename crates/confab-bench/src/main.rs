@@ -7,8 +7,11 @@
 //!   coordinated omission).
 //! - `echo`: a bare WebSocket server that answers each `say` at once with an `ack`
 //!   and a `reply`, doing nothing else: the floor to measure in the same run.
+//! - `rebalance`: a local cluster holding many sessions while a node joins and
+//!   another drains: migration times, pauses, turns lost, memory per session.
 
 mod echo;
+mod rebalance;
 mod turns;
 
 use clap::{Parser, Subcommand};
@@ -31,8 +34,9 @@ enum Command {
     Turns(turns::TurnsArgs),
     /// A bare protocol-v1 echo server, the floor to compare confab with.
     Echo(echo::EchoArgs),
-    /// Migration under load (needs clustering, which this version does not have).
-    Rebalance,
+    /// Sessions moving under load: 3 nodes holding many sessions, a 4th joins,
+    /// then one drains; prints migration times, pauses, memory per session.
+    Rebalance(rebalance::RebalanceArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,12 +49,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Turns(args) => turns::run(args).await,
             Command::Echo(args) => echo::run(args).await,
-            Command::Rebalance => {
-                eprintln!(
-                    "error: rebalance needs a cluster; clustering is not in this version yet"
-                );
-                return Ok(ExitCode::from(2));
-            }
+            Command::Rebalance(args) => rebalance::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

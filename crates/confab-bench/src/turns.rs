@@ -125,9 +125,10 @@ pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
-fn token(secret: &str, uid: &str) -> anyhow::Result<String> {
+/// An HS256 token for `uid` with `scope`, valid for a day.
+pub(crate) fn token(secret: &str, uid: &str, scope: &str) -> anyhow::Result<String> {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
-    let claims = serde_json::json!({"sub": uid, "scope": "chat", "exp": exp});
+    let claims = serde_json::json!({"sub": uid, "scope": scope, "exp": exp});
     Ok(jsonwebtoken::encode(
         &Header::default(),
         &claims,
@@ -155,7 +156,7 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
         let mut request = args.url.as_str().into_client_request()?;
         request.headers_mut().insert(
             "authorization",
-            format!("Bearer {}", token(&secret, &uid)?).parse()?,
+            format!("Bearer {}", token(&secret, &uid, "chat")?).parse()?,
         );
         let connects = Arc::clone(&connects);
         pending.push(tokio::spawn(async move {

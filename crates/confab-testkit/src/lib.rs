@@ -8,6 +8,8 @@
 //!   for connections already open too.
 //! - [`ActionService`]: an HTTP service for actions and stages that fails,
 //!   holds calls and pays once per idempotency key, as the test steers it.
+//! - [`load`]: chat clients that keep talking while the cluster changes, and
+//!   the check that no turn was lost or applied twice.
 //! - [`TestDatabase`]: a fresh, uniquely named database on a MariaDB/MySQL server
 //!   (usually the shared one, [`shared_mysql_url`]).
 //!
@@ -17,6 +19,7 @@
 
 mod action_service;
 mod database;
+pub mod load;
 mod mariadb;
 mod process;
 mod proxy;

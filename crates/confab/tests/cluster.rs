@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
 use common::*;
 use confab_proto::ServerFrame;
 use confab_proto::admin::{NodesView, RingView};
+use confab_testkit::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
 use std::time::Duration;
 
 async fn members_up(node: &Node) -> usize {
@@ -138,7 +138,7 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
     let (mut nodes, seed) = cluster(dir.path(), 3).await;
     assert_eq!(ring(&nodes[0]).await.vnodes.len(), 96);
     let urls = nodes.iter().map(Node::ws_url).collect();
-    let load = Load::start(urls, &users(24), PAUSE);
+    let load = Load::start(urls, &users(24), PAUSE, tokens());
     tokio::time::sleep(TALK).await;
 
     let joined =
@@ -152,7 +152,7 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
     let logs = load.finish().await;
     eprintln!("{}", summary(&logs));
 
-    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url()).await;
+    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url(), &tokens()).await;
     assert!(
         slowest(&logs) <= TURN_MAX,
         "a turn took {:?} across the join ({} turns)",
@@ -199,7 +199,7 @@ async fn a_drained_node_hands_its_sessions_off_under_load_then_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, _) = cluster(dir.path(), 3).await;
     let urls = nodes.iter().map(Node::ws_url).collect();
-    let load = Load::start(urls, &users(24), PAUSE);
+    let load = Load::start(urls, &users(24), PAUSE, tokens());
     tokio::time::sleep(TALK).await;
 
     let (code, stdout, stderr) = confabctl(&nodes[0], &["nodes", "drain", "node-3"]).await;
@@ -213,7 +213,7 @@ async fn a_drained_node_hands_its_sessions_off_under_load_then_leaves() {
     let logs = load.finish().await;
     eprintln!("{}", summary(&logs));
 
-    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url()).await;
+    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url(), &tokens()).await;
     assert!(
         slowest(&logs) <= TURN_MAX,
         "a turn took {:?} across the drain ({} turns)",
@@ -246,7 +246,7 @@ async fn a_killed_nodes_sessions_serve_again_on_the_survivors_with_every_acked_t
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, _) = cluster(dir.path(), 3).await;
     let urls = nodes.iter().map(Node::ws_url).collect();
-    let load = Load::start(urls, &users(24), PAUSE);
+    let load = Load::start(urls, &users(24), PAUSE, tokens());
     tokio::time::sleep(TALK).await;
 
     let killed = nodes.remove(1);
@@ -261,7 +261,7 @@ async fn a_killed_nodes_sessions_serve_again_on_the_survivors_with_every_acked_t
     let logs = load.finish().await;
     eprintln!("{}", summary(&logs));
 
-    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url()).await;
+    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url(), &tokens()).await;
     assert!(owners.values().all(|o| o != "node-2"), "{owners:?}");
     // Down is declared within 3 s by default (2 s of silence, a heartbeat
     // period, a compare-and-set); the sessions serve 2 s after that at most.

@@ -1,8 +1,6 @@
 //! A real node process and a real WebSocket client, for the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod load;
-
 use confab_proto::{ClientFrame, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header};
@@ -190,6 +188,11 @@ pub fn token_with(secret: &str, claims: serde_json::Value) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
+}
+
+/// [`token`] as the load clients take it.
+pub fn tokens() -> confab_testkit::load::Tokens {
+    std::sync::Arc::new(token)
 }
 
 pub fn token(uid: &str) -> String {

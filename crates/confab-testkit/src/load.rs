@@ -8,9 +8,9 @@
 //! protocol tells clients to do. Each turn's time runs from its first send to
 //! its reply.
 
-use super::token;
 use confab_proto::{ClientFrame, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,26 +33,35 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// One answered turn.
 #[derive(Debug, Clone)]
 pub struct TurnLog {
+    /// The message id.
     pub id: String,
     /// Its ack's seq (the first ack seen for it).
     pub ack: Option<u64>,
+    /// Its reply's seq.
     pub reply: u64,
     /// From the first send to the reply.
     pub latency: Duration,
     /// Sent again (after an error or a reconnect) this many times.
     pub resent: u32,
+    /// When the reply came.
+    pub at: Instant,
 }
 
 /// What one user saw.
 #[derive(Debug, Clone, Default)]
 pub struct UserLog {
+    /// Who.
     pub uid: String,
+    /// Every answered turn, in order.
     pub turns: Vec<TurnLog>,
     /// Close codes of the connections the server ended (`None`: dropped).
     pub closes: Vec<Option<u16>>,
     /// The owners named by the hellos, in order.
     pub owners: Vec<String>,
 }
+
+/// Makes a chat token for a uid.
+pub type Tokens = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// Users talking to the cluster in the background.
 pub struct Load {
@@ -64,7 +73,7 @@ pub struct Load {
 
 impl Load {
     /// `users` start talking, each pausing `pause` between turns.
-    pub fn start(urls: Vec<String>, users: &[String], pause: Duration) -> Load {
+    pub fn start(urls: Vec<String>, users: &[String], pause: Duration, tokens: Tokens) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let urls = Arc::new(Mutex::new(urls));
         let tasks = users
@@ -77,6 +86,7 @@ impl Load {
                     Arc::clone(&urls),
                     Arc::clone(&stop),
                     pause,
+                    Arc::clone(&tokens),
                 ))
             })
             .collect();
@@ -97,12 +107,11 @@ impl Load {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str, uid: &str, log: &mut UserLog) -> Option<Socket> {
+async fn open(url: &str, uid: &str, token: &str, log: &mut UserLog) -> Option<Socket> {
     let mut request = url.into_client_request().ok()?;
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", token(uid)).parse().unwrap(),
-    );
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().ok()?);
     let (mut socket, _) =
         tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(request))
             .await
@@ -153,7 +162,9 @@ async fn talk(
     urls: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     pause: Duration,
+    tokens: Tokens,
 ) -> UserLog {
+    let token = tokens(&uid);
     let mut log = UserLog {
         uid: uid.clone(),
         ..UserLog::default()
@@ -178,7 +189,7 @@ async fn talk(
                     urls[next_node % urls.len()].clone()
                 };
                 next_node += 1;
-                socket = open(&url, &uid, &mut log).await;
+                socket = open(&url, &uid, &token, &mut log).await;
                 if socket.is_none() {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -229,60 +240,80 @@ async fn talk(
             reply,
             latency: started.elapsed(),
             resent: sends.saturating_sub(1),
+            at: Instant::now(),
         });
         tokio::time::sleep(pause).await;
     }
     log
 }
 
-/// Checks what every user relies on: each turn was answered once, at the
+/// What every user relies on, checked: each turn was answered once, at the
 /// seqs that follow the turns before it (nothing lost, nothing applied twice),
 /// and the session, resumed on `url`, holds exactly those turns. Returns each
-/// user's owner as that resume names it.
-pub async fn assert_no_loss_no_duplicate(
+/// user's owner as that resume names it, and every breach found.
+pub async fn check(
     logs: &[UserLog],
     url: &str,
-) -> std::collections::BTreeMap<String, String> {
-    let mut owners = std::collections::BTreeMap::new();
+    tokens: &Tokens,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut owners = BTreeMap::new();
+    let mut breaches = Vec::new();
     for log in logs {
-        assert!(!log.turns.is_empty(), "{} never got a turn in", log.uid);
+        if log.turns.is_empty() {
+            breaches.push(format!("{} never got a turn in", log.uid));
+        }
         for (i, turn) in log.turns.iter().enumerate() {
             let i = i as u64;
             let expected_reply = (i + 1) * EVENTS_PER_TURN;
-            assert_eq!(
-                turn.reply, expected_reply,
-                "{} {}: reply seq {} (expected {expected_reply}): a turn was lost or applied twice",
-                log.uid, turn.id, turn.reply
-            );
-            if let Some(ack) = turn.ack {
-                assert_eq!(
-                    ack,
-                    i * EVENTS_PER_TURN + 1,
-                    "{} {}: ack seq",
-                    log.uid,
-                    turn.id
-                );
+            if turn.reply != expected_reply {
+                breaches.push(format!(
+                    "{} {}: reply seq {} (expected {expected_reply}): a turn was lost or applied twice",
+                    log.uid, turn.id, turn.reply
+                ));
+            }
+            if let Some(ack) = turn.ack
+                && ack != i * EVENTS_PER_TURN + 1
+            {
+                breaches.push(format!("{} {}: ack seq {ack}", log.uid, turn.id));
             }
         }
-        let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", token(&log.uid)).parse().unwrap(),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        let Frame::Server(ServerFrame::Hello { last_seq, node, .. }) =
-            next_frame(&mut socket).await
-        else {
-            panic!("{}: no hello on resume", log.uid);
-        };
-        assert_eq!(
-            last_seq,
-            log.turns.len() as u64 * EVENTS_PER_TURN,
-            "{}: the resumed session does not hold exactly the answered turns",
-            log.uid
-        );
-        owners.insert(log.uid.clone(), node);
+        let mut owner_and_seq = None;
+        if let Ok(mut request) = url.into_client_request() {
+            if let Ok(value) = format!("Bearer {}", tokens(&log.uid)).parse() {
+                request.headers_mut().insert("authorization", value);
+            }
+            if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(request).await
+                && let Frame::Server(ServerFrame::Hello { last_seq, node, .. }) =
+                    next_frame(&mut socket).await
+            {
+                owner_and_seq = Some((node, last_seq));
+            }
+        }
+        match owner_and_seq {
+            None => breaches.push(format!("{}: no hello on resume", log.uid)),
+            Some((node, last_seq)) => {
+                let answered = log.turns.len() as u64 * EVENTS_PER_TURN;
+                if last_seq != answered {
+                    breaches.push(format!(
+                        "{}: the resumed session is at seq {last_seq}, the answered turns end at {answered}",
+                        log.uid
+                    ));
+                }
+                owners.insert(log.uid.clone(), node);
+            }
+        }
     }
+    (owners, breaches)
+}
+
+/// [`check`], panicking on the first breach.
+pub async fn assert_no_loss_no_duplicate(
+    logs: &[UserLog],
+    url: &str,
+    tokens: &Tokens,
+) -> BTreeMap<String, String> {
+    let (owners, breaches) = check(logs, url, tokens).await;
+    assert!(breaches.is_empty(), "{}", breaches.join("\n"));
     owners
 }
 

@@ -1,0 +1,524 @@
+//! `confab-bench rebalance`: sessions moving under load.
+//!
+//! 1. Starts 3 `confab node` processes on one embedded store (a data dir of its
+//!    own) and makes `--sessions` sessions resident, spread over them (one
+//!    `hello` each).
+//! 2. Measures memory per resident session (RSS / resident) and, in this
+//!    process, the floor: as many bare ractor actors.
+//! 3. Starts `--active` users talking steadily (one turn every `--pause-ms`),
+//!    then a 4th node joins; once the handoffs settle, node-2 is drained.
+//! 4. Reports, per event:
+//!    - how long moved sessions took to reach their new owner
+//!      (`confab_migration_seconds`, timed by each old owner from its
+//!      adoption of the ring to the new owner taking the state: p50, p99
+//!      and max, the worst node's);
+//!    - the per-session pause: each active user's slowest turn in the event
+//!      (p99 and max over users);
+//!    - acked turns lost or applied twice (each active user's seqs, and its
+//!      session resumed at the end).
+
+use crate::turns::{token, ws_config};
+use anyhow::Context;
+use confab_testkit::load::{Load, Tokens, UserLog, check};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The secret the bench's nodes and tokens share.
+const SECRET: &str = "confab-bench-rebalance-secret-0123456789";
+/// How long a node may take to start, or an event to settle.
+const WAIT: Duration = Duration::from_secs(120);
+/// Steady load before and after each event.
+const STEADY: Duration = Duration::from_secs(3);
+
+#[derive(clap::Args)]
+pub(crate) struct RebalanceArgs {
+    /// Resident sessions to hold across the 3 nodes.
+    #[arg(long, default_value_t = 100_000)]
+    sessions: usize,
+    /// Users talking during the events.
+    #[arg(long, default_value_t = 200)]
+    active: usize,
+    /// Pause between one active user's turns (ms).
+    #[arg(long, default_value_t = 100)]
+    pause_ms: u64,
+    /// Connections opened at once while making sessions resident.
+    #[arg(long, default_value_t = 64)]
+    fill_concurrency: usize,
+    /// The confab binary (default: the one beside confab-bench).
+    #[arg(long)]
+    confab: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    sessions: usize,
+    active: usize,
+    fill_s: f64,
+    memory: Memory,
+    join: Event,
+    drain: Event,
+    /// Acked turns lost or applied twice, over the whole run (active users).
+    lost_or_repeated: usize,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    /// RSS over resident sessions, per node.
+    rss_per_session_kib: Vec<f64>,
+    /// RSS growth over resident sessions, per node (the empty node's RSS taken out).
+    growth_per_session_kib: Vec<f64>,
+    /// The floor: RSS growth per bare ractor actor, in this process.
+    bare_actor_kib: f64,
+}
+
+#[derive(Serialize)]
+struct Event {
+    /// From the start of the event until every member routes by the new ring.
+    ring_s: f64,
+    /// Sessions handed off.
+    moved: u64,
+    /// Handoff times, the worst node's quantiles (ms).
+    migration_p50_ms: f64,
+    migration_p99_ms: f64,
+    migration_max_ms: f64,
+    /// Active users' slowest turn in the event (ms).
+    pause_p99_ms: f64,
+    pause_max_ms: f64,
+}
+
+struct NodeProc {
+    http: u16,
+    child: Child,
+}
+
+impl NodeProc {
+    fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.http)
+    }
+
+    fn rss_kib(&self) -> f64 {
+        self.child.id().map_or(0.0, rss_kib)
+    }
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_node(
+    confab: &Path,
+    data: &Path,
+    id: &str,
+    cluster_port: u16,
+    seed: Option<&str>,
+) -> anyhow::Result<NodeProc> {
+    let http = free_port()?;
+    let log = std::fs::File::create(data.join(format!("{id}.log")))?;
+    let mut command = Command::new(confab);
+    command
+        .arg("node")
+        .args(["--node-id", id])
+        .args(["--http-port", &http.to_string()])
+        .args(["--cluster-port", &cluster_port.to_string()])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--jwt-secret", SECRET])
+        .env("RUST_LOG", "warn")
+        .env("CONFAB_RUNTIME__PASSIVATE_AFTER_S", "3600")
+        .env("CONFAB_RUNTIME__MAX_RESIDENT_SESSIONS", "1000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(seed) = seed {
+        command.args(["--seeds", seed]);
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", confab.display()))?;
+    let node = NodeProc { http, child };
+    let deadline = Instant::now() + WAIT;
+    while http_get(http, "/readyz").await.map(|r| r.0) != Some(200) {
+        anyhow::ensure!(Instant::now() < deadline, "{id} never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(node)
+}
+
+/// `GET path` with the admin token: status and body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http("GET", port, path).await
+}
+
+async fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let admin = token(SECRET, "bench-ops", "admin").ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let status = answer.get(9..12)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// The ring's member count as `node` routes by it.
+async fn ring_members(node: &NodeProc) -> usize {
+    let Some((200, body)) = http_get(node.http, "/admin/v1/ring").await else {
+        return 0;
+    };
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| Some(v["nodes"].as_array()?.len()))
+        .unwrap_or(0)
+}
+
+/// One sample of a metric from a Prometheus text page (labels included in
+/// `name`, e.g. `confab_sessions_resident`).
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `confab_migration_seconds{reason}`: count and the quantiles 0.5, 0.99, 1.
+fn migration(page: &str, reason: &str) -> (f64, [f64; 3]) {
+    let q = |quantile: &str| {
+        sample(
+            page,
+            &format!("confab_migration_seconds{{reason=\"{reason}\",quantile=\"{quantile}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let count = sample(
+        page,
+        &format!("confab_migration_seconds_count{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0);
+    (count, [q("0.5"), q("0.99"), q("1")])
+}
+
+async fn metrics(node: &NodeProc) -> String {
+    http_get(node.http, "/metrics")
+        .await
+        .map(|r| r.1)
+        .unwrap_or_default()
+}
+
+/// Makes `sessions` sessions resident: one hello each, spread over the nodes.
+async fn fill(urls: &[String], sessions: usize, concurrency: usize) -> anyhow::Result<()> {
+    let urls = Arc::new(urls.to_vec());
+    let results = futures_util::stream::iter(0..sessions)
+        .map(|i| {
+            let urls = Arc::clone(&urls);
+            async move {
+                let uid = format!("resident-{i}");
+                let mut request = urls[i % urls.len()].as_str().into_client_request()?;
+                request.headers_mut().insert(
+                    "authorization",
+                    format!("Bearer {}", token(SECRET, &uid, "chat")?).parse()?,
+                );
+                let (mut socket, _) =
+                    tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), false)
+                        .await?;
+                let hello = socket.next().await.context("no hello")??;
+                anyhow::ensure!(hello.to_text()?.contains("\"hello\""), "{hello}");
+                let _ = socket.close(None).await;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        anyhow::bail!("{failed} of {sessions} sessions did not become resident: {e:#}");
+    }
+    Ok(())
+}
+
+/// RSS growth per bare ractor actor (a u64 of state), in this process.
+async fn bare_actor_kib(count: usize) -> anyhow::Result<f64> {
+    struct Bare;
+    struct Ping;
+    impl ractor::Message for Ping {}
+    impl ractor::Actor for Bare {
+        type Msg = Ping;
+        type State = u64;
+        type Arguments = ();
+        async fn pre_start(
+            &self,
+            _: ractor::ActorRef<Ping>,
+            (): (),
+        ) -> Result<u64, ractor::ActorProcessingErr> {
+            Ok(0)
+        }
+    }
+    let before = rss_kib(std::process::id());
+    let mut actors = Vec::with_capacity(count);
+    for _ in 0..count {
+        actors.push(ractor::Actor::spawn(None, Bare, ()).await?);
+    }
+    let after = rss_kib(std::process::id());
+    for (actor, handle) in actors {
+        actor.stop(None);
+        let _ = handle.await;
+    }
+    Ok((after - before) / count as f64)
+}
+
+fn pause(logs: &[UserLog], from: Instant, to: Instant) -> (f64, f64) {
+    let mut worst = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+    for log in logs {
+        let slowest = log
+            .turns
+            .iter()
+            .filter(|t| t.at >= from && t.at <= to)
+            .map(|t| t.latency)
+            .max()
+            .unwrap_or_default();
+        worst.saturating_record(u64::try_from(slowest.as_micros()).unwrap_or(u64::MAX));
+    }
+    (
+        worst.value_at_quantile(0.99) as f64 / 1000.0,
+        worst.max() as f64 / 1000.0,
+    )
+}
+
+/// Waits until the old owners' handoff counts stop rising for a second.
+async fn settle(nodes: &[&NodeProc], reason: &str) -> (f64, [f64; 3]) {
+    let mut last = -1.0;
+    let mut stable_since = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut count = 0.0;
+        let mut worst = [0.0f64; 3];
+        for node in nodes {
+            let (c, q) = migration(&metrics(node).await, reason);
+            count += c;
+            for (w, v) in worst.iter_mut().zip(q) {
+                *w = w.max(v);
+            }
+        }
+        if count != last {
+            last = count;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_secs(1) || Instant::now() > deadline {
+            return (count, worst);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
+    let confab = match args.confab {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("confab"),
+    };
+    anyhow::ensure!(
+        confab.exists(),
+        "{} not found: build it (cargo build --release -p confab) or pass --confab",
+        confab.display()
+    );
+    let data = tempfile::tempdir()?;
+    let bare = bare_actor_kib(args.sessions).await?;
+
+    let seed_port = free_port()?;
+    let seed = format!("127.0.0.1:{seed_port}");
+    let mut nodes = vec![start_node(&confab, data.path(), "node-1", seed_port, None).await?];
+    for id in ["node-2", "node-3"] {
+        nodes.push(start_node(&confab, data.path(), id, free_port()?, Some(&seed)).await?);
+    }
+    let deadline = Instant::now() + WAIT;
+    for node in &nodes {
+        while ring_members(node).await != 3 {
+            anyhow::ensure!(Instant::now() < deadline, "the cluster never formed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let empty: Vec<f64> = nodes.iter().map(NodeProc::rss_kib).collect();
+    let urls: Vec<String> = nodes.iter().map(NodeProc::ws).collect();
+    eprintln!("making {} sessions resident...", args.sessions);
+    let filling = Instant::now();
+    fill(&urls, args.sessions, args.fill_concurrency).await?;
+    let fill_s = filling.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut rss_per_session_kib = Vec::new();
+    let mut growth_per_session_kib = Vec::new();
+    for (node, empty) in nodes.iter().zip(&empty) {
+        let resident = sample(&metrics(node).await, "confab_sessions_resident").unwrap_or(0.0);
+        let rss = node.rss_kib();
+        rss_per_session_kib.push(rss / resident.max(1.0));
+        growth_per_session_kib.push((rss - empty) / resident.max(1.0));
+    }
+
+    eprintln!("{} users talking; node-4 joins...", args.active);
+    let tokens: Tokens = Arc::new(|uid: &str| token(SECRET, uid, "chat").unwrap_or_default());
+    let users: Vec<String> = (0..args.active).map(|i| format!("active-{i}")).collect();
+    let load = Load::start(
+        urls.clone(),
+        &users,
+        Duration::from_millis(args.pause_ms),
+        Arc::clone(&tokens),
+    );
+    tokio::time::sleep(STEADY).await;
+
+    let join_at = Instant::now();
+    nodes.push(start_node(&confab, data.path(), "node-4", free_port()?, Some(&seed)).await?);
+    let deadline = Instant::now() + WAIT;
+    for node in &nodes {
+        while ring_members(node).await != 4 {
+            anyhow::ensure!(Instant::now() < deadline, "node-4 never joined the ring");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let join_ring = join_at.elapsed().as_secs_f64();
+    load.urls.lock().expect("urls").push(nodes[3].ws());
+    let old: Vec<&NodeProc> = nodes[..3].iter().collect();
+    let (join_moved, join_q) = settle(&old, "ring_change").await;
+    let join_end = Instant::now();
+    tokio::time::sleep(STEADY).await;
+
+    eprintln!("draining node-2...");
+    let drain_at = Instant::now();
+    let (status, body) = http("POST", nodes[0].http, "/admin/v1/nodes/node-2/drain")
+        .await
+        .context("the drain request failed")?;
+    anyhow::ensure!(status == 200, "drain refused: {status} {body}");
+    // node-2 stops once it has left: keep its last metrics page.
+    let mut drained_page = String::new();
+    let mut drain_ring = None;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if drain_ring.is_none() && ring_members(&nodes[0]).await == 3 {
+            drain_ring = Some(drain_at.elapsed().as_secs_f64());
+        }
+        let page = metrics(&nodes[1]).await;
+        if page.is_empty() {
+            break;
+        }
+        drained_page = page;
+        anyhow::ensure!(Instant::now() < deadline, "node-2 never left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain_end = Instant::now();
+    {
+        let mut urls = load.urls.lock().expect("urls");
+        let gone = nodes[1].ws();
+        urls.retain(|u| *u != gone);
+    }
+    let (drain_moved, drain_q) = migration(&drained_page, "drain");
+    tokio::time::sleep(STEADY).await;
+    let logs = load.finish().await;
+    let (_, breaches) = check(&logs, &nodes[0].ws(), &tokens).await;
+    let (join_p99, join_max) = pause(&logs, join_at, join_end);
+    let (drain_p99, drain_max) = pause(&logs, drain_at, drain_end);
+    let report = Report {
+        sessions: args.sessions,
+        active: args.active,
+        fill_s,
+        memory: Memory {
+            rss_per_session_kib,
+            growth_per_session_kib,
+            bare_actor_kib: bare,
+        },
+        join: Event {
+            ring_s: join_ring,
+            moved: join_moved as u64,
+            migration_p50_ms: join_q[0] * 1000.0,
+            migration_p99_ms: join_q[1] * 1000.0,
+            migration_max_ms: join_q[2] * 1000.0,
+            pause_p99_ms: join_p99,
+            pause_max_ms: join_max,
+        },
+        drain: Event {
+            ring_s: drain_ring.unwrap_or(0.0),
+            moved: drain_moved as u64,
+            migration_p50_ms: drain_q[0] * 1000.0,
+            migration_p99_ms: drain_q[1] * 1000.0,
+            migration_max_ms: drain_q[2] * 1000.0,
+            pause_p99_ms: drain_p99,
+            pause_max_ms: drain_max,
+        },
+        lost_or_repeated: breaches.len(),
+    };
+    for node in &mut nodes {
+        if let Some(pid) = node.child.id() {
+            let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), node.child.wait()).await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    for breach in breaches.iter().take(10) {
+        eprintln!("breach: {breach}");
+    }
+    anyhow::ensure!(breaches.is_empty(), "{} breaches", breaches.len());
+    Ok(())
+}
+
+fn print_human(r: &Report) {
+    println!(
+        "{} resident sessions on 3 nodes (made resident in {:.1} s), {} users talking",
+        r.sessions, r.fill_s, r.active
+    );
+    println!(
+        "memory per resident session: RSS/sessions {:?} KiB, growth {:?} KiB; bare ractor actor {:.2} KiB",
+        r.memory
+            .rss_per_session_kib
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>(),
+        r.memory
+            .growth_per_session_kib
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>(),
+        r.memory.bare_actor_kib
+    );
+    for (name, e) in [("join (node-4)", &r.join), ("drain (node-2)", &r.drain)] {
+        println!(
+            "{name}: ring in {:.3} s; {} sessions moved; migration p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; pause p99 {:.1} ms, max {:.1} ms",
+            e.ring_s,
+            e.moved,
+            e.migration_p50_ms,
+            e.migration_p99_ms,
+            e.migration_max_ms,
+            e.pause_p99_ms,
+            e.pause_max_ms,
+        );
+    }
+    println!("acked turns lost or applied twice: {}", r.lost_or_repeated);
+}
