@@ -13,8 +13,10 @@
 //! - **Membership.** The member table is a setting of the durable store
 //!   (`cluster.members`), changed only by compare-and-set; heartbeats go peer to
 //!   peer. When the machine adopts a new ring, the runtime routes by it and
-//!   passivates the sessions it no longer owns; their new owners load them from
-//!   the durable tier, claiming the new epoch, which fences the old owner.
+//!   hands the sessions it no longer owns to their new owners
+//!   ([`crate::handoff`]); a new owner claims the new epoch before it serves,
+//!   which fences the old owner. A node being drained ([`crate::drain`]) leaves
+//!   the table once its last session actor stopped.
 
 use crate::drain::{DrainProgress, DrainState};
 use crate::{Runtime, SessionAnswer, SessionAsk, TurnError, TurnOutcome};
@@ -260,6 +262,11 @@ pub struct ClusterConfig {
     pub cookie: String,
     /// Heartbeats and failure detection.
     pub membership: MembershipConfig,
+    /// Mutual TLS between nodes, if set ([`crate::cluster_tls`]).
+    pub tls: Option<crate::cluster_tls::TlsFiles>,
+    /// The address other nodes dial this one at, `HOST:PORT` (with TLS, the
+    /// host its certificate names).
+    pub advertise: String,
 }
 
 /// Why the cluster did not start.
@@ -273,6 +280,12 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// The TLS material is missing or wrong.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
+    /// The store did not take this node's address.
+    #[error("cluster: {0}")]
+    Store(String),
 }
 
 /// Starts the links, the peer actor and the membership machine.
@@ -280,13 +293,34 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
     let me = runtime.node_id().clone();
     // Not on the ring (and not ready) until membership has joined it.
     runtime.set_ring(Ring::new(Epoch(0), []));
+    // ractor_cluster dials transitively learned peers without TLS: a TLS
+    // cluster is isolated, and every node dials every member itself.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::cluster_tls::load)
+        .transpose()?;
+    let (encryption, mode) = match &tls {
+        Some(tls) => (
+            ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone()),
+            ractor_cluster::node::NodeConnectionMode::Isolated,
+        ),
+        None => (
+            ractor_cluster::IncomingEncryptionMode::Raw,
+            ractor_cluster::node::NodeConnectionMode::Transitive,
+        ),
+    };
+    if tls.is_some() {
+        crate::cluster_tls::publish_address(runtime.store().as_ref(), &me, &config.advertise)
+            .await?;
+    }
     let server = NodeServer::new(
         config.port,
         config.cookie.clone(),
         me.to_string(),
         config.bind.to_string(),
-        None,
-        Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+        Some(encryption),
+        Some(mode),
     )
     .with_listen_addr(config.bind)
     .with_max_inbound_frame_size(FRAME_BYTES_MAX);
@@ -311,7 +345,12 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
     .map_err(|e| listen_err(&e))?;
     info!(node = %me, port = config.port, seeds = ?config.seeds, "cluster links up");
     tokio::spawn(refresh_peers(runtime.clone()));
-    tokio::spawn(reconnect(runtime.clone(), server, config.seeds.clone()));
+    tokio::spawn(reconnect(
+        runtime.clone(),
+        server,
+        config.seeds.clone(),
+        tls,
+    ));
     tokio::spawn(drive_membership(runtime.clone(), config.membership, inputs));
     Ok(())
 }
@@ -339,26 +378,34 @@ async fn refresh_peers(runtime: Runtime) {
     }
 }
 
-/// Dials the seeds while members of the ring are not connected.
+/// Dials the seeds while members of the ring are not connected; with TLS
+/// (isolated mode) also dials each unconnected member at its published address.
 async fn reconnect(
     runtime: Runtime,
     server: ActorRef<ractor_cluster::NodeServerMessage>,
     seeds: Vec<String>,
+    tls: Option<crate::cluster_tls::NodeTls>,
 ) {
     let mut every = tokio::time::interval(RECONNECT_EVERY);
     loop {
         every.tick().await;
-        if seeds.is_empty() {
-            continue;
+        let missing = runtime.missing_peers();
+        let mut targets: Vec<String> = Vec::new();
+        if !missing.is_empty() || runtime.peer_count() == 0 {
+            targets.extend(seeds.iter().cloned());
         }
-        if !runtime.missing_peers().is_empty() || runtime.peer_count() == 0 {
-            for seed in &seeds {
-                let dial = ractor_cluster::client_connect(&server, seed.as_str());
-                match tokio::time::timeout(RECONNECT_EVERY, dial).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(seed = %seed, error = %e, "cannot reach a seed"),
-                    Err(_) => warn!(seed = %seed, "a seed did not answer in time"),
-                }
+        if tls.is_some() && !missing.is_empty() {
+            let book = crate::cluster_tls::addresses(runtime.store().as_ref()).await;
+            targets.extend(missing.iter().filter_map(|node| book.get(node).cloned()));
+        }
+        targets.sort();
+        targets.dedup();
+        for target in &targets {
+            let dial = crate::cluster_tls::dial(&server, target, tls.as_ref());
+            match tokio::time::timeout(RECONNECT_EVERY, dial).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(peer = %target, error = %e, "cannot reach a member"),
+                Err(_) => warn!(peer = %target, "a member did not answer in time"),
             }
         }
     }

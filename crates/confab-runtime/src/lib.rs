@@ -19,6 +19,7 @@
 
 pub mod actions;
 pub mod cluster;
+pub mod cluster_tls;
 pub mod committer;
 pub mod dialog;
 pub mod drain;
@@ -659,8 +660,8 @@ impl Runtime {
     }
 
     /// Adopts a new ring (membership changed): turns are routed by it from now
-    /// on, and sessions this node no longer owns are passivated so that their
-    /// new owners load them.
+    /// on, and sessions this node no longer owns are handed to their new
+    /// owners ([`crate::handoff`]).
     pub fn set_ring(&self, ring: confab_core::ring::Ring) {
         metrics::gauge!("confab_ring_epoch").set(ring.epoch().0 as f64);
         *self.shared.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);

@@ -146,6 +146,10 @@ pub(crate) struct ClusterSection {
     pub(crate) cookie: String,
     pub(crate) heartbeat_every_ms: u64,
     pub(crate) down_after_ms: u64,
+    pub(crate) tls_cert: String,
+    pub(crate) tls_key: String,
+    pub(crate) tls_ca: String,
+    pub(crate) advertise: String,
 }
 
 impl Default for ClusterSection {
@@ -154,6 +158,10 @@ impl Default for ClusterSection {
             cookie: String::new(),
             heartbeat_every_ms: 500,
             down_after_ms: 2000,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
+            advertise: String::new(),
         }
     }
 }
@@ -214,9 +222,49 @@ impl Config {
         Ok(config)
     }
 
+    /// The cluster address other nodes dial: `cluster.advertise`, else
+    /// `node.bind:node.cluster_port`.
+    pub(crate) fn cluster_advertise(&self) -> String {
+        if self.cluster.advertise.is_empty() {
+            if self.node.bind.contains(':') {
+                format!("[{}]:{}", self.node.bind, self.node.cluster_port)
+            } else {
+                format!("{}:{}", self.node.bind, self.node.cluster_port)
+            }
+        } else {
+            self.cluster.advertise.clone()
+        }
+    }
+
+    /// The TLS files, when cluster TLS is configured.
+    pub(crate) fn cluster_tls(&self) -> Option<confab_runtime::cluster_tls::TlsFiles> {
+        let c = &self.cluster;
+        (!c.tls_cert.is_empty()).then(|| confab_runtime::cluster_tls::TlsFiles {
+            cert: c.tls_cert.clone().into(),
+            key: c.tls_key.clone().into(),
+            ca: c.tls_ca.clone().into(),
+        })
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         confab_core::NodeId::new(self.node.id.clone())
             .with_context(|| format!("node.id {:?}", self.node.id))?;
+        let c = &self.cluster;
+        let tls_set = [&c.tls_cert, &c.tls_key, &c.tls_ca]
+            .iter()
+            .filter(|v| !v.is_empty())
+            .count();
+        anyhow::ensure!(
+            tls_set == 0 || tls_set == 3,
+            "cluster TLS needs all of cluster.tls_cert, cluster.tls_key and cluster.tls_ca (or none)"
+        );
+        anyhow::ensure!(
+            tls_set == 0
+                || !self.cluster_advertise().starts_with("0.0.0.0:")
+                    && !self.cluster_advertise().starts_with("[::]:"),
+            "with cluster TLS and node.bind {:?}, set cluster.advertise to the HOST:PORT other nodes dial (the host its certificate names)",
+            self.node.bind
+        );
         anyhow::ensure!(
             matches!(self.store.sqlite_synchronous.as_str(), "full" | "normal"),
             "store.sqlite_synchronous must be \"full\" or \"normal\", not {:?}",

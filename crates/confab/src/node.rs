@@ -33,7 +33,7 @@ pub(crate) struct NodeArgs {
     /// HTTP port.
     #[arg(long)]
     http_port: Option<u16>,
-    /// Cluster port (used once clustering lands).
+    /// Cluster port: node-to-node traffic (ractor_cluster), bound on node.bind.
     #[arg(long)]
     cluster_port: Option<u16>,
     /// Members of a running cluster to join, HOST:PORT,...
@@ -148,6 +148,8 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 down_after_ms: config.cluster.down_after_ms,
                 ..Default::default()
             },
+            tls: config.cluster_tls(),
+            advertise: config.cluster_advertise(),
         },
     )
     .await?;

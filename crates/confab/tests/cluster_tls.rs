@@ -1,0 +1,218 @@
+//! Nodes linked by mutual TLS: a cluster whose members' certificates one CA
+//! signed forms and routes turns; a node whose certificate another CA signed
+//! never links to it. The certificates are made by `openssl` for the test.
+
+mod common;
+
+use common::*;
+use confab_proto::ServerFrame;
+use confab_proto::admin::NodesView;
+use std::path::Path;
+use std::process::Command;
+
+/// Makes a CA in `dir` named `ca`, and for each node a key and a certificate
+/// for 127.0.0.1 signed by it.
+fn certificates(dir: &Path, ca: &str, nodes: &[&str]) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (Debian: apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    let (ca_key, ca_pem, ca_subject) = (
+        format!("{ca}.key"),
+        format!("{ca}.pem"),
+        format!("/CN={ca}"),
+    );
+    args.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        &ca_subject,
+    ]);
+    run(&args);
+    std::fs::write(
+        dir.join("node.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for node in nodes {
+        let (key, csr, pem, subject) = (
+            format!("{node}.key"),
+            format!("{node}.csr"),
+            format!("{node}.pem"),
+            format!("/CN={node}"),
+        );
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+        run(&args);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            "node.ext",
+        ]);
+    }
+}
+
+fn tls_env(dir: &Path, ca: &str, node: &str) -> Vec<(String, String)> {
+    let path = |f: String| dir.join(f).display().to_string();
+    vec![
+        (
+            "CONFAB_CLUSTER__TLS_CERT".into(),
+            path(format!("{node}.pem")),
+        ),
+        (
+            "CONFAB_CLUSTER__TLS_KEY".into(),
+            path(format!("{node}.key")),
+        ),
+        ("CONFAB_CLUSTER__TLS_CA".into(), path(format!("{ca}.pem"))),
+        // One cookie for all, the rogue too: only TLS keeps it out.
+        (
+            "CONFAB_CLUSTER__COOKIE".into(),
+            "one-cookie-for-every-node".into(),
+        ),
+    ]
+}
+
+async fn start(data: &Path, env: &[(String, String)], flags: &[&str]) -> Node {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node::start_member(data, &env, flags).await
+}
+
+async fn linked_members(node: &Node) -> Vec<String> {
+    let (code, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
+    if code != 0 {
+        return Vec::new();
+    }
+    let view: NodesView = serde_json::from_str(&stdout).unwrap();
+    view.nodes
+        .into_iter()
+        .filter(|n| n.status == "up" && n.connected)
+        .map(|n| n.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path(), "ca", &["node-1", "node-2", "node-3"]);
+    let data = tempfile::tempdir().unwrap();
+    let seed_port = free_port();
+    let seed = format!("127.0.0.1:{seed_port}");
+    let mut nodes = vec![
+        start(
+            data.path(),
+            &tls_env(certs.path(), "ca", "node-1"),
+            &[
+                "--node-id",
+                "node-1",
+                "--cluster-port",
+                &seed_port.to_string(),
+            ],
+        )
+        .await,
+    ];
+    for id in ["node-2", "node-3"] {
+        nodes.push(
+            start(
+                data.path(),
+                &tls_env(certs.path(), "ca", id),
+                &["--node-id", id, "--seeds", &seed],
+            )
+            .await,
+        );
+    }
+    // Isolated mode: node-2 and node-3 only know node-1 as a seed; they find
+    // each other by the addresses published in the store.
+    for node in &nodes {
+        eventually(|| async { linked_members(node).await.len() == 3 }).await;
+    }
+    let mut owners = std::collections::BTreeSet::new();
+    for u in 0..9 {
+        let uid = format!("tls-user-{u}");
+        for (i, node) in nodes.iter().enumerate() {
+            let mut client = Client::as_uid(node, &uid).await;
+            let ServerFrame::Hello { node: owner, .. } = &client.hello else {
+                unreachable!()
+            };
+            owners.insert(owner.clone());
+            let (ack, _) = client.say(&format!("m-{i}"), "你好").await;
+            assert_eq!(ack, u64::try_from(i).unwrap() * 3 + 1, "{uid} via node {i}");
+        }
+    }
+    assert_eq!(
+        owners.len(),
+        3,
+        "turns reached every member over TLS: {owners:?}"
+    );
+
+    // A node whose certificate another CA signed, on the same store and with
+    // the same cookie, joins the member table but no member links to it.
+    certificates(certs.path(), "rogue-ca", &["rogue"]);
+    let mut rogue = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        .arg("node")
+        .args([
+            "--node-id",
+            "rogue",
+            "--http-port",
+            &free_port().to_string(),
+        ])
+        .args(["--cluster-port", &free_port().to_string(), "--seeds", &seed])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--jwt-secret", SECRET])
+        .envs(tls_env(certs.path(), "rogue-ca", "rogue"))
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // It dials node-1 every second, and node-1 dials it once it is a member.
+    let mut seen = false;
+    for _ in 0..30 {
+        let (_, stdout, _) = confabctl(&nodes[0], &["--json", "nodes"]).await;
+        let view: NodesView = serde_json::from_str(&stdout).unwrap();
+        if let Some(member) = view.nodes.iter().find(|n| n.id == "rogue") {
+            seen = true;
+            assert!(
+                !member.connected,
+                "node-1 linked to the rogue node: {stdout}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+    assert!(seen, "the rogue node never reached the member table");
+}
