@@ -292,7 +292,7 @@ pub enum ClusterError {
 pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), ClusterError> {
     let me = runtime.node_id().clone();
     // Not on the ring (and not ready) until membership has joined it.
-    runtime.set_ring(Ring::new(Epoch(0), []));
+    runtime.set_ring(Ring::new(Epoch(0), [])).await;
     // ractor_cluster dials transitively learned peers without TLS: a TLS
     // cluster is isolated, and every node dials every member itself.
     let tls = config
@@ -461,7 +461,7 @@ async fn drive_membership(
                 Output::RingChanged { epoch, nodes } => {
                     info!(epoch = %epoch, nodes = ?nodes, "ring changed");
                     runtime.set_members(machine.table().cloned());
-                    runtime.set_ring(Ring::new(epoch, nodes));
+                    runtime.set_ring(Ring::new(epoch, nodes)).await;
                     None
                 }
                 Output::Left => {

@@ -662,9 +662,20 @@ impl Runtime {
     /// Adopts a new ring (membership changed): turns are routed by it from now
     /// on, and sessions this node no longer owns are handed to their new
     /// owners ([`crate::handoff`]).
-    pub fn set_ring(&self, ring: confab_core::ring::Ring) {
+    pub async fn set_ring(&self, ring: confab_core::ring::Ring) {
         metrics::gauge!("confab_ring_epoch").set(ring.epoch().0 as f64);
-        *self.shared.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        let ring = Arc::new(ring);
+        let _ = self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Announce {
+                    ring: Arc::clone(&ring),
+                    reply,
+                },
+                Some(handoff::HANDOFF_WAIT),
+            )
+            .await;
+        *self.shared.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
         *self
             .shared
             .ring_since

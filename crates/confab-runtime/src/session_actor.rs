@@ -186,12 +186,25 @@ impl Actor for SessionActor {
                 myself.stop(Some("passivated".into()));
             }
             SessionMsg::HandOff { to, epoch } => {
-                if let Some(to) = to
-                    && state.fenced.is_none()
-                {
-                    state.send_state(&to, epoch).await;
+                let taken = match to {
+                    Some(to) if state.fenced.is_none() => state.send_state(&to, epoch).await,
+                    _ => false,
+                };
+                if taken {
+                    // The new owner holds the state: the snapshot goes through
+                    // the batch writer (dropped as fenced once the new owner
+                    // has claimed the session), not one write per session.
+                    if let Some(snapshot) = state.final_snapshot() {
+                        state
+                            .shared
+                            .snapshotter
+                            .offer(snapshot, Arc::clone(&state.stored_seq));
+                    }
+                } else {
+                    // The new owner loads it from the durable tier: faster
+                    // from a fresh snapshot.
+                    state.write_final_snapshot().await;
                 }
-                state.write_final_snapshot().await;
                 myself.stop(Some("handed off".into()));
             }
         }
@@ -409,11 +422,11 @@ impl SessionActorState {
     }
 
     /// Sends the session's state to its new owner and waits for its answer
-    /// (bounded by [`crate::handoff::HANDOFF_WAIT`]); a refusal or silence only
-    /// means the new owner loads it from the durable tier.
-    async fn send_state(&mut self, to: &confab_core::NodeId, epoch: confab_core::Epoch) {
+    /// (bounded by [`crate::handoff::HANDOFF_WAIT`]): whether it was taken. A
+    /// refusal or silence only means the new owner loads it from the durable tier.
+    async fn send_state(&mut self, to: &confab_core::NodeId, epoch: confab_core::Epoch) -> bool {
         let Some(peer) = self.shared.peer(to) else {
-            return;
+            return false;
         };
         let snapshot = self
             .take_snapshot()
@@ -429,10 +442,11 @@ impl SessionActorState {
                 Some(crate::handoff::HANDOFF_WAIT),
             )
             .await;
-        if matches!(
+        let taken = matches!(
             sent,
             Ok(ractor::rpc::CallResult::Success(crate::cluster::Wire(true)))
-        ) {
+        );
+        if taken {
             // From this node's adoption of the ring to the new owner holding the state.
             let since = *self
                 .shared
@@ -448,6 +462,7 @@ impl SessionActorState {
         } else {
             warn!(uid = %self.uid, to = %to, "the new owner did not take the state; it loads the session from the durable tier");
         }
+        taken
     }
 
     /// A snapshot if the state is past the last one taken.

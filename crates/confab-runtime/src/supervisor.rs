@@ -12,6 +12,7 @@
 use crate::handoff::{HANDOFF_WAIT, Incoming};
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
 use crate::{SessionRequest, Shared, TurnError, TurnRequest};
+use confab_core::ring::Ring;
 use confab_core::{NodeId, Uid};
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
@@ -35,6 +36,14 @@ pub enum SupervisorMsg {
     Request(SessionRequest),
     /// Passivate the sessions idle for too long (sent by a timer).
     Sweep,
+    /// This ring is about to be adopted: announce the sessions it moves to
+    /// their new owners; the answer comes once the announcements are sent.
+    Announce {
+        /// The coming ring.
+        ring: Arc<Ring>,
+        /// Answered when done.
+        reply: RpcReplyPort<()>,
+    },
     /// The ring changed: hand the sessions this node no longer owns to their
     /// new owners ([`crate::handoff`]).
     RingChanged,
@@ -105,6 +114,9 @@ pub struct SupervisorState {
     expected: BTreeMap<Uid, Instant>,
     /// Sessions whose actor waits for its state from the old owner.
     awaiting: BTreeMap<Uid, oneshot::Sender<Option<Vec<u8>>>>,
+    /// States handed here for sessions with no actor yet: the actor starts
+    /// from one on the session's next turn (kept for `passivate_after`).
+    arrived: BTreeMap<Uid, (Option<Vec<u8>>, Instant)>,
 }
 
 impl Actor for SessionSupervisor {
@@ -127,6 +139,7 @@ impl Actor for SessionSupervisor {
             stopping: false,
             expected: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            arrived: BTreeMap::new(),
         })
     }
 
@@ -185,6 +198,10 @@ impl Actor for SessionSupervisor {
                 state.passivate_idle();
                 state.forget_stale_handoffs();
             }
+            SupervisorMsg::Announce { ring, reply } => {
+                state.announce(&ring);
+                let _ = reply.send(());
+            }
             SupervisorMsg::RingChanged => state.hand_off_moved(),
             SupervisorMsg::Expect(expect) => state.expect(expect),
             SupervisorMsg::Arrived {
@@ -193,7 +210,7 @@ impl Actor for SessionSupervisor {
                 state: arrived,
                 reply,
             } => {
-                let taken = !state.stopping && state.arrived(&myself, uid, epoch, arrived).await;
+                let taken = !state.stopping && state.arrived(uid, epoch, arrived);
                 let _ = reply.send(taken);
             }
             SupervisorMsg::Fenced { uid, actor } => {
@@ -257,8 +274,22 @@ impl SupervisorState {
         uid: &Uid,
     ) -> Result<&mut Resident, TurnError> {
         if !self.sessions.contains_key(uid) {
-            let incoming = match self.expected.remove(uid) {
-                Some(deadline) if deadline > Instant::now() => {
+            // Routed here by a ring this node has just left behind: the
+            // session's owner is another node now.
+            if let Some(owner) = self
+                .shared
+                .ring()
+                .owner(uid)
+                .filter(|o| **o != self.shared.config.node_id)
+            {
+                return Err(TurnError::Unavailable(format!(
+                    "session {uid} has just moved to {owner}: retry with the same id"
+                )));
+            }
+            let expected = self.expected.remove(uid);
+            let incoming = match (self.arrived.remove(uid), expected) {
+                (Some((state, _)), _) => Incoming::Arrived(state),
+                (None, Some(deadline)) if deadline > Instant::now() => {
                     let (tx, rx) = oneshot::channel();
                     self.awaiting.insert(uid.clone(), tx);
                     Incoming::Awaiting(rx, deadline)
@@ -342,13 +373,10 @@ impl SupervisorState {
     fn hand_off_moved(&mut self) {
         let ring = self.shared.ring();
         let me = &self.shared.config.node_id;
-        let mut moved: BTreeMap<Option<NodeId>, Vec<Uid>> = BTreeMap::new();
-        for uid in self.sessions.keys() {
-            let owner = ring.owner(uid);
-            if owner != Some(me) {
-                moved.entry(owner.cloned()).or_default().push(uid.clone());
-            }
-        }
+        // States that arrived for sessions the ring now gives elsewhere are
+        // dropped: their new owner loads them from the durable tier.
+        self.arrived.retain(|uid, _| ring.owner(uid) == Some(me));
+        let moved = self.moved(&ring);
         if moved.is_empty() {
             return;
         }
@@ -360,20 +388,13 @@ impl SupervisorState {
         info!(sessions = count, epoch = %ring.epoch(), reason, "ring changed; handing moved sessions off");
         metrics::counter!("confab_migrations_total", "reason" => reason).increment(count as u64);
         for (owner, uids) in moved {
-            let peer = owner.as_ref().and_then(|o| self.shared.peer(o));
-            if let Some(peer) = &peer {
-                let expect = crate::cluster::Expect {
-                    epoch: ring.epoch(),
-                    uids: uids.clone(),
-                };
-                let _ = peer.cast(crate::cluster::PeerMsg::Expect(crate::cluster::Wire(
-                    expect,
-                )));
-            }
+            let linked = owner
+                .as_ref()
+                .is_some_and(|o| self.shared.peer(o).is_some());
             for uid in uids {
                 if let Some(resident) = self.sessions.remove(&uid) {
                     // Removed first: a later turn is forwarded, never reaches this actor.
-                    let to = peer.as_ref().and(owner.clone());
+                    let to = owner.clone().filter(|_| linked);
                     let _ = resident.actor.cast(SessionMsg::HandOff {
                         to,
                         epoch: ring.epoch(),
@@ -382,6 +403,39 @@ impl SupervisorState {
             }
         }
         self.publish_resident();
+    }
+
+    /// The resident sessions `ring` gives to other nodes, by new owner (`None`:
+    /// the ring is empty).
+    fn moved(&self, ring: &Ring) -> BTreeMap<Option<NodeId>, Vec<Uid>> {
+        let me = &self.shared.config.node_id;
+        let mut moved: BTreeMap<Option<NodeId>, Vec<Uid>> = BTreeMap::new();
+        for uid in self.sessions.keys() {
+            let owner = ring.owner(uid);
+            if owner != Some(me) {
+                moved.entry(owner.cloned()).or_default().push(uid.clone());
+            }
+        }
+        moved
+    }
+
+    /// Before this node routes by `ring`: tells each new owner which of the
+    /// sessions resident here it will receive, so that it holds their turns
+    /// for the state instead of loading them from the durable tier. Sent
+    /// before any turn is forwarded by `ring` (the link to a node is ordered).
+    fn announce(&self, ring: &Ring) {
+        for (owner, uids) in self.moved(ring) {
+            let Some(peer) = owner.as_ref().and_then(|o| self.shared.peer(o)) else {
+                continue;
+            };
+            let expect = crate::cluster::Expect {
+                epoch: ring.epoch(),
+                uids,
+            };
+            let _ = peer.cast(crate::cluster::PeerMsg::Expect(crate::cluster::Wire(
+                expect,
+            )));
+        }
     }
 
     /// Notes the sessions another node is about to hand here (bounded by the
@@ -404,13 +458,7 @@ impl SupervisorState {
     /// a new actor starts from it. Refused if this node's ring, at that epoch
     /// or later, gives the session to another node, or if it already loaded
     /// the session from the durable tier.
-    async fn arrived(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        uid: Uid,
-        epoch: confab_core::Epoch,
-        state: Option<Vec<u8>>,
-    ) -> bool {
+    fn arrived(&mut self, uid: Uid, epoch: confab_core::Epoch, state: Option<Vec<u8>>) -> bool {
         // A state sent at an epoch this node has not adopted yet is taken: the
         // sender's newer ring gives the session here, and no turn reaches it
         // before this node routes by that ring.
@@ -422,12 +470,15 @@ impl SupervisorState {
         if let Some(waiting) = self.awaiting.remove(&uid) {
             return waiting.send(state).is_ok();
         }
-        if self.sessions.contains_key(&uid) {
+        if self.sessions.contains_key(&uid)
+            || self.arrived.len() >= self.shared.config.resident_sessions_max
+        {
             return false;
         }
-        self.spawn(myself, &uid, Incoming::Arrived(state))
-            .await
-            .is_ok()
+        // No actor is spawned for it now: thousands of states arrive at once
+        // when a node joins or drains, and most sessions are idle.
+        self.arrived.insert(uid, (state, Instant::now()));
+        true
     }
 
     /// Drops expectations whose time ran out and waits that ended.
@@ -435,6 +486,9 @@ impl SupervisorState {
         let now = Instant::now();
         self.expected.retain(|_, deadline| *deadline > now);
         self.awaiting.retain(|_, waiting| !waiting.is_closed());
+        let keep = self.shared.config.passivate_after;
+        self.arrived
+            .retain(|_, (_, at)| now.duration_since(*at) < keep);
     }
 
     fn passivate(&mut self, uids: Vec<Uid>) {

@@ -12,49 +12,10 @@ use confab_proto::admin::{NodesView, RingView};
 use confab_testkit::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
 use std::time::Duration;
 
-async fn members_up(node: &Node) -> usize {
-    let (code, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
-    if code != 0 {
-        return 0;
-    }
-    let view: NodesView = serde_json::from_str(&stdout).unwrap();
-    view.nodes
-        .iter()
-        .filter(|n| n.status == "up" && n.connected)
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_serves_any_user_and_the_owner_is_the_same_from_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let seed_port = free_port();
-    let seed = format!("127.0.0.1:{seed_port}");
-    let mut nodes = vec![
-        Node::start_member(
-            dir.path(),
-            &[],
-            &[
-                "--node-id",
-                "node-1",
-                "--cluster-port",
-                &seed_port.to_string(),
-            ],
-        )
-        .await,
-    ];
-    for id in ["node-2", "node-3"] {
-        nodes.push(Node::start_member(dir.path(), &[], &["--node-id", id, "--seeds", &seed]).await);
-    }
-    for node in &nodes {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while members_up(node).await < 3 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the cluster never formed"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
+    let (nodes, _) = cluster(dir.path(), 3).await;
     let mut owners = std::collections::BTreeSet::new();
     for u in 0..12 {
         let uid = format!("user-{u}");
@@ -82,32 +43,30 @@ async fn any_node_serves_any_user_and_the_owner_is_the_same_from_every_node() {
     );
 }
 
-/// Starts `n` nodes, `node-1` seeding the others, and waits until each sees
-/// all of them up and linked. Returns the nodes and the seed address.
+/// Starts `n` plain-TCP nodes on one data dir (see [`cluster_with`]).
 async fn cluster(dir: &std::path::Path, n: usize) -> (Vec<Node>, String) {
-    let seed_port = free_port();
-    let seed = format!("127.0.0.1:{seed_port}");
-    let mut nodes = vec![
-        Node::start_member(
-            dir,
-            &[],
-            &[
-                "--node-id",
-                "node-1",
-                "--cluster-port",
-                &seed_port.to_string(),
-            ],
-        )
-        .await,
-    ];
-    for i in 2..=n {
-        let id = format!("node-{i}");
-        nodes.push(Node::start_member(dir, &[], &["--node-id", &id, "--seeds", &seed]).await);
-    }
-    for node in &nodes {
-        eventually(|| async { members_up(node).await == n }).await;
-    }
-    (nodes, seed)
+    cluster_with(dir, n, |_| Vec::new()).await
+}
+
+/// Stops the clients, then checks what they saw across `change`: every turn
+/// answered at the seqs that follow (none lost or applied twice), none slower
+/// than [`TURN_MAX`] past `grace`. Returns the logs and each user's owner.
+async fn finish_and_check(
+    load: Load,
+    node: &Node,
+    change: &str,
+    grace: Duration,
+) -> (Vec<UserLog>, std::collections::BTreeMap<String, String>) {
+    let logs = load.finish().await;
+    eprintln!("{change}: {}", summary(&logs));
+    let owners = assert_no_loss_no_duplicate(&logs, &node.ws_url(), &tokens()).await;
+    assert!(
+        slowest(&logs) <= grace + TURN_MAX,
+        "a turn took {:?} across the {change} ({} turns)",
+        slowest(&logs),
+        turns(&logs)
+    );
+    (logs, owners)
 }
 
 /// The ring as `node` routes by it.
@@ -137,6 +96,11 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, seed) = cluster(dir.path(), 3).await;
     assert_eq!(ring(&nodes[0]).await.vnodes.len(), 96);
+    // Idle sessions too: resident, with no turn in flight when they move.
+    let idle: Vec<String> = (0..40).map(|i| format!("idle-{i}")).collect();
+    for (i, uid) in idle.iter().enumerate() {
+        Client::as_uid(&nodes[i % 3], uid).await;
+    }
     let urls = nodes.iter().map(Node::ws_url).collect();
     let load = Load::start(urls, &users(24), PAUSE, tokens());
     tokio::time::sleep(TALK).await;
@@ -149,17 +113,12 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
     load.urls.lock().unwrap().push(joined.ws_url());
     nodes.push(joined);
     tokio::time::sleep(TALK).await;
-    let logs = load.finish().await;
-    eprintln!("{}", summary(&logs));
-
-    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url(), &tokens()).await;
-    assert!(
-        slowest(&logs) <= TURN_MAX,
-        "a turn took {:?} across the join ({} turns)",
-        slowest(&logs),
-        turns(&logs)
-    );
-    // The moved sessions' state went straight from their old owners to node-4.
+    let (_, owners) = finish_and_check(load, &nodes[0], "join", Duration::ZERO).await;
+    // The moved sessions' state went straight from their old owners to
+    // node-4, which starts the idle ones from it on their next hello.
+    for uid in &idle {
+        Client::as_uid(&nodes[0], uid).await;
+    }
     let (_, metrics) = http_get(nodes[3].port, "/metrics").await.unwrap();
     let handed: f64 = metrics
         .lines()
@@ -210,16 +169,7 @@ async fn a_drained_node_hands_its_sessions_off_under_load_then_leaves() {
     let status = drained.wait_exit().await;
     assert!(status.success(), "the drained node exited with {status}");
     tokio::time::sleep(TALK).await;
-    let logs = load.finish().await;
-    eprintln!("{}", summary(&logs));
-
-    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url(), &tokens()).await;
-    assert!(
-        slowest(&logs) <= TURN_MAX,
-        "a turn took {:?} across the drain ({} turns)",
-        slowest(&logs),
-        turns(&logs)
-    );
+    let (logs, owners) = finish_and_check(load, &nodes[0], "drain", Duration::ZERO).await;
     assert!(
         owners.values().all(|o| o != "node-3"),
         "a session is still on node-3: {owners:?}"
@@ -258,20 +208,12 @@ async fn a_killed_nodes_sessions_serve_again_on_the_survivors_with_every_acked_t
     }
     let detected = killed_at.elapsed();
     tokio::time::sleep(TALK).await;
-    let logs = load.finish().await;
-    eprintln!("{}", summary(&logs));
-
-    let owners = assert_no_loss_no_duplicate(&logs, &nodes[0].ws_url(), &tokens()).await;
-    assert!(owners.values().all(|o| o != "node-2"), "{owners:?}");
     // Down is declared within 3 s by default (2 s of silence, a heartbeat
     // period, a compare-and-set); the sessions serve 2 s after that at most.
     assert!(
         detected <= Duration::from_secs(4),
         "node-2 was declared down after {detected:?}"
     );
-    assert!(
-        slowest(&logs) <= detected + TURN_MAX,
-        "a turn took {:?}; down was declared after {detected:?}",
-        slowest(&logs)
-    );
+    let (_, owners) = finish_and_check(load, &nodes[0], "kill", detected).await;
+    assert!(owners.values().all(|o| o != "node-2"), "{owners:?}");
 }

@@ -106,59 +106,14 @@ fn tls_env(dir: &Path, ca: &str, node: &str) -> Vec<(String, String)> {
     ]
 }
 
-async fn start(data: &Path, env: &[(String, String)], flags: &[&str]) -> Node {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Node::start_member(data, &env, flags).await
-}
-
-async fn linked_members(node: &Node) -> Vec<String> {
-    let (code, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
-    if code != 0 {
-        return Vec::new();
-    }
-    let view: NodesView = serde_json::from_str(&stdout).unwrap();
-    view.nodes
-        .into_iter()
-        .filter(|n| n.status == "up" && n.connected)
-        .map(|n| n.id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user() {
     let certs = tempfile::tempdir().unwrap();
     certificates(certs.path(), "ca", &["node-1", "node-2", "node-3"]);
     let data = tempfile::tempdir().unwrap();
-    let seed_port = free_port();
-    let seed = format!("127.0.0.1:{seed_port}");
-    let mut nodes = vec![
-        start(
-            data.path(),
-            &tls_env(certs.path(), "ca", "node-1"),
-            &[
-                "--node-id",
-                "node-1",
-                "--cluster-port",
-                &seed_port.to_string(),
-            ],
-        )
-        .await,
-    ];
-    for id in ["node-2", "node-3"] {
-        nodes.push(
-            start(
-                data.path(),
-                &tls_env(certs.path(), "ca", id),
-                &["--node-id", id, "--seeds", &seed],
-            )
-            .await,
-        );
-    }
     // Isolated mode: node-2 and node-3 only know node-1 as a seed; they find
     // each other by the addresses published in the store.
-    for node in &nodes {
-        eventually(|| async { linked_members(node).await.len() == 3 }).await;
-    }
+    let (nodes, seed) = cluster_with(data.path(), 3, |id| tls_env(certs.path(), "ca", id)).await;
     let mut owners = std::collections::BTreeSet::new();
     for u in 0..9 {
         let uid = format!("tls-user-{u}");

@@ -395,3 +395,46 @@ pub fn reply_seq(frame: &ServerFrame) -> u64 {
         other => panic!("not a reply: {other:?}"),
     }
 }
+
+/// The members `node` sees up and linked.
+pub async fn linked_members(node: &Node) -> Vec<String> {
+    let (code, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
+    if code != 0 {
+        return Vec::new();
+    }
+    let view: confab_proto::admin::NodesView = serde_json::from_str(&stdout).unwrap();
+    view.nodes
+        .into_iter()
+        .filter(|n| n.status == "up" && n.connected)
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Starts `n` nodes on one data dir, `node-1` seeding the others, each with the
+/// environment `env(id)` gives, and waits until each sees all of them up and
+/// linked. Returns the nodes and the seed address.
+pub async fn cluster_with(
+    dir: &Path,
+    n: usize,
+    env: impl Fn(&str) -> Vec<(String, String)>,
+) -> (Vec<Node>, String) {
+    let seed_port = free_port();
+    let seed = format!("127.0.0.1:{seed_port}");
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let id = format!("node-{i}");
+        let env = env(&id);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let port = seed_port.to_string();
+        let flags: Vec<&str> = if i == 1 {
+            vec!["--node-id", &id, "--cluster-port", &port]
+        } else {
+            vec!["--node-id", &id, "--seeds", &seed]
+        };
+        nodes.push(Node::start_member(dir, &env, &flags).await);
+    }
+    for node in &nodes {
+        eventually(|| async { linked_members(node).await.len() == n }).await;
+    }
+    (nodes, seed)
+}
