@@ -429,7 +429,9 @@ impl Membership {
         let proposal = match (self.goal, mine) {
             (Goal::Up, None | Some(Status::Down)) => Some((self.me.clone(), Some(Status::Joining))),
             (Goal::Up, Some(Status::Joining)) => Some((self.me.clone(), Some(Status::Up))),
-            (Goal::Drain, Some(Status::Up | Status::Joining)) => {
+            // From `down` too: a node cut off and declared down, drained
+            // before it joined again, must still be able to leave.
+            (Goal::Drain, Some(Status::Up | Status::Joining | Status::Down)) => {
                 Some((self.me.clone(), Some(Status::Draining)))
             }
             (Goal::Leave, Some(_)) => Some((self.me.clone(), None)),

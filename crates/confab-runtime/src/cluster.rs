@@ -103,7 +103,7 @@ pub struct Heartbeat {
 }
 
 /// Sessions about to move to the receiving node: it holds their first turns
-/// until their state arrives (or [`crate::supervisor::HANDOFF_WAIT`] passes).
+/// until their state arrives (or [`crate::handoff::HANDOFF_WAIT`] passes).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Expect {
     /// The epoch that moved them.
@@ -314,15 +314,23 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
         crate::cluster_tls::publish_address(runtime.store().as_ref(), &me, &config.advertise)
             .await?;
     }
+    // With TLS, the cluster port is this node's own listener (a handshake per
+    // task, with a timeout): ractor_cluster's does the handshake inside its
+    // accept loop, where one silent connection would block every other. Its
+    // own listener is left on an ephemeral loopback port nobody dials.
+    let (listen_addr, listen_port) = match &tls {
+        Some(_) => (IpAddr::from([127, 0, 0, 1]), 0),
+        None => (config.bind, config.port),
+    };
     let server = NodeServer::new(
-        config.port,
+        listen_port,
         config.cookie.clone(),
         me.to_string(),
         config.bind.to_string(),
         Some(encryption),
         Some(mode),
     )
-    .with_listen_addr(config.bind)
+    .with_listen_addr(listen_addr)
     .with_max_inbound_frame_size(FRAME_BYTES_MAX);
     let listen_err = |e: &dyn std::fmt::Display| ClusterError::Listen {
         port: config.port,
@@ -331,6 +339,11 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
     let (server, _) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| listen_err(&e))?;
+    if let Some(tls) = &tls {
+        crate::cluster_tls::listen(server.clone(), config.bind, config.port, tls.clone())
+            .await
+            .map_err(|e| listen_err(&e))?;
+    }
     let (heartbeats, inputs) = mpsc::channel(MEMBERSHIP_QUEUE_MAX);
     runtime.set_membership_input(heartbeats.clone());
     Actor::spawn(
@@ -437,6 +450,18 @@ async fn drive_membership(
                         _ => Input::StoreFailed,
                     },
                 ),
+                // A node goes up (onto the ring) only once it is linked to
+                // every member already up: one that cannot reach them (a wrong
+                // cookie or certificate, a partition) would take sessions it
+                // cannot be sent. It stays joining and asks again at the next
+                // refresh.
+                Output::Cas { table, .. }
+                    if table.members.get(runtime.node_id()) == Some(&Status::Up)
+                        && machine.status() != Some(Status::Up)
+                        && !linked_to_up(&runtime, &table) =>
+                {
+                    Some(Input::StoreFailed)
+                }
                 Output::Cas { expected, table } => Some(
                     match tokio::time::timeout(
                         store_timeout,
@@ -479,7 +504,7 @@ async fn drive_membership(
         if !drained
             && runtime.shared.drain.state() == DrainState::Draining
             && machine.status() == Some(Status::Draining)
-            && runtime.session_actors().await == 0
+            && runtime.session_actors().await == Some(0)
         {
             drained = true;
             machine.handle(now(), Input::Drained);
@@ -498,6 +523,13 @@ async fn drive_membership(
             () = tokio::time::sleep(wait) => machine.handle_timeout(now()),
         }
     }
+}
+
+/// Whether this node has a link to every other member that is up.
+fn linked_to_up(runtime: &Runtime, table: &MemberTable) -> bool {
+    table.members.iter().all(|(node, status)| {
+        node == runtime.node_id() || *status != Status::Up || runtime.is_connected(node)
+    })
 }
 
 /// The member table, from the store's settings (version = revision).

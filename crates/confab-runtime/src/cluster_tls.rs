@@ -98,6 +98,68 @@ pub fn load(files: &TlsFiles) -> Result<NodeTls, ClusterError> {
     })
 }
 
+/// How long an incoming connection may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// TLS handshakes in progress at once, at most; connections past it wait to be
+/// accepted.
+const HANDSHAKES_MAX: usize = 64;
+
+/// Listens on the cluster port: each connection's TLS handshake runs in a task
+/// of its own, bounded in time and in number, and the encrypted stream is then
+/// handed to the node server as an incoming session.
+pub(crate) async fn listen(
+    server: ractor::ActorRef<ractor_cluster::NodeServerMessage>,
+    bind: std::net::IpAddr,
+    port: u16,
+    tls: NodeTls,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind((bind, port)).await?;
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                return;
+            };
+            let (stream, peer_addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster port: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let server = server.clone();
+            let acceptor = tls.acceptor.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = stream.set_nodelay(true);
+                let Ok(local_addr) = stream.local_addr() else {
+                    return;
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = server.cast(ractor_cluster::NodeServerMessage::ConnectionOpened {
+                            stream: Box::new(ractor_cluster::NetworkStream::TlsServer {
+                                peer_addr,
+                                local_addr,
+                                stream,
+                            }),
+                            is_server: true,
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = %peer_addr, error = %e, "cluster TLS handshake refused");
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %peer_addr, "cluster TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
 /// Dials `address` (`HOST:PORT`), over TLS when `tls` is set.
 pub(crate) async fn dial(
     server: &ractor::ActorRef<ractor_cluster::NodeServerMessage>,

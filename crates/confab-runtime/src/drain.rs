@@ -79,7 +79,7 @@ impl Runtime {
             membership.try_send(Input::Drain).map_err(|_| {
                 TurnError::Overloaded("membership is busy: ask again to drain".into())
             })?;
-            let alive = self.session_actors().await;
+            let alive = self.session_actors().await.unwrap_or(0);
             cell.at_start
                 .store(alive, std::sync::atomic::Ordering::Release);
             cell.state.send_replace(DrainState::Draining);
@@ -95,7 +95,10 @@ impl Runtime {
             node: self.node_id().clone(),
             state: cell.state(),
             sessions_at_start: cell.at_start.load(std::sync::atomic::Ordering::Acquire),
-            sessions_left: self.session_actors().await,
+            sessions_left: self
+                .session_actors()
+                .await
+                .unwrap_or(cell.at_start.load(std::sync::atomic::Ordering::Acquire)),
         }
     }
 
@@ -117,10 +120,12 @@ impl Runtime {
         if node == self.node_id() {
             return Ok(self.drain_progress().await);
         }
-        let in_table = self
-            .members()
-            .is_some_and(|table| table.members.contains_key(node));
-        if !in_table {
+        let Some(table) = self.members() else {
+            return Err(TurnError::Unavailable(
+                "this node has not read the member table yet: ask again".into(),
+            ));
+        };
+        if !table.members.contains_key(node) {
             return Ok(DrainProgress {
                 node: node.clone(),
                 state: DrainState::Left,

@@ -746,14 +746,18 @@ impl Runtime {
 
     /// Session actors alive on the node: the resident ones and those still
     /// writing their final snapshot after a passivation or a move.
-    pub async fn session_actors(&self) -> usize {
+    /// `None` if the supervisor does not answer within the turn timeout.
+    pub async fn session_actors(&self) -> Option<usize> {
         match self
             .supervisor
-            .call(|reply| SupervisorMsg::Actors { reply }, None)
+            .call(
+                |reply| SupervisorMsg::Actors { reply },
+                Some(self.shared.config.turn_timeout),
+            )
             .await
         {
-            Ok(CallResult::Success(n)) => n,
-            _ => 0,
+            Ok(CallResult::Success(n)) => Some(n),
+            _ => None,
         }
     }
 

@@ -244,8 +244,22 @@ impl SessionActorState {
             let moving = incoming.is_handoff();
             // Waits for the old owner's state if it is on its way.
             let arrived = incoming.state().await;
-            // Claimed at the ring's epoch now: a newer owner fences this one.
-            self.epoch = self.shared.ring().epoch();
+            // Claimed at the ring's epoch now, if that ring still gives the
+            // session here (it may have moved on while this actor waited, or
+            // since its turn was routed): a claim at an epoch the store already
+            // holds does not fence, so a node the ring does not name must not
+            // make one.
+            let ring = self.shared.ring();
+            if let Some(owner) = ring
+                .owner(&self.uid)
+                .filter(|o| **o != self.shared.config.node_id)
+            {
+                return Err(Failure::Turn(TurnError::Unavailable(format!(
+                    "session {} has moved to {owner}: retry with the same id",
+                    self.uid
+                ))));
+            }
+            self.epoch = ring.epoch();
             let from_state = arrived.is_some();
             let (session, snapshot_seq) = self.load(arrived).await.map_err(|e| unavailable(&e))?;
             if moving {

@@ -286,6 +286,13 @@ impl SupervisorState {
                     "session {uid} has just moved to {owner}: retry with the same id"
                 )));
             }
+            // Checked before an arrived state or an expectation is used up.
+            let limit = self.shared.config.resident_sessions_max;
+            if self.sessions.len() >= limit {
+                return Err(TurnError::Overloaded(format!(
+                    "node holds {limit} sessions, its limit: retry later or on another node"
+                )));
+            }
             let expected = self.expected.remove(uid);
             let incoming = match (self.arrived.remove(uid), expected) {
                 (Some((state, _)), _) => Incoming::Arrived(state),
@@ -308,12 +315,6 @@ impl SupervisorState {
         uid: &Uid,
         incoming: Incoming,
     ) -> Result<(), TurnError> {
-        let limit = self.shared.config.resident_sessions_max;
-        if self.sessions.len() >= limit {
-            return Err(TurnError::Overloaded(format!(
-                "node holds {limit} sessions, its limit: retry later or on another node"
-            )));
-        }
         let queued = Arc::new(AtomicUsize::new(0));
         let args = SessionArgs {
             uid: uid.clone(),

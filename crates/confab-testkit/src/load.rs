@@ -250,7 +250,8 @@ async fn talk(
 /// What every user relies on, checked: each turn was answered once, at the
 /// seqs that follow the turns before it (nothing lost, nothing applied twice),
 /// and the session, resumed on `url`, holds exactly those turns. Returns each
-/// user's owner as that resume names it, and every breach found.
+/// user's owner as that resume names it, and the breaches found (the first
+/// wrong seq of each user, and each resume that disagrees).
 pub async fn check(
     logs: &[UserLog],
     url: &str,
@@ -270,6 +271,7 @@ pub async fn check(
                     "{} {}: reply seq {} (expected {expected_reply}): a turn was lost or applied twice",
                     log.uid, turn.id, turn.reply
                 ));
+                break; // every later seq is off too: one breach per user
             }
             if let Some(ack) = turn.ack
                 && ack != i * EVENTS_PER_TURN + 1

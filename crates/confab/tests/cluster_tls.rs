@@ -109,7 +109,11 @@ fn tls_env(dir: &Path, ca: &str, node: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user() {
     let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path(), "ca", &["node-1", "node-2", "node-3"]);
+    certificates(
+        certs.path(),
+        "ca",
+        &["node-1", "node-2", "node-3", "node-4"],
+    );
     let data = tempfile::tempdir().unwrap();
     // Isolated mode: node-2 and node-3 only know node-1 as a seed; they find
     // each other by the addresses published in the store.
@@ -153,21 +157,60 @@ async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user(
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // It dials node-1 every second, and node-1 dials it once it is a member.
-    let mut seen = false;
-    for _ in 0..30 {
-        let (_, stdout, _) = confabctl(&nodes[0], &["--json", "nodes"]).await;
-        let view: NodesView = serde_json::from_str(&stdout).unwrap();
-        if let Some(member) = view.nodes.iter().find(|n| n.id == "rogue") {
-            seen = true;
-            assert!(
-                !member.connected,
-                "node-1 linked to the rogue node: {stdout}"
-            );
+    // It dials node-1 every second, and the members dial it once it is in the
+    // table: watched for 3 s (three redials) after it first shows up.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen_at: Option<tokio::time::Instant> = None;
+    while seen_at.is_none_or(|at| at.elapsed() < std::time::Duration::from_secs(3)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rogue node never reached the member table"
+        );
+        for node in &nodes {
+            let (_, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
+            let view: NodesView = serde_json::from_str(&stdout).unwrap();
+            if let Some(member) = view.nodes.iter().find(|n| n.id == "rogue") {
+                seen_at.get_or_insert_with(tokio::time::Instant::now);
+                assert!(
+                    !member.connected,
+                    "a member linked to the rogue node: {stdout}"
+                );
+                // Not linked to the members, it never goes up onto the ring.
+                assert_ne!(
+                    member.status, "up",
+                    "the rogue node is on the ring: {stdout}"
+                );
+            }
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let _ = rogue.kill();
     let _ = rogue.wait();
-    assert!(seen, "the rogue node never reached the member table");
+    assert_eq!(linked_members(&nodes[0]).await.len(), 3);
+
+    // A connection that never starts its TLS handshake does not stop node-1
+    // from accepting others: a handshake made while it hangs completes, and a
+    // properly signed node-4 joins.
+    let silent = tokio::net::TcpStream::connect(&seed).await.unwrap();
+    let file = |f: &str| certs.path().join(f).display().to_string();
+    let handshake = tokio::process::Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect", &seed, "-brief"])
+        .args(["-cert", &file("node-4.pem"), "-key", &file("node-4.key")])
+        .args(["-CAfile", &file("ca.pem"), "-verify_return_error"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&handshake.stderr).into_owned()
+        + &String::from_utf8_lossy(&handshake.stdout);
+    assert!(
+        said.contains("CONNECTION ESTABLISHED"),
+        "no TLS handshake with node-1 while a silent connection is open: {said}"
+    );
+    let env = tls_env(certs.path(), "ca", "node-4");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let joined =
+        Node::start_member(data.path(), &env, &["--node-id", "node-4", "--seeds", &seed]).await;
+    eventually(|| async { linked_members(&joined).await.len() == 4 }).await;
+    drop(silent);
 }

@@ -13,6 +13,9 @@ use crate::{Outcome, emit, pretty};
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Failed progress reads in a row before giving up.
 const POLL_FAILURES_MAX: u32 = 10;
+/// Failed reads in a row from the drained node itself, after its last session
+/// moved, that mean it has left and stopped (it answers for 2 s after it left).
+const SILENCE_MEANS_LEFT: u32 = 3;
 
 pub(crate) async fn run(
     client: &AdminClient,
@@ -55,8 +58,13 @@ pub(crate) async fn run(
                 progress = reply.body;
             }
             // The drained node stops shortly after it left: when it was the
-            // one answering, silence after its last session moved means gone.
-            Err(_) if answering == id && progress.sessions_left == 0 => {
+            // one answering, lasting silence after its last session moved
+            // means gone.
+            Err(_)
+                if answering == id
+                    && progress.sessions_left == 0
+                    && failures + 1 >= SILENCE_MEANS_LEFT =>
+            {
                 progress.state = "left".into();
             }
             Err(e) => {

@@ -436,3 +436,50 @@ fn a_member_declared_down_still_gets_heartbeats_to_learn_it_must_rejoin() {
         "{outputs:?}"
     );
 }
+
+#[test]
+fn a_node_declared_down_can_still_be_drained_and_leave() {
+    let table = MemberTable::default()
+        .with(&id(1), Some(Status::Joining))
+        .with(&id(1), Some(Status::Up))
+        .with(&id(2), Some(Status::Joining))
+        .with(&id(2), Some(Status::Up))
+        .with(&id(2), Some(Status::Down));
+    let mut m = Membership::new(id(2), MembershipConfig::default());
+    m.handle(0, Input::Start);
+    assert_eq!(m.poll_output(), Some(Output::ReadTable));
+    m.handle(1, Input::Drain); // before the table is read: nothing to propose yet
+    m.handle(2, Input::TableRead(table.clone()));
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    let proposed = outputs.iter().find_map(|o| match o {
+        Output::Cas { table, .. } => table.members.get(&id(2)).copied(),
+        _ => None,
+    });
+    assert_eq!(proposed, Some(Status::Draining), "{outputs:?}");
+    let draining = table.with(&id(2), Some(Status::Draining));
+    m.handle(
+        3,
+        Input::CasDone {
+            applied: true,
+            table: draining.clone(),
+        },
+    );
+    while m.poll_output().is_some() {}
+    m.handle(4, Input::Drained);
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    let Some(Output::Cas { table: gone, .. }) =
+        outputs.iter().find(|o| matches!(o, Output::Cas { .. }))
+    else {
+        panic!("no proposal to leave: {outputs:?}");
+    };
+    assert!(!gone.members.contains_key(&id(2)));
+    m.handle(
+        5,
+        Input::CasDone {
+            applied: true,
+            table: gone.clone(),
+        },
+    );
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert!(outputs.contains(&Output::Left), "{outputs:?}");
+}
