@@ -461,7 +461,7 @@ fn a_node_declared_down_can_still_be_drained_and_leave() {
         3,
         Input::CasDone {
             applied: true,
-            table: draining.clone(),
+            table: draining,
         },
     );
     while m.poll_output().is_some() {}
