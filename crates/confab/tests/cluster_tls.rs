@@ -209,8 +209,12 @@ async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user(
     );
     let env = tls_env(certs.path(), "ca", "node-4");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let joined =
-        Node::start_member(data.path(), &env, &["--node-id", "node-4", "--seeds", &seed]).await;
+    let joined = Node::start_member(
+        data.path(),
+        &env,
+        &["--node-id", "node-4", "--seeds", &seed],
+    )
+    .await;
     eventually(|| async { linked_members(&joined).await.len() == 4 }).await;
     drop(silent);
 }
