@@ -144,9 +144,9 @@ pub enum PeerMsg {
     Heartbeat(Wire<Heartbeat>),
     /// Sessions that are about to move here.
     Expect(Wire<Expect>),
-    /// A moved session's state; the answer says whether it was taken.
+    /// Moved sessions' states; the answer says, for each, whether it was taken.
     #[rpc]
-    Handoff(Wire<HandoffState>, RpcReplyPort<Wire<bool>>),
+    Handoff(Wire<Vec<HandoffState>>, RpcReplyPort<Wire<Vec<bool>>>),
     /// Drain this node, or tell how far its drain has come.
     #[rpc]
     Drain(
@@ -225,7 +225,7 @@ impl Actor for PeerActor {
             PeerMsg::Handoff(Wire(handoff), port) => {
                 let runtime = state.runtime.clone();
                 tokio::spawn(async move {
-                    let _ = port.send(Wire(runtime.state_arrived(handoff).await));
+                    let _ = port.send(Wire(runtime.states_arrived(handoff).await));
                 });
             }
             PeerMsg::Drain(Wire(ask), port) => {

@@ -278,6 +278,8 @@ pub(crate) struct Shared {
     pub(crate) drain: drain::DrainCell,
     /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
     pub(crate) ring_since: std::sync::Mutex<tokio::time::Instant>,
+    /// Moved sessions' states on their way to their new owners, batched.
+    pub(crate) handoff_outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<handoff::Outgoing>>,
 }
 
 impl Shared {
@@ -387,11 +389,16 @@ impl Runtime {
             membership: std::sync::OnceLock::new(),
             drain: Default::default(),
             ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            handoff_outbox: std::sync::OnceLock::new(),
             config,
             store,
             committer,
             dialog,
         });
+        let _ = shared.handoff_outbox.set(handoff::start_outbox(
+            &shared,
+            shared.config.resident_sessions_max,
+        ));
         publish_dlq_depth(shared.store.as_ref()).await;
         // Other nodes on the store change the queue too: refresh the gauge.
         {

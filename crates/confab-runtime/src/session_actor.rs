@@ -439,7 +439,7 @@ impl SessionActorState {
     /// (bounded by [`crate::handoff::HANDOFF_WAIT`]): whether it was taken. A
     /// refusal or silence only means the new owner loads it from the durable tier.
     async fn send_state(&mut self, to: &confab_core::NodeId, epoch: confab_core::Epoch) -> bool {
-        let Some(peer) = self.shared.peer(to) else {
+        let Some(outbox) = self.shared.handoff_outbox.get().cloned() else {
             return false;
         };
         let snapshot = self
@@ -450,16 +450,13 @@ impl SessionActorState {
             epoch,
             snapshot,
         };
-        let sent = peer
-            .call(
-                |port| crate::cluster::PeerMsg::Handoff(crate::cluster::Wire(handoff), port),
-                Some(crate::handoff::HANDOFF_WAIT),
-            )
-            .await;
-        let taken = matches!(
-            sent,
-            Ok(ractor::rpc::CallResult::Success(crate::cluster::Wire(true)))
-        );
+        let (done, taken) = tokio::sync::oneshot::channel();
+        // A full outbox is a refusal: the new owner loads from the durable tier.
+        let taken = outbox.try_send((to.clone(), handoff, done)).is_ok()
+            && matches!(
+                tokio::time::timeout(crate::handoff::HANDOFF_WAIT, taken).await,
+                Ok(Ok(true))
+            );
         if taken {
             // From this node's adoption of the ring to the new owner holding the state.
             let since = *self

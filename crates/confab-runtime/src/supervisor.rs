@@ -49,17 +49,13 @@ pub enum SupervisorMsg {
     RingChanged,
     /// Another node is about to hand these sessions here.
     Expect(crate::cluster::Expect),
-    /// A moved session's state arrived (snapshot bytes, or `None`: load it
-    /// from the durable tier); the answer says whether it was taken.
+    /// Moved sessions' states arrived (`None`: one that did not decode); the
+    /// answer says, for each, whether it was taken.
     Arrived {
-        /// Whose session.
-        uid: Uid,
-        /// The epoch that moved it.
-        epoch: confab_core::Epoch,
-        /// Its state.
-        state: Option<Vec<u8>>,
-        /// Whether it was taken.
-        reply: RpcReplyPort<bool>,
+        /// The states, in the order they came.
+        states: Vec<Option<crate::handoff::Arrived>>,
+        /// For each, whether it was taken.
+        reply: RpcReplyPort<Vec<bool>>,
     },
     /// A session was fenced by a newer owner: stop routing to it, and retire it
     /// once the turns already routed to it are answered.
@@ -204,13 +200,16 @@ impl Actor for SessionSupervisor {
             }
             SupervisorMsg::RingChanged => state.hand_off_moved(),
             SupervisorMsg::Expect(expect) => state.expect(expect),
-            SupervisorMsg::Arrived {
-                uid,
-                epoch,
-                state: arrived,
-                reply,
-            } => {
-                let taken = !state.stopping && state.arrived(uid, epoch, arrived);
+            SupervisorMsg::Arrived { states, reply } => {
+                let taken = states
+                    .into_iter()
+                    .map(|arrived| match arrived {
+                        Some((uid, epoch, bytes)) if !state.stopping => {
+                            state.arrived(uid, epoch, bytes)
+                        }
+                        _ => false,
+                    })
+                    .collect();
                 let _ = reply.send(taken);
             }
             SupervisorMsg::Fenced { uid, actor } => {
