@@ -98,6 +98,22 @@ struct Event {
     pause_max_ms: f64,
 }
 
+impl Event {
+    /// From the ring time (s), the handoff count, the migration quantiles 0.5,
+    /// 0.99 and 1 (s) and the pause p99 and max (ms).
+    fn new(ring_s: f64, moved: f64, quantiles: [f64; 3], pause_ms: (f64, f64)) -> Self {
+        Event {
+            ring_s,
+            moved: moved as u64,
+            migration_p50_ms: quantiles[0] * 1000.0,
+            migration_p99_ms: quantiles[1] * 1000.0,
+            migration_max_ms: quantiles[2] * 1000.0,
+            pause_p99_ms: pause_ms.0,
+            pause_max_ms: pause_ms.1,
+        }
+    }
+}
+
 struct NodeProc {
     http: u16,
     child: Child,
@@ -451,24 +467,13 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             growth_per_session_kib,
             bare_actor_kib: bare,
         },
-        join: Event {
-            ring_s: join_ring,
-            moved: join_moved as u64,
-            migration_p50_ms: join_q[0] * 1000.0,
-            migration_p99_ms: join_q[1] * 1000.0,
-            migration_max_ms: join_q[2] * 1000.0,
-            pause_p99_ms: join_p99,
-            pause_max_ms: join_max,
-        },
-        drain: Event {
-            ring_s: drain_ring.unwrap_or(0.0),
-            moved: drain_moved as u64,
-            migration_p50_ms: drain_q[0] * 1000.0,
-            migration_p99_ms: drain_q[1] * 1000.0,
-            migration_max_ms: drain_q[2] * 1000.0,
-            pause_p99_ms: drain_p99,
-            pause_max_ms: drain_max,
-        },
+        join: Event::new(join_ring, join_moved, join_q, (join_p99, join_max)),
+        drain: Event::new(
+            drain_ring.unwrap_or(0.0),
+            drain_moved,
+            drain_q,
+            (drain_p99, drain_max),
+        ),
         lost_or_repeated: breaches.len(),
     };
     for node in &mut nodes {
