@@ -59,6 +59,14 @@ impl DrainCell {
         *self.state.borrow()
     }
 
+    /// The `reason` label of a move made now: `drain` while this node drains.
+    pub(crate) fn move_reason(&self) -> &'static str {
+        match self.state() {
+            DrainState::Serving => "ring_change",
+            DrainState::Draining | DrainState::Left => "drain",
+        }
+    }
+
     /// The membership machine reported that this node left.
     pub(crate) fn set_left(&self) {
         self.state.send_replace(DrainState::Left);
@@ -112,6 +120,14 @@ impl Runtime {
         if node == self.node_id() {
             return self.drain().await;
         }
+        let in_table = self
+            .members()
+            .is_some_and(|table| table.members.contains_key(node));
+        if !in_table {
+            return Err(TurnError::Rejected(format!(
+                "{node} is not a member of the cluster (see `confabctl nodes`)"
+            )));
+        }
         self.ask_peer_drain(node, DrainAsk::Start).await
     }
 
@@ -141,14 +157,6 @@ impl Runtime {
         node: &NodeId,
         ask: DrainAsk,
     ) -> Result<DrainProgress, TurnError> {
-        let in_table = self
-            .members()
-            .is_some_and(|table| table.members.contains_key(node));
-        if !in_table {
-            return Err(TurnError::Rejected(format!(
-                "{node} is not a member of the cluster (see `confabctl nodes`)"
-            )));
-        }
         let Some(peer) = self.shared.peer(node) else {
             return Err(TurnError::Unavailable(format!(
                 "{node} is not connected to this node: ask another node, or wait until it is seen down"

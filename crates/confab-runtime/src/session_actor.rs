@@ -464,10 +464,7 @@ impl SessionActorState {
                 .ring_since
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let reason = match self.shared.drain.state() {
-                crate::drain::DrainState::Serving => "ring_change",
-                _ => "drain",
-            };
+            let reason = self.shared.drain.move_reason();
             metrics::histogram!("confab_migration_seconds", "reason" => reason)
                 .record(since.elapsed().as_secs_f64());
         } else {

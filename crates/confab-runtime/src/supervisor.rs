@@ -381,10 +381,7 @@ impl SupervisorState {
             return;
         }
         let count: usize = moved.values().map(Vec::len).sum();
-        let reason = match self.shared.drain.state() {
-            crate::drain::DrainState::Serving => "ring_change",
-            _ => "drain",
-        };
+        let reason = self.shared.drain.move_reason();
         info!(sessions = count, epoch = %ring.epoch(), reason, "ring changed; handing moved sessions off");
         metrics::counter!("confab_migrations_total", "reason" => reason).increment(count as u64);
         for (owner, uids) in moved {
