@@ -210,17 +210,20 @@ impl Default for Clocks {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Handoff {
-    /// Turns buffered per session while it moves.
-    pub buffer_max: usize,
-    /// How long to wait for the other side (ms).
-    pub timeout_ms: u64,
+    /// Turns queued per session, at most (`runtime.max_queued_per_session`).
+    #[serde(alias = "buffer_max")]
+    pub queue_max: usize,
+    /// How long a new owner holds an expected session's turns for its state,
+    /// and an old owner waits for the new owner's answer (ms).
+    #[serde(alias = "timeout_ms")]
+    pub hold_ms: u64,
 }
 
 impl Default for Handoff {
     fn default() -> Self {
         Self {
-            buffer_max: 64,
-            timeout_ms: 1_000,
+            queue_max: 64,
+            hold_ms: 1_000,
         }
     }
 }

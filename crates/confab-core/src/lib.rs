@@ -10,9 +10,10 @@
 //!   HMAC-signed snapshot codec.
 //! - [`ring`]: the consistent hash ring, 32 virtual nodes per member, with hashing
 //!   pinned byte for byte.
-//! - [`handoff`]: who serves a session on each node, and how it moves to a new
-//!   owner when the ring changes (state straight to the new owner, turns buffered
-//!   and forwarded in order, the durable tier as the fallback).
+//! - [`handoff`]: the one handoff protocol, as the machines both shells drive:
+//!   a node's resident sessions and what a ring change moves ([`handoff::Node`]),
+//!   one session's load, turns and move ([`handoff::Session`]), and the batched
+//!   outbox of moved states ([`handoff::Outbox`]).
 //! - [`membership`]: who is in the cluster, agreed through compare-and-set on a
 //!   shared table, with heartbeats, failure detection, drain and rejoin.
 //! - [`routing`]: the router's decision for a turn: serve, forward to the owner,

@@ -15,16 +15,25 @@ pub enum Mutation {
     /// A turn is acknowledged when its events are sent to the store, before the
     /// store has committed them.
     AckBeforeCommit,
-    /// The turns buffered during a handoff are dropped instead of forwarded.
+    /// The turns a new owner holds for a moved session's state are dropped
+    /// when the state arrives.
     DropHandoffBuffer,
+    /// A node routes by a new ring without first telling the new owners which
+    /// sessions to expect.
+    RouteBeforeExpect,
+    /// A session claims (and is started) where the ring in force does not name
+    /// its node.
+    ClaimOffRing,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 3] = [
+    pub const ALL: [Mutation; 5] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
+        Mutation::RouteBeforeExpect,
+        Mutation::ClaimOffRing,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -33,6 +42,8 @@ impl Mutation {
             Mutation::NoFencing => "no-fencing",
             Mutation::AckBeforeCommit => "ack-before-commit",
             Mutation::DropHandoffBuffer => "drop-handoff-buffer",
+            Mutation::RouteBeforeExpect => "route-before-expect",
+            Mutation::ClaimOffRing => "claim-off-ring",
         }
     }
 

@@ -16,7 +16,10 @@ use crate::timeline::{
 };
 use crate::trace::{Record, Trace};
 use confab_core::fencing::{self, Claim};
-use confab_core::handoff::{Action, HandoffConfig, Input as HInput, Ownership, Phase};
+use confab_core::handoff::{
+    self, Admit, Arrival, HandoffConfig, Outbox, Phase, Refusal as HRefusal, Served, Session,
+    SessionInput, SessionOutput,
+};
 use confab_core::membership::{
     Input as MInput, MemberTable, Membership, MembershipConfig, Output, Status,
 };
@@ -56,8 +59,6 @@ const SCRIPT: &[&str] = &[
 const QUIET_MS: u64 = 8_000;
 /// A migration must finish this soon after its epoch change.
 pub const MIGRATION_MAX_MS: u64 = 2_000;
-/// A node asks again for a claim the store did not answer after this long.
-const CLAIM_RETRY_MS: u64 = 250;
 /// Pause between commit attempts.
 const COMMIT_BACKOFF_MS: u64 = 50;
 
@@ -102,17 +103,24 @@ enum Msg {
     Turn {
         turn: Turn,
         seen: Epoch,
-    },
-    State {
-        s: u32,
-        epoch: Epoch,
         from: usize,
-        bytes: Vec<u8>,
     },
-    StateAck {
-        s: u32,
-        epoch: Epoch,
+    /// The old owner announces the sessions it hands here at `epoch`.
+    Expect {
         from: usize,
+        epoch: Epoch,
+        sessions: Vec<u32>,
+    },
+    /// A batch of moved sessions' states (`None`: nothing usable).
+    States {
+        from: usize,
+        batch: u64,
+        states: Vec<(u32, Epoch, Option<Vec<u8>>)>,
+    },
+    /// For each state of batch `batch`, whether it was taken.
+    Taken {
+        batch: u64,
+        taken: Vec<bool>,
     },
     Heartbeat {
         from: usize,
@@ -131,8 +139,9 @@ impl Msg {
         match self {
             Msg::Say(_) => "say",
             Msg::Turn { .. } => "turn",
-            Msg::State { .. } => "state",
-            Msg::StateAck { .. } => "state_ack",
+            Msg::Expect { .. } => "expect",
+            Msg::States { .. } => "states",
+            Msg::Taken { .. } => "taken",
             Msg::Heartbeat { .. } => "heartbeat",
             Msg::Answer { .. } => "answer",
         }
@@ -141,8 +150,10 @@ impl Msg {
     fn session(&self) -> i64 {
         match self {
             Msg::Say(t) | Msg::Turn { turn: t, .. } => t.s.into(),
-            Msg::State { s, .. } | Msg::StateAck { s, .. } | Msg::Answer { s, .. } => (*s).into(),
-            Msg::Heartbeat { .. } => -1,
+            Msg::Answer { s, .. } => (*s).into(),
+            Msg::Expect { .. } | Msg::States { .. } | Msg::Taken { .. } | Msg::Heartbeat { .. } => {
+                -1
+            }
         }
     }
 }
@@ -156,12 +167,14 @@ enum StoreOp {
     },
     Append {
         s: u32,
+        hid: u64,
         epoch: Epoch,
         events: Vec<RecordedEvent>,
     },
-    /// Claims of several sessions, each `(session, epoch, seq its memory is
-    /// at)`: the claims a node makes in one step go to the store together.
-    Claim(Vec<(u32, Epoch, u64)>),
+    /// Claims of several sessions, each `(session, its holder, epoch, seq its
+    /// memory is at)`: the claims a node makes in one step go to the store
+    /// together.
+    Claim(Vec<(u32, u64, Epoch, u64)>),
 }
 
 impl StoreOp {
@@ -181,10 +194,12 @@ enum StoreReply {
     Cas(Option<Box<(bool, MemberTable)>>),
     Append {
         s: u32,
+        hid: u64,
         result: Result<(), Refusal>,
     },
-    /// Per session claimed: its epoch, and the log after the seq given (or why not).
-    Claim(Vec<(u32, Epoch, Result<Vec<RecordedEvent>, Refusal>)>),
+    /// Per session claimed: its holder, its epoch, and the log after the seq
+    /// given (or why not).
+    Claim(Vec<(u32, u64, Epoch, Result<Vec<RecordedEvent>, Refusal>)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +245,13 @@ enum Ev {
     SessionTimer {
         node: usize,
         inc: u32,
-        s: u32,
+        hid: u64,
+        at: u64,
+    },
+    /// The node's outbox of moved states has something due.
+    OutboxTimer {
+        node: usize,
+        inc: u32,
         at: u64,
     },
     FlushClaims {
@@ -278,16 +299,27 @@ enum Life {
     Left,
 }
 
-/// One session held in one node's memory.
+/// One session alive in one node's memory (resident, or finishing a move or a
+/// passivation), as a session actor is in production.
 struct Held {
-    own: Ownership<Turn>,
+    s: u32,
+    life: Session<Turn, SessionState>,
     /// The session's state in memory (when loaded, or arrived from the old owner).
     state: Option<SessionState>,
-    /// The turn being committed: its events, and whether it was acked already.
-    pending: Option<(Turn, Vec<RecordedEvent>, bool, u32)>,
+    /// The turn being committed.
+    pending: Option<Pending>,
     timer: Option<u64>,
     turns_in: u64,
     turns_out: u64,
+}
+
+/// A turn being committed.
+struct Pending {
+    turn: Turn,
+    events: Vec<RecordedEvent>,
+    /// Whether it was acked already (only with `ack-before-commit`).
+    acked: bool,
+    attempts: u32,
 }
 
 struct Node {
@@ -299,11 +331,18 @@ struct Node {
     membership: Membership,
     timer: Option<u64>,
     ring: Ring,
-    prev_ring: Ring,
-    ring_at: u64,
-    sessions: BTreeMap<u32, Held>,
+    /// The node's side of the handoff: resident, expected and arrived sessions.
+    handoff: handoff::Node<SessionState>,
+    /// Moved sessions' states on their way out.
+    outbox: Outbox<Vec<u8>>,
+    outbox_timer: Option<u64>,
+    /// Sessions alive here, by holder id (a session that left the resident set
+    /// may still be finishing while a new one for the same user starts).
+    held: BTreeMap<u64, Held>,
+    /// The holder of each resident session.
+    resident: BTreeMap<u32, u64>,
     /// Claims asked for in this step, sent together when it ends.
-    claims: Vec<(u32, Epoch, u64)>,
+    claims: Vec<(u32, u64, Epoch, u64)>,
     drained: bool,
     shown: (NodeState, u64),
 }
@@ -417,6 +456,18 @@ pub struct World {
     membership: MembershipConfig,
     handoff: HandoffConfig,
     now: u64,
+    /// The next holder id.
+    next_hid: u64,
+    /// When each node-to-node link last lost a message (links are ordered, as
+    /// TCP is: a loss stands for a connection reset).
+    link_lost: BTreeMap<(usize, usize), u64>,
+    /// When the last message on each node-to-node link is delivered, with its
+    /// tie-break: a later message never overtakes it.
+    link_last: BTreeMap<(usize, usize), (u64, u64)>,
+    /// Each session's latest move by each node: `(from, s) -> (to, epoch, at)`.
+    moves: BTreeMap<(usize, u32), (usize, Epoch, u64)>,
+    /// The announcements each node received: `(to, incarnation, from, s, epoch)`.
+    expects_seen: std::collections::BTreeSet<(usize, u32, usize, u32, Epoch)>,
     seq: u64,
     queue: BinaryHeap<Reverse<Entry>>,
     slab: Vec<Option<Ev>>,
@@ -482,8 +533,10 @@ impl World {
         let drift = scenario.clocks.drift_ppm.draw(&mut draw).abs();
         let membership = MembershipConfig::default();
         let handoff = HandoffConfig {
-            buffer_max: scenario.handoff.buffer_max,
-            timeout_ms: scenario.handoff.timeout_ms,
+            hold_ms: scenario.handoff.hold_ms,
+            queue_max: scenario.handoff.queue_max,
+            resident_max: scenario.sessions.max(1) as usize,
+            ..HandoffConfig::default()
         };
         let nodes = (0..schedule.node_slots)
             .map(|i| {
@@ -491,6 +544,7 @@ impl World {
                 let drift_ppm = ((draw.unit() * 2.0 - 1.0) * drift).round() as i64;
                 Node {
                     membership: Membership::new(id.clone(), membership.clone()),
+                    handoff: handoff::Node::new(id.clone(), handoff.clone()),
                     id,
                     life: Life::Off,
                     incarnation: 0,
@@ -498,9 +552,10 @@ impl World {
                     drift_ppm,
                     timer: None,
                     ring: Ring::new(Epoch(0), []),
-                    prev_ring: Ring::new(Epoch(0), []),
-                    ring_at: 0,
-                    sessions: BTreeMap::new(),
+                    outbox: Outbox::new(handoff.clone()),
+                    outbox_timer: None,
+                    held: BTreeMap::new(),
+                    resident: BTreeMap::new(),
                     claims: Vec::new(),
                     drained: false,
                     shown: (NodeState::Off, 0),
@@ -534,6 +589,11 @@ impl World {
             membership,
             handoff,
             now: 0,
+            next_hid: 0,
+            link_lost: BTreeMap::new(),
+            link_last: BTreeMap::new(),
+            moves: BTreeMap::new(),
+            expects_seen: std::collections::BTreeSet::new(),
             seq: 0,
             queue: BinaryHeap::new(),
             slab: Vec::new(),
@@ -618,15 +678,20 @@ impl World {
                 .take()
                 .expect("a queued event");
             self.free.push(entry.slot);
-            self.step(ev);
+            self.step(ev, entry.at);
         }
         self.now = self.end;
         self.finish()
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
         let tie = self.ties.next_u64();
+        self.push_keyed(at, tie, ev);
+    }
+
+    /// Queues `ev` at `at` with the tie-break `tie`.
+    fn push_keyed(&mut self, at: u64, tie: u64, ev: Ev) {
+        self.seq += 1;
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = Some(ev);
@@ -687,13 +752,15 @@ impl World {
 
     // ---- the step ---------------------------------------------------------
 
-    fn step(&mut self, ev: Ev) {
+    fn step(&mut self, ev: Ev, due: u64) {
         // A paused node does nothing until its pause ends: what reaches it waits.
         if let Some(node) = ev_node(&ev)
             && self.nodes[node].paused_until > self.now
         {
+            // Keyed by when it was due, so that what waits keeps its order
+            // (a link's messages stay in the order they were sent).
             let until = self.nodes[node].paused_until;
-            self.push(until, ev);
+            self.push_keyed(until, due, ev);
             return;
         }
         match ev {
@@ -723,19 +790,22 @@ impl World {
                     }
                 }
             }
-            Ev::SessionTimer { node, inc, s, at } => {
+            Ev::SessionTimer { node, inc, hid, at } => {
                 if self.alive(node, inc)
-                    && let Some(held) = self.nodes[node].sessions.get_mut(&s)
+                    && let Some(held) = self.nodes[node].held.get_mut(&hid)
                     && held.timer == Some(at)
                 {
                     held.timer = None;
+                    let s = held.s;
                     self.record("session_timer", Some(node), s.into(), 0, 0);
-                    let now = self.node_now(node);
-                    let held = self.nodes[node].sessions.get_mut(&s).expect("held");
-                    let was_active = held.own.phase() == &Phase::Active;
-                    let actions = held.own.handle_timeout(now);
-                    self.carry_out(node, s, actions);
-                    self.after_session_step(node, s, was_active);
+                    self.session_timeout(node, hid);
+                }
+            }
+            Ev::OutboxTimer { node, inc, at } => {
+                if self.alive(node, inc) && self.nodes[node].outbox_timer == Some(at) {
+                    self.nodes[node].outbox_timer = None;
+                    self.record("outbox_timer", Some(node), -1, 0, 0);
+                    self.outbox_due(node);
                 }
             }
         }
@@ -793,8 +863,11 @@ impl World {
         n.membership = Membership::new(n.id.clone(), self.membership.clone());
         n.timer = None;
         n.ring = Ring::new(Epoch(0), []);
-        n.prev_ring = Ring::new(Epoch(0), []);
-        n.sessions.clear();
+        n.handoff.clear();
+        n.outbox = Outbox::new(self.handoff.clone());
+        n.outbox_timer = None;
+        n.held.clear();
+        n.resident.clear();
         n.claims.clear();
         n.drained = false;
         self.record(
@@ -817,8 +890,16 @@ impl World {
         self.record("crash", Some(node), -1, 0, 0);
         let n = &mut self.nodes[node];
         n.life = Life::Crashed;
-        n.sessions.clear();
+        n.held.clear();
+        n.resident.clear();
+        n.handoff.clear();
         n.paused_until = 0;
+        // What was on its links in either direction is gone with it.
+        self.moves.retain(|(from, _), _| *from != node);
+        for other in 0..self.nodes.len() {
+            self.link_lost.insert((other, node), self.now);
+            self.link_lost.insert((node, other), self.now);
+        }
         self.show(node, NodeState::Crashed);
     }
 
@@ -885,6 +966,7 @@ fn ev_node(ev: &Ev) -> Option<usize> {
         | Ev::StoreReply { node: n, .. }
         | Ev::MembershipTimer { node: n, .. }
         | Ev::SessionTimer { node: n, .. }
+        | Ev::OutboxTimer { node: n, .. }
         | Ev::FlushClaims { node: n, .. } => Some(*n),
         _ => None,
     }

@@ -8,11 +8,11 @@ impl World {
     pub(super) fn send(&mut self, from: Endpoint, to: Endpoint, msg: Msg) {
         let faulty = self.faulty();
         if faulty && self.cut(from, to) {
-            self.stats.lost += 1;
+            self.lost_on_link(from, to);
             return;
         }
         if faulty && self.net.chance(self.settings.loss) {
-            self.stats.lost += 1;
+            self.lost_on_link(from, to);
             return;
         }
         let copies = if faulty && self.net.chance(self.settings.duplicate) {
@@ -27,10 +27,34 @@ impl World {
         if copies == 2 {
             let at = self.delivery_at(from, to, faulty);
             let msg = msg.clone();
-            self.push(at, Ev::Deliver { from, to, inc, msg });
+            self.push_on_link(at, from, to, Ev::Deliver { from, to, inc, msg });
         }
         let at = self.delivery_at(from, to, faulty);
-        self.push(at, Ev::Deliver { from, to, inc, msg });
+        self.push_on_link(at, from, to, Ev::Deliver { from, to, inc, msg });
+    }
+
+    /// Queues a delivery. Between two nodes the link is ordered, as a TCP
+    /// connection is: a message never overtakes one sent before it.
+    fn push_on_link(&mut self, at: u64, from: Endpoint, to: Endpoint, ev: Ev) {
+        let (Endpoint::Node(f), Endpoint::Node(t)) = (from, to) else {
+            return self.push(at, ev);
+        };
+        let tie = self.ties.next_u64();
+        let (at, tie) = match self.link_last.get(&(f, t)) {
+            Some(&(last_at, last_tie)) if at < last_at => (last_at, last_tie.saturating_add(1).max(tie)),
+            Some(&(last_at, last_tie)) if at == last_at => (at, last_tie.saturating_add(1).max(tie)),
+            _ => (at, tie),
+        };
+        self.link_last.insert((f, t), (at, tie));
+        self.push_keyed(at, tie, ev);
+    }
+
+    /// Notes a message lost between two nodes (a link reset).
+    pub(super) fn lost_on_link(&mut self, from: Endpoint, to: Endpoint) {
+        self.stats.lost += 1;
+        if let (Endpoint::Node(f), Endpoint::Node(t)) = (from, to) {
+            self.link_lost.insert((f, t), self.now);
+        }
     }
 
     /// When a message sent now arrives: latency, a tail, reordering, clogs.
@@ -97,7 +121,7 @@ impl World {
             }
             Endpoint::Node(node) => {
                 if !self.alive(node, inc) {
-                    self.stats.lost += 1;
+                    self.lost_on_link(from, to);
                     return;
                 }
                 self.record(msg.name(), Some(node), msg.session(), from_n, 0);

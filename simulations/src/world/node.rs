@@ -1,4 +1,7 @@
-//! A node: its messages, the sessions it holds, its membership.
+//! A node: its messages, the sessions it holds, its membership. Every decision
+//! about a session's life and move is taken by the core's handoff machines
+//! (`handoff::Node`, `handoff::Session`, `handoff::Outbox`), the ones the
+//! production shell drives; this file only carries their outputs out.
 
 use super::dialog::{action_turn, done_answer, heard, heard_of};
 use super::*;
@@ -11,7 +14,10 @@ impl World {
     pub(super) fn node_message(&mut self, node: usize, msg: Msg) {
         match msg {
             Msg::Say(turn) => self.route_turn(node, turn, None),
-            Msg::Turn { turn, seen } => self.route_turn(node, turn, Some(seen)),
+            Msg::Turn { turn, seen, from } => {
+                self.check_announced(node, from, turn.s, seen);
+                self.route_turn(node, turn, Some(seen));
+            }
             Msg::Heartbeat { from, epoch } => {
                 let now = self.node_now(node);
                 let from = self.nodes[from].id.clone();
@@ -20,24 +26,66 @@ impl World {
                     .handle(now, MInput::Heartbeat { from, epoch });
                 self.membership_io(node);
             }
-            Msg::State {
-                s,
-                epoch,
+            Msg::Expect {
                 from,
-                bytes,
-            } => self.state_arrived(node, s, epoch, from, &bytes),
-            Msg::StateAck { s, epoch, from } => {
-                let to = self.nodes[from].id.clone();
-                let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
-                    return;
-                };
-                let matches = matches!(held.own.phase(), Phase::HandingOff { to: t, sent: true, .. } if *t == to)
-                    && held.own.epoch() == epoch;
-                if matches {
-                    self.session_input(node, s, HInput::StateAcked);
+                epoch,
+                sessions,
+            } => {
+                let inc = self.nodes[node].incarnation;
+                for s in &sessions {
+                    self.expects_seen.insert((node, inc, from, *s, epoch));
                 }
+                let now = self.node_now(node);
+                let uids: Vec<Uid> = sessions
+                    .iter()
+                    .map(|s| self.uids[*s as usize].clone())
+                    .collect();
+                self.nodes[node].handoff.expect(now, uids);
+            }
+            Msg::States {
+                from,
+                batch,
+                states,
+            } => {
+                let taken = states
+                    .into_iter()
+                    .map(|(s, epoch, bytes)| self.state_arrived(node, s, epoch, bytes.as_deref()))
+                    .collect();
+                let msg = Msg::Taken { batch, taken };
+                self.send(Endpoint::Node(node), Endpoint::Node(from), msg);
+            }
+            Msg::Taken { batch, taken } => {
+                let results = self.nodes[node].outbox.answered(batch, &taken);
+                self.state_results(node, results);
             }
             Msg::Answer { .. } => {}
+        }
+    }
+
+    /// Checks `announce-before-route`: a turn that node `from` forwarded here by
+    /// a ring that moved the session from `from` to this node comes after
+    /// `from`'s announcement of that move (the link is ordered), unless the
+    /// link lost a message since the move.
+    fn check_announced(&mut self, node: usize, from: usize, s: u32, seen: Epoch) {
+        let Some((to, epoch, at)) = self.moves.get(&(from, s)).copied() else {
+            return;
+        };
+        if to != node || seen < epoch {
+            return;
+        }
+        if self.link_lost.get(&(from, node)).is_some_and(|t| *t >= at) {
+            return;
+        }
+        let inc = self.nodes[node].incarnation;
+        if !self.expects_seen.contains(&(node, inc, from, s, epoch)) {
+            let detail = format!(
+                "u{s}: n{} forwarded a turn to n{} by the ring of epoch {} before announcing the session it moved there",
+                from + 1,
+                node + 1,
+                epoch.0
+            );
+            self.checker
+                .violate(self.now, "announce-before-route", Some(node), detail);
         }
     }
 
@@ -53,29 +101,21 @@ impl World {
 
     pub(super) fn route_turn(&mut self, node: usize, turn: Turn, seen: Option<Epoch>) {
         let s = turn.s;
-        if let Some(held) = self.nodes[node].sessions.get(&s)
-            && !matches!(held.own.phase(), Phase::Released { .. })
-        {
-            self.session_input(node, s, HInput::Turn(turn));
-            return;
-        }
         let n = &self.nodes[node];
         match route(&n.ring, &n.id, &self.uids[s as usize], seen, turn.hops) {
-            Route::Serve => {
-                self.hold(node, s, None);
-                self.session_input(node, s, HInput::Turn(turn));
-            }
+            Route::Serve => self.admit(node, turn),
             Route::Forward { to, epoch } => {
                 let to = node_of(&to);
                 let turn = Turn {
                     hops: turn.hops + 1,
                     ..turn
                 };
-                self.send(
-                    Endpoint::Node(node),
-                    Endpoint::Node(to),
-                    Msg::Turn { turn, seen: epoch },
-                );
+                let msg = Msg::Turn {
+                    turn,
+                    seen: epoch,
+                    from: node,
+                };
+                self.send(Endpoint::Node(node), Endpoint::Node(to), msg);
             }
             Route::Refresh => {
                 // A newer epoch seen means this node's ring is stale: read the table.
@@ -85,236 +125,263 @@ impl World {
         }
     }
 
-    /// Makes sure `node` holds session `s`: a new holder loads it from the
-    /// durable tier, or waits for its old owner's state when one may come.
-    pub(super) fn hold(&mut self, node: usize, s: u32, arriving: Option<Epoch>) {
-        if self.nodes[node].sessions.contains_key(&s) {
-            return;
-        }
-        let n = &self.nodes[node];
-        let uid = &self.uids[s as usize];
+    /// A turn this node serves: queued to its resident session, which starts
+    /// here if it is not resident (from the state that arrived, waiting for
+    /// one announced, or from the durable tier), or refused.
+    fn admit(&mut self, node: usize, turn: Turn) {
+        let s = turn.s;
         let now = self.node_now(node);
-        let epoch = arriving.unwrap_or(n.ring.epoch()).max(n.ring.epoch());
-        let previous = n.prev_ring.owner(uid).filter(|p| **p != n.id);
-        let old_owner_alive = previous.is_some_and(|p| {
-            n.membership
-                .table()
-                .and_then(|t| t.members.get(p))
-                .is_some_and(|st| matches!(st, Status::Up | Status::Draining))
-        });
-        let recently = self.now < n.ring_at + self.handoff.timeout_ms;
-        let (own, first) = if arriving.is_some() || (old_owner_alive && recently) {
-            (
-                Ownership::awaiting(n.id.clone(), epoch, now, self.handoff.clone()),
-                None,
-            )
-        } else {
-            let (own, claim) = Ownership::loading(n.id.clone(), epoch, now, self.handoff.clone());
-            (own, Some(claim))
+        let n = &mut self.nodes[node];
+        let queued = n
+            .resident
+            .get(&s)
+            .and_then(|hid| n.held.get(hid))
+            .map_or(0, |h| h.life.queued() + usize::from(h.life.in_flight()));
+        let uid = &self.uids[s as usize];
+        match n.handoff.admit(now, &n.ring, uid, queued) {
+            Admit::Deliver => {}
+            Admit::Start(start) => {
+                let hid = self.next_hid;
+                self.next_hid += 1;
+                let n = &mut self.nodes[node];
+                let life = Session::new(uid.clone(), n.id.clone(), start, self.handoff.clone());
+                n.held.insert(
+                    hid,
+                    Held {
+                        s,
+                        life,
+                        state: None,
+                        pending: None,
+                        timer: None,
+                        turns_in: 0,
+                        turns_out: 0,
+                    },
+                );
+                n.resident.insert(s, hid);
+            }
+            Admit::Moved(_) => return self.answer(node, turn, Answer::Unavailable),
+            Admit::Overloaded(_) => return self.answer(node, turn, Answer::Overloaded),
+        }
+        let hid = self.nodes[node].resident[&s];
+        self.session_input(node, hid, SessionInput::Turn(turn));
+    }
+
+    /// A moved session's state arrived here: whether it was taken.
+    fn state_arrived(&mut self, node: usize, s: u32, epoch: Epoch, bytes: Option<&[u8]>) -> bool {
+        let state = match bytes.map(|b| Snapshot::decode(b, &self.key)) {
+            None => None,
+            Some(Ok(snapshot)) => Some(snapshot.state),
+            Some(Err(e)) => {
+                self.checker
+                    .violate(self.now, "state-decodes", Some(node), format!("u{s}: {e}"));
+                return false;
+            }
         };
-        self.nodes[node].sessions.insert(
-            s,
-            Held {
-                own,
-                state: None,
-                pending: None,
-                timer: None,
-                turns_in: 0,
-                turns_out: 0,
-            },
-        );
-        if let Some(claim) = first {
-            self.carry_out(node, s, vec![claim]);
+        let now = self.node_now(node);
+        let n = &mut self.nodes[node];
+        let uid = self.uids[s as usize].clone();
+        let taken = match n.handoff.arrived(now, &n.ring, uid, epoch, state) {
+            Arrival::Refused => {
+                // This node's ring already gives the session elsewhere: the
+                // move was overtaken, and the owner now loads it on demand.
+                if self.migrations.get(&s).is_some_and(|m| m.1 == node && m.2 == epoch) {
+                    let (from, to, _, started) = self.migrations.remove(&s).expect("checked");
+                    self.mark_migration(s, (from, to), started, None);
+                    self.stats.migrations.unfinished += 1;
+                }
+                false
+            }
+            Arrival::Kept => true,
+            Arrival::Offer(state) => {
+                let hid = n.resident[&s];
+                let life = &n.held[&hid].life;
+                if life.wants_state() {
+                    self.session_input(node, hid, SessionInput::State(state));
+                    true
+                } else {
+                    // Loaded here already (from the durable tier): the new
+                    // owner holds the session, the move is done all the same.
+                    if life.phase() == &Phase::Active {
+                        let held_at = life.epoch();
+                        self.migration_done(node, s, held_at);
+                    }
+                    false
+                }
+            }
+        };
+        self.record("state_arrived", Some(node), s.into(), epoch.0, taken.into());
+        if taken {
+            self.migration_done(node, s, epoch);
+        }
+        taken
+    }
+
+    /// The new owners' answers for states sent: each session that sent one
+    /// learns whether it was taken.
+    fn state_results(&mut self, node: usize, results: Vec<(Uid, bool)>) {
+        for (uid, taken) in results {
+            let s = self.session_of(&uid);
+            let sending: Vec<u64> = self.nodes[node]
+                .held
+                .iter()
+                .filter(|(_, h)| h.s == s && matches!(h.life.phase(), Phase::Sending { .. }))
+                .map(|(hid, _)| *hid)
+                .collect();
+            for hid in sending {
+                self.session_input(node, hid, SessionInput::Taken(taken));
+            }
         }
     }
 
-    pub(super) fn state_arrived(
-        &mut self,
-        node: usize,
-        s: u32,
-        epoch: Epoch,
-        from: usize,
-        bytes: &[u8],
-    ) {
-        let ack = Msg::StateAck {
-            s,
-            epoch,
-            from: node,
-        };
-        self.send(Endpoint::Node(node), Endpoint::Node(from), ack);
-        let state = match Snapshot::decode(bytes, &self.key) {
-            Ok(snapshot) => snapshot.state,
-            Err(e) => {
-                self.checker
-                    .violate(self.now, "state-decodes", Some(node), format!("u{s}: {e}"));
-                return;
-            }
-        };
-        let n = &self.nodes[node];
-        let owner = n.ring.owner(&self.uids[s as usize]);
-        if epoch < n.ring.epoch() && owner != Some(&n.id) {
-            // The ring has moved on: the state goes on to the owner (the turns
-            // forwarded here are routed on too).
-            if let Some(owner) = owner.map(node_of) {
-                let epoch = n.ring.epoch();
-                let bytes = bytes.to_vec();
-                let msg = Msg::State {
-                    s,
-                    epoch,
-                    from: node,
-                    bytes,
-                };
-                self.send(Endpoint::Node(node), Endpoint::Node(owner), msg);
-            }
+    /// `u17` is session 17.
+    fn session_of(&self, uid: &Uid) -> u32 {
+        uid.as_str()[1..]
+            .parse()
+            .expect("simulated uids are u0, u1, ...")
+    }
+
+    pub(super) fn outbox_due(&mut self, node: usize) {
+        let now = self.node_now(node);
+        let batches = self.nodes[node].outbox.poll_batches(now);
+        for batch in batches {
+            let to = node_of(&batch.to);
+            let states = batch
+                .states
+                .into_iter()
+                .map(|(uid, epoch, bytes)| (self.session_of(&uid), epoch, bytes))
+                .collect();
+            let msg = Msg::States {
+                from: node,
+                batch: batch.id,
+                states,
+            };
+            self.send(Endpoint::Node(node), Endpoint::Node(to), msg);
+        }
+        let late = self.nodes[node].outbox.handle_timeout(now);
+        self.state_results(node, late);
+        self.arm_outbox_timer(node);
+    }
+
+    fn arm_outbox_timer(&mut self, node: usize) {
+        let Some(local) = self.nodes[node].outbox.poll_timeout() else {
             return;
+        };
+        let at = self.global(node, local).max(self.now);
+        let n = &mut self.nodes[node];
+        if n.outbox_timer.is_none_or(|t| at < t) {
+            n.outbox_timer = Some(at);
+            let inc = n.incarnation;
+            self.push(at, Ev::OutboxTimer { node, inc, at });
         }
-        self.hold(node, s, Some(epoch));
-        let me = self.nodes[node].id.clone();
-        if epoch > self.nodes[node].sessions[&s].own.epoch() {
-            self.session_input(node, s, HInput::RingChanged { epoch, owner: me });
-        }
-        let held = self.nodes[node].sessions.get_mut(&s).expect("held");
-        if matches!(
-            held.own.phase(),
-            Phase::Awaiting {
-                claiming: false,
-                ..
-            }
-        ) {
-            // Memory and the state sent are both prefixes of the durable log:
-            // keep the longer (the claim reads the rest). A turn in flight here
-            // is applied to the memory it was served from.
-            let newer = held.state.as_ref().is_none_or(|m| m.seq() < state.seq());
-            if newer && held.pending.is_none() {
-                held.state = Some(state);
-            }
-            self.session_input(node, s, HInput::StateArrived);
-        }
-        self.migration_done(node, s);
     }
 
     // ---- a session on a node ------------------------------------------------
 
-    pub(super) fn session_input(&mut self, node: usize, s: u32, input: HInput<Turn>) {
+    pub(super) fn session_input(&mut self, node: usize, hid: u64, input: SessionInput<Turn, SessionState>) {
         let now = self.node_now(node);
-        let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
+        let n = &mut self.nodes[node];
+        let Some(held) = n.held.get_mut(&hid) else {
             return;
         };
-        if matches!(input, HInput::Turn(_)) {
+        if matches!(input, SessionInput::Turn(_)) {
             held.turns_in += 1;
         }
-        let was_active = held.own.phase() == &Phase::Active;
-        let actions = held.own.handle(now, input);
-        self.carry_out(node, s, actions);
-        self.after_session_step(node, s, was_active);
+        let was_active = held.life.phase() == &Phase::Active;
+        let outputs = held.life.handle(now, &n.ring, input);
+        self.carry_out(node, hid, outputs);
+        self.after_session_step(node, hid, was_active);
     }
 
-    pub(super) fn carry_out(&mut self, node: usize, s: u32, actions: Vec<Action<Turn>>) {
-        for action in actions {
-            let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
+    pub(super) fn session_timeout(&mut self, node: usize, hid: u64) {
+        let now = self.node_now(node);
+        let n = &mut self.nodes[node];
+        let Some(held) = n.held.get_mut(&hid) else {
+            return;
+        };
+        let was_active = held.life.phase() == &Phase::Active;
+        let outputs = held.life.handle_timeout(now, &n.ring);
+        self.carry_out(node, hid, outputs);
+        self.after_session_step(node, hid, was_active);
+    }
+
+    pub(super) fn carry_out(&mut self, node: usize, hid: u64, outputs: Vec<SessionOutput<Turn, SessionState>>) {
+        for output in outputs {
+            let Some(held) = self.nodes[node].held.get_mut(&hid) else {
                 return;
             };
-            if matches!(
-                action,
-                Action::Serve(_) | Action::Forward { .. } | Action::Refuse(_)
-            ) {
+            let s = held.s;
+            if matches!(output, SessionOutput::Serve(_) | SessionOutput::Refuse { .. }) {
                 held.turns_out += 1;
             }
-            let epoch = held.own.epoch();
-            match action {
-                Action::Serve(turn) => self.serve(node, s, turn),
-                Action::Forward { to, turn } => {
-                    let turn = Turn {
-                        hops: turn.hops + 1,
-                        ..turn
-                    };
-                    let to = node_of(&to);
-                    self.send(
-                        Endpoint::Node(node),
-                        Endpoint::Node(to),
-                        Msg::Turn { turn, seen: epoch },
-                    );
-                }
-                Action::Refuse(turn) => {
-                    let answer = if held.own.phase() == &Phase::Fenced {
-                        Answer::Unavailable
-                    } else {
-                        Answer::Overloaded
-                    };
-                    self.answer(node, turn, answer);
-                }
-                Action::SendState { to, epoch } => self.send_state(node, s, node_of(&to), epoch),
-                Action::Claim { epoch, from_state } => {
-                    if !from_state {
-                        held.state = None;
+            match output {
+                SessionOutput::Serve(turn) => self.serve(node, hid, turn),
+                SessionOutput::Refuse { turn, refusal } => {
+                    if refusal == HRefusal::Fenced {
+                        // A newer epoch owns the session: this node's ring is stale.
+                        self.refresh(node);
                     }
-                    let after = held.state.as_ref().map_or(0, |m| m.seq().0);
-                    self.claim_later(node, s, epoch, after);
+                    self.answer(node, turn, Answer::Unavailable);
                 }
-                Action::Released => {
-                    // A turn still being committed keeps its place: its answer
-                    // goes to the user and its outcome to the handoff machine.
-                    held.state = None;
+                SessionOutput::Claim { epoch, state } => {
+                    let after = state.as_ref().map_or(0, |m| m.seq().0);
+                    held.state = state;
+                    self.claim_later(node, s, hid, epoch, after);
+                }
+                SessionOutput::SendState { to, epoch } => self.send_state(node, hid, node_of(&to), epoch),
+                // The simulated stores keep no snapshots: a load reads the log.
+                SessionOutput::WriteSnapshot { .. } => {}
+                SessionOutput::Stop => {
+                    let n = &mut self.nodes[node];
+                    n.held.remove(&hid);
+                    if n.resident.get(&s) == Some(&hid) {
+                        n.resident.remove(&s);
+                        let uid = &self.uids[s as usize];
+                        n.handoff.forget(uid);
+                    }
                     self.check_drained(node);
+                    return;
                 }
             }
         }
     }
 
-    pub(super) fn after_session_step(&mut self, node: usize, s: u32, was_active: bool) {
-        let Some(held) = self.nodes[node].sessions.get(&s) else {
+    pub(super) fn after_session_step(&mut self, node: usize, hid: u64, was_active: bool) {
+        let Some(held) = self.nodes[node].held.get(&hid) else {
             return;
         };
-        // Turns are conserved: every turn a node took is served, forwarded,
-        // refused, or still buffered.
+        let s = held.s;
+        // Turns are conserved: every turn a session took is served, refused,
+        // or still queued.
         let inside = held.turns_in - held.turns_out;
-        if inside != held.own.buffered() as u64 {
+        if inside != held.life.queued() as u64 {
             let detail = format!(
-                "u{s}: n{} took {} turns and let {} out, but buffers {}: turns vanished",
+                "u{s}: n{} took {} turns and let {} out, but queues {}: turns vanished",
                 node + 1,
                 held.turns_in,
                 held.turns_out,
-                held.own.buffered()
+                held.life.queued()
             );
             self.checker
                 .violate(self.now, "turns-conserved", Some(node), detail);
-            let held = self.nodes[node].sessions.get_mut(&s).expect("held");
-            held.turns_in = held.turns_out + held.own.buffered() as u64;
-        }
-        // A session that let go, or was fenced, keeps no turn waiting here.
-        let held = &self.nodes[node].sessions[&s];
-        if matches!(held.own.phase(), Phase::Released { .. } | Phase::Fenced)
-            && held.own.buffered() > 0
-        {
-            let detail = format!(
-                "u{s}: n{} let the session go ({:?}) with {} turns still buffered",
-                node + 1,
-                held.own.phase(),
-                held.own.buffered()
-            );
-            self.checker
-                .violate(self.now, "turns-conserved", Some(node), detail);
+            let held = self.nodes[node].held.get_mut(&hid).expect("held");
+            held.turns_in = held.turns_out + held.life.queued() as u64;
         }
         // At most one active owner: only one node may be active at an epoch
         // no newer claim has superseded (the checker's own reading, not the
         // store's fencing code, which a planted bug may break). Only a node
         // that just became active can break it.
-        let now_active = self.nodes[node]
-            .sessions
-            .get(&s)
-            .is_some_and(|h| h.own.phase() == &Phase::Active);
+        let now_active = self.nodes[node].held[&hid].life.phase() == &Phase::Active;
         if was_active || !now_active {
-            self.arm_session_timer(node, s);
+            self.arm_session_timer(node, hid);
             return;
         }
         let fence = self.checker.newest_claim(s);
         let active: Vec<usize> = (0..self.nodes.len())
             .filter(|n| self.nodes[*n].life == Life::Running)
             .filter(|n| {
-                self.nodes[*n]
-                    .sessions
-                    .get(&s)
-                    .is_some_and(|h| h.own.phase() == &Phase::Active && h.own.epoch() >= fence)
+                self.nodes[*n].held.values().any(|h| {
+                    h.s == s && h.life.phase() == &Phase::Active && h.life.epoch() >= fence
+                })
             })
             .collect();
         if active.len() > 1 {
@@ -326,41 +393,44 @@ impl World {
                 format!("u{s}: active on {} at once", names.join(" and ")),
             );
         }
-        self.arm_session_timer(node, s);
+        let epoch = self.nodes[node].held[&hid].life.epoch();
+        self.migration_done(node, s, epoch);
+        self.arm_session_timer(node, hid);
     }
 
     /// Queues a claim; the claims of one step go to the store as one request.
-    pub(super) fn claim_later(&mut self, node: usize, s: u32, epoch: Epoch, after: u64) {
+    pub(super) fn claim_later(&mut self, node: usize, s: u32, hid: u64, epoch: Epoch, after: u64) {
         let n = &mut self.nodes[node];
         if n.claims.is_empty() {
             let inc = n.incarnation;
             self.push(self.now, Ev::FlushClaims { node, inc });
         }
-        self.nodes[node].claims.push((s, epoch, after));
+        self.nodes[node].claims.push((s, hid, epoch, after));
     }
 
-    pub(super) fn arm_session_timer(&mut self, node: usize, s: u32) {
+    pub(super) fn arm_session_timer(&mut self, node: usize, hid: u64) {
         let Some(local) = self.nodes[node]
-            .sessions
-            .get(&s)
-            .and_then(|h| h.own.poll_timeout())
+            .held
+            .get(&hid)
+            .and_then(|h| h.life.poll_timeout())
         else {
             return;
         };
         let at = self.global(node, local).max(self.now);
         let inc = self.nodes[node].incarnation;
-        let held = self.nodes[node].sessions.get_mut(&s).expect("held");
+        let held = self.nodes[node].held.get_mut(&hid).expect("held");
         if held.timer.is_none_or(|t| at < t) {
             held.timer = Some(at);
-            self.push(at, Ev::SessionTimer { node, inc, s, at });
+            self.push(at, Ev::SessionTimer { node, inc, hid, at });
         }
     }
 
-    pub(super) fn serve(&mut self, node: usize, s: u32, turn: Turn) {
+    pub(super) fn serve(&mut self, node: usize, hid: u64, turn: Turn) {
         let now = self.node_now(node);
         let conversations = self.conversations.clone();
         let scripted = conversations.is_some();
-        let held = self.nodes[node].sessions.get_mut(&s).expect("held");
+        let held = self.nodes[node].held.get_mut(&hid).expect("held");
+        let s = held.s;
         let Some(state) = &held.state else {
             self.checker.violate(
                 self.now,
@@ -369,7 +439,7 @@ impl World {
                 format!("u{s}: served with no state"),
             );
             self.answer(node, turn, Answer::Unavailable);
-            self.session_input(node, s, HInput::Reload);
+            self.session_input(node, hid, SessionInput::Served(Served::Reload));
             return;
         };
         let message_id = MessageId::new(format!("m{}", turn.msg)).expect("a valid message id");
@@ -393,7 +463,7 @@ impl World {
                 reply,
             };
             self.answer(node, turn, answer);
-            self.session_input(node, s, HInput::Served);
+            self.session_input(node, hid, SessionInput::Served(Served::Done));
             return;
         }
         let (pipeline, turn_ms, text) = match conversations.as_deref() {
@@ -423,10 +493,10 @@ impl World {
         }) = pipeline.run(ctx, text)
         else {
             self.answer(node, turn, Answer::Refused);
-            self.session_input(node, s, HInput::Served);
+            self.session_input(node, hid, SessionInput::Served(Served::Done));
             return;
         };
-        let epoch = held.own.epoch();
+        let epoch = held.life.epoch();
         let uid = &self.uids[s as usize];
         let events = match decision {
             Decision::Reply(decision) => state
@@ -445,7 +515,7 @@ impl World {
                         self.checker
                             .violate(self.now, "log-applies", Some(node), detail);
                         self.answer(node, turn, Answer::Unavailable);
-                        self.session_input(node, s, HInput::Served);
+                        self.session_input(node, hid, SessionInput::Served(Served::Done));
                         return;
                     }
                 }
@@ -453,23 +523,36 @@ impl World {
         };
         let early = may_acknowledge(false);
         let answer = early.then(|| done_answer(&events, scripted));
-        held.pending = Some((turn, events.clone(), early, 1));
+        held.pending = Some(Pending {
+            turn,
+            events: events.clone(),
+            acked: early,
+            attempts: 1,
+        });
         if let Some(answer) = answer {
             self.answer(node, turn, answer);
         }
-        self.store_op(node, StoreOp::Append { s, epoch, events }, 0);
+        self.store_op(
+            node,
+            StoreOp::Append {
+                s,
+                hid,
+                epoch,
+                events,
+            },
+            0,
+        );
     }
 
-    pub(super) fn send_state(&mut self, node: usize, s: u32, to: usize, epoch: Epoch) {
-        let held = &self.nodes[node].sessions[&s];
-        let state = held.state.clone().unwrap_or_default();
-        let snapshot = Snapshot::new(
-            self.uids[s as usize].clone(),
-            self.node_now(node),
-            epoch,
-            state,
-        );
-        let bytes = snapshot.encode(&self.key);
+    /// A moved session hands its state (none if it is not loaded) to the outbox.
+    pub(super) fn send_state(&mut self, node: usize, hid: u64, to: usize, epoch: Epoch) {
+        let now = self.node_now(node);
+        let held = &self.nodes[node].held[&hid];
+        let s = held.s;
+        let uid = self.uids[s as usize].clone();
+        let bytes = held.state.clone().filter(|_| held.life.is_loaded()).map(|state| {
+            Snapshot::new(uid.clone(), now, epoch, state).encode(&self.key)
+        });
         let start = self
             .durable
             .epoch_made_at
@@ -487,28 +570,18 @@ impl World {
             self.mark_migration(s, (from, to), started, None);
             self.stats.migrations.unfinished += 1;
         }
-        self.send(
-            Endpoint::Node(node),
-            Endpoint::Node(to),
-            Msg::State {
-                s,
-                epoch,
-                from: node,
-                bytes,
-            },
-        );
+        let to_id = self.nodes[to].id.clone();
+        self.nodes[node].outbox.push(now, to_id, uid, epoch, bytes);
+        self.arm_outbox_timer(node);
     }
 
+    /// A draining node leaves once no session is alive on it.
     pub(super) fn check_drained(&mut self, node: usize) {
         let n = &self.nodes[node];
         if n.drained || n.membership.status() != Some(Status::Draining) {
             return;
         }
-        let gone = n
-            .sessions
-            .values()
-            .all(|h| matches!(h.own.phase(), Phase::Released { .. } | Phase::Fenced));
-        if gone {
+        if n.held.is_empty() {
             self.nodes[node].drained = true;
             let now = self.node_now(node);
             self.nodes[node].membership.handle(now, MInput::Drained);
@@ -538,7 +611,9 @@ impl World {
                 Output::Left => {
                     self.record("left", Some(node), -1, 0, 0);
                     self.nodes[node].life = Life::Left;
-                    self.nodes[node].sessions.clear();
+                    self.nodes[node].held.clear();
+                    self.nodes[node].resident.clear();
+                    self.nodes[node].handoff.clear();
                     self.show(node, NodeState::Off);
                     return;
                 }
@@ -565,18 +640,52 @@ impl World {
         self.membership_io(node);
     }
 
+    /// Whether `node` counts `other` as linked: a member of its table that is
+    /// up or draining (the simulator has no transport links of its own).
+    fn linked(&self, node: usize, other: &NodeId) -> bool {
+        self.nodes[node]
+            .membership
+            .table()
+            .and_then(|t| t.members.get(other))
+            .is_some_and(|st| matches!(st, Status::Up | Status::Draining))
+    }
+
+    /// The node adopts a new ring: it announces the resident sessions the ring
+    /// moves to their new owners, then routes by it and tells each moved
+    /// session to hand off.
     pub(super) fn ring_changed(&mut self, node: usize, epoch: Epoch, members: Vec<NodeId>) {
         self.record("ring", Some(node), -1, epoch.0, members.len() as u64);
         let ring = Ring::new(epoch, members);
+        let expects = {
+            let n = &self.nodes[node];
+            n.handoff.announce(&ring, |o| self.linked(node, o))
+        };
+        for expect in expects {
+            let sessions = expect.uids.iter().map(|u| self.session_of(u)).collect();
+            let msg = Msg::Expect {
+                from: node,
+                epoch: expect.epoch,
+                sessions,
+            };
+            self.send(Endpoint::Node(node), Endpoint::Node(node_of(&expect.to)), msg);
+        }
+        let linked: Vec<NodeId> = ring
+            .members()
+            .filter(|o| self.linked(node, o))
+            .cloned()
+            .collect();
         let n = &mut self.nodes[node];
-        n.prev_ring = std::mem::replace(&mut n.ring, ring);
-        n.ring_at = self.now;
-        let held: Vec<u32> = n.sessions.keys().copied().collect();
-        for s in held {
-            let Some(owner) = self.nodes[node].ring.owner(&self.uids[s as usize]).cloned() else {
+        n.ring = ring;
+        let moved = n.handoff.adopt(&n.ring, |o| linked.contains(o));
+        for (uid, to) in moved {
+            let s = self.session_of(&uid);
+            let Some(hid) = self.nodes[node].resident.remove(&s) else {
                 continue;
             };
-            self.session_input(node, s, HInput::RingChanged { epoch, owner });
+            if let Some(to) = &to {
+                self.moves.insert((node, s), (node_of(to), epoch, self.now));
+            }
+            self.session_input(node, hid, SessionInput::HandOff { to, epoch });
         }
         self.check_drained(node);
     }

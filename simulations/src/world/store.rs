@@ -69,24 +69,29 @@ impl World {
             StoreOp::Cas { expected, table } => {
                 StoreReply::Cas((!failed).then(|| Box::new(self.cas(expected, *table))))
             }
-            StoreOp::Append { s, epoch, events } => {
+            StoreOp::Append {
+                s,
+                hid,
+                epoch,
+                events,
+            } => {
                 let result = if failed {
                     Err(Refusal::Unavailable)
                 } else {
                     self.append(node, s, epoch, events)
                 };
-                StoreReply::Append { s, result }
+                StoreReply::Append { s, hid, result }
             }
             StoreOp::Claim(claims) => StoreReply::Claim(
                 claims
                     .into_iter()
-                    .map(|(s, epoch, after)| {
+                    .map(|(s, hid, epoch, after)| {
                         let result = if failed {
                             Err(Refusal::Unavailable)
                         } else {
                             self.claim(node, s, epoch, after)
                         };
-                        (s, epoch, result)
+                        (s, hid, epoch, result)
                     })
                     .collect(),
             ),
@@ -218,55 +223,65 @@ impl World {
                 self.nodes[node].membership.handle(now, input);
                 self.membership_io(node);
             }
-            StoreReply::Append { s, result } => self.committed(node, s, result),
+            StoreReply::Append { s, hid, result } => self.committed(node, s, hid, result),
             StoreReply::Claim(results) => {
-                for (s, epoch, result) in results {
-                    self.claimed(node, s, epoch, result);
+                for (s, hid, epoch, result) in results {
+                    self.claimed(node, s, hid, epoch, result);
                 }
             }
         }
     }
 
-    pub(super) fn committed(&mut self, node: usize, s: u32, result: Result<(), Refusal>) {
+    pub(super) fn committed(&mut self, node: usize, s: u32, hid: u64, result: Result<(), Refusal>) {
         self.record("committed", Some(node), s.into(), result.is_ok().into(), 0);
         let scripted = self.conversations.is_some();
-        let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
+        let Some(held) = self.nodes[node].held.get_mut(&hid) else {
             return;
         };
-        let Some((turn, events, acked, attempts)) = held.pending.take() else {
+        let Some(pending) = held.pending.take() else {
             return;
         };
         match result {
             Ok(()) => {
                 if let Some(state) = &mut held.state {
-                    apply_all(state, &events, &mut self.checker, self.now, node, s);
+                    apply_all(state, &pending.events, &mut self.checker, self.now, node, s);
                 }
-                if !acked && may_acknowledge(true) {
-                    self.answer(node, turn, dialog::done_answer(&events, scripted));
+                if !pending.acked && may_acknowledge(true) {
+                    self.answer(node, pending.turn, dialog::done_answer(&pending.events, scripted));
                 }
-                self.session_input(node, s, HInput::Served);
+                self.session_input(node, hid, SessionInput::Served(Served::Done));
             }
-            Err(Refusal::Unavailable) if attempts < self.settings.commit_attempts => {
+            Err(Refusal::Unavailable) if pending.attempts < self.settings.commit_attempts => {
                 // The same events at the same epoch: the ring may have moved
                 // since, but this write was made (and fenced) at that epoch.
-                let epoch = events[0].epoch;
-                held.pending = Some((turn, events.clone(), acked, attempts + 1));
-                let delay = COMMIT_BACKOFF_MS << (attempts - 1);
-                self.store_op(node, StoreOp::Append { s, epoch, events }, delay);
+                let epoch = pending.events[0].epoch;
+                let events = pending.events.clone();
+                let delay = COMMIT_BACKOFF_MS << (pending.attempts - 1);
+                held.pending = Some(Pending {
+                    attempts: pending.attempts + 1,
+                    ..pending
+                });
+                let op = StoreOp::Append {
+                    s,
+                    hid,
+                    epoch,
+                    events,
+                };
+                self.store_op(node, op, delay);
             }
             Err(refusal) => {
                 held.state = None;
-                if !acked {
-                    self.answer(node, turn, Answer::Unavailable);
+                if !pending.acked {
+                    self.answer(node, pending.turn, Answer::Unavailable);
                 }
-                let input = if refusal == Refusal::Fenced {
+                let served = if refusal == Refusal::Fenced {
                     // A newer epoch claimed the session: this node's ring is stale.
                     self.refresh(node);
-                    HInput::Fenced
+                    Served::Fenced
                 } else {
-                    HInput::Reload
+                    Served::Reload
                 };
-                self.session_input(node, s, input);
+                self.session_input(node, hid, SessionInput::Served(served));
             }
         }
     }
@@ -275,6 +290,7 @@ impl World {
         &mut self,
         node: usize,
         s: u32,
+        hid: u64,
         epoch: Epoch,
         result: Result<Vec<RecordedEvent>, Refusal>,
     ) {
@@ -285,46 +301,41 @@ impl World {
             epoch.0,
             result.is_ok().into(),
         );
-        let Some(held) = self.nodes[node].sessions.get_mut(&s) else {
+        let Some(held) = self.nodes[node].held.get_mut(&hid) else {
             return;
         };
-        if held.own.claiming() != Some(epoch) {
-            return; // an answer to a claim this node no longer waits for
+        if held.life.phase() != &(Phase::Claiming { epoch }) {
+            return; // an answer to a claim this session no longer waits for
         }
-        match result {
+        let result = match result {
             Ok(tail) => {
                 let mut state = held.state.take().unwrap_or_default();
                 let from = state.seq();
                 let tail = tail.iter().filter(|e| e.seq > from);
                 apply_all(&mut state, tail, &mut self.checker, self.now, node, s);
                 held.state = Some(state);
-                self.session_input(node, s, HInput::Loaded);
-                self.migration_done(node, s);
+                handoff::Claimed::Loaded
             }
             Err(Refusal::Fenced) => {
                 held.state = None;
                 self.refresh(node);
-                self.session_input(node, s, HInput::ClaimRefused);
+                handoff::Claimed::Fenced
             }
             Err(_) => {
-                // Ask again, from the same memory (the machine claims a newer
-                // epoch once this one is loaded, if the ring moved meanwhile).
-                let after = held.state.as_ref().map_or(0, |m| m.seq().0);
-                let claim = StoreOp::Claim(vec![(s, epoch, after)]);
-                self.store_op(node, claim, CLAIM_RETRY_MS);
+                held.state = None;
+                handoff::Claimed::Failed
             }
-        }
+        };
+        self.session_input(node, hid, SessionInput::Claimed { epoch, result });
     }
 
-    pub(super) fn migration_done(&mut self, node: usize, s: u32) {
-        let active = self.nodes[node]
-            .sessions
-            .get(&s)
-            .is_some_and(|h| h.own.phase() == &Phase::Active);
+    /// A migration is done once its new owner holds the session at the
+    /// move's epoch or later: it took the state, or serves the session.
+    pub(super) fn migration_done(&mut self, node: usize, s: u32, epoch_held: Epoch) {
         let Some((from, to, epoch, start)) = self.migrations.get(&s).copied() else {
             return;
         };
-        if !active || self.nodes[node].sessions[&s].own.epoch() < epoch {
+        if epoch_held < epoch {
             return;
         }
         self.migrations.remove(&s);
@@ -355,14 +366,15 @@ fn lose(reply: StoreReply) -> StoreReply {
     match reply {
         StoreReply::Table(_) => StoreReply::Table(None),
         StoreReply::Cas(_) => StoreReply::Cas(None),
-        StoreReply::Append { s, .. } => StoreReply::Append {
+        StoreReply::Append { s, hid, .. } => StoreReply::Append {
             s,
+            hid,
             result: Err(Refusal::Unavailable),
         },
         StoreReply::Claim(results) => StoreReply::Claim(
             results
                 .into_iter()
-                .map(|(s, epoch, _)| (s, epoch, Err(Refusal::Unavailable)))
+                .map(|(s, hid, epoch, _)| (s, hid, epoch, Err(Refusal::Unavailable)))
                 .collect(),
         ),
     }
