@@ -49,6 +49,20 @@ fn drop_handoff_buffer_is_caught_as_turns_vanishing() {
 }
 
 #[test]
+fn route_before_expect_is_caught_as_a_turn_overtaking_its_announcement() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::RouteBeforeExpect).expect("route-before-expect is never caught");
+    assert_eq!(invariant, "announce-before-route", "{scenario} seed {seed}");
+}
+
+#[test]
+fn claim_off_ring_is_caught_as_two_active_owners() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::ClaimOffRing).expect("claim-off-ring is never caught");
+    assert_eq!(invariant, "one-active-owner", "{scenario} seed {seed}");
+}
+
+#[test]
 fn the_correct_code_passes_the_seeds_that_catch_the_bugs() {
     for mutation in Mutation::ALL {
         let (scenario, seed, _) = caught(mutation).unwrap();

@@ -48,7 +48,7 @@ mod node;
 mod outbox;
 mod session;
 
-pub use node::{Admit, Arrival, Expect, Node};
+pub use node::{Admit, Arrival, Expect, Limit, Node};
 pub use outbox::{Batch, Outbox};
 pub use session::{Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start};
 

@@ -1,135 +1,149 @@
-//! Moving a session's state straight to its new owner when the ring changes,
-//! as [`confab_core::handoff`] lays out:
+//! The shell of the handoff protocol ([`confab_core::handoff`]): the decisions
+//! are the core machines'; this module carries them over the cluster links.
 //!
-//! 1. The old owner's supervisor takes the moved sessions off its map (no new
-//!    turn reaches them there: its Router forwards by the new ring) and tells
-//!    each new owner which sessions to expect ([`crate::cluster::Expect`]).
-//! 2. Each moved actor finishes the turns already queued to it, then sends its
-//!    snapshot to the new owner ([`crate::cluster::HandoffState`]), writes it to
-//!    the store as a passivation does, and stops.
-//! 3. On the new owner, a turn for an expected session waits (the session's
-//!    mailbox buffers the turns behind it) until the state arrives or
-//!    [`HANDOFF_WAIT`] passes. The session is then claimed at the new epoch,
-//!    which fences the old owner's writes, and rebuilt from the state that
-//!    arrived plus any events after it, or from the durable tier alone.
+//! - The supervisor drives [`confab_core::handoff::Node`] (admission, the
+//!   announcements before a ring change, the moves after it, expected and
+//!   arrived states), each session actor its [`confab_core::handoff::Session`].
+//! - The outbox task drives [`confab_core::handoff::Outbox`]: moved sessions'
+//!   states, gathered into batches per new owner, sent as one peer message
+//!   each, and each session told whether its state was taken.
 //!
-//! A crashed owner sends nothing: its sessions are not expected, so their new
-//! owners load them from the durable tier at once.
+//! What stays here is transport only: the peer calls and their timeouts, and
+//! the monotonic clock the machines read as milliseconds.
 
 use crate::cluster::{Expect, HandoffState};
 use crate::supervisor::SupervisorMsg;
 use crate::{Runtime, Shared};
 use base64::Engine as _;
+use confab_core::Uid;
+use confab_core::handoff::{Batch, HandoffConfig, Outbox};
 use ractor::rpc::CallResult;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// A state as the supervisor takes it: whose, the epoch that moved it, and the
 /// snapshot bytes (`None`: load from the durable tier).
-pub(crate) type Arrived = (confab_core::Uid, confab_core::Epoch, Option<Vec<u8>>);
-use tokio::time::Instant;
+pub(crate) type Arrived = (Uid, confab_core::Epoch, Option<Vec<u8>>);
 
-/// How long a new owner holds an expected session's turns for its state
-/// before it loads the session from the durable tier (the core's
-/// `HandoffConfig::timeout_ms`).
+/// How long a new owner holds an expected session's turns for its state, and
+/// an old owner waits for the answer (the core's `HandoffConfig::hold_ms`).
 pub const HANDOFF_WAIT: Duration = Duration::from_millis(1_000);
+
+/// The machines' clock: milliseconds since the process first read it, on
+/// tokio's clock (so paused-time tests drive it too).
+pub(crate) fn mono_ms() -> u64 {
+    let since = Instant::now().saturating_duration_since(origin());
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The instant a machine's millisecond `ms` stands for.
+pub(crate) fn instant_at(ms: u64) -> Instant {
+    origin() + Duration::from_millis(ms)
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// The protocol's limits, from the runtime's config.
+pub(crate) fn config_of(config: &crate::RuntimeConfig) -> HandoffConfig {
+    HandoffConfig {
+        hold_ms: u64::try_from(HANDOFF_WAIT.as_millis()).unwrap_or(u64::MAX),
+        resident_max: config.resident_sessions_max,
+        queue_max: config.session_queue_max,
+        arrived_keep_ms: u64::try_from(config.passivate_after.as_millis()).unwrap_or(u64::MAX),
+        ..HandoffConfig::default()
+    }
+}
 
 /// Snapshot bytes on the wire.
 pub(crate) fn encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// What a new session actor starts from.
-pub(crate) enum Incoming {
-    /// Nothing: load from the durable tier.
-    Nothing,
-    /// Its old owner is handing it off: wait for the state until the deadline.
-    Awaiting(oneshot::Receiver<Option<Vec<u8>>>, Instant),
-    /// Its old owner's state (snapshot bytes), or `None`: the old owner held
-    /// nothing usable, load from the durable tier.
-    Arrived(Option<Vec<u8>>),
-}
-
-impl Incoming {
-    /// Whether the session is coming from another node.
-    pub(crate) fn is_handoff(&self) -> bool {
-        !matches!(self, Incoming::Nothing)
-    }
-
-    /// The state to start from: waits for it if it is on its way.
-    pub(crate) async fn state(self) -> Option<Vec<u8>> {
-        match self {
-            Incoming::Nothing => None,
-            Incoming::Arrived(state) => state,
-            Incoming::Awaiting(rx, deadline) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(state)) => state,
-                Ok(Err(_)) | Err(_) => None,
-            },
-        }
-    }
-}
-
 /// One state on its way out, and where to say whether the new owner took it.
 pub(crate) type Outgoing = (confab_core::NodeId, HandoffState, oneshot::Sender<bool>);
 
-/// States sent to one node in one message, at most.
-const BATCH_MAX: usize = 256;
-/// How long the outbox gathers states before it sends what it has.
-const BATCH_LINGER: Duration = Duration::from_millis(2);
-
-/// Starts the outbox: moved sessions' states, gathered into one message per new
-/// owner from whatever is waiting (a join or a drain moves thousands at once;
-/// one peer message each would make the new owner's link the bottleneck).
+/// Starts the outbox task: it feeds moved sessions' states to the core
+/// [`Outbox`], sends the batches it makes (a join or a drain moves thousands
+/// at once; one peer message each would make the new owner's link the
+/// bottleneck), and answers each session.
 pub(crate) fn start_outbox(shared: &Arc<Shared>, capacity: usize) -> mpsc::Sender<Outgoing> {
     // Weak: the outbox lives in `Shared`, and ends when it is dropped.
-    let shared = Arc::downgrade(shared);
+    let weak = Arc::downgrade(shared);
+    let config = config_of(&shared.config);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(capacity.max(1));
+    // One answer per batch sent; at most `capacity` states wait, so at most
+    // that many batches are out.
+    let (answers_tx, mut answers_rx) = mpsc::channel::<(u64, Vec<bool>)>(capacity.max(1));
     tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut by_node: BTreeMap<
-                confab_core::NodeId,
-                Vec<(HandoffState, oneshot::Sender<bool>)>,
-            > = BTreeMap::new();
-            // What else comes within BATCH_LINGER joins this round.
-            let linger = tokio::time::Instant::now() + BATCH_LINGER;
-            let mut waiting = Some(first);
-            let mut gathered = 0;
-            while let Some((to, state, done)) = waiting.take() {
-                by_node.entry(to).or_default().push((state, done));
-                gathered += 1;
-                if gathered < BATCH_MAX * 8 {
-                    waiting = tokio::time::timeout_at(linger, rx.recv())
-                        .await
-                        .ok()
-                        .flatten();
+        let mut outbox: Outbox<String> = Outbox::new(config);
+        let mut waiting: BTreeMap<Uid, VecDeque<oneshot::Sender<bool>>> = BTreeMap::new();
+        loop {
+            let due = outbox.poll_timeout().map(instant_at);
+            tokio::select! {
+                got = rx.recv() => {
+                    let Some((to, state, done)) = got else { return };
+                    waiting.entry(state.uid.clone()).or_default().push_back(done);
+                    outbox.push(mono_ms(), to, state.uid, state.epoch, state.snapshot);
                 }
-            }
-            for (to, items) in by_node {
-                let mut items = items.into_iter().peekable();
-                while items.peek().is_some() {
-                    let chunk: Vec<_> = items.by_ref().take(BATCH_MAX).collect();
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    tokio::spawn(send_batch(shared, to.clone(), chunk));
+                Some((id, taken)) = answers_rx.recv() => {
+                    tell(&mut waiting, outbox.answered(id, &taken));
                 }
+                () = sleep_until(due), if due.is_some() => {}
             }
+            let now = mono_ms();
+            for batch in outbox.poll_batches(now) {
+                let Some(shared) = weak.upgrade() else { return };
+                tokio::spawn(send_batch(shared, batch, answers_tx.clone()));
+            }
+            tell(&mut waiting, outbox.handle_timeout(now));
         }
     });
     tx
 }
 
-/// Sends one batch of states to `to` and tells each sender whether its state
-/// was taken (no answer within [`HANDOFF_WAIT`]: not taken).
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// Tells each session whether its state was taken.
+fn tell(waiting: &mut BTreeMap<Uid, VecDeque<oneshot::Sender<bool>>>, results: Vec<(Uid, bool)>) {
+    for (uid, taken) in results {
+        if let Some(senders) = waiting.get_mut(&uid) {
+            if let Some(done) = senders.pop_front() {
+                let _ = done.send(taken);
+            }
+            if senders.is_empty() {
+                waiting.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Sends one batch to its new owner and reports the answer (none within
+/// [`HANDOFF_WAIT`], or no link: nothing taken).
 async fn send_batch(
     shared: Arc<Shared>,
-    to: confab_core::NodeId,
-    items: Vec<(HandoffState, oneshot::Sender<bool>)>,
+    batch: Batch<String>,
+    answers: mpsc::Sender<(u64, Vec<bool>)>,
 ) {
-    let (states, done): (Vec<HandoffState>, Vec<oneshot::Sender<bool>>) = items.into_iter().unzip();
-    let taken = match shared.peer(&to) {
+    let states: Vec<HandoffState> = batch
+        .states
+        .into_iter()
+        .map(|(uid, epoch, snapshot)| HandoffState {
+            uid,
+            epoch,
+            snapshot,
+        })
+        .collect();
+    let taken = match shared.peer(&batch.to) {
         None => Vec::new(),
         Some(peer) => match peer
             .call(
@@ -142,9 +156,7 @@ async fn send_batch(
             _ => Vec::new(),
         },
     };
-    for (i, done) in done.into_iter().enumerate() {
-        let _ = done.send(taken.get(i).copied().unwrap_or(false));
-    }
+    let _ = answers.send((batch.id, taken)).await;
 }
 
 impl Runtime {

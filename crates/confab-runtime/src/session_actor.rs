@@ -7,9 +7,15 @@
 //! commit fails, the state is dropped and reloaded from the durable tier on the
 //! next message, so memory never runs ahead of the log.
 //!
-//! Loading first claims the session at the node's ring epoch. If the store says
-//! a newer epoch owns it ([`StoreError::Fenced`]), on load or on commit, the
-//! session answers `unavailable` and stops: a stale owner never writes again.
+//! Its life is decided by the core's session machine
+//! ([`confab_core::handoff::Session`]), the one the simulator runs: whether to
+//! wait for the old owner's state, when to claim (only where the ring in force
+//! names this node), one turn at a time in order, what to do when fenced, and
+//! how to leave (hand off or passivate). The actor carries its outputs out:
+//! the claim and load, the turn itself, the state to the outbox, the final
+//! snapshot. If the store says a newer epoch owns the session
+//! ([`StoreError::Fenced`]), on load or on commit, the session answers
+//! `unavailable` and retires: a stale owner never writes again.
 //!
 //! A turn whose policy calls an action is committed in two steps (see
 //! [`confab_core::session`]): the request, then the action's outcome with the
@@ -24,15 +30,20 @@
 
 mod turn;
 
-use crate::handoff::Incoming;
+use crate::handoff::{instant_at, mono_ms};
 use crate::supervisor::SupervisorMsg;
 use crate::{EVENTS_PAGE_MAX, SessionRequest, Shared, TurnError, TurnRequest, now_ms};
+use confab_core::handoff::{
+    Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start,
+};
 use confab_core::session::{SessionState, Snapshot};
 use confab_core::{Seq, Uid};
 use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::oneshot;
 use tracing::{Instrument, info_span, warn};
 
 /// Messages to a SessionActor.
@@ -66,6 +77,12 @@ pub enum SessionMsg {
 // Local only: not serializable, never announced to other nodes.
 impl ractor::Message for SessionMsg {}
 
+/// What the session machine queues: a turn, or a request that is not one.
+pub(crate) enum Work {
+    Turn(TurnRequest),
+    Request(SessionRequest),
+}
+
 /// The actor.
 pub struct SessionActor;
 
@@ -77,8 +94,10 @@ pub struct SessionArgs {
     pub(crate) queued: Arc<AtomicUsize>,
     /// The supervisor, told when the session is fenced.
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
-    /// What the session starts from: the durable tier, or its old owner's state.
-    pub(crate) incoming: Incoming,
+    /// What the session starts from, as the node's machine decided.
+    pub(crate) start: Start<Vec<u8>>,
+    /// Where the old owner's state comes, if it is awaited.
+    pub(crate) state_rx: Option<oneshot::Receiver<Option<Vec<u8>>>>,
 }
 
 /// The actor's state.
@@ -86,6 +105,8 @@ pub struct SessionActorState {
     uid: Uid,
     shared: Arc<Shared>,
     queued: Arc<AtomicUsize>,
+    /// The session machine: it decides, the actor carries out.
+    life: Session<Work, Vec<u8>>,
     /// `None` until loaded, and again after a failed commit.
     session: Option<SessionState>,
     /// The seq of the last snapshot taken (handed to the writer, or written) or read.
@@ -98,12 +119,16 @@ pub struct SessionActorState {
     epoch: confab_core::Epoch,
     /// Whether a `SnapshotDue` timer is pending.
     snapshot_timer: bool,
-    /// Set once a newer owner fenced the session: why. Every later turn gets
-    /// `unavailable` at once until the actor retires.
+    /// Why a newer owner fenced the session, once it did. Every later turn
+    /// gets `unavailable` at once until the actor retires.
     fenced: Option<String>,
+    /// Why the last load failed.
+    load_error: Option<String>,
     supervisor: ActorRef<SupervisorMsg>,
-    /// Taken at the first load.
-    incoming: Option<Incoming>,
+    /// Where the old owner's state comes, while it is awaited.
+    state_rx: Option<oneshot::Receiver<Option<Vec<u8>>>>,
+    /// Whether the session came from another node (counted once it loads).
+    moving: bool,
 }
 
 impl Actor for SessionActor {
@@ -116,18 +141,28 @@ impl Actor for SessionActor {
         _myself: ActorRef<Self::Msg>,
         args: SessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let moving = !matches!(args.start, Start::Durable);
+        let life = Session::new(
+            args.uid.clone(),
+            args.shared.config.node_id.clone(),
+            args.start,
+            crate::handoff::config_of(&args.shared.config),
+        );
         Ok(SessionActorState {
             uid: args.uid,
             shared: args.shared,
             queued: args.queued,
+            life,
             session: None,
             snapshot_seq: Seq(0),
             stored_seq: Arc::default(),
             epoch: confab_core::Epoch(0),
             snapshot_timer: false,
             fenced: None,
+            load_error: None,
             supervisor: args.supervisor,
-            incoming: Some(args.incoming),
+            state_rx: args.state_rx,
+            moving,
         })
     }
 
@@ -138,42 +173,18 @@ impl Actor for SessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Turn(turn) if state.fenced.is_some() => {
-                state.queued.fetch_sub(1, Ordering::AcqRel);
-                let _ = turn.reply.send(Err(state.moved()));
-            }
-            SessionMsg::Request(request) if state.fenced.is_some() => {
-                let _ = request.reply.send(Err(state.moved()));
-            }
-            SessionMsg::Retire => myself.stop(Some("fenced".into())),
             SessionMsg::Turn(turn) => {
                 debug_assert_eq!(turn.uid, state.uid, "a turn reached another uid's session");
-                let span = info_span!("turn", uid = %state.uid, message_id = %turn.message_id);
-                let outcome = state
-                    .turn(turn.message_id, turn.text)
-                    .instrument(span)
+                state
+                    .drive(&myself, SessionInput::Turn(Work::Turn(turn)))
                     .await;
-                state.queued.fetch_sub(1, Ordering::AcqRel);
-                let _ = turn
-                    .reply
-                    .send(outcome.map_err(|e| state.stop_if_fenced(&myself, e)));
-                // The node's in-flight slot is free once the turn is answered.
-                drop(turn.permit);
-                if state.session.is_some() {
-                    state.snapshot_on_schedule(&myself).await;
-                }
             }
             SessionMsg::Request(request) => {
-                let span = info_span!("request", uid = %state.uid);
-                let answer = state.request(request.ask).instrument(span).await;
-                let _ = request
-                    .reply
-                    .send(answer.map_err(|e| state.stop_if_fenced(&myself, e)));
-                drop(request.permit);
-                if state.session.is_some() {
-                    state.snapshot_on_schedule(&myself).await;
-                }
+                state
+                    .drive(&myself, SessionInput::Turn(Work::Request(request)))
+                    .await;
             }
+            SessionMsg::Retire => myself.stop(Some("fenced".into())),
             SessionMsg::SnapshotDue => {
                 state.snapshot_timer = false;
                 state.offer_snapshot();
@@ -181,31 +192,11 @@ impl Actor for SessionActor {
             SessionMsg::TakeSnapshot { reply } => {
                 let _ = reply.send(state.final_snapshot());
             }
-            SessionMsg::Passivate => {
-                state.write_final_snapshot().await;
-                myself.stop(Some("passivated".into()));
-            }
+            SessionMsg::Passivate => state.drive(&myself, SessionInput::Passivate).await,
             SessionMsg::HandOff { to, epoch } => {
-                let taken = match to {
-                    Some(to) if state.fenced.is_none() => state.send_state(&to, epoch).await,
-                    _ => false,
-                };
-                if taken {
-                    // The new owner holds the state: the snapshot goes through
-                    // the batch writer (dropped as fenced once the new owner
-                    // has claimed the session), not one write per session.
-                    if let Some(snapshot) = state.final_snapshot() {
-                        state
-                            .shared
-                            .snapshotter
-                            .offer(snapshot, Arc::clone(&state.stored_seq));
-                    }
-                } else {
-                    // The new owner loads it from the durable tier: faster
-                    // from a fresh snapshot.
-                    state.write_final_snapshot().await;
-                }
-                myself.stop(Some("handed off".into()));
+                state
+                    .drive(&myself, SessionInput::HandOff { to, epoch })
+                    .await;
             }
         }
         Ok(())
@@ -236,50 +227,247 @@ fn unavailable(e: &StoreError) -> Failure {
 }
 
 impl SessionActorState {
-    /// The session's state, loading it first if needed; an action found
-    /// pending is finished before anything else is served.
-    async fn loaded(&mut self) -> Result<&SessionState, Failure> {
-        if self.session.is_none() {
-            let incoming = self.incoming.take().unwrap_or(Incoming::Nothing);
-            let moving = incoming.is_handoff();
-            // Waits for the old owner's state if it is on its way.
-            let arrived = incoming.state().await;
-            // Claimed at the ring's epoch now, if that ring still gives the
-            // session here (it may have moved on while this actor waited, or
-            // since its turn was routed): a claim at an epoch the store already
-            // holds does not fence, so a node the ring does not name must not
-            // make one.
+    /// Feeds `input` to the session machine and carries out what it says, and
+    /// what follows from the results, until it waits for the next message.
+    async fn drive(&mut self, myself: &ActorRef<SessionMsg>, input: SessionInput<Work, Vec<u8>>) {
+        let mut todo: VecDeque<SessionOutput<Work, Vec<u8>>> = self.step(input).into();
+        loop {
+            while let Some(output) = todo.pop_front() {
+                if let Some(result) = self.carry_out(myself, output).await {
+                    todo.extend(self.step(result));
+                }
+            }
+            // The machine waits for the old owner's state: so does the actor
+            // (turns behind this one wait in its mailbox, bounded by the
+            // supervisor's per-session limit).
+            let Phase::AwaitingState { until } = *self.life.phase() else {
+                return;
+            };
+            let arrived = match self.state_rx.take() {
+                Some(rx) => tokio::time::timeout_at(instant_at(until), rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
             let ring = self.shared.ring();
-            if let Some(owner) = ring
-                .owner(&self.uid)
-                .filter(|o| **o != self.shared.config.node_id)
-            {
-                return Err(Failure::Turn(TurnError::Unavailable(format!(
+            let outputs = match arrived {
+                Some(state) => self
+                    .life
+                    .handle(mono_ms(), &ring, SessionInput::State(state)),
+                None => self.life.handle_timeout(until.max(mono_ms()), &ring),
+            };
+            todo.extend(outputs);
+        }
+    }
+
+    fn step(&mut self, input: SessionInput<Work, Vec<u8>>) -> Vec<SessionOutput<Work, Vec<u8>>> {
+        let ring = self.shared.ring();
+        self.life.handle(mono_ms(), &ring, input)
+    }
+
+    /// Carries out one output; returns the machine's next input, if the
+    /// output has a result to feed back.
+    async fn carry_out(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        output: SessionOutput<Work, Vec<u8>>,
+    ) -> Option<SessionInput<Work, Vec<u8>>> {
+        match output {
+            SessionOutput::Claim { epoch, state } => {
+                let result = self.claim_and_load(epoch, state).await;
+                Some(SessionInput::Claimed { epoch, result })
+            }
+            SessionOutput::Serve(work) => {
+                Some(SessionInput::Served(self.serve(myself, work).await))
+            }
+            SessionOutput::Refuse { turn, refusal } => {
+                let error = self.refusal(&refusal);
+                self.refuse(turn, error);
+                None
+            }
+            SessionOutput::SendState { to, epoch } => {
+                Some(SessionInput::Taken(self.send_state(&to, epoch).await))
+            }
+            SessionOutput::WriteSnapshot { deferred: true } => {
+                // The new owner holds the state: the snapshot goes through
+                // the batch writer (dropped as fenced once the new owner
+                // has claimed the session), not one write per session.
+                if let Some(snapshot) = self.final_snapshot() {
+                    self.shared
+                        .snapshotter
+                        .offer(snapshot, Arc::clone(&self.stored_seq));
+                }
+                None
+            }
+            SessionOutput::WriteSnapshot { deferred: false } => {
+                // Passivated, or the new owner loads it from the durable
+                // tier: faster from a fresh snapshot.
+                self.write_final_snapshot().await;
+                None
+            }
+            SessionOutput::Stop => {
+                if self.life.phase() == &Phase::Fenced {
+                    self.retire(myself);
+                } else {
+                    myself.stop(Some("left".into()));
+                }
+                None
+            }
+        }
+    }
+
+    /// Runs one turn or request on the loaded session and answers it; how it
+    /// ended, for the machine.
+    async fn serve(&mut self, myself: &ActorRef<SessionMsg>, work: Work) -> Served {
+        let served = match work {
+            Work::Turn(turn) => {
+                let TurnRequest {
+                    message_id,
+                    text,
+                    reply,
+                    permit,
+                    ..
+                } = turn;
+                let span = info_span!("turn", uid = %self.uid, message_id = %message_id);
+                let outcome = self.turn(message_id, text).instrument(span).await;
+                let (served, answer) = self.settle(outcome);
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(answer);
+                // The node's in-flight slot is free once the turn is answered.
+                drop(permit);
+                served
+            }
+            Work::Request(request) => {
+                let SessionRequest {
+                    ask, reply, permit, ..
+                } = request;
+                let span = info_span!("request", uid = %self.uid);
+                let outcome = self.request(ask).instrument(span).await;
+                let (served, answer) = self.settle(outcome);
+                let _ = reply.send(answer);
+                drop(permit);
+                served
+            }
+        };
+        if self.session.is_some() {
+            self.snapshot_on_schedule(myself).await;
+        }
+        served
+    }
+
+    /// How a served piece of work ended for the machine, and its answer.
+    fn settle<T>(&mut self, outcome: Result<T, Failure>) -> (Served, Result<T, TurnError>) {
+        match outcome {
+            Ok(done) => (Served::Done, Ok(done)),
+            Err(Failure::Fenced(e)) => {
+                self.session = None;
+                if self.fenced.is_none() {
+                    warn!(uid = %self.uid, error = %e, "a newer owner holds the session; retiring");
+                    metrics::counter!("confab_sessions_fenced_total").increment(1);
+                    self.fenced = Some(e.to_string());
+                }
+                (Served::Fenced, Err(self.moved()))
+            }
+            Err(Failure::Turn(e)) if self.session.is_none() => (Served::Reload, Err(e)),
+            Err(Failure::Turn(e)) => (Served::Done, Err(e)),
+        }
+    }
+
+    /// Answers refused work with `error`; a turn frees its slot in the
+    /// session's queue and the node's in-flight permit.
+    fn refuse(&self, work: Work, error: TurnError) {
+        match work {
+            Work::Turn(turn) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = turn.reply.send(Err(error));
+            }
+            Work::Request(request) => {
+                let _ = request.reply.send(Err(error));
+            }
+        }
+    }
+
+    /// The client's error for a refused turn.
+    fn refusal(&self, refusal: &Refusal) -> TurnError {
+        match refusal {
+            Refusal::Moved(owner) => {
+                let owner = owner
+                    .as_ref()
+                    .map_or_else(|| "no node".to_owned(), ToString::to_string);
+                TurnError::Unavailable(format!(
                     "session {} has moved to {owner}: retry with the same id",
                     self.uid
-                ))));
+                ))
             }
-            self.epoch = ring.epoch();
-            let from_state = arrived.is_some();
-            let (session, snapshot_seq) = self.load(arrived).await.map_err(|e| unavailable(&e))?;
-            if moving {
-                let source = if from_state {
-                    "old_owner"
-                } else {
-                    "durable_tier"
-                };
-                metrics::counter!("confab_handoffs_total", "state_from" => source).increment(1);
-            }
-            if session.pending_action().is_some() {
-                warn!(uid = %self.uid, "an action was left pending; running it again under its key");
-                metrics::counter!("confab_actions_resumed_total").increment(1);
-            }
-            self.session = Some(session);
-            self.snapshot_seq = snapshot_seq;
-            self.stored_seq.store(snapshot_seq.0, Ordering::Release);
+            Refusal::Fenced => self.moved(),
+            Refusal::LoadFailed => TurnError::Unavailable(format!(
+                "the durable tier failed ({}); the turn is not done: retry with the same id",
+                self.load_error
+                    .as_deref()
+                    .unwrap_or("while loading the session")
+            )),
         }
-        // Pending after a load, or after a turn whose action could not be closed
-        // (the dead-letter queue or the store failed): close it before anything.
+    }
+
+    /// A newer owner fenced the session: the supervisor stops routing here,
+    /// then sends `Retire` behind the turns it already routed (they get
+    /// `moved()`).
+    fn retire(&self, myself: &ActorRef<SessionMsg>) {
+        let _ = self.supervisor.cast(SupervisorMsg::Fenced {
+            uid: self.uid.clone(),
+            actor: myself.get_id(),
+        });
+    }
+
+    /// Claims the session at `epoch` and loads it, from the old owner's
+    /// `state` plus the later events if one came, else from the durable tier.
+    async fn claim_and_load(
+        &mut self,
+        epoch: confab_core::Epoch,
+        state: Option<Vec<u8>>,
+    ) -> Claimed {
+        self.epoch = epoch;
+        let from_state = state.is_some();
+        match self.load(state).await {
+            Ok((session, snapshot_seq)) => {
+                if std::mem::take(&mut self.moving) {
+                    let source = if from_state {
+                        "old_owner"
+                    } else {
+                        "durable_tier"
+                    };
+                    metrics::counter!("confab_handoffs_total", "state_from" => source).increment(1);
+                }
+                if session.pending_action().is_some() {
+                    warn!(uid = %self.uid, "an action was left pending; running it again under its key");
+                    metrics::counter!("confab_actions_resumed_total").increment(1);
+                }
+                self.session = Some(session);
+                self.snapshot_seq = snapshot_seq;
+                self.stored_seq.store(snapshot_seq.0, Ordering::Release);
+                self.load_error = None;
+                Claimed::Loaded
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                if self.fenced.is_none() {
+                    warn!(uid = %self.uid, error = %e, "a newer owner holds the session; retiring");
+                    metrics::counter!("confab_sessions_fenced_total").increment(1);
+                    self.fenced = Some(e.to_string());
+                }
+                Claimed::Fenced
+            }
+            Err(e) => {
+                self.load_error = Some(e.to_string());
+                Claimed::Failed
+            }
+        }
+    }
+
+    /// The loaded session, with an action found pending finished first
+    /// (pending after a load, or after a turn whose action could not be
+    /// closed because the dead-letter queue or the store failed).
+    async fn ready(&mut self) -> Result<&SessionState, Failure> {
         if self
             .session
             .as_ref()
@@ -356,28 +544,6 @@ impl SessionActorState {
         metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
         warn!(uid = %self.uid, reason = %refused, "snapshot refused; rebuilding from events");
         None
-    }
-
-    /// Turns a failure into the client's error; a fenced session stops here.
-    fn stop_if_fenced(&mut self, myself: &ActorRef<SessionMsg>, failure: Failure) -> TurnError {
-        match failure {
-            Failure::Turn(e) => e,
-            Failure::Fenced(e) => {
-                self.session = None;
-                if self.fenced.is_none() {
-                    warn!(uid = %self.uid, error = %e, "a newer owner holds the session; retiring");
-                    metrics::counter!("confab_sessions_fenced_total").increment(1);
-                    self.fenced = Some(e.to_string());
-                    // The supervisor stops routing here, then sends `Retire`
-                    // behind the turns it already routed; they get `moved()`.
-                    let _ = self.supervisor.cast(SupervisorMsg::Fenced {
-                        uid: self.uid.clone(),
-                        actor: myself.get_id(),
-                    });
-                }
-                self.moved()
-            }
-        }
     }
 
     fn moved(&self) -> TurnError {

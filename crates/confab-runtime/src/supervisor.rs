@@ -1,19 +1,23 @@
-//! The SessionSupervisor: spawns, bounds, passivates and restarts SessionActors.
+//! The SessionSupervisor: the shell of the node's side of the handoff
+//! protocol ([`confab_core::handoff::Node`]), which decides; the supervisor
+//! spawns, passivates, hands off and restarts SessionActors as it says.
 //!
 //! It is the only place that maps a uid to its actor, so there is never more than
-//! one SessionActor per uid on a node:
-//! - a turn for a uid with no actor spawns one (its state loads lazily);
+//! one resident SessionActor per uid on a node:
+//! - a turn for a uid with no actor spawns one if the machine admits it (its
+//!   state loads lazily, from what the old owner sent if anything came);
 //! - a turn for a session with `session_queue_max` turns queued gets `overloaded`;
 //! - a session idle for `passivate_after` with nothing queued is removed from the
 //!   map, then told to snapshot and stop, so no turn can reach it afterwards;
 //! - a session that fails (a panic) is removed; its next turn spawns a fresh
 //!   actor that rebuilds from the durable tier. No other session is touched.
 
-use crate::handoff::{HANDOFF_WAIT, Incoming};
+use crate::handoff::{config_of, mono_ms};
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
 use crate::{SessionRequest, Shared, TurnError, TurnRequest};
+use confab_core::Uid;
+use confab_core::handoff::{self, Admit, Arrival, Start};
 use confab_core::ring::Ring;
-use confab_core::{NodeId, Uid};
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -22,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// Snapshots written per transaction on shutdown.
@@ -97,22 +100,20 @@ pub struct SupervisorArgs {
 struct Resident {
     actor: ActorRef<SessionMsg>,
     queued: Arc<AtomicUsize>,
-    last_turn: Instant,
 }
 
 /// Its state.
 pub struct SupervisorState {
     shared: Arc<Shared>,
+    /// The node's side of the handoff: it decides what is resident, what
+    /// starts from what, and what a ring change moves.
+    node: handoff::Node<Vec<u8>>,
+    /// The actors of the resident sessions.
     sessions: BTreeMap<Uid, Resident>,
     by_actor: BTreeMap<ActorId, Uid>,
     stopping: bool,
-    /// Sessions another node announced it hands here, until when to wait.
-    expected: BTreeMap<Uid, Instant>,
-    /// Sessions whose actor waits for its state from the old owner.
+    /// Sessions whose actor may wait for its state from the old owner.
     awaiting: BTreeMap<Uid, oneshot::Sender<Option<Vec<u8>>>>,
-    /// States handed here for sessions with no actor yet: the actor starts
-    /// from one on the session's next turn (kept for `passivate_after`).
-    arrived: BTreeMap<Uid, (Option<Vec<u8>>, Instant)>,
 }
 
 impl Actor for SessionSupervisor {
@@ -128,14 +129,17 @@ impl Actor for SessionSupervisor {
         let sweep_every = (args.shared.config.passivate_after / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(sweep_every, || SupervisorMsg::Sweep);
+        let node = handoff::Node::new(
+            args.shared.config.node_id.clone(),
+            config_of(&args.shared.config),
+        );
         Ok(SupervisorState {
             shared: args.shared,
+            node,
             sessions: BTreeMap::new(),
             by_actor: BTreeMap::new(),
             stopping: false,
-            expected: BTreeMap::new(),
             awaiting: BTreeMap::new(),
-            arrived: BTreeMap::new(),
         })
     }
 
@@ -151,23 +155,14 @@ impl Actor for SessionSupervisor {
                     let _ = turn.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
-                let limit = state.shared.config.session_queue_max;
-                let resident = match state.resident(&myself, &turn.uid).await {
+                let resident = match state.resident(&myself, &turn.uid, true).await {
                     Ok(resident) => resident,
                     Err(e) => {
                         let _ = turn.reply.send(Err(e));
                         return Ok(());
                     }
                 };
-                if resident.queued.load(Ordering::Acquire) >= limit {
-                    let _ = turn.reply.send(Err(TurnError::Overloaded(format!(
-                        "session {} has {limit} turns queued, its limit: wait for replies before sending more",
-                        turn.uid
-                    ))));
-                    return Ok(());
-                }
                 resident.queued.fetch_add(1, Ordering::AcqRel);
-                resident.last_turn = Instant::now();
                 if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn(turn))) =
                     resident.actor.cast(SessionMsg::Turn(turn))
                 {
@@ -181,7 +176,7 @@ impl Actor for SessionSupervisor {
                     let _ = request.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
-                match state.resident(&myself, &request.uid).await {
+                match state.resident(&myself, &request.uid, false).await {
                     Ok(resident) => {
                         let _ = resident.actor.cast(SessionMsg::Request(request));
                     }
@@ -192,14 +187,15 @@ impl Actor for SessionSupervisor {
             }
             SupervisorMsg::Sweep => {
                 state.passivate_idle();
-                state.forget_stale_handoffs();
+                state.node.expire(mono_ms());
+                state.awaiting.retain(|_, waiting| !waiting.is_closed());
             }
             SupervisorMsg::Announce { ring, reply } => {
                 state.announce(&ring);
                 let _ = reply.send(());
             }
             SupervisorMsg::RingChanged => state.hand_off_moved(),
-            SupervisorMsg::Expect(expect) => state.expect(expect),
+            SupervisorMsg::Expect(expect) => state.node.expect(mono_ms(), expect.uids),
             SupervisorMsg::Arrived { states, reply } => {
                 let taken = states
                     .into_iter()
@@ -219,6 +215,7 @@ impl Actor for SessionSupervisor {
                     .is_some_and(|r| r.actor.get_id() == actor)
                     && let Some(resident) = state.sessions.remove(&uid)
                 {
+                    state.node.forget(&uid);
                     // Behind every turn routed to it so far; none is routed after.
                     let _ = resident.actor.cast(SessionMsg::Retire);
                     state.publish_resident();
@@ -266,74 +263,76 @@ fn shutting_down() -> TurnError {
 }
 
 impl SupervisorState {
-    /// The uid's resident session, spawned if there is none.
+    /// The uid's resident session, spawned if the machine starts one here;
+    /// `counted`: a turn, bounded by the session's queue (a request is not).
     async fn resident(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         uid: &Uid,
+        counted: bool,
     ) -> Result<&mut Resident, TurnError> {
-        if !self.sessions.contains_key(uid) {
-            // Routed here by a ring this node has just left behind: the
-            // session's owner is another node now.
-            if let Some(owner) = self
-                .shared
-                .ring()
-                .owner(uid)
-                .filter(|o| **o != self.shared.config.node_id)
-            {
+        let queued = match self.sessions.get(uid) {
+            Some(r) if counted => r.queued.load(Ordering::Acquire),
+            _ => 0,
+        };
+        let ring = self.shared.ring();
+        match self.node.admit(mono_ms(), &ring, uid, queued) {
+            Admit::Deliver => {}
+            Admit::Start(start) => {
+                if let Err(e) = self.spawn(myself, uid, start).await {
+                    self.node.forget(uid);
+                    return Err(e);
+                }
+            }
+            Admit::Moved(owner) => {
+                let owner = owner.map_or_else(|| "no node".to_owned(), |o| o.to_string());
                 return Err(TurnError::Unavailable(format!(
                     "session {uid} has just moved to {owner}: retry with the same id"
                 )));
             }
-            // Checked before an arrived state or an expectation is used up.
-            let limit = self.shared.config.resident_sessions_max;
-            if self.sessions.len() >= limit {
+            Admit::Overloaded(handoff::Limit::Queue(limit)) => {
+                return Err(TurnError::Overloaded(format!(
+                    "session {uid} has {limit} turns queued, its limit: wait for replies before sending more"
+                )));
+            }
+            Admit::Overloaded(handoff::Limit::Resident(limit)) => {
                 return Err(TurnError::Overloaded(format!(
                     "node holds {limit} sessions, its limit: retry later or on another node"
                 )));
             }
-            let expected = self.expected.remove(uid);
-            let incoming = match (self.arrived.remove(uid), expected) {
-                (Some((state, _)), _) => Incoming::Arrived(state),
-                (None, Some(deadline)) if deadline > Instant::now() => {
-                    let (tx, rx) = oneshot::channel();
-                    self.awaiting.insert(uid.clone(), tx);
-                    Incoming::Awaiting(rx, deadline)
-                }
-                _ => Incoming::Nothing,
-            };
-            self.spawn(myself, uid, incoming).await?;
         }
-        Ok(self.sessions.get_mut(uid).expect("spawned above"))
+        self.sessions
+            .get_mut(uid)
+            .ok_or_else(|| TurnError::Internal(format!("session {uid} has no actor: retry")))
     }
 
-    /// Spawns the uid's session actor, starting from `incoming`.
+    /// Spawns the uid's session actor, starting from `start`.
     async fn spawn(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         uid: &Uid,
-        incoming: Incoming,
+        start: Start<Vec<u8>>,
     ) -> Result<(), TurnError> {
         let queued = Arc::new(AtomicUsize::new(0));
+        let state_rx = matches!(start, Start::Awaiting { .. }).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.awaiting.insert(uid.clone(), tx);
+            rx
+        });
         let args = SessionArgs {
             uid: uid.clone(),
             shared: Arc::clone(&self.shared),
             queued: Arc::clone(&queued),
             supervisor: myself.clone(),
-            incoming,
+            start,
+            state_rx,
         };
         let (actor, _) = Actor::spawn_linked(None, SessionActor, args, myself.get_cell())
             .await
             .map_err(|e| TurnError::Internal(format!("cannot start session {uid}: {e}")))?;
         self.by_actor.insert(actor.get_id(), uid.clone());
-        self.sessions.insert(
-            uid.clone(),
-            Resident {
-                actor,
-                queued,
-                last_turn: Instant::now(),
-            },
-        );
+        self.sessions
+            .insert(uid.clone(), Resident { actor, queued });
         self.publish_resident();
         Ok(())
     }
@@ -347,73 +346,48 @@ impl SupervisorState {
             .is_some_and(|r| r.actor.get_id() == actor)
         {
             self.sessions.remove(&uid);
+            self.node.forget(&uid);
             self.publish_resident();
         }
         Some(uid)
     }
 
     fn passivate_idle(&mut self) {
-        let idle_after = self.shared.config.passivate_after;
-        let now = Instant::now();
-        let idle: Vec<Uid> = self
-            .sessions
-            .iter()
-            .filter(|(_, r)| {
-                r.queued.load(Ordering::Acquire) == 0
-                    && now.duration_since(r.last_turn) >= idle_after
-            })
-            .map(|(uid, _)| uid.clone())
-            .collect();
+        let idle_ms =
+            u64::try_from(self.shared.config.passivate_after.as_millis()).unwrap_or(u64::MAX);
+        let sessions = &self.sessions;
+        let idle = self.node.idle(mono_ms(), idle_ms, |uid| {
+            sessions
+                .get(uid)
+                .map_or(0, |r| r.queued.load(Ordering::Acquire))
+        });
         self.passivate(idle);
     }
 
-    /// Hands every session this node no longer owns to its new owner: the
-    /// owner is told which to expect, then each actor, behind the turns already
-    /// queued to it, sends its state there and stops.
+    /// The ring in force changed: the machine says which resident sessions
+    /// leave, and each actor, behind the turns already queued to it, hands
+    /// its state to its new owner and stops.
     fn hand_off_moved(&mut self) {
         let ring = self.shared.ring();
-        let me = &self.shared.config.node_id;
-        // States that arrived for sessions the ring now gives elsewhere are
-        // dropped: their new owner loads them from the durable tier.
-        self.arrived.retain(|uid, _| ring.owner(uid) == Some(me));
-        let moved = self.moved(&ring);
+        let shared = Arc::clone(&self.shared);
+        let moved = self.node.adopt(&ring, |o| shared.peer(o).is_some());
         if moved.is_empty() {
             return;
         }
-        let count: usize = moved.values().map(Vec::len).sum();
         let reason = self.shared.drain.move_reason();
-        info!(sessions = count, epoch = %ring.epoch(), reason, "ring changed; handing moved sessions off");
-        metrics::counter!("confab_migrations_total", "reason" => reason).increment(count as u64);
-        for (owner, uids) in moved {
-            let linked = owner
-                .as_ref()
-                .is_some_and(|o| self.shared.peer(o).is_some());
-            for uid in uids {
-                if let Some(resident) = self.sessions.remove(&uid) {
-                    // Removed first: a later turn is forwarded, never reaches this actor.
-                    let to = owner.clone().filter(|_| linked);
-                    let _ = resident.actor.cast(SessionMsg::HandOff {
-                        to,
-                        epoch: ring.epoch(),
-                    });
-                }
+        info!(sessions = moved.len(), epoch = %ring.epoch(), reason, "ring changed; handing moved sessions off");
+        metrics::counter!("confab_migrations_total", "reason" => reason)
+            .increment(moved.len() as u64);
+        for (uid, to) in moved {
+            if let Some(resident) = self.sessions.remove(&uid) {
+                // Removed first: a later turn is forwarded, never reaches this actor.
+                let _ = resident.actor.cast(SessionMsg::HandOff {
+                    to,
+                    epoch: ring.epoch(),
+                });
             }
         }
         self.publish_resident();
-    }
-
-    /// The resident sessions `ring` gives to other nodes, by new owner (`None`:
-    /// the ring is empty).
-    fn moved(&self, ring: &Ring) -> BTreeMap<Option<NodeId>, Vec<Uid>> {
-        let me = &self.shared.config.node_id;
-        let mut moved: BTreeMap<Option<NodeId>, Vec<Uid>> = BTreeMap::new();
-        for uid in self.sessions.keys() {
-            let owner = ring.owner(uid);
-            if owner != Some(me) {
-                moved.entry(owner.cloned()).or_default().push(uid.clone());
-            }
-        }
-        moved
     }
 
     /// Before this node routes by `ring`: tells each new owner which of the
@@ -421,13 +395,14 @@ impl SupervisorState {
     /// for the state instead of loading them from the durable tier. Sent
     /// before any turn is forwarded by `ring` (the link to a node is ordered).
     fn announce(&self, ring: &Ring) {
-        for (owner, uids) in self.moved(ring) {
-            let Some(peer) = owner.as_ref().and_then(|o| self.shared.peer(o)) else {
+        let shared = &self.shared;
+        for expect in self.node.announce(ring, |o| shared.peer(o).is_some()) {
+            let Some(peer) = shared.peer(&expect.to) else {
                 continue;
             };
             let expect = crate::cluster::Expect {
-                epoch: ring.epoch(),
-                uids,
+                epoch: expect.epoch,
+                uids: expect.uids,
             };
             let _ = peer.cast(crate::cluster::PeerMsg::Expect(crate::cluster::Wire(
                 expect,
@@ -435,57 +410,22 @@ impl SupervisorState {
         }
     }
 
-    /// Notes the sessions another node is about to hand here (bounded by the
-    /// resident limit: past it, they load from the durable tier).
-    fn expect(&mut self, expect: crate::cluster::Expect) {
-        let deadline = Instant::now() + HANDOFF_WAIT;
-        let room = self
-            .shared
-            .config
-            .resident_sessions_max
-            .saturating_sub(self.expected.len());
-        for uid in expect.uids.into_iter().take(room) {
-            if !self.sessions.contains_key(&uid) {
-                self.expected.insert(uid, deadline);
-            }
-        }
-    }
-
-    /// A moved session's state arrived: handed to the actor waiting for it, or
-    /// a new actor starts from it. Refused if this node's ring, at that epoch
-    /// or later, gives the session to another node, or if it already loaded
-    /// the session from the durable tier.
+    /// A moved session's state arrived: the machine keeps it for the
+    /// session's next turn, offers it to the actor waiting for it, or refuses
+    /// it. Whether it was taken.
     fn arrived(&mut self, uid: Uid, epoch: confab_core::Epoch, state: Option<Vec<u8>>) -> bool {
-        // A state sent at an epoch this node has not adopted yet is taken: the
-        // sender's newer ring gives the session here, and no turn reaches it
-        // before this node routes by that ring.
         let ring = self.shared.ring();
-        if ring.epoch() >= epoch && ring.owner(&uid) != Some(&self.shared.config.node_id) {
-            return false;
-        }
-        self.expected.remove(&uid);
-        if let Some(waiting) = self.awaiting.remove(&uid) {
-            return waiting.send(state).is_ok();
-        }
-        if self.sessions.contains_key(&uid)
-            || self.arrived.len() >= self.shared.config.resident_sessions_max
+        match self
+            .node
+            .arrived(mono_ms(), &ring, uid.clone(), epoch, state)
         {
-            return false;
+            Arrival::Refused => false,
+            Arrival::Kept => true,
+            Arrival::Offer(state) => self
+                .awaiting
+                .remove(&uid)
+                .is_some_and(|waiting| waiting.send(state).is_ok()),
         }
-        // No actor is spawned for it now: thousands of states arrive at once
-        // when a node joins or drains, and most sessions are idle.
-        self.arrived.insert(uid, (state, Instant::now()));
-        true
-    }
-
-    /// Drops expectations whose time ran out and waits that ended.
-    fn forget_stale_handoffs(&mut self) {
-        let now = Instant::now();
-        self.expected.retain(|_, deadline| *deadline > now);
-        self.awaiting.retain(|_, waiting| !waiting.is_closed());
-        let keep = self.shared.config.passivate_after;
-        self.arrived
-            .retain(|_, (_, at)| now.duration_since(*at) < keep);
     }
 
     fn passivate(&mut self, uids: Vec<Uid>) {
@@ -522,6 +462,7 @@ impl SupervisorState {
         for resident in std::mem::take(&mut self.sessions).into_values() {
             resident.actor.stop(Some("node shutdown".into()));
         }
+        self.node.clear();
         self.publish_resident();
         info!(snapshots = snapshots.len(), "resident sessions snapshotted");
         Ok(snapshots.len())

@@ -171,10 +171,9 @@ enum StoreOp {
         epoch: Epoch,
         events: Vec<RecordedEvent>,
     },
-    /// Claims of several sessions, each `(session, its holder, epoch, seq its
-    /// memory is at)`: the claims a node makes in one step go to the store
-    /// together.
-    Claim(Vec<(u32, u64, Epoch, u64)>),
+    /// Claims of several sessions: the claims a node makes in one step go to
+    /// the store together.
+    Claim(Vec<ClaimAsk>),
 }
 
 impl StoreOp {
@@ -188,6 +187,19 @@ impl StoreOp {
     }
 }
 
+/// One session's claim and load.
+#[derive(Debug, Clone, Copy)]
+struct ClaimAsk {
+    /// The session.
+    s: u32,
+    /// Its holder on the node.
+    hid: u64,
+    /// The epoch claimed.
+    epoch: Epoch,
+    /// The seq the holder's memory is at: the load returns the log after it.
+    after: u64,
+}
+
 #[derive(Debug, Clone)]
 enum StoreReply {
     Table(Option<Box<MemberTable>>),
@@ -197,9 +209,8 @@ enum StoreReply {
         hid: u64,
         result: Result<(), Refusal>,
     },
-    /// Per session claimed: its holder, its epoch, and the log after the seq
-    /// given (or why not).
-    Claim(Vec<(u32, u64, Epoch, Result<Vec<RecordedEvent>, Refusal>)>),
+    /// Per session claimed: the log after the seq given, or why not.
+    Claim(Vec<(ClaimAsk, Result<Vec<RecordedEvent>, Refusal>)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +353,7 @@ struct Node {
     /// The holder of each resident session.
     resident: BTreeMap<u32, u64>,
     /// Claims asked for in this step, sent together when it ends.
-    claims: Vec<(u32, u64, Epoch, u64)>,
+    claims: Vec<ClaimAsk>,
     drained: bool,
     shown: (NodeState, u64),
 }

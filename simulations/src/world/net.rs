@@ -41,8 +41,12 @@ impl World {
         };
         let tie = self.ties.next_u64();
         let (at, tie) = match self.link_last.get(&(f, t)) {
-            Some(&(last_at, last_tie)) if at < last_at => (last_at, last_tie.saturating_add(1).max(tie)),
-            Some(&(last_at, last_tie)) if at == last_at => (at, last_tie.saturating_add(1).max(tie)),
+            Some(&(last_at, last_tie)) if at < last_at => {
+                (last_at, last_tie.saturating_add(1).max(tie))
+            }
+            Some(&(last_at, last_tie)) if at == last_at => {
+                (at, last_tie.saturating_add(1).max(tie))
+            }
             _ => (at, tie),
         };
         self.link_last.insert((f, t), (at, tie));

@@ -184,7 +184,11 @@ impl World {
             Arrival::Refused => {
                 // This node's ring already gives the session elsewhere: the
                 // move was overtaken, and the owner now loads it on demand.
-                if self.migrations.get(&s).is_some_and(|m| m.1 == node && m.2 == epoch) {
+                if self
+                    .migrations
+                    .get(&s)
+                    .is_some_and(|m| m.1 == node && m.2 == epoch)
+                {
                     let (from, to, _, started) = self.migrations.remove(&s).expect("checked");
                     self.mark_migration(s, (from, to), started, None);
                     self.stats.migrations.unfinished += 1;
@@ -202,7 +206,7 @@ impl World {
                     // Loaded here already (from the durable tier): the new
                     // owner holds the session, the move is done all the same.
                     if life.phase() == &Phase::Active {
-                        let held_at = life.epoch();
+                        let held_at = self.held_at(node, hid);
                         self.migration_done(node, s, held_at);
                     }
                     false
@@ -230,6 +234,20 @@ impl World {
             for hid in sending {
                 self.session_input(node, hid, SessionInput::Taken(taken));
             }
+        }
+    }
+
+    /// The newest epoch at which an active session is known to be held here:
+    /// the ring's, if it still names this node (a session kept across ring
+    /// changes is not claimed again), else the epoch it claimed.
+    fn held_at(&self, node: usize, hid: u64) -> Epoch {
+        let n = &self.nodes[node];
+        let held = &n.held[&hid];
+        let uid = &self.uids[held.s as usize];
+        if n.resident.get(&held.s) == Some(&hid) && n.ring.owner(uid) == Some(&n.id) {
+            n.ring.epoch().max(held.life.epoch())
+        } else {
+            held.life.epoch()
         }
     }
 
@@ -277,7 +295,12 @@ impl World {
 
     // ---- a session on a node ------------------------------------------------
 
-    pub(super) fn session_input(&mut self, node: usize, hid: u64, input: SessionInput<Turn, SessionState>) {
+    pub(super) fn session_input(
+        &mut self,
+        node: usize,
+        hid: u64,
+        input: SessionInput<Turn, SessionState>,
+    ) {
         let now = self.node_now(node);
         let n = &mut self.nodes[node];
         let Some(held) = n.held.get_mut(&hid) else {
@@ -304,13 +327,21 @@ impl World {
         self.after_session_step(node, hid, was_active);
     }
 
-    pub(super) fn carry_out(&mut self, node: usize, hid: u64, outputs: Vec<SessionOutput<Turn, SessionState>>) {
+    pub(super) fn carry_out(
+        &mut self,
+        node: usize,
+        hid: u64,
+        outputs: Vec<SessionOutput<Turn, SessionState>>,
+    ) {
         for output in outputs {
             let Some(held) = self.nodes[node].held.get_mut(&hid) else {
                 return;
             };
             let s = held.s;
-            if matches!(output, SessionOutput::Serve(_) | SessionOutput::Refuse { .. }) {
+            if matches!(
+                output,
+                SessionOutput::Serve(_) | SessionOutput::Refuse { .. }
+            ) {
                 held.turns_out += 1;
             }
             match output {
@@ -327,7 +358,9 @@ impl World {
                     held.state = state;
                     self.claim_later(node, s, hid, epoch, after);
                 }
-                SessionOutput::SendState { to, epoch } => self.send_state(node, hid, node_of(&to), epoch),
+                SessionOutput::SendState { to, epoch } => {
+                    self.send_state(node, hid, node_of(&to), epoch)
+                }
                 // The simulated stores keep no snapshots: a load reads the log.
                 SessionOutput::WriteSnapshot { .. } => {}
                 SessionOutput::Stop => {
@@ -393,7 +426,7 @@ impl World {
                 format!("u{s}: active on {} at once", names.join(" and ")),
             );
         }
-        let epoch = self.nodes[node].held[&hid].life.epoch();
+        let epoch = self.held_at(node, hid);
         self.migration_done(node, s, epoch);
         self.arm_session_timer(node, hid);
     }
@@ -405,7 +438,12 @@ impl World {
             let inc = n.incarnation;
             self.push(self.now, Ev::FlushClaims { node, inc });
         }
-        self.nodes[node].claims.push((s, hid, epoch, after));
+        self.nodes[node].claims.push(ClaimAsk {
+            s,
+            hid,
+            epoch,
+            after,
+        });
     }
 
     pub(super) fn arm_session_timer(&mut self, node: usize, hid: u64) {
@@ -550,9 +588,11 @@ impl World {
         let held = &self.nodes[node].held[&hid];
         let s = held.s;
         let uid = self.uids[s as usize].clone();
-        let bytes = held.state.clone().filter(|_| held.life.is_loaded()).map(|state| {
-            Snapshot::new(uid.clone(), now, epoch, state).encode(&self.key)
-        });
+        let bytes = held
+            .state
+            .clone()
+            .filter(|_| held.life.is_loaded())
+            .map(|state| Snapshot::new(uid.clone(), now, epoch, state).encode(&self.key));
         let start = self
             .durable
             .epoch_made_at
@@ -667,7 +707,11 @@ impl World {
                 epoch: expect.epoch,
                 sessions,
             };
-            self.send(Endpoint::Node(node), Endpoint::Node(node_of(&expect.to)), msg);
+            self.send(
+                Endpoint::Node(node),
+                Endpoint::Node(node_of(&expect.to)),
+                msg,
+            );
         }
         let linked: Vec<NodeId> = ring
             .members()

@@ -25,7 +25,7 @@ impl World {
                 there += self.settings.redis_timeout_ms;
             } else {
                 there += self.settings.redis_latency;
-                let hits = claims.iter().filter(|(s, ..)| self.redis.contains_key(s));
+                let hits = claims.iter().filter(|c| self.redis.contains_key(&c.s));
                 self.stats.redis_hits += hits.count() as u64;
             }
         }
@@ -36,7 +36,7 @@ impl World {
     pub(super) fn store_arrive(&mut self, node: usize, inc: u32, op: StoreOp) {
         let session = match &op {
             StoreOp::Append { s, .. } => i64::from(*s),
-            StoreOp::Claim(claims) if claims.len() == 1 => i64::from(claims[0].0),
+            StoreOp::Claim(claims) if claims.len() == 1 => i64::from(claims[0].s),
             _ => -1,
         };
         let count = match &op {
@@ -85,13 +85,13 @@ impl World {
             StoreOp::Claim(claims) => StoreReply::Claim(
                 claims
                     .into_iter()
-                    .map(|(s, hid, epoch, after)| {
+                    .map(|ask| {
                         let result = if failed {
                             Err(Refusal::Unavailable)
                         } else {
-                            self.claim(node, s, epoch, after)
+                            self.claim(node, ask.s, ask.epoch, ask.after)
                         };
-                        (s, hid, epoch, result)
+                        (ask, result)
                     })
                     .collect(),
             ),
@@ -225,8 +225,8 @@ impl World {
             }
             StoreReply::Append { s, hid, result } => self.committed(node, s, hid, result),
             StoreReply::Claim(results) => {
-                for (s, hid, epoch, result) in results {
-                    self.claimed(node, s, hid, epoch, result);
+                for (ask, result) in results {
+                    self.claimed(node, ask, result);
                 }
             }
         }
@@ -247,7 +247,11 @@ impl World {
                     apply_all(state, &pending.events, &mut self.checker, self.now, node, s);
                 }
                 if !pending.acked && may_acknowledge(true) {
-                    self.answer(node, pending.turn, dialog::done_answer(&pending.events, scripted));
+                    self.answer(
+                        node,
+                        pending.turn,
+                        dialog::done_answer(&pending.events, scripted),
+                    );
                 }
                 self.session_input(node, hid, SessionInput::Served(Served::Done));
             }
@@ -289,9 +293,7 @@ impl World {
     pub(super) fn claimed(
         &mut self,
         node: usize,
-        s: u32,
-        hid: u64,
-        epoch: Epoch,
+        ClaimAsk { s, hid, epoch, .. }: ClaimAsk,
         result: Result<Vec<RecordedEvent>, Refusal>,
     ) {
         self.record(
@@ -374,7 +376,7 @@ fn lose(reply: StoreReply) -> StoreReply {
         StoreReply::Claim(results) => StoreReply::Claim(
             results
                 .into_iter()
-                .map(|(s, hid, epoch, _)| (s, hid, epoch, Err(Refusal::Unavailable)))
+                .map(|(ask, _)| (ask, Err(Refusal::Unavailable)))
                 .collect(),
         ),
     }

@@ -157,7 +157,11 @@ impl<S> Node<S> {
     /// resident set, and each must hand off to its destination. States kept for
     /// sessions the ring gives elsewhere are dropped (their owner loads them
     /// from the durable tier).
-    pub fn adopt(&mut self, ring: &Ring, linked: impl Fn(&NodeId) -> bool) -> Vec<(Uid, Destination)> {
+    pub fn adopt(
+        &mut self,
+        ring: &Ring,
+        linked: impl Fn(&NodeId) -> bool,
+    ) -> Vec<(Uid, Destination)> {
         let me = &self.me;
         self.arrived.retain(|uid, _| ring.owner(uid) == Some(me));
         let mut handoffs = Vec::new();
@@ -203,7 +207,14 @@ impl<S> Node<S> {
     /// held nothing usable). Refused if this node's ring, at that epoch or later,
     /// gives the session to another node; a state sent at an epoch this node
     /// has not adopted yet is taken (the sender's newer ring gives it here).
-    pub fn arrived(&mut self, now: u64, ring: &Ring, uid: Uid, epoch: Epoch, state: Option<S>) -> Arrival<S> {
+    pub fn arrived(
+        &mut self,
+        now: u64,
+        ring: &Ring,
+        uid: Uid,
+        epoch: Epoch,
+        state: Option<S>,
+    ) -> Arrival<S> {
         if ring.epoch() >= epoch && ring.owner(&uid) != Some(&self.me) {
             return Arrival::Refused;
         }
@@ -244,7 +255,8 @@ impl<S> Node<S> {
     pub fn expire(&mut self, now: u64) {
         self.expected.retain(|_, until| *until > now);
         let keep = self.config.arrived_keep_ms;
-        self.arrived.retain(|_, (_, at)| now.saturating_sub(*at) < keep);
+        self.arrived
+            .retain(|_, (_, at)| now.saturating_sub(*at) < keep);
     }
 
     /// The node stops: nothing is resident, expected or kept.

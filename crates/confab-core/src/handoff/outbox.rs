@@ -114,6 +114,8 @@ impl<S> Outbox<S> {
             .filter(|(_, (_, until))| *until <= now)
             .map(|(id, _)| *id)
             .collect();
-        late.into_iter().flat_map(|id| self.answered(id, &[])).collect()
+        late.into_iter()
+            .flat_map(|id| self.answered(id, &[]))
+            .collect()
     }
 }

@@ -61,7 +61,10 @@ fn a_session_loads_on_its_first_turn_then_serves_one_turn_at_a_time_in_order() {
         s.handle(3, &r, SessionInput::Served(Served::Done)),
         [Out::Serve(2)]
     );
-    assert!(s.handle(4, &r, SessionInput::Served(Served::Done)).is_empty());
+    assert!(
+        s.handle(4, &r, SessionInput::Served(Served::Done))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -172,7 +175,10 @@ fn a_failed_commit_drops_memory_and_the_next_turn_claims_again() {
     let mut s = S::new(u, id("a"), Start::Durable, config());
     s.handle(0, &r, SessionInput::Turn(1));
     s.handle(1, &r, loaded(5));
-    assert!(s.handle(2, &r, SessionInput::Served(Served::Reload)).is_empty());
+    assert!(
+        s.handle(2, &r, SessionInput::Served(Served::Reload))
+            .is_empty()
+    );
     assert!(!s.is_loaded());
     assert_eq!(s.handle(3, &r, SessionInput::Turn(2)), [claim(5, None)]);
 }
@@ -252,12 +258,12 @@ fn admission_starts_from_what_arrived_or_was_announced() {
     assert_eq!(node.admit(201, &r, &u0, 1), Admit::Deliver);
     assert_eq!(
         node.admit(201, &r, &u0, 2),
-        Admit::Overloaded(node::Limit::Queue(2))
+        Admit::Overloaded(Limit::Queue(2))
     );
     let u3 = uid_of(&r, "a", 3);
     assert_eq!(
         node.admit(202, &r, &u3, 0),
-        Admit::Overloaded(node::Limit::Resident(3))
+        Admit::Overloaded(Limit::Resident(3))
     );
     let theirs = uid_of(&r, "b", 0);
     assert_eq!(node.admit(202, &r, &theirs, 0), Admit::Moved(Some(id("b"))));

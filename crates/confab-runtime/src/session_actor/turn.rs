@@ -37,7 +37,7 @@ impl SessionActorState {
     ) -> Result<TurnOutcome, Failure> {
         let uid = self.uid.clone();
         let shared = Arc::clone(&self.shared);
-        self.loaded().await?;
+        self.ready().await?;
         if let Some(done) = self.duplicate(&message_id).await? {
             return Ok(done);
         }
@@ -325,14 +325,14 @@ impl SessionActorState {
         let node = self.shared.config.node_id.clone();
         match ask {
             SessionAsk::Hello => {
-                let session = self.loaded().await?;
+                let session = self.ready().await?;
                 Ok(SessionAnswer::Hello(SessionInfo {
                     last_seq: session.seq(),
                     node,
                 }))
             }
             SessionAsk::Show => {
-                self.loaded().await?;
+                self.ready().await?;
                 let session = self.session.as_ref().ok_or_else(not_loaded)?;
                 let chosen = self.shared.dialog.choose(self.uid.as_str(), None);
                 Ok(SessionAnswer::Show(confab_proto::admin::SessionView {
@@ -355,7 +355,7 @@ impl SessionActorState {
     async fn replay(&mut self, entry: DeadLetter) -> Result<SessionAnswer, Failure> {
         let shared = Arc::clone(&self.shared);
         let uid = self.uid.clone();
-        self.loaded().await?;
+        self.ready().await?;
         let (requested_policy, succeeded) = self.scan_for_success(&entry).await?;
         if succeeded {
             self.resolve(entry.id).await?;
