@@ -63,6 +63,16 @@ fn claim_off_ring_is_caught_as_two_active_owners() {
 }
 
 #[test]
+fn stale_heartbeats_is_caught_as_a_down_without_fresh_evidence() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::StaleHeartbeats).expect("stale-heartbeats is never caught");
+    assert_eq!(
+        invariant, "down-from-fresh-evidence",
+        "{scenario} seed {seed}"
+    );
+}
+
+#[test]
 fn the_correct_code_passes_the_seeds_that_catch_the_bugs() {
     for mutation in Mutation::ALL {
         let (scenario, seed, _) = caught(mutation).unwrap();

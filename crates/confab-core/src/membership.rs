@@ -24,6 +24,7 @@
 //! changes, so two nodes with the same epoch have the same ring.
 
 use crate::ids::{Epoch, NodeId};
+use crate::mutation::{self, Mutation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -99,6 +100,10 @@ pub struct MembershipConfig {
     pub refresh_every_ms: u64,
     /// How long to wait for the table store before asking again.
     pub store_timeout_ms: u64,
+    /// A machine that has not run for longer than this (a pause, a clock
+    /// jump) distrusts what it heard before: it must run at least every
+    /// heartbeat period, so this is well above one.
+    pub stale_after_ms: u64,
 }
 
 impl Default for MembershipConfig {
@@ -110,6 +115,7 @@ impl Default for MembershipConfig {
             down_after_ms: 2_000,
             refresh_every_ms: 1_000,
             store_timeout_ms: 1_000,
+            stale_after_ms: 1_000,
         }
     }
 }
@@ -204,6 +210,9 @@ pub struct Membership {
     read_again: bool,
     /// The epoch of the last `RingChanged` output.
     announced: Option<Epoch>,
+    /// When this machine last ran (any input or timeout): a longer gap than
+    /// `stale_after_ms` means the node was paused or its clock jumped.
+    last_ran: Option<u64>,
     next_heartbeat: u64,
     next_refresh: u64,
     outputs: VecDeque<Output>,
@@ -221,6 +230,7 @@ impl Membership {
             waiting_since: None,
             read_again: false,
             announced: None,
+            last_ran: None,
             next_heartbeat: 0,
             next_refresh: 0,
             outputs: VecDeque::new(),
@@ -249,6 +259,7 @@ impl Membership {
 
     /// Feeds one input, at `now` (ms).
     pub fn handle(&mut self, now: u64, input: Input) {
+        self.wake(now);
         match input {
             Input::Start => {
                 self.goal = Goal::Up;
@@ -309,6 +320,7 @@ impl Membership {
         if matches!(self.goal, Goal::Idle | Goal::Gone) {
             return;
         }
+        self.wake(now);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.config.heartbeat_every_ms;
             if let Some(table) = &self.table {
@@ -366,6 +378,25 @@ impl Membership {
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// Notes that the machine runs at `now`. After a gap longer than
+    /// `stale_after_ms` (the process was paused, or its clock jumped), what it
+    /// knows of the others is stale: silence it slept through is no evidence.
+    /// Every member gets a fresh `down_after_ms` of grace and the table is read
+    /// again before anything is proposed from it.
+    fn wake(&mut self, now: u64) {
+        let slept = self
+            .last_ran
+            .is_some_and(|last| now.saturating_sub(last) > self.config.stale_after_ms);
+        self.last_ran = Some(now);
+        if slept && !mutation::active(Mutation::StaleHeartbeats) {
+            for heard in self.last_heard.values_mut() {
+                *heard = now;
+            }
+            self.waiting_since = None;
+            self.read(now);
+        }
     }
 
     fn read(&mut self, now: u64) {

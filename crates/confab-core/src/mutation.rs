@@ -24,16 +24,20 @@ pub enum Mutation {
     /// A session claims (and is started) where the ring in force does not name
     /// its node.
     ClaimOffRing,
+    /// A node that was paused (or whose clock jumped) judges the others by
+    /// heartbeat times from before the pause, and declares them down.
+    StaleHeartbeats,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 5] = [
+    pub const ALL: [Mutation; 6] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
         Mutation::RouteBeforeExpect,
         Mutation::ClaimOffRing,
+        Mutation::StaleHeartbeats,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -44,6 +48,7 @@ impl Mutation {
             Mutation::DropHandoffBuffer => "drop-handoff-buffer",
             Mutation::RouteBeforeExpect => "route-before-expect",
             Mutation::ClaimOffRing => "claim-off-ring",
+            Mutation::StaleHeartbeats => "stale-heartbeats",
         }
     }
 

@@ -146,6 +146,12 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             membership: confab_core::membership::MembershipConfig {
                 heartbeat_every_ms: config.cluster.heartbeat_every_ms,
                 down_after_ms: config.cluster.down_after_ms,
+                // Twice a heartbeat period without running is a pause.
+                stale_after_ms: config
+                    .cluster
+                    .heartbeat_every_ms
+                    .saturating_mul(2)
+                    .max(1_000),
                 ..Default::default()
             },
             tls: config.cluster_tls(),

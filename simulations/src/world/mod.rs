@@ -477,6 +477,8 @@ pub struct World {
     link_last: BTreeMap<(usize, usize), (u64, u64)>,
     /// Each session's latest move by each node: `(from, s) -> (to, epoch, at)`.
     moves: BTreeMap<(usize, u32), (usize, Epoch, u64)>,
+    /// When heartbeats are due, per link: `(from, to) -> (due, incarnation of to)`.
+    heartbeats_due: BTreeMap<(usize, usize), std::collections::VecDeque<(u64, u32)>>,
     /// The announcements each node received: `(to, incarnation, from, s, epoch)`.
     expects_seen: std::collections::BTreeSet<(usize, u32, usize, u32, Epoch)>,
     seq: u64,
@@ -604,6 +606,7 @@ impl World {
             link_lost: BTreeMap::new(),
             link_last: BTreeMap::new(),
             moves: BTreeMap::new(),
+            heartbeats_due: BTreeMap::new(),
             expects_seen: std::collections::BTreeSet::new(),
             seq: 0,
             queue: BinaryHeap::new(),

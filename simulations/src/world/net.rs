@@ -50,6 +50,18 @@ impl World {
             _ => (at, tie),
         };
         self.link_last.insert((f, t), (at, tie));
+        if let Ev::Deliver {
+            inc,
+            msg: Msg::Heartbeat { .. },
+            ..
+        } = &ev
+        {
+            let due = self.heartbeats_due.entry((f, t)).or_default();
+            due.push_back((at, *inc));
+            while due.front().is_some_and(|(d, _)| *d + 10_000 < self.now) {
+                due.pop_front();
+            }
+        }
         self.push_keyed(at, tie, ev);
     }
 

@@ -636,6 +636,7 @@ impl World {
             match output {
                 Output::ReadTable => self.store_op(node, StoreOp::Read, 0),
                 Output::Cas { expected, table } => {
+                    self.check_down_evidence(node, &table);
                     let table = Box::new(table);
                     self.store_op(node, StoreOp::Cas { expected, table }, 0)
                 }
@@ -671,6 +672,41 @@ impl World {
             self.nodes[node].timer = Some(at);
             let inc = self.nodes[node].incarnation;
             self.push(at, Ev::MembershipTimer { node, inc, at });
+        }
+    }
+
+    /// Checks `down-from-fresh-evidence`: a node proposes a member down only
+    /// from a silence it observed, never while a heartbeat of that member was
+    /// due to reach it within the detection period (one it slept through in a
+    /// pause, say).
+    fn check_down_evidence(&mut self, node: usize, proposed: &MemberTable) {
+        let Some(held) = self.nodes[node].membership.table() else {
+            return;
+        };
+        let down: Vec<NodeId> = proposed
+            .members
+            .iter()
+            .filter(|(id, st)| **st == Status::Down && held.members.get(*id) != Some(&Status::Down))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let inc = self.nodes[node].incarnation;
+        let window = self.membership.down_after_ms;
+        for id in down {
+            let member = node_of(&id);
+            let due = self.heartbeats_due.get(&(member, node));
+            let heard = due.into_iter().flatten().find(|(at, to_inc)| {
+                *to_inc == inc && *at + window > self.now + 50 && *at + 50 <= self.now
+            });
+            if let Some((at, _)) = heard {
+                let detail = format!(
+                    "n{} proposed n{} down although a heartbeat of n{} was due to reach it at {at} ms, within the last {window} ms",
+                    node + 1,
+                    member + 1,
+                    member + 1
+                );
+                self.checker
+                    .violate(self.now, "down-from-fresh-evidence", Some(node), detail);
+            }
         }
     }
 
