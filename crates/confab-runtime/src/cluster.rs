@@ -18,16 +18,19 @@
 //!   which fences the old owner. A node being drained ([`crate::drain`]) leaves
 //!   the table once its last session actor stopped.
 
-use crate::drain::{DrainProgress, DrainState};
-use crate::{Runtime, SessionAnswer, SessionAsk, TurnError, TurnOutcome};
+use crate::Runtime;
+pub use crate::cluster_error::ClusterError;
+use crate::wire::DrainState;
+pub use crate::wire::{
+    DrainAsk, Expect, HandoffState, Heartbeat, PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn,
+    Wire,
+};
 use confab_core::membership::{Input, MemberTable, Membership, MembershipConfig, Output, Status};
 use confab_core::ring::Ring;
-use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_core::{Epoch, NodeId};
 use confab_store::Store;
-use ractor::{Actor, ActorProcessingErr, ActorRef, BytesConvertable, RpcReplyPort};
-use ractor_cluster::{NodeServer, RactorClusterMessage};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::NodeServer;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -46,123 +49,6 @@ const PEERS_EVERY: Duration = Duration::from_millis(100);
 const MEMBERSHIP_QUEUE_MAX: usize = 1024;
 /// The largest frame accepted from a peer (every node must use the same).
 pub const FRAME_BYTES_MAX: u64 = 16 << 20;
-
-/// A serde value on the wire, as JSON.
-pub struct Wire<T>(pub T);
-
-impl<T: Serialize + DeserializeOwned + Send + 'static> BytesConvertable for Wire<T> {
-    fn into_bytes(self) -> Vec<u8> {
-        serde_json::to_vec(&self.0).expect("wire values always serialize")
-    }
-
-    fn from_bytes(bytes: Vec<u8>) -> Self {
-        // A panic here is caught by ractor_cluster: the message is dropped and
-        // its caller's port closed (it sees the owner as unreachable).
-        Wire(serde_json::from_slice(&bytes).expect("a peer sent a value this version cannot read"))
-    }
-}
-
-/// A turn routed to its owner.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RemoteTurn {
-    /// Whose turn.
-    pub uid: Uid,
-    /// The client's message id.
-    pub message_id: MessageId,
-    /// What the user said.
-    pub text: String,
-    /// The epoch it was routed at.
-    pub epoch: Epoch,
-    /// Forwards so far.
-    pub hops: u8,
-}
-
-/// A request routed to the session's owner.
-#[derive(Serialize, Deserialize)]
-pub struct RemoteRequest {
-    /// Whose session.
-    pub uid: Uid,
-    /// What is asked.
-    pub ask: SessionAsk,
-    /// The epoch it was routed at.
-    pub epoch: Epoch,
-    /// Forwards so far.
-    pub hops: u8,
-}
-
-/// The answer to a [`RemoteRequest`].
-pub type RemoteAnswer = SessionAnswer;
-
-/// A heartbeat: its sender and the epoch it knows.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Who sent it.
-    pub from: NodeId,
-    /// The epoch its sender knows.
-    pub epoch: Epoch,
-}
-
-/// Sessions about to move to the receiving node: it holds their first turns
-/// until their state arrives (or [`crate::handoff::HANDOFF_WAIT`] passes).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Expect {
-    /// The epoch that moved them.
-    pub epoch: Epoch,
-    /// The sessions, sorted.
-    pub uids: Vec<Uid>,
-}
-
-/// A moved session's state, sent by its old owner once its last turn there is
-/// done.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HandoffState {
-    /// Whose session.
-    pub uid: Uid,
-    /// The epoch that moved it.
-    pub epoch: Epoch,
-    /// Its snapshot (the codec's bytes, base64), or `None` when the old owner
-    /// held nothing usable in memory: load it from the durable tier at once.
-    pub snapshot: Option<String>,
-}
-
-/// Messages between nodes: the one cluster-visible message type.
-#[derive(RactorClusterMessage)]
-pub enum PeerMsg {
-    /// A turn for a session this node owns.
-    #[rpc]
-    Turn(
-        Wire<RemoteTurn>,
-        RpcReplyPort<Wire<Result<TurnOutcome, TurnError>>>,
-    ),
-    /// A request for a session this node owns.
-    #[rpc]
-    Request(
-        Wire<RemoteRequest>,
-        RpcReplyPort<Wire<Result<RemoteAnswer, TurnError>>>,
-    ),
-    /// A member's heartbeat.
-    Heartbeat(Wire<Heartbeat>),
-    /// Sessions that are about to move here.
-    Expect(Wire<Expect>),
-    /// Moved sessions' states; the answer says, for each, whether it was taken.
-    #[rpc]
-    Handoff(Wire<Vec<HandoffState>>, RpcReplyPort<Wire<Vec<bool>>>),
-    /// Drain this node, or tell how far its drain has come.
-    #[rpc]
-    Drain(
-        Wire<DrainAsk>,
-        RpcReplyPort<Wire<Result<DrainProgress, TurnError>>>,
-    ),
-}
-
-/// What a [`PeerMsg::Drain`] asks.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub enum DrainAsk {
-    /// Start draining (or report progress if already draining).
-    Start,
-    /// Report progress only.
-    Progress,
-}
 
 /// The peer actor: the entry point of other nodes.
 pub struct PeerActor;
@@ -267,25 +153,6 @@ pub struct ClusterConfig {
     /// The address other nodes dial this one at, `HOST:PORT` (with TLS, the
     /// host its certificate names).
     pub advertise: String,
-}
-
-/// Why the cluster did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The node server did not start (the port is taken...).
-    #[error("cannot listen on the cluster port {port}: {reason}")]
-    Listen {
-        /// The port.
-        port: u16,
-        /// Why.
-        reason: String,
-    },
-    /// The TLS material is missing or wrong.
-    #[error("cluster TLS: {0}")]
-    Tls(String),
-    /// The store did not take this node's address.
-    #[error("cluster: {0}")]
-    Store(String),
 }
 
 /// Starts the links, the peer actor and the membership machine.

@@ -10,7 +10,7 @@
 //! TLS cluster runs in isolated mode: every node dials every member itself, by
 //! the addresses the members publish in the store ([`ADDRESSES_SETTING`]).
 
-use crate::cluster::ClusterError;
+use crate::cluster_error::ClusterError;
 use confab_core::NodeId;
 use confab_store::Store;
 use std::collections::BTreeMap;

@@ -7,37 +7,12 @@
 //! peer actor. Progress is read the same way, so `confabctl nodes drain` can
 //! follow a drain from any node.
 
-use crate::cluster::{DrainAsk, PeerMsg, Wire};
+use crate::wire::{DrainAsk, PeerMsg, Wire};
+pub use crate::wire::{DrainProgress, DrainState};
 use crate::{Runtime, TurnError};
 use confab_core::NodeId;
 use confab_core::membership::Input;
 use ractor::rpc::CallResult;
-use serde::{Deserialize, Serialize};
-
-/// Where a node stands in its life, as a drain sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DrainState {
-    /// On the ring (or joining it), serving.
-    Serving,
-    /// Leaving: its sessions are moving away.
-    Draining,
-    /// Out of the member table: the process stops.
-    Left,
-}
-
-/// How far a node's drain has come.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainProgress {
-    /// The node.
-    pub node: NodeId,
-    /// Where it stands.
-    pub state: DrainState,
-    /// Session actors on the node when the drain began (0 when serving).
-    pub sessions_at_start: usize,
-    /// Session actors still on it (they stop once their final snapshot is written).
-    pub sessions_left: usize,
-}
 
 /// The drain of this node: its state and the sessions it held at the start.
 pub(crate) struct DrainCell {

@@ -11,9 +11,8 @@
 //! What stays here is transport only: the peer calls and their timeouts, and
 //! the monotonic clock the machines read as milliseconds.
 
-use crate::cluster::{Expect, HandoffState};
-use crate::supervisor::SupervisorMsg;
-use crate::{Runtime, Shared};
+use crate::Shared;
+use crate::wire::HandoffState;
 use base64::Engine as _;
 use confab_core::Uid;
 use confab_core::handoff::{Batch, HandoffConfig, Outbox};
@@ -24,9 +23,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// A state as the supervisor takes it: whose, the epoch that moved it, and the
-/// snapshot bytes (`None`: load from the durable tier).
-pub(crate) type Arrived = (Uid, confab_core::Epoch, Option<Vec<u8>>);
+/// A moved session's state as the supervisor takes it.
+pub struct Arrived {
+    /// Whose session.
+    pub uid: Uid,
+    /// The epoch that moved it.
+    pub epoch: confab_core::Epoch,
+    /// The snapshot bytes (`None`: the old owner held nothing usable; load
+    /// from the durable tier).
+    pub snapshot: Option<Vec<u8>>,
+}
 
 /// How long a new owner holds an expected session's turns for its state, and
 /// an old owner waits for the answer (the core's `HandoffConfig::hold_ms`).
@@ -147,53 +153,14 @@ async fn send_batch(
         None => Vec::new(),
         Some(peer) => match peer
             .call(
-                |port| crate::cluster::PeerMsg::Handoff(crate::cluster::Wire(states), port),
+                |port| crate::wire::PeerMsg::Handoff(crate::wire::Wire(states), port),
                 Some(HANDOFF_WAIT),
             )
             .await
         {
-            Ok(CallResult::Success(crate::cluster::Wire(taken))) => taken,
+            Ok(CallResult::Success(crate::wire::Wire(taken))) => taken,
             _ => Vec::new(),
         },
     };
     let _ = answers.send((batch.id, taken)).await;
-}
-
-impl Runtime {
-    /// Another node is about to hand these sessions here.
-    pub(crate) fn expect(&self, expect: Expect) {
-        let _ = self.supervisor.cast(SupervisorMsg::Expect(expect));
-    }
-
-    /// Moved sessions' states arrived; for each, whether it was taken.
-    pub(crate) async fn states_arrived(&self, batch: Vec<HandoffState>) -> Vec<bool> {
-        let count = batch.len();
-        // A state that does not decode is refused (its session loads from the
-        // durable tier); `None` stands for it here.
-        let states: Vec<Option<Arrived>> = batch
-            .into_iter()
-            .map(|handoff| {
-                let state = match handoff.snapshot {
-                    None => None,
-                    Some(text) => Some(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(text)
-                            .ok()?,
-                    ),
-                };
-                Some((handoff.uid, handoff.epoch, state))
-            })
-            .collect();
-        match self
-            .supervisor
-            .call(
-                |reply| SupervisorMsg::Arrived { states, reply },
-                Some(HANDOFF_WAIT),
-            )
-            .await
-        {
-            Ok(CallResult::Success(taken)) => taken,
-            _ => vec![false; count],
-        }
-    }
 }

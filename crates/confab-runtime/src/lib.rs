@@ -19,16 +19,20 @@
 
 pub mod actions;
 pub mod cluster;
+mod cluster_error;
 pub mod cluster_tls;
 pub mod committer;
 pub mod dialog;
 pub mod drain;
 pub mod handoff;
+mod invariant;
+pub mod messages;
 pub mod router;
 pub mod session_actor;
 pub mod snapshotter;
 pub mod stages;
 pub mod supervisor;
+pub mod wire;
 
 use crate::actions::{ActionRunner, ActionSettings};
 use crate::dialog::Dialog;
@@ -43,9 +47,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::committer::{CommitSettings, Committer};
+use crate::messages::SupervisorMsg;
 use crate::router::{Router, RouterMsg};
 use crate::snapshotter::Snapshotter;
-use crate::supervisor::{SessionSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{SessionSupervisor, SupervisorArgs};
 
 /// How often `confab_dlq_depth` is read again from the store.
 const DLQ_DEPTH_EVERY: Duration = Duration::from_secs(5);
@@ -268,7 +273,7 @@ pub(crate) struct Shared {
     pub(crate) ring: std::sync::RwLock<Arc<confab_core::ring::Ring>>,
     /// The other members' peer actors, by node id (empty on a single node).
     pub(crate) peers:
-        std::sync::RwLock<std::collections::BTreeMap<NodeId, ActorRef<cluster::PeerMsg>>>,
+        std::sync::RwLock<std::collections::BTreeMap<NodeId, ActorRef<wire::PeerMsg>>>,
     /// The member table as this node last saw it (`None` without a cluster).
     pub(crate) members: std::sync::RwLock<Option<confab_core::membership::MemberTable>>,
     /// The membership machine's input, once the cluster runs.
@@ -301,7 +306,7 @@ impl Shared {
     }
 
     /// The peer actor of a member, if connected.
-    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<cluster::PeerMsg>> {
+    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<wire::PeerMsg>> {
         self.peers
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -626,12 +631,12 @@ impl Runtime {
 
     pub(crate) fn set_peers(
         &self,
-        peers: std::collections::BTreeMap<NodeId, ActorRef<cluster::PeerMsg>>,
+        peers: std::collections::BTreeMap<NodeId, ActorRef<wire::PeerMsg>>,
     ) {
         *self.shared.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
     }
 
-    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<cluster::PeerMsg>> {
+    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<wire::PeerMsg>> {
         self.shared.peer(node)
     }
 

@@ -8,8 +8,8 @@
 //! a newer epoch, or bounced too often, is answered `unavailable` (retry: the
 //! ring is changing) while membership refreshes.
 
-use crate::cluster::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
-use crate::supervisor::SupervisorMsg;
+use crate::messages::SupervisorMsg;
+use crate::wire::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
 use crate::{SessionRequest, Shared, TurnError, TurnRequest};
 use confab_core::routing::{Route, route};
 use confab_core::{Epoch, NodeId, Uid};

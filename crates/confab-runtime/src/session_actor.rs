@@ -31,7 +31,7 @@
 mod turn;
 
 use crate::handoff::{instant_at, mono_ms};
-use crate::supervisor::SupervisorMsg;
+use crate::messages::SupervisorMsg;
 use crate::{EVENTS_PAGE_MAX, SessionRequest, Shared, TurnError, TurnRequest, now_ms};
 use confab_core::handoff::{
     Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start,
@@ -275,10 +275,27 @@ impl SessionActorState {
     ) -> Option<SessionInput<Work, Vec<u8>>> {
         match output {
             SessionOutput::Claim { epoch, state } => {
+                // Judged by the ring the claim was decided on (a newer one may
+                // have been swapped in since).
+                let ring = self.shared.ring();
+                if ring.epoch() == epoch
+                    && ring.owner(&self.uid) != Some(&self.shared.config.node_id)
+                {
+                    crate::invariant::violated(
+                        crate::invariant::CLAIM_ON_RING,
+                        &format!("{} claims at epoch {epoch} off the ring", self.uid),
+                    );
+                }
                 let result = self.claim_and_load(epoch, state).await;
                 Some(SessionInput::Claimed { epoch, result })
             }
             SessionOutput::Serve(work) => {
+                if self.session.is_none() {
+                    crate::invariant::violated(
+                        crate::invariant::SERVED_LOADED,
+                        &format!("{}: served with no state", self.uid),
+                    );
+                }
                 Some(SessionInput::Served(self.serve(myself, work).await))
             }
             SessionOutput::Refuse { turn, refusal } => {
@@ -332,7 +349,7 @@ impl SessionActorState {
                 let span = info_span!("turn", uid = %self.uid, message_id = %message_id);
                 let outcome = self.turn(message_id, text).instrument(span).await;
                 let (served, answer) = self.settle(outcome);
-                self.queued.fetch_sub(1, Ordering::AcqRel);
+                self.turn_answered();
                 let _ = reply.send(answer);
                 // The node's in-flight slot is free once the turn is answered.
                 drop(permit);
@@ -379,12 +396,24 @@ impl SessionActorState {
     fn refuse(&self, work: Work, error: TurnError) {
         match work {
             Work::Turn(turn) => {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
+                self.turn_answered();
                 let _ = turn.reply.send(Err(error));
             }
             Work::Request(request) => {
                 let _ = request.reply.send(Err(error));
             }
+        }
+    }
+
+    /// One turn queued here is answered.
+    fn turn_answered(&self) {
+        let before = self.queued.fetch_sub(1, Ordering::AcqRel);
+        if before == 0 {
+            self.queued.store(0, Ordering::Release);
+            crate::invariant::violated(
+                crate::invariant::TURNS_CONSERVED,
+                &format!("{}: a turn answered that was never queued", self.uid),
+            );
         }
     }
 
@@ -611,7 +640,7 @@ impl SessionActorState {
         let snapshot = self
             .take_snapshot()
             .map(|s| crate::handoff::encode(&s.bytes));
-        let handoff = crate::cluster::HandoffState {
+        let handoff = crate::wire::HandoffState {
             uid: self.uid.clone(),
             epoch,
             snapshot,

@@ -12,15 +12,18 @@
 //! - a session that fails (a panic) is removed; its next turn spawns a fresh
 //!   actor that rebuilds from the durable tier. No other session is touched.
 
-use crate::handoff::{config_of, mono_ms};
+use crate::handoff::{Arrived, HANDOFF_WAIT, config_of, mono_ms};
+pub use crate::messages::SupervisorMsg;
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
-use crate::{SessionRequest, Shared, TurnError, TurnRequest};
+use crate::wire::{Expect, HandoffState};
+use crate::{Runtime, Shared, TurnError};
+use base64::Engine as _;
 use confab_core::Uid;
 use confab_core::handoff::{self, Admit, Arrival, Start};
 use confab_core::ring::Ring;
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,64 +33,6 @@ use tracing::{info, warn};
 
 /// Snapshots written per transaction on shutdown.
 const SHUTDOWN_SNAPSHOTS_PER_BATCH: usize = 500;
-
-/// Messages to the supervisor.
-pub enum SupervisorMsg {
-    /// A turn for a local session.
-    Turn(TurnRequest),
-    /// A request to a local session that is not a turn.
-    Request(SessionRequest),
-    /// Passivate the sessions idle for too long (sent by a timer).
-    Sweep,
-    /// This ring is about to be adopted: announce the sessions it moves to
-    /// their new owners; the answer comes once the announcements are sent.
-    Announce {
-        /// The coming ring.
-        ring: Arc<Ring>,
-        /// Answered when done.
-        reply: RpcReplyPort<()>,
-    },
-    /// The ring changed: hand the sessions this node no longer owns to their
-    /// new owners ([`crate::handoff`]).
-    RingChanged,
-    /// Another node is about to hand these sessions here.
-    Expect(crate::cluster::Expect),
-    /// Moved sessions' states arrived (`None`: one that did not decode); the
-    /// answer says, for each, whether it was taken.
-    Arrived {
-        /// The states, in the order they came.
-        states: Vec<Option<crate::handoff::Arrived>>,
-        /// For each, whether it was taken.
-        reply: RpcReplyPort<Vec<bool>>,
-    },
-    /// A session was fenced by a newer owner: stop routing to it, and retire it
-    /// once the turns already routed to it are answered.
-    Fenced {
-        /// Whose session.
-        uid: Uid,
-        /// Its actor.
-        actor: ActorId,
-    },
-    /// How many sessions are resident.
-    Resident {
-        /// Where the count goes.
-        reply: RpcReplyPort<usize>,
-    },
-    /// How many session actors are alive (resident, or stopping after a
-    /// passivation or a move).
-    Actors {
-        /// Where the count goes.
-        reply: RpcReplyPort<usize>,
-    },
-    /// Snapshot every resident session, stop them, and refuse new turns.
-    Shutdown {
-        /// How many snapshots were written.
-        reply: RpcReplyPort<Result<usize, TurnError>>,
-    },
-}
-
-// Local only: not serializable, never announced to other nodes.
-impl ractor::Message for SupervisorMsg {}
 
 /// The supervisor actor.
 pub struct SessionSupervisor;
@@ -200,8 +145,8 @@ impl Actor for SessionSupervisor {
                 let taken = states
                     .into_iter()
                     .map(|arrived| match arrived {
-                        Some((uid, epoch, bytes)) if !state.stopping => {
-                            state.arrived(uid, epoch, bytes)
+                        Some(arrived) if !state.stopping => {
+                            state.arrived(arrived.uid, arrived.epoch, arrived.snapshot)
                         }
                         _ => false,
                     })
@@ -400,13 +345,11 @@ impl SupervisorState {
             let Some(peer) = shared.peer(&expect.to) else {
                 continue;
             };
-            let expect = crate::cluster::Expect {
+            let expect = crate::wire::Expect {
                 epoch: expect.epoch,
                 uids: expect.uids,
             };
-            let _ = peer.cast(crate::cluster::PeerMsg::Expect(crate::cluster::Wire(
-                expect,
-            )));
+            let _ = peer.cast(crate::wire::PeerMsg::Expect(crate::wire::Wire(expect)));
         }
     }
 
@@ -470,5 +413,48 @@ impl SupervisorState {
 
     fn publish_resident(&self) {
         metrics::gauge!("confab_sessions_resident").set(self.sessions.len() as f64);
+    }
+}
+
+impl Runtime {
+    /// Another node is about to hand these sessions here.
+    pub(crate) fn expect(&self, expect: Expect) {
+        let _ = self.supervisor.cast(SupervisorMsg::Expect(expect));
+    }
+
+    /// Moved sessions' states arrived; for each, whether it was taken.
+    pub(crate) async fn states_arrived(&self, batch: Vec<HandoffState>) -> Vec<bool> {
+        let count = batch.len();
+        // A state that does not decode is refused (its session loads from the
+        // durable tier); `None` stands for it here.
+        let states: Vec<Option<Arrived>> = batch
+            .into_iter()
+            .map(|handoff| {
+                let state = match handoff.snapshot {
+                    None => None,
+                    Some(text) => Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .ok()?,
+                    ),
+                };
+                Some(Arrived {
+                    uid: handoff.uid,
+                    epoch: handoff.epoch,
+                    snapshot: state,
+                })
+            })
+            .collect();
+        match self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Arrived { states, reply },
+                Some(HANDOFF_WAIT),
+            )
+            .await
+        {
+            Ok(CallResult::Success(taken)) => taken,
+            _ => vec![false; count],
+        }
     }
 }

@@ -271,9 +271,17 @@ impl SessionActorState {
         }
         let session = self.session.as_mut().ok_or_else(not_loaded)?;
         for event in &events {
-            session
-                .apply(event)
-                .expect("events recorded from this state apply to it");
+            if let Err(e) = session.apply(event) {
+                // Committed but not applicable to memory: the log is the truth.
+                crate::invariant::violated(
+                    crate::invariant::LOG_APPLIES,
+                    &format!("{uid}: a committed event does not apply: {e}"),
+                );
+                self.session = None;
+                return Err(Failure::Turn(TurnError::Internal(
+                    "the session's memory disagreed with its log; it reloads: retry with the same id".into(),
+                )));
+            }
         }
         Ok(())
     }
