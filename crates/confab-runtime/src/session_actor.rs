@@ -172,33 +172,33 @@ impl Actor for SessionActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
+        // Work that may await (a claim, a turn, a handoff) runs in a future of
+        // its own, boxed: the actor's task keeps only a pointer between
+        // messages, not room for the largest turn (a resident session's
+        // memory is mostly its idle actor).
+        let input = match message {
             SessionMsg::Turn(turn) => {
                 debug_assert_eq!(turn.uid, state.uid, "a turn reached another uid's session");
-                state
-                    .drive(&myself, SessionInput::Turn(Work::Turn(turn)))
-                    .await;
+                SessionInput::Turn(Work::Turn(turn))
             }
-            SessionMsg::Request(request) => {
-                state
-                    .drive(&myself, SessionInput::Turn(Work::Request(request)))
-                    .await;
+            SessionMsg::Request(request) => SessionInput::Turn(Work::Request(request)),
+            SessionMsg::Passivate => SessionInput::Passivate,
+            SessionMsg::HandOff { to, epoch } => SessionInput::HandOff { to, epoch },
+            SessionMsg::Retire => {
+                myself.stop(Some("fenced".into()));
+                return Ok(());
             }
-            SessionMsg::Retire => myself.stop(Some("fenced".into())),
             SessionMsg::SnapshotDue => {
                 state.snapshot_timer = false;
                 state.offer_snapshot();
+                return Ok(());
             }
             SessionMsg::TakeSnapshot { reply } => {
                 let _ = reply.send(state.final_snapshot());
+                return Ok(());
             }
-            SessionMsg::Passivate => state.drive(&myself, SessionInput::Passivate).await,
-            SessionMsg::HandOff { to, epoch } => {
-                state
-                    .drive(&myself, SessionInput::HandOff { to, epoch })
-                    .await;
-            }
-        }
+        };
+        Box::pin(state.drive(&myself, input)).await;
         Ok(())
     }
 }
