@@ -1,14 +1,22 @@
 //! `confab up`: a local cluster of node processes on the embedded store.
 //!
 //! Node i is `confab node --node-id node-i --http-port P+i-1 --cluster-port C+i-1`
-//! on the shared data dir; nodes 2..N join through node 1's cluster port. Ctrl-C (or SIGTERM) stops every node cleanly: each one
-//! snapshots its sessions before it exits.
+//! on the shared data dir; nodes 2..N join through node 1's cluster port.
+//!
+//! `confab up` supervises its nodes as an Erlang/OTP supervisor does its
+//! children (one-for-one): a node that dies (a crash, `kill -9`) is restarted
+//! with exponential backoff and rejoins the ring while the others keep
+//! serving; past `--max-restarts` restarts within `--restart-window` it
+//! is left down, and the others still run. A node that exits 0 (drained: it
+//! left the cluster) is let go. Ctrl-C (or SIGTERM) stops every node cleanly:
+//! each one snapshots its sessions before it exits.
 
 use crate::{secrets, token};
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +39,13 @@ pub(crate) struct UpArgs {
     /// The HS256 secret (default: the data dir's dev secret, created on first run).
     #[arg(long, env = "CONFAB_AUTH__JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Restarts of one node allowed within --restart-window; past it the
+    /// node is left down (the others keep running).
+    #[arg(long, default_value_t = 5)]
+    max_restarts: u32,
+    /// The window --max-restarts counts restarts in (s, m, h or d: 60s, 5m).
+    #[arg(long, default_value = "60s")]
+    restart_window: String,
 }
 
 /// Nodes `confab up` starts, at most.
@@ -39,6 +54,13 @@ const NODES_MAX: u16 = 16;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The wait before the first restart of a node; it doubles with each restart
+/// within the period, up to [`RESTART_BACKOFF_MAX`].
+const RESTART_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait before a restart.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often the supervisor looks at its nodes.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let nodes = args.nodes;
@@ -46,37 +68,39 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         (1..=NODES_MAX).contains(&nodes),
         "--nodes must be 1 to {NODES_MAX}"
     );
+    let period = token::parse_ttl(&args.restart_window)
+        .map_err(|e| anyhow::anyhow!("--restart-window: {e:#}"))?;
     // Node 1 starts the cluster; the others join it through its cluster port.
     let seed = format!("127.0.0.1:{}", args.cluster_port);
     let secret =
         secrets::jwt_secret_or_create(args.jwt_secret.as_deref().unwrap_or(""), &args.data_dir)?;
     let exe = std::env::current_exe().context("cannot find the confab executable")?;
+    let launch = Launch {
+        exe: exe.clone(),
+        data_dir: args.data_dir.clone(),
+        secret: secret.clone(),
+        http_port: args.http_port,
+        cluster_port: args.cluster_port,
+        nodes,
+    };
     let mut children: Vec<(String, Child)> = Vec::new();
     for i in 1..=nodes {
-        let id = format!("node-{i}");
-        let child = Command::new(&exe)
-            .arg("node")
-            .args(["--node-id", &id])
-            .args(["--http-port", &(args.http_port + i - 1).to_string()])
-            .args(["--cluster-port", &(args.cluster_port + i - 1).to_string()])
-            .args(if i > 1 {
-                vec!["--seeds", seed.as_str()]
-            } else {
-                vec![]
-            })
-            .arg("--data-dir")
-            .arg(&args.data_dir)
-            .env("CONFAB_AUTH__JWT_SECRET", &secret)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {id}"))?;
-        children.push((id, child));
+        // Node 1 starts the cluster; the others join through it.
+        let seeds = if i > 1 {
+            vec![seed.clone()]
+        } else {
+            Vec::new()
+        };
+        children.push((format!("node-{i}"), launch.spawn(i, &seeds)?));
     }
     for (i, (id, child)) in children.iter_mut().enumerate() {
         let port = args.http_port + u16::try_from(i).unwrap_or(0);
         wait_ready(id, child, port).await?;
     }
+    let pids: Vec<String> = children
+        .iter()
+        .map(|(_, child)| child.id().map_or_else(|| "?".to_owned(), |p| p.to_string()))
+        .collect();
     let token = token::sign(
         &secret,
         "demo",
@@ -92,8 +116,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     for i in 0..nodes {
         let p = port + i;
         println!(
-            "  node-{}  http://127.0.0.1:{p}  ws://127.0.0.1:{p}/v1/ws",
-            i + 1
+            "  node-{}  http://127.0.0.1:{p}  ws://127.0.0.1:{p}/v1/ws  (pid {})",
+            i + 1,
+            pids[usize::from(i)]
         );
     }
     println!();
@@ -112,44 +137,223 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("or in a browser:        http://127.0.0.1:{port}/");
     println!();
+    println!(
+        "A node that dies is restarted, at most {} times in {}.",
+        args.max_restarts, args.restart_window
+    );
     println!("Ctrl-C stops every node cleanly.");
 
-    let failed = tokio::select! {
-        () = crate::node::stop_signal() => None,
-        failed = first_failure(&mut children) => failed,
+    let policy = RestartPolicy {
+        intensity: args.max_restarts,
+        period,
     };
-    if let Some((id, status)) = &failed {
-        eprintln!("{id} exited unexpectedly ({status}); stopping the others");
-    }
-    stop_all(&mut children).await;
-    match failed {
-        Some((id, _)) => anyhow::bail!("{id} failed"),
-        None => Ok(()),
+    let mut slots: Vec<Slot> = children
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, child))| Slot {
+            id,
+            index: u16::try_from(i + 1).unwrap_or(u16::MAX),
+            child: Some(child),
+            state: SlotState::Running { ready: true },
+            restarts: VecDeque::new(),
+        })
+        .collect();
+    let gave_up = tokio::select! {
+        () = crate::node::stop_signal() => Vec::new(),
+        gave_up = supervise(&mut slots, &launch, &policy) => gave_up,
+    };
+    let mut running: Vec<(String, Child)> = slots
+        .into_iter()
+        .filter_map(|slot| slot.child.map(|child| (slot.id, child)))
+        .collect();
+    stop_all(&mut running).await;
+    match gave_up.as_slice() {
+        [] => Ok(()),
+        ids => anyhow::bail!("{} kept failing and stayed down", ids.join(", ")),
     }
 }
 
-/// Waits for a node to fail. A node that exits cleanly (drained, it left the
-/// cluster) is let go and the others keep running; `None` once every node has.
-async fn first_failure(children: &mut Vec<(String, Child)>) -> Option<(String, String)> {
+/// How to start node i.
+struct Launch {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    secret: String,
+    http_port: u16,
+    cluster_port: u16,
+    nodes: u16,
+}
+
+impl Launch {
+    fn spawn(&self, i: u16, seeds: &[String]) -> anyhow::Result<Child> {
+        let id = format!("node-{i}");
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("node")
+            .args(["--node-id", &id])
+            .args(["--http-port", &(self.http_port + i - 1).to_string()])
+            .args(["--cluster-port", &(self.cluster_port + i - 1).to_string()]);
+        if !seeds.is_empty() {
+            command.args(["--seeds", &seeds.join(",")]);
+        }
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("CONFAB_AUTH__JWT_SECRET", &self.secret)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {id}"))
+    }
+
+    /// The seeds of a restarted node: every other node's cluster port, so
+    /// that node 1, which started the cluster, finds it again too.
+    fn seeds_for(&self, i: u16) -> Vec<String> {
+        (1..=self.nodes)
+            .filter(|n| *n != i)
+            .map(|n| format!("127.0.0.1:{}", self.cluster_port + n - 1))
+            .collect()
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Erlang/OTP's restart intensity: at most `intensity` restarts of a node
+/// within `period`.
+struct RestartPolicy {
+    intensity: u32,
+    period: Duration,
+}
+
+/// One node under supervision.
+struct Slot {
+    id: String,
+    index: u16,
+    child: Option<Child>,
+    state: SlotState,
+    /// When it was restarted, within the policy's period.
+    restarts: VecDeque<tokio::time::Instant>,
+}
+
+enum SlotState {
+    /// Its process runs; `ready` once it answered `/readyz` after a restart.
+    Running { ready: bool },
+    /// It died: it starts again at this time.
+    Restarting(tokio::time::Instant),
+    /// It exited 0 (drained): let go.
+    Left,
+    /// It kept dying: left down.
+    Down,
+}
+
+/// Watches the nodes: restarts those that die, lets go those that leave.
+/// Returns (with the ids of the nodes left down) once no node runs or waits
+/// for a restart.
+async fn supervise(slots: &mut [Slot], launch: &Launch, policy: &RestartPolicy) -> Vec<String> {
     loop {
-        let mut i = 0;
-        while i < children.len() {
-            let (id, child) = &mut children[i];
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    eprintln!("{id} left the cluster and stopped");
-                    children.remove(i);
-                    continue;
+        let now = tokio::time::Instant::now();
+        for slot in slots.iter_mut() {
+            match slot.state {
+                SlotState::Running { ready } => {
+                    let Some(child) = slot.child.as_mut() else {
+                        continue;
+                    };
+                    match child.try_wait() {
+                        Ok(Some(status)) if status.success() => {
+                            eprintln!("{} left the cluster and stopped", slot.id);
+                            slot.child = None;
+                            slot.state = SlotState::Left;
+                        }
+                        Ok(Some(status)) => {
+                            slot.child = None;
+                            slot.state = died(slot, &status.to_string(), now, policy);
+                        }
+                        Ok(None) if !ready => {
+                            let port = launch.http_port + slot.index - 1;
+                            if http_status(port, "/readyz").await == Some(200) {
+                                eprintln!("{} is back and ready", slot.id);
+                                slot.state = SlotState::Running { ready: true };
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => eprintln!("{}: cannot read its status: {e}", slot.id),
+                    }
                 }
-                Ok(Some(status)) => return Some((id.clone(), status.to_string())),
-                _ => i += 1,
+                SlotState::Restarting(at) if now >= at => {
+                    let seeds = launch.seeds_for(slot.index);
+                    match launch.spawn(slot.index, &seeds) {
+                        Ok(child) => {
+                            let pid = child.id().map_or_else(|| "?".to_owned(), |p| p.to_string());
+                            eprintln!("{} restarted (pid {pid})", slot.id);
+                            slot.child = Some(child);
+                            slot.state = SlotState::Running { ready: false };
+                        }
+                        Err(e) => slot.state = died(slot, &format!("{e:#}"), now, policy),
+                    }
+                }
+                _ => {}
             }
         }
-        if children.is_empty() {
-            return None;
+        let live = slots.iter().any(|s| {
+            matches!(
+                s.state,
+                SlotState::Running { .. } | SlotState::Restarting(_)
+            )
+        });
+        if !live {
+            if slots.iter().all(|s| matches!(s.state, SlotState::Left)) {
+                eprintln!(
+                    "every node has left; the data stays in {}",
+                    launch.data_dir().display()
+                );
+            }
+            return slots
+                .iter()
+                .filter(|s| matches!(s.state, SlotState::Down))
+                .map(|s| s.id.clone())
+                .collect();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(SUPERVISE_EVERY).await;
     }
+}
+
+/// A node died (`how`): when it restarts, or whether it stays down.
+fn died(
+    slot: &mut Slot,
+    how: &str,
+    now: tokio::time::Instant,
+    policy: &RestartPolicy,
+) -> SlotState {
+    while slot
+        .restarts
+        .front()
+        .is_some_and(|at| now.duration_since(*at) > policy.period)
+    {
+        slot.restarts.pop_front();
+    }
+    let recent = u32::try_from(slot.restarts.len()).unwrap_or(u32::MAX);
+    if recent >= policy.intensity {
+        eprintln!(
+            "{} exited unexpectedly ({how}); it was restarted {recent} times within {} s, so it stays down (the other nodes keep running)",
+            slot.id,
+            policy.period.as_secs()
+        );
+        return SlotState::Down;
+    }
+    let backoff = RESTART_BACKOFF_FIRST
+        .saturating_mul(1 << recent.min(16))
+        .min(RESTART_BACKOFF_MAX);
+    eprintln!(
+        "{} exited unexpectedly ({how}); restarting it in {} ms (restart {} of at most {} within {} s); the other nodes keep serving",
+        slot.id,
+        backoff.as_millis(),
+        recent + 1,
+        policy.intensity,
+        policy.period.as_secs()
+    );
+    slot.restarts.push_back(now);
+    SlotState::Restarting(now + backoff)
 }
 
 async fn stop_all(children: &mut [(String, Child)]) {

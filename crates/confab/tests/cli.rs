@@ -80,6 +80,26 @@ fn up_refuses_a_node_count_out_of_range_before_starting_anything() {
 }
 
 #[test]
+fn up_refuses_a_bad_restart_window_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never-created");
+    let out = confab(&[
+        "up",
+        "--restart-window",
+        "5x",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--restart-window") && stderr.contains("use s, m, h or d"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing was created");
+}
+
+#[test]
 fn a_bad_config_value_is_named_and_the_node_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.toml");

@@ -344,8 +344,13 @@ pub fn confabctl_path() -> PathBuf {
 
 /// Runs `confabctl --node URL --token ADMIN ARGS...`: exit code, stdout, stderr.
 pub async fn confabctl(node: &Node, args: &[&str]) -> (i32, String, String) {
+    confabctl_at(node.port, args).await
+}
+
+/// Runs `confabctl` against the node on HTTP port `port`.
+pub async fn confabctl_at(port: u16, args: &[&str]) -> (i32, String, String) {
     let output = tokio::process::Command::new(confabctl_path())
-        .args(["--node", &format!("http://127.0.0.1:{}", node.port)])
+        .args(["--node", &format!("http://127.0.0.1:{port}")])
         .args(["--token", &admin_token()])
         .args(args)
         .output()
