@@ -1,0 +1,85 @@
+//! What every actor of a node shares.
+
+use crate::actions::ActionRunner;
+use crate::dialog::Dialog;
+use crate::stages::Stages;
+use crate::{RuntimeConfig, drain, handoff, wire};
+use confab_core::NodeId;
+use confab_store::Store;
+use ractor::ActorRef;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::committer::Committer;
+use crate::snapshotter::Snapshotter;
+
+/// What every actor of the node shares.
+pub(crate) struct Shared {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) committer: Committer,
+    pub(crate) snapshotter: Snapshotter,
+    pub(crate) dialog: Dialog,
+    pub(crate) actions: ActionRunner,
+    pub(crate) stages: Stages,
+    /// The ring the node routes by, replaced whole when membership changes.
+    pub(crate) ring: std::sync::RwLock<Arc<confab_core::ring::Ring>>,
+    /// The other members' peer actors, by node id (empty on a single node).
+    pub(crate) peers:
+        std::sync::RwLock<std::collections::BTreeMap<NodeId, ActorRef<wire::PeerMsg>>>,
+    /// The member table as this node last saw it (`None` without a cluster).
+    pub(crate) members: std::sync::RwLock<Option<confab_core::membership::MemberTable>>,
+    /// The membership machine's input, once the cluster runs.
+    pub(crate) membership:
+        std::sync::OnceLock<tokio::sync::mpsc::Sender<confab_core::membership::Input>>,
+    /// This node's drain, if one was asked for.
+    pub(crate) drain: drain::DrainCell,
+    /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
+    pub(crate) ring_since: std::sync::Mutex<tokio::time::Instant>,
+    /// Moved sessions' states on their way to their new owners, batched.
+    pub(crate) handoff_outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<handoff::Outgoing>>,
+}
+
+impl Shared {
+    /// The ring in force.
+    pub(crate) fn ring(&self) -> Arc<confab_core::ring::Ring> {
+        Arc::clone(&self.ring.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Asks membership to read the table now (a message came routed at a newer
+    /// epoch); false without a cluster (nothing to wait for).
+    pub(crate) fn refresh_membership(&self) -> bool {
+        match self.membership.get() {
+            Some(tx) => {
+                let _ = tx.try_send(confab_core::membership::Input::Refresh);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The peer actor of a member, if connected.
+    pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<wire::PeerMsg>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+}
+
+/// Sets `confab_dlq_depth` from the store; a failure leaves it as it was.
+pub(crate) async fn publish_dlq_depth(store: &dyn Store) {
+    match store.dead_letter_depth().await {
+        Ok(depth) => metrics::gauge!("confab_dlq_depth").set(depth as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the dead-letter depth"),
+    }
+}
+
+/// Milliseconds since the Unix epoch: the shell's clock, passed into the core.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
