@@ -757,6 +757,14 @@ impl World {
         let n = &mut self.nodes[node];
         n.ring = ring;
         let moved = n.handoff.adopt(&n.ring, |o| linked.contains(o));
+        // A session this node serves and keeps under the new ring holds it at
+        // that epoch: a move to here announced at an epoch between ends.
+        let kept: Vec<(u32, u64)> = self
+            .migrations
+            .iter()
+            .filter(|(_, m)| m.1 == node)
+            .filter_map(|(s, _)| n.resident.get(s).map(|hid| (*s, *hid)))
+            .collect();
         for (uid, to) in moved {
             let s = self.session_of(&uid);
             let Some(hid) = self.nodes[node].resident.remove(&s) else {
@@ -766,6 +774,16 @@ impl World {
                 self.moves.insert((node, s), (node_of(to), epoch, self.now));
             }
             self.session_input(node, hid, SessionInput::HandOff { to, epoch });
+        }
+        for (s, hid) in kept {
+            let active = self.nodes[node]
+                .held
+                .get(&hid)
+                .is_some_and(|h| h.life.phase() == &Phase::Active);
+            if active && self.nodes[node].resident.get(&s) == Some(&hid) {
+                let held_at = self.held_at(node, hid);
+                self.migration_done(node, s, held_at);
+            }
         }
         self.check_drained(node);
     }
