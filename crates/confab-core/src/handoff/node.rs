@@ -79,11 +79,6 @@ impl<S> Node<S> {
         }
     }
 
-    /// The protocol's limits.
-    pub fn config(&self) -> &HandoffConfig {
-        &self.config
-    }
-
     /// Whether `uid` is resident (turns for it are queued to its session).
     pub fn is_resident(&self, uid: &Uid) -> bool {
         self.resident.contains_key(uid)
@@ -92,16 +87,6 @@ impl<S> Node<S> {
     /// How many sessions are resident.
     pub fn resident_count(&self) -> usize {
         self.resident.len()
-    }
-
-    /// The resident sessions, in order.
-    pub fn resident(&self) -> impl Iterator<Item = &Uid> {
-        self.resident.keys()
-    }
-
-    /// How many states wait for their session's next turn.
-    pub fn arrived_count(&self) -> usize {
-        self.arrived.len()
     }
 
     /// Admits a turn for `uid`, which the router says this node serves, at
