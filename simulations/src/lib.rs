@@ -150,6 +150,11 @@ pub fn summary(
         "stores: {} loads ({} with a Redis prefix), {} Redis bypasses; network lost {} messages; final epoch {}",
         s.loads, s.redis_hits, s.redis_bypass, s.lost, s.epoch
     );
+    let _ = writeln!(
+        out,
+        "actions: {} run, {} dead-lettered, {} found pending at a load and run again",
+        s.actions_run, s.dead_letters, s.actions_resumed
+    );
     let m = &s.migrations;
     let a = &s.migrations_after_faults;
     let _ = writeln!(

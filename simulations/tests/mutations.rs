@@ -7,7 +7,7 @@ use confab_sim::{RunOptions, run};
 
 /// The first (scenario, seed, invariant) that catches `mutation`.
 fn caught(mutation: Mutation) -> Option<(String, u64, &'static str)> {
-    let scenarios: Vec<Scenario> = ["crash", "partition", "rebalance", "slow-storage"]
+    let scenarios: Vec<Scenario> = ["crash", "partition", "rebalance", "slow-storage", "actions"]
         .iter()
         .map(|name| Scenario::load(name).unwrap())
         .collect();
@@ -70,6 +70,13 @@ fn stale_heartbeats_is_caught_as_a_down_without_fresh_evidence() {
         invariant, "down-from-fresh-evidence",
         "{scenario} seed {seed}"
     );
+}
+
+#[test]
+fn action_rerun_is_caught_as_an_action_run_after_its_recorded_success() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::ActionRerun).expect("action-rerun is never caught");
+    assert_eq!(invariant, "action-once", "{scenario} seed {seed}");
 }
 
 #[test]

@@ -27,17 +27,23 @@ pub enum Mutation {
     /// A node that was paused (or whose clock jumped) judges the others by
     /// heartbeat times from before the pause, and declares them down.
     StaleHeartbeats,
+    /// A failed commit of an action's outcome (its result unknown, or found
+    /// in the log already) keeps the session's memory, where the action is
+    /// still pending: the next turn runs it again though its success may be
+    /// in the log.
+    ActionRerun,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 7] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
         Mutation::RouteBeforeExpect,
         Mutation::ClaimOffRing,
         Mutation::StaleHeartbeats,
+        Mutation::ActionRerun,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -49,6 +55,7 @@ impl Mutation {
             Mutation::RouteBeforeExpect => "route-before-expect",
             Mutation::ClaimOffRing => "claim-off-ring",
             Mutation::StaleHeartbeats => "stale-heartbeats",
+            Mutation::ActionRerun => "action-rerun",
         }
     }
 

@@ -9,6 +9,9 @@
 //! - [`filter`]: the input filter's block and allow rules, from config.
 //! - [`actions`]: the builtin actions' pure parts (the results they compute).
 //! - [`script`]: conversation scripts for testers, run against a policy.
+//! - [`turn`]: one turn of a session as a sans-IO machine (dedupe, stages,
+//!   policy, the two-step action commit, dead letters), driven by the
+//!   production session actor and the simulator alike.
 //! - [`shoe_shop`]: the first, hand-written policy; the simulator and the
 //!   dialog bench still drive it.
 //!
@@ -22,6 +25,7 @@ pub mod filter;
 pub mod flow;
 pub mod script;
 pub mod shoe_shop;
+pub mod turn;
 
 use confab_core::session::{
     ActionOutcome, ActionTurn, PendingAction, ReplyDecision, SessionState, Slots, TurnDecision,

@@ -205,8 +205,8 @@ impl Actor for SessionActor {
 
 /// Why a turn failed, as the session sees it before answering.
 enum Failure {
-    /// A newer epoch owns the session: this actor must stop.
-    Fenced(StoreError),
+    /// A newer epoch owns the session: this actor must stop (why).
+    Fenced(String),
     /// Anything else.
     Turn(TurnError),
 }
@@ -219,7 +219,7 @@ impl From<TurnError> for Failure {
 
 fn unavailable(e: &StoreError) -> Failure {
     match e {
-        StoreError::Fenced { .. } => Failure::Fenced(e.clone()),
+        StoreError::Fenced { .. } => Failure::Fenced(e.to_string()),
         e => Failure::Turn(TurnError::Unavailable(format!(
             "the durable tier failed ({e}); the turn is not done: retry with the same id"
         ))),
@@ -382,7 +382,7 @@ impl SessionActorState {
                 if self.fenced.is_none() {
                     warn!(uid = %self.uid, error = %e, "a newer owner holds the session; retiring");
                     metrics::counter!("confab_sessions_fenced_total").increment(1);
-                    self.fenced = Some(e.to_string());
+                    self.fenced = Some(e);
                 }
                 (Served::Fenced, Err(self.moved()))
             }
@@ -491,24 +491,6 @@ impl SessionActorState {
                 Claimed::Failed
             }
         }
-    }
-
-    /// The loaded session, with an action found pending finished first
-    /// (pending after a load, or after a turn whose action could not be
-    /// closed because the dead-letter queue or the store failed).
-    async fn ready(&mut self) -> Result<&SessionState, Failure> {
-        if self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.pending_action().is_some())
-        {
-            self.finish_pending().await?;
-        }
-        self.session.as_ref().ok_or_else(|| {
-            Failure::Turn(TurnError::Internal(
-                "the session is not loaded: retry".into(),
-            ))
-        })
     }
 
     /// Claims the session at the node's epoch, then rebuilds its state from the

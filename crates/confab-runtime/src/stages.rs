@@ -19,15 +19,8 @@ use tracing::warn;
 /// Bytes of a stage's answer read, at most.
 pub const STAGE_RESPONSE_BYTES_MAX: usize = 64 * 1024;
 
-/// Where a stage sits in the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StagePoint {
-    /// After the input filter, before the NLU: its text is what the NLU reads.
-    BeforeNlu,
-    /// After the policy: its text is the reply sent.
-    AfterReply,
-}
+/// Where a stage sits in the pipeline: the turn machine's asks name it.
+pub use confab_dialog::turn::StagePoint;
 
 /// What a stage does when it fails past its retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -26,20 +26,20 @@ use confab_core::membership::{
 use confab_core::ring::Ring;
 use confab_core::routing::{Route, route};
 use confab_core::session::{
-    Event, RecordedEvent, SessionState, Snapshot, SnapshotKey, may_acknowledge,
+    ActionOutcome, Event, RecordedEvent, SessionState, Snapshot, SnapshotKey,
 };
 use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_dialog::Pipeline;
 use confab_dialog::script::Heard;
-use confab_dialog::{Decision, Pipeline, PipelineOutput, TurnContext};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
-mod dialog;
 mod end;
 mod net;
 mod node;
 mod store;
+mod turn;
 
 /// What users say, in turn: a shoe-shop conversation, over and over (unless
 /// the scenario gives conversation scripts).
@@ -59,6 +59,9 @@ const SCRIPT: &[&str] = &[
 const QUIET_MS: u64 = 8_000;
 /// A migration must finish this soon after its epoch change.
 pub const MIGRATION_MAX_MS: u64 = 2_000;
+/// How long an action takes, at least and at most (ms): the window in which
+/// its owner may crash between the action's two commits.
+const ACTION_MS: (u64, u64) = (5, 60);
 /// Pause between commit attempts.
 const COMMIT_BACKOFF_MS: u64 = 50;
 
@@ -174,6 +177,13 @@ enum StoreOp {
     /// Claims of several sessions: the claims a node makes in one step go to
     /// the store together.
     Claim(Vec<ClaimAsk>),
+    /// A session's owner confirms it still holds the session at `epoch`
+    /// (before an action runs).
+    Confirm {
+        s: u32,
+        hid: u64,
+        epoch: Epoch,
+    },
 }
 
 impl StoreOp {
@@ -183,6 +193,7 @@ impl StoreOp {
             StoreOp::Cas { .. } => "cas_table",
             StoreOp::Append { .. } => "append",
             StoreOp::Claim { .. } => "claim",
+            StoreOp::Confirm { .. } => "confirm",
         }
     }
 }
@@ -211,6 +222,11 @@ enum StoreReply {
     },
     /// Per session claimed: the log after the seq given, or why not.
     Claim(Vec<(ClaimAsk, Result<Vec<RecordedEvent>, Refusal>)>),
+    Confirm {
+        s: u32,
+        hid: u64,
+        result: Result<(), Refusal>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +274,13 @@ enum Ev {
         inc: u32,
         hid: u64,
         at: u64,
+    },
+    /// An action a session ran has ended.
+    ActionDone {
+        node: usize,
+        inc: u32,
+        hid: u64,
+        outcome: ActionOutcome,
     },
     /// The node's outbox of moved states has something due.
     OutboxTimer {
@@ -318,19 +341,10 @@ struct Held {
     /// The session's state in memory (when loaded, or arrived from the old owner).
     state: Option<SessionState>,
     /// The turn being committed.
-    pending: Option<Pending>,
+    pending: Option<turn::Pending>,
     timer: Option<u64>,
     turns_in: u64,
     turns_out: u64,
-}
-
-/// A turn being committed.
-struct Pending {
-    turn: Turn,
-    events: Vec<RecordedEvent>,
-    /// Whether it was acked already (only with `ack-before-commit`).
-    acked: bool,
-    attempts: u32,
 }
 
 struct Node {
@@ -373,6 +387,8 @@ struct Durable {
     table: MemberTable,
     fences: BTreeMap<u32, Epoch>,
     logs: BTreeMap<u32, Vec<RecordedEvent>>,
+    /// The dead-letter queue: by session and the seq of the action's request.
+    dead_letters: std::collections::BTreeSet<(u32, u64)>,
     epoch_made_at: BTreeMap<u64, u64>,
 }
 
@@ -425,6 +441,13 @@ pub struct Stats {
     pub redis_hits: u64,
     /// Redis requests that timed out (the node went on without Redis).
     pub redis_bypass: u64,
+    /// Sessions loaded with an action pending (their owner stopped between
+    /// the action's two commits): the next turn runs it again under its key.
+    pub actions_resumed: u64,
+    /// Actions run (first runs and runs again under the same key).
+    pub actions_run: u64,
+    /// Actions put in the dead-letter queue.
+    pub dead_letters: u64,
     /// Messages the network lost.
     pub lost: u64,
     /// The last epoch.
@@ -815,6 +838,16 @@ impl World {
                     self.session_timeout(node, hid);
                 }
             }
+            Ev::ActionDone {
+                node,
+                inc,
+                hid,
+                outcome,
+            } => {
+                if self.alive(node, inc) {
+                    self.action_done(node, hid, outcome);
+                }
+            }
             Ev::OutboxTimer { node, inc, at } => {
                 if self.alive(node, inc) && self.nodes[node].outbox_timer == Some(at) {
                     self.nodes[node].outbox_timer = None;
@@ -980,6 +1013,7 @@ fn ev_node(ev: &Ev) -> Option<usize> {
         | Ev::StoreReply { node: n, .. }
         | Ev::MembershipTimer { node: n, .. }
         | Ev::SessionTimer { node: n, .. }
+        | Ev::ActionDone { node: n, .. }
         | Ev::OutboxTimer { node: n, .. }
         | Ev::FlushClaims { node: n, .. } => Some(*n),
         _ => None,

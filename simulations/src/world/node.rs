@@ -3,10 +3,7 @@
 //! (`handoff::Node`, `handoff::Session`, `handoff::Outbox`), the ones the
 //! production shell drives; this file only carries their outputs out.
 
-use super::dialog::{action_turn, done_answer, heard, heard_of};
 use super::*;
-use crate::conversations::run_action;
-use confab_core::session::PendingAction;
 
 impl World {
     // ---- a node's messages ------------------------------------------------
@@ -461,125 +458,6 @@ impl World {
             held.timer = Some(at);
             self.push(at, Ev::SessionTimer { node, inc, hid, at });
         }
-    }
-
-    pub(super) fn serve(&mut self, node: usize, hid: u64, turn: Turn) {
-        let now = self.node_now(node);
-        let conversations = self.conversations.clone();
-        let scripted = conversations.is_some();
-        let held = self.nodes[node].held.get_mut(&hid).expect("held");
-        let s = held.s;
-        let Some(state) = &held.state else {
-            self.checker.violate(
-                self.now,
-                "served-loaded",
-                Some(node),
-                format!("u{s}: served with no state"),
-            );
-            self.answer(node, turn, Answer::Unavailable);
-            self.session_input(node, hid, SessionInput::Served(Served::Reload));
-            return;
-        };
-        let message_id = MessageId::new(format!("m{}", turn.msg)).expect("a valid message id");
-        if let Some(done) = state.duplicate(&message_id) {
-            let (turn_seq, reply_seq, reply) = match done {
-                confab_core::session::Duplicate::Recent(r) => (
-                    r.turn_seq.0,
-                    r.reply_seq.0,
-                    scripted.then(|| heard(&r.intent, &r.reply_text, &r.slots)),
-                ),
-                // Older than the recent window: its reply is read back from
-                // the log (at once: the simulated read costs no time).
-                confab_core::session::Duplicate::Logged(p) => {
-                    let event = self.durable.log(s).get(p.reply_seq.0 as usize - 1);
-                    (p.turn_seq.0, p.reply_seq.0, heard_of(scripted, event))
-                }
-            };
-            let answer = Answer::Done {
-                turn_seq,
-                reply_seq,
-                reply,
-            };
-            self.answer(node, turn, answer);
-            self.session_input(node, hid, SessionInput::Served(Served::Done));
-            return;
-        }
-        let (pipeline, turn_ms, text) = match conversations.as_deref() {
-            // Users never say more than their script: an empty text would be
-            // refused by the filter.
-            Some(c) => (
-                c.pipeline(s),
-                c.turn_ms(s, now),
-                c.turn(s, turn.msg).map_or("", |t| t.say.as_str()),
-            ),
-            None => (
-                &self.pipeline,
-                now,
-                SCRIPT[(turn.msg as usize - 1) % SCRIPT.len()],
-            ),
-        };
-        let ctx = TurnContext {
-            state,
-            now_ms: turn_ms,
-        };
-        // A text the input filter refuses is answered so, and nothing is
-        // recorded (production records an `input_rejected` audit event).
-        let Ok(PipelineOutput {
-            text: output_text,
-            decision,
-            ..
-        }) = pipeline.run(ctx, text)
-        else {
-            self.answer(node, turn, Answer::Refused);
-            self.session_input(node, hid, SessionInput::Served(Served::Done));
-            return;
-        };
-        let epoch = held.life.epoch();
-        let uid = &self.uids[s as usize];
-        let events = match decision {
-            Decision::Reply(decision) => state
-                .record_turn(uid, epoch, turn_ms, message_id, output_text, decision)
-                .to_vec(),
-            Decision::Action(action) => {
-                let run = |pending: &PendingAction| match conversations.as_deref() {
-                    Some(c) => c.run_action(s, uid, pending),
-                    None => run_action(&BTreeMap::new(), uid, pending),
-                };
-                let first = (uid, epoch, turn_ms, message_id, output_text);
-                match action_turn(state, pipeline.policy().as_ref(), first, action, run) {
-                    Ok(events) => events,
-                    Err(e) => {
-                        let detail = format!("u{s}: an action turn does not apply: {e}");
-                        self.checker
-                            .violate(self.now, "log-applies", Some(node), detail);
-                        self.answer(node, turn, Answer::Unavailable);
-                        self.session_input(node, hid, SessionInput::Served(Served::Done));
-                        return;
-                    }
-                }
-            }
-        };
-        let early = may_acknowledge(false);
-        let answer = early.then(|| done_answer(&events, scripted));
-        held.pending = Some(Pending {
-            turn,
-            events: events.clone(),
-            acked: early,
-            attempts: 1,
-        });
-        if let Some(answer) = answer {
-            self.answer(node, turn, answer);
-        }
-        self.store_op(
-            node,
-            StoreOp::Append {
-                s,
-                hid,
-                epoch,
-                events,
-            },
-            0,
-        );
     }
 
     /// A moved session hands its state (none if it is not loaded) to the outbox.

@@ -37,6 +37,7 @@ impl World {
         let session = match &op {
             StoreOp::Append { s, .. } => i64::from(*s),
             StoreOp::Claim(claims) if claims.len() == 1 => i64::from(claims[0].s),
+            StoreOp::Confirm { s, .. } => i64::from(*s),
             _ => -1,
         };
         let count = match &op {
@@ -81,6 +82,14 @@ impl World {
                     self.append(node, s, epoch, events)
                 };
                 StoreReply::Append { s, hid, result }
+            }
+            StoreOp::Confirm { s, hid, epoch } => {
+                let result = if failed {
+                    Err(Refusal::Unavailable)
+                } else {
+                    self.claim(node, s, epoch, u64::MAX).map(|_| ())
+                };
+                StoreReply::Confirm { s, hid, result }
             }
             StoreOp::Claim(claims) => StoreReply::Claim(
                 claims
@@ -224,68 +233,11 @@ impl World {
                 self.membership_io(node);
             }
             StoreReply::Append { s, hid, result } => self.committed(node, s, hid, result),
+            StoreReply::Confirm { s, hid, result } => self.confirmed(node, s, hid, result),
             StoreReply::Claim(results) => {
                 for (ask, result) in results {
                     self.claimed(node, ask, result);
                 }
-            }
-        }
-    }
-
-    pub(super) fn committed(&mut self, node: usize, s: u32, hid: u64, result: Result<(), Refusal>) {
-        self.record("committed", Some(node), s.into(), result.is_ok().into(), 0);
-        let scripted = self.conversations.is_some();
-        let Some(held) = self.nodes[node].held.get_mut(&hid) else {
-            return;
-        };
-        let Some(pending) = held.pending.take() else {
-            return;
-        };
-        match result {
-            Ok(()) => {
-                if let Some(state) = &mut held.state {
-                    apply_all(state, &pending.events, &mut self.checker, self.now, node, s);
-                }
-                if !pending.acked && may_acknowledge(true) {
-                    self.answer(
-                        node,
-                        pending.turn,
-                        dialog::done_answer(&pending.events, scripted),
-                    );
-                }
-                self.session_input(node, hid, SessionInput::Served(Served::Done));
-            }
-            Err(Refusal::Unavailable) if pending.attempts < self.settings.commit_attempts => {
-                // The same events at the same epoch: the ring may have moved
-                // since, but this write was made (and fenced) at that epoch.
-                let epoch = pending.events[0].epoch;
-                let events = pending.events.clone();
-                let delay = COMMIT_BACKOFF_MS << (pending.attempts - 1);
-                held.pending = Some(Pending {
-                    attempts: pending.attempts + 1,
-                    ..pending
-                });
-                let op = StoreOp::Append {
-                    s,
-                    hid,
-                    epoch,
-                    events,
-                };
-                self.store_op(node, op, delay);
-            }
-            Err(refusal) => {
-                held.state = None;
-                if !pending.acked {
-                    self.answer(node, pending.turn, Answer::Unavailable);
-                }
-                let served = if refusal == Refusal::Fenced {
-                    // A newer epoch claimed the session: this node's ring is stale.
-                    self.refresh(node);
-                    Served::Fenced
-                } else {
-                    Served::Reload
-                };
-                self.session_input(node, hid, SessionInput::Served(served));
             }
         }
     }
@@ -315,6 +267,10 @@ impl World {
                 let from = state.seq();
                 let tail = tail.iter().filter(|e| e.seq > from);
                 apply_all(&mut state, tail, &mut self.checker, self.now, node, s);
+                if state.pending_action().is_some() {
+                    // Its owner stopped between the action's two commits.
+                    self.stats.actions_resumed += 1;
+                }
                 held.state = Some(state);
                 handoff::Claimed::Loaded
             }
@@ -369,6 +325,11 @@ fn lose(reply: StoreReply) -> StoreReply {
         StoreReply::Table(_) => StoreReply::Table(None),
         StoreReply::Cas(_) => StoreReply::Cas(None),
         StoreReply::Append { s, hid, .. } => StoreReply::Append {
+            s,
+            hid,
+            result: Err(Refusal::Unavailable),
+        },
+        StoreReply::Confirm { s, hid, .. } => StoreReply::Confirm {
             s,
             hid,
             result: Err(Refusal::Unavailable),

@@ -1,30 +1,21 @@
-//! A session's turns: dedupe, filter, external stages, policy, actions, commit.
-//!
-//! The order is the durability argument:
-//! 1. a turn that calls no action is three events committed at once;
-//! 2. an action turn commits `received, understood, action_requested` **before**
-//!    the action runs, so a crash after the action started always leaves the
-//!    request in the log, with the key the next attempt reuses;
-//! 3. the action's outcome and the reply are committed together, so the
-//!    action is never run again once its success is recorded;
-//! 4. an action that fails past its retries is put in the dead-letter queue
-//!    **before** its failure is recorded (the queue is keyed by the action's
-//!    key: putting it twice leaves one entry), so no failure is ever lost.
-//!
-//! Memory changes only after a commit; a failed commit drops the state, and the
-//! next message reloads it from the log.
+//! A session's turns, as the turn machine ([`confab_dialog::turn::TurnFlow`])
+//! decides them: this file only carries its asks out (a log read, the external
+//! stages, a commit through the group committer, an action through the action
+//! runner, a dead letter) and feeds the results back. The simulator drives the
+//! same machine; the order that makes turns durable is documented there.
 
 use super::{Failure, SessionActorState, unavailable};
 use crate::committer::CommitError;
-use crate::stages::{StageInput, StagePoint};
+use crate::stages::StageInput;
 use crate::{Reply, SessionAnswer, SessionAsk, SessionInfo, TurnError, TurnOutcome, now_ms};
-use confab_core::session::{ActionOutcome, Duplicate, Event, RecordedEvent, ReplyDecision};
+use confab_core::session::{ActionOutcome, Event};
 use confab_core::{MessageId, Seq};
 use confab_dialog::actions::idempotency_key;
-use confab_dialog::{Decision, TurnContext};
+use confab_dialog::turn::{
+    Ask, Committed, Replied, TurnFailure, TurnFlow, TurnInput, apply_committed,
+};
 use confab_store::{DeadLetter, StoreError};
 use std::sync::Arc;
-use tracing::warn;
 
 /// Log events read per page when a replay looks for an earlier success.
 const REPLAY_SCAN_PAGE: usize = 512;
@@ -35,297 +26,192 @@ impl SessionActorState {
         message_id: MessageId,
         text: String,
     ) -> Result<TurnOutcome, Failure> {
-        let uid = self.uid.clone();
-        let shared = Arc::clone(&self.shared);
-        self.ready().await?;
-        if let Some(done) = self.duplicate(&message_id).await? {
-            return Ok(done);
-        }
-        let chosen = shared.dialog.choose(uid.as_str(), None);
-        let now = now_ms();
-        let filtered = match chosen.pipeline.filter().filter(&text) {
-            Ok(filtered) => filtered,
-            Err(rejection) => {
-                self.audit_rejection(message_id, &rejection.reason, &text, now)
-                    .await;
-                return Err(Failure::Turn(TurnError::Rejected(rejection.reason)));
-            }
-        };
-        let stage_input = StageInput {
-            uid: uid.as_str(),
-            text: &filtered,
-            intent: None,
-            slots: None,
-        };
-        let staged = shared
-            .stages
-            .run(StagePoint::BeforeNlu, stage_input)
-            .await
-            .map_err(stage_failed)?;
-        // What a stage returned passes the filter too, unless it is unchanged.
-        let text = if staged == filtered {
-            staged
-        } else {
-            match chosen.pipeline.filter().filter(&staged) {
-                Ok(text) => text,
-                Err(rejection) => {
-                    self.audit_rejection(message_id, &rejection.reason, &staged, now)
-                        .await;
-                    return Err(Failure::Turn(TurnError::Rejected(rejection.reason)));
-                }
-            }
-        };
-        let session = self.session.as_ref().ok_or_else(not_loaded)?;
-        let ctx = TurnContext {
-            state: session,
-            now_ms: now,
-        };
-        let policy = chosen.pipeline.policy();
-        let understanding = policy.understand(ctx, &text);
-        match policy.decide(ctx, &text, &understanding) {
-            Decision::Reply(mut decision) => {
-                let mut slots = session.slots().clone();
-                slots.extend(decision.slots_filled.clone());
-                decision.reply_text = self
-                    .after_reply(&decision.reply_text, &decision.intent, &slots)
-                    .await?;
-                let session = self.session.as_ref().ok_or_else(not_loaded)?;
-                let events = session.record_turn(&uid, self.epoch, now, message_id, text, decision);
-                self.commit(events.to_vec()).await?;
-                let sensitive = shared.dialog.sensitive();
-                let reply = Reply::from_event(&events[2], &sensitive)
-                    .expect("the third event is the reply");
-                Ok(TurnOutcome {
-                    ack_seq: events[0].seq,
-                    reply,
-                    duplicate: false,
-                })
-            }
-            Decision::Action(action) => {
-                let events =
-                    session.record_action_turn(&uid, self.epoch, now, message_id, text, action);
-                self.commit(events.to_vec()).await?;
-                // From here the turn is recorded (and its action may have run):
-                // a failure is `internal`, never `unavailable` ("not recorded").
-                let reply = self.finish_pending().await.map_err(outcome_unknown)?;
-                Ok(TurnOutcome {
-                    ack_seq: events[0].seq,
-                    reply: Reply::from_event(&reply, &shared.dialog.sensitive())
-                        .expect("finish_pending gives the reply"),
-                    duplicate: false,
-                })
-            }
-        }
-    }
-
-    /// The original outcome of a message id seen before, if it was.
-    async fn duplicate(&self, message_id: &MessageId) -> Result<Option<TurnOutcome>, Failure> {
-        let uid = &self.uid;
-        let session = self.session.as_ref().ok_or_else(not_loaded)?;
-        match session.duplicate(message_id) {
-            Some(Duplicate::Recent(turn)) => Ok(Some(TurnOutcome {
-                ack_seq: turn.turn_seq,
-                reply: Reply {
-                    message_id: turn.message_id.clone(),
-                    seq: turn.reply_seq,
-                    text: turn.reply_text.clone(),
-                    intent: turn.intent.clone(),
-                    slots: self.shared.dialog.masked(&turn.slots),
-                    policy: turn.policy.clone(),
-                },
-                duplicate: true,
-            })),
-            Some(Duplicate::Logged(processed)) => {
-                let page = self
-                    .shared
-                    .store
-                    .events_after(uid, Seq(processed.reply_seq.0 - 1), 1)
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                let sensitive = self.shared.dialog.sensitive();
-                let reply = page
-                    .first()
-                    .and_then(|e| Reply::from_event(e, &sensitive))
-                    .ok_or_else(|| {
-                        Failure::Turn(TurnError::Internal(format!(
-                            "reply event {} of {uid} is missing from the log",
-                            processed.reply_seq
-                        )))
-                    })?;
-                Ok(Some(TurnOutcome {
-                    ack_seq: processed.turn_seq,
-                    reply,
-                    duplicate: true,
-                }))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Runs the pending action under its key, dead-letters it if it fails past
-    /// its retries, and commits its outcome with the reply; returns the reply.
-    pub(super) async fn finish_pending(&mut self) -> Result<RecordedEvent, Failure> {
-        let uid = self.uid.clone();
-        let shared = Arc::clone(&self.shared);
-        let session = self.session.as_ref().ok_or_else(not_loaded)?;
-        let pending = session
-            .pending_action()
-            .cloned()
-            .ok_or_else(|| Failure::Turn(TurnError::Internal("no action is pending".into())))?;
-        let chosen = shared.dialog.choose(uid.as_str(), Some(&pending.policy));
-        let (outcome, _) = self
-            .run_action(&chosen, &pending.action, &pending.args, pending.requested)
-            .await;
-        let now = now_ms();
-        if let ActionOutcome::Failed { reason, attempts } = &outcome {
-            let entry = DeadLetter {
-                id: 0,
-                uid: uid.clone(),
-                seq: pending.requested,
-                action: pending.action.clone(),
-                args: pending.args.clone(),
-                reason: reason.clone(),
-                attempts: *attempts,
-                created_ms: now,
-            };
-            shared
-                .store
-                .dead_letter(&entry)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            metrics::counter!("confab_dlq_entries_total").increment(1);
-            crate::publish_dlq_depth(shared.store.as_ref()).await;
-        }
-        let session = self.session.as_ref().ok_or_else(not_loaded)?;
-        let mut decision: ReplyDecision = chosen.pipeline.policy().resume(
-            TurnContext {
-                state: session,
-                now_ms: now,
+        let flow = TurnFlow::turn(self.uid.clone(), self.epoch, message_id, text);
+        let replied = self.run_flow(flow).await?.ok_or_else(not_loaded)?;
+        let sensitive = self.shared.dialog.sensitive();
+        Ok(TurnOutcome {
+            ack_seq: replied.ack_seq,
+            reply: Reply {
+                message_id: replied.message_id,
+                seq: replied.reply_seq,
+                text: replied.text,
+                intent: replied.intent,
+                slots: confab_dialog::masked_with(&replied.slots, &sensitive),
+                policy: replied.policy,
             },
-            &pending,
-            &outcome,
-        );
-        let slots = session.slots().clone();
-        // The action has run: a failing reply stage must not keep its turn open
-        // (every retry would run the action again). The plain reply goes out.
-        match self
-            .after_reply(&decision.reply_text, &decision.intent, &slots)
-            .await
+            duplicate: replied.duplicate,
+        })
+    }
+
+    /// The loaded session, with an action found pending closed first (after
+    /// a load, or after a turn whose action could not be closed).
+    pub(super) async fn ready(&mut self) -> Result<&confab_core::session::SessionState, Failure> {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.pending_action().is_some())
         {
-            Ok(text) => decision.reply_text = text,
-            Err(_) => {
-                warn!(uid = %uid, "reply stage failed after an action; the plain reply is sent")
-            }
+            self.run_flow(TurnFlow::settle(self.uid.clone(), self.epoch))
+                .await?;
         }
-        let session = self.session.as_ref().ok_or_else(not_loaded)?;
-        let done = session
-            .record_action_outcome(&uid, self.epoch, now, outcome)
-            .ok_or_else(not_loaded)?;
-        let reply = session
-            .record_reply(&uid, self.epoch, now, done.seq, decision)
-            .ok_or_else(not_loaded)?;
-        self.commit(vec![done, reply.clone()]).await?;
-        Ok(reply)
+        self.session.as_ref().ok_or_else(|| {
+            Failure::Turn(TurnError::Internal(
+                "the session is not loaded: retry".into(),
+            ))
+        })
     }
 
-    /// Runs an action of this session under its key (the uid and the seq of
-    /// its request); returns the outcome and the key.
-    async fn run_action(
-        &self,
-        chosen: &crate::dialog::Chosen,
-        action: &str,
-        args: &confab_core::session::Slots,
-        requested: Seq,
-    ) -> (ActionOutcome, String) {
-        let uid = self.uid.as_str();
-        let key = idempotency_key(uid, requested.0);
-        let outcome = self
-            .shared
-            .actions
-            .run(chosen.actions.get(action), action, &key, uid, args)
-            .await;
-        (outcome, key)
-    }
-
-    /// Commits events and applies them to memory; on failure the state is
-    /// dropped (the log is the truth) unless the commit was never tried.
-    async fn commit(&mut self, events: Vec<RecordedEvent>) -> Result<(), Failure> {
+    /// Runs a turn flow to its end: its first answer (`None` for a settle
+    /// that succeeded).
+    async fn run_flow(&mut self, mut flow: TurnFlow) -> Result<Option<Replied>, Failure> {
+        let shared = Arc::clone(&self.shared);
         let uid = self.uid.clone();
-        if let Err(e) = self.shared.committer.commit(events.clone()).await {
-            if matches!(e, CommitError::Overloaded { .. }) {
-                tracing::debug!(uid = %uid, error = %e, "commit not tried");
-            } else {
-                self.session = None;
-                warn!(uid = %uid, error = %e, "commit failed; session will reload");
+        let choose = |version: Option<&str>| shared.dialog.choose(uid.as_str(), version).pipeline;
+        let mut step = flow.start(now_ms(), &mut self.session, &choose);
+        let mut answer = None;
+        loop {
+            if answer.is_none() {
+                answer = step.answer.take();
             }
-            return Err(match e {
-                CommitError::Store(StoreError::Conflict { .. }) => Failure::Turn(TurnError::Internal(
-                    "the session was changed elsewhere; it has been reloaded: retry with the same id"
-                        .into(),
-                )),
-                CommitError::Store(e) => unavailable(&e),
-                CommitError::Overloaded { .. } => Failure::Turn(TurnError::Overloaded(format!(
-                    "{e}; nothing was recorded: retry with the same id after a backoff"
-                ))),
-            });
+            let Some(ask) = step.ask.take() else {
+                break;
+            };
+            let input = self.carry_out_ask(ask).await;
+            step = flow.handle(now_ms(), &mut self.session, &choose, input);
         }
-        let session = self.session.as_mut().ok_or_else(not_loaded)?;
-        for event in &events {
-            if let Err(e) = session.apply(event) {
-                // Committed but not applicable to memory: the log is the truth.
-                crate::invariant::violated(
-                    crate::invariant::LOG_APPLIES,
-                    &format!("{uid}: a committed event does not apply: {e}"),
-                );
-                self.session = None;
-                return Err(Failure::Turn(TurnError::Internal(
+        match answer {
+            None => Ok(None),
+            Some(Ok(replied)) => Ok(Some(replied)),
+            Some(Err(failure)) => Err(self.failure(failure)),
+        }
+    }
+
+    /// Carries out one ask of the turn machine; its result.
+    async fn carry_out_ask(&mut self, ask: Ask) -> TurnInput {
+        let shared = Arc::clone(&self.shared);
+        let uid = self.uid.clone();
+        match ask {
+            Ask::ReadEvent { seq } => {
+                let page = shared
+                    .store
+                    .events_after(&uid, Seq(seq.0.saturating_sub(1)), 1)
+                    .await;
+                TurnInput::Event(
+                    page.map(|page| page.into_iter().find(|e| e.seq == seq))
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            Ask::Stage {
+                point,
+                text,
+                intent,
+                slots,
+            } => {
+                let masked = slots.map(|slots| shared.dialog.masked(&slots));
+                let input = StageInput {
+                    uid: uid.as_str(),
+                    text: &text,
+                    intent: intent.as_deref(),
+                    slots: masked.as_ref(),
+                };
+                TurnInput::Staged(shared.stages.run(point, input).await)
+            }
+            Ask::Commit { events } => TurnInput::Committed(self.commit(events).await),
+            Ask::Confirm { epoch } => {
+                TurnInput::Confirmed(match shared.store.claim(&uid, epoch).await {
+                    Ok(_) => Committed::Ok,
+                    Err(e @ StoreError::Fenced { .. }) => Committed::Fenced(e.to_string()),
+                    Err(e) => Committed::Failed(e.to_string()),
+                })
+            }
+            Ask::RunAction { pending, key } => {
+                let chosen = shared.dialog.choose(uid.as_str(), Some(&pending.policy));
+                let spec = chosen.actions.get(&pending.action);
+                let outcome = shared
+                    .actions
+                    .run(spec, &pending.action, &key, uid.as_str(), &pending.args)
+                    .await;
+                TurnInput::Acted(outcome)
+            }
+            Ask::DeadLetter {
+                pending,
+                reason,
+                attempts,
+            } => {
+                let entry = DeadLetter {
+                    id: 0,
+                    uid: uid.clone(),
+                    seq: pending.requested,
+                    action: pending.action,
+                    args: pending.args,
+                    reason,
+                    attempts,
+                    created_ms: now_ms(),
+                };
+                let stored = shared.store.dead_letter(&entry).await;
+                if stored.is_ok() {
+                    metrics::counter!("confab_dlq_entries_total").increment(1);
+                    crate::publish_dlq_depth(shared.store.as_ref()).await;
+                }
+                TurnInput::DeadLettered(stored.map(|_| ()).map_err(|e| e.to_string()))
+            }
+        }
+    }
+
+    /// Commits events through the group committer; how it ended.
+    async fn commit(&mut self, events: Vec<confab_core::session::RecordedEvent>) -> Committed {
+        match self.shared.committer.commit(events).await {
+            Ok(()) => Committed::Ok,
+            Err(e @ CommitError::Overloaded { .. }) => {
+                tracing::debug!(uid = %self.uid, error = %e, "commit not tried");
+                Committed::NotTried(e.to_string())
+            }
+            Err(CommitError::Store(StoreError::Conflict { .. })) => {
+                tracing::warn!(uid = %self.uid, "commit conflicts with the log; session will reload");
+                Committed::Conflict
+            }
+            Err(CommitError::Store(e @ StoreError::Fenced { .. })) => {
+                Committed::Fenced(e.to_string())
+            }
+            Err(CommitError::Store(e)) => {
+                tracing::warn!(uid = %self.uid, error = %e, "commit failed; session will reload");
+                Committed::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// The session's failure for what the turn machine answered.
+    fn failure(&self, failure: TurnFailure) -> Failure {
+        match failure {
+            TurnFailure::Rejected(reason) => {
+                metrics::counter!("confab_inputs_rejected_total").increment(1);
+                Failure::Turn(TurnError::Rejected(reason))
+            }
+            TurnFailure::NotRecorded(why) => Failure::Turn(TurnError::Unavailable(why)),
+            TurnFailure::Overloaded(why) => Failure::Turn(TurnError::Overloaded(why)),
+            TurnFailure::Unfinished(why) => Failure::Turn(TurnError::Internal(format!(
+                "the turn is recorded but its action is not finished ({why}): retry with the same id"
+            ))),
+            TurnFailure::Fenced(why) => Failure::Fenced(why),
+            TurnFailure::Diverged(why) => {
+                crate::invariant::violated(crate::invariant::LOG_APPLIES, &why);
+                Failure::Turn(TurnError::Internal(
                     "the session's memory disagreed with its log; it reloads: retry with the same id".into(),
-                )));
+                ))
             }
-        }
-        Ok(())
-    }
-
-    /// Records a refused text for audit. A failure to record is logged: the
-    /// refusal itself stands either way.
-    async fn audit_rejection(&mut self, message_id: MessageId, reason: &str, text: &str, now: u64) {
-        metrics::counter!("confab_inputs_rejected_total").increment(1);
-        let Some(session) = self.session.as_ref() else {
-            return;
-        };
-        let Some(event) = session.record_rejection(
-            &self.uid,
-            self.epoch,
-            now,
-            message_id,
-            reason.to_owned(),
-            text,
-        ) else {
-            return;
-        };
-        if self.commit(vec![event]).await.is_err() {
-            warn!(uid = %self.uid, reason, "refused input not recorded for audit");
+            TurnFailure::Internal(why) => Failure::Turn(TurnError::Internal(why)),
         }
     }
 
-    async fn after_reply(
-        &self,
-        text: &str,
-        intent: &str,
-        slots: &confab_core::session::Slots,
-    ) -> Result<String, Failure> {
-        let masked_slots = self.shared.dialog.masked(slots);
-        let input = StageInput {
-            uid: self.uid.as_str(),
-            text,
-            intent: Some(intent),
-            slots: Some(&masked_slots),
-        };
-        self.shared
-            .stages
-            .run(StagePoint::AfterReply, input)
-            .await
-            .map_err(stage_failed)
+    /// Commits events made outside a turn (a replayed dead letter's success)
+    /// and applies them to memory, as the turn machine does.
+    async fn commit_outside_turn(
+        &mut self,
+        events: Vec<confab_core::session::RecordedEvent>,
+    ) -> Result<(), Failure> {
+        let committed = self.commit(events.clone()).await;
+        apply_committed(&self.uid, &mut self.session, &events, &committed)
+            .map_err(|failure| self.failure(failure))
     }
 
     /// Answers a request that is not a turn.
@@ -375,8 +261,16 @@ impl SessionActorState {
         let chosen = shared
             .dialog
             .choose(uid.as_str(), requested_policy.as_deref());
-        let (outcome, key) = self
-            .run_action(&chosen, &entry.action, &entry.args, entry.seq)
+        let key = idempotency_key(uid.as_str(), entry.seq.0);
+        let outcome = shared
+            .actions
+            .run(
+                chosen.actions.get(&entry.action),
+                &entry.action,
+                &key,
+                uid.as_str(),
+                &entry.args,
+            )
             .await;
         match outcome {
             ActionOutcome::Succeeded(result) => {
@@ -393,7 +287,7 @@ impl SessionActorState {
                     .ok_or_else(|| {
                         Failure::Turn(TurnError::Internal("a turn is open: retry".into()))
                     })?;
-                self.commit(vec![event]).await?;
+                self.commit_outside_turn(vec![event]).await?;
                 self.resolve(entry.id).await?;
                 Ok(SessionAnswer::Replayed {
                     ok: true,
@@ -467,20 +361,4 @@ fn not_loaded() -> Failure {
     Failure::Turn(TurnError::Internal(
         "the session's state was dropped: retry with the same id".into(),
     ))
-}
-
-/// A failure after the turn's first events were committed.
-fn outcome_unknown(failure: Failure) -> Failure {
-    match failure {
-        Failure::Turn(e) => Failure::Turn(TurnError::Internal(format!(
-            "the turn is recorded but its action is not finished ({e}): retry with the same id"
-        ))),
-        fenced => fenced,
-    }
-}
-
-fn stage_failed(reason: String) -> Failure {
-    Failure::Turn(TurnError::Unavailable(format!(
-        "{reason}; nothing was recorded: retry with the same id"
-    )))
 }
