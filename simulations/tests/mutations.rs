@@ -80,6 +80,13 @@ fn action_rerun_is_caught_as_an_action_run_after_its_recorded_success() {
 }
 
 #[test]
+fn read_from_memory_is_caught_as_a_hello_below_an_acked_seq() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::ReadFromMemory).expect("read-from-memory is never caught");
+    assert_eq!(invariant, "read-your-acks", "{scenario} seed {seed}");
+}
+
+#[test]
 fn the_correct_code_passes_the_seeds_that_catch_the_bugs() {
     for mutation in Mutation::ALL {
         let (scenario, seed, _) = caught(mutation).unwrap();

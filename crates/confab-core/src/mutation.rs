@@ -32,11 +32,15 @@ pub enum Mutation {
     /// still pending: the next turn runs it again though its success may be
     /// in the log.
     ActionRerun,
+    /// A read (`hello`, `resume`) is answered from the session's memory with
+    /// no proof that this node still owns it: a node whose ring is stale
+    /// reports an older `last_seq` than the new owner has acked.
+    ReadFromMemory,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 7] = [
+    pub const ALL: [Mutation; 8] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
@@ -44,6 +48,7 @@ impl Mutation {
         Mutation::ClaimOffRing,
         Mutation::StaleHeartbeats,
         Mutation::ActionRerun,
+        Mutation::ReadFromMemory,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -56,6 +61,7 @@ impl Mutation {
             Mutation::ClaimOffRing => "claim-off-ring",
             Mutation::StaleHeartbeats => "stale-heartbeats",
             Mutation::ActionRerun => "action-rerun",
+            Mutation::ReadFromMemory => "read-from-memory",
         }
     }
 

@@ -230,8 +230,13 @@ pub struct Step {
 enum Goal {
     /// A user turn.
     Turn { message_id: MessageId, text: String },
-    /// Only closing the pending action (before a `hello` or a `show`).
+    /// Only closing the pending action.
     Settle,
+    /// A read of the session (`hello`, `resume`, `session show`): the pending
+    /// action closed, then this owner proves it still holds the session at
+    /// its epoch, so that its memory is the latest: no newer owner has
+    /// claimed it, so none has written.
+    Read,
 }
 
 /// What the flow waits for.
@@ -265,6 +270,8 @@ enum Wait {
     Confirm {
         pending: PendingAction,
     },
+    /// The ownership proof of a read.
+    ConfirmRead,
     Action {
         pending: PendingAction,
     },
@@ -309,6 +316,13 @@ impl TurnFlow {
     /// Closes the pending action, if any, and nothing else.
     pub fn settle(uid: Uid, epoch: Epoch) -> Self {
         Self::new(uid, epoch, Goal::Settle)
+    }
+
+    /// A read of the session's memory: it ends with no answer once the
+    /// memory may be read (the pending action closed, the ownership proved),
+    /// or with the failure to give the reader.
+    pub fn read(uid: Uid, epoch: Epoch) -> Self {
+        Self::new(uid, epoch, Goal::Read)
     }
 
     fn new(uid: Uid, epoch: Epoch, goal: Goal) -> Self {
@@ -443,6 +457,19 @@ impl TurnFlow {
                 }
                 Committed::Conflict => self.end(Err(internal("a confirmation conflicted"))),
             },
+            (Wait::ConfirmRead, TurnInput::Confirmed(confirmed)) => match confirmed {
+                Committed::Ok => self.quiet(),
+                Committed::Fenced(e) => {
+                    *state = None;
+                    self.end(Err(TurnFailure::Fenced(e)))
+                }
+                Committed::NotTried(e) | Committed::Failed(e) => {
+                    self.end(Err(TurnFailure::NotRecorded(format!(
+                        "the owner could not prove it still holds the session ({e}): retry"
+                    ))))
+                }
+                Committed::Conflict => self.end(Err(internal("a confirmation conflicted"))),
+            },
             (Wait::Action { pending }, TurnInput::Acted(outcome)) => match outcome {
                 ActionOutcome::Failed { reason, attempts } => {
                     self.wait = Wait::DeadLetter {
@@ -548,13 +575,17 @@ impl TurnFlow {
         if session.pending_action().is_some() {
             return self.run_pending(state);
         }
-        let Goal::Turn { message_id, text } = &self.goal else {
+        let (message_id, text) = match &self.goal {
+            Goal::Turn { message_id, text } => (message_id, text),
             // Settled: nothing to answer.
-            self.wait = Wait::Over;
-            return Step {
-                answer: None,
-                ask: None,
-            };
+            Goal::Settle => return self.quiet(),
+            // Planted bug `read-from-memory`: memory is read with no proof
+            // that no newer owner has written since.
+            Goal::Read if mutation::active(Mutation::ReadFromMemory) => return self.quiet(),
+            Goal::Read => {
+                self.wait = Wait::ConfirmRead;
+                return ask(Ask::Confirm { epoch: self.epoch });
+            }
         };
         match session.duplicate(message_id) {
             Some(Duplicate::Recent(turn)) => return self.end(Ok(Replied::from_record(turn))),
@@ -729,6 +760,15 @@ impl TurnFlow {
         committed: &Committed,
     ) -> Result<(), TurnFailure> {
         apply_committed(&self.uid, state, events, committed)
+    }
+
+    /// The flow is over with nothing to answer.
+    fn quiet(&mut self) -> Step {
+        self.wait = Wait::Over;
+        Step {
+            answer: None,
+            ask: None,
+        }
     }
 
     fn end(&mut self, answer: TurnAnswer) -> Step {

@@ -62,6 +62,9 @@ pub const MIGRATION_MAX_MS: u64 = 2_000;
 /// How long an action takes, at least and at most (ms): the window in which
 /// its owner may crash between the action's two commits.
 const ACTION_MS: (u64, u64) = (5, 60);
+/// The chance that a user sends a `hello` (through any node) as it says its
+/// next message: a client reconnecting, reading where its session is.
+const HELLO_CHANCE: f64 = 0.2;
 /// Pause between commit attempts.
 const COMMIT_BACKOFF_MS: u64 = 50;
 
@@ -74,6 +77,8 @@ struct Turn {
     msg: u32,
     /// Forwards so far.
     hops: u8,
+    /// A read (`hello`) rather than a turn: `msg` numbers the user's hellos.
+    hello: bool,
 }
 
 /// How a turn was answered.
@@ -92,6 +97,8 @@ enum Answer {
     Overloaded,
     /// The input filter refused it.
     Refused,
+    /// A `hello`'s answer: the session's last seq, as its owner proved it.
+    Hello { last_seq: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,6 +387,10 @@ struct User {
     /// The seqs each acked message was answered with, by message number (a
     /// message the input filter refused has none).
     acked: BTreeMap<u32, (u64, u64)>,
+    /// The highest reply seq acked to this user.
+    acked_max: u64,
+    /// Hellos sent, by number: the highest reply seq acked when each was sent.
+    hellos: BTreeMap<u32, u64>,
 }
 
 #[derive(Default)]
@@ -511,6 +522,8 @@ pub struct World {
     net: Rng,
     store_rng: Rng,
     users_rng: Rng,
+    /// Whether and where users send a `hello`.
+    reads_rng: Rng,
     ties: Rng,
     nodes: Vec<Node>,
     uids: Vec<Uid>,
@@ -639,6 +652,7 @@ impl World {
             store_rng: Rng::new(seed, 3),
             users_rng: Rng::new(seed, 4),
             ties: Rng::new(seed, 5),
+            reads_rng: Rng::new(seed, 6),
             nodes,
             uids: (0..scenario.sessions)
                 .map(|i| Uid::new(format!("u{i}")).expect("a valid uid"))
@@ -650,6 +664,8 @@ impl World {
                     sent_at: 0,
                     generation: 0,
                     acked: BTreeMap::new(),
+                    acked_max: 0,
+                    hellos: BTreeMap::new(),
                 })
                 .collect(),
             durable: Durable::default(),

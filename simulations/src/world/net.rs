@@ -170,6 +170,9 @@ impl World {
             }
             u.msg += 1;
             u.waiting = true;
+            if self.reads_rng.chance(HELLO_CHANCE) {
+                self.hello(user);
+            }
         }
         self.say(user);
     }
@@ -188,6 +191,7 @@ impl World {
                 s: user,
                 msg,
                 hops: 0,
+                hello: false,
             };
             self.send(
                 Endpoint::User(user),
@@ -199,6 +203,49 @@ impl World {
         self.wake_later(user, self.scenario.workload.retry_after_ms);
     }
 
+    /// Sends a `hello` through any running node (as a client that reconnects
+    /// does), remembering the highest seq acked to it so far.
+    fn hello(&mut self, user: u32) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|n| self.nodes[*n].life == Life::Running)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let gateway = running[self.reads_rng.below(running.len() as u64) as usize];
+        let u = &mut self.users[user as usize];
+        let number = u.hellos.len() as u32 + 1;
+        u.hellos.insert(number, u.acked_max);
+        let turn = Turn {
+            s: user,
+            msg: number,
+            hops: 0,
+            hello: true,
+        };
+        self.send(
+            Endpoint::User(user),
+            Endpoint::Node(gateway),
+            Msg::Say(turn),
+        );
+    }
+
+    /// A `hello`'s answer never reports less than was acked before it was sent.
+    fn hello_answered(&mut self, s: u32, number: u32, last_seq: u64, from: usize) {
+        let acked = self.users[s as usize]
+            .hellos
+            .get(&number)
+            .copied()
+            .unwrap_or(0);
+        if last_seq < acked {
+            let detail = format!(
+                "u{s}: hello {number} via n{} answered last_seq {last_seq}, but seq {acked} was acked before it was sent",
+                from + 1
+            );
+            self.checker
+                .violate(self.now, "read-your-acks", Some(from), detail);
+        }
+    }
+
     /// Wakes `user` after `wait` ms; any wake planned before is cancelled.
     pub(super) fn wake_later(&mut self, user: u32, wait: u64) {
         let u = &mut self.users[user as usize];
@@ -208,6 +255,10 @@ impl World {
     }
 
     pub(super) fn answered(&mut self, s: u32, msg: u32, answer: Answer, from: usize) {
+        let answer = match answer {
+            Answer::Hello { last_seq } => return self.hello_answered(s, msg, last_seq, from),
+            answer => answer,
+        };
         let scripted = self.conversations.is_some();
         if scripted {
             self.check_script(s, msg, &answer, from);
@@ -239,9 +290,9 @@ impl World {
                 }
                 self.check_durable(s, msg, turn_seq, reply_seq, Some(from));
                 self.stats.acked += 1;
-                self.users[s as usize]
-                    .acked
-                    .insert(msg, (turn_seq, reply_seq));
+                let u = &mut self.users[s as usize];
+                u.acked.insert(msg, (turn_seq, reply_seq));
+                u.acked_max = u.acked_max.max(reply_seq);
                 self.next_turn(s);
             }
             // A script's refused text is answered for good: the user goes on.
@@ -250,6 +301,7 @@ impl World {
                     self.next_turn(s);
                 }
             }
+            Answer::Hello { .. } => {}
             Answer::Unavailable | Answer::Overloaded | Answer::Refused => {
                 if answer == Answer::Unavailable {
                     self.stats.unavailable += 1;
@@ -294,7 +346,7 @@ impl World {
                 self.stats.script_refusals += 1;
                 &Heard::Rejected
             }
-            Answer::Unavailable | Answer::Overloaded => return,
+            Answer::Unavailable | Answer::Overloaded | Answer::Hello { .. } => return,
         };
         self.stats.script_answers += 1;
         if let Err(detail) = conversations.check(s, msg, heard) {

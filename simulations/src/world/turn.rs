@@ -18,6 +18,8 @@ pub(super) struct Pending {
     /// The events of the commit in flight, for a retry.
     events: Vec<RecordedEvent>,
     attempts: u32,
+    /// Whether the flow gave its answer.
+    answered: bool,
     /// Whether a commit was fenced: the session's owner is newer elsewhere.
     fenced: bool,
 }
@@ -37,6 +39,24 @@ impl World {
             self.session_input(node, hid, SessionInput::Served(Served::Reload));
             return;
         }
+        let uid = self.uids[s as usize].clone();
+        let epoch = held.life.epoch();
+        if turn.hello {
+            let mut flow = TurnFlow::read(uid, epoch);
+            let now = self.turn_now(node, s);
+            let choose = self.chooser(s);
+            let held = self.nodes[node].held.get_mut(&hid).expect("held");
+            let step = flow.start(now, &mut held.state, &choose);
+            let pending = Pending {
+                turn,
+                flow,
+                events: vec![],
+                attempts: 0,
+                answered: false,
+                fenced: false,
+            };
+            return self.follow(node, hid, pending, step);
+        }
         let message_id = MessageId::new(format!("m{}", turn.msg)).expect("a valid message id");
         // Users never say more than their script: an empty text would be
         // refused by the filter.
@@ -44,8 +64,7 @@ impl World {
             Some(c) => c.turn(s, turn.msg).map_or("", |t| t.say.as_str()),
             None => SCRIPT[(turn.msg as usize - 1) % SCRIPT.len()],
         };
-        let uid = self.uids[s as usize].clone();
-        let mut flow = TurnFlow::turn(uid, held.life.epoch(), message_id, text.to_owned());
+        let mut flow = TurnFlow::turn(uid, epoch, message_id, text.to_owned());
         let now = self.turn_now(node, s);
         let choose = self.chooser(s);
         let held = self.nodes[node].held.get_mut(&hid).expect("held");
@@ -55,6 +74,7 @@ impl World {
             flow,
             events: vec![],
             attempts: 0,
+            answered: false,
             fenced: false,
         };
         self.follow(node, hid, pending, step);
@@ -87,6 +107,7 @@ impl World {
             // Answered at most once per flow (before its commit only with
             // the planted bug `ack-before-commit`).
             if let Some(answer) = step.answer.take() {
+                pending.answered = true;
                 let answer = self.answer_of(node, s, answer);
                 self.answer(node, pending.turn, answer);
             }
@@ -151,6 +172,15 @@ impl World {
             let choose = self.chooser(s);
             let held = self.nodes[node].held.get_mut(&hid).expect("held");
             step = pending.flow.handle(now, &mut held.state, &choose, input);
+        }
+        let held = &self.nodes[node].held[&hid];
+        if pending.turn.hello && !pending.answered {
+            // A read that ended with nothing to answer: the memory is the
+            // latest, as proved; its seq is the answer.
+            let last_seq = held.state.as_ref().map(SessionState::seq);
+            let answer =
+                last_seq.map_or(Answer::Unavailable, |seq| Answer::Hello { last_seq: seq.0 });
+            self.answer(node, pending.turn, answer);
         }
         let held = &self.nodes[node].held[&hid];
         let served = if pending.fenced {

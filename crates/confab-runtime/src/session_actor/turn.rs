@@ -61,6 +61,16 @@ impl SessionActorState {
         })
     }
 
+    /// The session's memory, for a read (`hello`, `resume`, `session show`):
+    /// the pending action closed, and this node's ownership proved at its
+    /// epoch by the store's fence, so that no newer owner has written since
+    /// (a node whose ring is stale is refused, and the reader retries).
+    async fn read(&mut self) -> Result<&confab_core::session::SessionState, Failure> {
+        self.run_flow(TurnFlow::read(self.uid.clone(), self.epoch))
+            .await?;
+        self.session.as_ref().ok_or_else(not_loaded)
+    }
+
     /// Runs a turn flow to its end: its first answer (`None` for a settle
     /// that succeeded).
     async fn run_flow(&mut self, mut flow: TurnFlow) -> Result<Option<Replied>, Failure> {
@@ -219,14 +229,14 @@ impl SessionActorState {
         let node = self.shared.config.node_id.clone();
         match ask {
             SessionAsk::Hello => {
-                let session = self.ready().await?;
+                let session = self.read().await?;
                 Ok(SessionAnswer::Hello(SessionInfo {
                     last_seq: session.seq(),
                     node,
                 }))
             }
             SessionAsk::Show => {
-                self.ready().await?;
+                self.read().await?;
                 let session = self.session.as_ref().ok_or_else(not_loaded)?;
                 let chosen = self.shared.dialog.choose(self.uid.as_str(), None);
                 Ok(SessionAnswer::Show(confab_proto::admin::SessionView {
