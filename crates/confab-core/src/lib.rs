@@ -16,6 +16,8 @@
 //!   outbox of moved states ([`handoff::Outbox`]).
 //! - [`membership`]: who is in the cluster, agreed through compare-and-set on a
 //!   shared table, with heartbeats, failure detection, drain and rejoin.
+//! - [`links`]: whom a node dials and when: every member with no link, down
+//!   ones too, with backoff, for ever.
 //! - [`routing`]: the router's decision for a turn: serve, forward to the owner,
 //!   or refresh a stale ring.
 //! - [`fencing`]: the store's fence, which refuses the writes of a stale owner.
@@ -24,6 +26,7 @@
 pub mod fencing;
 pub mod handoff;
 pub mod ids;
+pub mod links;
 pub mod membership;
 pub mod mutation;
 pub mod ring;

@@ -4,8 +4,10 @@
 //!
 //! - **Links.** A [`NodeServer`] on the configured address and port, cookie
 //!   authenticated, in transitive mode (a node dialled through a seed learns and
-//!   dials the others). ractor_cluster does not reconnect: every
-//!   [`RECONNECT_EVERY`] a node missing members dials its seeds again.
+//!   dials the others). ractor_cluster does not reconnect: every node
+//!   publishes its address in the store, and dials every member it has no
+//!   link to there (down ones too), with backoff, for ever
+//!   ([`confab_core::links::Dialer`] decides whom and when).
 //! - **Peers.** Each node's [`PeerActor`] joins the process group
 //!   [`PEERS_GROUP`] under the name `confab.peer.<node id>`; the members' peer
 //!   refs are read back from the group (sorted by node id) into the runtime,
@@ -25,6 +27,7 @@ pub use crate::wire::{
     DrainAsk, Expect, HandoffState, Heartbeat, PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn,
     Wire,
 };
+use confab_core::links::{DialConfig, Dialer, Known};
 use confab_core::membership::{Input, MemberTable, Membership, MembershipConfig, Output, Status};
 use confab_core::ring::Ring;
 use confab_core::{Epoch, NodeId};
@@ -41,7 +44,8 @@ use tracing::{info, warn};
 pub const PEERS_GROUP: &str = "confab.peers";
 /// The store setting holding the member table.
 pub const MEMBERS_SETTING: &str = "cluster.members";
-/// How often a node missing members dials its seeds again.
+/// How often a node checks its links (a target that failed is dialled again
+/// after its backoff: 1 s doubling to 8 s).
 pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// How often the peers are read back from the process group.
 const PEERS_EVERY: Duration = Duration::from_millis(100);
@@ -177,10 +181,9 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
             ractor_cluster::node::NodeConnectionMode::Transitive,
         ),
     };
-    if tls.is_some() {
-        crate::cluster_tls::publish_address(runtime.store().as_ref(), &me, &config.advertise)
-            .await?;
-    }
+    // Every node publishes where it is dialled: the others dial it there
+    // whenever they have no link to it.
+    crate::cluster_tls::publish_address(runtime.store().as_ref(), &me, &config.advertise).await?;
     // With TLS, the cluster port is this node's own listener (a handshake per
     // task, with a timeout): ractor_cluster's does the handshake inside its
     // accept loop, where one silent connection would block every other. Its
@@ -258,35 +261,53 @@ async fn refresh_peers(runtime: Runtime) {
     }
 }
 
-/// Dials the seeds while members of the ring are not connected; with TLS
-/// (isolated mode) also dials each unconnected member at its published address.
+/// Dials, as the core's [`Dialer`] decides, every member of the table with
+/// no link (a member declared down too: it may be alive behind a healed
+/// partition) at its published address, with backoff, for ever; and the seeds
+/// while no member is linked.
 async fn reconnect(
     runtime: Runtime,
     server: ActorRef<ractor_cluster::NodeServerMessage>,
     seeds: Vec<String>,
     tls: Option<crate::cluster_tls::NodeTls>,
 ) {
+    let started = Instant::now();
+    let now = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut dialer = Dialer::new(runtime.node_id().clone(), DialConfig::default());
     let mut every = tokio::time::interval(RECONNECT_EVERY);
     loop {
         every.tick().await;
-        let missing = runtime.missing_peers();
-        let mut targets: Vec<String> = Vec::new();
-        if !missing.is_empty() || runtime.peer_count() == 0 {
-            targets.extend(seeds.iter().cloned());
-        }
-        if tls.is_some() && !missing.is_empty() {
-            let book = crate::cluster_tls::addresses(runtime.store().as_ref()).await;
-            targets.extend(missing.iter().filter_map(|node| book.get(node).cloned()));
-        }
-        targets.sort();
-        targets.dedup();
-        for target in &targets {
-            let dial = crate::cluster_tls::dial(&server, target, tls.as_ref());
-            match tokio::time::timeout(RECONNECT_EVERY, dial).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(peer = %target, error = %e, "cannot reach a member"),
-                Err(_) => warn!(peer = %target, "a member did not answer in time"),
-            }
+        let table = runtime.members();
+        let me = runtime.node_id();
+        let missing = table.as_ref().is_some_and(|t| {
+            t.members
+                .keys()
+                .any(|id| id != me && !runtime.is_connected(id))
+        });
+        let book = if missing {
+            crate::cluster_tls::addresses(runtime.store().as_ref()).await
+        } else {
+            BTreeMap::new()
+        };
+        let known = Known {
+            table: table.as_ref(),
+            addresses: &book,
+            seeds: &seeds,
+        };
+        for target in dialer.due(now(), known, |id| runtime.is_connected(id)) {
+            let dial = crate::cluster_tls::dial(&server, &target, tls.as_ref());
+            let linked = match tokio::time::timeout(RECONNECT_EVERY, dial).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    warn!(peer = %target, error = %e, "cannot reach a member");
+                    false
+                }
+                Err(_) => {
+                    warn!(peer = %target, "a member did not answer in time");
+                    false
+                }
+            };
+            dialer.dialed(now(), &target, linked);
         }
     }
 }

@@ -343,32 +343,6 @@ impl Runtime {
         self.shared.peer(node).is_some()
     }
 
-    pub(crate) fn peer_count(&self) -> usize {
-        self.shared
-            .peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
-
-    /// Members of the table, other than this node and not down, with no link.
-    pub(crate) fn missing_peers(&self) -> Vec<NodeId> {
-        let Some(table) = self.members() else {
-            return Vec::new();
-        };
-        let me = self.node_id();
-        table
-            .members
-            .iter()
-            .filter(|(id, status)| {
-                *id != me
-                    && **status != confab_core::membership::Status::Down
-                    && self.peer(id).is_none()
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
     /// Adopts a new ring (membership changed): turns are routed by it from now
     /// on, and sessions this node no longer owns are handed to their new
     /// owners ([`crate::handoff`]).
