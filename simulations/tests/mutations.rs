@@ -87,6 +87,13 @@ fn read_from_memory_is_caught_as_a_hello_below_an_acked_seq() {
 }
 
 #[test]
+fn socket_is_link_is_caught_as_a_node_up_without_hearing_the_others() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::SocketIsLink).expect("socket-is-link is never caught");
+    assert_eq!(invariant, "up-when-heard", "{scenario} seed {seed}");
+}
+
+#[test]
 fn the_correct_code_passes_the_seeds_that_catch_the_bugs() {
     for mutation in Mutation::ALL {
         let (scenario, seed, _) = caught(mutation).unwrap();

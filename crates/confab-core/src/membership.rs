@@ -203,6 +203,9 @@ pub struct Membership {
     table: Option<MemberTable>,
     /// When each other member was last heard from (or first seen).
     last_heard: BTreeMap<NodeId, u64>,
+    /// When a heartbeat of each other member last arrived: evidence, never
+    /// granted (a node goes up only once it hears every member that is up).
+    heard: BTreeMap<NodeId, u64>,
     /// A read or compare-and-set is in flight since this time.
     waiting_since: Option<u64>,
     /// A read was wanted while a request was in flight (a heartbeat told of a
@@ -227,6 +230,7 @@ impl Membership {
             goal: Goal::Idle,
             table: None,
             last_heard: BTreeMap::new(),
+            heard: BTreeMap::new(),
             waiting_since: None,
             read_again: false,
             announced: None,
@@ -289,7 +293,8 @@ impl Membership {
             }
             Input::Heartbeat { from, epoch } => {
                 if from != self.me {
-                    self.last_heard.insert(from, now);
+                    self.last_heard.insert(from.clone(), now);
+                    self.heard.insert(from, now);
                 }
                 if self.announced.is_none_or(|mine| epoch > mine) {
                     self.read(now); // someone knows a newer ring
@@ -435,6 +440,8 @@ impl Membership {
         }
         self.last_heard
             .retain(|node, _| table.members.contains_key(node));
+        self.heard
+            .retain(|node, _| table.members.contains_key(node));
         if self.announced != Some(table.epoch) && self.goal != Goal::Gone {
             // Tell the others at once: a heartbeat carrying a newer epoch makes
             // them read the table, so a new ring spreads in one round trip.
@@ -459,7 +466,14 @@ impl Membership {
         let mine = table.members.get(&self.me).copied();
         let proposal = match (self.goal, mine) {
             (Goal::Up, None | Some(Status::Down)) => Some((self.me.clone(), Some(Status::Joining))),
-            (Goal::Up, Some(Status::Joining)) => Some((self.me.clone(), Some(Status::Up))),
+            // Up (onto the ring) only once linked to every member already
+            // up, judged by their heartbeats arriving, not by an open socket:
+            // a node that cannot hear them (a partition, a stalled link, a
+            // wrong cookie) would take sessions it cannot be sent, then be
+            // declared down again. It stays joining and asks again later.
+            (Goal::Up, Some(Status::Joining)) if self.hears_every_up(now, table) => {
+                Some((self.me.clone(), Some(Status::Up)))
+            }
             // From `down` too: a node cut off and declared down, drained
             // before it joined again, must still be able to leave.
             (Goal::Drain, Some(Status::Up | Status::Joining | Status::Down)) => {
@@ -477,6 +491,25 @@ impl Membership {
                 table: next,
             });
         }
+    }
+
+    /// Whether a heartbeat of every other member that is up arrived within
+    /// `down_after_ms`.
+    fn hears_every_up(&self, now: u64, table: &MemberTable) -> bool {
+        // Planted bug `socket-is-link`: a node counts itself linked without
+        // hearing anyone, as an open socket would say.
+        if mutation::active(Mutation::SocketIsLink) {
+            return true;
+        }
+        table
+            .members
+            .iter()
+            .filter(|(node, status)| **node != self.me && **status == Status::Up)
+            .all(|(node, _)| {
+                self.heard
+                    .get(node)
+                    .is_some_and(|at| now.saturating_sub(*at) < self.config.down_after_ms)
+            })
     }
 
     /// A member to declare `Down`: the first (in id order) not heard from for

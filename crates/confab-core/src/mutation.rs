@@ -36,11 +36,15 @@ pub enum Mutation {
     /// no proof that this node still owns it: a node whose ring is stale
     /// reports an older `last_seq` than the new owner has acked.
     ReadFromMemory,
+    /// A joining node goes up without hearing the members already up, as if
+    /// an open socket were a working link: cut off, it becomes part of the
+    /// ring it cannot serve, and is declared down again.
+    SocketIsLink,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
@@ -49,6 +53,7 @@ impl Mutation {
         Mutation::StaleHeartbeats,
         Mutation::ActionRerun,
         Mutation::ReadFromMemory,
+        Mutation::SocketIsLink,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -62,6 +67,7 @@ impl Mutation {
             Mutation::StaleHeartbeats => "stale-heartbeats",
             Mutation::ActionRerun => "action-rerun",
             Mutation::ReadFromMemory => "read-from-memory",
+            Mutation::SocketIsLink => "socket-is-link",
         }
     }
 

@@ -9,6 +9,7 @@
 //!   (a change is spreading): the turn waits for a refresh instead of bouncing.
 
 use crate::ids::{Epoch, NodeId, Uid};
+use crate::membership::Status;
 use crate::ring::Ring;
 
 /// Forwards a turn may take before it waits for a fresher ring.
@@ -48,12 +49,30 @@ pub fn route(ring: &Ring, me: &NodeId, uid: &Uid, seen: Option<Epoch>, hops: u8)
     }
 }
 
+/// Whether a turn forwarded to its owner is failed at once instead of
+/// waiting for the owner's answer: the owner was declared down (or left the
+/// table), or this node lost its link to it. The turn may have been recorded
+/// there: the client retries with the same id, and the retry goes where the
+/// ring sends it next.
+pub fn forward_lost(owner_status: Option<Status>, linked: bool) -> bool {
+    !linked || matches!(owner_status, None | Some(Status::Down))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn id(s: &str) -> NodeId {
         NodeId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_forwarded_turn_is_given_up_when_its_owner_is_down_gone_or_unlinked() {
+        assert!(!forward_lost(Some(Status::Up), true));
+        assert!(!forward_lost(Some(Status::Draining), true));
+        assert!(forward_lost(Some(Status::Down), true));
+        assert!(forward_lost(None, true));
+        assert!(forward_lost(Some(Status::Up), false));
     }
 
     fn uid(s: &str) -> Uid {

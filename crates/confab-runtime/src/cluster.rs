@@ -338,18 +338,6 @@ async fn drive_membership(
                         _ => Input::StoreFailed,
                     },
                 ),
-                // A node goes up (onto the ring) only once it is linked to
-                // every member already up: one that cannot reach them (a wrong
-                // cookie or certificate, a partition) would take sessions it
-                // cannot be sent. It stays joining and asks again at the next
-                // refresh.
-                Output::Cas { table, .. }
-                    if table.members.get(runtime.node_id()) == Some(&Status::Up)
-                        && machine.status() != Some(Status::Up)
-                        && !linked_to_up(&runtime, &table) =>
-                {
-                    Some(Input::StoreFailed)
-                }
                 Output::Cas { expected, table } => Some(
                     match tokio::time::timeout(
                         store_timeout,
@@ -411,13 +399,6 @@ async fn drive_membership(
             () = tokio::time::sleep(wait) => machine.handle_timeout(now()),
         }
     }
-}
-
-/// Whether this node has a link to every other member that is up.
-fn linked_to_up(runtime: &Runtime, table: &MemberTable) -> bool {
-    table.members.iter().all(|(node, status)| {
-        node == runtime.node_id() || *status != Status::Up || runtime.is_connected(node)
-    })
 }
 
 /// The member table, from the store's settings (version = revision).

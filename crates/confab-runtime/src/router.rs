@@ -11,7 +11,7 @@
 use crate::messages::SupervisorMsg;
 use crate::wire::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
 use crate::{SessionRequest, Shared, TurnError, TurnRequest};
-use confab_core::routing::{Route, route};
+use confab_core::routing::{Route, forward_lost, route};
 use confab_core::{Epoch, NodeId, Uid};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -76,8 +76,14 @@ impl Actor for Router {
                 Ok(None) => {
                     let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
                 }
-                Ok(Some((peer, epoch, hops))) => {
+                Ok(Some(Forward {
+                    to,
+                    peer,
+                    epoch,
+                    hops,
+                })) => {
                     let timeout = state.shared.config.turn_timeout;
+                    let shared = Arc::clone(&state.shared);
                     tokio::spawn(async move {
                         let remote = RemoteTurn {
                             uid: turn.uid.clone(),
@@ -86,10 +92,13 @@ impl Actor for Router {
                             epoch,
                             hops,
                         };
-                        let result = peer
-                            .call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout))
-                            .await;
-                        let _ = turn.reply.send(answer(result).and_then(|w| w.0));
+                        let call =
+                            peer.call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout));
+                        let answer = tokio::select! {
+                            result = call => answer(result).and_then(|w| w.0),
+                            lost = owner_lost(&shared, &to) => Err(lost),
+                        };
+                        let _ = turn.reply.send(answer);
                         drop(turn.permit);
                     });
                 }
@@ -101,8 +110,14 @@ impl Actor for Router {
                 Ok(None) => {
                     let _ = state.supervisor.cast(SupervisorMsg::Request(request));
                 }
-                Ok(Some((peer, epoch, hops))) => {
+                Ok(Some(Forward {
+                    to,
+                    peer,
+                    epoch,
+                    hops,
+                })) => {
                     let timeout = state.shared.config.turn_timeout;
+                    let shared = Arc::clone(&state.shared);
                     tokio::spawn(async move {
                         let remote = RemoteRequest {
                             uid: request.uid.clone(),
@@ -110,11 +125,12 @@ impl Actor for Router {
                             epoch,
                             hops,
                         };
-                        let result = peer
-                            .call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout))
-                            .await;
-                        let answer: Result<RemoteAnswer, TurnError> =
-                            answer(result).and_then(|w| w.0);
+                        let call =
+                            peer.call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout));
+                        let answer: Result<RemoteAnswer, TurnError> = tokio::select! {
+                            result = call => answer(result).and_then(|w| w.0),
+                            lost = owner_lost(&shared, &to) => Err(lost),
+                        };
                         let _ = request.reply.send(answer);
                         drop(request.permit);
                     });
@@ -196,12 +212,12 @@ impl RouterState {
         });
     }
 
-    /// `Ok(None)`: serve here; `Ok(Some(peer, epoch, hops))`: forward.
+    /// `Ok(None)`: serve here; `Ok(Some(forward))`: send to the owner.
     fn route(
         &self,
         uid: &Uid,
         forwarded: Option<(Epoch, u8)>,
-    ) -> Result<Option<(ActorRef<PeerMsg>, Epoch, u8)>, TurnError> {
+    ) -> Result<Option<Forward>, TurnError> {
         let ring = self.shared.ring();
         let me = &self.shared.config.node_id;
         let (seen, hops) = match forwarded {
@@ -211,13 +227,51 @@ impl RouterState {
         match route(&ring, me, uid, seen, hops) {
             Route::Serve => Ok(None),
             Route::Forward { to, epoch } => match self.shared.peer(&to) {
-                Some(peer) => Ok(Some((peer, epoch, hops + 1))),
+                Some(peer) => Ok(Some(Forward {
+                    to,
+                    peer,
+                    epoch,
+                    hops: hops + 1,
+                })),
                 None => Err(unreachable_owner(&to, epoch)),
             },
             Route::Refresh => Err(TurnError::Unavailable(format!(
                 "the ring is changing (this node is at epoch {}): retry with the same id",
                 ring.epoch()
             ))),
+        }
+    }
+}
+
+/// Where a turn is forwarded: the owner, its peer actor, the epoch it was
+/// routed at, and the forwards it will have taken.
+struct Forward {
+    to: NodeId,
+    peer: ActorRef<PeerMsg>,
+    epoch: Epoch,
+    hops: u8,
+}
+
+/// How often a forwarded turn checks that its owner is still there.
+const OWNER_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Resolves once the core says a turn forwarded to `owner` is lost (the owner
+/// declared down, gone from the table, or unlinked): the error to answer with.
+async fn owner_lost(shared: &Shared, owner: &NodeId) -> TurnError {
+    loop {
+        tokio::time::sleep(OWNER_CHECK_EVERY).await;
+        let status = shared
+            .members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|table| table.members.get(owner).copied());
+        if forward_lost(status, shared.peer(owner).is_some()) {
+            // Like a timeout: the turn may be recorded, so not `unavailable`.
+            return TurnError::Internal(format!(
+                "the session's owner {owner} went down or out of reach while it had the turn; \
+                 it may be recorded: retry with the same id"
+            ));
         }
     }
 }

@@ -513,6 +513,9 @@ pub struct World {
     moves: BTreeMap<(usize, u32), (usize, Epoch, u64)>,
     /// When heartbeats are due, per link: `(from, to) -> (due, incarnation of to)`.
     heartbeats_due: BTreeMap<(usize, usize), std::collections::VecDeque<(u64, u32)>>,
+    /// When a heartbeat of each member last reached each node incarnation:
+    /// (to, its incarnation, from) to the time.
+    heard_by: BTreeMap<(usize, u32, usize), u64>,
     /// The announcements each node received: `(to, incarnation, from, s, epoch)`.
     expects_seen: std::collections::BTreeSet<(usize, u32, usize, u32, Epoch)>,
     seq: u64,
@@ -643,6 +646,7 @@ impl World {
             link_last: BTreeMap::new(),
             moves: BTreeMap::new(),
             heartbeats_due: BTreeMap::new(),
+            heard_by: BTreeMap::new(),
             expects_seen: std::collections::BTreeSet::new(),
             seq: 0,
             queue: BinaryHeap::new(),

@@ -16,6 +16,8 @@ impl World {
                 self.route_turn(node, turn, Some(seen));
             }
             Msg::Heartbeat { from, epoch } => {
+                let inc = self.nodes[node].incarnation;
+                self.heard_by.insert((node, inc, from), self.now);
                 let now = self.node_now(node);
                 let from = self.nodes[from].id.clone();
                 self.nodes[node]
@@ -515,6 +517,7 @@ impl World {
                 Output::ReadTable => self.store_op(node, StoreOp::Read, 0),
                 Output::Cas { expected, table } => {
                     self.check_down_evidence(node, &table);
+                    self.check_up_evidence(node, &table);
                     let table = Box::new(table);
                     self.store_op(node, StoreOp::Cas { expected, table }, 0)
                 }
@@ -557,6 +560,45 @@ impl World {
     /// from a silence it observed, never while a heartbeat of that member was
     /// due to reach it within the detection period (one it slept through in a
     /// pause, say).
+    /// Checks `up-when-heard`: a node proposes itself up only once a
+    /// heartbeat of every member already up reached it within
+    /// `down_after_ms` (a node that cannot hear them would be declared down
+    /// again: the ring flaps).
+    fn check_up_evidence(&mut self, node: usize, proposed: &MemberTable) {
+        let Some(held) = self.nodes[node].membership.table() else {
+            return;
+        };
+        let me = &self.nodes[node].id;
+        if proposed.members.get(me) != Some(&Status::Up)
+            || held.members.get(me) == Some(&Status::Up)
+        {
+            return;
+        }
+        let inc = self.nodes[node].incarnation;
+        // A margin for the node's clock drift.
+        let window = self.membership.down_after_ms + 50;
+        let unheard: Vec<usize> = held
+            .members
+            .iter()
+            .filter(|(id, st)| *id != me && **st == Status::Up)
+            .map(|(id, _)| node_of(id))
+            .filter(|m| {
+                self.heard_by
+                    .get(&(node, inc, *m))
+                    .is_none_or(|at| self.now >= at + window)
+            })
+            .collect();
+        if let Some(m) = unheard.first() {
+            let detail = format!(
+                "n{} proposed itself up without a heartbeat of n{} (up) in the last {window} ms",
+                node + 1,
+                m + 1
+            );
+            self.checker
+                .violate(self.now, "up-when-heard", Some(node), detail);
+        }
+    }
+
     fn check_down_evidence(&mut self, node: usize, proposed: &MemberTable) {
         let Some(held) = self.nodes[node].membership.table() else {
             return;

@@ -483,3 +483,54 @@ fn a_node_declared_down_can_still_be_drained_and_leave() {
     let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
     assert!(outputs.contains(&Output::Left), "{outputs:?}");
 }
+
+#[test]
+fn a_joining_node_goes_up_only_once_it_hears_every_member_that_is_up() {
+    let joining = MemberTable::default()
+        .with(&id(1), Some(Status::Joining))
+        .with(&id(1), Some(Status::Up))
+        .with(&id(2), Some(Status::Joining));
+    let mut m = Membership::new(id(2), MembershipConfig::default());
+    m.handle(0, Input::Start);
+    assert_eq!(m.poll_output(), Some(Output::ReadTable));
+    m.handle(1, Input::TableRead(joining.clone()));
+    let proposes_up = |outputs: &[Output]| {
+        outputs.iter().any(|o| {
+            matches!(o, Output::Cas { table, .. } if table.members.get(&id(2)) == Some(&Status::Up))
+        })
+    };
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert!(!proposes_up(&outputs), "up without hearing n1: {outputs:?}");
+    // Still nothing heard, past refreshes: it stays joining.
+    for now in (100..3_000).step_by(100) {
+        m.handle_timeout(now);
+        let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+        assert!(!proposes_up(&outputs), "at {now}: {outputs:?}");
+        if outputs.contains(&Output::ReadTable) {
+            m.handle(now, Input::TableRead(joining.clone()));
+            while m.poll_output().is_some() {}
+        }
+    }
+    // n1's heartbeat arrives: the next decision proposes up.
+    m.handle(
+        3_000,
+        Input::Heartbeat {
+            from: id(1),
+            epoch: Epoch(1),
+        },
+    );
+    let mut outputs = vec![];
+    for now in (3_000..5_000).step_by(100) {
+        m.handle_timeout(now);
+        let step: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+        if step.contains(&Output::ReadTable) {
+            m.handle(now, Input::TableRead(joining.clone()));
+            outputs.extend(std::iter::from_fn(|| m.poll_output()));
+        }
+        outputs.extend(step);
+        if proposes_up(&outputs) {
+            break;
+        }
+    }
+    assert!(proposes_up(&outputs), "{outputs:?}");
+}
