@@ -261,6 +261,50 @@ impl Membership {
         self.announced
     }
 
+    /// Whether this node is on the side of the cluster that may decide: it
+    /// hears (a heartbeat within `down_after_ms`) a majority of the members
+    /// that are up, itself included when up, or exactly half of them with the
+    /// lowest up member among those heard (the tie-breaker of Akka's
+    /// keep-majority). A node cut off from the majority declares no one down,
+    /// and does not serve.
+    pub fn has_quorum(&self, now: u64) -> bool {
+        // Planted bug `no-quorum`: every node decides, whatever it hears.
+        if mutation::active(Mutation::NoQuorum) {
+            return true;
+        }
+        let Some(table) = &self.table else {
+            return false;
+        };
+        let up: Vec<&NodeId> = table
+            .members
+            .iter()
+            .filter(|(_, status)| **status == Status::Up)
+            .map(|(node, _)| node)
+            .collect();
+        let Some(lowest) = up.first() else {
+            return true;
+        };
+        // Planted bug `stale-heartbeats` (here too): a heartbeat heard once,
+        // before a pause say, counts as if it were fresh.
+        let stale = mutation::active(Mutation::StaleHeartbeats);
+        let hears = |node: &NodeId| {
+            *node == self.me
+                || self
+                    .heard
+                    .get(node)
+                    .is_some_and(|at| stale || now.saturating_sub(*at) < self.config.down_after_ms)
+        };
+        let heard = up.iter().filter(|node| hears(node)).count();
+        2 * heard > up.len() || (2 * heard == up.len() && hears(lowest))
+    }
+
+    /// Whether this node may serve turns: it is not up, or it is up and has
+    /// the quorum. An isolated member answers `unavailable` at once instead of
+    /// holding turns it cannot serve for long.
+    pub fn serving(&self, now: u64) -> bool {
+        self.status() != Some(Status::Up) || self.has_quorum(now)
+    }
+
     /// Feeds one input, at `now` (ms).
     pub fn handle(&mut self, now: u64, input: Input) {
         self.wake(now);
@@ -366,9 +410,12 @@ impl Membership {
         }
         // Failure detection proposes through the table: while a request is in
         // flight it waits for the answer (or the store timeout above).
+        // Without the quorum nobody is declared down: no deadline to wake for
+        // (the next heartbeat heard, an input, may bring the quorum back).
         if let Some(table) = &self.table
             && self.waiting_since.is_none()
             && self.status() == Some(Status::Up)
+            && self.last_ran.is_some_and(|now| self.has_quorum(now))
         {
             for (node, status) in &table.members {
                 if *node != self.me && *status != Status::Down {
@@ -515,6 +562,9 @@ impl Membership {
     /// A member to declare `Down`: the first (in id order) not heard from for
     /// `down_after_ms`.
     fn suspect(&self, now: u64, table: &MemberTable) -> Option<(NodeId, Option<Status>)> {
+        if !self.has_quorum(now) {
+            return None;
+        }
         table
             .members
             .iter()

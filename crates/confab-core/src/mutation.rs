@@ -40,11 +40,14 @@ pub enum Mutation {
     /// an open socket were a working link: cut off, it becomes part of the
     /// ring it cannot serve, and is declared down again.
     SocketIsLink,
+    /// A node declares members down whatever it hears: cut off from the
+    /// majority, it declares the majority down, and two sides decide.
+    NoQuorum,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 9] = [
+    pub const ALL: [Mutation; 10] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
@@ -54,6 +57,7 @@ impl Mutation {
         Mutation::ActionRerun,
         Mutation::ReadFromMemory,
         Mutation::SocketIsLink,
+        Mutation::NoQuorum,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -68,6 +72,7 @@ impl Mutation {
             Mutation::ActionRerun => "action-rerun",
             Mutation::ReadFromMemory => "read-from-memory",
             Mutation::SocketIsLink => "socket-is-link",
+            Mutation::NoQuorum => "no-quorum",
         }
     }
 

@@ -148,7 +148,7 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not on the ring yet, or the store is unreachable\n",
+            "not ready: not on the ring yet, cut off from the majority of the cluster, or the store is unreachable\n",
         )
             .into_response()
     }

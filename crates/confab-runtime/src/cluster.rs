@@ -376,6 +376,21 @@ async fn drive_membership(
             }
         }
         runtime.set_members(machine.table().cloned());
+        let isolated = !machine.serving(now());
+        if runtime
+            .shared
+            .isolated
+            .swap(isolated, std::sync::atomic::Ordering::AcqRel)
+            != isolated
+        {
+            if isolated {
+                warn!(
+                    "cut off from the majority of the members up: serving nothing until it hears them"
+                );
+            } else {
+                info!("hears the majority of the members up again: serving");
+            }
+        }
         // A draining node off the ring leaves once its last session actor stopped.
         if !drained
             && runtime.shared.drain.state() == DrainState::Draining

@@ -65,6 +65,21 @@ impl Actor for Router {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if state.shared.is_isolated() {
+            let error = TurnError::Unavailable(
+                "this node is cut off from the majority of the cluster: retry with the same id (another node)"
+                    .into(),
+            );
+            match message {
+                RouterMsg::Turn(turn) => {
+                    let _ = turn.reply.send(Err(error));
+                }
+                RouterMsg::Request(request) => {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+            return Ok(());
+        }
         match message {
             RouterMsg::Turn(turn) if state.is_stale(&turn.uid, turn.forwarded) => {
                 state.later(myself, RouterMsg::Turn(turn));

@@ -90,6 +90,7 @@ impl Runtime {
             peers: Default::default(),
             members: Default::default(),
             membership: std::sync::OnceLock::new(),
+            isolated: Default::default(),
             drain: Default::default(),
             ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
             handoff_outbox: std::sync::OnceLock::new(),
@@ -397,8 +398,9 @@ impl Runtime {
         Ok(replies)
     }
 
-    /// Whether the node can serve: it is on the ring and linked to its other
-    /// members, its actors and committer run and its durable tier answers.
+    /// Whether the node can serve: it is on the ring, linked to its other
+    /// members and not cut off from their majority, its actors and committer
+    /// run and its durable tier answers.
     pub async fn ready(&self) -> bool {
         let running = |status| status == ractor::ActorStatus::Running;
         // On the ring, and linked to every other member of it: a turn for any
@@ -409,6 +411,7 @@ impl Runtime {
         let linked = ring.members().all(|m| m == me || self.is_connected(m));
         in_ring
             && linked
+            && !self.shared.is_isolated()
             && running(self.router.get_status())
             && running(self.supervisor.get_status())
             && self.shared.committer.is_running()

@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     /// The membership machine's input, once the cluster runs.
     pub(crate) membership:
         std::sync::OnceLock<tokio::sync::mpsc::Sender<confab_core::membership::Input>>,
+    /// Whether this node is up but cut off from the majority of the members
+    /// up (membership's quorum): it then serves nothing.
+    pub(crate) isolated: std::sync::atomic::AtomicBool,
     /// This node's drain, if one was asked for.
     pub(crate) drain: drain::DrainCell,
     /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
@@ -56,6 +59,11 @@ impl Shared {
             }
             None => false,
         }
+    }
+
+    /// Whether this node is cut off from the majority of the cluster.
+    pub(crate) fn is_isolated(&self) -> bool {
+        self.isolated.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The peer actor of a member, if connected.

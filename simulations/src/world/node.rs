@@ -100,6 +100,12 @@ impl World {
 
     pub(super) fn route_turn(&mut self, node: usize, turn: Turn, seen: Option<Epoch>) {
         let s = turn.s;
+        let now = self.node_now(node);
+        if !self.nodes[node].membership.serving(now) {
+            // Cut off from the majority: `unavailable` at once.
+            self.answer(node, turn, Answer::Unavailable);
+            return;
+        }
         let n = &self.nodes[node];
         match route(&n.ring, &n.id, &self.uids[s as usize], seen, turn.hops) {
             Route::Serve => self.admit(node, turn),
@@ -626,6 +632,47 @@ impl World {
                 );
                 self.checker
                     .violate(self.now, "down-from-fresh-evidence", Some(node), detail);
+            }
+        }
+        // Checked after `down-from-fresh-evidence`, which names the cause
+        // when a paused node judged by stale heartbeats.
+        let Some(held) = self.nodes[node].membership.table() else {
+            return;
+        };
+        let me = &self.nodes[node].id;
+        let downs = proposed
+            .members
+            .iter()
+            .any(|(id, st)| *st == Status::Down && held.members.get(id) != Some(&Status::Down));
+        if downs {
+            // `down-from-majority`: heard (within down_after_ms, plus a margin
+            // for drift) a majority of the members up, or half with the lowest.
+            let inc = self.nodes[node].incarnation;
+            let window = self.membership.down_after_ms + 50;
+            let up: Vec<&NodeId> = held
+                .members
+                .iter()
+                .filter(|(_, st)| **st == Status::Up)
+                .map(|(id, _)| id)
+                .collect();
+            let hears = |id: &NodeId| {
+                id == me
+                    || self
+                        .heard_by
+                        .get(&(node, inc, node_of(id)))
+                        .is_some_and(|at| self.now < at + window)
+            };
+            let heard = up.iter().filter(|id| hears(id)).count();
+            let quorum =
+                up.is_empty() || 2 * heard > up.len() || (2 * heard == up.len() && hears(up[0]));
+            if !quorum {
+                let detail = format!(
+                    "n{} proposed a member down hearing {heard} of the {} members up",
+                    node + 1,
+                    up.len()
+                );
+                self.checker
+                    .violate(self.now, "down-from-majority", Some(node), detail);
             }
         }
     }

@@ -534,3 +534,73 @@ fn a_joining_node_goes_up_only_once_it_hears_every_member_that_is_up() {
     }
     assert!(proposes_up(&outputs), "{outputs:?}");
 }
+
+#[test]
+fn a_node_cut_off_from_the_majority_declares_no_one_down_and_does_not_serve() {
+    let five = (1..=5).fold(MemberTable::default(), |t, n| {
+        t.with(&id(n), Some(Status::Joining))
+            .with(&id(n), Some(Status::Up))
+    });
+    let config = MembershipConfig::default();
+    let mut m = Membership::new(id(3), config.clone());
+    m.handle(0, Input::Start);
+    m.handle(1, Input::TableRead(five));
+    while m.poll_output().is_some() {}
+    // It hears n4 only: 2 of 5 with itself.
+    let quiet = config.down_after_ms * 3;
+    let mut now = 2;
+    while now < quiet {
+        m.handle(
+            now,
+            Input::Heartbeat {
+                from: id(4),
+                epoch: Epoch(5),
+            },
+        );
+        m.handle_timeout(now);
+        let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+        assert!(
+            !outputs.iter().any(|o| matches!(o, Output::Cas { .. })),
+            "a minority proposed a change at {now}: {outputs:?}"
+        );
+        let next = m.poll_timeout().expect("a running machine has a timeout");
+        assert!(
+            next > now,
+            "no busy loop: the next timeout {next} is not after {now}"
+        );
+        now += 100;
+    }
+    assert!(!m.has_quorum(now) && !m.serving(now));
+    // n1 and n5 are heard again: the majority (3 of 5), and it serves.
+    for n in [1, 5] {
+        m.handle(
+            now,
+            Input::Heartbeat {
+                from: id(n),
+                epoch: Epoch(5),
+            },
+        );
+    }
+    assert!(m.has_quorum(now) && m.serving(now));
+}
+
+#[test]
+fn half_of_the_members_decide_only_with_the_lowest_among_them() {
+    let four = (1..=4).fold(MemberTable::default(), |t, n| {
+        t.with(&id(n), Some(Status::Joining))
+            .with(&id(n), Some(Status::Up))
+    });
+    for (me, other, quorum) in [(1, 2, true), (3, 4, false)] {
+        let mut m = Membership::new(id(me), MembershipConfig::default());
+        m.handle(0, Input::Start);
+        m.handle(1, Input::TableRead(four.clone()));
+        m.handle(
+            2,
+            Input::Heartbeat {
+                from: id(other),
+                epoch: Epoch(4),
+            },
+        );
+        assert_eq!(m.has_quorum(3), quorum, "n{me} hearing n{other}");
+    }
+}
