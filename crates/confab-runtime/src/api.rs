@@ -1,7 +1,7 @@
 //! What the gateway and the peers hand the runtime, and what they get back:
 //! turns and requests, their outcomes and errors.
 
-use confab_core::session::{Event, RecordedEvent, Slots};
+use confab_core::session::{RecordedEvent, Slots};
 use confab_core::{Epoch, MessageId, NodeId, Seq, Uid};
 use confab_store::DeadLetter;
 use tokio::sync::OwnedSemaphorePermit;
@@ -59,23 +59,23 @@ impl Reply {
         recorded: &RecordedEvent,
         sensitive: &std::collections::BTreeSet<String>,
     ) -> Option<Self> {
-        match &recorded.event {
-            Event::ReplyProduced {
-                message_id,
-                text,
-                policy,
-                intent,
-                slots,
-                ..
-            } => Some(Self {
-                message_id: message_id.clone(),
-                seq: recorded.seq,
-                text: text.clone(),
-                intent: intent.clone(),
-                slots: confab_dialog::masked_with(slots, sensitive),
-                policy: policy.clone(),
-            }),
-            _ => None,
+        // The ack's seq is not part of a reply frame.
+        confab_dialog::turn::Replied::from_event(recorded.seq, recorded, false)
+            .map(|replied| Self::masked(replied, sensitive))
+    }
+
+    /// The turn machine's reply as a client gets it: slots masked.
+    pub(crate) fn masked(
+        replied: confab_dialog::turn::Replied,
+        sensitive: &std::collections::BTreeSet<String>,
+    ) -> Self {
+        Self {
+            message_id: replied.message_id,
+            seq: replied.reply_seq,
+            text: replied.text,
+            intent: replied.intent,
+            slots: confab_dialog::masked_with(&replied.slots, sensitive),
+            policy: replied.policy,
         }
     }
 }

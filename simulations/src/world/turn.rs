@@ -245,16 +245,20 @@ impl World {
             return;
         };
         let s = held.s;
-        let Some(mut pending) = held.pending.take() else {
+        let Some(pending) = held.pending.take() else {
             return;
         };
         self.record("action_done", Some(node), s.into(), 0, 0);
+        self.resume(node, hid, pending, TurnInput::Acted(outcome));
+    }
+
+    /// Feeds the result of a flow's ask back, and carries its next steps out.
+    fn resume(&mut self, node: usize, hid: u64, mut pending: Pending, input: TurnInput) {
+        let s = self.nodes[node].held[&hid].s;
         let now = self.turn_now(node, s);
         let choose = self.chooser(s);
         let held = self.nodes[node].held.get_mut(&hid).expect("held");
-        let step = pending
-            .flow
-            .handle(now, &mut held.state, &choose, TurnInput::Acted(outcome));
+        let step = pending.flow.handle(now, &mut held.state, &choose, input);
         self.follow(node, hid, pending, step);
     }
 
@@ -275,16 +279,7 @@ impl World {
             }
             Err(_) => Committed::Failed("the store is unavailable".into()),
         };
-        let now = self.turn_now(node, s);
-        let choose = self.chooser(s);
-        let held = self.nodes[node].held.get_mut(&hid).expect("held");
-        let step = pending.flow.handle(
-            now,
-            &mut held.state,
-            &choose,
-            TurnInput::Confirmed(confirmed),
-        );
-        self.follow(node, hid, pending, step);
+        self.resume(node, hid, pending, TurnInput::Confirmed(confirmed));
     }
 
     /// A commit's answer from the store.
@@ -322,16 +317,7 @@ impl World {
                 Committed::Fenced("a newer epoch claimed the session".into())
             }
         };
-        let now = self.turn_now(node, s);
-        let choose = self.chooser(s);
-        let held = self.nodes[node].held.get_mut(&hid).expect("held");
-        let step = pending.flow.handle(
-            now,
-            &mut held.state,
-            &choose,
-            TurnInput::Committed(committed),
-        );
-        self.follow(node, hid, pending, step);
+        self.resume(node, hid, pending, TurnInput::Committed(committed));
     }
 }
 

@@ -31,15 +31,8 @@ impl SessionActorState {
         let sensitive = self.shared.dialog.sensitive();
         Ok(TurnOutcome {
             ack_seq: replied.ack_seq,
-            reply: Reply {
-                message_id: replied.message_id,
-                seq: replied.reply_seq,
-                text: replied.text,
-                intent: replied.intent,
-                slots: confab_dialog::masked_with(&replied.slots, &sensitive),
-                policy: replied.policy,
-            },
             duplicate: replied.duplicate,
+            reply: Reply::masked(replied, &sensitive),
         })
     }
 
