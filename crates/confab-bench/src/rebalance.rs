@@ -59,6 +59,10 @@ pub(crate) struct RebalanceArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Copy each node's log (warnings and errors) into this directory at the
+    /// end, to see why a run was slow.
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -454,6 +458,18 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     }
     let (drain_moved, drain_q) = migration(&drained_page, "drain");
     tokio::time::sleep(STEADY).await;
+    if let Some(dir) = &args.keep_logs {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("node-2.metrics"), &drained_page)?;
+        for (i, node) in nodes.iter().enumerate() {
+            if i != 1 {
+                std::fs::write(
+                    dir.join(format!("node-{}.metrics", i + 1)),
+                    metrics(node).await,
+                )?;
+            }
+        }
+    }
     let logs = load.finish().await;
     let (_, breaches) = check(&logs, &nodes[0].ws(), &tokens).await;
     let (join_p99, join_max) = pause(&logs, join_at, join_end);
@@ -481,6 +497,13 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             let _ = Command::new("kill").arg(pid.to_string()).status().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), node.child.wait()).await;
+    }
+    if let Some(dir) = &args.keep_logs {
+        for id in ["node-1", "node-2", "node-3", "node-4"] {
+            let log = format!("{id}.log");
+            std::fs::copy(data.path().join(&log), dir.join(&log))?;
+        }
+        eprintln!("node logs and metrics kept in {}", dir.display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

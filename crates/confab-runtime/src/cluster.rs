@@ -279,11 +279,15 @@ async fn reconnect(
         every.tick().await;
         let table = runtime.members();
         let me = runtime.node_id();
-        let missing = table.as_ref().is_some_and(|t| {
-            t.members
-                .keys()
-                .any(|id| id != me && !runtime.is_connected(id))
-        });
+        // Linked: an authenticated transport session, even before the peer's
+        // actor shows in the process group. Dialling a member already linked
+        // would open a second session, and ractor_cluster keeps one of the
+        // two: the other closes with whatever it carried (handoff batches).
+        let sessions = transport_links(&server).await;
+        let linked = |id: &NodeId| sessions.contains(id) || runtime.is_connected(id);
+        let missing = table
+            .as_ref()
+            .is_some_and(|t| t.members.keys().any(|id| id != me && !linked(id)));
         let book = if missing {
             crate::cluster_tls::addresses(runtime.store().as_ref()).await
         } else {
@@ -294,7 +298,7 @@ async fn reconnect(
             addresses: &book,
             seeds: &seeds,
         };
-        for target in dialer.due(now(), known, |id| runtime.is_connected(id)) {
+        for target in dialer.due(now(), known, linked) {
             let dial = crate::cluster_tls::dial(&server, &target, tls.as_ref());
             let linked = match tokio::time::timeout(RECONNECT_EVERY, dial).await {
                 Ok(Ok(())) => true,
@@ -310,6 +314,26 @@ async fn reconnect(
             dialer.dialed(now(), &target, linked);
         }
     }
+}
+
+/// The nodes this one has an authenticated cluster session with (ractor_cluster
+/// names a node `<node id>@<host>`).
+async fn transport_links(
+    server: &ActorRef<ractor_cluster::NodeServerMessage>,
+) -> std::collections::BTreeSet<NodeId> {
+    let Ok(sessions) = ractor::call_t!(
+        server,
+        ractor_cluster::NodeServerMessage::GetSessions,
+        RECONNECT_EVERY.as_millis() as u64
+    ) else {
+        return Default::default();
+    };
+    sessions
+        .values()
+        .filter_map(|s| s.peer_name.as_ref())
+        .filter_map(|peer| peer.name.split('@').next())
+        .filter_map(|id| NodeId::new(id).ok())
+        .collect()
 }
 
 /// Runs the core's membership machine: store I/O, heartbeats, ring changes.
