@@ -152,6 +152,11 @@ pub fn summary(
     );
     let _ = writeln!(
         out,
+        "links: {} made, {} reset; {} messages between nodes not sent for want of a link",
+        s.links_made, s.links_reset, s.unlinked
+    );
+    let _ = writeln!(
+        out,
         "actions: {} run, {} dead-lettered, {} found pending at a load and run again",
         s.actions_run, s.dead_letters, s.actions_resumed
     );

@@ -104,6 +104,13 @@ fn no_quorum_is_caught_as_a_minority_declaring_members_down() {
 }
 
 #[test]
+fn dial_seeds_only_is_caught_as_members_left_unlinked() {
+    let (scenario, seed, invariant) =
+        caught(Mutation::DialSeedsOnly).expect("dial-seeds-only is never caught");
+    assert_eq!(invariant, "links-healed", "{scenario} seed {seed}");
+}
+
+#[test]
 fn the_correct_code_passes_the_seeds_that_catch_the_bugs() {
     for mutation in Mutation::ALL {
         let (scenario, seed, _) = caught(mutation).unwrap();

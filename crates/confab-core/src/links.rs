@@ -11,6 +11,7 @@
 
 use crate::NodeId;
 use crate::membership::MemberTable;
+use crate::mutation::{self, Mutation};
 use std::collections::BTreeMap;
 
 /// The dialling delays.
@@ -20,6 +21,9 @@ pub struct DialConfig {
     pub first_ms: u64,
     /// The longest delay between two dials of a target (ms).
     pub max_ms: u64,
+    /// How often the node asks whom to dial, and how long one dial may take
+    /// (ms).
+    pub tick_ms: u64,
 }
 
 impl Default for DialConfig {
@@ -27,6 +31,7 @@ impl Default for DialConfig {
         Self {
             first_ms: 1_000,
             max_ms: 8_000,
+            tick_ms: 1_000,
         }
     }
 }
@@ -91,6 +96,21 @@ impl Dialer {
             .collect();
         if none_linked {
             wanted.extend(known.seeds.iter().cloned());
+        }
+        // Planted bug `dial-seeds-only`: only the seeds not linked yet.
+        if mutation::active(Mutation::DialSeedsOnly) {
+            let linked_at = |seed: &String| {
+                known
+                    .addresses
+                    .iter()
+                    .any(|(id, address)| address == seed && linked(id))
+            };
+            wanted = known
+                .seeds
+                .iter()
+                .filter(|seed| !linked_at(seed))
+                .cloned()
+                .collect();
         }
         wanted.sort();
         wanted.dedup();
@@ -170,6 +190,7 @@ mod tests {
         let config = DialConfig {
             first_ms: 100,
             max_ms: 400,
+            ..DialConfig::default()
         };
         let mut d = Dialer::new(id("n1"), config);
         let t = table(&[("n1", Status::Up), ("n3", Status::Down)]);

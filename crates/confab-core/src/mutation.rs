@@ -43,11 +43,15 @@ pub enum Mutation {
     /// A node declares members down whatever it hears: cut off from the
     /// majority, it declares the majority down, and two sides decide.
     NoQuorum,
+    /// A node dials only its seeds, as if the member table named no one to
+    /// link to: a member that lost its link to a peer other than a seed (a
+    /// reset, a crash, a partition) is never linked to it again.
+    DialSeedsOnly,
 }
 
 impl Mutation {
     /// Every mutation, in order.
-    pub const ALL: [Mutation; 10] = [
+    pub const ALL: [Mutation; 11] = [
         Mutation::NoFencing,
         Mutation::AckBeforeCommit,
         Mutation::DropHandoffBuffer,
@@ -58,6 +62,7 @@ impl Mutation {
         Mutation::ReadFromMemory,
         Mutation::SocketIsLink,
         Mutation::NoQuorum,
+        Mutation::DialSeedsOnly,
     ];
 
     /// The name `confab-sim --mutate` takes.
@@ -73,6 +78,7 @@ impl Mutation {
             Mutation::ReadFromMemory => "read-from-memory",
             Mutation::SocketIsLink => "socket-is-link",
             Mutation::NoQuorum => "no-quorum",
+            Mutation::DialSeedsOnly => "dial-seeds-only",
         }
     }
 

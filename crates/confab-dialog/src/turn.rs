@@ -269,9 +269,12 @@ enum Wait {
     },
     Confirm {
         pending: PendingAction,
+        proof: Proof,
     },
     /// The ownership proof of a read.
-    ConfirmRead,
+    ConfirmRead {
+        proof: Proof,
+    },
     Action {
         pending: PendingAction,
     },
@@ -291,6 +294,47 @@ enum Wait {
         message_id: MessageId,
     },
     Over,
+}
+
+/// How long a confirmation of ownership stays good, from when it was asked
+/// (ms, on the owner's clock). An answer that comes back later proves only
+/// that the owner held the session back then: a pause (a long GC, a frozen
+/// VM) between the store's answer and its use may have let another node take
+/// over, which takes at least the failure detector's `down_after_ms` (2 s by
+/// default). Such an answer is asked again.
+pub const CONFIRM_VALID_MS: u64 = 1_000;
+/// Confirmations asked, at most, before the turn is given up (`unfinished`:
+/// the client's retry asks again).
+pub const CONFIRM_TRIES: u32 = 3;
+
+/// An ownership confirmation on its way: when it was asked, and how many
+/// times so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proof {
+    asked_at: u64,
+    tries: u32,
+}
+
+impl Proof {
+    fn first(now: u64) -> Self {
+        Self {
+            asked_at: now,
+            tries: 1,
+        }
+    }
+
+    /// Whether an answer at `now` came back too late to prove anything.
+    fn stale(&self, now: u64) -> bool {
+        now.saturating_sub(self.asked_at) >= CONFIRM_VALID_MS
+    }
+
+    /// The next try, if any is left.
+    fn again(&self, now: u64) -> Option<Self> {
+        (self.tries < CONFIRM_TRIES).then_some(Self {
+            asked_at: now,
+            tries: self.tries + 1,
+        })
+    }
 }
 
 /// One turn (or one settling of a pending action) of one session.
@@ -434,9 +478,20 @@ impl TurnFlow {
                 if let Err(failure) = self.apply_commit(state, &events, &committed) {
                     return self.end(Err(failure));
                 }
-                self.run_pending(state)
+                self.run_pending(now, state)
             }
-            (Wait::Confirm { pending }, TurnInput::Confirmed(confirmed)) => match confirmed {
+            (Wait::Confirm { pending, proof }, TurnInput::Confirmed(confirmed)) => match confirmed {
+                // Too late to prove ownership now: ask again, a few times.
+                Committed::Ok if proof.stale(now) => match proof.again(now) {
+                    Some(proof) => {
+                        self.wait = Wait::Confirm { pending, proof };
+                        ask(Ask::Confirm { epoch: self.epoch })
+                    }
+                    None => self.end(Err(TurnFailure::Unfinished(
+                        "the owner's confirmation that it holds the session kept coming back too late"
+                            .to_owned(),
+                    ))),
+                },
                 Committed::Ok => {
                     let key =
                         crate::actions::idempotency_key(self.uid.as_str(), pending.requested.0);
@@ -457,7 +512,17 @@ impl TurnFlow {
                 }
                 Committed::Conflict => self.end(Err(internal("a confirmation conflicted"))),
             },
-            (Wait::ConfirmRead, TurnInput::Confirmed(confirmed)) => match confirmed {
+            (Wait::ConfirmRead { proof }, TurnInput::Confirmed(confirmed)) => match confirmed {
+                Committed::Ok if proof.stale(now) => match proof.again(now) {
+                    Some(proof) => {
+                        self.wait = Wait::ConfirmRead { proof };
+                        ask(Ask::Confirm { epoch: self.epoch })
+                    }
+                    None => self.end(Err(TurnFailure::NotRecorded(
+                        "the owner's proof that it holds the session kept coming back too late: retry"
+                            .to_owned(),
+                    ))),
+                },
                 Committed::Ok => self.quiet(),
                 Committed::Fenced(e) => {
                     *state = None;
@@ -573,7 +638,7 @@ impl TurnFlow {
             return self.end(Err(dropped()));
         };
         if session.pending_action().is_some() {
-            return self.run_pending(state);
+            return self.run_pending(now, state);
         }
         let (message_id, text) = match &self.goal {
             Goal::Turn { message_id, text } => (message_id, text),
@@ -583,7 +648,9 @@ impl TurnFlow {
             // that no newer owner has written since.
             Goal::Read if mutation::active(Mutation::ReadFromMemory) => return self.quiet(),
             Goal::Read => {
-                self.wait = Wait::ConfirmRead;
+                self.wait = Wait::ConfirmRead {
+                    proof: Proof::first(now),
+                };
                 return ask(Ask::Confirm { epoch: self.epoch });
             }
         };
@@ -709,7 +776,7 @@ impl TurnFlow {
 
     /// Runs the pending action under its key, once this owner has confirmed
     /// it still holds the session.
-    fn run_pending(&mut self, state: &Option<SessionState>) -> Step {
+    fn run_pending(&mut self, now: u64, state: &Option<SessionState>) -> Step {
         let Some(pending) = state
             .as_ref()
             .and_then(SessionState::pending_action)
@@ -717,7 +784,10 @@ impl TurnFlow {
         else {
             return self.end(Err(dropped()));
         };
-        self.wait = Wait::Confirm { pending };
+        self.wait = Wait::Confirm {
+            pending,
+            proof: Proof::first(now),
+        };
         ask(Ask::Confirm { epoch: self.epoch })
     }
 

@@ -44,9 +44,6 @@ use tracing::{info, warn};
 pub const PEERS_GROUP: &str = "confab.peers";
 /// The store setting holding the member table.
 pub const MEMBERS_SETTING: &str = "cluster.members";
-/// How often a node checks its links (a target that failed is dialled again
-/// after its backoff: 1 s doubling to 8 s).
-pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// How often the peers are read back from the process group.
 const PEERS_EVERY: Duration = Duration::from_millis(100);
 /// Heartbeats and store answers queued for the membership machine, at most.
@@ -273,8 +270,10 @@ async fn reconnect(
 ) {
     let started = Instant::now();
     let now = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut dialer = Dialer::new(runtime.node_id().clone(), DialConfig::default());
-    let mut every = tokio::time::interval(RECONNECT_EVERY);
+    let config = DialConfig::default();
+    let tick = Duration::from_millis(config.tick_ms);
+    let mut dialer = Dialer::new(runtime.node_id().clone(), config);
+    let mut every = tokio::time::interval(tick);
     loop {
         every.tick().await;
         let table = runtime.members();
@@ -283,7 +282,7 @@ async fn reconnect(
         // actor shows in the process group. Dialling a member already linked
         // would open a second session, and ractor_cluster keeps one of the
         // two: the other closes with whatever it carried (handoff batches).
-        let sessions = transport_links(&server).await;
+        let sessions = transport_links(&server, tick).await;
         let linked = |id: &NodeId| sessions.contains(id) || runtime.is_connected(id);
         let missing = table
             .as_ref()
@@ -300,7 +299,7 @@ async fn reconnect(
         };
         for target in dialer.due(now(), known, linked) {
             let dial = crate::cluster_tls::dial(&server, &target, tls.as_ref());
-            let linked = match tokio::time::timeout(RECONNECT_EVERY, dial).await {
+            let linked = match tokio::time::timeout(tick, dial).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     warn!(peer = %target, error = %e, "cannot reach a member");
@@ -320,11 +319,12 @@ async fn reconnect(
 /// names a node `<node id>@<host>`).
 async fn transport_links(
     server: &ActorRef<ractor_cluster::NodeServerMessage>,
+    timeout: Duration,
 ) -> std::collections::BTreeSet<NodeId> {
     let Ok(sessions) = ractor::call_t!(
         server,
         ractor_cluster::NodeServerMessage::GetSessions,
-        RECONNECT_EVERY.as_millis() as u64
+        timeout.as_millis() as u64
     ) else {
         return Default::default();
     };

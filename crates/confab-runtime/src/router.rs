@@ -241,14 +241,18 @@ impl RouterState {
         };
         match route(&ring, me, uid, seen, hops) {
             Route::Serve => Ok(None),
+            // The same rule as a forward in flight: an owner down, gone or
+            // unlinked gets nothing, and the client is told at once.
             Route::Forward { to, epoch } => match self.shared.peer(&to) {
-                Some(peer) => Ok(Some(Forward {
-                    to,
-                    peer,
-                    epoch,
-                    hops: hops + 1,
-                })),
-                None => Err(unreachable_owner(&to, epoch)),
+                Some(peer) if !forward_lost(owner_status(&self.shared, &to), true) => {
+                    Ok(Some(Forward {
+                        to,
+                        peer,
+                        epoch,
+                        hops: hops + 1,
+                    }))
+                }
+                _ => Err(unreachable_owner(&to, epoch)),
             },
             Route::Refresh => Err(TurnError::Unavailable(format!(
                 "the ring is changing (this node is at epoch {}): retry with the same id",
@@ -275,13 +279,7 @@ const OWNER_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(
 async fn owner_lost(shared: &Shared, owner: &NodeId) -> TurnError {
     loop {
         tokio::time::sleep(OWNER_CHECK_EVERY).await;
-        let status = shared
-            .members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|table| table.members.get(owner).copied());
-        if forward_lost(status, shared.peer(owner).is_some()) {
+        if forward_lost(owner_status(shared, owner), shared.peer(owner).is_some()) {
             // Like a timeout: the turn may be recorded, so not `unavailable`.
             return TurnError::Internal(format!(
                 "the session's owner {owner} went down or out of reach while it had the turn; \
@@ -289,6 +287,16 @@ async fn owner_lost(shared: &Shared, owner: &NodeId) -> TurnError {
             ));
         }
     }
+}
+
+/// The owner's status in the member table this node holds, if listed.
+fn owner_status(shared: &Shared, owner: &NodeId) -> Option<confab_core::membership::Status> {
+    shared
+        .members
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|table| table.members.get(owner).copied())
 }
 
 fn unreachable_owner(owner: &NodeId, epoch: Epoch) -> TurnError {

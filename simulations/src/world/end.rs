@@ -50,9 +50,32 @@ impl World {
         }
     }
 
+    /// `ring-settled`: a healed cluster settles on one ring within
+    /// [`SETTLE_MS`] of the faults' end and does not flap: no member table is
+    /// made after that.
+    fn check_ring_settled(&mut self) {
+        let bound = self.liveness_from + SETTLE_MS;
+        let late: Vec<(u64, u64)> = self
+            .durable
+            .epoch_made_at
+            .iter()
+            .filter(|(_, at)| **at > bound)
+            .map(|(epoch, at)| (*epoch, *at))
+            .collect();
+        for (epoch, at) in late {
+            let detail = format!(
+                "epoch {epoch} made at {at} ms, more than {SETTLE_MS} ms after the faults stopped at {} ms",
+                self.liveness_from
+            );
+            self.checker.violate(at, "ring-settled", None, detail);
+        }
+    }
+
     /// After the faults stopped: the ring is agreed, every session is served by
     /// its ring owner, every user was answered, and every log replays.
     pub(super) fn liveness(&mut self) {
+        self.check_links_healed();
+        self.check_ring_settled();
         let end = self.end;
         let table = self.durable.table.clone();
         for (i, n) in self.nodes.iter().enumerate() {

@@ -20,11 +20,12 @@ use confab_core::handoff::{
     self, Admit, Arrival, HandoffConfig, Outbox, Phase, Refusal as HRefusal, Served, Session,
     SessionInput, SessionOutput,
 };
+use confab_core::links::{DialConfig, Dialer};
 use confab_core::membership::{
     Input as MInput, MemberTable, Membership, MembershipConfig, Output, Status,
 };
 use confab_core::ring::Ring;
-use confab_core::routing::{Route, route};
+use confab_core::routing::{Route, forward_lost, route};
 use confab_core::session::{
     ActionOutcome, Event, RecordedEvent, SessionState, Snapshot, SnapshotKey,
 };
@@ -36,6 +37,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 mod end;
+mod links;
 mod net;
 mod node;
 mod store;
@@ -59,6 +61,10 @@ const SCRIPT: &[&str] = &[
 const QUIET_MS: u64 = 8_000;
 /// A migration must finish this soon after its epoch change.
 pub const MIGRATION_MAX_MS: u64 = 2_000;
+/// After the faults stop, the ring settles within this long: no member table
+/// is made later (a restarted node's join and the downs of nodes that stay
+/// crashed take a few seconds; dial backoff is at most 8 s).
+pub const SETTLE_MS: u64 = 12_000;
 /// How long an action takes, at least and at most (ms): the window in which
 /// its owner may crash between the action's two commits.
 const ACTION_MS: (u64, u64) = (5, 60);
@@ -254,12 +260,20 @@ enum Ev {
         generation: u32,
     },
     /// A message arrives; `inc` is the incarnation of the node it was sent to
-    /// (a restarted node never gets its previous incarnation's messages).
+    /// (a restarted node never gets its previous incarnation's messages), and
+    /// `link` the number of the link it travels on between two nodes (0
+    /// between a user and a node): a link closed since loses it.
     Deliver {
         from: Endpoint,
         to: Endpoint,
         inc: u32,
+        link: u64,
         msg: Msg,
+    },
+    /// The node's dialer decides whom to dial.
+    DialTick {
+        node: usize,
+        inc: u32,
     },
     StoreArrive {
         node: usize,
@@ -377,6 +391,8 @@ struct Node {
     claims: Vec<ClaimAsk>,
     drained: bool,
     shown: (NodeState, u64),
+    /// Whom the node dials, and when.
+    dialer: Dialer,
 }
 
 struct User {
@@ -461,6 +477,12 @@ pub struct Stats {
     pub dead_letters: u64,
     /// Messages the network lost.
     pub lost: u64,
+    /// Links opened between nodes (by dials that reached their target).
+    pub links_made: u64,
+    /// Links closed (resets, crashes).
+    pub links_reset: u64,
+    /// Messages between nodes not sent for want of a link.
+    pub unlinked: u64,
     /// The last epoch.
     pub epoch: u64,
     /// Migrations (state sent from an old owner to a new one).
@@ -509,6 +531,17 @@ pub struct World {
     /// When the last message on each node-to-node link is delivered, with its
     /// tie-break: a later message never overtakes it.
     link_last: BTreeMap<(usize, usize), (u64, u64)>,
+    /// The open links between nodes, by pair (lower node first): each link's
+    /// number.
+    links: BTreeMap<(usize, usize), u64>,
+    /// The last link number given.
+    next_link: u64,
+    /// Whether each fault of the schedule, if a partition, is silent.
+    silent: Vec<bool>,
+    /// Each node's published address (its id).
+    addresses: BTreeMap<NodeId, String>,
+    /// The dialling delays.
+    dial: DialConfig,
     /// Each session's latest move by each node: `(from, s) -> (to, epoch, at)`.
     moves: BTreeMap<(usize, u32), (usize, Epoch, u64)>,
     /// When heartbeats are due, per link: `(from, to) -> (due, incarnation of to)`.
@@ -597,6 +630,7 @@ impl World {
                 Node {
                     membership: Membership::new(id.clone(), membership.clone()),
                     handoff: handoff::Node::new(id.clone(), handoff.clone()),
+                    dialer: Dialer::new(id.clone(), DialConfig::default()),
                     id,
                     life: Life::Off,
                     incarnation: 0,
@@ -644,6 +678,16 @@ impl World {
             next_hid: 0,
             link_lost: BTreeMap::new(),
             link_last: BTreeMap::new(),
+            links: BTreeMap::new(),
+            next_link: 0,
+            silent: links::draw_silent(seed, schedule.faults.len()),
+            addresses: (0..schedule.node_slots)
+                .map(|i| {
+                    let id = format!("n{}", i + 1);
+                    (NodeId::new(id.clone()).expect("a valid node id"), id)
+                })
+                .collect(),
+            dial: DialConfig::default(),
             moves: BTreeMap::new(),
             heartbeats_due: BTreeMap::new(),
             heard_by: BTreeMap::new(),
@@ -823,7 +867,18 @@ impl World {
         match ev {
             Ev::Fault { index, start } => self.fault(index, start),
             Ev::Wake { user, generation } => self.wake(user, generation),
-            Ev::Deliver { from, to, inc, msg } => self.deliver(from, to, inc, msg),
+            Ev::Deliver {
+                from,
+                to,
+                inc,
+                link,
+                msg,
+            } => self.deliver(from, to, (inc, link), msg),
+            Ev::DialTick { node, inc } => {
+                if self.alive(node, inc) {
+                    self.dial_tick(node);
+                }
+            }
             Ev::StoreArrive { node, inc, op } => self.store_arrive(node, inc, op),
             Ev::StoreReply { node, inc, reply } => {
                 if self.alive(node, inc) {
@@ -937,6 +992,7 @@ impl World {
         n.resident.clear();
         n.claims.clear();
         n.drained = false;
+        n.dialer = Dialer::new(n.id.clone(), self.dial);
         self.record(
             "boot",
             Some(node),
@@ -948,6 +1004,8 @@ impl World {
         self.nodes[node].membership.handle(now, MInput::Start);
         self.membership_io(node);
         self.show_status(node);
+        let inc = self.nodes[node].incarnation;
+        self.push(self.now, Ev::DialTick { node, inc });
     }
 
     fn crash(&mut self, node: usize) {
@@ -967,6 +1025,7 @@ impl World {
             self.link_lost.insert((other, node), self.now);
             self.link_lost.insert((node, other), self.now);
         }
+        self.close_links_of(node);
         self.show(node, NodeState::Crashed);
     }
 
@@ -1035,7 +1094,8 @@ fn ev_node(ev: &Ev) -> Option<usize> {
         | Ev::SessionTimer { node: n, .. }
         | Ev::ActionDone { node: n, .. }
         | Ev::OutboxTimer { node: n, .. }
-        | Ev::FlushClaims { node: n, .. } => Some(*n),
+        | Ev::FlushClaims { node: n, .. }
+        | Ev::DialTick { node: n, .. } => Some(*n),
         _ => None,
     }
 }

@@ -5,9 +5,27 @@ use super::*;
 impl World {
     // ---- the network -------------------------------------------------------
 
+    /// Sends `msg`. Between two nodes it needs an open link: without one it
+    /// is not sent; a partition that resets, or a loss, closes the link and
+    /// loses it; a silent partition holds it until it heals.
     pub(super) fn send(&mut self, from: Endpoint, to: Endpoint, msg: Msg) {
         let faulty = self.faulty();
-        if faulty && self.cut(from, to) {
+        let link = match (from, to) {
+            (Endpoint::Node(f), Endpoint::Node(t)) => {
+                let Some(link) = self.link(f, t) else {
+                    self.stats.unlinked += 1;
+                    self.record("unlinked", Some(f), msg.session(), t as u64 + 1, 0);
+                    return;
+                };
+                link
+            }
+            _ => 0,
+        };
+        let stalled = match (from, to) {
+            (Endpoint::Node(f), Endpoint::Node(t)) => self.stalled_until(f, t).is_some(),
+            _ => false,
+        };
+        if faulty && !stalled && self.cut(from, to) {
             self.lost_on_link(from, to);
             return;
         }
@@ -27,10 +45,24 @@ impl World {
         if copies == 2 {
             let at = self.delivery_at(from, to, faulty);
             let msg = msg.clone();
-            self.push_on_link(at, from, to, Ev::Deliver { from, to, inc, msg });
+            let ev = Ev::Deliver {
+                from,
+                to,
+                inc,
+                link,
+                msg,
+            };
+            self.push_on_link(at, from, to, ev);
         }
         let at = self.delivery_at(from, to, faulty);
-        self.push_on_link(at, from, to, Ev::Deliver { from, to, inc, msg });
+        let ev = Ev::Deliver {
+            from,
+            to,
+            inc,
+            link,
+            msg,
+        };
+        self.push_on_link(at, from, to, ev);
     }
 
     /// Queues a delivery. Between two nodes the link is ordered, as a TCP
@@ -65,11 +97,13 @@ impl World {
         self.push_keyed(at, tie, ev);
     }
 
-    /// Notes a message lost between two nodes (a link reset).
+    /// Notes a message lost; between two nodes, a loss is a reset that
+    /// closes their link.
     pub(super) fn lost_on_link(&mut self, from: Endpoint, to: Endpoint) {
         self.stats.lost += 1;
         if let (Endpoint::Node(f), Endpoint::Node(t)) = (from, to) {
             self.link_lost.insert((f, t), self.now);
+            self.close_link(f, t);
         }
     }
 
@@ -86,6 +120,11 @@ impl World {
         let mut at = self.now + delay;
         for end in [from, to].into_iter().filter_map(|e| self.clogged_until(e)) {
             at = at.max(end);
+        }
+        if let (Endpoint::Node(f), Endpoint::Node(t)) = (from, to)
+            && let Some(end) = self.stalled_until(f, t)
+        {
+            at = at.max(end + delay);
         }
         at
     }
@@ -117,7 +156,13 @@ impl World {
             .max()
     }
 
-    pub(super) fn deliver(&mut self, from: Endpoint, to: Endpoint, inc: u32, msg: Msg) {
+    pub(super) fn deliver(
+        &mut self,
+        from: Endpoint,
+        to: Endpoint,
+        (inc, link): (u32, u64),
+        msg: Msg,
+    ) {
         let from_n = match from {
             Endpoint::Node(n) => n as u64 + 1,
             Endpoint::User(_) => 0,
@@ -136,6 +181,15 @@ impl World {
                 }
             }
             Endpoint::Node(node) => {
+                // Sent over a link that has closed since (with a crash of
+                // either end, too): lost with it.
+                if let Endpoint::Node(f) = from
+                    && self.link(f, node) != Some(link)
+                {
+                    self.stats.lost += 1;
+                    self.link_lost.insert((f, node), self.now);
+                    return;
+                }
                 if !self.alive(node, inc) {
                     self.lost_on_link(from, to);
                     return;

@@ -110,7 +110,14 @@ impl World {
         match route(&n.ring, &n.id, &self.uids[s as usize], seen, turn.hops) {
             Route::Serve => self.admit(node, turn),
             Route::Forward { to, epoch } => {
+                // An owner declared down, gone from the table or out of reach
+                // gets nothing: `unavailable` at once, the client retries.
+                let status = n.membership.table().and_then(|t| t.members.get(&to));
                 let to = node_of(&to);
+                if forward_lost(status.copied(), self.linked_to(node, to)) {
+                    self.answer(node, turn, Answer::Unavailable);
+                    return;
+                }
                 let turn = Turn {
                     hops: turn.hops + 1,
                     ..turn
@@ -683,14 +690,9 @@ impl World {
         self.membership_io(node);
     }
 
-    /// Whether `node` counts `other` as linked: a member of its table that is
-    /// up or draining (the simulator has no transport links of its own).
+    /// Whether `node` has an open link to `other`.
     fn linked(&self, node: usize, other: &NodeId) -> bool {
-        self.nodes[node]
-            .membership
-            .table()
-            .and_then(|t| t.members.get(other))
-            .is_some_and(|st| matches!(st, Status::Up | Status::Draining))
+        self.linked_to(node, node_of(other))
     }
 
     /// The node adopts a new ring: it announces the resident sessions the ring

@@ -306,3 +306,59 @@ fn a_stale_owner_never_runs_a_pending_action() {
     assert!(!asks.iter().any(|a| matches!(a, Ask::RunAction { .. })));
     assert!(state.is_none(), "a fenced owner drops the session");
 }
+
+/// Drives an action turn whose confirmations come back `late` ms after they
+/// were asked (an owner paused between the store's answer and its use); every
+/// other ask is answered at once. The answer and the asks.
+fn drive_with_late_confirmations(late: &[u64]) -> (Option<TurnAnswer>, Vec<Ask>) {
+    let mut state = Some(SessionState::default());
+    let mut flow = TurnFlow::turn(uid(), Epoch(1), id("m1"), "order".into());
+    let choose = |_: Option<&str>| pipeline();
+    let mut inner = world(vec![], ok());
+    let mut late = late.iter();
+    let mut now = 1_000;
+    let mut step = flow.start(now, &mut state, &choose);
+    let (mut answer, mut asks) = (None, vec![]);
+    loop {
+        answer = answer.or(step.answer.take());
+        let Some(next) = step.ask.take() else { break };
+        if matches!(next, Ask::Confirm { .. }) {
+            now += late.next().copied().unwrap_or(0);
+        }
+        let input = inner(&next);
+        asks.push(next);
+        step = flow.handle(now, &mut state, &choose, input);
+    }
+    (answer, asks)
+}
+
+#[test]
+fn a_confirmation_that_comes_back_too_late_is_asked_again_before_the_action_runs() {
+    let confirms = |asks: &[Ask]| {
+        asks.iter()
+            .filter(|a| matches!(a, Ask::Confirm { .. }))
+            .count()
+    };
+    // One answer after a 3.2 s pause proves nothing now: asked again, then run.
+    let (answer, asks) = drive_with_late_confirmations(&[3_200, 5]);
+    assert_eq!(confirms(&asks), 2);
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    let run = asks
+        .iter()
+        .position(|a| matches!(a, Ask::RunAction { .. }))
+        .unwrap();
+    assert!(matches!(asks[run - 1], Ask::Confirm { .. }));
+    // Just under the bound: good.
+    let (_, asks) = drive_with_late_confirmations(&[CONFIRM_VALID_MS - 1]);
+    assert_eq!(confirms(&asks), 1);
+    // Late every time: given up after CONFIRM_TRIES, the action never run, the
+    // client told to retry (the action stays pending).
+    let late = [CONFIRM_VALID_MS; CONFIRM_TRIES as usize];
+    let (answer, asks) = drive_with_late_confirmations(&late);
+    assert_eq!(confirms(&asks), CONFIRM_TRIES as usize);
+    assert!(!asks.iter().any(|a| matches!(a, Ask::RunAction { .. })));
+    assert!(
+        matches!(answer, Some(Err(TurnFailure::Unfinished(_)))),
+        "{answer:?}"
+    );
+}
