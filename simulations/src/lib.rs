@@ -157,6 +157,11 @@ pub fn summary(
     );
     let _ = writeln!(
         out,
+        "sessions: {} passivated; {} snapshots stored, {} loads started from one",
+        s.passivated, s.snapshots, s.snapshot_loads
+    );
+    let _ = writeln!(
+        out,
         "actions: {} run, {} dead-lettered, {} found pending at a load and run again",
         s.actions_run, s.dead_letters, s.actions_resumed
     );

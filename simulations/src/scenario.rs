@@ -65,6 +65,9 @@ pub struct Scenario {
     /// The handoff's limits.
     #[serde(default)]
     pub handoff: Handoff,
+    /// Passivation and snapshots.
+    #[serde(default)]
+    pub session: SessionSettings,
     /// Faults at set times.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -224,6 +227,30 @@ impl Default for Handoff {
         Self {
             queue_max: 64,
             hold_ms: 1_000,
+        }
+    }
+}
+
+/// When sessions passivate and snapshot (`runtime.passivate_after_s`,
+/// `store.snapshot_every_events`, `store.snapshot_every_s`), shorter than in
+/// production so that runs of a minute do both often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// A resident session with no turn for this long passivates (ms).
+    pub passivate_after_ms: u64,
+    /// Events since the last snapshot that make one due at once.
+    pub snapshot_every_events: u64,
+    /// How long the first event not in a snapshot waits for one (ms).
+    pub snapshot_every_ms: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            passivate_after_ms: 6_000,
+            snapshot_every_events: 30,
+            snapshot_every_ms: 8_000,
         }
     }
 }

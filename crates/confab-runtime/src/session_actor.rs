@@ -36,7 +36,7 @@ use crate::{EVENTS_PAGE_MAX, SessionRequest, Shared, TurnError, TurnRequest, now
 use confab_core::handoff::{
     Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start,
 };
-use confab_core::session::{SessionState, Snapshot};
+use confab_core::session::{SessionState, Snapshot, SnapshotDue, SnapshotPolicy};
 use confab_core::{Seq, Uid};
 use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -570,18 +570,21 @@ impl SessionActorState {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        let since = session.seq().0.saturating_sub(self.snapshot_seq.0);
-        if since == 0 {
-            return;
-        }
-        if since >= self.shared.config.snapshot_every_events {
-            self.offer_snapshot();
-        } else if !self.snapshot_timer {
-            self.snapshot_timer = true;
-            // Jittered, so that sessions started together do not all
-            // snapshot in the same second.
-            let due = confab_store::jittered(self.shared.config.snapshot_every);
-            myself.send_after(due, || SessionMsg::SnapshotDue);
+        let policy = SnapshotPolicy {
+            every_events: self.shared.config.snapshot_every_events,
+            every_ms: u64::try_from(self.shared.config.snapshot_every.as_millis())
+                .unwrap_or(u64::MAX),
+        };
+        match policy.after_commit(session.seq(), self.snapshot_seq, self.snapshot_timer) {
+            SnapshotDue::Now => self.offer_snapshot(),
+            SnapshotDue::After(ms) => {
+                self.snapshot_timer = true;
+                // Jittered, so that sessions started together do not all
+                // snapshot in the same second.
+                let due = confab_store::jittered(std::time::Duration::from_millis(ms));
+                myself.send_after(due, || SessionMsg::SnapshotDue);
+            }
+            SnapshotDue::Nothing => {}
         }
     }
 

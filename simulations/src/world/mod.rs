@@ -27,9 +27,10 @@ use confab_core::membership::{
 use confab_core::ring::Ring;
 use confab_core::routing::{Route, forward_lost, route};
 use confab_core::session::{
-    ActionOutcome, Event, RecordedEvent, SessionState, Snapshot, SnapshotKey,
+    ActionOutcome, Event, RecordedEvent, SessionState, Snapshot, SnapshotDue, SnapshotKey,
+    SnapshotPolicy,
 };
-use confab_core::{Epoch, MessageId, NodeId, Uid};
+use confab_core::{Epoch, MessageId, NodeId, Seq, Uid};
 use confab_dialog::Pipeline;
 use confab_dialog::script::Heard;
 use std::cmp::Reverse;
@@ -40,6 +41,7 @@ mod end;
 mod links;
 mod net;
 mod node;
+mod snapshots;
 mod store;
 mod turn;
 
@@ -197,6 +199,16 @@ enum StoreOp {
         hid: u64,
         epoch: Epoch,
     },
+    /// A snapshot of session `s`, taken by its owner at `epoch` (signed
+    /// bytes): fenced as writes are; the newer of two is kept.
+    Snapshot {
+        s: u32,
+        epoch: Epoch,
+        bytes: Vec<u8>,
+        /// What the bytes hold, so that the checker need not decode them
+        /// (loads do).
+        state: Box<SessionState>,
+    },
 }
 
 impl StoreOp {
@@ -207,6 +219,7 @@ impl StoreOp {
             StoreOp::Append { .. } => "append",
             StoreOp::Claim { .. } => "claim",
             StoreOp::Confirm { .. } => "confirm",
+            StoreOp::Snapshot { .. } => "snapshot",
         }
     }
 }
@@ -233,13 +246,26 @@ enum StoreReply {
         hid: u64,
         result: Result<(), Refusal>,
     },
-    /// Per session claimed: the log after the seq given, or why not.
-    Claim(Vec<(ClaimAsk, Result<Vec<RecordedEvent>, Refusal>)>),
+    /// Per session claimed: what it loads, or why not.
+    Claim(Vec<(ClaimAsk, Result<Loaded, Refusal>)>),
     Confirm {
         s: u32,
         hid: u64,
         result: Result<(), Refusal>,
     },
+    /// Whether a snapshot was stored (the node takes no action on it).
+    Snapshot {
+        s: u32,
+        stored: bool,
+    },
+}
+
+/// What a load returns: the latest snapshot (Redis's if it holds one, else
+/// MySQL's) when the claimant has no memory, and the log after it.
+#[derive(Debug, Clone)]
+struct Loaded {
+    snapshot: Option<Vec<u8>>,
+    events: Vec<RecordedEvent>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +339,17 @@ enum Ev {
         node: usize,
         inc: u32,
     },
+    /// A session's snapshot timer.
+    SnapshotTimer {
+        node: usize,
+        inc: u32,
+        hid: u64,
+    },
+    /// The node looks for idle sessions to passivate.
+    PassivateSweep {
+        node: usize,
+        inc: u32,
+    },
 }
 
 /// A queued event: its key, and where the event waits in the slab (the heap
@@ -366,6 +403,10 @@ struct Held {
     timer: Option<u64>,
     turns_in: u64,
     turns_out: u64,
+    /// The seq of the last snapshot taken (or loaded).
+    snapshot_seq: u64,
+    /// Whether a snapshot timer is set.
+    snapshot_timer: bool,
 }
 
 struct Node {
@@ -416,6 +457,11 @@ struct Durable {
     logs: BTreeMap<u32, Vec<RecordedEvent>>,
     /// The dead-letter queue: by session and the seq of the action's request.
     dead_letters: std::collections::BTreeSet<(u32, u64)>,
+    /// Each session's latest snapshot: its seq and signed bytes.
+    snapshots: BTreeMap<u32, (u64, Vec<u8>)>,
+    /// The checker's own replay of each snapshotted session's log, as far as
+    /// the last snapshot checked: the next check applies only what follows.
+    replayed: BTreeMap<u32, SessionState>,
     epoch_made_at: BTreeMap<u64, u64>,
 }
 
@@ -483,6 +529,12 @@ pub struct Stats {
     pub links_reset: u64,
     /// Messages between nodes not sent for want of a link.
     pub unlinked: u64,
+    /// Sessions passivated (idle).
+    pub passivated: u64,
+    /// Snapshots stored.
+    pub snapshots: u64,
+    /// Loads that started from a snapshot.
+    pub snapshot_loads: u64,
     /// The last epoch.
     pub epoch: u64,
     /// Migrations (state sent from an old owner to a new one).
@@ -566,6 +618,12 @@ pub struct World {
     users: Vec<User>,
     durable: Durable,
     redis: BTreeMap<u32, u64>,
+    /// Redis's copy of each session's latest snapshot: written through after
+    /// MySQL, so older than MySQL's when a write-through timed out, and gone
+    /// when Redis restarts.
+    redis_snapshots: BTreeMap<u32, (u64, Vec<u8>)>,
+    /// When sessions snapshot.
+    snapshots: SnapshotPolicy,
     pipeline: Pipeline,
     /// The scripts users play and the flows nodes run, if the scenario gives them.
     conversations: Option<Arc<Conversations>>,
@@ -718,6 +776,11 @@ impl World {
                 .collect(),
             durable: Durable::default(),
             redis: BTreeMap::new(),
+            redis_snapshots: BTreeMap::new(),
+            snapshots: SnapshotPolicy {
+                every_events: scenario.session.snapshot_every_events.max(1),
+                every_ms: scenario.session.snapshot_every_ms,
+            },
             pipeline: Pipeline::shoe_shop(),
             conversations: scenario.conversations.clone(),
             key: SnapshotKey::new(*b"confab-sim snapshot key").expect("a long enough key"),
@@ -923,6 +986,16 @@ impl World {
                     self.action_done(node, hid, outcome);
                 }
             }
+            Ev::SnapshotTimer { node, inc, hid } => {
+                if self.alive(node, inc) {
+                    self.snapshot_timer(node, hid);
+                }
+            }
+            Ev::PassivateSweep { node, inc } => {
+                if self.alive(node, inc) {
+                    self.passivate_idle(node);
+                }
+            }
             Ev::OutboxTimer { node, inc, at } => {
                 if self.alive(node, inc) && self.nodes[node].outbox_timer == Some(at) {
                     self.nodes[node].outbox_timer = None;
@@ -969,7 +1042,10 @@ impl World {
                 self.nodes[*node].membership.handle(now, MInput::Drain);
                 self.membership_io(*node);
             }
-            (FaultKind::RedisRestart, true) => self.redis.clear(),
+            (FaultKind::RedisRestart, true) => {
+                self.redis.clear();
+                self.redis_snapshots.clear();
+            }
             _ => {}
         }
     }
@@ -1006,6 +1082,8 @@ impl World {
         self.show_status(node);
         let inc = self.nodes[node].incarnation;
         self.push(self.now, Ev::DialTick { node, inc });
+        let sweep = self.sweep_every();
+        self.push(self.now + sweep, Ev::PassivateSweep { node, inc });
     }
 
     fn crash(&mut self, node: usize) {
@@ -1095,7 +1173,9 @@ fn ev_node(ev: &Ev) -> Option<usize> {
         | Ev::ActionDone { node: n, .. }
         | Ev::OutboxTimer { node: n, .. }
         | Ev::FlushClaims { node: n, .. }
-        | Ev::DialTick { node: n, .. } => Some(*n),
+        | Ev::DialTick { node: n, .. }
+        | Ev::SnapshotTimer { node: n, .. }
+        | Ev::PassivateSweep { node: n, .. } => Some(*n),
         _ => None,
     }
 }

@@ -167,6 +167,8 @@ impl World {
                         timer: None,
                         turns_in: 0,
                         turns_out: 0,
+                        snapshot_seq: 0,
+                        snapshot_timer: false,
                     },
                 );
                 n.resident.insert(s, hid);
@@ -264,7 +266,7 @@ impl World {
     }
 
     /// `u17` is session 17.
-    fn session_of(&self, uid: &Uid) -> u32 {
+    pub(super) fn session_of(&self, uid: &Uid) -> u32 {
         uid.as_str()[1..]
             .parse()
             .expect("simulated uids are u0, u1, ...")
@@ -373,8 +375,9 @@ impl World {
                 SessionOutput::SendState { to, epoch } => {
                     self.send_state(node, hid, node_of(&to), epoch)
                 }
-                // The simulated stores keep no snapshots: a load reads the log.
-                SessionOutput::WriteSnapshot { .. } => {}
+                // At once: production defers it to the batch writer when the
+                // new owner took the state, which changes only its timing.
+                SessionOutput::WriteSnapshot { .. } => self.write_snapshot(node, hid),
                 SessionOutput::Stop => {
                     let n = &mut self.nodes[node];
                     n.held.remove(&hid);

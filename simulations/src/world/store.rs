@@ -37,7 +37,7 @@ impl World {
         let session = match &op {
             StoreOp::Append { s, .. } => i64::from(*s),
             StoreOp::Claim(claims) if claims.len() == 1 => i64::from(claims[0].s),
-            StoreOp::Confirm { s, .. } => i64::from(*s),
+            StoreOp::Confirm { s, .. } | StoreOp::Snapshot { s, .. } => i64::from(*s),
             _ => -1,
         };
         let count = match &op {
@@ -87,9 +87,18 @@ impl World {
                 let result = if failed {
                     Err(Refusal::Unavailable)
                 } else {
-                    self.claim(node, s, epoch, u64::MAX).map(|_| ())
+                    self.claim(node, s, epoch)
                 };
                 StoreReply::Confirm { s, hid, result }
+            }
+            StoreOp::Snapshot {
+                s,
+                epoch,
+                bytes,
+                state,
+            } => {
+                let stored = !failed && self.store_snapshot(node, (s, epoch), bytes, *state);
+                StoreReply::Snapshot { s, stored }
             }
             StoreOp::Claim(claims) => StoreReply::Claim(
                 claims
@@ -98,7 +107,8 @@ impl World {
                         let result = if failed {
                             Err(Refusal::Unavailable)
                         } else {
-                            self.claim(node, ask.s, ask.epoch, ask.after)
+                            self.claim(node, ask.s, ask.epoch)
+                                .map(|()| self.load(ask.s, ask.after))
                         };
                         (ask, result)
                     })
@@ -184,13 +194,7 @@ impl World {
         Ok(())
     }
 
-    pub(super) fn claim(
-        &mut self,
-        node: usize,
-        s: u32,
-        epoch: Epoch,
-        after: u64,
-    ) -> Result<Vec<RecordedEvent>, Refusal> {
+    pub(super) fn claim(&mut self, node: usize, s: u32, epoch: Epoch) -> Result<(), Refusal> {
         let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
         match fencing::claim(fence, epoch) {
             Claim::Refused => {
@@ -203,9 +207,7 @@ impl World {
             Claim::Held => {}
         }
         self.checker.claimed(self.now, node, s, epoch);
-        // The claimant's memory is a prefix of the log: it gets the rest.
-        let log = self.durable.log(s);
-        Ok(log.get(after as usize..).unwrap_or_default().to_vec())
+        Ok(())
     }
 
     pub(super) fn store_reply(&mut self, node: usize, reply: StoreReply) {
@@ -234,6 +236,9 @@ impl World {
             }
             StoreReply::Append { s, hid, result } => self.committed(node, s, hid, result),
             StoreReply::Confirm { s, hid, result } => self.confirmed(node, s, hid, result),
+            StoreReply::Snapshot { s, stored } => {
+                self.record("snapshot_stored", Some(node), s.into(), stored.into(), 0);
+            }
             StoreReply::Claim(results) => {
                 for (ask, result) in results {
                     self.claimed(node, ask, result);
@@ -246,7 +251,7 @@ impl World {
         &mut self,
         node: usize,
         ClaimAsk { s, hid, epoch, .. }: ClaimAsk,
-        result: Result<Vec<RecordedEvent>, Refusal>,
+        result: Result<Loaded, Refusal>,
     ) {
         self.record(
             "claimed",
@@ -262,10 +267,29 @@ impl World {
             return; // an answer to a claim this session no longer waits for
         }
         let result = match result {
-            Ok(tail) => {
-                let mut state = held.state.take().unwrap_or_default();
+            Ok(Loaded { snapshot, events }) => {
+                // The old owner's state if one came, else the snapshot (its
+                // checksum and uid checked), else nothing: then the log after.
+                let from_snapshot = snapshot.map(|bytes| Snapshot::decode(&bytes, &self.key));
+                let mut state = match (held.state.take(), from_snapshot) {
+                    (Some(state), _) => state,
+                    (None, Some(Ok(snap))) if snap.uid == self.uids[s as usize] => {
+                        held.snapshot_seq = snap.seq.0;
+                        snap.state
+                    }
+                    (None, Some(_)) => {
+                        self.checker.violate(
+                            self.now,
+                            "state-decodes",
+                            Some(node),
+                            format!("u{s}: a loaded snapshot"),
+                        );
+                        SessionState::default()
+                    }
+                    (None, None) => SessionState::default(),
+                };
                 let from = state.seq();
-                let tail = tail.iter().filter(|e| e.seq > from);
+                let tail = events.iter().filter(|e| e.seq > from);
                 apply_all(&mut state, tail, &mut self.checker, self.now, node, s);
                 if state.pending_action().is_some() {
                     // Its owner stopped between the action's two commits.
@@ -334,6 +358,7 @@ fn lose(reply: StoreReply) -> StoreReply {
             hid,
             result: Err(Refusal::Unavailable),
         },
+        StoreReply::Snapshot { s, .. } => StoreReply::Snapshot { s, stored: false },
         StoreReply::Claim(results) => StoreReply::Claim(
             results
                 .into_iter()

@@ -292,7 +292,12 @@ impl World {
             return;
         };
         let committed = match result {
-            Ok(()) => Committed::Ok,
+            Ok(()) => {
+                let step = Committed::Ok;
+                self.resume(node, hid, pending, TurnInput::Committed(step));
+                self.snapshot_after_commit(node, hid);
+                return;
+            }
             Err(Refusal::Unavailable) if pending.attempts < self.settings.commit_attempts => {
                 // The same events at the same epoch: the ring may have moved
                 // since, but this write was made (and fenced) at that epoch.

@@ -166,3 +166,70 @@ impl Snapshot {
         Ok(snapshot)
     }
 }
+
+/// When a session takes a snapshot of its own, besides the final one it takes
+/// on leaving (hand-off, passivation, shutdown): once `every_events` events
+/// piled up since the last one, or `every_ms` after the first event that is
+/// in none, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Events since the last snapshot that make one due at once.
+    pub every_events: u64,
+    /// How long the first event not in a snapshot may wait for one (ms).
+    pub every_ms: u64,
+}
+
+/// What a session does about snapshots after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotDue {
+    /// Take one now.
+    Now,
+    /// Set a timer for this long (ms), then take one if the state changed.
+    After(u64),
+    /// Nothing: no change since the last, or a timer is already set.
+    Nothing,
+}
+
+impl SnapshotPolicy {
+    /// After a commit that left the session at `seq`, the last snapshot taken
+    /// being at `snapshot_seq`, with a snapshot timer set or not.
+    pub fn after_commit(&self, seq: Seq, snapshot_seq: Seq, timer_set: bool) -> SnapshotDue {
+        let since = seq.0.saturating_sub(snapshot_seq.0);
+        if since == 0 {
+            SnapshotDue::Nothing
+        } else if since >= self.every_events {
+            SnapshotDue::Now
+        } else if timer_set {
+            SnapshotDue::Nothing
+        } else {
+            SnapshotDue::After(self.every_ms)
+        }
+    }
+
+    /// When the timer fires: take one if the state changed since the last.
+    pub fn on_timer(&self, seq: Seq, snapshot_seq: Seq) -> bool {
+        seq > snapshot_seq
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_due_after_enough_events_or_once_a_timer_for_the_first_unsnapshotted_one() {
+        let p = SnapshotPolicy {
+            every_events: 3,
+            every_ms: 30_000,
+        };
+        assert_eq!(p.after_commit(Seq(5), Seq(5), false), SnapshotDue::Nothing);
+        assert_eq!(
+            p.after_commit(Seq(6), Seq(5), false),
+            SnapshotDue::After(30_000)
+        );
+        assert_eq!(p.after_commit(Seq(7), Seq(5), true), SnapshotDue::Nothing);
+        assert_eq!(p.after_commit(Seq(8), Seq(5), true), SnapshotDue::Now);
+        assert!(p.on_timer(Seq(6), Seq(5)));
+        assert!(!p.on_timer(Seq(5), Seq(5)), "nothing changed: no snapshot");
+    }
+}

@@ -1,0 +1,186 @@
+//! Snapshots and passivation, as the production session actor and supervisor
+//! carry them out: a session snapshots as the core's `SnapshotPolicy` says
+//! after each commit and when its timer fires, and once more when it leaves
+//! (hand-off, passivation); a node passivates the resident sessions the
+//! handoff machine finds idle. The simulated MySQL keeps each session's
+//! latest snapshot behind the fence, Redis a copy written through after it;
+//! a load with no memory starts from the snapshot and reads the log after it.
+
+use super::*;
+
+impl World {
+    /// How often a node looks for idle sessions (a quarter of the idle time,
+    /// as the supervisor does).
+    pub(super) fn sweep_every(&self) -> u64 {
+        (self.scenario.session.passivate_after_ms / 4).max(100)
+    }
+
+    /// The node passivates the resident sessions idle for
+    /// `passivate_after_ms` with nothing queued or in flight.
+    pub(super) fn passivate_idle(&mut self, node: usize) {
+        let now = self.node_now(node);
+        let idle_ms = self.scenario.session.passivate_after_ms;
+        let n = &mut self.nodes[node];
+        let (held, resident) = (&n.held, &n.resident);
+        let busy = |uid: &Uid| {
+            let s: Option<u32> = uid.as_str()[1..].parse().ok();
+            s.and_then(|s| resident.get(&s))
+                .and_then(|hid| held.get(hid))
+                .map_or(0, |h| h.life.queued() + usize::from(h.life.in_flight()))
+        };
+        let idle = n.handoff.idle(now, idle_ms, busy);
+        for uid in idle {
+            let s = self.session_of(&uid);
+            let Some(hid) = self.nodes[node].resident.remove(&s) else {
+                continue;
+            };
+            self.record("passivate", Some(node), s.into(), 0, 0);
+            self.stats.passivated += 1;
+            self.session_input(node, hid, SessionInput::Passivate);
+        }
+        let inc = self.nodes[node].incarnation;
+        let at = self.now + self.sweep_every();
+        self.push(at, Ev::PassivateSweep { node, inc });
+    }
+
+    /// After a commit: a snapshot now, a timer, or nothing, as the policy says.
+    pub(super) fn snapshot_after_commit(&mut self, node: usize, hid: u64) {
+        let policy = self.snapshots;
+        let Some(held) = self.nodes[node].held.get_mut(&hid) else {
+            return;
+        };
+        let Some(seq) = held.state.as_ref().map(SessionState::seq) else {
+            return;
+        };
+        match policy.after_commit(seq, Seq(held.snapshot_seq), held.snapshot_timer) {
+            SnapshotDue::Now => self.write_snapshot(node, hid),
+            SnapshotDue::After(ms) => {
+                held.snapshot_timer = true;
+                let inc = self.nodes[node].incarnation;
+                self.push(self.now + ms, Ev::SnapshotTimer { node, inc, hid });
+            }
+            SnapshotDue::Nothing => {}
+        }
+    }
+
+    /// A session's snapshot timer fired: a snapshot if the state changed.
+    pub(super) fn snapshot_timer(&mut self, node: usize, hid: u64) {
+        let policy = self.snapshots;
+        let Some(held) = self.nodes[node].held.get_mut(&hid) else {
+            return;
+        };
+        held.snapshot_timer = false;
+        let Some(seq) = held.state.as_ref().map(SessionState::seq) else {
+            return;
+        };
+        if policy.on_timer(seq, Seq(held.snapshot_seq)) {
+            self.write_snapshot(node, hid);
+        }
+    }
+
+    /// Writes the session's snapshot, if it is loaded and past the last one,
+    /// at the epoch it holds the session at.
+    pub(super) fn write_snapshot(&mut self, node: usize, hid: u64) {
+        let now = self.node_now(node);
+        let Some(held) = self.nodes[node].held.get_mut(&hid) else {
+            return;
+        };
+        let Some(state) = held.state.clone().filter(|_| held.life.is_loaded()) else {
+            return;
+        };
+        if state.seq().0 <= held.snapshot_seq {
+            return;
+        }
+        held.snapshot_seq = state.seq().0;
+        let (s, epoch) = (held.s, held.life.epoch());
+        let uid = self.uids[s as usize].clone();
+        let snapshot = Snapshot::new(uid, now, epoch, state);
+        let bytes = snapshot.encode(&self.key);
+        let state = Box::new(snapshot.state);
+        let op = StoreOp::Snapshot {
+            s,
+            epoch,
+            bytes,
+            state,
+        };
+        self.store_op(node, op, 0);
+    }
+
+    /// The store's side of a snapshot: admitted by the fence as a write is,
+    /// kept if newer than the one held, written through to Redis unless Redis
+    /// times out. `snapshot-matches-log`: it must be the log replayed to its
+    /// seq, never memory ahead of the log.
+    pub(super) fn store_snapshot(
+        &mut self,
+        node: usize,
+        (s, epoch): (u32, Epoch),
+        bytes: Vec<u8>,
+        state: SessionState,
+    ) -> bool {
+        let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
+        if !fencing::admits_write(fence, epoch) {
+            return false;
+        }
+        let seq = state.seq().0;
+        // The checker's replay, from where it last stopped if that is not
+        // past this snapshot.
+        let mut replayed = self
+            .durable
+            .replayed
+            .remove(&s)
+            .filter(|r| r.seq().0 <= seq)
+            .unwrap_or_default();
+        let log = self.durable.log(s);
+        let from = replayed.seq().0 as usize;
+        let upto = log.get(from..).unwrap_or_default().iter();
+        let applies = upto
+            .take_while(|e| e.seq.0 <= seq)
+            .all(|e| replayed.apply(e).is_ok());
+        if !applies || replayed != state {
+            let detail = format!(
+                "u{s}: a snapshot at seq {seq} by n{} is not the log replayed to that seq (the log ends at {})",
+                node + 1,
+                log.len()
+            );
+            self.checker
+                .violate(self.now, "snapshot-matches-log", Some(node), detail);
+            return false;
+        }
+        self.durable.replayed.insert(s, replayed);
+        let newer = |held: Option<&(u64, Vec<u8>)>| held.is_none_or(|(old, _)| *old < seq);
+        if !newer(self.durable.snapshots.get(&s)) {
+            return false;
+        }
+        self.durable.snapshots.insert(s, (seq, bytes.clone()));
+        let redis_up = !(self.faulty() && self.store_rng.chance(self.settings.redis_timeouts));
+        if redis_up && newer(self.redis_snapshots.get(&s)) {
+            self.redis_snapshots.insert(s, (seq, bytes));
+        }
+        self.stats.snapshots += 1;
+        true
+    }
+
+    /// What a claim at `after` loads: with no memory (`after` 0), the latest
+    /// snapshot (Redis's copy if it holds one, which may be older than
+    /// MySQL's) and the log after it; else the log after `after`.
+    pub(super) fn load(&mut self, s: u32, after: u64) -> Loaded {
+        let log = self.durable.log(s);
+        let snapshot = (after == 0)
+            .then(|| {
+                self.redis_snapshots
+                    .get(&s)
+                    .or_else(|| self.durable.snapshots.get(&s))
+                    .cloned()
+            })
+            .flatten();
+        let from = snapshot.as_ref().map_or(after, |(seq, _)| *seq);
+        let events = log.get(from as usize..).unwrap_or_default().to_vec();
+        if snapshot.is_some() {
+            self.stats.snapshot_loads += 1;
+        }
+        Loaded {
+            snapshot: snapshot.map(|(_, bytes)| bytes),
+            events,
+        }
+    }
+}
