@@ -122,8 +122,15 @@ pub enum TurnInput {
     Staged(Result<String, String>),
     /// How the commit ended.
     Committed(Committed),
-    /// Whether the ownership was confirmed: `Ok`, `Fenced`, or `Failed`.
-    Confirmed(Committed),
+    /// Whether the ownership was confirmed (`Ok`, `Fenced`, or `Failed`), and
+    /// how long the answer took from the ask, on a monotonic clock (ms): the
+    /// shell measures it, the flow decides whether it still proves anything.
+    Confirmed {
+        /// The store's answer.
+        result: Committed,
+        /// From the ask to the answer (ms).
+        took_ms: u64,
+    },
     /// How the action ended (past its retries).
     Acted(ActionOutcome),
     /// Whether the dead letter was stored.
@@ -297,7 +304,7 @@ enum Wait {
 }
 
 /// How long a confirmation of ownership stays good, from when it was asked
-/// (ms, on the owner's clock). An answer that comes back later proves only
+/// (ms, on the owner's monotonic clock). An answer that comes back later proves only
 /// that the owner held the session back then: a pause (a long GC, a frozen
 /// VM) between the store's answer and its use may have let another node take
 /// over, which takes at least the failure detector's `down_after_ms` (2 s by
@@ -307,34 +314,26 @@ pub const CONFIRM_VALID_MS: u64 = 1_000;
 /// the client's retry asks again).
 pub const CONFIRM_TRIES: u32 = 3;
 
-/// An ownership confirmation on its way: when it was asked, and how many
-/// times so far.
+/// An ownership confirmation on its way: how many times it was asked so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Proof {
-    asked_at: u64,
     tries: u32,
 }
 
 impl Proof {
-    fn first(now: u64) -> Self {
-        Self {
-            asked_at: now,
-            tries: 1,
-        }
-    }
-
-    /// Whether an answer at `now` came back too late to prove anything.
-    fn stale(&self, now: u64) -> bool {
-        now.saturating_sub(self.asked_at) >= CONFIRM_VALID_MS
-    }
+    const FIRST: Self = Self { tries: 1 };
 
     /// The next try, if any is left.
-    fn again(&self, now: u64) -> Option<Self> {
+    fn again(&self) -> Option<Self> {
         (self.tries < CONFIRM_TRIES).then_some(Self {
-            asked_at: now,
             tries: self.tries + 1,
         })
     }
+}
+
+/// Whether an answer that took `took_ms` came back too late to prove anything.
+fn too_late(took_ms: u64) -> bool {
+    took_ms >= CONFIRM_VALID_MS
 }
 
 /// One turn (or one settling of a pending action) of one session.
@@ -478,11 +477,11 @@ impl TurnFlow {
                 if let Err(failure) = self.apply_commit(state, &events, &committed) {
                     return self.end(Err(failure));
                 }
-                self.run_pending(now, state)
+                self.run_pending(state)
             }
-            (Wait::Confirm { pending, proof }, TurnInput::Confirmed(confirmed)) => match confirmed {
+            (Wait::Confirm { pending, proof }, TurnInput::Confirmed { result, took_ms }) => match result {
                 // Too late to prove ownership now: ask again, a few times.
-                Committed::Ok if proof.stale(now) => match proof.again(now) {
+                Committed::Ok if too_late(took_ms) => match proof.again() {
                     Some(proof) => {
                         self.wait = Wait::Confirm { pending, proof };
                         ask(Ask::Confirm { epoch: self.epoch })
@@ -512,8 +511,8 @@ impl TurnFlow {
                 }
                 Committed::Conflict => self.end(Err(internal("a confirmation conflicted"))),
             },
-            (Wait::ConfirmRead { proof }, TurnInput::Confirmed(confirmed)) => match confirmed {
-                Committed::Ok if proof.stale(now) => match proof.again(now) {
+            (Wait::ConfirmRead { proof }, TurnInput::Confirmed { result, took_ms }) => match result {
+                Committed::Ok if too_late(took_ms) => match proof.again() {
                     Some(proof) => {
                         self.wait = Wait::ConfirmRead { proof };
                         ask(Ask::Confirm { epoch: self.epoch })
@@ -638,7 +637,7 @@ impl TurnFlow {
             return self.end(Err(dropped()));
         };
         if session.pending_action().is_some() {
-            return self.run_pending(now, state);
+            return self.run_pending(state);
         }
         let (message_id, text) = match &self.goal {
             Goal::Turn { message_id, text } => (message_id, text),
@@ -649,7 +648,7 @@ impl TurnFlow {
             Goal::Read if mutation::active(Mutation::ReadFromMemory) => return self.quiet(),
             Goal::Read => {
                 self.wait = Wait::ConfirmRead {
-                    proof: Proof::first(now),
+                    proof: Proof::FIRST,
                 };
                 return ask(Ask::Confirm { epoch: self.epoch });
             }
@@ -776,7 +775,7 @@ impl TurnFlow {
 
     /// Runs the pending action under its key, once this owner has confirmed
     /// it still holds the session.
-    fn run_pending(&mut self, now: u64, state: &Option<SessionState>) -> Step {
+    fn run_pending(&mut self, state: &Option<SessionState>) -> Step {
         let Some(pending) = state
             .as_ref()
             .and_then(SessionState::pending_action)
@@ -786,7 +785,7 @@ impl TurnFlow {
         };
         self.wait = Wait::Confirm {
             pending,
-            proof: Proof::first(now),
+            proof: Proof::FIRST,
         };
         ask(Ask::Confirm { epoch: self.epoch })
     }

@@ -22,6 +22,8 @@ pub(super) struct Pending {
     answered: bool,
     /// Whether a commit was fenced: the session's owner is newer elsewhere.
     fenced: bool,
+    /// When the confirmation in flight was asked, on the node's clock.
+    confirm_asked: u64,
 }
 
 impl World {
@@ -54,6 +56,7 @@ impl World {
                 attempts: 0,
                 answered: false,
                 fenced: false,
+                confirm_asked: 0,
             };
             return self.follow(node, hid, pending, step);
         }
@@ -76,6 +79,7 @@ impl World {
             attempts: 0,
             answered: false,
             fenced: false,
+            confirm_asked: 0,
         };
         self.follow(node, hid, pending, step);
     }
@@ -129,6 +133,7 @@ impl World {
                     return;
                 }
                 Some(Ask::Confirm { epoch }) => {
+                    pending.confirm_asked = self.node_now(node);
                     let held = self.nodes[node].held.get_mut(&hid).expect("held");
                     held.pending = Some(pending);
                     self.store_op(node, StoreOp::Confirm { s, hid, epoch }, 0);
@@ -279,7 +284,12 @@ impl World {
             }
             Err(_) => Committed::Failed("the store is unavailable".into()),
         };
-        self.resume(node, hid, pending, TurnInput::Confirmed(confirmed));
+        let took_ms = self.node_now(node).saturating_sub(pending.confirm_asked);
+        let input = TurnInput::Confirmed {
+            result: confirmed,
+            took_ms,
+        };
+        self.resume(node, hid, pending, input);
     }
 
     /// A commit's answer from the store.

@@ -105,7 +105,10 @@ fn world(commits: Vec<Committed>, action: ActionOutcome) -> impl FnMut(&Ask) -> 
     move |ask| match ask {
         Ask::Stage { text, .. } => TurnInput::Staged(Ok(text.clone())),
         Ask::Commit { .. } => TurnInput::Committed(commits.next().unwrap_or(Committed::Ok)),
-        Ask::Confirm { .. } => TurnInput::Confirmed(Committed::Ok),
+        Ask::Confirm { .. } => TurnInput::Confirmed {
+            result: Committed::Ok,
+            took_ms: 3,
+        },
         Ask::RunAction { .. } => TurnInput::Acted(action.clone()),
         Ask::DeadLetter { .. } => TurnInput::DeadLettered(Ok(())),
         Ask::ReadEvent { .. } => TurnInput::Event(Ok(None)),
@@ -299,7 +302,10 @@ fn a_stale_owner_never_runs_a_pending_action() {
     let mut flow = TurnFlow::turn(uid(), Epoch(1), id("m1"), "order".into());
     let mut inner = world(vec![], ok());
     let (answer, asks) = drive(&mut flow, &mut state, |ask| match ask {
-        Ask::Confirm { .. } => TurnInput::Confirmed(Committed::Fenced("epoch 2 owns it".into())),
+        Ask::Confirm { .. } => TurnInput::Confirmed {
+            result: Committed::Fenced("epoch 2 owns it".into()),
+            took_ms: 3,
+        },
         other => inner(other),
     });
     assert!(matches!(answer, Some(Err(TurnFailure::Fenced(_)))));
@@ -316,16 +322,19 @@ fn drive_with_late_confirmations(late: &[u64]) -> (Option<TurnAnswer>, Vec<Ask>)
     let choose = |_: Option<&str>| pipeline();
     let mut inner = world(vec![], ok());
     let mut late = late.iter();
-    let mut now = 1_000;
+    let now = 1_000;
     let mut step = flow.start(now, &mut state, &choose);
     let (mut answer, mut asks) = (None, vec![]);
     loop {
         answer = answer.or(step.answer.take());
         let Some(next) = step.ask.take() else { break };
-        if matches!(next, Ask::Confirm { .. }) {
-            now += late.next().copied().unwrap_or(0);
-        }
-        let input = inner(&next);
+        let input = match next {
+            Ask::Confirm { .. } => TurnInput::Confirmed {
+                result: Committed::Ok,
+                took_ms: late.next().copied().unwrap_or(0),
+            },
+            _ => inner(&next),
+        };
         asks.push(next);
         step = flow.handle(now, &mut state, &choose, input);
     }

@@ -121,11 +121,16 @@ impl SessionActorState {
             }
             Ask::Commit { events } => TurnInput::Committed(self.commit(events).await),
             Ask::Confirm { epoch } => {
-                TurnInput::Confirmed(match shared.store.claim(&uid, epoch).await {
+                // Timed on the monotonic clock: a wall clock stepped back
+                // would make a late answer look fresh.
+                let asked = std::time::Instant::now();
+                let result = match shared.store.claim(&uid, epoch).await {
                     Ok(_) => Committed::Ok,
                     Err(e @ StoreError::Fenced { .. }) => Committed::Fenced(e.to_string()),
                     Err(e) => Committed::Failed(e.to_string()),
-                })
+                };
+                let took_ms = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX);
+                TurnInput::Confirmed { result, took_ms }
             }
             Ask::RunAction { pending, key } => {
                 let chosen = shared.dialog.choose(uid.as_str(), Some(&pending.policy));
