@@ -403,6 +403,7 @@ async fn drive_membership(
         let isolated = !machine.serving(now());
         if runtime
             .shared
+            .cluster
             .isolated
             .swap(isolated, std::sync::atomic::Ordering::AcqRel)
             != isolated

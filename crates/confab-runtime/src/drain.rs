@@ -52,7 +52,7 @@ impl Runtime {
     /// Drains this node: it leaves the ring at once, its sessions move, and it
     /// leaves the cluster once none is left. Asking again reports progress.
     pub async fn drain(&self) -> Result<DrainProgress, TurnError> {
-        let Some(membership) = self.shared.membership.get() else {
+        let Some(membership) = self.shared.cluster.membership.get() else {
             return Err(TurnError::Unavailable(
                 "this node runs without a cluster: stop it instead".into(),
             ));

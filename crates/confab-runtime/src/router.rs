@@ -291,12 +291,7 @@ async fn owner_lost(shared: &Shared, owner: &NodeId) -> TurnError {
 
 /// The owner's status in the member table this node holds, if listed.
 fn owner_status(shared: &Shared, owner: &NodeId) -> Option<confab_core::membership::Status> {
-    shared
-        .members
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .and_then(|table| table.members.get(owner).copied())
+    shared.cluster.status_of(owner)
 }
 
 fn unreachable_owner(owner: &NodeId, epoch: Epoch) -> TurnError {

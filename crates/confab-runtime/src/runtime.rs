@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::committer::{CommitSettings, Committer};
 use crate::messages::SupervisorMsg;
 use crate::router::{Router, RouterMsg};
+use crate::shared::ClusterView;
 use crate::snapshotter::Snapshotter;
 use crate::supervisor::{SessionSupervisor, SupervisorArgs};
 
@@ -83,23 +84,17 @@ impl Runtime {
             snapshotter,
             actions: ActionRunner::new(config.actions.clone()),
             stages: Stages::from_config(&config.stages),
-            ring: std::sync::RwLock::new(Arc::new(confab_core::ring::Ring::new(
+            cluster: ClusterView::new(confab_core::ring::Ring::new(
                 config.epoch,
                 [config.node_id.clone()],
-            ))),
-            peers: Default::default(),
-            members: Default::default(),
-            membership: std::sync::OnceLock::new(),
-            isolated: Default::default(),
+            )),
             drain: Default::default(),
-            ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
-            handoff_outbox: std::sync::OnceLock::new(),
             config,
             store,
             committer,
             dialog,
         });
-        let _ = shared.handoff_outbox.set(handoff::start_outbox(
+        let _ = shared.cluster.handoff_outbox.set(handoff::start_outbox(
             &shared,
             shared.config.resident_sessions_max,
         ));
@@ -306,23 +301,20 @@ impl Runtime {
 
     /// The member table as this node last saw it (`None` without a cluster).
     pub fn members(&self) -> Option<confab_core::membership::MemberTable> {
-        self.shared
-            .members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.cluster.members()
     }
 
     pub(crate) fn set_membership_input(
         &self,
         tx: tokio::sync::mpsc::Sender<confab_core::membership::Input>,
     ) {
-        let _ = self.shared.membership.set(tx);
+        let _ = self.shared.cluster.membership.set(tx);
     }
 
     pub(crate) fn set_members(&self, table: Option<confab_core::membership::MemberTable>) {
         *self
             .shared
+            .cluster
             .members
             .write()
             .unwrap_or_else(|e| e.into_inner()) = table;
@@ -332,7 +324,12 @@ impl Runtime {
         &self,
         peers: std::collections::BTreeMap<NodeId, ActorRef<wire::PeerMsg>>,
     ) {
-        *self.shared.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
+        *self
+            .shared
+            .cluster
+            .peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = peers;
     }
 
     pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<wire::PeerMsg>> {
@@ -360,9 +357,15 @@ impl Runtime {
                 Some(handoff::HANDOFF_WAIT),
             )
             .await;
-        *self.shared.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
         *self
             .shared
+            .cluster
+            .ring
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = ring;
+        *self
+            .shared
+            .cluster
             .ring_since
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();

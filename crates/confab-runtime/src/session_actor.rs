@@ -619,7 +619,7 @@ impl SessionActorState {
     /// (bounded by [`crate::handoff::HANDOFF_WAIT`]): whether it was taken. A
     /// refusal or silence only means the new owner loads it from the durable tier.
     async fn send_state(&mut self, to: &confab_core::NodeId, epoch: confab_core::Epoch) -> bool {
-        let Some(outbox) = self.shared.handoff_outbox.get().cloned() else {
+        let Some(outbox) = self.shared.cluster.handoff_outbox.get().cloned() else {
             return false;
         };
         let snapshot = self
@@ -641,6 +641,7 @@ impl SessionActorState {
             // From this node's adoption of the ring to the new owner holding the state.
             let since = *self
                 .shared
+                .cluster
                 .ring_since
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());

@@ -13,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::committer::Committer;
 use crate::snapshotter::Snapshotter;
 
-/// What every actor of the node shares.
+/// What every actor of the node shares: its configuration, the services a
+/// turn calls, its drain, and what it knows of the cluster.
 pub(crate) struct Shared {
     pub(crate) config: RuntimeConfig,
     pub(crate) store: Arc<dyn Store>,
@@ -22,6 +23,18 @@ pub(crate) struct Shared {
     pub(crate) dialog: Dialog,
     pub(crate) actions: ActionRunner,
     pub(crate) stages: Stages,
+    /// This node's drain, if one was asked for.
+    pub(crate) drain: drain::DrainCell,
+    /// The ring, the member table, the links, and the channels to the
+    /// cluster's tasks.
+    pub(crate) cluster: ClusterView,
+}
+
+/// What a node knows of the cluster, as its cluster tasks last wrote it: each
+/// part is replaced whole by the one task that owns it (membership writes the
+/// table, the ring and `isolated`; the peer watcher the peers), and read by
+/// every actor.
+pub(crate) struct ClusterView {
     /// The ring the node routes by, replaced whole when membership changes.
     pub(crate) ring: std::sync::RwLock<Arc<confab_core::ring::Ring>>,
     /// The other members' peer actors, by node id (empty on a single node).
@@ -35,24 +48,54 @@ pub(crate) struct Shared {
     /// Whether this node is up but cut off from the majority of the members
     /// up (membership's quorum): it then serves nothing.
     pub(crate) isolated: std::sync::atomic::AtomicBool,
-    /// This node's drain, if one was asked for.
-    pub(crate) drain: drain::DrainCell,
     /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
     pub(crate) ring_since: std::sync::Mutex<tokio::time::Instant>,
     /// Moved sessions' states on their way to their new owners, batched.
     pub(crate) handoff_outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<handoff::Outgoing>>,
 }
 
+impl ClusterView {
+    /// A node alone on `ring`, before its cluster tasks start.
+    pub(crate) fn new(ring: confab_core::ring::Ring) -> Self {
+        Self {
+            ring: std::sync::RwLock::new(Arc::new(ring)),
+            peers: Default::default(),
+            members: Default::default(),
+            membership: std::sync::OnceLock::new(),
+            isolated: Default::default(),
+            ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            handoff_outbox: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The member table as this node last saw it.
+    pub(crate) fn members(&self) -> Option<confab_core::membership::MemberTable> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A member's status in that table, if listed.
+    pub(crate) fn status_of(&self, node: &NodeId) -> Option<confab_core::membership::Status> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|table| table.members.get(node).copied())
+    }
+}
+
 impl Shared {
     /// The ring in force.
     pub(crate) fn ring(&self) -> Arc<confab_core::ring::Ring> {
-        Arc::clone(&self.ring.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.cluster.ring.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Asks membership to read the table now (a message came routed at a newer
     /// epoch); false without a cluster (nothing to wait for).
     pub(crate) fn refresh_membership(&self) -> bool {
-        match self.membership.get() {
+        match self.cluster.membership.get() {
             Some(tx) => {
                 let _ = tx.try_send(confab_core::membership::Input::Refresh);
                 true
@@ -63,12 +106,15 @@ impl Shared {
 
     /// Whether this node is cut off from the majority of the cluster.
     pub(crate) fn is_isolated(&self) -> bool {
-        self.isolated.load(std::sync::atomic::Ordering::Acquire)
+        self.cluster
+            .isolated
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The peer actor of a member, if connected.
     pub(crate) fn peer(&self, node: &NodeId) -> Option<ActorRef<wire::PeerMsg>> {
-        self.peers
+        self.cluster
+            .peers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
