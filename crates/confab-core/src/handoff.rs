@@ -49,7 +49,7 @@ mod outbox;
 mod session;
 
 pub use node::{Admit, Arrival, Expect, Limit, Node};
-pub use outbox::{Batch, Outbox};
+pub use outbox::{Batch, Moved, Outbox};
 pub use session::{Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start};
 
 /// The protocol's limits and timings.

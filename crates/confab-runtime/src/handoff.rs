@@ -143,10 +143,10 @@ async fn send_batch(
     let states: Vec<HandoffState> = batch
         .states
         .into_iter()
-        .map(|(uid, epoch, snapshot)| HandoffState {
-            uid,
-            epoch,
-            snapshot,
+        .map(|moved| HandoffState {
+            uid: moved.uid,
+            epoch: moved.epoch,
+            snapshot: moved.state,
         })
         .collect();
     let taken = match shared.peer(&batch.to) {

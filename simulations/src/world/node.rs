@@ -280,7 +280,7 @@ impl World {
             let states = batch
                 .states
                 .into_iter()
-                .map(|(uid, epoch, bytes)| (self.session_of(&uid), epoch, bytes))
+                .map(|moved| (self.session_of(&moved.uid), moved.epoch, moved.state))
                 .collect();
             let msg = Msg::States {
                 from: node,

@@ -11,9 +11,20 @@ pub struct Batch<S> {
     pub id: u64,
     /// The new owner.
     pub to: NodeId,
-    /// The states: whose, the epoch that moved it, the state (`None`: nothing
-    /// usable; the new owner loads from the durable tier).
-    pub states: Vec<(Uid, Epoch, Option<S>)>,
+    /// The states, in the order they were pushed.
+    pub states: Vec<Moved<S>>,
+}
+
+/// One moved session's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved<S> {
+    /// Whose.
+    pub uid: Uid,
+    /// The epoch that moved it.
+    pub epoch: Epoch,
+    /// The state (`None`: nothing usable; the new owner loads from the
+    /// durable tier).
+    pub state: Option<S>,
 }
 
 /// The outbox: gathers states for `linger_ms` (or until `gather_max` wait),
@@ -22,7 +33,8 @@ pub struct Batch<S> {
 #[derive(Debug)]
 pub struct Outbox<S> {
     config: HandoffConfig,
-    waiting: Vec<(NodeId, Uid, Epoch, Option<S>)>,
+    /// States not sent yet, each with its new owner.
+    waiting: Vec<(NodeId, Moved<S>)>,
     /// When the first state of this round came.
     since: Option<u64>,
     /// Batches sent and not answered: to whom, whose states, until when.
@@ -50,7 +62,7 @@ impl<S> Outbox<S> {
     /// A moved session's state, for `to`.
     pub fn push(&mut self, now: u64, to: NodeId, uid: Uid, epoch: Epoch, state: Option<S>) {
         self.since.get_or_insert(now);
-        self.waiting.push((to, uid, epoch, state));
+        self.waiting.push((to, Moved { uid, epoch, state }));
     }
 
     /// The batches to send now: everything waiting once the round has
@@ -64,9 +76,9 @@ impl<S> Outbox<S> {
             return Vec::new();
         }
         self.since = None;
-        let mut by_node: BTreeMap<NodeId, Vec<(Uid, Epoch, Option<S>)>> = BTreeMap::new();
-        for (to, uid, epoch, state) in self.waiting.drain(..) {
-            by_node.entry(to).or_default().push((uid, epoch, state));
+        let mut by_node: BTreeMap<NodeId, Vec<Moved<S>>> = BTreeMap::new();
+        for (to, moved) in self.waiting.drain(..) {
+            by_node.entry(to).or_default().push(moved);
         }
         let mut batches = Vec::new();
         for (to, states) in by_node {
@@ -75,7 +87,7 @@ impl<S> Outbox<S> {
                 let chunk: Vec<_> = states.by_ref().take(self.config.batch_max.max(1)).collect();
                 let id = self.next_id;
                 self.next_id += 1;
-                let uids = chunk.iter().map(|(uid, _, _)| uid.clone()).collect();
+                let uids = chunk.iter().map(|moved| moved.uid.clone()).collect();
                 self.sent.insert(id, (uids, now + self.config.hold_ms));
                 batches.push(Batch {
                     id,
