@@ -216,6 +216,8 @@ pub struct Membership {
     /// When this machine last ran (any input or timeout): a longer gap than
     /// `stale_after_ms` means the node was paused or its clock jumped.
     last_ran: Option<u64>,
+    /// Whether the quorum was held when last looked at.
+    had_quorum: bool,
     next_heartbeat: u64,
     next_refresh: u64,
     outputs: VecDeque<Output>,
@@ -235,6 +237,7 @@ impl Membership {
             read_again: false,
             announced: None,
             last_ran: None,
+            had_quorum: false,
             next_heartbeat: 0,
             next_refresh: 0,
             outputs: VecDeque::new(),
@@ -261,12 +264,26 @@ impl Membership {
         self.announced
     }
 
+    /// How recently a member must have been heard to count toward the
+    /// quorum: half of `down_after_ms`. Members that fall silent together
+    /// (a partition, two processes frozen at once) reach their down deadline
+    /// one heartbeat period apart at most; were the quorum counted over the
+    /// whole `down_after_ms`, the one whose deadline comes second would still
+    /// count when the first is judged, and a node left alone would declare
+    /// the first down with a "majority" that is gone (found by the
+    /// real-process test that freezes two of three nodes). With heartbeats
+    /// every `heartbeat_every_ms` (below a quarter of `down_after_ms`), a
+    /// healthy member is heard within the window even with a heartbeat lost.
+    pub fn quorum_window_ms(&self) -> u64 {
+        self.config.down_after_ms / 2
+    }
+
     /// Whether this node is on the side of the cluster that may decide: it
-    /// hears (a heartbeat within `down_after_ms`) a majority of the members
-    /// that are up, itself included when up, or exactly half of them with the
-    /// lowest up member among those heard (the tie-breaker of Akka's
-    /// keep-majority). A node cut off from the majority declares no one down,
-    /// and does not serve.
+    /// hears (a heartbeat within [`Self::quorum_window_ms`]) a majority of
+    /// the members that are up, itself included when up, or exactly half of
+    /// them with the lowest up member among those heard (the tie-breaker of
+    /// Akka's keep-majority). A node cut off from the majority declares no
+    /// one down, and does not serve.
     pub fn has_quorum(&self, now: u64) -> bool {
         // Planted bug `no-quorum`: every node decides, whatever it hears.
         if mutation::active(Mutation::NoQuorum) {
@@ -287,12 +304,13 @@ impl Membership {
         // Planted bug `stale-heartbeats` (here too): a heartbeat heard once,
         // before a pause say, counts as if it were fresh.
         let stale = mutation::active(Mutation::StaleHeartbeats);
+        let window = self.quorum_window_ms();
         let hears = |node: &NodeId| {
             *node == self.me
                 || self
                     .heard
                     .get(node)
-                    .is_some_and(|at| stale || now.saturating_sub(*at) < self.config.down_after_ms)
+                    .is_some_and(|at| stale || now.saturating_sub(*at) < window)
         };
         let heard = up.iter().filter(|node| hears(node)).count();
         2 * heard > up.len() || (2 * heard == up.len() && hears(lowest))
@@ -343,6 +361,7 @@ impl Membership {
                 if self.announced.is_none_or(|mine| epoch > mine) {
                     self.read(now); // someone knows a newer ring
                 }
+                self.note_quorum(now);
             }
             Input::Refresh => {
                 if !matches!(self.goal, Goal::Idle | Goal::Gone) {
@@ -503,7 +522,25 @@ impl Membership {
     }
 
     /// Proposes the one change this node wants next, if none is in flight.
+    /// Notes whether the quorum is held. A node that regains it gives every
+    /// member a fresh `down_after_ms` of grace: while it could not decide, it
+    /// could not tell a dead member from one cut off as it was, and the
+    /// members that come back with the majority (a healed partition, two
+    /// processes resumed together) are heard a moment apart; the first
+    /// heard must not make the second look dead (found by the real-process
+    /// test that freezes two of three nodes, then resumes them).
+    fn note_quorum(&mut self, now: u64) {
+        let quorum = self.has_quorum(now);
+        if quorum && !self.had_quorum {
+            for heard in self.last_heard.values_mut() {
+                *heard = (*heard).max(now);
+            }
+        }
+        self.had_quorum = quorum;
+    }
+
     fn decide(&mut self, now: u64) {
+        self.note_quorum(now);
         if self.waiting_since.is_some() {
             return;
         }

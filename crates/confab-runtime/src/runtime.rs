@@ -25,6 +25,9 @@ use crate::supervisor::{SessionSupervisor, SupervisorArgs};
 
 /// How often `confab_dlq_depth` is read again from the store.
 const DLQ_DEPTH_EVERY: Duration = Duration::from_secs(5);
+/// How long `/readyz` waits for the store's ping before it calls the store
+/// unreachable.
+const READY_PING_MAX: Duration = Duration::from_secs(1);
 
 /// A dead-letter replay may take this many turn timeouts: the action runs
 /// with all its retries.
@@ -401,7 +404,7 @@ impl Runtime {
         Ok(replies)
     }
 
-    /// Whether the node can serve: it is on the ring, linked to its other
+    /// Whether the node can serve (`/readyz`): it is on the ring, linked to its other
     /// members and not cut off from their majority, its actors and committer
     /// run and its durable tier answers.
     pub async fn ready(&self) -> bool {
@@ -418,7 +421,11 @@ impl Runtime {
             && running(self.router.get_status())
             && running(self.supervisor.get_status())
             && self.shared.committer.is_running()
-            && self.shared.store.ping().await.is_ok()
+            // Bounded: a store that does not answer (a locked file, a MySQL
+            // that stalls) is an unreachable one, and the probe answers.
+            && tokio::time::timeout(READY_PING_MAX, self.shared.store.ping())
+                .await
+                .is_ok_and(|ping| ping.is_ok())
     }
 
     /// Sessions resident in memory.

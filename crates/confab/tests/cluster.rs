@@ -2,13 +2,16 @@
 //! - any node serves any user, and the session's owner does not depend on the
 //!   node the socket landed on;
 //! - a node joins, a node is drained, a node is killed, all while clients keep
-//!   talking: every turn is answered, none is lost or applied twice.
+//!   talking: every turn is answered, none is lost or applied twice;
+//! - a node cut off from the majority (the others frozen by SIGSTOP) serves
+//!   nothing and says so at once, and the frozen majority, resumed, declares no
+//!   one down from heartbeat times it slept through.
 
 mod common;
 
 use common::*;
-use confab_proto::ServerFrame;
 use confab_proto::admin::{NodesView, RingView};
+use confab_proto::{ClientFrame, ErrorCode, ServerFrame};
 use confab_testkit::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
 use std::time::Duration;
 
@@ -216,4 +219,61 @@ async fn a_killed_nodes_sessions_serve_again_on_the_survivors_with_every_acked_t
     );
     let (_, owners) = finish_and_check(load, &nodes[0], "kill", detected).await;
     assert!(owners.values().all(|o| o != "node-2"), "{owners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_majority_serves_nothing_and_a_resumed_majority_declares_no_one_down()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = cluster(dir.path(), 3).await;
+    let epoch = ring(&nodes[0]).await.epoch;
+    let mut client = Client::as_uid(&nodes[0], "lonely").await;
+    let (first, _) = client.say("m-1", "hello").await;
+
+    // node-2 and node-3 freeze, their sockets open: node-1 hears one member
+    // of three, so it may declare no one down, and it serves nothing.
+    nodes[1].pause();
+    nodes[2].pause();
+    eventually(|| async { http_get(nodes[0].port, "/readyz").await.map(|r| r.0) == Some(503) })
+        .await;
+    client
+        .send(&ClientFrame::Say {
+            id: "m-2".into(),
+            text: "anyone there?".into(),
+        })
+        .await;
+    let answer = client.recv().await;
+    assert!(
+        matches!(
+            &answer,
+            ServerFrame::Error { id: Some(id), code: ErrorCode::Unavailable, .. } if id == "m-2"
+        ),
+        "a node without the quorum answers unavailable: {answer:?}"
+    );
+    // Frozen for well past the failure detector's 2 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        ring(&nodes[0]).await.epoch,
+        epoch,
+        "node-1 declared someone down"
+    );
+
+    // Resumed, the two judge by fresh evidence: nobody goes down, the ring
+    // keeps its epoch everywhere, and node-1 serves again.
+    nodes[1].resume();
+    nodes[2].resume();
+    eventually(|| async { http_get(nodes[0].port, "/readyz").await.map(|r| r.0) == Some(200) })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &nodes {
+        let view = ring(node).await;
+        assert_eq!(
+            (view.epoch, view.nodes.len()),
+            (epoch, 3),
+            "a node declared a member down after the pause"
+        );
+    }
+    // m-2 was not recorded: the retry with the same id is the next turn.
+    let (ack, _) = client.say("m-2", "anyone there?").await;
+    assert_eq!(ack, first + 3);
 }

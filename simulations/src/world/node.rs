@@ -655,10 +655,11 @@ impl World {
             .iter()
             .any(|(id, st)| *st == Status::Down && held.members.get(id) != Some(&Status::Down));
         if downs {
-            // `down-from-majority`: heard (within down_after_ms, plus a margin
-            // for drift) a majority of the members up, or half with the lowest.
+            // `down-from-majority`: heard (within the quorum window, half of
+            // down_after_ms, plus a margin for drift) a majority of the
+            // members up, or half with the lowest.
             let inc = self.nodes[node].incarnation;
-            let window = self.membership.down_after_ms + 50;
+            let window = self.membership.down_after_ms / 2 + 50;
             let up: Vec<&NodeId> = held
                 .members
                 .iter()

@@ -121,6 +121,17 @@ impl Node {
         assert!(status.success(), "node stopped with {status}");
     }
 
+    /// SIGSTOP: the process freezes (a long GC pause, a frozen VM), its
+    /// sockets stay open.
+    pub fn pause(&self) {
+        kill(self.pid(), Signal::SIGSTOP).unwrap();
+    }
+
+    /// SIGCONT: it goes on from where it was.
+    pub fn resume(&self) {
+        kill(self.pid(), Signal::SIGCONT).unwrap();
+    }
+
     /// SIGKILL: no snapshot, no goodbye.
     pub async fn kill(mut self) {
         kill(self.pid(), Signal::SIGKILL).unwrap();
