@@ -59,6 +59,11 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Seeds run at once, each on a thread of its own (1 to 64). The
+        /// output is the same for any number: failures are listed in seed
+        /// order.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
     },
     /// Runs one seed and writes its whole trace as JSONL.
     Replay {
@@ -143,13 +148,20 @@ fn execute(command: Command) -> Result<ExitCode, String> {
             mutate,
             twice_percent,
             quiet,
+            jobs,
         } => {
             let seeds = match (seeds, seeds_file) {
                 (Some(range), _) => parse_range(&range)?,
                 (None, Some(file)) => read_seeds(&file)?,
                 (None, None) => return Err("give --seeds A..B or --seeds-file FILE".into()),
             };
-            sweep(&load(&scenario)?, &seeds, mutate, twice_percent, quiet)
+            let how = SweepHow {
+                mutate,
+                twice_percent,
+                quiet,
+                jobs: usize::from(jobs),
+            };
+            sweep(&load(&scenario)?, &seeds, how)
         }
         Command::Shrink {
             scenario,
@@ -240,13 +252,50 @@ fn one(args: &RunArgs, seed: u64, trace: Option<&Path>) -> Result<ExitCode, Stri
     })
 }
 
-fn sweep(
-    scenario: &Scenario,
-    seeds: &[u64],
+/// How a sweep runs.
+struct SweepHow {
     mutate: Option<Mutation>,
     twice_percent: u64,
     quiet: bool,
-) -> Result<ExitCode, String> {
+    jobs: usize,
+}
+
+/// One seed of a sweep: the simulated ms, and why it failed if it did.
+fn sweep_one(
+    scenario: &Scenario,
+    seed: u64,
+    mutate: Option<Mutation>,
+    twice: bool,
+) -> Result<(u64, Option<String>), String> {
+    let options = || RunOptions {
+        seed,
+        mutate,
+        ..RunOptions::default()
+    };
+    let outcome = confab_sim::run(scenario, options())?;
+    let mut reason = (outcome.checker.count() > 0).then(|| {
+        let first = &outcome.checker.violations()[0];
+        format!("{}: {}", first.invariant, first.detail)
+    });
+    if twice {
+        let again = confab_sim::run(scenario, options())?;
+        if again.trace != outcome.trace {
+            reason = Some(format!(
+                "not deterministic: trace {} then {}",
+                outcome.trace, again.trace
+            ));
+        }
+    }
+    Ok((outcome.simulated_ms, reason))
+}
+
+fn sweep(scenario: &Scenario, seeds: &[u64], how: SweepHow) -> Result<ExitCode, String> {
+    let SweepHow {
+        mutate,
+        twice_percent,
+        quiet,
+        jobs,
+    } = how;
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -266,37 +315,48 @@ fn sweep(
     } else {
         (100 / twice_percent.min(100)).max(1)
     };
-    let (mut failed, mut twice, mut simulated) = (Vec::new(), 0u64, 0u64);
-    for (i, &seed) in seeds.iter().enumerate() {
-        let options = || RunOptions {
-            seed,
-            mutate,
-            ..RunOptions::default()
-        };
-        let outcome = confab_sim::run(scenario, options())?;
-        simulated += outcome.simulated_ms;
-        let mut reason = (outcome.checker.count() > 0).then(|| {
-            let first = &outcome.checker.violations()[0];
-            format!("{}: {}", first.invariant, first.detail)
-        });
-        if (i as u64).is_multiple_of(every) {
-            twice += 1;
-            let again = confab_sim::run(scenario, options())?;
-            if again.trace != outcome.trace {
-                reason = Some(format!(
-                    "not deterministic: trace {} then {}",
-                    outcome.trace, again.trace
-                ));
+    let twice_at = |i: usize| (i as u64).is_multiple_of(every);
+    let twice = (0..seeds.len()).filter(|i| twice_at(*i)).count();
+    let (mut failed, mut simulated) = (Vec::new(), 0u64);
+    // Workers take the next seed; results are reported in seed order as
+    // soon as every earlier seed is done, so the output does not depend on
+    // `jobs`.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| -> Result<(), String> {
+        for _ in 0..jobs.min(seeds.len()).max(1) {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { return };
+                    let result = sweep_one(scenario, seed, mutate, twice_at(i));
+                    if tx.send((i, result)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done: Vec<Option<(u64, Option<String>)>> = vec![None; seeds.len()];
+        let mut reported = 0;
+        for (i, result) in rx {
+            done[i] = Some(result?);
+            while let Some(Some((ms, reason))) = done.get_mut(reported).map(Option::take) {
+                let seed = seeds[reported];
+                simulated += ms;
+                if let Some(reason) = reason {
+                    let replay = replay_command(&scenario.source, seed, mutate, None);
+                    bar.suspend(|| println!("FAILED seed {seed}: {reason}\n  replay: {replay}"));
+                    failed.push(seed);
+                }
+                reported += 1;
+                bar.set_message(format!("{} failed", failed.len()));
+                bar.inc(1);
             }
         }
-        if let Some(reason) = reason {
-            let replay = replay_command(&scenario.source, seed, mutate, None);
-            bar.suspend(|| println!("FAILED seed {seed}: {reason}\n  replay: {replay}"));
-            failed.push(seed);
-        }
-        bar.set_message(format!("{} failed", failed.len()));
-        bar.inc(1);
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     println!(

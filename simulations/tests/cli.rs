@@ -153,3 +153,32 @@ fn bad_input_gets_a_clear_error() {
     let out = sim(&["run", "crash", "--seed", "1", "--faults", "99"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no fault #99"));
 }
+
+#[test]
+fn a_sweep_on_several_threads_reports_what_one_thread_does() {
+    let args = |jobs: &str| {
+        let out = sim(&[
+            "sweep",
+            "crash",
+            "--seeds",
+            "0..6",
+            "--mutate",
+            "no-fencing",
+            "--quiet",
+            "--jobs",
+            jobs,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "no-fencing fails some of 0..6");
+        // The wall time differs; everything else is the same.
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout
+            .lines()
+            .map(|l| l.split(" in ").next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let one = args("1");
+    assert!(one.iter().any(|l| l.starts_with("FAILED seed ")), "{one:?}");
+    assert_eq!(one, args("3"));
+    let out = sim(&["sweep", "crash", "--seeds", "0..2", "--jobs", "0"]);
+    assert_eq!(out.status.code(), Some(2), "--jobs 0 is refused");
+}
