@@ -368,9 +368,9 @@ impl World {
                     self.answer(node, turn, Answer::Unavailable);
                 }
                 SessionOutput::Claim { epoch, state } => {
-                    let after = state.as_ref().map_or(0, |m| m.seq().0);
+                    let memory = state.as_ref().map(|m| m.seq().0);
                     held.state = state;
-                    self.claim_later(node, s, hid, epoch, after);
+                    self.claim_later(node, s, hid, epoch, memory);
                 }
                 SessionOutput::SendState { to, epoch } => {
                     self.send_state(node, hid, node_of(&to), epoch)
@@ -447,7 +447,14 @@ impl World {
     }
 
     /// Queues a claim; the claims of one step go to the store as one request.
-    pub(super) fn claim_later(&mut self, node: usize, s: u32, hid: u64, epoch: Epoch, after: u64) {
+    pub(super) fn claim_later(
+        &mut self,
+        node: usize,
+        s: u32,
+        hid: u64,
+        epoch: Epoch,
+        memory: Option<u64>,
+    ) {
         let n = &mut self.nodes[node];
         if n.claims.is_empty() {
             let inc = n.incarnation;
@@ -457,7 +464,7 @@ impl World {
             s,
             hid,
             epoch,
-            after,
+            memory,
         });
     }
 

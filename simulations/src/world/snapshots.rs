@@ -160,12 +160,16 @@ impl World {
         true
     }
 
-    /// What a claim at `after` loads: with no memory (`after` 0), the latest
+    /// What a claim loads: for a claimant with no memory, the latest
     /// snapshot (Redis's copy if it holds one, which may be older than
-    /// MySQL's) and the log after it; else the log after `after`.
-    pub(super) fn load(&mut self, s: u32, after: u64) -> Loaded {
+    /// MySQL's) and the log after it; for one whose memory is at a seq (a
+    /// state that came from the old owner, at seq 0 too), the log after it.
+    /// (Taking a snapshot for memory at seq 0 once lost the events between:
+    /// `actions` seed 9383.)
+    pub(super) fn load(&mut self, s: u32, memory: Option<u64>) -> Loaded {
         let log = self.durable.log(s);
-        let snapshot = (after == 0)
+        let snapshot = memory
+            .is_none()
             .then(|| {
                 self.redis_snapshots
                     .get(&s)
@@ -173,7 +177,9 @@ impl World {
                     .cloned()
             })
             .flatten();
-        let from = snapshot.as_ref().map_or(after, |(seq, _)| *seq);
+        let from = snapshot
+            .as_ref()
+            .map_or(memory.unwrap_or(0), |(seq, _)| *seq);
         let events = log.get(from as usize..).unwrap_or_default().to_vec();
         if snapshot.is_some() {
             self.stats.snapshot_loads += 1;

@@ -108,7 +108,7 @@ impl World {
                             Err(Refusal::Unavailable)
                         } else {
                             self.claim(node, ask.s, ask.epoch)
-                                .map(|()| self.load(ask.s, ask.after))
+                                .map(|()| self.load(ask.s, ask.memory))
                         };
                         (ask, result)
                     })
