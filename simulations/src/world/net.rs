@@ -42,27 +42,19 @@ impl World {
             Endpoint::Node(node) => self.nodes[node].incarnation,
             Endpoint::User(_) => 0,
         };
-        if copies == 2 {
-            let at = self.delivery_at(from, to, faulty);
-            let msg = msg.clone();
-            let ev = Ev::Deliver {
-                from,
-                to,
-                inc,
-                link,
-                msg,
-            };
-            self.push_on_link(at, from, to, ev);
-        }
-        let at = self.delivery_at(from, to, faulty);
-        let ev = Ev::Deliver {
+        let deliver = |msg| Ev::Deliver {
             from,
             to,
             inc,
             link,
             msg,
         };
-        self.push_on_link(at, from, to, ev);
+        if copies == 2 {
+            let at = self.delivery_at(from, to, faulty);
+            self.push_on_link(at, from, to, deliver(msg.clone()));
+        }
+        let at = self.delivery_at(from, to, faulty);
+        self.push_on_link(at, from, to, deliver(msg));
     }
 
     /// Queues a delivery. Between two nodes the link is ordered, as a TCP

@@ -608,48 +608,56 @@ fn half_of_the_members_decide_only_with_the_lowest_among_them() {
     }
 }
 
+/// Three members, all up.
+fn three_up() -> MemberTable {
+    (1..=3).fold(MemberTable::default(), |t, n| {
+        t.with(&id(n), Some(Status::Joining))
+            .with(&id(n), Some(Status::Up))
+    })
+}
+
+/// Carries out `m`'s outputs at `now`: reads answered at once with `table`;
+/// the proposals it made, returned.
+fn proposals(m: &mut Membership, table: &MemberTable, now: u64) -> Vec<MemberTable> {
+    let mut proposals = vec![];
+    while let Some(output) = m.poll_output() {
+        match output {
+            Output::ReadTable => m.handle(now, Input::TableRead(table.clone())),
+            Output::Cas { table, .. } => proposals.push(table),
+            _ => {}
+        }
+    }
+    proposals
+}
+
+/// A heartbeat of `n` reaches `m` at `at`.
+fn beat(m: &mut Membership, at: u64, n: u32) {
+    m.handle(
+        at,
+        Input::Heartbeat {
+            from: id(n),
+            epoch: Epoch(3),
+        },
+    );
+}
+
 #[test]
 fn a_node_left_alone_when_two_of_three_freeze_together_declares_no_one_down() {
     // The real-process test's race: n2 and n3 freeze at the same moment,
     // their last heartbeats 400 ms apart. When n3's silence reaches
     // down_after_ms, n2's is 1.6 s: it must no longer count toward n1's
     // quorum, or n1 declares n3 down, then n2 (half, with the lowest).
-    let three = (1..=3).fold(MemberTable::default(), |t, n| {
-        t.with(&id(n), Some(Status::Joining))
-            .with(&id(n), Some(Status::Up))
-    });
+    let three = three_up();
     let config = MembershipConfig::default();
     let mut m = Membership::new(id(1), config.clone());
     m.handle(0, Input::Start);
-    // Runs the machine's outputs: reads answered at once from `three`; the
-    // proposals made, returned.
-    let run = |m: &mut Membership, now: u64| -> Vec<MemberTable> {
-        let mut proposals = vec![];
-        while let Some(output) = m.poll_output() {
-            match output {
-                Output::ReadTable => m.handle(now, Input::TableRead(three.clone())),
-                Output::Cas { table, .. } => proposals.push(table),
-                _ => {}
-            }
-        }
-        proposals
-    };
-    run(&mut m, 0);
-    let beat = |m: &mut Membership, at: u64, n: u32| {
-        m.handle(
-            at,
-            Input::Heartbeat {
-                from: id(n),
-                epoch: Epoch(3),
-            },
-        );
-    };
+    proposals(&mut m, &three, 0);
     let mut now = 2;
     while now < 3_000 {
         beat(&mut m, now, 2);
         beat(&mut m, now, 3);
         m.handle_timeout(now);
-        assert_eq!(run(&mut m, now), [], "all three heard: nothing to propose");
+        assert_eq!(proposals(&mut m, &three, now), [], "all three heard");
         now += 100;
     }
     // n3's last heartbeat at 2,902 ms, n2's at 3,300; both then freeze.
@@ -657,8 +665,8 @@ fn a_node_left_alone_when_two_of_three_freeze_together_declares_no_one_down() {
     let mut now = 3_300;
     while now < 3_300 + config.down_after_ms * 4 {
         m.handle_timeout(now);
-        let proposals = run(&mut m, now);
-        assert_eq!(proposals, [], "n1, alone, proposed a change at {now}");
+        let made = proposals(&mut m, &three, now);
+        assert_eq!(made, [], "n1, alone, proposed a change at {now}");
         now += 50;
     }
     assert!(!m.serving(now), "alone, n1 serves nothing");
@@ -669,41 +677,17 @@ fn a_node_that_regains_the_quorum_gives_the_members_still_silent_a_fresh_grace()
     // n1 alone while n2 and n3 were frozen for 4 s; both resume, n2's
     // heartbeat arrives first. n3, silent for 4 s, is not declared down at
     // once: it gets down_after_ms from the moment n1 could decide again.
-    let three = (1..=3).fold(MemberTable::default(), |t, n| {
-        t.with(&id(n), Some(Status::Joining))
-            .with(&id(n), Some(Status::Up))
-    });
-    let config = MembershipConfig::default();
-    let mut m = Membership::new(id(1), config);
+    let three = three_up();
+    let mut m = Membership::new(id(1), MembershipConfig::default());
     m.handle(0, Input::Start);
-    let run = |m: &mut Membership, now: u64| -> Vec<MemberTable> {
-        let mut proposals = vec![];
-        while let Some(output) = m.poll_output() {
-            match output {
-                Output::ReadTable => m.handle(now, Input::TableRead(three.clone())),
-                Output::Cas { table, .. } => proposals.push(table),
-                _ => {}
-            }
-        }
-        proposals
-    };
-    run(&mut m, 0);
-    let beat = |m: &mut Membership, at: u64, n: u32| {
-        m.handle(
-            at,
-            Input::Heartbeat {
-                from: id(n),
-                epoch: Epoch(3),
-            },
-        );
-    };
+    proposals(&mut m, &three, 0);
     for n in [2, 3] {
         beat(&mut m, 1, n);
     }
     let mut now = 1;
     while now < 4_000 {
         m.handle_timeout(now);
-        assert_eq!(run(&mut m, now), []);
+        assert_eq!(proposals(&mut m, &three, now), []);
         now += 50;
     }
     // n2 is heard again; n3 only 300 ms later.
@@ -711,7 +695,11 @@ fn a_node_that_regains_the_quorum_gives_the_members_still_silent_a_fresh_grace()
     let mut now = 4_000;
     while now < 4_300 {
         m.handle_timeout(now);
-        assert_eq!(run(&mut m, now), [], "n3 declared down at {now}");
+        assert_eq!(
+            proposals(&mut m, &three, now),
+            [],
+            "n3 declared down at {now}"
+        );
         beat(&mut m, now, 2);
         now += 50;
     }
