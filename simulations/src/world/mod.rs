@@ -1199,6 +1199,15 @@ fn ev_node(ev: &Ev) -> Option<usize> {
     }
 }
 
+/// The turns queued to session `s`'s resident holder, plus the one in
+/// flight: what the handoff machine weighs when it admits or passivates.
+fn resident_work(resident: &BTreeMap<u32, u64>, held: &BTreeMap<u64, Held>, s: u32) -> usize {
+    resident
+        .get(&s)
+        .and_then(|hid| held.get(hid))
+        .map_or(0, |h| h.life.queued() + usize::from(h.life.in_flight()))
+}
+
 /// `n3` is 2.
 fn node_of(id: &NodeId) -> usize {
     id.as_str()[1..]

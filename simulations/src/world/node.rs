@@ -144,11 +144,7 @@ impl World {
         let s = turn.s;
         let now = self.node_now(node);
         let n = &mut self.nodes[node];
-        let queued = n
-            .resident
-            .get(&s)
-            .and_then(|hid| n.held.get(hid))
-            .map_or(0, |h| h.life.queued() + usize::from(h.life.in_flight()));
+        let queued = resident_work(&n.resident, &n.held, s);
         let uid = &self.uids[s as usize];
         match n.handoff.admit(now, &n.ring, uid, queued) {
             Admit::Deliver => {}

@@ -24,9 +24,7 @@ impl World {
         let (held, resident) = (&n.held, &n.resident);
         let busy = |uid: &Uid| {
             let s: Option<u32> = uid.as_str()[1..].parse().ok();
-            s.and_then(|s| resident.get(&s))
-                .and_then(|hid| held.get(hid))
-                .map_or(0, |h| h.life.queued() + usize::from(h.life.in_flight()))
+            s.map_or(0, |s| resident_work(resident, held, s))
         };
         let idle = n.handoff.idle(now, idle_ms, busy);
         for uid in idle {
@@ -85,13 +83,15 @@ impl World {
         let Some(held) = self.nodes[node].held.get_mut(&hid) else {
             return;
         };
-        let Some(state) = held.state.clone().filter(|_| held.life.is_loaded()) else {
-            return;
-        };
-        if state.seq().0 <= held.snapshot_seq {
+        // Nothing new since the last snapshot: no copy of the state made.
+        let seq = held.state.as_ref().map_or(0, |state| state.seq().0);
+        if !held.life.is_loaded() || seq <= held.snapshot_seq {
             return;
         }
-        held.snapshot_seq = state.seq().0;
+        let Some(state) = held.state.clone() else {
+            return;
+        };
+        held.snapshot_seq = seq;
         let (s, epoch) = (held.s, held.life.epoch());
         let uid = self.uids[s as usize].clone();
         let snapshot = Snapshot::new(uid, now, epoch, state);
