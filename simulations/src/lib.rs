@@ -16,7 +16,7 @@ pub mod conversations;
 pub mod faults;
 pub mod rng;
 pub mod scenario;
-pub mod timeline;
+pub use confab_timeline as timeline;
 pub mod trace;
 pub mod world;
 

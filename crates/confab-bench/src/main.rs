@@ -9,8 +9,12 @@
 //!   and a `reply`, doing nothing else: the floor to measure in the same run.
 //! - `rebalance`: a local cluster holding many sessions while a node joins and
 //!   another drains: migration times, pauses, turns lost, memory per session.
+//! - `nemesis`: the real cluster in network namespaces under a seeded fault
+//!   schedule, and a checker over everything the clients saw.
 
+mod admin;
 mod echo;
+mod nemesis;
 mod rebalance;
 mod turns;
 
@@ -37,6 +41,9 @@ enum Command {
     /// Sessions moving under load: 3 nodes holding many sessions, a 4th joins,
     /// then one drains; prints migration times, pauses, memory per session.
     Rebalance(rebalance::RebalanceArgs),
+    /// The real cluster under real faults (partitions, pauses, kills, clock
+    /// steps, store outages) in network namespaces, checked afterwards; needs root.
+    Nemesis(nemesis::NemesisArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
             Command::Turns(args) => turns::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Rebalance(args) => rebalance::run(args).await,
+            Command::Nemesis(args) => nemesis::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -19,7 +19,7 @@
 
 use crate::turns::{token, ws_config};
 use anyhow::Context;
-use confab_testkit::load::{Load, Tokens, UserLog, check};
+use confab_testkit::load::{Load, Tokens, TurnLog, UserLog, check};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -50,6 +49,9 @@ pub(crate) struct RebalanceArgs {
     /// Pause between one active user's turns (ms).
     #[arg(long, default_value_t = 100)]
     pause_ms: u64,
+    /// Slowest turns of each event to print (on stderr), with what each met.
+    #[arg(long, default_value_t = 5)]
+    show_slowest: usize,
     /// Connections opened at once while making sessions resident.
     #[arg(long, default_value_t = 64)]
     fill_concurrency: usize,
@@ -196,19 +198,7 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 async fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    let admin = token(SECRET, "bench-ops", "admin").ok()?;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\nContent-Length: 0\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let status = answer.get(9..12)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
+    crate::admin::request(method, ([127, 0, 0, 1], port).into(), path, SECRET).await
 }
 
 /// The ring's member count as `node` routes by it.
@@ -332,6 +322,42 @@ fn pause(logs: &[UserLog], from: Instant, to: Instant) -> (f64, f64) {
         worst.value_at_quantile(0.99) as f64 / 1000.0,
         worst.max() as f64 / 1000.0,
     )
+}
+
+/// The `n` slowest turns answered between `from` and `to`, one line each:
+/// who, how long, when its ack came, and what it met on the way.
+fn slowest_turns(logs: &[UserLog], from: Instant, to: Instant, n: usize) -> Vec<String> {
+    let mut turns: Vec<(&str, &TurnLog)> = logs
+        .iter()
+        .flat_map(|log| log.turns.iter().map(move |t| (log.uid.as_str(), t)))
+        .filter(|(_, t)| t.at >= from && t.at <= to)
+        .collect();
+    turns.sort_by_key(|(_, t)| std::cmp::Reverse(t.latency));
+    turns
+        .into_iter()
+        .take(n)
+        .map(|(uid, t)| {
+            let started = t.at.checked_sub(t.latency).unwrap_or(from);
+            let setbacks: Vec<String> = t
+                .setbacks
+                .iter()
+                .map(|(after, why)| format!("{} ms: {why}", after.as_millis()))
+                .collect();
+            format!(
+                "{uid} {}: {} ms, sent {} ms into the event, acked after {}; {}",
+                t.id,
+                t.latency.as_millis(),
+                started.saturating_duration_since(from).as_millis(),
+                t.acked_after
+                    .map_or_else(|| "no ack".to_owned(), |a| format!("{} ms", a.as_millis())),
+                if setbacks.is_empty() {
+                    "no setback".to_owned()
+                } else {
+                    setbacks.join("; ")
+                }
+            )
+        })
+        .collect()
 }
 
 /// Waits until the old owners' handoff counts stop rising for a second.
@@ -474,6 +500,12 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let (_, breaches) = check(&logs, &nodes[0].ws(), &tokens).await;
     let (join_p99, join_max) = pause(&logs, join_at, join_end);
     let (drain_p99, drain_max) = pause(&logs, drain_at, drain_end);
+    for (event, from, to) in [("join", join_at, join_end), ("drain", drain_at, drain_end)] {
+        eprintln!("slowest turns of the {event}:");
+        for line in slowest_turns(&logs, from, to, args.show_slowest) {
+            eprintln!("  {line}");
+        }
+    }
     let report = Report {
         sessions: args.sessions,
         active: args.active,

@@ -10,6 +10,8 @@
 //!   holds calls and pays once per idempotency key, as the test steers it.
 //! - [`load`]: chat clients that keep talking while the cluster changes, and
 //!   the check that no turn was lost or applied twice.
+//! - [`netns`]: hosts of the test's own in network namespaces on a bridge, and
+//!   the faults between them (partitions that drop or reset, packet loss).
 //! - [`TestDatabase`]: a fresh, uniquely named database on a MariaDB/MySQL server
 //!   (usually the shared one, [`shared_mysql_url`]).
 //!
@@ -21,6 +23,7 @@ mod action_service;
 mod database;
 pub mod load;
 mod mariadb;
+pub mod netns;
 mod process;
 mod proxy;
 mod redis;

@@ -37,12 +37,17 @@ pub struct TurnLog {
     pub id: String,
     /// Its ack's seq (the first ack seen for it).
     pub ack: Option<u64>,
+    /// When that ack came, from the first send.
+    pub acked_after: Option<Duration>,
     /// Its reply's seq.
     pub reply: u64,
     /// From the first send to the reply.
     pub latency: Duration,
     /// Sent again (after an error or a reconnect) this many times.
     pub resent: u32,
+    /// Why it was sent again, and how long into the turn: an error's code and
+    /// message, or the connection that ended (with its close code), in order.
+    pub setbacks: Vec<(Duration, String)>,
     /// When the reply came.
     pub at: Instant,
 }
@@ -58,6 +63,24 @@ pub struct UserLog {
     pub closes: Vec<Option<u16>>,
     /// The owners named by the hellos, in order.
     pub owners: Vec<String>,
+    /// Every hello, in order.
+    pub hellos: Vec<Hello>,
+}
+
+/// One hello a user saw.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// When the connection it opened was asked for.
+    pub asked: Instant,
+    /// The node that answered.
+    pub via: String,
+    /// The owner it named.
+    pub node: String,
+    /// The seq it reported.
+    pub last_seq: u64,
+    /// The highest seq acked or replied to this user before it was asked: a
+    /// hello that reports less hid an acked turn.
+    pub acked: u64,
 }
 
 /// Makes a chat token for a uid.
@@ -107,7 +130,8 @@ impl Load {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str, uid: &str, token: &str, log: &mut UserLog) -> Option<Socket> {
+async fn open(url: &str, uid: &str, token: &str, acked: u64, log: &mut UserLog) -> Option<Socket> {
+    let asked = Instant::now();
     let mut request = url.into_client_request().ok()?;
     request
         .headers_mut()
@@ -118,8 +142,15 @@ async fn open(url: &str, uid: &str, token: &str, log: &mut UserLog) -> Option<So
             .ok()?
             .ok()?;
     match next_frame(&mut socket).await {
-        Frame::Server(ServerFrame::Hello { node, .. }) => {
-            log.owners.push(node);
+        Frame::Server(ServerFrame::Hello { node, last_seq, .. }) => {
+            log.owners.push(node.clone());
+            log.hellos.push(Hello {
+                asked,
+                via: url.to_owned(),
+                node,
+                last_seq,
+                acked,
+            });
             Some(socket)
         }
         // The session could not be activated (its owner is unreachable while
@@ -172,12 +203,16 @@ async fn talk(
     let mut next_node = first_node;
     let mut socket: Option<Socket> = None;
     let mut k = 0;
+    // The highest seq acked or replied to this user so far.
+    let mut acked_seq = 0;
     while !stop.load(Ordering::Acquire) {
         k += 1;
         let id = format!("m-{k}");
         let started = Instant::now();
         let mut ack = None;
         let mut sends = 0u32;
+        let mut setbacks = Vec::new();
+        let mut acked_after = None;
         let reply = 'turn: loop {
             assert!(
                 started.elapsed() < TURN_GIVE_UP,
@@ -189,8 +224,9 @@ async fn talk(
                     urls[next_node % urls.len()].clone()
                 };
                 next_node += 1;
-                socket = open(&url, &uid, &token, &mut log).await;
+                socket = open(&url, &uid, &token, acked_seq, &mut log).await;
                 if socket.is_none() {
+                    setbacks.push((started.elapsed(), format!("no session via {url}")));
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 continue;
@@ -204,6 +240,7 @@ async fn talk(
                 .send(Message::text(serde_json::to_string(&say).unwrap()))
                 .await;
             if sent.is_err() {
+                setbacks.push((started.elapsed(), "send failed".to_owned()));
                 log.closes.push(None);
                 socket = None;
                 continue;
@@ -212,20 +249,27 @@ async fn talk(
                 match next_frame(live).await {
                     Frame::Server(ServerFrame::Ack { id: acked, seq }) if acked == id => {
                         ack.get_or_insert(seq);
+                        acked_seq = acked_seq.max(seq);
+                        acked_after.get_or_insert(started.elapsed());
                     }
                     Frame::Server(ServerFrame::Reply {
                         id: replied, seq, ..
                     }) if replied == id => {
+                        acked_seq = acked_seq.max(seq);
                         break 'turn seq;
                     }
                     Frame::Server(ServerFrame::Error {
-                        id: Some(failed), ..
+                        id: Some(failed),
+                        code,
+                        message,
                     }) if failed == id => {
+                        setbacks.push((started.elapsed(), format!("{code:?}: {message}")));
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue 'turn;
                     }
                     Frame::Server(other) => panic!("{uid} {id}: unexpected {other:?}"),
                     Frame::Closed(code) => {
+                        setbacks.push((started.elapsed(), format!("closed ({code:?})")));
                         log.closes.push(code);
                         socket = None;
                         tokio::time::sleep(RETRY_PAUSE).await;
@@ -237,9 +281,11 @@ async fn talk(
         log.turns.push(TurnLog {
             id,
             ack,
+            acked_after,
             reply,
             latency: started.elapsed(),
             resent: sends.saturating_sub(1),
+            setbacks,
             at: Instant::now(),
         });
         tokio::time::sleep(pause).await;
@@ -306,6 +352,24 @@ pub async fn check(
         }
     }
     (owners, breaches)
+}
+
+/// Every hello that reported a `last_seq` below a seq already acked or
+/// replied to its user: a read that hid an acked turn.
+pub fn stale_hellos(logs: &[UserLog]) -> Vec<String> {
+    logs.iter()
+        .flat_map(|log| {
+            log.hellos
+                .iter()
+                .filter(|hello| hello.last_seq < hello.acked)
+                .map(move |hello| {
+                    format!(
+                        "{}: hello via {} (owner {}) said last_seq {} after seq {} was acked",
+                        log.uid, hello.via, hello.node, hello.last_seq, hello.acked
+                    )
+                })
+        })
+        .collect()
 }
 
 /// [`check`], panicking on the first breach.

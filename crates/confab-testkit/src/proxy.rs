@@ -40,9 +40,20 @@ impl DelayProxy {
     ///
     /// Outside a tokio runtime, or if it cannot bind.
     pub async fn start(upstream: SocketAddr) -> DelayProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), upstream).await
+    }
+
+    /// As [`DelayProxy::start`], listening on `ip` (a port the kernel picks):
+    /// the gateway of a [`crate::netns::Network`], say, so that its hosts
+    /// reach a server that listens on loopback only.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or if it cannot bind.
+    pub async fn start_on(ip: std::net::IpAddr, upstream: SocketAddr) -> DelayProxy {
+        let listener = TcpListener::bind((ip, 0))
             .await
-            .expect("bind the proxy on 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind the proxy on {ip}: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let delay_micros = Arc::new(AtomicU64::new(0));
         let accept_loop = tokio::spawn(accept_loop(listener, upstream, delay_micros.clone()));
@@ -65,12 +76,12 @@ impl DelayProxy {
         Duration::from_micros(self.delay_micros.load(Ordering::Relaxed))
     }
 
-    /// The address clients connect to (127.0.0.1).
+    /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The port clients connect to, on 127.0.0.1.
+    /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

@@ -153,11 +153,17 @@ impl<S> Node<S> {
         for (to, uids) in self.moved(ring) {
             let to = to.filter(|to| linked(to));
             for uid in uids {
-                self.resident.remove(&uid);
-                handoffs.push((uid, to.clone()));
+                let last = self.resident.remove(&uid).unwrap_or(0);
+                handoffs.push((last, uid, to.clone()));
             }
         }
+        // The sessions talked to last go first: a user talking now waits for
+        // their state at the new owner, the thousands of idle ones do not.
+        handoffs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         handoffs
+            .into_iter()
+            .map(|(_, uid, to)| (uid, to))
+            .collect()
     }
 
     /// The resident sessions `ring` gives to other nodes, by new owner (`None`:

@@ -306,6 +306,40 @@ fn a_ring_change_announces_then_hands_off_each_moved_session() {
 }
 
 #[test]
+fn the_sessions_talked_to_last_hand_off_first() {
+    let before = ring(1, &["a"]);
+    let after = ring(2, &["a", "b"]);
+    let mut node: Node<()> = Node::new(
+        id("a"),
+        HandoffConfig {
+            resident_max: 100,
+            ..config()
+        },
+    );
+    let leaving: Vec<Uid> = (0..4).map(|i| uid_of(&after, "b", i)).collect();
+    for (at, uid) in [(10, &leaving[0]), (40, &leaving[1]), (20, &leaving[2])] {
+        node.admit(at, &before, uid, 0);
+    }
+    // Admitted twice: its last turn counts.
+    node.admit(5, &before, &leaving[3], 0);
+    node.admit(30, &before, &leaving[3], 0);
+    let order: Vec<Uid> = node
+        .adopt(&after, |_| true)
+        .into_iter()
+        .map(|(uid, _)| uid)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            leaving[1].clone(),
+            leaving[3].clone(),
+            leaving[2].clone(),
+            leaving[0].clone()
+        ]
+    );
+}
+
+#[test]
 fn a_state_for_a_session_this_nodes_ring_gives_elsewhere_is_refused() {
     let r = ring(7, &["a", "b"]);
     let mut node: Node<()> = Node::new(id("a"), config());

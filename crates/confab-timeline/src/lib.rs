@@ -1,6 +1,8 @@
-//! What a run looked like, for `--timeline FILE.svg`: nodes over time, with
-//! epochs, faults, migrations and violations. The engine fills a [`Timeline`];
-//! [`svg::render`] draws it.
+//! What a cluster run looked like: nodes over time, with epochs, faults,
+//! migrations and violations. The simulator (`confab-sim run --timeline
+//! FILE.svg`) and the nemesis of the real cluster (`confab-bench nemesis`) each
+//! fill a [`Timeline`]; [`svg::render`] draws it, the same picture for both.
+//! Times are milliseconds from the start of the run (simulated or real).
 
 pub mod svg;
 
@@ -13,7 +15,7 @@ pub struct Timeline {
     pub scenario: String,
     /// The run's seed.
     pub seed: u64,
-    /// When the run ended (simulated ms).
+    /// When the run ended (ms from the start of the run).
     pub end_ms: u64,
     /// When the faults stopped and the liveness phase began.
     pub faults_end_ms: u64,
@@ -56,9 +58,9 @@ pub enum NodeState {
 pub struct Span {
     /// Index into [`Timeline::nodes`].
     pub node: usize,
-    /// Start (simulated ms).
+    /// Start (ms from the start of the run).
     pub from_ms: u64,
-    /// End (simulated ms).
+    /// End (ms from the start of the run).
     pub to_ms: u64,
     /// The state.
     pub state: NodeState,

@@ -1,0 +1,653 @@
+//! `confab-bench nemesis`: the real cluster under real faults, Jepsen's way.
+//!
+//! Each node is a `confab node` process in its own network namespace, on a
+//! bridge; MariaDB and Redis are private servers reached through proxies on
+//! the bridge's address. Clients outside the namespaces talk steadily,
+//! retrying with the same message id and reconnecting to any node, and record
+//! everything they see. A fault schedule, drawn from `--seed` or named by
+//! `--schedule`, partitions the network (silently or by resets, both ways or
+//! one), drops packets, pauses and kills processes, steps wall clocks and
+//! takes the stores down or slows them, while a spare node joins and is
+//! drained. Then every fault heals and the checker ([`checker`]) reads the
+//! histories and the store's own rows.
+
+mod checker;
+mod hosts;
+mod schedule;
+
+use crate::admin;
+use crate::turns::token;
+use checker::{RingSeen, Violation};
+use confab_testkit::load::{Load, Tokens, UserLog, check};
+use confab_testkit::netns::Cut;
+use confab_timeline::{EpochMark, FaultMark, NodeState, Span, Timeline, ViolationMark};
+use hosts::Cluster;
+use schedule::{Fault, Kind, Planned, Schedule};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The secret the nemesis's nodes and tokens share.
+const SECRET: &str = "confab-nemesis-secret-0123456789";
+/// Detection time (the nodes' default `down_after_ms` plus a heartbeat) plus
+/// the 2 s the issue allows: the bound of rule `serves-again`.
+const SERVES_AGAIN_MAX: Duration = Duration::from_millis(2_000 + 500 + 2_000);
+/// How long the nodes get to agree on one ring after the heal.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// After the ring settled: clients go on this long (and the ring must not change).
+const AFTER_SETTLE: Duration = Duration::from_secs(5);
+/// How often each node's ring is read.
+const RING_EVERY: Duration = Duration::from_millis(250);
+
+/// `confab-bench nemesis`.
+#[derive(clap::Args)]
+pub(crate) struct NemesisArgs {
+    /// Nodes of the cluster (3 to 9); a spare joins and is drained beside them.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// How long faults are injected (10s, 2m).
+    #[arg(long, default_value = "120s")]
+    duration: String,
+    /// Fault kinds, comma-separated: partition, one-way, loss, pause, kill,
+    /// clock, store; or all.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// The seed the schedule is drawn from: the same seed, the same schedule.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run a named schedule instead of drawing one (`--schedule list` names them).
+    #[arg(long)]
+    schedule: Option<String>,
+    /// No spare node joining and draining during the faults.
+    #[arg(long)]
+    no_membership: bool,
+    /// Users talking throughout.
+    #[arg(long, default_value_t = 30)]
+    users: usize,
+    /// Pause between one user's turns (ms).
+    #[arg(long, default_value_t = 100)]
+    pause_ms: u64,
+    /// Draw the run as an SVG timeline here.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Copy each node's log here.
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
+    /// The confab binary (default: the one beside confab-bench).
+    #[arg(long)]
+    confab: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a run found.
+#[derive(Debug, Serialize)]
+struct Summary {
+    schedule: Schedule,
+    nodes: usize,
+    users: usize,
+    /// Turns sent (first sends), acked, answered, and sent again.
+    turns: usize,
+    acked: usize,
+    sent_again: u64,
+    /// Errors answered, by code.
+    errors: BTreeMap<String, u64>,
+    /// Acked turns the checker found lost or applied twice.
+    lost_or_duplicated: usize,
+    /// The longest time any user went without a reply during each fault
+    /// kind's windows (from the fault's start to 5 s after its heal), ms.
+    longest_unavailable_ms: BTreeMap<String, u64>,
+    /// From the heal to the nodes agreeing on one ring, ms.
+    settled_after_ms: Option<u64>,
+    violations: Vec<Violation>,
+}
+
+/// What happened to each node over time, for the timeline.
+#[derive(Default)]
+struct States(Vec<(u64, usize, NodeState)>);
+
+pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
+    if args.schedule.as_deref() == Some("list") {
+        for (name, what) in schedule::NAMED {
+            println!("{name}: {what}");
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(
+        (3..=9).contains(&args.nodes),
+        "--nodes {}: 3 to 9",
+        args.nodes
+    );
+    let duration = crate::turns::parse_duration(&args.duration)?;
+    let schedule = match &args.schedule {
+        Some(name) => Schedule::named(name)?,
+        None => Schedule::generate(
+            args.seed,
+            args.nodes,
+            u64::try_from(duration.as_millis())?,
+            &Kind::parse_list(&args.faults)?,
+            !args.no_membership,
+        ),
+    };
+    let confab = match &args.confab {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("confab"),
+    };
+    anyhow::ensure!(
+        confab.exists(),
+        "{} not found: build it (cargo build -p confab) or pass --confab",
+        confab.display()
+    );
+    eprintln!("nemesis: {}, {} faults:", schedule.source, schedule.faults.len());
+    for planned in &schedule.faults {
+        eprintln!(
+            "  {:>6.1} s .. {:>6.1} s  {}",
+            planned.at_ms as f64 / 1000.0,
+            planned.heal_ms as f64 / 1000.0,
+            planned.fault
+        );
+    }
+    let spare = args.nodes;
+    let mut cluster = Cluster::create(confab, args.nodes + 1, SECRET).await?;
+    let result = drive(&args, &schedule, &mut cluster, spare).await;
+    cluster.stop_all().await;
+    if let Some(dir) = &args.keep_logs {
+        std::fs::create_dir_all(dir)?;
+        for entry in std::fs::read_dir(&cluster.logs)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
+        }
+        eprintln!("node logs kept in {}", dir.display());
+    }
+    drop(cluster);
+    let (summary, timeline) = result?;
+    if let Some(path) = &args.timeline {
+        std::fs::write(path, confab_timeline::svg::render(&timeline))?;
+        eprintln!("timeline drawn in {}", path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_human(&summary);
+    }
+    anyhow::ensure!(
+        summary.violations.is_empty(),
+        "{} violations ({})",
+        summary.violations.len(),
+        summary.schedule.source
+    );
+    Ok(())
+}
+
+/// Starts the cluster, runs the schedule, heals, checks.
+async fn drive(
+    args: &NemesisArgs,
+    schedule: &Schedule,
+    cluster: &mut Cluster,
+    spare: usize,
+) -> anyhow::Result<(Summary, Timeline)> {
+    let base: Vec<usize> = (0..args.nodes).collect();
+    let started = Instant::now();
+    let ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut states = States::default();
+    for &i in &base {
+        cluster.start(i, &base[..=i]).await?;
+        states.0.push((ms(), i, NodeState::Up));
+    }
+    let addrs: Vec<_> = cluster.nodes.iter().map(hosts::Node::http).collect();
+    wait_for_ring(&addrs[..args.nodes], args.nodes, SETTLE_MAX)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the cluster never formed a ring of {} nodes", args.nodes))?;
+    eprintln!("cluster of {} up; {} users talking", args.nodes, args.users);
+
+    let seen: Arc<Mutex<Vec<RingSeen>>> = Arc::default();
+    let watchers: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| tokio::spawn(watch_ring(i, *addr, started, Arc::clone(&seen))))
+        .collect();
+    let tokens: Tokens = Arc::new(|uid: &str| token(SECRET, uid, "chat").unwrap_or_default());
+    let users: Vec<String> = (0..args.users).map(|i| format!("nemesis-{i}")).collect();
+    let urls: Vec<String> = base.iter().map(|&i| cluster.nodes[i].ws()).collect();
+    let load = Load::start(
+        urls,
+        &users,
+        Duration::from_millis(args.pause_ms),
+        Arc::clone(&tokens),
+    );
+
+    // The faults, the join and the drain, in time order.
+    let phase = Instant::now();
+    let phase_ms = ms();
+    let mut events: Vec<(u64, Step)> = Vec::new();
+    for (i, planned) in schedule.faults.iter().enumerate() {
+        events.push((planned.at_ms, Step::Start(i)));
+        events.push((planned.heal_ms, Step::Heal(i)));
+    }
+    if let Some(at) = schedule.join_ms {
+        events.push((at, Step::Join));
+    }
+    if let Some(at) = schedule.drain_ms {
+        events.push((at, Step::Drain));
+    }
+    events.sort_by_key(|(at, step)| (*at, matches!(step, Step::Start(_))));
+    let mut marks: Vec<FaultMark> = Vec::new();
+    let mut members = base.clone();
+    for (at, step) in events {
+        tokio::time::sleep_until(phase + Duration::from_millis(at)).await;
+        match step {
+            Step::Start(i) => {
+                let planned = &schedule.faults[i];
+                eprintln!("{:>6.1} s  {}", at as f64 / 1000.0, planned.fault);
+                marks.push(FaultMark {
+                    index: i,
+                    label: planned.fault.to_string(),
+                    from_ms: ms(),
+                    to_ms: ms(),
+                    nodes: planned.fault.nodes(),
+                });
+                inject(cluster, &planned.fault, args.nodes, &mut states, ms()).await?;
+            }
+            Step::Heal(i) => {
+                let planned = &schedule.faults[i];
+                heal(cluster, planned, &members, &mut states, ms()).await?;
+                if let Some(mark) = marks.iter_mut().find(|m| m.index == i) {
+                    mark.to_ms = ms();
+                }
+            }
+            Step::Join => {
+                eprintln!("{:>6.1} s  n{} joins", at as f64 / 1000.0, spare + 1);
+                states.0.push((ms(), spare, NodeState::Joining));
+                members.push(spare);
+                cluster.start(spare, &members).await?;
+                states.0.push((ms(), spare, NodeState::Up));
+                load.urls
+                    .lock()
+                    .expect("urls")
+                    .push(cluster.nodes[spare].ws());
+            }
+            Step::Drain => {
+                eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
+                let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
+                let mut asked = false;
+                for addr in &addrs[..args.nodes] {
+                    if let Some((200, _)) = admin::request("POST", *addr, &path, SECRET).await {
+                        asked = true;
+                        break;
+                    }
+                }
+                anyhow::ensure!(asked, "no node accepted the drain of n{}", spare + 1);
+                states.0.push((ms(), spare, NodeState::Draining));
+                let gone = cluster.nodes[spare].ws();
+                load.urls.lock().expect("urls").retain(|u| *u != gone);
+                members.retain(|m| *m != spare);
+            }
+        }
+    }
+
+    // Everything heals; the ring must settle and every session serve again.
+    heal_all(cluster, schedule, &members, &mut states, ms()).await?;
+    let heal = Instant::now();
+    let heal_ms = ms();
+    if schedule.drain_ms.is_some() && cluster.running(spare) {
+        if cluster.reap(spare, SETTLE_MAX).await {
+            states.0.push((ms(), spare, NodeState::Off));
+        } else {
+            eprintln!("n{} did not leave after its drain", spare + 1);
+        }
+    }
+    let settled = wait_for_ring(&addrs[..args.nodes], args.nodes, SETTLE_MAX).await;
+    let settled_ms = settled.map(|at| u64::try_from(at.duration_since(started).as_millis()).unwrap_or(0));
+    tokio::time::sleep(AFTER_SETTLE).await;
+    let logs = load.finish().await;
+    for watcher in watchers {
+        watcher.abort();
+    }
+    let end_ms = ms();
+
+    let (_, breaches) = check(&logs, &cluster.nodes[0].ws(), &tokens).await;
+    let lost_or_duplicated = breaches.len();
+    let mut violations = checker::client_rules(&logs, breaches);
+    violations.extend(checker::log_rules(&cluster.mysql_url(), &logs).await?);
+    violations.extend(checker::serves_again(&logs, heal, SERVES_AGAIN_MAX));
+    let seen = seen.lock().expect("rings").clone();
+    violations.extend(checker::ring_rules(&seen, settled_ms));
+
+    let summary = Summary {
+        schedule: schedule.clone(),
+        nodes: args.nodes,
+        users: args.users,
+        turns: logs.iter().map(|l| l.turns.len()).sum(),
+        acked: logs
+            .iter()
+            .flat_map(|l| &l.turns)
+            .filter(|t| t.ack.is_some())
+            .count(),
+        sent_again: logs
+            .iter()
+            .flat_map(|l| &l.turns)
+            .map(|t| u64::from(t.resent))
+            .sum(),
+        errors: error_counts(&logs),
+        lost_or_duplicated,
+        longest_unavailable_ms: unavailability(&logs, schedule, phase),
+        settled_after_ms: settled_ms.map(|s| s.saturating_sub(heal_ms)),
+        violations,
+    };
+    let timeline = picture(
+        &summary,
+        args.nodes + 1,
+        (phase_ms, heal_ms, end_ms),
+        states,
+        marks,
+        &seen,
+    );
+    Ok((summary, timeline))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Start(usize),
+    Heal(usize),
+    Join,
+    Drain,
+}
+
+async fn inject(
+    cluster: &mut Cluster,
+    fault: &Fault,
+    nodes: usize,
+    states: &mut States,
+    now: u64,
+) -> anyhow::Result<()> {
+    match fault {
+        Fault::Partition { minority, cut } => cluster.partition(minority, nodes, *cut)?,
+        Fault::OneWay { from, to } => {
+            let from = cluster.nodes[*from].addr;
+            cluster.net.cut(*to, from, Cut::Drop, false)?;
+        }
+        Fault::Loss { node, percent } => cluster.net.lose(*node, *percent)?,
+        Fault::Pause { node } => {
+            cluster.pause(*node, true);
+            states.0.push((now, *node, NodeState::Paused));
+        }
+        Fault::Kill { node } => {
+            cluster.kill(*node).await;
+            states.0.push((now, *node, NodeState::Crashed));
+        }
+        Fault::Clock { node, step_s } => cluster.set_clock(*node, *step_s)?,
+        Fault::StoreDown { store } => cluster.store_down(*store, true).await,
+        Fault::StoreSlow { store, delay_ms } => {
+            cluster.store_delay(*store, Duration::from_millis(*delay_ms));
+        }
+    }
+    Ok(())
+}
+
+async fn heal(
+    cluster: &mut Cluster,
+    planned: &Planned,
+    members: &[usize],
+    states: &mut States,
+    now: u64,
+) -> anyhow::Result<()> {
+    match &planned.fault {
+        Fault::Partition { .. } | Fault::OneWay { .. } | Fault::Loss { .. } => {
+            cluster.heal_network()?;
+        }
+        Fault::Pause { node } => {
+            cluster.pause(*node, false);
+            states.0.push((now, *node, NodeState::Up));
+        }
+        Fault::Kill { node } => {
+            if !cluster.running(*node) {
+                cluster.start(*node, members).await?;
+            }
+            states.0.push((now, *node, NodeState::Up));
+        }
+        Fault::Clock { node, .. } => cluster.set_clock(*node, 0)?,
+        Fault::StoreDown { store } => cluster.store_down(*store, false).await,
+        Fault::StoreSlow { store, .. } => cluster.store_delay(*store, Duration::ZERO),
+    }
+    Ok(())
+}
+
+/// Heals whatever the schedule left broken (a fault cut short by the end of
+/// the phase heals here too).
+async fn heal_all(
+    cluster: &mut Cluster,
+    schedule: &Schedule,
+    members: &[usize],
+    states: &mut States,
+    now: u64,
+) -> anyhow::Result<()> {
+    cluster.heal_network()?;
+    for planned in &schedule.faults {
+        match planned.fault {
+            Fault::Pause { node } => cluster.pause(node, false),
+            Fault::Kill { node } if !cluster.running(node) => {
+                cluster.start(node, members).await?;
+                states.0.push((now, node, NodeState::Up));
+            }
+            Fault::Clock { node, .. } => cluster.set_clock(node, 0)?,
+            Fault::StoreSlow { store, .. } => cluster.store_delay(store, Duration::ZERO),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads node `i`'s ring every [`RING_EVERY`] until aborted.
+async fn watch_ring(
+    i: usize,
+    addr: std::net::SocketAddr,
+    started: Instant,
+    seen: Arc<Mutex<Vec<RingSeen>>>,
+) {
+    loop {
+        if let Some((epoch, members)) = admin::ring(addr, SECRET).await {
+            let at_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            seen.lock().expect("rings").push(RingSeen {
+                at_ms,
+                node: i,
+                epoch,
+                members,
+            });
+        }
+        tokio::time::sleep(RING_EVERY).await;
+    }
+}
+
+/// Waits until every node of `addrs` routes by one ring of `count` members:
+/// when they did, or `None` past `within`.
+async fn wait_for_ring(
+    addrs: &[std::net::SocketAddr],
+    count: usize,
+    within: Duration,
+) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let mut epochs = Vec::new();
+        for addr in addrs {
+            match admin::ring(*addr, SECRET).await {
+                Some((epoch, members)) if members.len() == count => epochs.push(epoch),
+                _ => break,
+            }
+        }
+        if epochs.len() == addrs.len() && epochs.windows(2).all(|w| w[0] == w[1]) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Errors answered to the clients, by code.
+fn error_counts(logs: &[UserLog]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for (_, why) in logs.iter().flat_map(|l| &l.turns).flat_map(|t| &t.setbacks) {
+        let code = why.split(':').next().unwrap_or(why).to_owned();
+        let code = if code.starts_with("closed") {
+            "connection closed".to_owned()
+        } else if code.starts_with("no session via") {
+            "no hello".to_owned()
+        } else {
+            code
+        };
+        *counts.entry(code).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// For each fault kind: the longest time a user went without a reply
+/// within one of its windows (the fault's start to 5 s after its heal).
+fn unavailability(logs: &[UserLog], schedule: &Schedule, phase: Instant) -> BTreeMap<String, u64> {
+    let mut worst: BTreeMap<String, u64> = BTreeMap::new();
+    for planned in &schedule.faults {
+        let from = phase + Duration::from_millis(planned.at_ms);
+        let to = phase + Duration::from_millis(planned.heal_ms + 5_000);
+        let mut longest = Duration::ZERO;
+        for log in logs {
+            let mut last = from;
+            for turn in log.turns.iter().filter(|t| t.at > from) {
+                let at = turn.at.min(to);
+                longest = longest.max(at.duration_since(last));
+                last = at;
+                if turn.at >= to {
+                    break;
+                }
+            }
+            longest = longest.max(to.saturating_duration_since(last).min(to - from));
+        }
+        let entry = worst.entry(planned.fault.kind().name().to_owned()).or_default();
+        *entry = (*entry).max(u64::try_from(longest.as_millis()).unwrap_or(u64::MAX));
+    }
+    worst
+}
+
+/// The run as the simulator draws its runs.
+fn picture(
+    summary: &Summary,
+    hosts: usize,
+    (phase_ms, heal_ms, end_ms): (u64, u64, u64),
+    mut states: States,
+    mut marks: Vec<FaultMark>,
+    seen: &[RingSeen],
+) -> Timeline {
+    let spare = hosts - 1;
+    let mut spans = Vec::new();
+    states.0.sort_by_key(|(at, node, _)| (*node, *at));
+    for node in 0..hosts {
+        let changes: Vec<(u64, NodeState)> = states
+            .0
+            .iter()
+            .filter(|(_, n, _)| *n == node)
+            .map(|(at, _, state)| (*at, *state))
+            .collect();
+        let mut from = 0;
+        let mut state = NodeState::Off;
+        for (at, next) in changes {
+            if at > from {
+                spans.push(Span {
+                    node,
+                    from_ms: from,
+                    to_ms: at,
+                    state,
+                });
+            }
+            from = at;
+            state = next;
+        }
+        if end_ms > from {
+            spans.push(Span {
+                node,
+                from_ms: from,
+                to_ms: end_ms,
+                state,
+            });
+        }
+    }
+    let mut epochs: Vec<EpochMark> = Vec::new();
+    for ring in seen {
+        if epochs.iter().all(|e| e.epoch != ring.epoch) {
+            epochs.push(EpochMark {
+                at_ms: ring.at_ms,
+                epoch: ring.epoch,
+                ring: ring
+                    .members
+                    .iter()
+                    .filter_map(|m| m.strip_prefix('n')?.parse::<usize>().ok())
+                    .map(|n| n - 1)
+                    .collect(),
+            });
+        }
+    }
+    epochs.sort_by_key(|e| e.at_ms);
+    for mark in &mut marks {
+        mark.from_ms = mark.from_ms.max(phase_ms);
+    }
+    Timeline {
+        scenario: format!("nemesis ({})", summary.schedule.source),
+        seed: 0,
+        end_ms,
+        faults_end_ms: heal_ms,
+        nodes: (0..hosts)
+            .map(|i| {
+                if i == spare {
+                    format!("n{} (spare)", i + 1)
+                } else {
+                    format!("n{}", i + 1)
+                }
+            })
+            .collect(),
+        spans,
+        epochs,
+        faults: marks,
+        migrations: Vec::new(),
+        violations: summary
+            .violations
+            .iter()
+            .map(|v| ViolationMark {
+                at_ms: heal_ms,
+                node: None,
+                text: format!("{}: {}", v.rule, v.text),
+            })
+            .collect(),
+    }
+}
+
+fn print_human(s: &Summary) {
+    println!(
+        "nemesis: {}, {} nodes, {} users, {} faults",
+        s.schedule.source,
+        s.nodes,
+        s.users,
+        s.schedule.faults.len()
+    );
+    println!(
+        "turns answered {}, acked {}, sent again {}; lost or applied twice: {}",
+        s.turns, s.acked, s.sent_again, s.lost_or_duplicated
+    );
+    let errors: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!("errors and closes on the way: {}", if errors.is_empty() { "none".into() } else { errors.join(", ") });
+    for (kind, ms) in &s.longest_unavailable_ms {
+        println!("longest without a reply during {kind}: {ms} ms");
+    }
+    match s.settled_after_ms {
+        Some(ms) => println!("one ring of every member {ms} ms after the heal"),
+        None => println!("the ring never settled after the heal"),
+    }
+    if s.violations.is_empty() {
+        let rules: Vec<&str> = checker::RULES.iter().map(|(r, _)| *r).collect();
+        println!("violations: none ({} held)", rules.join(", "));
+    } else {
+        println!("violations: {}", s.violations.len());
+        for v in s.violations.iter().take(20) {
+            println!("  {}: {}", v.rule, v.text);
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The checker: rules over everything the clients saw and what the store
+//! holds, after the faults healed. Each violation names the session, the
+//! operations involved and the rule.
+
+use confab_testkit::load::{EVENTS_PER_TURN, UserLog};
+use serde::Serialize;
+use sqlx::Row;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One broken rule.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Violation {
+    /// The rule.
+    pub(crate) rule: &'static str,
+    /// What broke, naming the session and the operations.
+    pub(crate) text: String,
+}
+
+/// The rules a run keeps.
+pub(crate) const RULES: &[(&str, &str)] = &[
+    (
+        "acked-once",
+        "every acked turn is present exactly once and has its reply; the resumed session holds exactly the answered turns",
+    ),
+    (
+        "no-stale-read",
+        "no hello reports a last_seq below a seq already acked or replied to its user",
+    ),
+    (
+        "log-whole",
+        "in the store, each session's seqs rise by one from 1 with no gap, and its epochs never go back",
+    ),
+    (
+        "serves-again",
+        "every session serves again within detection time plus 2 s of the last fault's heal",
+    ),
+    (
+        "ring-settles",
+        "after the heal every node routes by one ring of every member, and it does not change again",
+    ),
+];
+
+/// Rule `acked-once` and `no-stale-read`, from the clients' histories and the
+/// resume each got at the end (`breaches`: what `load::check` found).
+pub(crate) fn client_rules(logs: &[UserLog], breaches: Vec<String>) -> Vec<Violation> {
+    let mut found: Vec<Violation> = breaches
+        .into_iter()
+        .map(|text| Violation {
+            rule: "acked-once",
+            text,
+        })
+        .collect();
+    found.extend(
+        confab_testkit::load::stale_hellos(logs)
+            .into_iter()
+            .map(|text| Violation {
+                rule: "no-stale-read",
+                text,
+            }),
+    );
+    found
+}
+
+/// Rule `serves-again`: each user's first reply at or after `heal` came
+/// within `bound` of it.
+pub(crate) fn serves_again(logs: &[UserLog], heal: Instant, bound: Duration) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for log in logs {
+        let first = log.turns.iter().find(|t| t.at >= heal);
+        match first {
+            Some(turn) if turn.at.duration_since(heal) <= bound => {}
+            Some(turn) => found.push(Violation {
+                rule: "serves-again",
+                text: format!(
+                    "{} {}: first reply {} ms after the heal (bound {} ms); on the way: {}",
+                    log.uid,
+                    turn.id,
+                    turn.at.duration_since(heal).as_millis(),
+                    bound.as_millis(),
+                    setbacks(&turn.setbacks)
+                ),
+            }),
+            None => found.push(Violation {
+                rule: "serves-again",
+                text: format!("{}: no reply after the heal", log.uid),
+            }),
+        }
+    }
+    found
+}
+
+fn setbacks(list: &[(Duration, String)]) -> String {
+    if list.is_empty() {
+        return "nothing".into();
+    }
+    list.iter()
+        .map(|(after, why)| format!("{} ms {why}", after.as_millis()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Rule `log-whole`, read from the store's own rows: for each session, its
+/// seqs from 1 with no gap or repeat, and epochs that never go back (a write
+/// at an older epoch after a newer one got past the fence). Also checks that
+/// each user's answered turns are all in the log.
+pub(crate) async fn log_rules(mysql_url: &str, logs: &[UserLog]) -> anyhow::Result<Vec<Violation>> {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(mysql_url).await?;
+    let mut found = Vec::new();
+    for log in logs {
+        let table = format!("events_{:02}", crc32fast::hash(log.uid.as_bytes()) % 64);
+        // The table name comes from a CRC, never from input.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, epoch FROM {table} WHERE uid = ? ORDER BY seq"
+        )))
+        .bind(log.uid.as_bytes())
+        .fetch_all(&mut conn)
+        .await?;
+        let mut last_epoch = 0u64;
+        for (i, row) in rows.iter().enumerate() {
+            let seq: u64 = row.try_get("seq")?;
+            let epoch: u64 = row.try_get("epoch")?;
+            if seq != i as u64 + 1 {
+                found.push(Violation {
+                    rule: "log-whole",
+                    text: format!("{}: the log holds seq {seq} at position {}", log.uid, i + 1),
+                });
+                break;
+            }
+            if epoch < last_epoch {
+                found.push(Violation {
+                    rule: "log-whole",
+                    text: format!(
+                        "{}: seq {seq} was written at epoch {epoch} after epoch {last_epoch}: a fenced owner wrote",
+                        log.uid
+                    ),
+                });
+                break;
+            }
+            last_epoch = epoch;
+        }
+        let answered = log.turns.len() as u64 * EVENTS_PER_TURN;
+        if (rows.len() as u64) < answered {
+            found.push(Violation {
+                rule: "log-whole",
+                text: format!(
+                    "{}: {} events in the store, {answered} answered",
+                    log.uid,
+                    rows.len()
+                ),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// One node's answer to `GET /admin/v1/ring` at one time.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RingSeen {
+    /// From the start of the run (ms).
+    pub(crate) at_ms: u64,
+    /// Which node answered.
+    pub(crate) node: usize,
+    pub(crate) epoch: u64,
+    pub(crate) members: Vec<String>,
+}
+
+/// Rule `ring-settles`: every answer from `settled_ms` on names the same
+/// epoch; `settled` is whether the ring settled at all.
+pub(crate) fn ring_rules(seen: &[RingSeen], settled_ms: Option<u64>) -> Vec<Violation> {
+    let Some(settled_ms) = settled_ms else {
+        return vec![Violation {
+            rule: "ring-settles",
+            text: "the nodes never agreed on one ring of every member after the heal".into(),
+        }];
+    };
+    let after: Vec<&RingSeen> = seen.iter().filter(|s| s.at_ms >= settled_ms).collect();
+    let Some(first) = after.first() else {
+        return Vec::new();
+    };
+    after
+        .iter()
+        .find(|s| s.epoch != first.epoch)
+        .map(|changed| Violation {
+            rule: "ring-settles",
+            text: format!(
+                "the ring changed after it settled: n{} routes by epoch {} at {} ms (settled at epoch {})",
+                changed.node + 1,
+                changed.epoch,
+                changed.at_ms,
+                first.epoch
+            ),
+        })
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_testkit::load::{Hello, TurnLog};
+
+    fn turn(at: Instant, id: &str, reply: u64) -> TurnLog {
+        TurnLog {
+            id: id.into(),
+            ack: Some(reply - 2),
+            acked_after: Some(Duration::from_millis(5)),
+            reply,
+            latency: Duration::from_millis(10),
+            resent: 0,
+            setbacks: Vec::new(),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_hello_below_an_acked_seq_is_a_stale_read() {
+        let now = Instant::now();
+        let mut log = UserLog {
+            uid: "u1".into(),
+            turns: vec![turn(now, "m-1", 3)],
+            ..UserLog::default()
+        };
+        let hello = |last_seq, acked| Hello {
+            asked: now,
+            via: "ws://n2".into(),
+            node: "n2".into(),
+            last_seq,
+            acked,
+        };
+        log.hellos = vec![hello(3, 3), hello(6, 3)];
+        assert!(client_rules(std::slice::from_ref(&log), Vec::new()).is_empty());
+        log.hellos.push(hello(3, 6));
+        let found = client_rules(&[log], vec!["u2 m-4: reply seq 15".into()]);
+        let rules: Vec<&str> = found.iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["acked-once", "no-stale-read"]);
+        assert!(found[1].text.contains("last_seq 3 after seq 6"), "{found:?}");
+    }
+
+    #[test]
+    fn a_session_that_serves_late_or_never_after_the_heal_is_named() {
+        let heal = Instant::now();
+        let bound = Duration::from_secs(4);
+        let on_time = UserLog {
+            uid: "fast".into(),
+            turns: vec![turn(heal + Duration::from_secs(1), "m-1", 3)],
+            ..UserLog::default()
+        };
+        let late = UserLog {
+            uid: "late".into(),
+            turns: vec![turn(heal + Duration::from_secs(9), "m-1", 3)],
+            ..UserLog::default()
+        };
+        let never = UserLog {
+            uid: "never".into(),
+            ..UserLog::default()
+        };
+        let found = serves_again(&[on_time, late, never], heal, bound);
+        let texts: Vec<&str> = found.iter().map(|v| v.text.as_str()).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("late m-1: first reply 9000 ms"));
+        assert_eq!(texts[1], "never: no reply after the heal");
+    }
+
+    #[test]
+    fn a_ring_that_changes_after_it_settled_or_never_settles_is_a_violation() {
+        let seen = |at_ms, node, epoch| RingSeen {
+            at_ms,
+            node,
+            epoch,
+            members: vec!["n1".into()],
+        };
+        let steady = [seen(100, 0, 5), seen(200, 0, 6), seen(300, 1, 6)];
+        assert!(ring_rules(&steady, Some(200)).is_empty());
+        let flapping = [seen(200, 0, 6), seen(300, 1, 7)];
+        let found = ring_rules(&flapping, Some(200));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].text.contains("n2 routes by epoch 7"), "{found:?}");
+        assert_eq!(ring_rules(&steady, None).len(), 1);
+    }
+}
