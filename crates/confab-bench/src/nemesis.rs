@@ -100,10 +100,19 @@ struct Summary {
     lost_or_duplicated: usize,
     /// The longest time any user went without a reply during each fault
     /// kind's windows (from the fault's start to 5 s after its heal), ms.
-    longest_unavailable_ms: BTreeMap<String, u64>,
+    longest_unavailable: BTreeMap<String, Gap>,
     /// From the heal to the nodes agreeing on one ring, ms.
     settled_after_ms: Option<u64>,
     violations: Vec<Violation>,
+}
+
+/// The longest time one user went without a reply.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Gap {
+    ms: u64,
+    uid: String,
+    /// The fault it fell in.
+    fault: String,
 }
 
 /// What happened to each node over time, for the timeline.
@@ -334,7 +343,7 @@ async fn drive(
             .sum(),
         errors: error_counts(&logs),
         lost_or_duplicated,
-        longest_unavailable_ms: unavailability(&logs, schedule, phase),
+        longest_unavailable: unavailability(&logs, schedule, phase),
         settled_after_ms: settled_ms.map(|s| s.saturating_sub(heal_ms)),
         violations,
     };
@@ -505,14 +514,14 @@ fn error_counts(logs: &[UserLog]) -> BTreeMap<String, u64> {
 
 /// For each fault kind: the longest time a user went without a reply
 /// within one of its windows (the fault's start to 5 s after its heal).
-fn unavailability(logs: &[UserLog], schedule: &Schedule, phase: Instant) -> BTreeMap<String, u64> {
-    let mut worst: BTreeMap<String, u64> = BTreeMap::new();
+fn unavailability(logs: &[UserLog], schedule: &Schedule, phase: Instant) -> BTreeMap<String, Gap> {
+    let mut worst: BTreeMap<String, Gap> = BTreeMap::new();
     for planned in &schedule.faults {
         let from = phase + Duration::from_millis(planned.at_ms);
         let to = phase + Duration::from_millis(planned.heal_ms + 5_000);
-        let mut longest = Duration::ZERO;
         for log in logs {
             let mut last = from;
+            let mut longest = Duration::ZERO;
             for turn in log.turns.iter().filter(|t| t.at > from) {
                 let at = turn.at.min(to);
                 longest = longest.max(at.duration_since(last));
@@ -521,10 +530,17 @@ fn unavailability(logs: &[UserLog], schedule: &Schedule, phase: Instant) -> BTre
                     break;
                 }
             }
-            longest = longest.max(to.saturating_duration_since(last).min(to - from));
+            longest = longest.max(to.saturating_duration_since(last));
+            let ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
+            let entry = worst.entry(planned.fault.kind().name().to_owned()).or_default();
+            if ms > entry.ms {
+                *entry = Gap {
+                    ms,
+                    uid: log.uid.clone(),
+                    fault: planned.fault.to_string(),
+                };
+            }
         }
-        let entry = worst.entry(planned.fault.kind().name().to_owned()).or_default();
-        *entry = (*entry).max(u64::try_from(longest.as_millis()).unwrap_or(u64::MAX));
     }
     worst
 }
@@ -634,8 +650,11 @@ fn print_human(s: &Summary) {
     );
     let errors: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!("errors and closes on the way: {}", if errors.is_empty() { "none".into() } else { errors.join(", ") });
-    for (kind, ms) in &s.longest_unavailable_ms {
-        println!("longest without a reply during {kind}: {ms} ms");
+    for (kind, gap) in &s.longest_unavailable {
+        println!(
+            "longest without a reply during {kind}: {} ms ({}, in {})",
+            gap.ms, gap.uid, gap.fault
+        );
     }
     match s.settled_after_ms {
         Some(ms) => println!("one ring of every member {ms} ms after the heal"),

@@ -5,10 +5,11 @@
 //! Each user sends turn after turn (`m-1`, `m-2`...). A turn that gets an
 //! error is sent again with the same id; a connection that closes or drops is
 //! reopened on the next node of the list and the turn sent again, as the
-//! protocol tells clients to do. Each turn's time runs from its first send to
+//! protocol tells clients to do; so is a connection that answered
+//! `unavailable` three times in a row. Each turn's time runs from its first send to
 //! its reply.
 
-use confab_proto::{ClientFrame, ServerFrame};
+use confab_proto::{ClientFrame, ErrorCode, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,10 @@ const TURN_GIVE_UP: Duration = Duration::from_secs(30);
 const FRAME_WAIT: Duration = Duration::from_secs(10);
 /// Pause before sending again after an error or a reconnect.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// `unavailable` answers in a row on one connection before the client tries
+/// another node (the node may be cut off from the cluster), as the protocol
+/// advises.
+const UNAVAILABLE_BEFORE_MOVING: u32 = 3;
 
 /// One answered turn.
 #[derive(Debug, Clone)]
@@ -205,6 +210,7 @@ async fn talk(
     let mut k = 0;
     // The highest seq acked or replied to this user so far.
     let mut acked_seq = 0;
+    let mut unavailable_in_a_row = 0;
     while !stop.load(Ordering::Acquire) {
         k += 1;
         let id = format!("m-{k}");
@@ -255,6 +261,7 @@ async fn talk(
                     Frame::Server(ServerFrame::Reply {
                         id: replied, seq, ..
                     }) if replied == id => {
+                        unavailable_in_a_row = 0;
                         acked_seq = acked_seq.max(seq);
                         break 'turn seq;
                     }
@@ -264,6 +271,15 @@ async fn talk(
                         message,
                     }) if failed == id => {
                         setbacks.push((started.elapsed(), format!("{code:?}: {message}")));
+                        if code == ErrorCode::Unavailable {
+                            unavailable_in_a_row += 1;
+                            if unavailable_in_a_row >= UNAVAILABLE_BEFORE_MOVING {
+                                unavailable_in_a_row = 0;
+                                socket = None;
+                            }
+                        } else {
+                            unavailable_in_a_row = 0;
+                        }
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue 'turn;
                     }
