@@ -82,6 +82,9 @@ pub(crate) struct NemesisArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Print the schedule and stop (nothing is started).
+    #[arg(long)]
+    plan: bool,
 }
 
 /// What a run found.
@@ -142,6 +145,10 @@ pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
             !args.no_membership,
         ),
     };
+    if args.plan {
+        println!("{}", serde_json::to_string_pretty(&schedule)?);
+        return Ok(());
+    }
     let confab = match &args.confab {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("confab"),
