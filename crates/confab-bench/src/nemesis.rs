@@ -73,6 +73,11 @@ pub(crate) struct NemesisArgs {
     /// Draw the run as an SVG timeline here.
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// Write every client operation here, one JSON object per line (turns with
+    /// their sends, acks, replies and setbacks; hellos), times in ms from the
+    /// start of the run.
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// Copy each node's log here.
     #[arg(long)]
     keep_logs: Option<PathBuf>,
@@ -82,6 +87,10 @@ pub(crate) struct NemesisArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Run every node with this planted bug (`CONFAB_MUTATION`), to see the
+    /// checker catch it: needs a confab built with `--features mutations`.
+    #[arg(long)]
+    mutation: Option<String>,
     /// Print the schedule and stop (nothing is started).
     #[arg(long)]
     plan: bool,
@@ -168,7 +177,8 @@ pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
         );
     }
     let spare = args.nodes;
-    let mut cluster = Cluster::create(confab, args.nodes + 1, SECRET).await?;
+    let mut cluster =
+        Cluster::create(confab, args.nodes + 1, SECRET, args.mutation.clone()).await?;
     let result = drive(&args, &schedule, &mut cluster, spare).await;
     cluster.stop_all().await;
     if let Some(dir) = &args.keep_logs {
@@ -253,6 +263,8 @@ async fn drive(
     events.sort_by_key(|(at, step)| (*at, matches!(step, Step::Start(_))));
     let mut marks: Vec<FaultMark> = Vec::new();
     let mut members = base.clone();
+    let mut left = None;
+    let mut membership_at: Vec<u64> = Vec::new();
     for (at, step) in events {
         tokio::time::sleep_until(phase + Duration::from_millis(at)).await;
         match step {
@@ -276,6 +288,7 @@ async fn drive(
                 }
             }
             Step::Join => {
+                membership_at.push(ms());
                 eprintln!("{:>6.1} s  n{} joins", at as f64 / 1000.0, spare + 1);
                 states.0.push((ms(), spare, NodeState::Joining));
                 members.push(spare);
@@ -287,6 +300,7 @@ async fn drive(
                     .push(cluster.nodes[spare].ws());
             }
             Step::Drain => {
+                membership_at.push(ms());
                 eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
                 let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
                 let mut asked = false;
@@ -298,6 +312,7 @@ async fn drive(
                 }
                 anyhow::ensure!(asked, "no node accepted the drain of n{}", spare + 1);
                 states.0.push((ms(), spare, NodeState::Draining));
+                left = Some(tokio::spawn(gone_at(cluster.nodes[spare].http(), started)));
                 let gone = cluster.nodes[spare].ws();
                 load.urls.lock().expect("urls").retain(|u| *u != gone);
                 members.retain(|m| *m != spare);
@@ -309,10 +324,12 @@ async fn drive(
     heal_all(cluster, schedule, &members, &mut states, ms()).await?;
     let heal = Instant::now();
     let heal_ms = ms();
-    if schedule.drain_ms.is_some() && cluster.running(spare) {
+    if let Some(left) = left {
         if cluster.reap(spare, SETTLE_MAX).await {
-            states.0.push((ms(), spare, NodeState::Off));
+            let at = left.await.unwrap_or_else(|_| ms());
+            states.0.push((at, spare, NodeState::Off));
         } else {
+            left.abort();
             eprintln!("n{} did not leave after its drain", spare + 1);
         }
     }
@@ -320,6 +337,9 @@ async fn drive(
     let settled_ms = settled.map(|at| u64::try_from(at.duration_since(started).as_millis()).unwrap_or(0));
     tokio::time::sleep(AFTER_SETTLE).await;
     let logs = load.finish().await;
+    if let Some(path) = &args.history {
+        write_history(path, &logs, started)?;
+    }
     for watcher in watchers {
         watcher.abort();
     }
@@ -332,6 +352,7 @@ async fn drive(
     violations.extend(checker::serves_again(&logs, heal, SERVES_AGAIN_MAX));
     let seen = seen.lock().expect("rings").clone();
     violations.extend(checker::ring_rules(&seen, settled_ms));
+    violations.extend(checker::steady_rules(&seen, &windows(&marks, &membership_at)));
 
     let summary = Summary {
         schedule: schedule.clone(),
@@ -457,6 +478,14 @@ async fn heal_all(
     Ok(())
 }
 
+/// When the node at `addr` stopped answering `/healthz` (ms from `started`).
+async fn gone_at(addr: std::net::SocketAddr, started: Instant) -> u64 {
+    while admin::request("GET", addr, "/healthz", SECRET).await.is_some() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Reads node `i`'s ring every [`RING_EVERY`] until aborted.
 async fn watch_ring(
     i: usize,
@@ -500,6 +529,52 @@ async fn wait_for_ring(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Each fault's window for rule `ring-steady`, with the joins and drains
+/// (at `membership_at`) that fall in it or in the 10 s after.
+fn windows(marks: &[FaultMark], membership_at: &[u64]) -> Vec<checker::Window> {
+    marks
+        .iter()
+        .map(|mark| checker::Window {
+            label: mark.label.clone(),
+            from_ms: mark.from_ms,
+            to_ms: mark.to_ms,
+            nodes: mark.nodes.len().max(1),
+            membership: membership_at
+                .iter()
+                .filter(|at| **at + 10_000 >= mark.from_ms && **at <= mark.to_ms + 10_000)
+                .count(),
+        })
+        .collect()
+}
+
+/// Every client operation as one JSON line, in ms from `started`.
+fn write_history(path: &std::path::Path, logs: &[UserLog], started: Instant) -> anyhow::Result<()> {
+    use std::io::Write;
+    let ms = |at: Instant| u64::try_from(at.saturating_duration_since(started).as_millis()).unwrap_or(0);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for log in logs {
+        for hello in &log.hellos {
+            let line = serde_json::json!({
+                "uid": log.uid, "op": "hello", "asked_ms": ms(hello.asked), "via": hello.via,
+                "owner": hello.node, "last_seq": hello.last_seq, "acked_before": hello.acked,
+            });
+            writeln!(out, "{line}")?;
+        }
+        for turn in &log.turns {
+            let sent = turn.at.checked_sub(turn.latency).unwrap_or(started);
+            let line = serde_json::json!({
+                "uid": log.uid, "op": "say", "id": turn.id, "sent_ms": ms(sent),
+                "acked_ms": turn.acked_after.map(|a| ms(sent + a)), "ack": turn.ack,
+                "replied_ms": ms(turn.at), "reply": turn.reply,
+                "setbacks": turn.setbacks.iter().map(|(after, why)| (ms(sent + *after), why)).collect::<Vec<_>>(),
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Errors answered to the clients, by code.

@@ -36,12 +36,45 @@ enum Command {
     Chat(chat::ChatArgs),
 }
 
+/// The planted bug this process runs with (`CONFAB_MUTATION`): only in a
+/// build made for it (`--features mutations`), for the nemesis to show that
+/// its checker catches what the simulator's invariants catch. Any other build
+/// refuses the variable rather than run correct code under a test that
+/// expects a bug.
+fn planted_bug() -> Result<Option<confab_core::mutation::Mutation>, String> {
+    let Ok(name) = std::env::var("CONFAB_MUTATION") else {
+        return Ok(None);
+    };
+    if !cfg!(feature = "mutations") {
+        return Err(format!(
+            "CONFAB_MUTATION={name}: this build has no planted bugs (build with --features mutations)"
+        ));
+    }
+    confab_core::mutation::Mutation::from_name(&name)
+        .map(Some)
+        .ok_or_else(|| format!("CONFAB_MUTATION={name}: no such planted bug"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let bug = match planted_bug() {
+        Ok(bug) => bug,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    #[cfg(feature = "mutations")]
+    if let Some(bug) = bug {
+        // The switch is per thread: every thread the runtime starts sets it.
+        confab_core::mutation::set(Some(bug));
+        builder.on_thread_start(move || confab_core::mutation::set(Some(bug)));
+        eprintln!("warning: running with the planted bug {}", bug.name());
+    }
+    #[cfg(not(feature = "mutations"))]
+    let _ = bug;
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");

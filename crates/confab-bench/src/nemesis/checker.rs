@@ -36,6 +36,10 @@ pub(crate) const RULES: &[(&str, &str)] = &[
         "every session serves again within detection time plus 2 s of the last fault's heal",
     ),
     (
+        "ring-steady",
+        "during a fault and the 10 s after its heal the ring changes at most twice per node the fault hits, plus twice per join or drain: a cut-off node is declared down once and comes back once, it does not flap",
+    ),
+    (
         "ring-settles",
         "after the heal every node routes by one ring of every member, and it does not change again",
     ),
@@ -196,6 +200,52 @@ pub(crate) fn ring_rules(seen: &[RingSeen], settled_ms: Option<u64>) -> Vec<Viol
         .collect()
 }
 
+/// One fault's window and what it may change: `nodes` hit, `membership`
+/// joins and drains within it.
+pub(crate) struct Window {
+    pub(crate) label: String,
+    pub(crate) from_ms: u64,
+    pub(crate) to_ms: u64,
+    pub(crate) nodes: usize,
+    pub(crate) membership: usize,
+}
+
+/// Rule `ring-steady`: the epochs first seen within each window (to 10 s
+/// after its heal) number at most twice its nodes plus twice its joins and
+/// drains.
+pub(crate) fn steady_rules(seen: &[RingSeen], windows: &[Window]) -> Vec<Violation> {
+    let mut first_seen: Vec<(u64, u64)> = Vec::new();
+    let mut sorted: Vec<&RingSeen> = seen.iter().collect();
+    sorted.sort_by_key(|s| s.at_ms);
+    for ring in sorted {
+        if first_seen.iter().all(|(epoch, _)| *epoch != ring.epoch) {
+            first_seen.push((ring.epoch, ring.at_ms));
+        }
+    }
+    let mut found = Vec::new();
+    for window in windows {
+        let until = window.to_ms + 10_000;
+        let epochs: Vec<u64> = first_seen
+            .iter()
+            .filter(|(_, at)| *at > window.from_ms && *at <= until)
+            .map(|(epoch, _)| *epoch)
+            .collect();
+        let allowed = 2 * window.nodes + 2 * window.membership;
+        if epochs.len() > allowed {
+            found.push(Violation {
+                rule: "ring-steady",
+                text: format!(
+                    "{}: the ring changed {} times (epochs {:?}) from its start to 10 s after its heal, at most {allowed} expected",
+                    window.label,
+                    epochs.len(),
+                    epochs
+                ),
+            });
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +328,30 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].text.contains("n2 routes by epoch 7"), "{found:?}");
         assert_eq!(ring_rules(&steady, None).len(), 1);
+    }
+
+    #[test]
+    fn a_ring_that_flaps_during_a_fault_is_a_violation() {
+        let seen = |at_ms, epoch| RingSeen {
+            at_ms,
+            node: 0,
+            epoch,
+            members: Vec::new(),
+        };
+        let window = |membership| Window {
+            label: "partition n3 | rest (silent)".into(),
+            from_ms: 1_000,
+            to_ms: 5_000,
+            nodes: 1,
+            membership,
+        };
+        // Down once, back once: steady.
+        let steady = [seen(500, 3), seen(3_000, 4), seen(9_000, 5), seen(20_000, 6)];
+        assert!(steady_rules(&steady, &[window(0)]).is_empty());
+        let flapping = [seen(500, 3), seen(2_000, 4), seen(2_500, 5), seen(3_000, 6)];
+        let found = steady_rules(&flapping, &[window(0)]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].text.contains("changed 3 times"), "{found:?}");
+        assert!(steady_rules(&flapping, &[window(1)]).is_empty(), "a join may add two");
     }
 }

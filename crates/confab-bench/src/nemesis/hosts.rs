@@ -67,6 +67,7 @@ pub(crate) struct Cluster {
     redis_proxy: DelayProxy,
     _dir: tempfile::TempDir,
     pub(crate) logs: PathBuf,
+    mutation: Option<String>,
 }
 
 impl Cluster {
@@ -76,6 +77,7 @@ impl Cluster {
         confab: PathBuf,
         hosts: usize,
         secret: &str,
+        mutation: Option<String>,
     ) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             Path::new(FAKETIME_LIB).exists(),
@@ -125,6 +127,7 @@ impl Cluster {
             redis_proxy,
             _dir: dir,
             logs,
+            mutation,
         })
     }
 
@@ -183,6 +186,9 @@ impl Cluster {
             .kill_on_drop(true);
         if !seeds.is_empty() {
             command.args(["--seeds", &seeds.join(",")]);
+        }
+        if let Some(bug) = &self.mutation {
+            command.env("CONFAB_MUTATION", bug);
         }
         node.child = Some(command.spawn()?);
         node.paused = false;
