@@ -536,15 +536,21 @@ async fn wait_for_ring(
 fn windows(marks: &[FaultMark], membership_at: &[u64]) -> Vec<checker::Window> {
     marks
         .iter()
-        .map(|mark| checker::Window {
-            label: mark.label.clone(),
-            from_ms: mark.from_ms,
-            to_ms: mark.to_ms,
-            nodes: mark.nodes.len().max(1),
-            membership: membership_at
-                .iter()
-                .filter(|at| **at + 10_000 >= mark.from_ms && **at <= mark.to_ms + 10_000)
-                .count(),
+        .enumerate()
+        .map(|(i, mark)| {
+            let next = marks.get(i + 1).map_or(u64::MAX, |m| m.from_ms);
+            let until_ms = (mark.to_ms + 10_000).min(next);
+            checker::Window {
+                label: mark.label.clone(),
+                from_ms: mark.from_ms,
+                until_ms,
+                nodes: mark.nodes.len().max(1),
+                // A join or drain up to 10 s before the window still moves the ring.
+                membership: membership_at
+                    .iter()
+                    .filter(|at| **at + 10_000 >= mark.from_ms && **at <= until_ms)
+                    .count(),
+            }
         })
         .collect()
 }

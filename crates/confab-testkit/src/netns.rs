@@ -10,10 +10,10 @@
 //!     └── ...
 //! ```
 //!
-//! Faults are iptables rules inside a host's namespace: packets to a peer
-//! dropped (a silent partition: the TCP connection stays open and stalls) or
-//! answered by a reset (the connection dies at once), in one direction or
-//! both, and random loss (`statistic`). Nothing is routed beyond the bridge:
+//! Faults are iptables rules inside a host's namespace: packets from a peer
+//! dropped (a silent partition: the TCP connection stays open and stalls; in
+//! one direction or both) or answered by a reset (the connection dies at the
+//! next packet), and random loss (`statistic`). Nothing is routed beyond the bridge:
 //! traffic goes only between the namespaces this network made and the
 //! gateway. Every namespace, interface and rule is removed when the
 //! [`Network`] is dropped, also when the test panics; namespaces left by a
@@ -161,28 +161,48 @@ impl Network {
     }
 
     /// Host `i` stops hearing from `peer` (inbound) and, if `both`, stops
-    /// reaching it (outbound). With [`Cut::Drop`] packets vanish; with
-    /// [`Cut::Reset`] TCP packets are answered by a reset.
+    /// reaching it (outbound).
+    ///
+    /// With [`Cut::Drop`] packets vanish: connections stay open and stall.
+    /// With [`Cut::Reset`] every TCP packet from `peer` is answered by a reset,
+    /// which kills the connection on both ends at the peer's next send (so a
+    /// reset cut is always both ways, `both` or not). Resets themselves pass:
+    /// a rule that also refused them (an OUTPUT rule on this host, or the
+    /// same cut on the peer) would turn the reset into a silent drop.
     ///
     /// # Errors
     ///
     /// If iptables refuses the rule.
     pub fn cut(&self, i: usize, peer: Ipv4Addr, how: Cut, both: bool) -> Result<(), Refused> {
         let peer = peer.to_string();
-        let mut rules: Vec<Vec<&str>> = vec![vec!["-A", "INPUT", "-s", &peer]];
-        if both {
-            rules.push(vec!["-A", "OUTPUT", "-d", &peer]);
-        }
-        for mut rule in rules {
-            match how {
-                Cut::Drop => rule.extend(["-j", "DROP"]),
-                Cut::Reset => {
-                    rule.extend(["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]);
+        match how {
+            Cut::Drop => {
+                self.iptables(i, &["-A", "INPUT", "-s", &peer, "-j", "DROP"])?;
+                if both {
+                    self.iptables(i, &["-A", "OUTPUT", "-d", &peer, "-j", "DROP"])?;
                 }
+                Ok(())
             }
-            self.iptables(i, &rule)?;
+            Cut::Reset => self.iptables(
+                i,
+                &[
+                    "-A",
+                    "INPUT",
+                    "-s",
+                    &peer,
+                    "-p",
+                    "tcp",
+                    "!",
+                    "--tcp-flags",
+                    "RST",
+                    "RST",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+            ),
         }
-        Ok(())
     }
 
     /// Host `i` loses `percent` of the packets it receives, at random.

@@ -37,7 +37,7 @@ pub(crate) const RULES: &[(&str, &str)] = &[
     ),
     (
         "ring-steady",
-        "during a fault and the 10 s after its heal the ring changes at most twice per node the fault hits, plus twice per join or drain: a cut-off node is declared down once and comes back once, it does not flap",
+        "during a fault and the 10 s after its heal (or until the next fault) the ring changes at most twice per node the fault hits, plus twice per join or drain: a cut-off node is declared down once and comes back once, it does not flap",
     ),
     (
         "ring-settles",
@@ -201,18 +201,18 @@ pub(crate) fn ring_rules(seen: &[RingSeen], settled_ms: Option<u64>) -> Vec<Viol
 }
 
 /// One fault's window and what it may change: `nodes` hit, `membership`
-/// joins and drains within it.
+/// joins and drains within it. It runs from the fault's start to `until_ms`:
+/// 10 s after its heal, or the next fault's start if that comes first.
 pub(crate) struct Window {
     pub(crate) label: String,
     pub(crate) from_ms: u64,
-    pub(crate) to_ms: u64,
+    pub(crate) until_ms: u64,
     pub(crate) nodes: usize,
     pub(crate) membership: usize,
 }
 
-/// Rule `ring-steady`: the epochs first seen within each window (to 10 s
-/// after its heal) number at most twice its nodes plus twice its joins and
-/// drains.
+/// Rule `ring-steady`: the epochs first seen within each window number at
+/// most twice its nodes plus twice its joins and drains.
 pub(crate) fn steady_rules(seen: &[RingSeen], windows: &[Window]) -> Vec<Violation> {
     let mut first_seen: Vec<(u64, u64)> = Vec::new();
     let mut sorted: Vec<&RingSeen> = seen.iter().collect();
@@ -224,10 +224,9 @@ pub(crate) fn steady_rules(seen: &[RingSeen], windows: &[Window]) -> Vec<Violati
     }
     let mut found = Vec::new();
     for window in windows {
-        let until = window.to_ms + 10_000;
         let epochs: Vec<u64> = first_seen
             .iter()
-            .filter(|(_, at)| *at > window.from_ms && *at <= until)
+            .filter(|(_, at)| *at > window.from_ms && *at <= window.until_ms)
             .map(|(epoch, _)| *epoch)
             .collect();
         let allowed = 2 * window.nodes + 2 * window.membership;
@@ -235,7 +234,7 @@ pub(crate) fn steady_rules(seen: &[RingSeen], windows: &[Window]) -> Vec<Violati
             found.push(Violation {
                 rule: "ring-steady",
                 text: format!(
-                    "{}: the ring changed {} times (epochs {:?}) from its start to 10 s after its heal, at most {allowed} expected",
+                    "{}: the ring changed {} times (epochs {:?}) from its start to 10 s after its heal (or the next fault), at most {allowed} expected",
                     window.label,
                     epochs.len(),
                     epochs
@@ -341,7 +340,7 @@ mod tests {
         let window = |membership| Window {
             label: "partition n3 | rest (silent)".into(),
             from_ms: 1_000,
-            to_ms: 5_000,
+            until_ms: 15_000,
             nodes: 1,
             membership,
         };
