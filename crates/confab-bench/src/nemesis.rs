@@ -349,6 +349,11 @@ async fn drive(
     let lost_or_duplicated = breaches.len();
     let mut violations = checker::client_rules(&logs, breaches);
     violations.extend(checker::log_rules(&cluster.mysql_url(), &logs).await?);
+    violations.extend(checker::answers_in_time(
+        &logs,
+        &timed_windows(schedule, phase),
+        SERVES_AGAIN_MAX,
+    ));
     violations.extend(checker::serves_again(&logs, heal, SERVES_AGAIN_MAX));
     let seen = seen.lock().expect("rings").clone();
     violations.extend(checker::ring_rules(&seen, settled_ms));
@@ -529,6 +534,24 @@ async fn wait_for_ring(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// The windows of rule `answers-in-time`: every fault but a pause (a client
+/// connected to a paused node waits as long as the pause, as any client of a
+/// frozen server does), from its start to 2 s after its heal.
+fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, String)> {
+    schedule
+        .faults
+        .iter()
+        .filter(|planned| planned.fault.kind() != Kind::Pause)
+        .map(|planned| {
+            (
+                phase + Duration::from_millis(planned.at_ms),
+                phase + Duration::from_millis(planned.heal_ms + 2_000),
+                planned.fault.to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Each fault's window for rule `ring-steady`, with the joins and drains

@@ -51,11 +51,13 @@ pub fn route(ring: &Ring, me: &NodeId, uid: &Uid, seen: Option<Epoch>, hops: u8)
 
 /// Whether a turn forwarded to its owner is failed at once instead of
 /// waiting for the owner's answer: the owner was declared down (or left the
-/// table), or this node lost its link to it. The turn may have been recorded
-/// there: the client retries with the same id, and the retry goes where the
-/// ring sends it next.
-pub fn forward_lost(owner_status: Option<Status>, linked: bool) -> bool {
-    !linked || matches!(owner_status, None | Some(Status::Down))
+/// table), this node lost its link to it, or this node is no longer
+/// `serving` (cut off from the majority: a silent partition leaves its links
+/// open, and no one it hears can declare the owner down, so its answer may
+/// never come). The turn may have been recorded there: the client retries
+/// with the same id, and the retry goes where the ring sends it next.
+pub fn forward_lost(owner_status: Option<Status>, linked: bool, serving: bool) -> bool {
+    !serving || !linked || matches!(owner_status, None | Some(Status::Down))
 }
 
 #[cfg(test)]
@@ -67,12 +69,16 @@ mod tests {
     }
 
     #[test]
-    fn a_forwarded_turn_is_given_up_when_its_owner_is_down_gone_or_unlinked() {
-        assert!(!forward_lost(Some(Status::Up), true));
-        assert!(!forward_lost(Some(Status::Draining), true));
-        assert!(forward_lost(Some(Status::Down), true));
-        assert!(forward_lost(None, true));
-        assert!(forward_lost(Some(Status::Up), false));
+    fn a_forwarded_turn_is_given_up_when_its_owner_is_down_gone_or_unlinked_or_this_node_cut_off() {
+        assert!(!forward_lost(Some(Status::Up), true, true));
+        assert!(!forward_lost(Some(Status::Draining), true, true));
+        assert!(forward_lost(Some(Status::Down), true, true));
+        assert!(forward_lost(None, true, true));
+        assert!(forward_lost(Some(Status::Up), false, true));
+        assert!(
+            forward_lost(Some(Status::Up), true, false),
+            "cut off from the majority"
+        );
     }
 
     fn uid(s: &str) -> Uid {

@@ -244,7 +244,13 @@ impl RouterState {
             // The same rule as a forward in flight: an owner down, gone or
             // unlinked gets nothing, and the client is told at once.
             Route::Forward { to, epoch } => match self.shared.peer(&to) {
-                Some(peer) if !forward_lost(owner_status(&self.shared, &to), true) => {
+                Some(peer)
+                    if !forward_lost(
+                        owner_status(&self.shared, &to),
+                        true,
+                        !self.shared.is_isolated(),
+                    ) =>
+                {
                     Ok(Some(Forward {
                         to,
                         peer,
@@ -275,11 +281,16 @@ struct Forward {
 const OWNER_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Resolves once the core says a turn forwarded to `owner` is lost (the owner
-/// declared down, gone from the table, or unlinked): the error to answer with.
+/// declared down, gone from the table, or unlinked, or this node cut off from
+/// the majority): the error to answer with.
 async fn owner_lost(shared: &Shared, owner: &NodeId) -> TurnError {
     loop {
         tokio::time::sleep(OWNER_CHECK_EVERY).await;
-        if forward_lost(owner_status(shared, owner), shared.peer(owner).is_some()) {
+        if forward_lost(
+            owner_status(shared, owner),
+            shared.peer(owner).is_some(),
+            !shared.is_isolated(),
+        ) {
             // Like a timeout: the turn may be recorded, so not `unavailable`.
             return TurnError::Internal(format!(
                 "the session's owner {owner} went down or out of reach while it had the turn; \

@@ -101,7 +101,8 @@ impl World {
     pub(super) fn route_turn(&mut self, node: usize, turn: Turn, seen: Option<Epoch>) {
         let s = turn.s;
         let now = self.node_now(node);
-        if !self.nodes[node].membership.serving(now) {
+        let serving = self.nodes[node].membership.serving(now);
+        if !serving {
             // Cut off from the majority: `unavailable` at once.
             self.answer(node, turn, Answer::Unavailable);
             return;
@@ -114,7 +115,7 @@ impl World {
                 // gets nothing: `unavailable` at once, the client retries.
                 let status = n.membership.table().and_then(|t| t.members.get(&to));
                 let to = node_of(&to);
-                if forward_lost(status.copied(), self.linked_to(node, to)) {
+                if forward_lost(status.copied(), self.linked_to(node, to), serving) {
                     self.answer(node, turn, Answer::Unavailable);
                     return;
                 }

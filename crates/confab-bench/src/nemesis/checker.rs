@@ -32,6 +32,10 @@ pub(crate) const RULES: &[(&str, &str)] = &[
         "in the store, each session's seqs rise by one from 1 with no gap, and its epochs never go back",
     ),
     (
+        "answers-in-time",
+        "during a partition, one-way cut, packet loss, kill or store fault, every send of a turn gets an answer (an ack, a reply, an error or a close) within detection time plus 2 s: a node that cannot serve says so instead of holding the turn",
+    ),
+    (
         "serves-again",
         "every session serves again within detection time plus 2 s of the last fault's heal",
     ),
@@ -89,6 +93,52 @@ pub(crate) fn serves_again(logs: &[UserLog], heal: Instant, bound: Duration) -> 
                 rule: "serves-again",
                 text: format!("{}: no reply after the heal", log.uid),
             }),
+        }
+    }
+    found
+}
+
+/// Rule `answers-in-time`: within each of `windows` (start and end), no turn
+/// went longer than `bound` between one of its sends and the answer to it:
+/// its first send, each setback (after which it was sent again) and its
+/// reply are never more than `bound` apart (a resend follows a setback within
+/// the client's retry pause).
+pub(crate) fn answers_in_time(
+    logs: &[UserLog],
+    windows: &[(Instant, Instant, String)],
+    bound: Duration,
+) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for log in logs {
+        for turn in &log.turns {
+            let sent = turn.at.checked_sub(turn.latency).unwrap_or(turn.at);
+            let mut marks: Vec<Instant> = vec![sent];
+            marks.extend(turn.setbacks.iter().map(|(after, _)| sent + *after));
+            marks.push(turn.at);
+            for pair in marks.windows(2) {
+                let (from, to) = (pair[0], pair[1]);
+                let waited = to.saturating_duration_since(from);
+                if waited <= bound {
+                    continue;
+                }
+                if let Some((_, _, label)) = windows
+                    .iter()
+                    .find(|(start, end, _)| from >= *start && from <= *end)
+                {
+                    found.push(Violation {
+                        rule: "answers-in-time",
+                        text: format!(
+                            "{} {}: waited {} ms for an answer during {label} (bound {} ms); on the way: {}",
+                            log.uid,
+                            turn.id,
+                            waited.as_millis(),
+                            bound.as_millis(),
+                            setbacks(&turn.setbacks)
+                        ),
+                    });
+                    break;
+                }
+            }
         }
     }
     found
@@ -327,6 +377,40 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].text.contains("n2 routes by epoch 7"), "{found:?}");
         assert_eq!(ring_rules(&steady, None).len(), 1);
+    }
+
+    #[test]
+    fn a_turn_held_past_the_bound_within_a_fault_is_named() {
+        let start = Instant::now();
+        let bound = Duration::from_millis(4_500);
+        let mut held = turn(start + Duration::from_secs(12), "m-7", 21);
+        held.latency = Duration::from_secs(11);
+        held.setbacks = vec![(Duration::from_secs(10), "closed (None)".into())];
+        let mut quick = turn(start + Duration::from_secs(5), "m-3", 9);
+        quick.latency = Duration::from_secs(4);
+        quick.setbacks = vec![
+            (Duration::from_secs(2), "Unavailable: cut off".into()),
+            (Duration::from_millis(3_900), "Unavailable: cut off".into()),
+        ];
+        let logs = [UserLog {
+            uid: "u1".into(),
+            turns: vec![quick, held],
+            ..UserLog::default()
+        }];
+        let during = |from: u64, to: u64| {
+            vec![(
+                start + Duration::from_secs(from),
+                start + Duration::from_secs(to),
+                "partition n3 | rest (silent)".to_owned(),
+            )]
+        };
+        let found = answers_in_time(&logs, &during(0, 6), bound);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].text.starts_with("u1 m-7: waited 10000 ms"));
+        assert!(
+            answers_in_time(&logs, &during(2, 6), bound).is_empty(),
+            "sent before the fault: not judged"
+        );
     }
 
     #[test]
