@@ -18,6 +18,17 @@ pub(crate) async fn request(
     path: &str,
     secret: &str,
 ) -> Option<(u16, String)> {
+    request_within(method, addr, path, secret, REQUEST_MAX).await
+}
+
+/// [`request`], waiting at most `within`.
+pub(crate) async fn request_within(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    secret: &str,
+    within: Duration,
+) -> Option<(u16, String)> {
     let admin = token(secret, "bench-ops", "admin").ok()?;
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -31,7 +42,7 @@ pub(crate) async fn request(
         let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
         Some((status, body))
     };
-    tokio::time::timeout(REQUEST_MAX, exchange).await.ok()?
+    tokio::time::timeout(within, exchange).await.ok()?
 }
 
 /// The ring `addr` routes by: its epoch and members, or `None` if it did not

@@ -106,6 +106,8 @@ struct Summary {
     turns: usize,
     acked: usize,
     sent_again: u64,
+    /// Sessions read by the readers (`session show` through every node).
+    reads: usize,
     /// Errors answered, by code.
     errors: BTreeMap<String, u64>,
     /// Acked turns the checker found lost or applied twice.
@@ -221,7 +223,9 @@ async fn drive(
     let ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut states = States::default();
     for &i in &base {
-        cluster.start(i, &base[..=i]).await?;
+        // Seeded by n1 alone, as a StatefulSet's pods are by pod 0: a node
+        // must dial the members it learns of, not only its seeds.
+        cluster.start(i, &[0, i]).await?;
         states.0.push((ms(), i, NodeState::Up));
     }
     let addrs: Vec<_> = cluster.nodes.iter().map(hosts::Node::http).collect();
@@ -245,6 +249,20 @@ async fn drive(
         Duration::from_millis(args.pause_ms),
         Arc::clone(&tokens),
     );
+    // Readers: each node is asked for each user's session in turn, as a
+    // support tool or a second device would, and must never show less than
+    // what was acked.
+    let reads: Arc<Mutex<Vec<checker::Read>>> = Arc::default();
+    let readers: Vec<_> = (0..=args.nodes)
+        .map(|i| {
+            tokio::spawn(read_sessions(
+                cluster.nodes[i].id.clone(),
+                addrs[i],
+                users.clone(),
+                Arc::clone(&reads),
+            ))
+        })
+        .collect();
 
     // The faults, the join and the drain, in time order.
     let phase = Instant::now();
@@ -337,6 +355,9 @@ async fn drive(
     let settled_ms = settled.map(|at| u64::try_from(at.duration_since(started).as_millis()).unwrap_or(0));
     tokio::time::sleep(AFTER_SETTLE).await;
     let logs = load.finish().await;
+    for reader in readers {
+        reader.abort();
+    }
     if let Some(path) = &args.history {
         write_history(path, &logs, started)?;
     }
@@ -348,6 +369,9 @@ async fn drive(
     let (_, breaches) = check(&logs, &cluster.nodes[0].ws(), &tokens).await;
     let lost_or_duplicated = breaches.len();
     let mut violations = checker::client_rules(&logs, breaches);
+    let reads = std::mem::take(&mut *reads.lock().expect("reads"));
+    let reads_made = reads.len();
+    violations.extend(checker::read_rules(&logs, &reads));
     violations.extend(checker::log_rules(&cluster.mysql_url(), &logs).await?);
     violations.extend(checker::answers_in_time(
         &logs,
@@ -375,6 +399,7 @@ async fn drive(
             .map(|t| u64::from(t.resent))
             .sum(),
         errors: error_counts(&logs),
+        reads: reads_made,
         lost_or_duplicated,
         longest_unavailable: unavailability(&logs, schedule, phase),
         settled_after_ms: settled_ms.map(|s| s.saturating_sub(heal_ms)),
@@ -481,6 +506,49 @@ async fn heal_all(
         }
     }
     Ok(())
+}
+
+/// Reads asked of one node and not answered yet, at most: a paused node
+/// collects them, and answers them all when it resumes.
+const READS_IN_FLIGHT_MAX: usize = 64;
+/// How long a read waits for its answer: longer than any pause, so that a
+/// read asked of a paused node is answered when it resumes, as a patient
+/// client's would be.
+const READ_WAIT: Duration = Duration::from_secs(15);
+
+/// Reads each user's session through the node at `addr`, one every 100 ms
+/// (each in a task of its own, so a paused node piles them up), until
+/// aborted: what each answer said, and when it was asked.
+async fn read_sessions(
+    via: String,
+    addr: std::net::SocketAddr,
+    users: Vec<String>,
+    reads: Arc<Mutex<Vec<checker::Read>>>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT_MAX));
+    for uid in users.iter().cycle() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+            continue;
+        };
+        let (via, uid, reads) = (via.clone(), uid.clone(), Arc::clone(&reads));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let asked = Instant::now();
+            let path = format!("/admin/v1/sessions/{uid}");
+            if let Some((200, body)) =
+                admin::request_within("GET", addr, &path, SECRET, READ_WAIT).await
+                && let Ok(view) = serde_json::from_str::<confab_proto::admin::SessionView>(&body)
+            {
+                reads.lock().expect("reads").push(checker::Read {
+                    asked,
+                    via,
+                    uid,
+                    seq: view.seq,
+                });
+            }
+        });
+    }
 }
 
 /// When the node at `addr` stopped answering `/healthz` (ms from `started`).
@@ -756,8 +824,8 @@ fn print_human(s: &Summary) {
         s.schedule.faults.len()
     );
     println!(
-        "turns answered {}, acked {}, sent again {}; lost or applied twice: {}",
-        s.turns, s.acked, s.sent_again, s.lost_or_duplicated
+        "turns answered {}, acked {}, sent again {}; lost or applied twice: {}; sessions read {}",
+        s.turns, s.acked, s.sent_again, s.lost_or_duplicated, s.reads
     );
     let errors: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!("errors and closes on the way: {}", if errors.is_empty() { "none".into() } else { errors.join(", ") });

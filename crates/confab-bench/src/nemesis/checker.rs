@@ -25,7 +25,7 @@ pub(crate) const RULES: &[(&str, &str)] = &[
     ),
     (
         "no-stale-read",
-        "no hello reports a last_seq below a seq already acked or replied to its user",
+        "no hello, and no `session show` read by the readers through every node, reports a seq below one already acked or replied to that session's user",
     ),
     (
         "log-whole",
@@ -67,6 +67,55 @@ pub(crate) fn client_rules(logs: &[UserLog], breaches: Vec<String>) -> Vec<Viola
                 text,
             }),
     );
+    found
+}
+
+/// One `GET /admin/v1/sessions/{uid}` a reader made.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    /// When it was asked.
+    pub(crate) asked: Instant,
+    /// Through which node.
+    pub(crate) via: String,
+    pub(crate) uid: String,
+    /// The seq it reported.
+    pub(crate) seq: u64,
+}
+
+/// Rule `no-stale-read` for the readers: each read's seq is at least every
+/// seq acked or replied to that user before the read was asked.
+pub(crate) fn read_rules(logs: &[UserLog], reads: &[Read]) -> Vec<Violation> {
+    let mut seen: std::collections::BTreeMap<&str, Vec<(Instant, u64)>> = Default::default();
+    for log in logs {
+        let answers = seen.entry(log.uid.as_str()).or_default();
+        for turn in &log.turns {
+            let sent = turn.at.checked_sub(turn.latency).unwrap_or(turn.at);
+            if let (Some(ack), Some(after)) = (turn.ack, turn.acked_after) {
+                answers.push((sent + after, ack));
+            }
+            answers.push((turn.at, turn.reply));
+        }
+    }
+    let mut found = Vec::new();
+    for read in reads {
+        let acked = seen.get(read.uid.as_str()).map_or(0, |answers| {
+            answers
+                .iter()
+                .filter(|(at, _)| *at < read.asked)
+                .map(|(_, seq)| *seq)
+                .max()
+                .unwrap_or(0)
+        });
+        if read.seq < acked {
+            found.push(Violation {
+                rule: "no-stale-read",
+                text: format!(
+                    "{}: session show via {} said seq {} after seq {acked} was acked",
+                    read.uid, read.via, read.seq
+                ),
+            });
+        }
+    }
     found
 }
 
@@ -335,6 +384,27 @@ mod tests {
         let rules: Vec<&str> = found.iter().map(|v| v.rule).collect();
         assert_eq!(rules, ["acked-once", "no-stale-read"]);
         assert!(found[1].text.contains("last_seq 3 after seq 6"), "{found:?}");
+    }
+
+    #[test]
+    fn a_read_below_an_acked_seq_is_a_stale_read() {
+        let start = Instant::now();
+        let log = UserLog {
+            uid: "u1".into(),
+            turns: vec![turn(start + Duration::from_secs(1), "m-1", 3)],
+            ..UserLog::default()
+        };
+        let read = |after_ms: u64, seq| Read {
+            asked: start + Duration::from_millis(after_ms),
+            via: "n1".into(),
+            uid: "u1".into(),
+            seq,
+        };
+        // Before the reply: 0 is fine; after it, 3 is needed.
+        let reads = [read(500, 0), read(1_500, 3), read(2_000, 0)];
+        let found = read_rules(std::slice::from_ref(&log), &reads);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].text.contains("said seq 0 after seq 3"));
     }
 
     #[test]

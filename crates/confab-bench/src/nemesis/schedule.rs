@@ -205,7 +205,7 @@ pub(crate) const NAMED: &[(&str, &str)] = &[
     ),
     (
         "reset-partition",
-        "one node cut off by resets for 10 s: it must rejoin the ring after the heal",
+        "n2, whose only seed is n1, cut off by resets for 10 s: it must rejoin the ring after the heal (every node dials every member, not only its seeds)",
     ),
 ];
 
@@ -235,7 +235,7 @@ impl Schedule {
                 2_000,
                 12_000,
                 Fault::Partition {
-                    minority: vec![2],
+                    minority: vec![1],
                     cut: Cut::Reset,
                 },
             )],
