@@ -310,8 +310,9 @@ async fn drive(
                 eprintln!("{:>6.1} s  n{} joins", at as f64 / 1000.0, spare + 1);
                 states.0.push((ms(), spare, NodeState::Joining));
                 members.push(spare);
-                cluster.start(spare, &members).await?;
-                states.0.push((ms(), spare, NodeState::Up));
+                // Not waited for here: a store may be down, and the schedule
+                // goes on; the drain waits for it.
+                cluster.spawn(spare, &members)?;
                 load.urls
                     .lock()
                     .expect("urls")
@@ -319,6 +320,8 @@ async fn drive(
             }
             Step::Drain => {
                 membership_at.push(ms());
+                cluster.ensure_ready(spare, &members).await?;
+                states.0.push((ms(), spare, NodeState::Up));
                 eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
                 let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
                 let mut asked = false;

@@ -222,7 +222,11 @@ async fn talk(
         let reply = 'turn: loop {
             assert!(
                 started.elapsed() < TURN_GIVE_UP,
-                "{uid} {id}: no reply within {TURN_GIVE_UP:?} ({log:?})"
+                "{uid} {id}: no reply within {TURN_GIVE_UP:?}; on the way: {:?}; {} turns answered before it, the last {:?}; hellos {:?}",
+                setbacks.iter().rev().take(5).collect::<Vec<_>>(),
+                log.turns.len(),
+                log.turns.last(),
+                log.hellos.iter().rev().take(3).collect::<Vec<_>>(),
             );
             let Some(live) = socket.as_mut() else {
                 let url = {

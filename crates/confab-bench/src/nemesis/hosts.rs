@@ -140,8 +140,42 @@ impl Cluster {
     }
 
     /// Starts node `i`'s process (seeded by every other node in `members`)
-    /// and waits until it answers `/readyz`.
+    /// and waits until it answers `/readyz`. A process that exits at start
+    /// (its store is down, say) is started again a second later, as a
+    /// supervisor would, until [`READY_MAX`] has passed.
     pub(crate) async fn start(&mut self, i: usize, members: &[usize]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_MAX;
+        loop {
+            self.spawn(i, members)?;
+            let http = self.nodes[i].http();
+            loop {
+                if let Some((200, _)) = crate::admin::request("GET", http, "/readyz", "").await {
+                    return Ok(());
+                }
+                let exited = self.nodes[i]
+                    .child
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten());
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{} not ready within {READY_MAX:?}{}; see {}",
+                    self.nodes[i].id,
+                    exited.map_or_else(String::new, |status| format!(" (it exited: {status})")),
+                    self.logs.display()
+                );
+                if exited.is_some() {
+                    self.nodes[i].child = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Starts node `i`'s process without waiting for it (a join while a store
+    /// is down must not hold up the schedule); [`Cluster::ensure_ready`] waits.
+    pub(crate) fn spawn(&mut self, i: usize, members: &[usize]) -> anyhow::Result<()> {
         let (mysql_url, redis_url) = self.store_urls();
         let seeds: Vec<String> = members
             .iter()
@@ -192,20 +226,28 @@ impl Cluster {
         }
         node.child = Some(command.spawn()?);
         node.paused = false;
+        Ok(())
+    }
+
+    /// Waits until node `i` answers `/readyz`, starting it again (as
+    /// [`Cluster::start`] does) if its process has exited meanwhile.
+    pub(crate) async fn ensure_ready(&mut self, i: usize, members: &[usize]) -> anyhow::Result<()> {
+        let exited = self.nodes[i]
+            .child
+            .as_mut()
+            .is_none_or(|child| child.try_wait().ok().flatten().is_some());
+        if exited {
+            return self.start(i, members).await;
+        }
         let deadline = Instant::now() + READY_MAX;
-        let http = node.http();
-        loop {
-            if let Some((200, _)) = crate::admin::request("GET", http, "/readyz", "").await {
-                return Ok(());
-            }
-            if let Some(child) = self.nodes[i].child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                anyhow::bail!(
-                    "{} exited at start ({status}); see {}",
-                    self.nodes[i].id,
-                    self.logs.display()
-                );
+        let http = self.nodes[i].http();
+        while crate::admin::request("GET", http, "/readyz", "").await.map(|r| r.0) != Some(200) {
+            let exited = self.nodes[i]
+                .child
+                .as_mut()
+                .is_some_and(|child| child.try_wait().ok().flatten().is_some());
+            if exited {
+                return self.start(i, members).await;
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
@@ -214,6 +256,7 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
     }
 
     /// SIGKILLs node `i` (resuming it first if it was paused).
