@@ -52,7 +52,7 @@ pub(crate) struct NemesisArgs {
     #[arg(long, default_value = "120s")]
     duration: String,
     /// Fault kinds, comma-separated: partition, one-way, loss, pause, kill,
-    /// clock, store; or all.
+    /// clock, store (MariaDB and Redis) or disk (`--store embedded`); or all.
     #[arg(long, default_value = "all")]
     faults: String,
     /// The seed the schedule is drawn from: the same seed, the same schedule.
@@ -61,6 +61,11 @@ pub(crate) struct NemesisArgs {
     /// Run a named schedule instead of drawing one (`--schedule list` names them).
     #[arg(long)]
     schedule: Option<String>,
+    /// The nodes' store: MariaDB with Redis in front (`mysql`), or the
+    /// embedded SQLite store shared through one data dir on a small tmpfs
+    /// (`embedded`, as `confab up` runs).
+    #[arg(long, value_enum, default_value_t = StoreArg::Mysql)]
+    store: StoreArg,
     /// No spare node joining and draining during the faults.
     #[arg(long)]
     no_membership: bool,
@@ -94,6 +99,13 @@ pub(crate) struct NemesisArgs {
     /// Print the schedule and stop (nothing is started).
     #[arg(long)]
     plan: bool,
+}
+
+/// The nodes' store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreArg {
+    Mysql,
+    Embedded,
 }
 
 /// What a run found.
@@ -152,7 +164,7 @@ pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
             args.seed,
             args.nodes,
             u64::try_from(duration.as_millis())?,
-            &Kind::parse_list(&args.faults)?,
+            &Kind::parse_list(&args.faults, args.store == StoreArg::Embedded)?,
             !args.no_membership,
         ),
     };
@@ -179,8 +191,14 @@ pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
         );
     }
     let spare = args.nodes;
-    let mut cluster =
-        Cluster::create(confab, args.nodes + 1, SECRET, args.mutation.clone()).await?;
+    let mut cluster = Cluster::create(
+        confab,
+        args.nodes + 1,
+        SECRET,
+        args.mutation.clone(),
+        args.store == StoreArg::Embedded,
+    )
+    .await?;
     let result = drive(&args, &schedule, &mut cluster, spare).await;
     cluster.stop_all().await;
     if let Some(dir) = &args.keep_logs {
@@ -375,7 +393,7 @@ async fn drive(
     let reads = std::mem::take(&mut *reads.lock().expect("reads"));
     let reads_made = reads.len();
     violations.extend(checker::read_rules(&logs, &reads));
-    violations.extend(checker::log_rules(&cluster.mysql_url(), &logs).await?);
+    violations.extend(checker::log_rules(&cluster.store_rows(), &logs).await?);
     violations.extend(checker::answers_in_time(
         &logs,
         &timed_windows(schedule, phase),
@@ -384,7 +402,10 @@ async fn drive(
     violations.extend(checker::serves_again(&logs, heal, SERVES_AGAIN_MAX));
     let seen = seen.lock().expect("rings").clone();
     violations.extend(checker::ring_rules(&seen, settled_ms));
-    violations.extend(checker::steady_rules(&seen, &windows(&marks, &membership_at)));
+    violations.extend(checker::steady_rules(
+        &seen,
+        &windows(schedule, &marks, &membership_at),
+    ));
 
     let summary = Summary {
         schedule: schedule.clone(),
@@ -454,6 +475,7 @@ async fn inject(
         Fault::StoreSlow { store, delay_ms } => {
             cluster.store_delay(*store, Duration::from_millis(*delay_ms));
         }
+        Fault::DiskFull => cluster.fill_disk(true)?,
     }
     Ok(())
 }
@@ -482,6 +504,7 @@ async fn heal(
         Fault::Clock { node, .. } => cluster.set_clock(*node, 0)?,
         Fault::StoreDown { store } => cluster.store_down(*store, false).await,
         Fault::StoreSlow { store, .. } => cluster.store_delay(*store, Duration::ZERO),
+        Fault::DiskFull => cluster.fill_disk(false)?,
     }
     Ok(())
 }
@@ -505,6 +528,7 @@ async fn heal_all(
             }
             Fault::Clock { node, .. } => cluster.set_clock(node, 0)?,
             Fault::StoreSlow { store, .. } => cluster.store_delay(store, Duration::ZERO),
+            Fault::DiskFull => cluster.fill_disk(false)?,
             _ => {}
         }
     }
@@ -609,12 +633,14 @@ async fn wait_for_ring(
 
 /// The windows of rule `answers-in-time`: every fault but a pause (a client
 /// connected to a paused node waits as long as the pause, as any client of a
-/// frozen server does), from its start to 2 s after its heal.
+/// frozen server does) and packet loss (the clients' own packets are lost
+/// too, and TCP's retransmission backoff alone can hold a frame for seconds),
+/// from its start to 2 s after its heal.
 fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, String)> {
     schedule
         .faults
         .iter()
-        .filter(|planned| planned.fault.kind() != Kind::Pause)
+        .filter(|planned| !matches!(planned.fault.kind(), Kind::Pause | Kind::Loss))
         .map(|planned| {
             (
                 phase + Duration::from_millis(planned.at_ms),
@@ -625,25 +651,44 @@ fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, 
         .collect()
 }
 
-/// Each fault's window for rule `ring-steady`, with the joins and drains
-/// (at `membership_at`) that fall in it or in the 10 s after.
-fn windows(marks: &[FaultMark], membership_at: &[u64]) -> Vec<checker::Window> {
+/// Ring changes one fault may cause: a node cut off, paused or killed is
+/// declared down once and comes back once; a node losing packets may be
+/// judged down and back twice; a clock step or a store fault changes no ring.
+fn ring_budget(fault: &Fault) -> usize {
+    match fault.kind() {
+        Kind::Partition | Kind::OneWay | Kind::Pause | Kind::Kill => 2 * fault.nodes().len(),
+        Kind::Loss => 4 * fault.nodes().len(),
+        Kind::Clock | Kind::Store | Kind::Disk => 0,
+    }
+}
+
+/// Each fault's window for rule `ring-steady`: from its start to the next
+/// fault's (the last: 10 s past its heal), allowed its own ring changes, the
+/// previous fault's (late ones spill over), and two per join or drain within
+/// the window or the 10 s before it.
+fn windows(
+    schedule: &Schedule,
+    marks: &[FaultMark],
+    membership_at: &[u64],
+) -> Vec<checker::Window> {
     marks
         .iter()
         .enumerate()
         .map(|(i, mark)| {
-            let next = marks.get(i + 1).map_or(u64::MAX, |m| m.from_ms);
-            let until_ms = (mark.to_ms + 10_000).min(next);
+            let until_ms = marks
+                .get(i + 1)
+                .map_or(mark.to_ms + 10_000, |next| next.from_ms);
+            let budget = |index: usize| ring_budget(&schedule.faults[index].fault);
+            let previous = i.checked_sub(1).map_or(0, |p| budget(marks[p].index));
+            let membership = membership_at
+                .iter()
+                .filter(|at| **at + 10_000 >= mark.from_ms && **at <= until_ms)
+                .count();
             checker::Window {
                 label: mark.label.clone(),
                 from_ms: mark.from_ms,
                 until_ms,
-                nodes: mark.nodes.len().max(1),
-                // A join or drain up to 10 s before the window still moves the ring.
-                membership: membership_at
-                    .iter()
-                    .filter(|at| **at + 10_000 >= mark.from_ms && **at <= until_ms)
-                    .count(),
+                allowed: budget(mark.index) + previous + 2 * membership,
             }
         })
         .collect()

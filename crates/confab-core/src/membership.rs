@@ -278,6 +278,22 @@ impl Membership {
         self.config.down_after_ms / 2
     }
 
+    /// Whether this node heard `node` within [`Self::quorum_window_ms`]
+    /// (itself: always). This, not an open socket, is what a link is judged
+    /// by: a turn forwarded to an owner not heard within the window is
+    /// failed at once (`routing::forward_lost`), since a silent or one-way
+    /// cut leaves the socket open and its answer might never come.
+    pub fn hears(&self, node: &NodeId, now: u64) -> bool {
+        // Planted bug `stale-heartbeats` (here too): a heartbeat heard once,
+        // before a pause say, counts as if it were fresh.
+        let stale = mutation::active(Mutation::StaleHeartbeats);
+        *node == self.me
+            || self
+                .heard
+                .get(node)
+                .is_some_and(|at| stale || now.saturating_sub(*at) < self.quorum_window_ms())
+    }
+
     /// Whether this node is on the side of the cluster that may decide: it
     /// hears (a heartbeat within [`Self::quorum_window_ms`]) a majority of
     /// the members that are up, itself included when up, or exactly half of
@@ -301,17 +317,7 @@ impl Membership {
         let Some(lowest) = up.first() else {
             return true;
         };
-        // Planted bug `stale-heartbeats` (here too): a heartbeat heard once,
-        // before a pause say, counts as if it were fresh.
-        let stale = mutation::active(Mutation::StaleHeartbeats);
-        let window = self.quorum_window_ms();
-        let hears = |node: &NodeId| {
-            *node == self.me
-                || self
-                    .heard
-                    .get(node)
-                    .is_some_and(|at| stale || now.saturating_sub(*at) < window)
-        };
+        let hears = |node: &NodeId| self.hears(node, now);
         let heard = up.iter().filter(|node| hears(node)).count();
         2 * heard > up.len() || (2 * heard == up.len() && hears(lowest))
     }

@@ -51,7 +51,8 @@ pub fn route(ring: &Ring, me: &NodeId, uid: &Uid, seen: Option<Epoch>, hops: u8)
 
 /// Whether a turn forwarded to its owner is failed at once instead of
 /// waiting for the owner's answer: the owner was declared down (or left the
-/// table), this node lost its link to it, or this node is no longer
+/// table), this node is not `linked` to it (no link, or the owner not heard
+/// within the quorum window: `Membership::hears`), or this node is no longer
 /// `serving` (cut off from the majority: a silent partition leaves its links
 /// open, and no one it hears can declare the owner down, so its answer may
 /// never come). The turn may have been recorded there: the client retries

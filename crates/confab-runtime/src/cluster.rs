@@ -400,6 +400,23 @@ async fn drive_membership(
             }
         }
         runtime.set_members(machine.table().cloned());
+        let unheard: std::collections::BTreeSet<NodeId> = machine
+            .table()
+            .map(|table| {
+                table
+                    .members
+                    .keys()
+                    .filter(|node| !machine.hears(node, now()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        *runtime
+            .shared
+            .cluster
+            .unheard
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = unheard;
         let isolated = !machine.serving(now());
         if runtime
             .shared

@@ -247,7 +247,7 @@ impl RouterState {
                 Some(peer)
                     if !forward_lost(
                         owner_status(&self.shared, &to),
-                        true,
+                        self.shared.linked(&to),
                         !self.shared.is_isolated(),
                     ) =>
                 {
@@ -288,7 +288,7 @@ async fn owner_lost(shared: &Shared, owner: &NodeId) -> TurnError {
         tokio::time::sleep(OWNER_CHECK_EVERY).await;
         if forward_lost(
             owner_status(shared, owner),
-            shared.peer(owner).is_some(),
+            shared.linked(owner),
             !shared.is_isolated(),
         ) {
             // Like a timeout: the turn may be recorded, so not `unavailable`.

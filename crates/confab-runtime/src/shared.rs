@@ -48,6 +48,10 @@ pub(crate) struct ClusterView {
     /// Whether this node is up but cut off from the majority of the members
     /// up (membership's quorum): it then serves nothing.
     pub(crate) isolated: std::sync::atomic::AtomicBool,
+    /// The members this node has not heard within the quorum window
+    /// (membership's `hears`): a turn is not forwarded to them, and one in
+    /// flight to them is failed.
+    pub(crate) unheard: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
     pub(crate) ring_since: std::sync::Mutex<tokio::time::Instant>,
     /// Moved sessions' states on their way to their new owners, batched.
@@ -63,6 +67,7 @@ impl ClusterView {
             members: Default::default(),
             membership: std::sync::OnceLock::new(),
             isolated: Default::default(),
+            unheard: Default::default(),
             ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
             handoff_outbox: std::sync::OnceLock::new(),
         }
@@ -109,6 +114,18 @@ impl Shared {
         self.cluster
             .isolated
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a forward to `node` has a live link: its peer actor is
+    /// connected and membership heard it within the quorum window.
+    pub(crate) fn linked(&self, node: &NodeId) -> bool {
+        self.peer(node).is_some()
+            && !self
+                .cluster
+                .unheard
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(node)
     }
 
     /// The peer actor of a member, if connected.

@@ -114,8 +114,9 @@ impl World {
                 // An owner declared down, gone from the table or out of reach
                 // gets nothing: `unavailable` at once, the client retries.
                 let status = n.membership.table().and_then(|t| t.members.get(&to));
+                let heard = n.membership.hears(&to, now);
                 let to = node_of(&to);
-                if forward_lost(status.copied(), self.linked_to(node, to), serving) {
+                if forward_lost(status.copied(), heard && self.linked_to(node, to), serving) {
                     self.answer(node, turn, Answer::Unavailable);
                     return;
                 }

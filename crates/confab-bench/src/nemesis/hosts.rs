@@ -21,6 +21,40 @@ const CLUSTER_PORT: u16 = 7070;
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// How long a node may take to answer `/readyz` after it starts.
 const READY_MAX: Duration = Duration::from_secs(60);
+/// The size of the tmpfs the embedded store lives on.
+const DISK_SIZE: &str = "256m";
+
+/// A tmpfs mounted for the embedded store, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: PathBuf) -> anyhow::Result<Tmpfs> {
+        std::fs::create_dir_all(&path)?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={DISK_SIZE}"), "tmpfs"])
+            .arg(&path)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "cannot mount a tmpfs at {} for the embedded store ({status}): the disk fault needs root and mount",
+            path.display()
+        );
+        Ok(Tmpfs(path))
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.0.join("filler")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
 
 /// One node: its host, its process (none while killed or left) and whether
 /// it is stopped by SIGSTOP.
@@ -65,6 +99,9 @@ pub(crate) struct Cluster {
     redis: PrivateRedis,
     mysql_proxy: DelayProxy,
     redis_proxy: DelayProxy,
+    /// The embedded store's shared data directory, when the nodes use it
+    /// (dropped before `_dir`).
+    disk: Option<Tmpfs>,
     _dir: tempfile::TempDir,
     pub(crate) logs: PathBuf,
     mutation: Option<String>,
@@ -78,6 +115,7 @@ impl Cluster {
         hosts: usize,
         secret: &str,
         mutation: Option<String>,
+        embedded: bool,
     ) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             Path::new(FAKETIME_LIB).exists(),
@@ -96,12 +134,21 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("confab-nemesis-").tempdir()?;
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs)?;
+        let disk = if embedded {
+            Some(Tmpfs::mount(dir.path().join("shared"))?)
+        } else {
+            None
+        };
         let nodes = net
             .hosts()
             .iter()
             .enumerate()
             .map(|(i, host)| {
-                let data = dir.path().join(format!("n{}", i + 1));
+                // Sharing the embedded store means sharing its data dir, as
+                // `confab up`'s nodes do.
+                let data = disk
+                    .as_ref()
+                    .map_or_else(|| dir.path().join(format!("n{}", i + 1)), |d| d.0.clone());
                 let clock = dir.path().join(format!("n{}.clock", i + 1));
                 Node {
                     id: format!("n{}", i + 1),
@@ -125,6 +172,7 @@ impl Cluster {
             redis,
             mysql_proxy,
             redis_proxy,
+            disk,
             _dir: dir,
             logs,
             mutation,
@@ -203,8 +251,6 @@ impl Cluster {
             .arg(&node.data)
             .args(["--jwt-secret", &self.secret])
             .env("CONFAB_NODE__BIND", node.addr.to_string())
-            .env("CONFAB_STORE__MYSQL_URL", mysql_url)
-            .env("CONFAB_STORE__REDIS_URL", redis_url)
             .env("CONFAB_CLUSTER__COOKIE", &self.cookie)
             .env("CONFAB_STORE__SNAPSHOT_HMAC_KEY", &self.hmac_key)
             .env("RUST_LOG", "warn")
@@ -223,6 +269,11 @@ impl Cluster {
         }
         if let Some(bug) = &self.mutation {
             command.env("CONFAB_MUTATION", bug);
+        }
+        if self.disk.is_none() {
+            command
+                .env("CONFAB_STORE__MYSQL_URL", mysql_url)
+                .env("CONFAB_STORE__REDIS_URL", redis_url);
         }
         node.child = Some(command.spawn()?);
         node.paused = false;
@@ -339,9 +390,32 @@ impl Cluster {
         }
     }
 
-    /// The MariaDB server's own URL (on loopback), for the checker.
-    pub(crate) fn mysql_url(&self) -> String {
-        self.mysql.url()
+    /// Where the checker reads the store's own rows: MariaDB's URL (on
+    /// loopback), or the embedded store's file.
+    pub(crate) fn store_rows(&self) -> super::checker::Rows {
+        match &self.disk {
+            Some(disk) => super::checker::Rows::Sqlite(disk.0.join("confab.db")),
+            None => super::checker::Rows::Mysql(self.mysql.url()),
+        }
+    }
+
+    /// Fills the embedded store's data dir (`true`) until a write fails for
+    /// want of space, or frees it (`false`).
+    pub(crate) fn fill_disk(&self, full: bool) -> anyhow::Result<()> {
+        use std::io::Write;
+        let Some(disk) = &self.disk else {
+            anyhow::bail!("the disk fault needs --store embedded");
+        };
+        if !full {
+            let _ = std::fs::remove_file(disk.filler());
+            return Ok(());
+        }
+        let mut file = std::fs::File::create(disk.filler())?;
+        let chunk = vec![0u8; 1 << 20];
+        // Bounded by the tmpfs's size: the write that finds no room ends it.
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.flush();
+        Ok(())
     }
 
     /// Stops every node: SIGCONT to any paused, then SIGTERM, so each

@@ -29,10 +29,12 @@ pub(crate) enum Kind {
     Clock,
     /// MariaDB or Redis killed then restarted, or slowed.
     Store,
+    /// The embedded store's data directory full (`--store embedded` only).
+    Disk,
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str); 7] = [
+    const ALL: [(Kind, &'static str); 8] = [
         (Kind::Partition, "partition"),
         (Kind::OneWay, "one-way"),
         (Kind::Loss, "loss"),
@@ -40,12 +42,20 @@ impl Kind {
         (Kind::Kill, "kill"),
         (Kind::Clock, "clock"),
         (Kind::Store, "store"),
+        (Kind::Disk, "disk"),
     ];
 
-    /// `partition,pause,...` (`all`: every kind).
-    pub(crate) fn parse_list(list: &str) -> anyhow::Result<Vec<Kind>> {
+    /// `partition,pause,...` (`all`: every kind the store allows). `embedded`:
+    /// the nodes share the embedded store (no MariaDB or Redis to fault, a
+    /// data directory to fill).
+    pub(crate) fn parse_list(list: &str, embedded: bool) -> anyhow::Result<Vec<Kind>> {
+        let allowed = |kind: &Kind| match kind {
+            Kind::Store => !embedded,
+            Kind::Disk => embedded,
+            _ => true,
+        };
         if list.trim() == "all" {
-            return Ok(Self::ALL.iter().map(|(k, _)| *k).collect());
+            return Ok(Self::ALL.iter().map(|(k, _)| *k).filter(allowed).collect());
         }
         let mut kinds = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -53,6 +63,15 @@ impl Kind {
                 let known: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
                 anyhow::bail!("no fault kind {name:?}: the kinds are {}", known.join(", "));
             };
+            anyhow::ensure!(
+                allowed(kind),
+                "fault kind {name:?} needs {}",
+                if embedded {
+                    "--store mysql (the default)"
+                } else {
+                    "--store embedded"
+                }
+            );
             if !kinds.contains(kind) {
                 kinds.push(*kind);
             }
@@ -102,6 +121,8 @@ pub(crate) enum Fault {
     StoreDown { store: Store },
     /// Every packet to and from `store` waits `delay_ms` until the fault heals.
     StoreSlow { store: Store, delay_ms: u64 },
+    /// The shared data directory is filled until the fault heals.
+    DiskFull,
 }
 
 fn cut_name<S: serde::Serializer>(cut: &Cut, s: S) -> Result<S::Ok, S::Error> {
@@ -122,6 +143,7 @@ impl Fault {
             Fault::Kill { .. } => Kind::Kill,
             Fault::Clock { .. } => Kind::Clock,
             Fault::StoreDown { .. } | Fault::StoreSlow { .. } => Kind::Store,
+            Fault::DiskFull => Kind::Disk,
         }
     }
 
@@ -134,7 +156,7 @@ impl Fault {
             | Fault::Pause { node }
             | Fault::Kill { node }
             | Fault::Clock { node, .. } => vec![*node],
-            Fault::StoreDown { .. } | Fault::StoreSlow { .. } => Vec::new(),
+            Fault::StoreDown { .. } | Fault::StoreSlow { .. } | Fault::DiskFull => Vec::new(),
         }
     }
 }
@@ -158,6 +180,7 @@ impl fmt::Display for Fault {
             Fault::Clock { node, step_s } => write!(f, "clock {} {step_s:+}s", n(node)),
             Fault::StoreDown { store } => write!(f, "{store:?} down"),
             Fault::StoreSlow { store, delay_ms } => write!(f, "{store:?} +{delay_ms} ms"),
+            Fault::DiskFull => write!(f, "data dir full"),
         }
     }
 }
@@ -326,6 +349,7 @@ fn draw(rng: &mut SplitMix, kind: Kind, nodes: usize) -> Fault {
                 step_s: if rng.below(2) == 0 { step } else { -step },
             }
         }
+        Kind::Disk => Fault::DiskFull,
         Kind::Store => {
             let store = if rng.below(2) == 0 {
                 Store::Mysql
@@ -368,7 +392,8 @@ mod tests {
 
     #[test]
     fn a_seed_gives_the_same_schedule_and_faults_never_overlap() {
-        let kinds = Kind::parse_list("all").unwrap();
+        let kinds = Kind::parse_list("all", false).unwrap();
+        assert!(!kinds.contains(&Kind::Disk));
         let a = Schedule::generate(7, 5, 120_000, &kinds, true);
         let b = Schedule::generate(7, 5, 120_000, &kinds, true);
         assert_eq!(
@@ -395,7 +420,7 @@ mod tests {
 
     #[test]
     fn only_the_kinds_asked_for_are_drawn() {
-        let kinds = Kind::parse_list("pause, kill").unwrap();
+        let kinds = Kind::parse_list("pause, kill", false).unwrap();
         let s = Schedule::generate(1, 3, 60_000, &kinds, false);
         assert!(
             s.faults
@@ -403,8 +428,12 @@ mod tests {
                 .all(|p| matches!(p.fault.kind(), Kind::Pause | Kind::Kill))
         );
         assert_eq!(s.join_ms, None);
-        let e = Kind::parse_list("pause,flood").unwrap_err().to_string();
+        let e = Kind::parse_list("pause,flood", false).unwrap_err().to_string();
         assert!(e.contains("flood") && e.contains("partition"), "{e}");
+        let e = Kind::parse_list("disk", false).unwrap_err().to_string();
+        assert!(e.contains("--store embedded"), "{e}");
+        let embedded = Kind::parse_list("all", true).unwrap();
+        assert!(embedded.contains(&Kind::Disk) && !embedded.contains(&Kind::Store));
     }
 
     #[test]
