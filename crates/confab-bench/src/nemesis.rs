@@ -300,6 +300,7 @@ async fn drive(
     let mut marks: Vec<FaultMark> = Vec::new();
     let mut members = base.clone();
     let mut left = None;
+    let mut drain_later = false;
     let mut membership_at: Vec<u64> = Vec::new();
     for (at, step) in events {
         tokio::time::sleep_until(phase + Duration::from_millis(at)).await;
@@ -338,25 +339,39 @@ async fn drive(
             }
             Step::Drain => {
                 membership_at.push(ms());
-                cluster.ensure_ready(spare, &members).await?;
-                states.0.push((ms(), spare, NodeState::Up));
-                eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
-                let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
-                let mut asked = false;
-                for addr in &addrs[..args.nodes] {
-                    if let Some((200, _)) = admin::request("POST", *addr, &path, SECRET).await {
-                        asked = true;
-                        break;
-                    }
+                // A spare that cannot start (its store is down or full) is
+                // drained once the faults are over: the schedule goes on.
+                let ready = tokio::time::timeout(
+                    DRAIN_READY_MAX,
+                    cluster.ensure_ready(spare, &members),
+                )
+                .await;
+                if !matches!(ready, Ok(Ok(()))) {
+                    eprintln!(
+                        "{:>6.1} s  n{} is not ready: it is drained after the faults",
+                        at as f64 / 1000.0,
+                        spare + 1
+                    );
+                    drain_later = true;
+                    continue;
                 }
-                anyhow::ensure!(asked, "no node accepted the drain of n{}", spare + 1);
-                states.0.push((ms(), spare, NodeState::Draining));
-                left = Some(tokio::spawn(gone_at(cluster.nodes[spare].http(), started)));
+                eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
+                left = Some(
+                    drain_spare(cluster, spare, &addrs[..args.nodes], started, &mut states, ms())
+                        .await?,
+                );
                 let gone = cluster.nodes[spare].ws();
                 load.urls.lock().expect("urls").retain(|u| *u != gone);
                 members.retain(|m| *m != spare);
             }
         }
+    }
+    if drain_later {
+        cluster.ensure_ready(spare, &members).await?;
+        left = Some(drain_spare(cluster, spare, &addrs[..args.nodes], started, &mut states, ms()).await?);
+        let gone = cluster.nodes[spare].ws();
+        load.urls.lock().expect("urls").retain(|u| *u != gone);
+        members.retain(|m| *m != spare);
     }
 
     // Everything heals; the ring must settle and every session serve again.
@@ -375,7 +390,7 @@ async fn drive(
     let settled = wait_for_ring(&addrs[..args.nodes], args.nodes, SETTLE_MAX).await;
     let settled_ms = settled.map(|at| u64::try_from(at.duration_since(started).as_millis()).unwrap_or(0));
     tokio::time::sleep(AFTER_SETTLE).await;
-    let logs = load.finish().await;
+    let logs = load.finish_all().await;
     for reader in readers {
         reader.abort();
     }
@@ -533,6 +548,34 @@ async fn heal_all(
         }
     }
     Ok(())
+}
+
+/// How long the drain step waits for the spare to be ready before leaving
+/// its drain to the end of the faults.
+const DRAIN_READY_MAX: Duration = Duration::from_secs(10);
+
+/// Asks the members at `addrs` to drain the spare; returns the task that
+/// tells when it stopped answering.
+async fn drain_spare(
+    cluster: &Cluster,
+    spare: usize,
+    addrs: &[std::net::SocketAddr],
+    started: Instant,
+    states: &mut States,
+    now: u64,
+) -> anyhow::Result<tokio::task::JoinHandle<u64>> {
+    states.0.push((now, spare, NodeState::Up));
+    let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
+    let mut asked = false;
+    for addr in addrs {
+        if let Some((200, _)) = admin::request("POST", *addr, &path, SECRET).await {
+            asked = true;
+            break;
+        }
+    }
+    anyhow::ensure!(asked, "no node accepted the drain of n{}", spare + 1);
+    states.0.push((now, spare, NodeState::Draining));
+    Ok(tokio::spawn(gone_at(cluster.nodes[spare].http(), started)))
 }
 
 /// Reads asked of one node and not answered yet, at most: a paused node

@@ -172,78 +172,76 @@ impl SqliteStore {
             return Ok(());
         }
         self.restart_wal_if_long().await;
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        // Inside the write transaction: no claim can land between check and insert.
-        let mut fences = BTreeMap::new();
-        for uids in uids_of(events).chunks(INSERT_ROWS_MAX) {
-            let mut select: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT uid, epoch FROM session_epochs WHERE uid IN ");
-            select.push_tuples(uids, |mut t, uid| {
-                t.push_bind(uid.as_str());
-            });
-            let rows = select
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            for row in rows {
-                let uid: String = row.get("uid");
-                let uid =
-                    Uid::new(uid).map_err(|e| StoreError::Corrupt(format!("fence uid: {e}")))?;
-                fences.insert(uid, Epoch(db_to_u64(row.get("epoch"))));
-            }
-        }
-        check_fences(events, &fences)?;
-        for chunk in events.chunks(INSERT_ROWS_MAX) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO events (uid, seq, ts_ms, epoch, kind, body) ");
-            insert.push_values(chunk, |mut row, e| {
-                let body = serde_json::to_string(&e.event).expect("events always serialize");
-                row.push_bind(e.uid.as_str().to_owned())
-                    .push_bind(seq_to_db(e.seq))
-                    .push_bind(u64_to_db(e.at_ms))
-                    .push_bind(u64_to_db(e.epoch.0))
-                    .push_bind(e.event.kind())
-                    .push_bind(body);
-            });
-            if let Err(e) = insert.build().execute(&mut *tx).await {
-                return Err(match e.as_database_error() {
-                    Some(db) if db.is_unique_violation() => conflict_of(chunk),
-                    _ => unavailable(e),
+        self.write_tx(async |tx| {
+            // Inside the write transaction: no claim can land between check and insert.
+            let mut fences = BTreeMap::new();
+            for uids in uids_of(events).chunks(INSERT_ROWS_MAX) {
+                let mut select: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("SELECT uid, epoch FROM session_epochs WHERE uid IN ");
+                select.push_tuples(uids, |mut t, uid| {
+                    t.push_bind(uid.as_str());
                 });
+                let rows = select
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                for row in rows {
+                    let uid: String = row.get("uid");
+                    let uid = Uid::new(uid)
+                        .map_err(|e| StoreError::Corrupt(format!("fence uid: {e}")))?;
+                    fences.insert(uid, Epoch(db_to_u64(row.get("epoch"))));
+                }
             }
-        }
-        tx.commit().await.map_err(unavailable)
+            check_fences(events, &fences)?;
+            for chunk in events.chunks(INSERT_ROWS_MAX) {
+                let mut insert: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("INSERT INTO events (uid, seq, ts_ms, epoch, kind, body) ");
+                insert.push_values(chunk, |mut row, e| {
+                    let body = serde_json::to_string(&e.event).expect("events always serialize");
+                    row.push_bind(e.uid.as_str().to_owned())
+                        .push_bind(seq_to_db(e.seq))
+                        .push_bind(u64_to_db(e.at_ms))
+                        .push_bind(u64_to_db(e.epoch.0))
+                        .push_bind(e.event.kind())
+                        .push_bind(body);
+                });
+                if let Err(e) = insert.build().execute(&mut *tx).await {
+                    return Err(match e.as_database_error() {
+                        Some(db) if db.is_unique_violation() => conflict_of(chunk),
+                        _ => unavailable(e),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn claim_epoch(&self, uid: &Uid, epoch: Epoch) -> Result<(), StoreError> {
         if !claim_against(uid, epoch, self.fence_of(uid).await?)? {
             return Ok(());
         }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO session_epochs (uid, epoch) VALUES (?, ?) \
-             ON CONFLICT (uid) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
-        )
-        .bind(uid.as_str())
-        .bind(u64_to_db(epoch.0))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let (stored,): (i64,) = sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
-            .bind(uid.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        let stored = self
+            .write_tx(async |tx| {
+                sqlx::query(
+                    "INSERT INTO session_epochs (uid, epoch) VALUES (?, ?) \
+                     ON CONFLICT (uid) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
+                )
+                .bind(uid.as_str())
+                .bind(u64_to_db(epoch.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                let (stored,): (i64,) =
+                    sqlx::query_as("SELECT epoch FROM session_epochs WHERE uid = ?")
+                        .bind(uid.as_str())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                Ok(stored)
+            })
+            .await?;
         // A newer claim may have landed in between.
         claim_against(uid, epoch, Epoch(db_to_u64(stored))).map(|_| ())
     }
@@ -262,6 +260,38 @@ impl SqliteStore {
     /// checkpoints have copied almost every frame already, so this RESTART has
     /// little left to do; it runs on the writer's own connection, between two
     /// commits, where it waits on no other writer.
+    /// Runs `body` inside one write transaction (`BEGIN IMMEDIATE` then
+    /// `COMMIT`) on the writer's connection. The statements are issued plainly,
+    /// not through sqlx's `Transaction`: when a write fails for want of disk
+    /// space SQLite rolls the transaction back by itself, sqlx's own ROLLBACK
+    /// then fails, its count of open transactions stays at one, and every later
+    /// `begin` on the writer was refused ("non-zero transaction depth") until
+    /// the process restarted (found by the nemesis filling the data dir). Here
+    /// any failure is followed by a ROLLBACK whose own failure (nothing left to
+    /// roll back) is harmless, and the writer serves the next commit.
+    pub(crate) async fn write_tx<T>(
+        &self,
+        body: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.acquire().await.map_err(unavailable)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let result = match body(&mut conn).await {
+            Ok(value) => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(|_| value)
+                .map_err(unavailable),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        result
+    }
+
     async fn restart_wal_if_long(&self) {
         if self.wal.frames.load(Ordering::Relaxed) <= WAL_PAGES_MAX {
             return;
@@ -360,29 +390,27 @@ impl SqliteStore {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        for s in snapshots {
-            // Dropped when the session's fence is newer than the snapshot's epoch.
-            sqlx::query(
-                "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body) SELECT ?1, ?2, ?3, ?4, ?5 \
-                 WHERE NOT EXISTS (SELECT 1 FROM session_epochs WHERE uid = ?1 AND epoch > ?4) \
-                 ON CONFLICT (uid) DO UPDATE SET seq = excluded.seq, ts_ms = excluded.ts_ms, \
-                 epoch = excluded.epoch, body = excluded.body WHERE excluded.seq >= snapshots.seq",
-            )
-            .bind(s.uid.as_str())
-            .bind(seq_to_db(s.seq))
-            .bind(u64_to_db(s.at_ms))
-            .bind(u64_to_db(s.epoch.0))
-            .bind(s.bytes.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        self.write_tx(async |tx| {
+            for s in snapshots {
+                // Dropped when the session's fence is newer than the snapshot's epoch.
+                sqlx::query(
+                    "INSERT INTO snapshots (uid, seq, ts_ms, epoch, body) SELECT ?1, ?2, ?3, ?4, ?5 \
+                     WHERE NOT EXISTS (SELECT 1 FROM session_epochs WHERE uid = ?1 AND epoch > ?4) \
+                     ON CONFLICT (uid) DO UPDATE SET seq = excluded.seq, ts_ms = excluded.ts_ms, \
+                     epoch = excluded.epoch, body = excluded.body WHERE excluded.seq >= snapshots.seq",
+                )
+                .bind(s.uid.as_str())
+                .bind(seq_to_db(s.seq))
+                .bind(u64_to_db(s.at_ms))
+                .bind(u64_to_db(s.epoch.0))
+                .bind(s.bytes.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -470,34 +498,37 @@ impl crate::membership::MembershipStore for SqliteStore {
             let body = crate::membership::check_proposal(expected, table)?;
             // One writer at a time: the read and the write cannot interleave
             // with another process's.
-            let mut tx = self
-                .writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(unavailable)?;
-            let row: Option<(i64, String)> =
-                sqlx::query_as("SELECT version, body FROM membership WHERE id = 1")
-                    .fetch_optional(&mut *tx)
+            let stored = self
+                .write_tx(async |tx| {
+                    let row: Option<(i64, String)> =
+                        sqlx::query_as("SELECT version, body FROM membership WHERE id = 1")
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(unavailable)?;
+                    let stored =
+                        crate::membership::decode(row.as_ref().map(|(_, body)| body.as_str()))?;
+                    if stored.version != expected {
+                        return Ok(Some(stored));
+                    }
+                    sqlx::query(
+                        "INSERT INTO membership (id, version, body) VALUES (1, ?, ?) \
+                         ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body",
+                    )
+                    .bind(u64_to_db(table.version))
+                    .bind(body)
+                    .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-            let stored = crate::membership::decode(row.as_ref().map(|(_, body)| body.as_str()))?;
-            if stored.version != expected {
+                    Ok(None)
+                })
+                .await?;
+            if let Some(stored) = stored {
                 crate::count_request(TIER, "cas_members", "miss");
                 return Ok(crate::membership::CasOutcome {
                     applied: false,
                     table: stored,
                 });
             }
-            sqlx::query(
-                "INSERT INTO membership (id, version, body) VALUES (1, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body",
-            )
-            .bind(u64_to_db(table.version))
-            .bind(body)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            tx.commit().await.map_err(unavailable)?;
             crate::count_request(TIER, "cas_members", "hit");
             Ok(crate::membership::CasOutcome {
                 applied: true,

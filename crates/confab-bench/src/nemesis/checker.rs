@@ -59,6 +59,17 @@ pub(crate) fn client_rules(logs: &[UserLog], breaches: Vec<String>) -> Vec<Viola
             text,
         })
         .collect();
+    found.extend(logs.iter().filter_map(|log| {
+        let (id, setbacks_met) = log.gave_up.as_ref()?;
+        Some(Violation {
+            rule: "answers-in-time",
+            text: format!(
+                "{} {id}: no reply within 30 s, the client gave up; on the way (last 5): {}",
+                log.uid,
+                setbacks(&setbacks_met[setbacks_met.len().saturating_sub(5)..])
+            ),
+        })
+    }));
     found.extend(
         confab_testkit::load::stale_hellos(logs)
             .into_iter()

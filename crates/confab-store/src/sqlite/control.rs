@@ -99,31 +99,29 @@ impl SqliteStore {
     async fn cas_setting(&self, key: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
         // As `cas_members`: one writer at a time, so the read and the write
         // cannot interleave with another process's.
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        let stored: Option<(i64,)> = sqlx::query_as("SELECT revision FROM settings WHERE name = ?")
+        self.write_tx(async |tx| {
+            let stored: Option<(i64,)> =
+                sqlx::query_as("SELECT revision FROM settings WHERE name = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            if stored.map_or(0, |(revision,)| db_to_u64(revision)) != expected {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO settings (name, revision, body) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+            )
             .bind(key)
-            .fetch_optional(&mut *tx)
+            .bind(u64_to_db(expected + 1))
+            .bind(body)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        if stored.map_or(0, |(revision,)| db_to_u64(revision)) != expected {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO settings (name, revision, body) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
-        )
-        .bind(key)
-        .bind(u64_to_db(expected + 1))
-        .bind(body)
-        .execute(&mut *tx)
+            Ok(true)
+        })
         .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
     }
 }
 
