@@ -181,7 +181,11 @@ pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
         "{} not found: build it (cargo build -p confab) or pass --confab",
         confab.display()
     );
-    eprintln!("nemesis: {}, {} faults:", schedule.source, schedule.faults.len());
+    eprintln!(
+        "nemesis: {}, {} faults:",
+        schedule.source,
+        schedule.faults.len()
+    );
     for planned in &schedule.faults {
         eprintln!(
             "  {:>6.1} s .. {:>6.1} s  {}",
@@ -249,7 +253,9 @@ async fn drive(
     let addrs: Vec<_> = cluster.nodes.iter().map(hosts::Node::http).collect();
     wait_for_ring(&addrs[..args.nodes], args.nodes, SETTLE_MAX)
         .await
-        .ok_or_else(|| anyhow::anyhow!("the cluster never formed a ring of {} nodes", args.nodes))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("the cluster never formed a ring of {} nodes", args.nodes)
+        })?;
     eprintln!("cluster of {} up; {} users talking", args.nodes, args.users);
 
     let seen: Arc<Mutex<Vec<RingSeen>>> = Arc::default();
@@ -341,11 +347,9 @@ async fn drive(
                 membership_at.push(ms());
                 // A spare that cannot start (its store is down or full) is
                 // drained once the faults are over: the schedule goes on.
-                let ready = tokio::time::timeout(
-                    DRAIN_READY_MAX,
-                    cluster.ensure_ready(spare, &members),
-                )
-                .await;
+                let ready =
+                    tokio::time::timeout(DRAIN_READY_MAX, cluster.ensure_ready(spare, &members))
+                        .await;
                 if !matches!(ready, Ok(Ok(()))) {
                     eprintln!(
                         "{:>6.1} s  n{} is not ready: it is drained after the faults",
@@ -357,8 +361,15 @@ async fn drive(
                 }
                 eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
                 left = Some(
-                    drain_spare(cluster, spare, &addrs[..args.nodes], started, &mut states, ms())
-                        .await?,
+                    drain_spare(
+                        cluster,
+                        spare,
+                        &addrs[..args.nodes],
+                        started,
+                        &mut states,
+                        ms(),
+                    )
+                    .await?,
                 );
                 let gone = cluster.nodes[spare].ws();
                 load.urls.lock().expect("urls").retain(|u| *u != gone);
@@ -368,7 +379,17 @@ async fn drive(
     }
     if drain_later {
         cluster.ensure_ready(spare, &members).await?;
-        left = Some(drain_spare(cluster, spare, &addrs[..args.nodes], started, &mut states, ms()).await?);
+        left = Some(
+            drain_spare(
+                cluster,
+                spare,
+                &addrs[..args.nodes],
+                started,
+                &mut states,
+                ms(),
+            )
+            .await?,
+        );
         let gone = cluster.nodes[spare].ws();
         load.urls.lock().expect("urls").retain(|u| *u != gone);
         members.retain(|m| *m != spare);
@@ -388,7 +409,8 @@ async fn drive(
         }
     }
     let settled = wait_for_ring(&addrs[..args.nodes], args.nodes, SETTLE_MAX).await;
-    let settled_ms = settled.map(|at| u64::try_from(at.duration_since(started).as_millis()).unwrap_or(0));
+    let settled_ms =
+        settled.map(|at| u64::try_from(at.duration_since(started).as_millis()).unwrap_or(0));
     tokio::time::sleep(AFTER_SETTLE).await;
     let logs = load.finish_all().await;
     for reader in readers {
@@ -623,7 +645,10 @@ async fn read_sessions(
 
 /// When the node at `addr` stopped answering `/healthz` (ms from `started`).
 async fn gone_at(addr: std::net::SocketAddr, started: Instant) -> u64 {
-    while admin::request("GET", addr, "/healthz", SECRET).await.is_some() {
+    while admin::request("GET", addr, "/healthz", SECRET)
+        .await
+        .is_some()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -740,7 +765,8 @@ fn windows(
 /// Every client operation as one JSON line, in ms from `started`.
 fn write_history(path: &std::path::Path, logs: &[UserLog], started: Instant) -> anyhow::Result<()> {
     use std::io::Write;
-    let ms = |at: Instant| u64::try_from(at.saturating_duration_since(started).as_millis()).unwrap_or(0);
+    let ms =
+        |at: Instant| u64::try_from(at.saturating_duration_since(started).as_millis()).unwrap_or(0);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for log in logs {
         for hello in &log.hellos {
@@ -802,7 +828,9 @@ fn unavailability(logs: &[UserLog], schedule: &Schedule, phase: Instant) -> BTre
             }
             longest = longest.max(to.saturating_duration_since(last));
             let ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
-            let entry = worst.entry(planned.fault.kind().name().to_owned()).or_default();
+            let entry = worst
+                .entry(planned.fault.kind().name().to_owned())
+                .or_default();
             if ms > entry.ms {
                 *entry = Gap {
                     ms,
@@ -919,7 +947,14 @@ fn print_human(s: &Summary) {
         s.turns, s.acked, s.sent_again, s.lost_or_duplicated, s.reads
     );
     let errors: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    println!("errors and closes on the way: {}", if errors.is_empty() { "none".into() } else { errors.join(", ") });
+    println!(
+        "errors and closes on the way: {}",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors.join(", ")
+        }
+    );
     for (kind, gap) in &s.longest_unavailable {
         println!(
             "longest without a reply during {kind}: {} ms ({}, in {})",

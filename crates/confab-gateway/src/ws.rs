@@ -179,6 +179,14 @@ async fn connection(
     };
     // Held until the connection's last queued turn is done, not just its socket.
     let _slot = ConnectionSlot::new(permit);
+    // A draining node closes a new connection at once: activating the session
+    // for a hello first (it is moving away) cost the client most of a second.
+    if *gw.draining.borrow() {
+        let _ = socket
+            .send(close(CLOSE_OVERLOADED, "node is draining: reconnect"))
+            .await;
+        return;
+    }
     let hello = match gw.runtime.hello(uid.clone()).await {
         Ok(info) => ServerFrame::Hello {
             uid: uid.to_string(),

@@ -180,50 +180,17 @@ async fn two_processes_racing_on_a_setting_never_both_win() {
     assert_eq!(two.setting("limits").await.unwrap().unwrap().revision, 20);
 }
 
-/// A tmpfs of `size` at `path`, unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "this test mounts a small tmpfs to fill it: it needs root ({status})"
-        );
-        Tmpfs(path.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A data dir that fills up refuses writes with a clear error, and the
 /// writer serves again once space is freed (after SQLite rolled a failed
 /// write back by itself, the store's writer used to refuse every later
 /// transaction until the process restarted).
 #[tokio::test]
 async fn a_full_disk_refuses_writes_and_the_writer_recovers_once_space_is_freed() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let _tmpfs = Tmpfs::mount(dir.path(), "8m");
+    let disk = confab_testkit::Tmpfs::mount(dir.path(), "8m").unwrap();
     let store = open(dir.path()).await;
     store.append(&[event("disk", 1)]).await.unwrap();
-    let filler = dir.path().join("filler");
-    {
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-    }
+    disk.fill(true).unwrap();
     // Large events, so that the WAL must grow.
     let text = "码".repeat(4000);
     let big: Vec<_> = (2..40)
@@ -237,7 +204,7 @@ async fn a_full_disk_refuses_writes_and_the_writer_recovers_once_space_is_freed(
         .collect();
     let error = store.append(&big).await.unwrap_err().to_string();
     assert!(error.contains("full"), "{error}");
-    std::fs::remove_file(&filler).unwrap();
+    disk.fill(false).unwrap();
     store.append(&big).await.unwrap();
     let back = store
         .events_after(&uid("disk"), Seq(0), 1_000)

@@ -12,6 +12,7 @@
 //!   the check that no turn was lost or applied twice.
 //! - [`netns`]: hosts of the test's own in network namespaces on a bridge, and
 //!   the faults between them (partitions that drop or reset, packet loss).
+//! - [`Tmpfs`]: a small tmpfs that a test fills up and frees (needs root).
 //! - [`TestDatabase`]: a fresh, uniquely named database on a MariaDB/MySQL server
 //!   (usually the shared one, [`shared_mysql_url`]).
 //!
@@ -27,12 +28,14 @@ pub mod netns;
 mod process;
 mod proxy;
 mod redis;
+mod tmpfs;
 
 pub use action_service::{ActionService, Mode};
 pub use database::{TestDatabase, shared_mysql_url, shared_redis_url};
 pub use mariadb::PrivateMariaDb;
 pub use proxy::DelayProxy;
 pub use redis::PrivateRedis;
+pub use tmpfs::Tmpfs;
 
 use std::net::TcpListener;
 

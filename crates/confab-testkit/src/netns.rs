@@ -123,7 +123,16 @@ impl Network {
             run(&["ip", "netns", "add", &host.netns])?;
             network.hosts.push(host.clone());
             run(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+                "ip",
+                "link",
+                "add",
+                &veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
                 &host.netns,
             ])?;
             run(&["ip", "link", "set", &veth, "master", &network.bridge])?;
@@ -134,7 +143,14 @@ impl Network {
                 run(&all)
             };
             inside(&["ip", "link", "set", "lo", "up"])?;
-            inside(&["ip", "addr", "add", &format!("{}/24", host.addr), "dev", "eth0"])?;
+            inside(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", host.addr),
+                "dev",
+                "eth0",
+            ])?;
             inside(&["ip", "link", "set", "eth0", "up"])?;
         }
         Ok(network)
@@ -239,7 +255,14 @@ impl Network {
     }
 
     fn iptables(&self, i: usize, rule: &[&str]) -> Result<(), Refused> {
-        let mut all = vec!["ip", "netns", "exec", &self.hosts[i].netns, "iptables", "-w"];
+        let mut all = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.hosts[i].netns,
+            "iptables",
+            "-w",
+        ];
         all.extend_from_slice(rule);
         run(&all)
     }

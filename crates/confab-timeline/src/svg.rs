@@ -1005,9 +1005,7 @@ fn esc(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::{esc, migration_summary, render, tick_step_ms};
-    use crate::timeline::{
-        EpochMark, FaultMark, MigrationMark, NodeState, Span, Timeline, ViolationMark,
-    };
+    use crate::{EpochMark, FaultMark, MigrationMark, NodeState, Span, Timeline, ViolationMark};
 
     fn sample() -> Timeline {
         Timeline {

@@ -431,7 +431,10 @@ mod tests {
         let found = client_rules(&[log], vec!["u2 m-4: reply seq 15".into()]);
         let rules: Vec<&str> = found.iter().map(|v| v.rule).collect();
         assert_eq!(rules, ["acked-once", "no-stale-read"]);
-        assert!(found[1].text.contains("last_seq 3 after seq 6"), "{found:?}");
+        assert!(
+            found[1].text.contains("last_seq 3 after seq 6"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -546,7 +549,12 @@ mod tests {
             allowed,
         };
         // Down once, back once: steady.
-        let steady = [seen(500, 3), seen(3_000, 4), seen(9_000, 5), seen(20_000, 6)];
+        let steady = [
+            seen(500, 3),
+            seen(3_000, 4),
+            seen(9_000, 5),
+            seen(20_000, 6),
+        ];
         assert!(steady_rules(&steady, &[window(2)]).is_empty());
         let flapping = [seen(500, 3), seen(2_000, 4), seen(2_500, 5), seen(3_000, 6)];
         let found = steady_rules(&flapping, &[window(2)]);

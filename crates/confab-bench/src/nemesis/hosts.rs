@@ -24,38 +24,6 @@ const READY_MAX: Duration = Duration::from_secs(60);
 /// The size of the tmpfs the embedded store lives on.
 const DISK_SIZE: &str = "256m";
 
-/// A tmpfs mounted for the embedded store, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: PathBuf) -> anyhow::Result<Tmpfs> {
-        std::fs::create_dir_all(&path)?;
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={DISK_SIZE}"), "tmpfs"])
-            .arg(&path)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "cannot mount a tmpfs at {} for the embedded store ({status}): the disk fault needs root and mount",
-            path.display()
-        );
-        Ok(Tmpfs(path))
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.0.join("filler")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// One node: its host, its process (none while killed or left) and whether
 /// it is stopped by SIGSTOP.
 pub(crate) struct Node {
@@ -101,7 +69,7 @@ pub(crate) struct Cluster {
     redis_proxy: DelayProxy,
     /// The embedded store's shared data directory, when the nodes use it
     /// (dropped before `_dir`).
-    disk: Option<Tmpfs>,
+    disk: Option<confab_testkit::Tmpfs>,
     _dir: tempfile::TempDir,
     pub(crate) logs: PathBuf,
     mutation: Option<String>,
@@ -131,11 +99,14 @@ impl Cluster {
             DelayProxy::start_on(gateway, ([127, 0, 0, 1], mysql.port()).into()).await;
         let redis_proxy =
             DelayProxy::start_on(gateway, ([127, 0, 0, 1], redis.port()).into()).await;
-        let dir = tempfile::Builder::new().prefix("confab-nemesis-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("confab-nemesis-")
+            .tempdir()?;
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs)?;
         let disk = if embedded {
-            Some(Tmpfs::mount(dir.path().join("shared"))?)
+            let path = dir.path().join("shared");
+            Some(confab_testkit::Tmpfs::mount(&path, DISK_SIZE).map_err(|e| anyhow::anyhow!(e))?)
         } else {
             None
         };
@@ -146,9 +117,10 @@ impl Cluster {
             .map(|(i, host)| {
                 // Sharing the embedded store means sharing its data dir, as
                 // `confab up`'s nodes do.
-                let data = disk
-                    .as_ref()
-                    .map_or_else(|| dir.path().join(format!("n{}", i + 1)), |d| d.0.clone());
+                let data = disk.as_ref().map_or_else(
+                    || dir.path().join(format!("n{}", i + 1)),
+                    |d| d.path().to_owned(),
+                );
                 let clock = dir.path().join(format!("n{}.clock", i + 1));
                 Node {
                     id: format!("n{}", i + 1),
@@ -292,7 +264,11 @@ impl Cluster {
         }
         let deadline = Instant::now() + READY_MAX;
         let http = self.nodes[i].http();
-        while crate::admin::request("GET", http, "/readyz", "").await.map(|r| r.0) != Some(200) {
+        while crate::admin::request("GET", http, "/readyz", "")
+            .await
+            .map(|r| r.0)
+            != Some(200)
+        {
             let exited = self.nodes[i]
                 .child
                 .as_mut()
@@ -394,7 +370,7 @@ impl Cluster {
     /// loopback), or the embedded store's file.
     pub(crate) fn store_rows(&self) -> super::checker::Rows {
         match &self.disk {
-            Some(disk) => super::checker::Rows::Sqlite(disk.0.join("confab.db")),
+            Some(disk) => super::checker::Rows::Sqlite(disk.path().join("confab.db")),
             None => super::checker::Rows::Mysql(self.mysql.url()),
         }
     }
@@ -402,20 +378,10 @@ impl Cluster {
     /// Fills the embedded store's data dir (`true`) until a write fails for
     /// want of space, or frees it (`false`).
     pub(crate) fn fill_disk(&self, full: bool) -> anyhow::Result<()> {
-        use std::io::Write;
         let Some(disk) = &self.disk else {
             anyhow::bail!("the disk fault needs --store embedded");
         };
-        if !full {
-            let _ = std::fs::remove_file(disk.filler());
-            return Ok(());
-        }
-        let mut file = std::fs::File::create(disk.filler())?;
-        let chunk = vec![0u8; 1 << 20];
-        // Bounded by the tmpfs's size: the write that finds no room ends it.
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.flush();
-        Ok(())
+        Ok(disk.fill(full)?)
     }
 
     /// Stops every node: SIGCONT to any paused, then SIGTERM, so each

@@ -264,7 +264,10 @@ impl Schedule {
             )],
             _ => {
                 let known: Vec<&str> = NAMED.iter().map(|(n, _)| *n).collect();
-                anyhow::bail!("no schedule {name:?}: the named ones are {}", known.join(", "));
+                anyhow::bail!(
+                    "no schedule {name:?}: the named ones are {}",
+                    known.join(", ")
+                );
             }
         };
         let duration_ms = faults.last().map_or(0, |f| f.heal_ms) + 3_000;
@@ -428,7 +431,9 @@ mod tests {
                 .all(|p| matches!(p.fault.kind(), Kind::Pause | Kind::Kill))
         );
         assert_eq!(s.join_ms, None);
-        let e = Kind::parse_list("pause,flood", false).unwrap_err().to_string();
+        let e = Kind::parse_list("pause,flood", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flood") && e.contains("partition"), "{e}");
         let e = Kind::parse_list("disk", false).unwrap_err().to_string();
         assert!(e.contains("--store embedded"), "{e}");

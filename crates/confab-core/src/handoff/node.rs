@@ -160,10 +160,7 @@ impl<S> Node<S> {
         // The sessions talked to last go first: a user talking now waits for
         // their state at the new owner, the thousands of idle ones do not.
         handoffs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        handoffs
-            .into_iter()
-            .map(|(_, uid, to)| (uid, to))
-            .collect()
+        handoffs.into_iter().map(|(_, uid, to)| (uid, to)).collect()
     }
 
     /// The resident sessions `ring` gives to other nodes, by new owner (`None`:
