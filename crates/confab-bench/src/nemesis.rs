@@ -662,7 +662,10 @@ async fn watch_ring(
     seen: Arc<Mutex<Vec<RingSeen>>>,
 ) {
     loop {
-        if let Some((epoch, members)) = admin::ring(addr, SECRET).await {
+        // Epoch 0: the node is on no ring yet (it has just started).
+        if let Some((epoch, members)) = admin::ring(addr, SECRET).await
+            && epoch > 0
+        {
             let at_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             seen.lock().expect("rings").push(RingSeen {
                 at_ms,
@@ -853,6 +856,21 @@ fn picture(
     seen: &[RingSeen],
 ) -> Timeline {
     let spare = hosts - 1;
+    // The spare is up from the first ring seen to hold it, after it started.
+    let joined = states
+        .0
+        .iter()
+        .find(|(_, node, state)| *node == spare && *state == NodeState::Joining)
+        .map(|(at, _, _)| *at);
+    let spare_name = format!("n{}", spare + 1);
+    if let Some(up) = joined.and_then(|from| {
+        seen.iter()
+            .filter(|ring| ring.at_ms >= from && ring.members.contains(&spare_name))
+            .map(|ring| ring.at_ms)
+            .min()
+    }) {
+        states.0.push((up, spare, NodeState::Up));
+    }
     let mut spans = Vec::new();
     states.0.sort_by_key(|(at, node, _)| (*node, *at));
     for node in 0..hosts {

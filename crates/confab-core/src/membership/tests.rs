@@ -706,3 +706,25 @@ fn a_node_that_regains_the_quorum_gives_the_members_still_silent_a_fresh_grace()
     beat(&mut m, 4_300, 3);
     assert!(m.serving(4_300));
 }
+
+#[test]
+fn a_member_is_heard_only_within_the_quorum_window() {
+    // What a forward is judged by: a heartbeat within half of down_after_ms,
+    // not an open socket.
+    let three = three_up();
+    let config = MembershipConfig::default();
+    let window = config.down_after_ms / 2;
+    let mut m = Membership::new(id(1), config);
+    m.handle(0, Input::Start);
+    proposals(&mut m, &three, 0);
+    assert!(m.hears(&id(1), 0), "a node always hears itself");
+    assert!(!m.hears(&id(2), 0), "never heard");
+    beat(&mut m, 100, 2);
+    assert!(m.hears(&id(2), 100));
+    assert!(m.hears(&id(2), 100 + window - 1));
+    assert!(
+        !m.hears(&id(2), 100 + window),
+        "silent for the whole window"
+    );
+    assert!(!m.hears(&id(3), 100 + window));
+}
