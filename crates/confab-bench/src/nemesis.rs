@@ -360,39 +360,23 @@ async fn drive(
                     continue;
                 }
                 eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
-                left = Some(
-                    drain_spare(
-                        cluster,
-                        spare,
-                        &addrs[..args.nodes],
-                        started,
-                        &mut states,
-                        ms(),
-                    )
-                    .await?,
-                );
-                let gone = cluster.nodes[spare].ws();
-                load.urls.lock().expect("urls").retain(|u| *u != gone);
-                members.retain(|m| *m != spare);
+                let drain = Drain {
+                    spare,
+                    nodes: args.nodes,
+                    started,
+                };
+                left = Some(drain.run(cluster, &mut states, &load, &mut members).await?);
             }
         }
     }
     if drain_later {
         cluster.ensure_ready(spare, &members).await?;
-        left = Some(
-            drain_spare(
-                cluster,
-                spare,
-                &addrs[..args.nodes],
-                started,
-                &mut states,
-                ms(),
-            )
-            .await?,
-        );
-        let gone = cluster.nodes[spare].ws();
-        load.urls.lock().expect("urls").retain(|u| *u != gone);
-        members.retain(|m| *m != spare);
+        let drain = Drain {
+            spare,
+            nodes: args.nodes,
+            started,
+        };
+        left = Some(drain.run(cluster, &mut states, &load, &mut members).await?);
     }
 
     // Everything heals; the ring must settle and every session serve again.
@@ -576,28 +560,47 @@ async fn heal_all(
 /// its drain to the end of the faults.
 const DRAIN_READY_MAX: Duration = Duration::from_secs(10);
 
-/// Asks the members at `addrs` to drain the spare; returns the task that
-/// tells when it stopped answering.
-async fn drain_spare(
-    cluster: &Cluster,
+/// The drain of the spare.
+struct Drain {
     spare: usize,
-    addrs: &[std::net::SocketAddr],
+    /// The first `nodes` nodes are asked to drain it.
+    nodes: usize,
+    /// When the run started.
     started: Instant,
-    states: &mut States,
-    now: u64,
-) -> anyhow::Result<tokio::task::JoinHandle<u64>> {
-    states.0.push((now, spare, NodeState::Up));
-    let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
-    let mut asked = false;
-    for addr in addrs {
-        if let Some((200, _)) = admin::request("POST", *addr, &path, SECRET).await {
-            asked = true;
-            break;
+}
+
+impl Drain {
+    /// Asks the first nodes to drain the spare, takes it off the clients'
+    /// list and the members; returns the task that tells when it stopped
+    /// answering.
+    async fn run(
+        &self,
+        cluster: &Cluster,
+        states: &mut States,
+        load: &Load,
+        members: &mut Vec<usize>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<u64>> {
+        let spare = self.spare;
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        states.0.push((now, spare, NodeState::Up));
+        let path = format!("/admin/v1/nodes/n{}/drain", spare + 1);
+        let mut asked = false;
+        for node in &cluster.nodes[..self.nodes] {
+            if let Some((200, _)) = admin::request("POST", node.http(), &path, SECRET).await {
+                asked = true;
+                break;
+            }
         }
+        anyhow::ensure!(asked, "no node accepted the drain of n{}", spare + 1);
+        states.0.push((now, spare, NodeState::Draining));
+        let gone = cluster.nodes[spare].ws();
+        load.urls.lock().expect("urls").retain(|u| *u != gone);
+        members.retain(|m| *m != spare);
+        Ok(tokio::spawn(gone_at(
+            cluster.nodes[spare].http(),
+            self.started,
+        )))
     }
-    anyhow::ensure!(asked, "no node accepted the drain of n{}", spare + 1);
-    states.0.push((now, spare, NodeState::Draining));
-    Ok(tokio::spawn(gone_at(cluster.nodes[spare].http(), started)))
 }
 
 /// Reads asked of one node and not answered yet, at most: a paused node
