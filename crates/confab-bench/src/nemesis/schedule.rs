@@ -240,28 +240,18 @@ impl Schedule {
             heal_ms,
             fault,
         };
+        let cut_off = |node, cut| Fault::Partition {
+            minority: vec![node],
+            cut,
+        };
         let faults = match name {
             "stale-hello-after-pause" => vec![one(2_000, 8_000, Fault::Pause { node: 0 })],
             "pause-declares-all-down" => vec![
                 one(2_000, 7_000, Fault::Pause { node: 1 }),
                 one(12_000, 17_000, Fault::Pause { node: 1 }),
             ],
-            "silent-partition" => vec![one(
-                2_000,
-                17_000,
-                Fault::Partition {
-                    minority: vec![2],
-                    cut: Cut::Drop,
-                },
-            )],
-            "reset-partition" => vec![one(
-                2_000,
-                12_000,
-                Fault::Partition {
-                    minority: vec![1],
-                    cut: Cut::Reset,
-                },
-            )],
+            "silent-partition" => vec![one(2_000, 17_000, cut_off(2, Cut::Drop))],
+            "reset-partition" => vec![one(2_000, 12_000, cut_off(1, Cut::Reset))],
             _ => {
                 let known: Vec<&str> = NAMED.iter().map(|(n, _)| *n).collect();
                 anyhow::bail!(
