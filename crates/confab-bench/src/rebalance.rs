@@ -19,6 +19,7 @@
 
 use crate::turns::{token, ws_config};
 use anyhow::Context;
+use confab_testkit::free_port;
 use confab_testkit::load::{Load, Tokens, TurnLog, UserLog, check};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -146,12 +147,6 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn start_node(
     confab: &Path,
     data: &Path,
@@ -159,7 +154,7 @@ async fn start_node(
     cluster_port: u16,
     seed: Option<&str>,
 ) -> anyhow::Result<NodeProc> {
-    let http = free_port()?;
+    let http = free_port();
     let log = std::fs::File::create(data.join(format!("{id}.log")))?;
     let mut command = Command::new(confab);
     command
@@ -398,11 +393,11 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let bare = bare_actor_kib(args.sessions).await?;
 
-    let seed_port = free_port()?;
+    let seed_port = free_port();
     let seed = format!("127.0.0.1:{seed_port}");
     let mut nodes = vec![start_node(&confab, data.path(), "node-1", seed_port, None).await?];
     for id in ["node-2", "node-3"] {
-        nodes.push(start_node(&confab, data.path(), id, free_port()?, Some(&seed)).await?);
+        nodes.push(start_node(&confab, data.path(), id, free_port(), Some(&seed)).await?);
     }
     let deadline = Instant::now() + WAIT;
     for node in &nodes {
@@ -439,7 +434,7 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     tokio::time::sleep(STEADY).await;
 
     let join_at = Instant::now();
-    nodes.push(start_node(&confab, data.path(), "node-4", free_port()?, Some(&seed)).await?);
+    nodes.push(start_node(&confab, data.path(), "node-4", free_port(), Some(&seed)).await?);
     let deadline = Instant::now() + WAIT;
     for node in &nodes {
         while ring_members(node).await != 4 {

@@ -39,12 +39,36 @@ pub use tmpfs::Tmpfs;
 
 use std::net::TcpListener;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: binds port 0, reads the
-/// port the kernel chose and closes the socket.
+/// Where [`free_port`] picks: below Linux's default ephemeral range
+/// (32768–60999), so that no outgoing connection of any process is given the
+/// port as its local port while a server of ours is down between a kill and a
+/// restart on the same port (a restart once failed with "Address already in
+/// use" that way, in a full test run).
+const PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// How many random ports of [`PORTS`] [`free_port`] tries before it gives up.
+const PORT_TRIES: usize = 1_000;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago: picks a random port of
+/// 20000–32767 that binds, and closes the socket.
 ///
 /// Another process may take the port before the caller binds it; the server
 /// helpers retry with another port when that happens.
+///
+/// # Panics
+///
+/// If none of 1,000 random ports binds.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new();
+    let span = PORTS.end - PORTS.start;
+    for attempt in 0..PORT_TRIES {
+        let mut hasher = seed.build_hasher();
+        hasher.write_usize(attempt);
+        let port = PORTS.start + (hasher.finish() % u64::from(span)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port among {PORT_TRIES} random ones of {PORTS:?} on 127.0.0.1")
 }

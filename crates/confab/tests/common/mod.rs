@@ -21,13 +21,7 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 /// How long any single wait may take before the test fails as hung.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use confab_testkit::free_port;
 
 /// `n` consecutive ports that were free a moment ago (for `confab up`, whose
 /// node i listens on P+i-1).
