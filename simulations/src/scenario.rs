@@ -220,6 +220,10 @@ pub struct Handoff {
     /// and an old owner waits for the new owner's answer (ms).
     #[serde(alias = "timeout_ms")]
     pub hold_ms: u64,
+    /// Sessions handing off at once on one node, at most. Production's 2,048
+    /// never binds on a few hundred sessions; 16 makes every join and drain
+    /// of the shipped scenarios pace its handoff.
+    pub handoff_max: usize,
 }
 
 impl Default for Handoff {
@@ -227,6 +231,7 @@ impl Default for Handoff {
         Self {
             queue_max: 64,
             hold_ms: 1_000,
+            handoff_max: 16,
         }
     }
 }

@@ -66,6 +66,10 @@ pub(crate) struct RebalanceArgs {
     /// end, to see why a run was slow.
     #[arg(long)]
     keep_logs: Option<PathBuf>,
+    /// The nodes' log filter (`RUST_LOG`), `info` to see when each node
+    /// adopted each ring and handed sessions off.
+    #[arg(long, default_value = "warn")]
+    node_log: String,
 }
 
 #[derive(Serialize)]
@@ -153,6 +157,7 @@ async fn start_node(
     id: &str,
     cluster_port: u16,
     seed: Option<&str>,
+    log_filter: &str,
 ) -> anyhow::Result<NodeProc> {
     let http = free_port();
     let log = std::fs::File::create(data.join(format!("{id}.log")))?;
@@ -165,7 +170,7 @@ async fn start_node(
         .arg("--data-dir")
         .arg(data)
         .args(["--jwt-secret", SECRET])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log_filter)
         .env("CONFAB_RUNTIME__PASSIVATE_AFTER_S", "3600")
         .env("CONFAB_RUNTIME__MAX_RESIDENT_SESSIONS", "1000000")
         .stdin(Stdio::null())
@@ -395,9 +400,29 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
 
     let seed_port = free_port();
     let seed = format!("127.0.0.1:{seed_port}");
-    let mut nodes = vec![start_node(&confab, data.path(), "node-1", seed_port, None).await?];
+    let mut nodes = vec![
+        start_node(
+            &confab,
+            data.path(),
+            "node-1",
+            seed_port,
+            None,
+            &args.node_log,
+        )
+        .await?,
+    ];
     for id in ["node-2", "node-3"] {
-        nodes.push(start_node(&confab, data.path(), id, free_port(), Some(&seed)).await?);
+        nodes.push(
+            start_node(
+                &confab,
+                data.path(),
+                id,
+                free_port(),
+                Some(&seed),
+                &args.node_log,
+            )
+            .await?,
+        );
     }
     let deadline = Instant::now() + WAIT;
     for node in &nodes {
@@ -434,7 +459,17 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     tokio::time::sleep(STEADY).await;
 
     let join_at = Instant::now();
-    nodes.push(start_node(&confab, data.path(), "node-4", free_port(), Some(&seed)).await?);
+    nodes.push(
+        start_node(
+            &confab,
+            data.path(),
+            "node-4",
+            free_port(),
+            Some(&seed),
+            &args.node_log,
+        )
+        .await?,
+    );
     let deadline = Instant::now() + WAIT;
     for node in &nodes {
         while ring_members(node).await != 4 {

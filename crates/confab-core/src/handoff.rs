@@ -24,7 +24,9 @@
 //!    old owner forwards by that ring.
 //! 2. It adopts the ring ([`Node::adopt`]): the moved sessions leave its
 //!    resident set (later turns are routed by the new ring, that is forwarded),
-//!    and each is told to hand off ([`SessionInput::HandOff`]).
+//!    and each is told to hand off ([`SessionInput::HandOff`]), at most
+//!    `handoff_max` at once, the sessions talked to last first; each that stops
+//!    lets the next one go ([`Node::handed`]).
 //! 3. Each moved session serves the turns queued to it before the move, then
 //!    hands its state to the outbox ([`SessionOutput::SendState`]). The outbox
 //!    batches states per new owner and reports, for each, whether it was taken.
@@ -48,7 +50,7 @@ mod node;
 mod outbox;
 mod session;
 
-pub use node::{Admit, Arrival, Expect, Limit, Node};
+pub use node::{Admit, Adopted, Arrival, Expect, HandOff, Limit, Node};
 pub use outbox::{Batch, Moved, Outbox};
 pub use session::{Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start};
 
@@ -69,6 +71,12 @@ pub struct HandoffConfig {
     pub resident_max: usize,
     /// Turns queued to one session (waiting and in flight), at most.
     pub queue_max: usize,
+    /// Sessions handing off at once on one node, at most (told to, and not
+    /// stopped yet). A ring change moves tens of thousands at once; the rest
+    /// wait their turn, the sessions talked to last first, so that the turns
+    /// of users talking now interleave with the handoff instead of queueing
+    /// behind all of it.
+    pub handoff_max: usize,
     /// How long a state that arrived with no turn waiting is kept (ms).
     pub arrived_keep_ms: u64,
 }
@@ -82,6 +90,7 @@ impl Default for HandoffConfig {
             gather_max: 256 * 8,
             resident_max: 100_000,
             queue_max: 64,
+            handoff_max: 2_048,
             arrived_keep_ms: 300_000,
         }
     }

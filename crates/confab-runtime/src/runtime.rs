@@ -350,6 +350,8 @@ impl Runtime {
     pub async fn set_ring(&self, ring: confab_core::ring::Ring) {
         metrics::gauge!("confab_ring_epoch").set(ring.epoch().0 as f64);
         let ring = Arc::new(ring);
+        let epoch = ring.epoch();
+        let asked = std::time::Instant::now();
         let _ = self
             .supervisor
             .call(
@@ -372,6 +374,7 @@ impl Runtime {
             .ring_since
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        tracing::info!(epoch = %epoch, announced_after_ms = asked.elapsed().as_millis() as u64, "routing by the new ring");
         let _ = self.supervisor.cast(SupervisorMsg::RingChanged);
     }
 

@@ -19,7 +19,7 @@ use crate::wire::{Expect, HandoffState};
 use crate::{Runtime, Shared, TurnError};
 use base64::Engine as _;
 use confab_core::Uid;
-use confab_core::handoff::{self, Admit, Arrival, Start};
+use confab_core::handoff::{self, Admit, Arrival, HandOff, Start};
 use confab_core::ring::Ring;
 use confab_store::StoredSnapshot;
 use ractor::rpc::CallResult;
@@ -55,6 +55,9 @@ pub struct SupervisorState {
     node: handoff::Node<Vec<u8>>,
     /// The actors of the resident sessions.
     sessions: BTreeMap<Uid, Resident>,
+    /// The actors of sessions a ring moved away that wait their turn to hand
+    /// off (the machine paces the handoff; no turn is routed to them).
+    leaving: BTreeMap<Uid, Resident>,
     by_actor: BTreeMap<ActorId, Uid>,
     stopping: bool,
     /// Sessions whose actor may wait for its state from the old owner.
@@ -82,6 +85,7 @@ impl Actor for SessionSupervisor {
             shared: args.shared,
             node,
             sessions: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             by_actor: BTreeMap::new(),
             stopping: false,
             awaiting: BTreeMap::new(),
@@ -282,17 +286,21 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Drops the map entry of a stopped actor, if it is still the uid's actor.
+    /// Drops the map entry of a stopped actor, if it is still the uid's actor;
+    /// a session that was handing off (or waiting to) lets the next one go.
     fn forget(&mut self, actor: ActorId) -> Option<Uid> {
         let uid = self.by_actor.remove(&actor)?;
-        if self
-            .sessions
-            .get(&uid)
-            .is_some_and(|r| r.actor.get_id() == actor)
-        {
+        let is_this = |r: &Resident| r.actor.get_id() == actor;
+        if self.sessions.get(&uid).is_some_and(is_this) {
             self.sessions.remove(&uid);
             self.node.forget(&uid);
             self.publish_resident();
+        } else {
+            if self.leaving.get(&uid).is_some_and(is_this) {
+                self.leaving.remove(&uid);
+            }
+            let next = self.node.handed(&uid);
+            self.tell_hand_off(next);
         }
         Some(uid)
     }
@@ -310,29 +318,47 @@ impl SupervisorState {
     }
 
     /// The ring in force changed: the machine says which resident sessions
-    /// leave, and each actor, behind the turns already queued to it, hands
-    /// its state to its new owner and stops.
+    /// leave, and which of them hand off now; each actor told, behind the
+    /// turns already queued to it, hands its state to its new owner and stops,
+    /// and lets the next one go ([`Self::forget`]).
     fn hand_off_moved(&mut self) {
         let ring = self.shared.ring();
         let shared = Arc::clone(&self.shared);
-        let moved = self.node.adopt(&ring, |o| shared.peer(o).is_some());
-        if moved.is_empty() {
-            return;
-        }
-        let reason = self.shared.drain.move_reason();
-        info!(sessions = moved.len(), epoch = %ring.epoch(), reason, "ring changed; handing moved sessions off");
-        metrics::counter!("confab_migrations_total", "reason" => reason)
-            .increment(moved.len() as u64);
-        for (uid, to) in moved {
-            if let Some(resident) = self.sessions.remove(&uid) {
-                // Removed first: a later turn is forwarded, never reaches this actor.
-                let _ = resident.actor.cast(SessionMsg::HandOff {
-                    to,
-                    epoch: ring.epoch(),
-                });
+        let started = std::time::Instant::now();
+        let adopted = self.node.adopt(&ring, |o| shared.peer(o).is_some());
+        for uid in adopted.back {
+            if let Some(resident) = self.leaving.remove(&uid) {
+                self.sessions.insert(uid, resident);
             }
         }
+        // Removed first: a later turn is forwarded, never reaches these actors.
+        for uid in &adopted.left {
+            if let Some(resident) = self.sessions.remove(uid) {
+                self.leaving.insert(uid.clone(), resident);
+            }
+        }
+        let telling = adopted.hand_off.len();
+        self.tell_hand_off(adopted.hand_off);
         self.publish_resident();
+        if !adopted.left.is_empty() {
+            let reason = self.shared.drain.move_reason();
+            info!(sessions = adopted.left.len(), now = telling, epoch = %ring.epoch(), reason, took_ms = started.elapsed().as_millis() as u64, "ring changed; handing moved sessions off");
+            metrics::counter!("confab_migrations_total", "reason" => reason)
+                .increment(adopted.left.len() as u64);
+        }
+    }
+
+    /// Tells each session's actor to hand off; one whose actor is gone lets
+    /// the next one go at once.
+    fn tell_hand_off(&mut self, mut handoffs: Vec<HandOff>) {
+        while let Some(HandOff { uid, to, epoch }) = handoffs.pop() {
+            match self.leaving.remove(&uid) {
+                Some(resident) => {
+                    let _ = resident.actor.cast(SessionMsg::HandOff { to, epoch });
+                }
+                None => handoffs.extend(self.node.handed(&uid)),
+            }
+        }
     }
 
     /// Before this node routes by `ring`: tells each new owner which of the
@@ -341,7 +367,11 @@ impl SupervisorState {
     /// before any turn is forwarded by `ring` (the link to a node is ordered).
     fn announce(&self, ring: &Ring) {
         let shared = &self.shared;
-        for expect in self.node.announce(ring, |o| shared.peer(o).is_some()) {
+        let started = std::time::Instant::now();
+        let expects = self.node.announce(ring, |o| shared.peer(o).is_some());
+        let computed = started.elapsed();
+        let sessions: usize = expects.iter().map(|e| e.uids.len()).sum();
+        for expect in expects {
             let Some(peer) = shared.peer(&expect.to) else {
                 continue;
             };
@@ -350,6 +380,9 @@ impl SupervisorState {
                 uids: expect.uids,
             };
             let _ = peer.cast(crate::wire::PeerMsg::Expect(crate::wire::Wire(expect)));
+        }
+        if sessions > 0 {
+            info!(sessions, epoch = %ring.epoch(), computed_ms = computed.as_millis() as u64, took_ms = started.elapsed().as_millis() as u64, "announced the sessions the ring moves to their new owners");
         }
     }
 
@@ -383,7 +416,7 @@ impl SupervisorState {
 
     async fn snapshot_all(&mut self) -> Result<usize, TurnError> {
         let mut snapshots: Vec<StoredSnapshot> = Vec::new();
-        for resident in self.sessions.values() {
+        for resident in self.sessions.values().chain(self.leaving.values()) {
             let taken = resident
                 .actor
                 .call(
@@ -402,7 +435,11 @@ impl SupervisorState {
                 .await
                 .map_err(|e| TurnError::Unavailable(format!("shutdown snapshots: {e}")))?;
         }
-        for resident in std::mem::take(&mut self.sessions).into_values() {
+        let leaving = std::mem::take(&mut self.leaving).into_values();
+        for resident in std::mem::take(&mut self.sessions)
+            .into_values()
+            .chain(leaving)
+        {
             resident.actor.stop(Some("node shutdown".into()));
         }
         self.node.clear();

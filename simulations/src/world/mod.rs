@@ -17,8 +17,8 @@ use crate::timeline::{
 use crate::trace::{Record, Trace};
 use confab_core::fencing::{self, Claim};
 use confab_core::handoff::{
-    self, Admit, Arrival, HandoffConfig, Outbox, Phase, Refusal as HRefusal, Served, Session,
-    SessionInput, SessionOutput,
+    self, Admit, Arrival, HandOff, HandoffConfig, Outbox, Phase, Refusal as HRefusal, Served,
+    Session, SessionInput, SessionOutput,
 };
 use confab_core::links::{DialConfig, Dialer};
 use confab_core::membership::{
@@ -430,6 +430,9 @@ struct Node {
     held: BTreeMap<u64, Held>,
     /// The holder of each resident session.
     resident: BTreeMap<u32, u64>,
+    /// The holders of sessions a ring moved away that wait their turn to hand
+    /// off (the core paces the handoff).
+    leaving: BTreeMap<u32, u64>,
     /// Claims asked for in this step, sent together when it ends.
     claims: Vec<ClaimAsk>,
     drained: bool,
@@ -680,6 +683,7 @@ impl World {
         let handoff = HandoffConfig {
             hold_ms: scenario.handoff.hold_ms,
             queue_max: scenario.handoff.queue_max,
+            handoff_max: scenario.handoff.handoff_max,
             resident_max: scenario.sessions.max(1) as usize,
             ..HandoffConfig::default()
         };
@@ -702,6 +706,7 @@ impl World {
                     outbox_timer: None,
                     held: BTreeMap::new(),
                     resident: BTreeMap::new(),
+                    leaving: BTreeMap::new(),
                     claims: Vec::new(),
                     drained: false,
                     shown: (NodeState::Off, 0),
@@ -1085,6 +1090,7 @@ impl World {
         n.outbox_timer = None;
         n.held.clear();
         n.resident.clear();
+        n.leaving.clear();
         n.claims.clear();
         n.drained = false;
         n.dialer = Dialer::new(n.id.clone(), self.dial);
@@ -1114,6 +1120,7 @@ impl World {
         n.life = Life::Crashed;
         n.held.clear();
         n.resident.clear();
+        n.leaving.clear();
         n.handoff.clear();
         n.paused_until = 0;
         // What was on its links in either direction is gone with it.

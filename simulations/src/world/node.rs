@@ -379,10 +379,17 @@ impl World {
                 SessionOutput::Stop => {
                     let n = &mut self.nodes[node];
                     n.held.remove(&hid);
+                    let uid = &self.uids[s as usize];
                     if n.resident.get(&s) == Some(&hid) {
                         n.resident.remove(&s);
-                        let uid = &self.uids[s as usize];
                         n.handoff.forget(uid);
+                    } else {
+                        // It was handing off (or waiting to): the next one goes.
+                        if n.leaving.get(&s) == Some(&hid) {
+                            n.leaving.remove(&s);
+                        }
+                        let next = n.handoff.handed(uid);
+                        self.tell_hand_off(node, next);
                     }
                     self.check_drained(node);
                     return;
@@ -556,6 +563,7 @@ impl World {
                     self.nodes[node].life = Life::Left;
                     self.nodes[node].held.clear();
                     self.nodes[node].resident.clear();
+                    self.nodes[node].leaving.clear();
                     self.nodes[node].handoff.clear();
                     self.show(node, NodeState::Off);
                     return;
@@ -734,7 +742,13 @@ impl World {
             .collect();
         let n = &mut self.nodes[node];
         n.ring = ring;
-        let moved = n.handoff.adopt(&n.ring, |o| linked.contains(o));
+        let adopted = n.handoff.adopt(&n.ring, |o| linked.contains(o));
+        for uid in &adopted.back {
+            let s: u32 = uid.as_str()[1..].parse().expect("a simulated uid");
+            if let Some(hid) = n.leaving.remove(&s) {
+                n.resident.insert(s, hid);
+            }
+        }
         // A session this node serves and keeps under the new ring holds it at
         // that epoch: a move to here announced at an epoch between ends.
         let kept: Vec<(u32, u64)> = self
@@ -743,16 +757,23 @@ impl World {
             .filter(|(_, m)| m.1 == node)
             .filter_map(|(s, _)| n.resident.get(s).map(|hid| (*s, *hid)))
             .collect();
-        for (uid, to) in moved {
-            let s = self.session_of(&uid);
-            let Some(hid) = self.nodes[node].resident.remove(&s) else {
-                continue;
-            };
-            if let Some(to) = &to {
-                self.moves.insert((node, s), (node_of(to), epoch, self.now));
+        // The moved sessions leave the resident set; turns for them are
+        // forwarded from now on.
+        for uid in &adopted.left {
+            let s: u32 = uid.as_str()[1..].parse().expect("a simulated uid");
+            if let Some(hid) = n.resident.remove(&s) {
+                n.leaving.insert(s, hid);
             }
-            self.session_input(node, hid, SessionInput::HandOff { to, epoch });
         }
+        // Where each waiting session goes now (checked by announce-before-route).
+        for s in n.leaving.keys() {
+            let owner = n.ring.owner(&self.uids[*s as usize]);
+            if let Some(to) = owner.filter(|o| **o != n.id && linked.contains(o)) {
+                self.moves
+                    .insert((node, *s), (node_of(to), epoch, self.now));
+            }
+        }
+        self.tell_hand_off(node, adopted.hand_off);
         for (s, hid) in kept {
             let active = self.nodes[node]
                 .held
@@ -764,5 +785,17 @@ impl World {
             }
         }
         self.check_drained(node);
+    }
+
+    /// Tells each session to hand off; one whose holder is gone lets the next
+    /// one go at once.
+    fn tell_hand_off(&mut self, node: usize, mut handoffs: Vec<HandOff>) {
+        while let Some(HandOff { uid, to, epoch }) = handoffs.pop() {
+            let s = self.session_of(&uid);
+            match self.nodes[node].leaving.remove(&s) {
+                Some(hid) => self.session_input(node, hid, SessionInput::HandOff { to, epoch }),
+                None => handoffs.extend(self.nodes[node].handoff.handed(&uid)),
+            }
+        }
     }
 }

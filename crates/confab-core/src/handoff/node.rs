@@ -5,7 +5,8 @@ use super::{Destination, HandoffConfig, Start};
 use crate::ids::{Epoch, NodeId, Uid};
 use crate::mutation::{self, Mutation};
 use crate::ring::Ring;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An announcement to a new owner: these sessions, resident on the sender,
 /// are handed to it at `epoch`.
@@ -17,6 +18,31 @@ pub struct Expect {
     pub epoch: Epoch,
     /// The sessions, in order.
     pub uids: Vec<Uid>,
+}
+
+/// A moved session to tell to hand off ([`super::SessionInput::HandOff`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOff {
+    /// Whose.
+    pub uid: Uid,
+    /// Its new owner, if this node is linked to it.
+    pub to: Destination,
+    /// The epoch of the ring that moved it.
+    pub epoch: Epoch,
+}
+
+/// What adopting a ring changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Adopted {
+    /// The sessions that left the resident set (their turns are forwarded
+    /// from now on), in uid order.
+    pub left: Vec<Uid>,
+    /// The sessions to tell to hand off now (more follow as these stop, see
+    /// [`Node::handed`]).
+    pub hand_off: Vec<HandOff>,
+    /// Sessions that were waiting to hand off and that the ring gives back to
+    /// this node: resident again, as they were.
+    pub back: Vec<Uid>,
 }
 
 /// What to do with a turn for a session the router says this node serves.
@@ -65,6 +91,13 @@ pub struct Node<S> {
     expected: BTreeMap<Uid, u64>,
     /// States that arrived with no turn waiting, and when.
     arrived: BTreeMap<Uid, (Option<S>, u64)>,
+    /// Sessions a ring moved away that wait their turn to hand off, with the
+    /// time of their last turn (the key of `queue`).
+    leaving: BTreeMap<Uid, (u64, HandOff)>,
+    /// `leaving` in the order they go: talked to last first, then by uid.
+    queue: BTreeSet<(Reverse<u64>, Uid)>,
+    /// Sessions told to hand off that have not stopped yet.
+    handing: BTreeSet<Uid>,
 }
 
 impl<S> Node<S> {
@@ -76,6 +109,9 @@ impl<S> Node<S> {
             resident: BTreeMap::new(),
             expected: BTreeMap::new(),
             arrived: BTreeMap::new(),
+            leaving: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            handing: BTreeSet::new(),
         }
     }
 
@@ -119,8 +155,8 @@ impl<S> Node<S> {
     }
 
     /// Before this node routes by `next`: the announcements to send, one per
-    /// new owner that `linked` says is reachable, naming the resident sessions
-    /// `next` moves there.
+    /// new owner that `linked` says is reachable, naming the sessions resident
+    /// here, or waiting to hand off, that `next` gives there.
     pub fn announce(&self, next: &Ring, linked: impl Fn(&NodeId) -> bool) -> Vec<Expect> {
         if mutation::active(Mutation::RouteBeforeExpect) {
             return Vec::new();
@@ -139,39 +175,108 @@ impl<S> Node<S> {
     }
 
     /// This node now routes by `ring`: the resident sessions it moves leave the
-    /// resident set, and each must hand off to its destination. States kept for
+    /// resident set and wait their turn to hand off. At most `handoff_max`
+    /// hand off at once, the sessions talked to last first: a user talking now
+    /// waits for their state at the new owner, the thousands of idle ones do
+    /// not. Sessions still waiting from an earlier ring go where this one says,
+    /// or are resident again if it gives them back here. States kept for
     /// sessions the ring gives elsewhere are dropped (their owner loads them
     /// from the durable tier).
-    pub fn adopt(
-        &mut self,
-        ring: &Ring,
-        linked: impl Fn(&NodeId) -> bool,
-    ) -> Vec<(Uid, Destination)> {
-        let me = &self.me;
-        self.arrived.retain(|uid, _| ring.owner(uid) == Some(me));
-        let mut handoffs = Vec::new();
-        for (to, uids) in self.moved(ring) {
-            let to = to.filter(|to| linked(to));
-            for uid in uids {
-                let last = self.resident.remove(&uid).unwrap_or(0);
-                handoffs.push((last, uid, to.clone()));
+    pub fn adopt(&mut self, ring: &Ring, linked: impl Fn(&NodeId) -> bool) -> Adopted {
+        let me = self.me.clone();
+        self.arrived.retain(|uid, _| ring.owner(uid) == Some(&me));
+        // Asked once per member, not once per moved session.
+        let linked: BTreeMap<&NodeId, bool> = ring.members().map(|m| (m, linked(m))).collect();
+        let destination = |uid: &Uid| {
+            let owner = ring.owner(uid);
+            (owner != Some(&me)).then(|| owner.filter(|o| linked.get(o) == Some(&true)).cloned())
+        };
+        let mut back = Vec::new();
+        for (uid, (last, handoff)) in &mut self.leaving {
+            handoff.epoch = ring.epoch();
+            match destination(uid) {
+                Some(to) => handoff.to = to,
+                // Started here afresh meanwhile (admitted by a newer ring than
+                // this node had adopted): the waiting one hands off to nobody.
+                None if self.resident.contains_key(uid) => handoff.to = None,
+                None => back.push((uid.clone(), *last)),
             }
         }
-        // The sessions talked to last go first: a user talking now waits for
-        // their state at the new owner, the thousands of idle ones do not.
-        handoffs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        handoffs.into_iter().map(|(_, uid, to)| (uid, to)).collect()
+        for (uid, last) in &back {
+            self.leaving.remove(uid);
+            self.queue.remove(&(Reverse(*last), uid.clone()));
+            self.resident.insert(uid.clone(), *last);
+        }
+        let moved: Vec<(Uid, u64, Destination)> = self
+            .resident
+            .iter()
+            .filter_map(|(uid, last)| Some((uid.clone(), *last, destination(uid)?)))
+            .collect();
+        let left = moved.iter().map(|(uid, _, _)| uid.clone()).collect();
+        for (uid, last, to) in moved {
+            self.resident.remove(&uid);
+            let handoff = HandOff {
+                uid: uid.clone(),
+                to,
+                epoch: ring.epoch(),
+            };
+            self.queue.insert((Reverse(last), uid.clone()));
+            self.leaving.insert(uid, (last, handoff));
+        }
+        Adopted {
+            left,
+            hand_off: self.next_handoffs(),
+            back: back.into_iter().map(|(uid, _)| uid).collect(),
+        }
     }
 
-    /// The resident sessions `ring` gives to other nodes, by new owner (`None`:
-    /// the ring is empty).
+    /// The session of `uid`, told to hand off (or waiting to), has stopped:
+    /// returns the sessions to tell now in its place.
+    #[must_use = "the sessions returned must be told to hand off"]
+    pub fn handed(&mut self, uid: &Uid) -> Vec<HandOff> {
+        if let Some((last, _)) = self.leaving.remove(uid) {
+            self.queue.remove(&(Reverse(last), uid.clone()));
+        }
+        if self.handing.remove(uid) {
+            self.next_handoffs()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Sessions handing off now, and waiting to.
+    pub fn handoffs(&self) -> (usize, usize) {
+        (self.handing.len(), self.leaving.len())
+    }
+
+    /// Takes waiting sessions off the queue while fewer than `handoff_max`
+    /// hand off.
+    fn next_handoffs(&mut self) -> Vec<HandOff> {
+        let mut start = Vec::new();
+        while self.handing.len() < self.config.handoff_max.max(1) {
+            let Some((_, uid)) = self.queue.pop_first() else {
+                break;
+            };
+            if let Some((_, handoff)) = self.leaving.remove(&uid) {
+                self.handing.insert(uid);
+                start.push(handoff);
+            }
+        }
+        start
+    }
+
+    /// The resident sessions `ring` gives to other nodes, and those waiting
+    /// to hand off, by new owner (`None`: the ring is empty).
     fn moved(&self, ring: &Ring) -> BTreeMap<Option<NodeId>, Vec<Uid>> {
         let mut moved: BTreeMap<Option<NodeId>, Vec<Uid>> = BTreeMap::new();
-        for uid in self.resident.keys() {
+        for uid in self.resident.keys().chain(self.leaving.keys()) {
             let owner = ring.owner(uid);
             if owner != Some(&self.me) {
                 moved.entry(owner.cloned()).or_default().push(uid.clone());
             }
+        }
+        for uids in moved.values_mut() {
+            uids.sort();
         }
         moved
     }
@@ -252,5 +357,8 @@ impl<S> Node<S> {
         self.resident.clear();
         self.expected.clear();
         self.arrived.clear();
+        self.leaving.clear();
+        self.queue.clear();
+        self.handing.clear();
     }
 }

@@ -14,6 +14,7 @@ fn config() -> HandoffConfig {
         gather_max: 16,
         resident_max: 3,
         queue_max: 2,
+        handoff_max: 100,
         arrived_keep_ms: 10_000,
     }
 }
@@ -295,11 +296,12 @@ fn a_ring_change_announces_then_hands_off_each_moved_session() {
         .collect();
     to_b.sort();
     assert_eq!(expects[0].uids.iter().collect::<Vec<_>>(), to_b);
-    let moved = node.adopt(&after, linked);
-    for (uid, to) in &moved {
+    let moved = node.adopt(&after, linked).hand_off;
+    for HandOff { uid, to, epoch } in &moved {
         let owner = after.owner(uid).unwrap();
         assert_ne!(owner, &id("a"));
         assert_eq!(to.as_ref(), (owner == &id("b")).then_some(owner));
+        assert_eq!(*epoch, Epoch(2));
         assert!(!node.is_resident(uid));
     }
     assert_eq!(moved.len() + node.resident_count(), 30);
@@ -325,8 +327,9 @@ fn the_sessions_talked_to_last_hand_off_first() {
     node.admit(30, &before, &leaving[3], 0);
     let order: Vec<Uid> = node
         .adopt(&after, |_| true)
+        .hand_off
         .into_iter()
-        .map(|(uid, _)| uid)
+        .map(|h| h.uid)
         .collect();
     assert_eq!(
         order,
@@ -337,6 +340,102 @@ fn the_sessions_talked_to_last_hand_off_first() {
             leaving[0].clone()
         ]
     );
+}
+
+/// Node `a` with `n` sessions resident that `after` gives to `b`, the i-th
+/// talked to at time i, and at most `handoff_max` handing off at once.
+fn leaving(after: &Ring, n: usize, handoff_max: usize) -> (Node<()>, Vec<Uid>) {
+    let before = ring(1, &["a"]);
+    let mut node: Node<()> = Node::new(
+        id("a"),
+        HandoffConfig {
+            resident_max: 100,
+            handoff_max,
+            ..config()
+        },
+    );
+    let uids: Vec<Uid> = (0..n).map(|i| uid_of(after, "b", i)).collect();
+    for (at, uid) in uids.iter().enumerate() {
+        node.admit(at as u64, &before, uid, 0);
+    }
+    (node, uids)
+}
+
+fn uids(handoffs: &[HandOff]) -> Vec<Uid> {
+    handoffs.iter().map(|h| h.uid.clone()).collect()
+}
+
+#[test]
+fn at_most_handoff_max_sessions_hand_off_at_once_and_each_stop_lets_the_next_go() {
+    let after = ring(2, &["a", "b"]);
+    let (mut node, leaving) = leaving(&after, 5, 2);
+    let adopted = node.adopt(&after, |_| true);
+    assert_eq!(
+        uids(&adopted.hand_off),
+        [leaving[4].clone(), leaving[3].clone()]
+    );
+    assert_eq!(node.handoffs(), (2, 3));
+    assert_eq!(node.resident_count(), 0, "none is routed here any more");
+    assert!(
+        node.handed(&leaving[0]).is_empty(),
+        "a waiting session that stopped on its own frees no place, and is not told"
+    );
+    assert_eq!(node.handoffs(), (2, 2));
+    assert_eq!(uids(&node.handed(&leaving[3])), [leaving[2].clone()]);
+    assert_eq!(uids(&node.handed(&leaving[4])), [leaving[1].clone()]);
+    assert!(
+        node.handed(&leaving[4]).is_empty(),
+        "told once, counted once"
+    );
+    assert!(node.handed(&leaving[2]).is_empty(), "nothing waits");
+    assert_eq!(node.handoffs(), (1, 0));
+}
+
+#[test]
+fn a_later_ring_redirects_the_sessions_waiting_to_hand_off_or_gives_them_back() {
+    let after = ring(2, &["a", "b"]);
+    let (mut node, leaving) = leaving(&after, 40, 1);
+    node.adopt(&after, |_| true);
+    // b fails: a ring of a and c. The waiting sessions go to c, or stay here.
+    let third = ring(3, &["a", "c"]);
+    let expects = node.announce(&third, |_| true);
+    let to_c: Vec<&Uid> = leaving[..39]
+        .iter()
+        .filter(|u| third.owner(u) == Some(&id("c")))
+        .collect();
+    assert!(
+        !to_c.is_empty() && to_c.len() < 39,
+        "the test needs both kinds"
+    );
+    assert_eq!(expects.len(), 1);
+    assert_eq!(expects[0].to, id("c"));
+    let mut announced: Vec<&Uid> = expects[0].uids.iter().collect();
+    announced.retain(|u| *u != &leaving[39]);
+    let mut expected = to_c.clone();
+    expected.sort();
+    assert_eq!(
+        announced, expected,
+        "the waiting sessions are announced too"
+    );
+    let adopted = node.adopt(&third, |_| true);
+    assert!(adopted.hand_off.is_empty(), "one hands off already");
+    let back: Vec<&Uid> = leaving[..39]
+        .iter()
+        .filter(|u| third.owner(u) == Some(&id("a")))
+        .collect();
+    let mut returned: Vec<&Uid> = adopted.back.iter().collect();
+    returned.sort();
+    let mut back_sorted = back.clone();
+    back_sorted.sort();
+    assert_eq!(returned, back_sorted);
+    for uid in &back {
+        assert!(node.is_resident(uid), "resident again, as it was");
+    }
+    let next = node.handed(&leaving[39]);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].to, Some(id("c")));
+    assert_eq!(next[0].epoch, Epoch(3));
+    assert_eq!(third.owner(&next[0].uid), Some(&id("c")));
 }
 
 #[test]
