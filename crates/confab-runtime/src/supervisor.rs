@@ -350,8 +350,10 @@ impl SupervisorState {
 
     /// Tells each session's actor to hand off; one whose actor is gone lets
     /// the next one go at once.
-    fn tell_hand_off(&mut self, mut handoffs: Vec<HandOff>) {
-        while let Some(HandOff { uid, to, epoch }) = handoffs.pop() {
+    fn tell_hand_off(&mut self, handoffs: Vec<HandOff>) {
+        // In the machine's order: the sessions talked to last are told first.
+        let mut handoffs = std::collections::VecDeque::from(handoffs);
+        while let Some(HandOff { uid, to, epoch }) = handoffs.pop_front() {
             match self.leaving.remove(&uid) {
                 Some(resident) => {
                     let _ = resident.actor.cast(SessionMsg::HandOff { to, epoch });

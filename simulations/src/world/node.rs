@@ -789,8 +789,10 @@ impl World {
 
     /// Tells each session to hand off; one whose holder is gone lets the next
     /// one go at once.
-    fn tell_hand_off(&mut self, node: usize, mut handoffs: Vec<HandOff>) {
-        while let Some(HandOff { uid, to, epoch }) = handoffs.pop() {
+    fn tell_hand_off(&mut self, node: usize, handoffs: Vec<HandOff>) {
+        // In the machine's order: the sessions talked to last are told first.
+        let mut handoffs = std::collections::VecDeque::from(handoffs);
+        while let Some(HandOff { uid, to, epoch }) = handoffs.pop_front() {
             let s = self.session_of(&uid);
             match self.nodes[node].leaving.remove(&s) {
                 Some(hid) => self.session_input(node, hid, SessionInput::HandOff { to, epoch }),
