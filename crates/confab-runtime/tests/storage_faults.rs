@@ -22,6 +22,7 @@ async fn mysql(url: &str) -> Arc<dyn Store> {
     let options = MySqlOptions {
         connections_max: 8,
         acquire_timeout: Duration::from_millis(500),
+        ..MySqlOptions::default()
     };
     Arc::new(MySqlStore::open(url, &options).await.unwrap())
 }

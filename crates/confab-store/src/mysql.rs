@@ -47,6 +47,10 @@ pub struct MySqlOptions {
     pub connections_max: u32,
     /// How long to wait for a connection from the pool.
     pub acquire_timeout: Duration,
+    /// The node id recorded beside every event this store writes and every
+    /// claim it raises (`node` in the event tables and `session_epochs`); empty
+    /// for a tool that writes as no node.
+    pub node: String,
 }
 
 impl Default for MySqlOptions {
@@ -54,6 +58,7 @@ impl Default for MySqlOptions {
         Self {
             connections_max: 16,
             acquire_timeout: Duration::from_secs(2),
+            node: String::new(),
         }
     }
 }
@@ -62,6 +67,8 @@ impl Default for MySqlOptions {
 #[derive(Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    /// `MySqlOptions::node`, as bytes.
+    node: Vec<u8>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -101,8 +108,10 @@ impl SqlParts {
 /// The statements of one batch: its inserts, grouped per shard (at most
 /// `INSERT_ROWS_MAX` rows and `STATEMENT_BYTES_MAX` bytes each), then a locking
 /// read of its sessions' fences, in one transaction left open. Every value is a
-/// number or a hex literal, so nothing in it can be read as SQL.
-fn batch_sql(events: &[RecordedEvent]) -> Vec<String> {
+/// number or a hex literal, so nothing in it can be read as SQL. Each row keeps
+/// the fence it was written under (read by a subquery, as the locking read
+/// after it reads it) and the writing `node`, for checkers reading the store.
+fn batch_sql(events: &[RecordedEvent], node: &[u8]) -> Vec<String> {
     use std::fmt::Write as _;
     let mut by_shard: BTreeMap<u32, Vec<&RecordedEvent>> = BTreeMap::new();
     for event in events {
@@ -115,7 +124,7 @@ fn batch_sql(events: &[RecordedEvent]) -> Vec<String> {
     sql.push("START TRANSACTION");
     for (shard, rows) in &by_shard {
         let head = format!(
-            "INSERT INTO {} (uid, seq, ts_ms, epoch, kind, body) VALUES ",
+            "INSERT INTO {} (uid, seq, ts_ms, epoch, kind, body, fence, node) VALUES ",
             table_of(*shard)
         );
         let mut statement = head.clone();
@@ -127,16 +136,19 @@ fn batch_sql(events: &[RecordedEvent]) -> Vec<String> {
                 in_statement = 0;
             }
             let body = serde_json::to_vec(&e.event).expect("events always serialize");
+            let uid = hex::encode(e.uid.as_str());
             let _ = write!(
                 statement,
-                "{}(X'{}',{},{},{},X'{}',X'{}')",
+                "{}(X'{uid}',{},{},{},X'{}',X'{}',\
+                 (SELECT COALESCE(MAX(epoch),{}) FROM session_epochs WHERE uid = X'{uid}'),X'{}')",
                 if in_statement == 0 { "" } else { "," },
-                hex::encode(e.uid.as_str()),
                 e.seq.0,
                 e.at_ms,
                 e.epoch.0,
                 hex::encode(e.event.kind()),
-                hex::encode(body)
+                hex::encode(body),
+                FIRST_EPOCH.0,
+                hex::encode(node),
             );
             in_statement += 1;
         }
@@ -239,7 +251,10 @@ impl MySqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Open(format!("mysql migrations: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            node: options.node.clone().into_bytes(),
+        })
     }
 
     /// One round trip writes the whole batch and reads its fences; a second
@@ -248,7 +263,7 @@ impl MySqlStore {
         if events.is_empty() {
             return Ok(());
         }
-        let parts = batch_sql(events);
+        let parts = batch_sql(events, &self.node);
         let mut tx = InTransaction(Some(self.pool.acquire().await.map_err(unavailable)?));
         let mut rows = Vec::new();
         for part in parts {
@@ -290,11 +305,14 @@ impl MySqlStore {
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(
-            "INSERT INTO session_epochs (uid, epoch) VALUES (?, ?) \
-             ON DUPLICATE KEY UPDATE epoch = GREATEST(epoch, VALUES(epoch))",
+            // `node` first: MySQL assigns left to right, each seeing the last.
+            "INSERT INTO session_epochs (uid, epoch, node) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE node = IF(VALUES(epoch) > epoch, VALUES(node), node), \
+             epoch = GREATEST(epoch, VALUES(epoch))",
         )
         .bind(uid.as_str().as_bytes())
         .bind(epoch.0)
+        .bind(self.node.as_slice())
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;

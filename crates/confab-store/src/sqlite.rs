@@ -40,6 +40,10 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Reader connections.
     pub read_connections_max: u32,
+    /// The node id recorded beside every event this store writes and every
+    /// claim it raises (`node` in `events` and `session_epochs`); empty for a
+    /// tool that writes as no node.
+    pub node: String,
 }
 
 impl Default for SqliteOptions {
@@ -48,6 +52,7 @@ impl Default for SqliteOptions {
             synchronous_full: true,
             busy_timeout: Duration::from_secs(5),
             read_connections_max: 4,
+            node: String::new(),
         }
     }
 }
@@ -56,6 +61,8 @@ impl Default for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
+    /// `SqliteOptions::node`.
+    node: String,
     readers: SqlitePool,
     path: PathBuf,
     wal: Arc<WalState>,
@@ -130,6 +137,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let store = Self {
             writer,
+            node: options.node.clone(),
             readers,
             path,
             wal: Arc::default(),
@@ -195,16 +203,21 @@ impl SqliteStore {
             }
             check_fences(events, &fences)?;
             for chunk in events.chunks(INSERT_ROWS_MAX) {
-                let mut insert: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("INSERT INTO events (uid, seq, ts_ms, epoch, kind, body) ");
+                let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT INTO events (uid, seq, ts_ms, epoch, kind, body, fence, node) ",
+                );
                 insert.push_values(chunk, |mut row, e| {
                     let body = serde_json::to_string(&e.event).expect("events always serialize");
+                    // The fence this write passed, kept for checkers reading the store.
+                    let fence = fences.get(&e.uid).copied().unwrap_or(FIRST_EPOCH);
                     row.push_bind(e.uid.as_str().to_owned())
                         .push_bind(seq_to_db(e.seq))
                         .push_bind(u64_to_db(e.at_ms))
                         .push_bind(u64_to_db(e.epoch.0))
                         .push_bind(e.event.kind())
-                        .push_bind(body);
+                        .push_bind(body)
+                        .push_bind(u64_to_db(fence.0))
+                        .push_bind(self.node.as_str());
                 });
                 if let Err(e) = insert.build().execute(&mut *tx).await {
                     return Err(match e.as_database_error() {
@@ -225,11 +238,14 @@ impl SqliteStore {
         let stored = self
             .write_tx(async |tx| {
                 sqlx::query(
-                    "INSERT INTO session_epochs (uid, epoch) VALUES (?, ?) \
-                     ON CONFLICT (uid) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
+                    // Every right-hand side reads the row as it was.
+                    "INSERT INTO session_epochs (uid, epoch, node) VALUES (?, ?, ?) \
+                     ON CONFLICT (uid) DO UPDATE SET epoch = max(epoch, excluded.epoch), \
+                     node = CASE WHEN excluded.epoch > epoch THEN excluded.node ELSE node END",
                 )
                 .bind(uid.as_str())
                 .bind(u64_to_db(epoch.0))
+                .bind(self.node.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;

@@ -62,3 +62,42 @@ async fn events_land_in_the_table_mysql_itself_computes() {
     drop(store);
     db.drop_database().await;
 }
+
+#[tokio::test]
+async fn writes_and_claims_name_their_node() {
+    let db = TestDatabase::create(&shared_mysql_url()).await;
+    let as_node = |node: &str| MySqlOptions {
+        node: node.into(),
+        ..MySqlOptions::default()
+    };
+    let n1 = MySqlStore::open(&db.url, &as_node("n1")).await.unwrap();
+    let n2 = MySqlStore::open(&db.url, &as_node("n2")).await.unwrap();
+    let url = db.url.clone();
+    let rows = async |uid: &str| -> Vec<suite::WriterRow> {
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        let table = format!("events_{:02}", crc32fast::hash(uid.as_bytes()) % 64);
+        let rows: Vec<(u64, u64, u64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, epoch, fence, node FROM {table} WHERE uid = ? ORDER BY seq"
+        )))
+        .bind(uid.as_bytes())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(s, e, f, n)| (s, e, f, String::from_utf8(n).unwrap()))
+            .collect()
+    };
+    let fence = async |uid: &str| -> Option<(u64, String)> {
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        let row: Option<(u64, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, node FROM session_epochs WHERE uid = ?")
+                .bind(uid.as_bytes())
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+        row.map(|(e, n)| (e, String::from_utf8(n).unwrap()))
+    };
+    suite::writes_and_claims_name_their_node(&n1, &n2, rows, fence).await;
+    drop((n1, n2));
+    db.drop_database().await;
+}

@@ -212,3 +212,39 @@ async fn a_full_disk_refuses_writes_and_the_writer_recovers_once_space_is_freed(
         .unwrap();
     assert_eq!(back.len(), 39, "nothing lost, nothing doubled");
 }
+
+#[tokio::test]
+async fn writes_and_claims_name_their_node() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let as_node = |node: &str| SqliteOptions {
+        node: node.into(),
+        ..SqliteOptions::default()
+    };
+    let n1 = SqliteStore::open(dir.path(), &as_node("n1")).await.unwrap();
+    let n2 = SqliteStore::open(dir.path(), &as_node("n2")).await.unwrap();
+    let url = format!("sqlite://{}?mode=ro", n1.path().display());
+    let rows = async |uid: &str| -> Vec<WriterRow> {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as("SELECT seq, epoch, fence, node FROM events WHERE uid = ? ORDER BY seq")
+                .bind(uid)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(s, e, f, n)| (s as u64, e as u64, f as u64, n))
+            .collect()
+    };
+    let fence = async |uid: &str| -> Option<(u64, String)> {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT epoch, node FROM session_epochs WHERE uid = ?")
+                .bind(uid)
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+        row.map(|(e, n)| (e as u64, n))
+    };
+    suite::writes_and_claims_name_their_node(&n1, &n2, rows, fence).await;
+}

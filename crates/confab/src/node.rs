@@ -239,6 +239,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             &SqliteOptions {
                 synchronous_full: s.sqlite_synchronous == "full",
                 read_connections_max: s.sqlite_readers_max,
+                node: config.node.id.clone(),
                 ..SqliteOptions::default()
             },
         )
@@ -251,6 +252,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             &MySqlOptions {
                 connections_max: s.mysql_pool_max,
                 acquire_timeout: Duration::from_millis(s.mysql_acquire_timeout_ms),
+                node: config.node.id.clone(),
             },
         )
         .await

@@ -438,3 +438,44 @@ pub async fn bad_control_input_is_refused_with_a_clear_error(store: &dyn Store) 
     let stored = store.dead_letter_by_id(id).await.unwrap().unwrap();
     assert_eq!(stored.reason, "错".repeat(1365));
 }
+
+/// One event row as a checker reads it from the store: (seq, epoch, the fence
+/// it passed, the node that wrote it).
+pub type WriterRow = (u64, u64, u64, String);
+
+/// Two stores on one database, as two nodes: every row names the node that
+/// wrote it and the fence it passed, and the fence names the node whose claim
+/// raised it. `rows` reads a session's events, `fence` its fence record, both
+/// from the database itself.
+pub async fn writes_and_claims_name_their_node(
+    n1: &dyn Store,
+    n2: &dyn Store,
+    rows: impl AsyncFn(&str) -> Vec<WriterRow>,
+    fence: impl AsyncFn(&str) -> Option<(u64, String)>,
+) {
+    n1.append(&[event_at("a", 1, 1)]).await.unwrap();
+    assert_eq!(fence("a").await, None, "epoch 1 needs no claim");
+    n1.claim(&uid("a"), Epoch(2)).await.unwrap();
+    n1.append(&[event_at("a", 2, 2)]).await.unwrap();
+    n2.claim(&uid("a"), Epoch(3)).await.unwrap();
+    // n1 still thinks it owns the session: refused, and nothing of it lands.
+    let err = n1.append(&[event_at("a", 3, 2)]).await.unwrap_err();
+    assert!(is_fenced(&err, 2, 3), "{err}");
+    n2.append(&[event_at("a", 3, 3), event_at("b", 1, 1)])
+        .await
+        .unwrap();
+    // Repeating a held claim, or an older one, changes no claimant.
+    n2.claim(&uid("a"), Epoch(3)).await.unwrap();
+    assert!(n1.claim(&uid("a"), Epoch(2)).await.is_err());
+
+    assert_eq!(
+        rows("a").await,
+        [
+            (1, 1, 1, "n1".to_owned()),
+            (2, 2, 2, "n1".to_owned()),
+            (3, 3, 3, "n2".to_owned())
+        ]
+    );
+    assert_eq!(rows("b").await, [(1, 1, 1, "n2".to_owned())]);
+    assert_eq!(fence("a").await, Some((3, "n2".to_owned())));
+}
