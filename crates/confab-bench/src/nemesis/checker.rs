@@ -32,6 +32,14 @@ pub(crate) const RULES: &[(&str, &str)] = &[
         "in the store, each session's seqs rise by one from 1 with no gap, and its epochs never go back",
     ),
     (
+        "fenced-writes",
+        "in the store, no event was written at an epoch below the one its session's fence held when it was written",
+    ),
+    (
+        "one-writer",
+        "in the store, each session's events at any one epoch were written by one node, and at the epoch its fence holds by the node whose claim raised the fence",
+    ),
+    (
         "answers-in-time",
         "during a partition, one-way cut, packet loss, kill or store fault, every send of a turn gets an answer (an ack, a reply, an error or a close) within detection time plus 2 s: a node that cannot serve says so instead of holding the turn",
     ),
@@ -222,86 +230,212 @@ pub(crate) enum Rows {
     Sqlite(std::path::PathBuf),
 }
 
+/// One event as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventRow {
+    pub(crate) seq: u64,
+    /// The writer's epoch.
+    pub(crate) epoch: u64,
+    /// The epoch the session's fence held when the row was written (0: written
+    /// before the store kept it).
+    pub(crate) fence: u64,
+    /// The node that wrote it ('': unknown).
+    pub(crate) node: String,
+}
+
+/// A session's fence record: the epoch it holds and the node whose claim
+/// raised it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FenceRow {
+    pub(crate) epoch: u64,
+    pub(crate) node: String,
+}
+
 impl Rows {
-    /// A session's events as (seq, epoch), in seq order.
-    async fn events(&self, uid: &str) -> anyhow::Result<Vec<(u64, u64)>> {
+    /// A session's events, in seq order, and its fence record (none while it
+    /// was never claimed past the first epoch).
+    async fn session(&self, uid: &str) -> anyhow::Result<(Vec<EventRow>, Option<FenceRow>)> {
         use sqlx::Connection;
         match self {
             Rows::Mysql(url) => {
                 let mut conn = sqlx::MySqlConnection::connect(url).await?;
                 let table = format!("events_{:02}", crc32fast::hash(uid.as_bytes()) % 64);
                 // The table name comes from a CRC, never from input.
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT seq, epoch FROM {table} WHERE uid = ? ORDER BY seq"
-                )))
-                .bind(uid.as_bytes())
-                .fetch_all(&mut conn)
-                .await?;
-                rows.iter()
-                    .map(|row| Ok((row.try_get("seq")?, row.try_get("epoch")?)))
-                    .collect()
+                let rows: Vec<(u64, u64, u64, Vec<u8>)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT seq, epoch, fence, node FROM {table} WHERE uid = ? ORDER BY seq"
+                    )))
+                    .bind(uid.as_bytes())
+                    .fetch_all(&mut conn)
+                    .await?;
+                let fence: Option<(u64, Vec<u8>)> =
+                    sqlx::query_as("SELECT epoch, node FROM session_epochs WHERE uid = ?")
+                        .bind(uid.as_bytes())
+                        .fetch_optional(&mut conn)
+                        .await?;
+                let events = rows
+                    .into_iter()
+                    .map(|(seq, epoch, fence, node)| EventRow {
+                        seq,
+                        epoch,
+                        fence,
+                        node: String::from_utf8_lossy(&node).into_owned(),
+                    })
+                    .collect();
+                let fence = fence.map(|(epoch, node)| FenceRow {
+                    epoch,
+                    node: String::from_utf8_lossy(&node).into_owned(),
+                });
+                Ok((events, fence))
             }
             Rows::Sqlite(path) => {
                 let url = format!("sqlite://{}?mode=ro", path.display());
                 let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-                let rows = sqlx::query("SELECT seq, epoch FROM events WHERE uid = ? ORDER BY seq")
-                    .bind(uid)
-                    .fetch_all(&mut conn)
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        let seq: i64 = row.try_get("seq")?;
-                        let epoch: i64 = row.try_get("epoch")?;
-                        Ok((u64::try_from(seq)?, u64::try_from(epoch)?))
+                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+                    "SELECT seq, epoch, fence, node FROM events WHERE uid = ? ORDER BY seq",
+                )
+                .bind(uid)
+                .fetch_all(&mut conn)
+                .await?;
+                let fence: Option<(i64, String)> =
+                    sqlx::query_as("SELECT epoch, node FROM session_epochs WHERE uid = ?")
+                        .bind(uid)
+                        .fetch_optional(&mut conn)
+                        .await?;
+                let events = rows
+                    .into_iter()
+                    .map(|(seq, epoch, fence, node)| {
+                        Ok(EventRow {
+                            seq: u64::try_from(seq)?,
+                            epoch: u64::try_from(epoch)?,
+                            fence: u64::try_from(fence)?,
+                            node,
+                        })
                     })
-                    .collect()
+                    .collect::<anyhow::Result<_>>()?;
+                let fence = fence
+                    .map(|(epoch, node)| {
+                        anyhow::Ok(FenceRow {
+                            epoch: u64::try_from(epoch)?,
+                            node,
+                        })
+                    })
+                    .transpose()?;
+                Ok((events, fence))
             }
         }
     }
 }
 
-/// Rule `log-whole`, read from the store's own rows: for each session, its
-/// seqs from 1 with no gap or repeat, and epochs that never go back (a write
-/// at an older epoch after a newer one got past the fence). Also checks that
-/// each user's answered turns are all in the log.
+/// Rules `log-whole`, `fenced-writes` and `one-writer`, read from the store's
+/// own rows. For each session: seqs from 1 with no gap or repeat, and epochs
+/// that never go back; every answered turn in the log; no row written at an
+/// epoch below the fence it met; one writing node per epoch, and at the fence's
+/// epoch it is the node whose claim raised the fence.
 pub(crate) async fn log_rules(store: &Rows, logs: &[UserLog]) -> anyhow::Result<Vec<Violation>> {
     let mut found = Vec::new();
     for log in logs {
-        let rows = store.events(&log.uid).await?;
-        let mut last_epoch = 0u64;
-        for (i, &(seq, epoch)) in rows.iter().enumerate() {
-            if seq != i as u64 + 1 {
-                found.push(Violation {
-                    rule: "log-whole",
-                    text: format!("{}: the log holds seq {seq} at position {}", log.uid, i + 1),
-                });
-                break;
-            }
-            if epoch < last_epoch {
-                found.push(Violation {
-                    rule: "log-whole",
-                    text: format!(
-                        "{}: seq {seq} was written at epoch {epoch} after epoch {last_epoch}: a fenced owner wrote",
-                        log.uid
-                    ),
-                });
-                break;
-            }
-            last_epoch = epoch;
+        let (rows, fence) = store.session(&log.uid).await?;
+        found.extend(log_whole(
+            &log.uid,
+            &rows,
+            log.turns.len() as u64 * EVENTS_PER_TURN,
+        ));
+        found.extend(fenced_writes(&log.uid, &rows));
+        found.extend(one_writer(&log.uid, &rows, fence.as_ref()));
+    }
+    Ok(found)
+}
+
+fn log_whole(uid: &str, rows: &[EventRow], answered: u64) -> Vec<Violation> {
+    let mut found = Vec::new();
+    let mut last_epoch = 0u64;
+    for (i, row) in rows.iter().enumerate() {
+        let (seq, epoch) = (row.seq, row.epoch);
+        if seq != i as u64 + 1 {
+            found.push(Violation {
+                rule: "log-whole",
+                text: format!("{uid}: the log holds seq {seq} at position {}", i + 1),
+            });
+            break;
         }
-        let answered = log.turns.len() as u64 * EVENTS_PER_TURN;
-        if (rows.len() as u64) < answered {
+        if epoch < last_epoch {
             found.push(Violation {
                 rule: "log-whole",
                 text: format!(
-                    "{}: {} events in the store, {answered} answered",
-                    log.uid,
-                    rows.len()
+                    "{uid}: seq {seq} was written at epoch {epoch} after epoch {last_epoch}: a fenced owner wrote"
                 ),
             });
+            break;
+        }
+        last_epoch = epoch;
+    }
+    if (rows.len() as u64) < answered {
+        found.push(Violation {
+            rule: "log-whole",
+            text: format!(
+                "{uid}: {} events in the store, {answered} answered",
+                rows.len()
+            ),
+        });
+    }
+    found
+}
+
+/// The first row of a session written at an epoch below the fence it met.
+fn fenced_writes(uid: &str, rows: &[EventRow]) -> Option<Violation> {
+    let row = rows.iter().find(|r| r.fence > 0 && r.epoch < r.fence)?;
+    Some(Violation {
+        rule: "fenced-writes",
+        text: format!(
+            "{uid}: seq {} was written by {} at epoch {} while the fence held epoch {}",
+            row.seq,
+            named(&row.node),
+            row.epoch,
+            row.fence
+        ),
+    })
+}
+
+/// Two nodes writing one session at one epoch, or a write at the fence's epoch
+/// by another node than the claimant.
+fn one_writer(uid: &str, rows: &[EventRow], fence: Option<&FenceRow>) -> Vec<Violation> {
+    let mut writers: std::collections::BTreeMap<u64, (&str, u64)> = Default::default();
+    let mut found = Vec::new();
+    for row in rows.iter().filter(|r| !r.node.is_empty()) {
+        let (first, first_seq) = *writers.entry(row.epoch).or_insert((&row.node, row.seq));
+        if first != row.node {
+            found.push(Violation {
+                rule: "one-writer",
+                text: format!(
+                    "{uid}: at epoch {} seq {first_seq} was written by {first} and seq {} by {}",
+                    row.epoch, row.seq, row.node
+                ),
+            });
+            break;
         }
     }
-    Ok(found)
+    if let Some(fence) = fence.filter(|f| !f.node.is_empty())
+        && let Some(&(writer, seq)) = writers.get(&fence.epoch)
+        && writer != fence.node
+    {
+        found.push(Violation {
+            rule: "one-writer",
+            text: format!(
+                "{uid}: {} claimed epoch {}, but seq {seq} at that epoch was written by {writer}",
+                fence.node, fence.epoch
+            ),
+        });
+    }
+    found
+}
+
+fn named(node: &str) -> &str {
+    if node.is_empty() {
+        "an unknown node"
+    } else {
+        node
+    }
 }
 
 /// One node's answer to `GET /admin/v1/ring` at one time.
@@ -408,6 +542,63 @@ mod tests {
             setbacks: Vec::new(),
             at,
         }
+    }
+
+    fn row(seq: u64, epoch: u64, fence: u64, node: &str) -> EventRow {
+        EventRow {
+            seq,
+            epoch,
+            fence,
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn a_write_below_the_fence_it_met_is_caught() {
+        let clean = [row(1, 1, 1, "n1"), row(2, 2, 1, "n1"), row(3, 3, 3, "n2")];
+        assert!(fenced_writes("u1", &clean).is_none());
+        // Rows written before the store kept fences say nothing.
+        assert!(fenced_writes("u1", &[row(1, 1, 0, "")]).is_none());
+        let stale = [row(1, 2, 2, "n1"), row(2, 2, 3, "n1"), row(3, 3, 3, "n2")];
+        let found = fenced_writes("u1", &stale).expect("caught");
+        assert_eq!(found.rule, "fenced-writes");
+        assert!(
+            found
+                .text
+                .contains("seq 2 was written by n1 at epoch 2 while the fence held epoch 3"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn two_writers_at_one_epoch_or_a_writer_that_did_not_claim_are_caught() {
+        let fence = |epoch, node: &str| FenceRow {
+            epoch,
+            node: node.into(),
+        };
+        let clean = [row(1, 1, 1, "n1"), row(2, 2, 2, "n2"), row(3, 2, 2, "n2")];
+        assert!(one_writer("u1", &clean, Some(&fence(2, "n2"))).is_empty());
+        assert!(one_writer("u1", &clean, None).is_empty());
+        // Unknown writers (rows from before the store kept them) are left out.
+        assert!(one_writer("u1", &[row(1, 2, 0, ""), row(2, 2, 2, "n2")], None).is_empty());
+
+        let split = [row(1, 2, 2, "n1"), row(2, 2, 2, "n2")];
+        let found = one_writer("u1", &split, None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .text
+                .contains("at epoch 2 seq 1 was written by n1 and seq 2 by n2"),
+            "{found:?}"
+        );
+        let found = one_writer("u1", &clean, Some(&fence(2, "n3")));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .text
+                .contains("n3 claimed epoch 2, but seq 2 at that epoch was written by n2"),
+            "{found:?}"
+        );
     }
 
     #[test]
