@@ -4,7 +4,6 @@
 
 use confab_testkit::load::{EVENTS_PER_TURN, UserLog};
 use serde::Serialize;
-use sqlx::Row;
 use std::time::Duration;
 use tokio::time::Instant;
 
