@@ -96,6 +96,11 @@ pub(crate) struct NemesisArgs {
     /// checker catch it: needs a confab built with `--features mutations`.
     #[arg(long)]
     mutation: Option<String>,
+    /// Link the nodes by mutual TLS (certificates made by `openssl` for the
+    /// run): ractor_cluster then dials no member by itself (isolated mode), and
+    /// every link is one confab's own dialling made.
+    #[arg(long)]
+    tls: bool,
     /// Print the schedule and stop (nothing is started).
     #[arg(long)]
     plan: bool,
@@ -201,6 +206,7 @@ pub(crate) async fn run(args: NemesisArgs) -> anyhow::Result<()> {
         SECRET,
         args.mutation.clone(),
         args.store == StoreArg::Embedded,
+        args.tls,
     )
     .await?;
     let result = drive(&args, &schedule, &mut cluster, spare).await;

@@ -21,6 +21,7 @@
 //! `current_thread` runtime they block it for the duration of the start.
 
 mod action_service;
+mod certificates;
 mod database;
 pub mod load;
 mod mariadb;
@@ -31,6 +32,7 @@ mod redis;
 mod tmpfs;
 
 pub use action_service::{ActionService, Mode};
+pub use certificates::make_certificates;
 pub use database::{TestDatabase, shared_mysql_url, shared_redis_url};
 pub use mariadb::PrivateMariaDb;
 pub use proxy::DelayProxy;

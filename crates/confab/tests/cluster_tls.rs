@@ -1,6 +1,7 @@
 //! Nodes linked by mutual TLS: a cluster whose members' certificates one CA
 //! signed forms and routes turns; a node whose certificate another CA signed
-//! never links to it. The certificates are made by `openssl` for the test.
+//! never links to it. The certificates are made by `openssl` for the test
+//! (`confab_testkit::make_certificates`).
 
 mod common;
 
@@ -8,83 +9,6 @@ use common::*;
 use confab_proto::ServerFrame;
 use confab_proto::admin::NodesView;
 use std::path::Path;
-use std::process::Command;
-
-/// Makes a CA in `dir` named `ca`, and for each node a key and a certificate
-/// for 127.0.0.1 signed by it.
-fn certificates(dir: &Path, ca: &str, nodes: &[&str]) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs (Debian: apt-get install openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    let (ca_key, ca_pem, ca_subject) = (
-        format!("{ca}.key"),
-        format!("{ca}.pem"),
-        format!("/CN={ca}"),
-    );
-    args.extend([
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca_pem,
-        "-days",
-        "2",
-        "-subj",
-        &ca_subject,
-    ]);
-    run(&args);
-    std::fs::write(
-        dir.join("node.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    for node in nodes {
-        let (key, csr, pem, subject) = (
-            format!("{node}.key"),
-            format!("{node}.csr"),
-            format!("{node}.pem"),
-            format!("/CN={node}"),
-        );
-        let mut args = vec!["req"];
-        args.extend(ec);
-        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-        run(&args);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            "node.ext",
-        ]);
-    }
-}
 
 fn tls_env(dir: &Path, ca: &str, node: &str) -> Vec<(String, String)> {
     let path = |f: String| dir.join(f).display().to_string();
@@ -109,11 +33,8 @@ fn tls_env(dir: &Path, ca: &str, node: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user() {
     let certs = tempfile::tempdir().unwrap();
-    certificates(
-        certs.path(),
-        "ca",
-        &["node-1", "node-2", "node-3", "node-4"],
-    );
+    let local = ["node-1", "node-2", "node-3", "node-4"].map(|node| (node, "127.0.0.1"));
+    confab_testkit::make_certificates(certs.path(), "ca", &local).unwrap();
     let data = tempfile::tempdir().unwrap();
     // Isolated mode: node-2 and node-3 only know node-1 as a seed; they find
     // each other by the addresses published in the store.
@@ -139,7 +60,7 @@ async fn members_with_certificates_from_the_ca_link_over_tls_and_serve_any_user(
 
     // A node whose certificate another CA signed, on the same store and with
     // the same cookie, joins the member table but no member links to it.
-    certificates(certs.path(), "rogue-ca", &["rogue"]);
+    confab_testkit::make_certificates(certs.path(), "rogue-ca", &[("rogue", "127.0.0.1")]).unwrap();
     let mut rogue = std::process::Command::new(env!("CARGO_BIN_EXE_confab"))
         .arg("node")
         .args([

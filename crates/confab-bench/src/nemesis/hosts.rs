@@ -73,6 +73,8 @@ pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
     pub(crate) logs: PathBuf,
     mutation: Option<String>,
+    /// Where each node's certificate and key and the CA are, with `--tls`.
+    tls: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -84,6 +86,7 @@ impl Cluster {
         secret: &str,
         mutation: Option<String>,
         embedded: bool,
+        tls: bool,
     ) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             Path::new(FAKETIME_LIB).exists(),
@@ -132,7 +135,28 @@ impl Cluster {
                     clock,
                 }
             })
-            .collect();
+            .collect::<Vec<Node>>();
+        let tls = if tls {
+            let certs = dir.path().join("tls");
+            std::fs::create_dir_all(&certs)?;
+            let names: Vec<(String, String)> = nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.addr.to_string()))
+                .collect();
+            let at = certs.clone();
+            tokio::task::spawn_blocking(move || {
+                let names: Vec<(&str, &str)> = names
+                    .iter()
+                    .map(|(n, a)| (n.as_str(), a.as_str()))
+                    .collect();
+                confab_testkit::make_certificates(&at, "ca", &names)
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot make the cluster's certificates: {e}"))?;
+            Some(certs)
+        } else {
+            None
+        };
         Ok(Cluster {
             net,
             nodes,
@@ -148,6 +172,7 @@ impl Cluster {
             _dir: dir,
             logs,
             mutation,
+            tls,
         })
     }
 
@@ -241,6 +266,19 @@ impl Cluster {
         }
         if let Some(bug) = &self.mutation {
             command.env("CONFAB_MUTATION", bug);
+        }
+        if let Some(certs) = &self.tls {
+            command
+                .env(
+                    "CONFAB_CLUSTER__TLS_CERT",
+                    certs.join(format!("{}.pem", node.id)),
+                )
+                .env(
+                    "CONFAB_CLUSTER__TLS_KEY",
+                    certs.join(format!("{}.key", node.id)),
+                )
+                .env("CONFAB_CLUSTER__TLS_CA", certs.join("ca.pem"))
+                .env("CONFAB_CLUSTER__ADVERTISE", node.cluster());
         }
         if self.disk.is_none() {
             command
