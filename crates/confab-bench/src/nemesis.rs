@@ -431,7 +431,7 @@ async fn drive(
     violations.extend(checker::ring_rules(&seen, settled_ms));
     violations.extend(checker::steady_rules(
         &seen,
-        &windows(schedule, &marks, &membership_at),
+        &windows(schedule, args.nodes, &marks, &membership_at),
     ));
 
     let summary = Summary {
@@ -493,6 +493,13 @@ async fn inject(
             cluster.pause(*node, true);
             states.0.push((now, *node, NodeState::Paused));
         }
+        Fault::Freeze { nodes } => {
+            for &node in nodes {
+                cluster.pause(node, true);
+                cluster.net.isolate(node)?;
+                states.0.push((now, node, NodeState::Paused));
+            }
+        }
         Fault::Kill { node } => {
             cluster.kill(*node).await;
             states.0.push((now, *node, NodeState::Crashed));
@@ -522,6 +529,15 @@ async fn heal(
             cluster.pause(*node, false);
             states.0.push((now, *node, NodeState::Up));
         }
+        Fault::Freeze { nodes } => {
+            for &node in nodes {
+                // The host first, as a VM's kernel resumes with it: what the
+                // process then reads is only what arrives from now on.
+                cluster.net.heal(node)?;
+                cluster.pause(node, false);
+                states.0.push((now, node, NodeState::Up));
+            }
+        }
         Fault::Kill { node } => {
             if !cluster.running(*node) {
                 cluster.start(*node, members).await?;
@@ -549,6 +565,9 @@ async fn heal_all(
     for planned in &schedule.faults {
         match planned.fault {
             Fault::Pause { node } => cluster.pause(node, false),
+            Fault::Freeze { ref nodes } => {
+                nodes.iter().for_each(|&node| cluster.pause(node, false))
+            }
             Fault::Kill { node } if !cluster.running(node) => {
                 cluster.start(node, members).await?;
                 states.0.push((now, node, NodeState::Up));
@@ -720,7 +739,12 @@ fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, 
     schedule
         .faults
         .iter()
-        .filter(|planned| !matches!(planned.fault.kind(), Kind::Pause | Kind::Loss))
+        .filter(|planned| {
+            !matches!(
+                planned.fault.kind(),
+                Kind::Pause | Kind::Freeze | Kind::Loss
+            )
+        })
         .map(|planned| {
             (
                 phase + Duration::from_millis(planned.at_ms),
@@ -731,13 +755,22 @@ fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, 
         .collect()
 }
 
-/// Ring changes one fault may cause: a node cut off, paused or killed is
-/// declared down once and comes back once; a node losing packets may be
-/// judged down and back twice; a clock step or a store fault changes no ring.
-fn ring_budget(fault: &Fault) -> usize {
+/// Ring changes one fault may cause among `members` nodes: a node cut off,
+/// paused or killed is declared down once and comes back once; a node losing
+/// packets may be judged down and back twice; a clock step or a store fault
+/// changes no ring. Where the nodes paused or frozen leave a rest that holds
+/// no majority (more than half, or half with n1, the lowest), nobody may
+/// declare them down; but on resuming they may not hear the rest for a while
+/// (a frozen host's TCP connections wait out their retransmission backoff),
+/// and declare it down once, and it comes back once.
+fn ring_budget(fault: &Fault, members: usize) -> usize {
+    let hit = fault.nodes();
+    let rest = members.saturating_sub(hit.len());
+    let rest_decides = 2 * rest > members || (2 * rest == members && !hit.contains(&0));
     match fault.kind() {
-        Kind::Partition | Kind::OneWay | Kind::Pause | Kind::Kill => 2 * fault.nodes().len(),
-        Kind::Loss => 4 * fault.nodes().len(),
+        Kind::Pause | Kind::Freeze if !rest_decides => 2 * rest,
+        Kind::Partition | Kind::OneWay | Kind::Pause | Kind::Freeze | Kind::Kill => 2 * hit.len(),
+        Kind::Loss => 4 * hit.len(),
         Kind::Clock | Kind::Store | Kind::Disk => 0,
     }
 }
@@ -748,6 +781,7 @@ fn ring_budget(fault: &Fault) -> usize {
 /// the window or the 10 s before it.
 fn windows(
     schedule: &Schedule,
+    members: usize,
     marks: &[FaultMark],
     membership_at: &[u64],
 ) -> Vec<checker::Window> {
@@ -758,7 +792,7 @@ fn windows(
             let until_ms = marks
                 .get(i + 1)
                 .map_or(mark.to_ms + 10_000, |next| next.from_ms);
-            let budget = |index: usize| ring_budget(&schedule.faults[index].fault);
+            let budget = |index: usize| ring_budget(&schedule.faults[index].fault, members);
             let previous = i.checked_sub(1).map_or(0, |p| budget(marks[p].index));
             let membership = membership_at
                 .iter()
@@ -1000,5 +1034,35 @@ fn print_human(s: &Summary) {
         for v in s.violations.iter().take(20) {
             println!("  {}: {}", v.rule, v.text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_majority_leaves_the_rest_no_say() {
+        let freeze = |nodes: Vec<usize>| Fault::Freeze { nodes };
+        // One of three frozen: declared down by the two others, and back.
+        assert_eq!(ring_budget(&freeze(vec![1]), 3), 2);
+        // Two of three: nobody may declare them down; on resuming they may
+        // judge n1 silent once, and it comes back once.
+        assert_eq!(ring_budget(&freeze(vec![1, 2]), 3), 2);
+        assert_eq!(ring_budget(&freeze(vec![1, 2, 3]), 5), 4);
+        // Half of four: the rest decides only with n1 among it.
+        assert_eq!(ring_budget(&freeze(vec![2, 3]), 4), 4);
+        assert_eq!(ring_budget(&freeze(vec![0, 1]), 4), 4);
+        assert_eq!(ring_budget(&Fault::Pause { node: 0 }, 3), 2);
+        assert_eq!(
+            ring_budget(
+                &Fault::Clock {
+                    node: 0,
+                    step_s: 30
+                },
+                3
+            ),
+            0
+        );
     }
 }

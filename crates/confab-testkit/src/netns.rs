@@ -245,6 +245,17 @@ impl Network {
         )
     }
 
+    /// Host `i` receives and sends nothing but on its loopback, as a frozen
+    /// VM's host does.
+    ///
+    /// # Errors
+    ///
+    /// If iptables refuses a rule.
+    pub fn isolate(&self, i: usize) -> Result<(), Refused> {
+        self.iptables(i, &["-A", "INPUT", "!", "-i", "lo", "-j", "DROP"])?;
+        self.iptables(i, &["-A", "OUTPUT", "!", "-o", "lo", "-j", "DROP"])
+    }
+
     /// Removes every rule of host `i`: its network is whole again.
     ///
     /// # Errors

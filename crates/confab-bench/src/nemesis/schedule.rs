@@ -23,6 +23,9 @@ pub(crate) enum Kind {
     Loss,
     /// One node's process stopped (SIGSTOP), then resumed.
     Pause,
+    /// One node frozen as a whole VM freezes: its process stopped and its
+    /// host receiving and sending nothing, then both resumed.
+    Freeze,
     /// One node killed (SIGKILL), then started again.
     Kill,
     /// One node's wall clock stepped.
@@ -34,11 +37,12 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str); 8] = [
+    const ALL: [(Kind, &'static str); 9] = [
         (Kind::Partition, "partition"),
         (Kind::OneWay, "one-way"),
         (Kind::Loss, "loss"),
         (Kind::Pause, "pause"),
+        (Kind::Freeze, "freeze"),
         (Kind::Kill, "kill"),
         (Kind::Clock, "clock"),
         (Kind::Store, "store"),
@@ -113,6 +117,12 @@ pub(crate) enum Fault {
     Loss { node: usize, percent: u8 },
     /// `node` is stopped (SIGSTOP) until the fault heals (SIGCONT).
     Pause { node: usize },
+    /// `nodes` are stopped and their hosts' networks drop every packet, until
+    /// the fault heals: unlike a paused process, whose kernel keeps receiving
+    /// the others' heartbeats, a frozen VM has nothing fresh to read when it
+    /// resumes (the others' TCP retransmissions come later). Drawn schedules
+    /// freeze one node; a named one freezes two together.
+    Freeze { nodes: Vec<usize> },
     /// `node` is killed (SIGKILL) and started again when the fault heals.
     Kill { node: usize },
     /// `node`'s wall clock jumps by `step_s` and back when the fault heals.
@@ -140,6 +150,7 @@ impl Fault {
             Fault::OneWay { .. } => Kind::OneWay,
             Fault::Loss { .. } => Kind::Loss,
             Fault::Pause { .. } => Kind::Pause,
+            Fault::Freeze { .. } => Kind::Freeze,
             Fault::Kill { .. } => Kind::Kill,
             Fault::Clock { .. } => Kind::Clock,
             Fault::StoreDown { .. } | Fault::StoreSlow { .. } => Kind::Store,
@@ -151,6 +162,7 @@ impl Fault {
     pub(crate) fn nodes(&self) -> Vec<usize> {
         match self {
             Fault::Partition { minority, .. } => minority.clone(),
+            Fault::Freeze { nodes } => nodes.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],
             Fault::Loss { node, .. }
             | Fault::Pause { node }
@@ -176,6 +188,10 @@ impl fmt::Display for Fault {
             Fault::OneWay { from, to } => write!(f, "{} stops hearing {}", n(to), n(from)),
             Fault::Loss { node, percent } => write!(f, "{} loses {percent}%", n(node)),
             Fault::Pause { node } => write!(f, "pause {}", n(node)),
+            Fault::Freeze { nodes } => {
+                let names: Vec<String> = nodes.iter().map(n).collect();
+                write!(f, "freeze {}", names.join(","))
+            }
             Fault::Kill { node } => write!(f, "kill -9 {}", n(node)),
             Fault::Clock { node, step_s } => write!(f, "clock {} {step_s:+}s", n(node)),
             Fault::StoreDown { store } => write!(f, "{store:?} down"),
@@ -223,6 +239,10 @@ pub(crate) const NAMED: &[(&str, &str)] = &[
         "a node paused for 5 s twice: on resuming it must not declare every other member down",
     ),
     (
+        "freeze-declares-all-down",
+        "n2 and n3 frozen together for 5 s, twice, as VMs freeze (no packet received meanwhile): n1 alone has no majority to declare them down, and on resuming, with nothing fresh heard, they must not declare it down",
+    ),
+    (
         "silent-partition",
         "one node cut off silently for 15 s: turns must not hang, the ring must not flap, and it must rejoin",
     ),
@@ -250,6 +270,10 @@ impl Schedule {
                 one(2_000, 7_000, Fault::Pause { node: 1 }),
                 one(12_000, 17_000, Fault::Pause { node: 1 }),
             ],
+            "freeze-declares-all-down" => {
+                let both = || Fault::Freeze { nodes: vec![1, 2] };
+                vec![one(2_000, 7_000, both()), one(12_000, 17_000, both())]
+            }
             "silent-partition" => vec![one(2_000, 17_000, cut_off(2, Cut::Drop))],
             "reset-partition" => vec![one(2_000, 12_000, cut_off(1, Cut::Reset))],
             _ => {
@@ -334,6 +358,9 @@ fn draw(rng: &mut SplitMix, kind: Kind, nodes: usize) -> Fault {
             percent: 10 + rng.below(31) as u8,
         },
         Kind::Pause => Fault::Pause { node: node(rng) },
+        Kind::Freeze => Fault::Freeze {
+            nodes: vec![node(rng)],
+        },
         Kind::Kill => Fault::Kill { node: node(rng) },
         Kind::Clock => {
             let step = 30 + rng.below(271) as i64;
