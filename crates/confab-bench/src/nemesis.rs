@@ -489,6 +489,9 @@ async fn inject(
             cluster.net.cut(*to, from, Cut::Drop, false)?;
         }
         Fault::Loss { node, percent } => cluster.net.lose(*node, *percent)?,
+        Fault::Latency { node, delay_ms } => {
+            cluster.delay(*node, Duration::from_millis(*delay_ms))?;
+        }
         Fault::Pause { node } => {
             cluster.pause(*node, true);
             states.0.push((now, *node, NodeState::Paused));
@@ -522,7 +525,10 @@ async fn heal(
     now: u64,
 ) -> anyhow::Result<()> {
     match &planned.fault {
-        Fault::Partition { .. } | Fault::OneWay { .. } | Fault::Loss { .. } => {
+        Fault::Partition { .. }
+        | Fault::OneWay { .. }
+        | Fault::Loss { .. }
+        | Fault::Latency { .. } => {
             cluster.heal_network()?;
         }
         Fault::Pause { node } => {
@@ -769,7 +775,12 @@ fn ring_budget(fault: &Fault, members: usize) -> usize {
     let rest_decides = 2 * rest > members || (2 * rest == members && !hit.contains(&0));
     match fault.kind() {
         Kind::Pause | Kind::Freeze if !rest_decides => 2 * rest,
-        Kind::Partition | Kind::OneWay | Kind::Pause | Kind::Freeze | Kind::Kill => 2 * hit.len(),
+        Kind::Partition
+        | Kind::OneWay
+        | Kind::Latency
+        | Kind::Pause
+        | Kind::Freeze
+        | Kind::Kill => 2 * hit.len(),
         Kind::Loss => 4 * hit.len(),
         Kind::Clock | Kind::Store | Kind::Disk => 0,
     }

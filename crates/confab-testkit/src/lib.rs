@@ -23,6 +23,7 @@
 mod action_service;
 mod certificates;
 mod database;
+mod latency;
 pub mod load;
 mod mariadb;
 pub mod netns;
@@ -34,6 +35,7 @@ mod tmpfs;
 pub use action_service::{ActionService, Mode};
 pub use certificates::make_certificates;
 pub use database::{TestDatabase, shared_mysql_url, shared_redis_url};
+pub use latency::Latency;
 pub use mariadb::PrivateMariaDb;
 pub use proxy::DelayProxy;
 pub use redis::PrivateRedis;

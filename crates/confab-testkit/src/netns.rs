@@ -13,7 +13,9 @@
 //! Faults are iptables rules inside a host's namespace: packets from a peer
 //! dropped (a silent partition: the TCP connection stays open and stalls; in
 //! one direction or both) or answered by a reset (the connection dies at the
-//! next packet), and random loss (`statistic`). Nothing is routed beyond the bridge:
+//! next packet), random loss (`statistic`), every packet dropped (a frozen
+//! host), and added latency (NFQUEUE and a thread that holds each packet: see
+//! `latency.rs`). Nothing is routed beyond the bridge:
 //! traffic goes only between the namespaces this network made and the
 //! gateway. Every namespace, interface and rule is removed when the
 //! [`Network`] is dropped, also when the test panics; namespaces left by a
@@ -243,6 +245,38 @@ impl Network {
                 "DROP",
             ],
         )
+    }
+
+    /// Every packet host `i` sends (but on its loopback) waits `delay` first,
+    /// until [`Network::heal`] removes the rule and the returned
+    /// [`crate::Latency`] is dropped (in either order: while the rule stays
+    /// without its reader, packets pass it undelayed).
+    ///
+    /// # Errors
+    ///
+    /// If the kernel refuses NFQUEUE or iptables the rule.
+    pub fn delay(&self, i: usize, delay: std::time::Duration) -> Result<crate::Latency, Refused> {
+        // One queue per host: its number is the host's index, offset from 0.
+        let queue_num = u16::try_from(1_000 + i).map_err(|_| Refused("too many hosts".into()))?;
+        let latency =
+            crate::Latency::start(&self.hosts[i].netns, queue_num, delay).map_err(Refused)?;
+        let num = queue_num.to_string();
+        self.iptables(
+            i,
+            &[
+                "-A",
+                "OUTPUT",
+                "!",
+                "-o",
+                "lo",
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &num,
+                "--queue-bypass",
+            ],
+        )?;
+        Ok(latency)
     }
 
     /// Host `i` receives and sends nothing but on its loopback, as a frozen

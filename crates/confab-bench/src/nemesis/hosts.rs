@@ -75,6 +75,8 @@ pub(crate) struct Cluster {
     mutation: Option<String>,
     /// Where each node's certificate and key and the CA are, with `--tls`.
     tls: Option<PathBuf>,
+    /// The threads delaying a node's packets, by node (latency faults).
+    latencies: std::collections::BTreeMap<usize, confab_testkit::Latency>,
 }
 
 impl Cluster {
@@ -173,6 +175,7 @@ impl Cluster {
             logs,
             mutation,
             tls,
+            latencies: Default::default(),
         })
     }
 
@@ -377,10 +380,18 @@ impl Cluster {
     }
 
     /// Removes every network rule of every host.
-    pub(crate) fn heal_network(&self) -> anyhow::Result<()> {
+    pub(crate) fn heal_network(&mut self) -> anyhow::Result<()> {
         for i in 0..self.nodes.len() {
             self.net.heal(i)?;
         }
+        self.latencies.clear();
+        Ok(())
+    }
+
+    /// Every packet node `i` sends waits `delay`, until the network heals.
+    pub(crate) fn delay(&mut self, i: usize, delay: Duration) -> anyhow::Result<()> {
+        let latency = self.net.delay(self.nodes[i].host, delay)?;
+        self.latencies.insert(i, latency);
         Ok(())
     }
 

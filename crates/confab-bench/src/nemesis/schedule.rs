@@ -21,6 +21,8 @@ pub(crate) enum Kind {
     OneWay,
     /// One node loses a share of the packets it receives.
     Loss,
+    /// Every packet one node sends waits a while first.
+    Latency,
     /// One node's process stopped (SIGSTOP), then resumed.
     Pause,
     /// One node frozen as a whole VM freezes: its process stopped and its
@@ -37,10 +39,11 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str); 9] = [
+    const ALL: [(Kind, &'static str); 10] = [
         (Kind::Partition, "partition"),
         (Kind::OneWay, "one-way"),
         (Kind::Loss, "loss"),
+        (Kind::Latency, "latency"),
         (Kind::Pause, "pause"),
         (Kind::Freeze, "freeze"),
         (Kind::Kill, "kill"),
@@ -115,6 +118,9 @@ pub(crate) enum Fault {
     OneWay { from: usize, to: usize },
     /// `node` loses `percent` of the packets it receives.
     Loss { node: usize, percent: u8 },
+    /// Every packet `node` sends (to the nodes, the clients and the stores)
+    /// waits `delay_ms` first.
+    Latency { node: usize, delay_ms: u64 },
     /// `node` is stopped (SIGSTOP) until the fault heals (SIGCONT).
     Pause { node: usize },
     /// `nodes` are stopped and their hosts' networks drop every packet, until
@@ -149,6 +155,7 @@ impl Fault {
             Fault::Partition { .. } => Kind::Partition,
             Fault::OneWay { .. } => Kind::OneWay,
             Fault::Loss { .. } => Kind::Loss,
+            Fault::Latency { .. } => Kind::Latency,
             Fault::Pause { .. } => Kind::Pause,
             Fault::Freeze { .. } => Kind::Freeze,
             Fault::Kill { .. } => Kind::Kill,
@@ -165,6 +172,7 @@ impl Fault {
             Fault::Freeze { nodes } => nodes.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],
             Fault::Loss { node, .. }
+            | Fault::Latency { node, .. }
             | Fault::Pause { node }
             | Fault::Kill { node }
             | Fault::Clock { node, .. } => vec![*node],
@@ -187,6 +195,7 @@ impl fmt::Display for Fault {
             }
             Fault::OneWay { from, to } => write!(f, "{} stops hearing {}", n(to), n(from)),
             Fault::Loss { node, percent } => write!(f, "{} loses {percent}%", n(node)),
+            Fault::Latency { node, delay_ms } => write!(f, "{} +{delay_ms} ms", n(node)),
             Fault::Pause { node } => write!(f, "pause {}", n(node)),
             Fault::Freeze { nodes } => {
                 let names: Vec<String> = nodes.iter().map(n).collect();
@@ -356,6 +365,10 @@ fn draw(rng: &mut SplitMix, kind: Kind, nodes: usize) -> Fault {
         Kind::Loss => Fault::Loss {
             node: node(rng),
             percent: 10 + rng.below(31) as u8,
+        },
+        Kind::Latency => Fault::Latency {
+            node: node(rng),
+            delay_ms: 50 + rng.below(351),
         },
         Kind::Pause => Fault::Pause { node: node(rng) },
         Kind::Freeze => Fault::Freeze {
