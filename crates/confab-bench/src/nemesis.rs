@@ -736,11 +736,12 @@ async fn wait_for_ring(
     None
 }
 
-/// The windows of rule `answers-in-time`: every fault but a pause (a client
-/// connected to a paused node waits as long as the pause, as any client of a
-/// frozen server does) and packet loss (the clients' own packets are lost
-/// too, and TCP's retransmission backoff alone can hold a frame for seconds),
-/// from its start to 2 s after its heal.
+/// The windows of rule `answers-in-time`: every fault but a pause or a freeze
+/// (a client connected to a paused node waits as long as the pause, as any
+/// client of a frozen server does), packet loss (the clients' own packets are
+/// lost too, and TCP's retransmission backoff alone can hold a frame for
+/// seconds) and latency (a turn that loads its session crosses a dozen round
+/// trips of the slowed node, each slowed), from its start to 2 s after its heal.
 fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, String)> {
     schedule
         .faults
@@ -748,7 +749,7 @@ fn timed_windows(schedule: &Schedule, phase: Instant) -> Vec<(Instant, Instant, 
         .filter(|planned| {
             !matches!(
                 planned.fault.kind(),
-                Kind::Pause | Kind::Freeze | Kind::Loss
+                Kind::Pause | Kind::Freeze | Kind::Loss | Kind::Latency
             )
         })
         .map(|planned| {
