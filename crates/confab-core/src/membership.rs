@@ -89,6 +89,10 @@ impl MemberTable {
     }
 }
 
+/// After a gap, members get a grace as long as the gap, up to this many times
+/// `down_after_ms` (see `Membership::wake`).
+pub const WAKE_GRACE_MAX_FACTOR: u64 = 4;
+
 /// Timings, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
@@ -460,16 +464,24 @@ impl Membership {
     /// Notes that the machine runs at `now`. After a gap longer than
     /// `stale_after_ms` (the process was paused, or its clock jumped), what it
     /// knows of the others is stale: silence it slept through is no evidence.
-    /// Every member gets a fresh `down_after_ms` of grace and the table is read
-    /// again before anything is proposed from it.
+    /// Every member gets a fresh grace and the table is read again before
+    /// anything is proposed from it. The grace is `down_after_ms`, or as long
+    /// as the gap up to [`WAKE_GRACE_MAX_FACTOR`] times that: after a freeze
+    /// of its whole host, the node's TCP connections wait out their
+    /// retransmission backoff, which after a gap of some seconds can keep a
+    /// healthy member silent about as long again (found by the nemesis's
+    /// `freeze-declares-all-down`: n1 declared down 4.7 s after n2 and n3
+    /// resumed).
     fn wake(&mut self, now: u64) {
-        let slept = self
-            .last_ran
-            .is_some_and(|last| now.saturating_sub(last) > self.config.stale_after_ms);
+        let slept = self.last_ran.map_or(0, |last| now.saturating_sub(last));
         self.last_ran = Some(now);
-        if slept && !mutation::active(Mutation::StaleHeartbeats) {
+        if slept > self.config.stale_after_ms && !mutation::active(Mutation::StaleHeartbeats) {
+            let down_after = self.config.down_after_ms;
+            let grace = slept.clamp(down_after, down_after * WAKE_GRACE_MAX_FACTOR);
+            // Suspected once `now >= heard + down_after_ms`.
+            let heard_at = now + (grace - down_after);
             for heard in self.last_heard.values_mut() {
-                *heard = now;
+                *heard = heard_at;
             }
             self.waiting_since = None;
             self.read(now);

@@ -728,3 +728,52 @@ fn a_member_is_heard_only_within_the_quorum_window() {
     );
     assert!(!m.hears(&id(3), 100 + window));
 }
+
+#[test]
+fn a_node_that_slept_gives_the_members_a_grace_as_long_as_its_sleep() {
+    // n1 hears n2 and n3 until 1,000 ms, then its whole host freezes for
+    // 5 s. On resuming, n3 is heard at once (its link came back first), n2
+    // only after 4 s more, as a TCP retransmission backoff can hold it: n2
+    // must not be declared down meanwhile, and is, once silent past the grace.
+    let three = three_up();
+    let config = MembershipConfig::default();
+    let mut m = Membership::new(id(1), config.clone());
+    m.handle(0, Input::Start);
+    proposals(&mut m, &three, 0);
+    let mut now = 1;
+    while now <= 1_000 {
+        beat(&mut m, now, 2);
+        beat(&mut m, now, 3);
+        m.handle_timeout(now);
+        assert_eq!(proposals(&mut m, &three, now), []);
+        now += 100;
+    }
+    let resumed = 6_001;
+    let mut now = resumed;
+    while now < resumed + 4_000 {
+        beat(&mut m, now, 3);
+        m.handle_timeout(now);
+        assert_eq!(
+            proposals(&mut m, &three, now),
+            [],
+            "n2 declared down at {now}"
+        );
+        now += 50;
+    }
+    // Silent for the whole grace (the 5 s slept): declared down.
+    let mut declared = None;
+    while now < resumed + 5_000 + config.down_after_ms && declared.is_none() {
+        beat(&mut m, now, 3);
+        m.handle_timeout(now);
+        declared = proposals(&mut m, &three, now)
+            .into_iter()
+            .find(|t| t.members.get(&id(2)) == Some(&Status::Down))
+            .map(|_| now);
+        now += 50;
+    }
+    let at = declared.expect("n2, silent past the grace, is declared down");
+    assert!(
+        at >= resumed + 5_000,
+        "declared at {at}, before the grace ran out"
+    );
+}
