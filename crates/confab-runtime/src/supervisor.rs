@@ -287,7 +287,8 @@ impl SupervisorState {
     }
 
     /// Drops the map entry of a stopped actor, if it is still the uid's actor;
-    /// a session that was handing off (or waiting to) lets the next one go.
+    /// a session that was handing off lets the next one go, one that waited
+    /// to waits no more.
     fn forget(&mut self, actor: ActorId) -> Option<Uid> {
         let uid = self.by_actor.remove(&actor)?;
         let is_this = |r: &Resident| r.actor.get_id() == actor;
@@ -295,10 +296,10 @@ impl SupervisorState {
             self.sessions.remove(&uid);
             self.node.forget(&uid);
             self.publish_resident();
+        } else if self.leaving.get(&uid).is_some_and(is_this) {
+            self.leaving.remove(&uid);
+            self.node.stopped_waiting(&uid);
         } else {
-            if self.leaving.get(&uid).is_some_and(is_this) {
-                self.leaving.remove(&uid);
-            }
             let next = self.node.handed(&uid);
             self.tell_hand_off(next);
         }

@@ -383,11 +383,12 @@ impl World {
                     if n.resident.get(&s) == Some(&hid) {
                         n.resident.remove(&s);
                         n.handoff.forget(uid);
+                    } else if n.leaving.get(&s) == Some(&hid) {
+                        // It waited to hand off, not told yet.
+                        n.leaving.remove(&s);
+                        n.handoff.stopped_waiting(uid);
                     } else {
-                        // It was handing off (or waiting to): the next one goes.
-                        if n.leaving.get(&s) == Some(&hid) {
-                            n.leaving.remove(&s);
-                        }
+                        // It was handing off: the next one goes.
                         let next = n.handoff.handed(uid);
                         self.tell_hand_off(node, next);
                     }

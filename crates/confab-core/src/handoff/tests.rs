@@ -376,10 +376,8 @@ fn at_most_handoff_max_sessions_hand_off_at_once_and_each_stop_lets_the_next_go(
     );
     assert_eq!(node.handoffs(), (2, 3));
     assert_eq!(node.resident_count(), 0, "none is routed here any more");
-    assert!(
-        node.handed(&leaving[0]).is_empty(),
-        "a waiting session that stopped on its own frees no place, and is not told"
-    );
+    // A waiting session that stopped on its own frees no place, and is not told.
+    node.stopped_waiting(&leaving[0]);
     assert_eq!(node.handoffs(), (2, 2));
     assert_eq!(uids(&node.handed(&leaving[3])), [leaving[2].clone()]);
     assert_eq!(uids(&node.handed(&leaving[4])), [leaving[1].clone()]);
@@ -482,4 +480,38 @@ fn the_outbox_batches_per_node_and_reports_silence_as_not_taken() {
     let late = outbox.handle_timeout(1_012);
     assert_eq!(late, [(u(2), false), (u(9), false)]);
     assert_eq!(outbox.poll_timeout(), None);
+}
+
+#[test]
+fn a_session_started_afresh_while_its_old_one_hands_off_waits_its_own_turn() {
+    // The simulator's partition seed 1200: u's session hands off to b; a ring
+    // gives u back, and a turn starts it here afresh; a newer ring moves it
+    // again, so it waits to hand off. Then the old session stops: the new one
+    // must still wait its turn, and be told, not be forgotten.
+    let ab = ring(2, &["a", "b"]);
+    let (mut node, leaving) = leaving(&ab, 2, 1);
+    let adopted = node.adopt(&ab, |_| true);
+    let first = adopted.hand_off[0].uid.clone();
+    assert_eq!(node.handoffs(), (1, 1));
+    let back = ring(3, &["a"]);
+    let adopted = node.adopt(&back, |_| true);
+    let other = leaving.iter().find(|u| **u != first).unwrap().clone();
+    assert_eq!(
+        adopted.back,
+        std::slice::from_ref(&other),
+        "the one waiting comes back"
+    );
+    assert!(matches!(node.admit(10, &back, &first, 0), Admit::Start(_)));
+    let again = ring(4, &["a", "b"]);
+    let adopted = node.adopt(&again, |_| true);
+    assert!(adopted.hand_off.is_empty(), "the old one still hands off");
+    assert_eq!(node.handoffs(), (1, 2));
+    // The old session of `first` stops: the first in line goes, and the new
+    // session of `first` still waits (talked to last, it is first in line).
+    let next = node.handed(&first);
+    assert_eq!(uids(&next), std::slice::from_ref(&first));
+    assert_eq!(node.handoffs(), (1, 1));
+    let next = node.handed(&first);
+    assert_eq!(uids(&next), [other]);
+    assert_eq!(node.handoffs(), (1, 0));
 }
