@@ -361,6 +361,9 @@ struct Entry {
     tie: u64,
     seq: u64,
     slot: u32,
+    /// When the event was first due: `at`, unless it waited for a pause to
+    /// end (then it keeps its first due time through any later pause).
+    due: u64,
 }
 
 impl PartialEq for Entry {
@@ -849,7 +852,7 @@ impl World {
                 .take()
                 .expect("a queued event");
             self.free.push(entry.slot);
-            self.step(ev, entry.at);
+            self.step(ev, entry.due);
         }
         self.now = self.end;
         self.finish()
@@ -862,6 +865,11 @@ impl World {
 
     /// Queues `ev` at `at` with the tie-break `tie`.
     fn push_keyed(&mut self, at: u64, tie: u64, ev: Ev) {
+        self.push_entry(at, tie, at, ev);
+    }
+
+    /// Queues `ev` at `at` with the tie-break `tie`, first due at `due`.
+    fn push_entry(&mut self, at: u64, tie: u64, due: u64, ev: Ev) {
         self.seq += 1;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -878,6 +886,7 @@ impl World {
             tie,
             seq: self.seq,
             slot,
+            due,
         }));
     }
 
@@ -928,10 +937,13 @@ impl World {
         if let Some(node) = ev_node(&ev)
             && self.nodes[node].paused_until > self.now
         {
-            // Keyed by when it was due, so that what waits keeps its order
-            // (a link's messages stay in the order they were sent).
+            // Keyed by when it was first due, so that what waits keeps its
+            // order (a link's messages stay in the order they were sent), also
+            // through a second pause that began during the first (partition
+            // seed 9867: re-keyed by the first pause's end, an announcement
+            // fell behind a turn sent after it).
             let until = self.nodes[node].paused_until;
-            self.push_keyed(until, due, ev);
+            self.push_entry(until, due, due, ev);
             return;
         }
         match ev {
