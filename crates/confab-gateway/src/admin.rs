@@ -79,7 +79,8 @@ fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = crate::ws::bearer(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
-            AuthError::Missing.to_string(),
+            "no token: send `Authorization: Bearer <jwt>` with a token of scope admin \
+             (`confabctl --token` or CONFAB_TOKEN)",
         ));
     };
     match gw.auth.verify_scope(token, "admin") {
@@ -87,6 +88,20 @@ fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
         Err(e @ AuthError::MissingScope(_)) => Err(error(StatusCode::FORBIDDEN, e.to_string())),
         Err(e) => Err(error(StatusCode::UNAUTHORIZED, e.to_string())),
     }
+}
+
+/// A body that is not the JSON asked for: 413 when it is over the size limit
+/// (axum's, 2 MiB), 415 without a JSON content type, 400 otherwise.
+fn json_rejection(e: &axum::extract::rejection::JsonRejection) -> Response {
+    let status = e.status();
+    let status = if status == StatusCode::PAYLOAD_TOO_LARGE
+        || status == StatusCode::UNSUPPORTED_MEDIA_TYPE
+    {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    error(status, e.body_text())
 }
 
 fn dialog_error(e: &DialogError) -> Response {
@@ -192,7 +207,7 @@ async fn set_canary(
     body: Result<Json<CanarySet>, axum::extract::rejection::JsonRejection>,
 ) -> AdminResult<confab_proto::admin::CanaryStatus> {
     authorize(&gw, &headers)?;
-    let Json(set) = body.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(set) = body.map_err(|e| json_rejection(&e))?;
     let dialog = gw.runtime.dialog();
     split_changed(
         dialog
@@ -279,7 +294,7 @@ async fn dlq_replay(
     body: Result<Json<DlqReplay>, axum::extract::rejection::JsonRejection>,
 ) -> AdminResult<DlqReplayReport> {
     authorize(&gw, &headers)?;
-    let Json(replay) = body.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(replay) = body.map_err(|e| json_rejection(&e))?;
     let store = gw.runtime.store();
     let entries = match (replay.id, replay.all) {
         (Some(id), false) => match store.dead_letter_by_id(id).await {

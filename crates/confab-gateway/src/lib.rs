@@ -10,7 +10,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod limits;
 mod page;
+pub mod serve;
 pub mod ws;
 
 use auth::Authenticator;
@@ -22,7 +24,7 @@ use axum::routing::get;
 use confab_runtime::Runtime;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::Arc;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 /// The gateway's limits.
 #[derive(Debug, Clone)]
@@ -31,10 +33,13 @@ pub struct GatewayConfig {
     pub frame_bytes_max: usize,
     /// Largest `say` text accepted, in bytes; a bigger one gets `too_large`.
     pub text_bytes_max: usize,
-    /// Open WebSocket connections on this node; past it, new ones close with 1013.
-    pub connections_max: usize,
+    /// Open connections, per node and per source address, and the idle deadline
+    /// before an upgrade ([`serve`]).
+    pub connections: serve::ConnectionLimits,
     /// `say` and `resume` frames queued per connection; past it, `overloaded`.
     pub connection_queue_max: usize,
+    /// Turns per uid: past them, `rate_limited`.
+    pub turns: limits::TurnLimits,
 }
 
 impl Default for GatewayConfig {
@@ -42,8 +47,9 @@ impl Default for GatewayConfig {
         Self {
             frame_bytes_max: 64 * 1024,
             text_bytes_max: 4 * 1024,
-            connections_max: 10_000,
+            connections: serve::ConnectionLimits::default(),
             connection_queue_max: 32,
+            turns: limits::TurnLimits::default(),
         }
     }
 }
@@ -54,7 +60,7 @@ pub struct Gateway {
     pub(crate) runtime: Runtime,
     pub(crate) auth: Authenticator,
     pub(crate) config: Arc<GatewayConfig>,
-    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) turn_limiter: Arc<limits::TurnLimiter>,
     /// Set when the node stops: every connection closes with 1013 so that its
     /// client reconnects elsewhere.
     pub(crate) draining: Arc<watch::Sender<bool>>,
@@ -72,7 +78,7 @@ impl Gateway {
         Self {
             runtime,
             auth,
-            connections: Arc::new(Semaphore::new(config.connections_max)),
+            turn_limiter: limits::TurnLimiter::start(config.turns),
             config: Arc::new(config),
             draining: Arc::new(watch::Sender::new(false)),
             metrics,
@@ -100,7 +106,25 @@ impl Gateway {
                     admin::require_admin,
                 )),
             )
+            .layer(axum::middleware::from_fn(serve::track_busy))
             .with_state(self)
+    }
+
+    /// Serves every endpoint on this listener within the connection limits
+    /// until `stop` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let listener = serve::GuardedListener::new(listener, self.config.connections);
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<serve::Peer>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await
     }
 }
 

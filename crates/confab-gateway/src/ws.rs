@@ -10,9 +10,10 @@
 
 use crate::Gateway;
 use crate::auth::AuthError;
+use crate::serve::Peer;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confab_core::{IdError, MessageId, Seq, Uid};
@@ -22,9 +23,8 @@ use confab_proto::{
 use confab_runtime::{Reply, TurnError};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 use tracing::debug;
 
@@ -42,6 +42,10 @@ const RESUME_PAGE_REPLIES: usize = 256;
 /// Close code for a text frame that is not UTF-8 (RFC 6455 requires failing the
 /// connection).
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+
+/// Close code for a frame that breaks RFC 6455 (unmasked, a bad opcode, reserved
+/// bits set, a fragmented control frame...).
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 
 #[derive(Deserialize)]
 pub(crate) struct TokenQuery {
@@ -70,6 +74,7 @@ fn unauthorized(e: &AuthError) -> Response {
 pub(crate) async fn upgrade(
     State(gw): State<Gateway>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     Query(query): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -85,14 +90,19 @@ pub(crate) async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    // Taken before the upgrade, so that connections past the limit cost nothing
-    // but the refusal (the contract's 1013 close).
-    let slot = Arc::clone(&gw.connections).try_acquire_owned().ok();
+    // The connection limits were kept when the socket was accepted (a refused one
+    // got 503 and never reached this handler); from here it is a WebSocket.
+    let peer = extensions.get::<ConnectInfo<Peer>>().cloned();
     let limit = gw.config.frame_bytes_max;
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection(gw, caller.uid, caller.exp, slot, socket))
+        .on_upgrade(move |socket| {
+            if let Some(ConnectInfo(peer)) = &peer {
+                peer.connection.upgraded();
+            }
+            connection(gw, caller.uid, caller.exp, socket)
+        })
 }
 
 fn text(frame: &ServerFrame) -> Message {
@@ -141,13 +151,13 @@ enum Work {
     Resume { after: Seq },
 }
 
-/// Holds a connection slot and keeps `confab_ws_connections` true.
-struct ConnectionSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+/// Keeps `confab_ws_connections` true while a connection or its queued turns run.
+struct ConnectionSlot;
 
 impl ConnectionSlot {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+    fn new() -> Self {
         metrics::gauge!("confab_ws_connections").increment(1.0);
-        Self(permit)
+        Self
     }
 }
 
@@ -157,28 +167,9 @@ impl Drop for ConnectionSlot {
     }
 }
 
-async fn connection(
-    gw: Gateway,
-    uid: Uid,
-    exp: u64,
-    slot: Option<OwnedSemaphorePermit>,
-    mut socket: WebSocket,
-) {
-    let Some(permit) = slot else {
-        let message = format!(
-            "node has {} connections, its limit: reconnect to another node",
-            gw.config.connections_max
-        );
-        let _ = socket
-            .send(error(None, ErrorCode::Overloaded, message))
-            .await;
-        let _ = socket
-            .send(close(CLOSE_OVERLOADED, "too many connections"))
-            .await;
-        return;
-    };
+async fn connection(gw: Gateway, uid: Uid, exp: u64, mut socket: WebSocket) {
     // Held until the connection's last queued turn is done, not just its socket.
-    let _slot = ConnectionSlot::new(permit);
+    let _slot = ConnectionSlot::new();
     // A draining node closes a new connection at once: activating the session
     // for a hello first (it is moving away) cost the client most of a second.
     if *gw.draining.borrow() {
@@ -210,7 +201,7 @@ async fn connection(
     let writer = tokio::spawn(write_frames(sink, outbox_rx));
     let (work, work_rx) = mpsc::channel::<Work>(gw.config.connection_queue_max.max(1));
     let worker = tokio::spawn(run_work(gw.clone(), uid.clone(), work_rx, outbox.clone()));
-    let closing = read_frames(&gw, stream, exp, &work, &outbox).await;
+    let closing = read_frames(&gw, &uid, stream, exp, &work, &outbox).await;
     // Turns already queued were sent by the client and may be acked: they run to
     // the end, and their frames go out before the close.
     drop(work);
@@ -259,6 +250,7 @@ fn seconds_until(exp: u64) -> Duration {
 
 async fn read_frames(
     gw: &Gateway,
+    uid: &Uid,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     exp: u64,
     work: &mpsc::Sender<Work>,
@@ -277,7 +269,7 @@ async fn read_frames(
         };
         let answer = match message {
             None | Some(Ok(Message::Close(_))) => return None,
-            Some(Ok(Message::Text(frame))) => handle_text(gw, frame.as_str(), work),
+            Some(Ok(Message::Text(frame))) => handle_text(gw, uid, frame.as_str(), work),
             Some(Ok(Message::Binary(_))) => Some(error(
                 None,
                 ErrorCode::BadFrame,
@@ -318,6 +310,13 @@ fn read_error(gw: &Gateway, e: axum::Error) -> (Option<Message>, Option<Message>
             )),
             Some(close(CLOSE_INVALID_PAYLOAD, "invalid utf-8")),
         ),
+        Some(tungstenite::Error::Protocol(e)) => {
+            debug!(error = %e, "websocket protocol violation");
+            let reason = format!("protocol error: {e}");
+            // A close reason is at most 123 bytes.
+            let reason: String = reason.chars().take(100).collect();
+            (None, Some(close(CLOSE_PROTOCOL_ERROR, &reason)))
+        }
         _ => {
             debug!(error = %inner, "websocket read failed");
             (None, None)
@@ -326,7 +325,7 @@ fn read_error(gw: &Gateway, e: axum::Error) -> (Option<Message>, Option<Message>
 }
 
 /// Handles one text frame; returns the immediate answer, if any.
-fn handle_text(gw: &Gateway, frame: &str, work: &mpsc::Sender<Work>) -> Option<Message> {
+fn handle_text(gw: &Gateway, uid: &Uid, frame: &str, work: &mpsc::Sender<Work>) -> Option<Message> {
     let parsed = match ClientFrame::parse(frame) {
         Ok(parsed) => parsed,
         Err(e) => return Some(error(e.id, ErrorCode::BadFrame, e.message)),
@@ -358,6 +357,14 @@ fn handle_text(gw: &Gateway, frame: &str, work: &mpsc::Sender<Work>) -> Option<M
                     format!("text is {} bytes, the limit is {limit}", text.len()),
                 ));
             }
+            if let Err(refusal) = gw.turn_limiter.check(uid) {
+                return Some(refused_turn(
+                    "rate_limited",
+                    Some(id),
+                    ErrorCode::RateLimited,
+                    refusal.to_string(),
+                ));
+            }
             (
                 Work::Say {
                     id: message_id,
@@ -369,7 +376,8 @@ fn handle_text(gw: &Gateway, frame: &str, work: &mpsc::Sender<Work>) -> Option<M
     };
     match work.try_send(item) {
         Ok(()) => None,
-        Err(mpsc::error::TrySendError::Full(_)) => Some(error(
+        Err(mpsc::error::TrySendError::Full(_)) => Some(refused_turn(
+            "overloaded",
             id,
             ErrorCode::Overloaded,
             format!(
@@ -379,6 +387,18 @@ fn handle_text(gw: &Gateway, frame: &str, work: &mpsc::Sender<Work>) -> Option<M
         )),
         Err(mpsc::error::TrySendError::Closed(_)) => None,
     }
+}
+
+/// A turn refused before it reached the session, counted in `confab_turns_total`
+/// as the runtime counts its own.
+fn refused_turn(
+    outcome: &'static str,
+    id: Option<String>,
+    code: ErrorCode,
+    message: String,
+) -> Message {
+    metrics::counter!("confab_turns_total", "outcome" => outcome).increment(1);
+    error(id, code, message)
 }
 
 async fn run_work(

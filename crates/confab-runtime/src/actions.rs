@@ -58,7 +58,8 @@ impl ActionRunner {
     /// A runner with these retry settings.
     pub fn new(settings: ActionSettings) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: crate::http::client(crate::http::OUTBOUND_TIMEOUT_MAX)
+                .expect("an http client builds (its tls roots were checked at start-up)"),
             settings,
         }
     }

@@ -27,6 +27,7 @@ mod config;
 pub mod dialog;
 pub mod drain;
 pub mod handoff;
+pub mod http;
 mod invariant;
 pub mod messages;
 pub mod router;

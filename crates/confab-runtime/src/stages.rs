@@ -85,7 +85,8 @@ impl HttpStage {
     pub fn new(config: StageConfig) -> Self {
         Self {
             config,
-            http: reqwest::Client::new(),
+            http: crate::http::client(crate::http::OUTBOUND_TIMEOUT_MAX)
+                .expect("an http client builds (its tls roots were checked at start-up)"),
         }
     }
 }

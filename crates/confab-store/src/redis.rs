@@ -50,6 +50,9 @@ pub struct RedisOptions {
     /// Events cached per session, at most; past it the session's cached log is
     /// dropped until its next snapshot restarts it.
     pub cached_events_max: usize,
+    /// For `rediss://`: the CA certificates (PEM) the server's certificate must
+    /// chain to, instead of the system's roots.
+    pub tls_root_ca: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -59,6 +62,7 @@ impl Default for RedisOptions {
             timeout: Duration::from_millis(250),
             key_prefix: "confab".into(),
             cached_events_max: 4096,
+            tls_root_ca: None,
         }
     }
 }
@@ -295,8 +299,17 @@ impl RedisTier {
     /// Connects lazily to `url` (`redis://host:port/db`): a Redis that is down at
     /// start is bypassed until it comes up.
     pub fn open(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Open(format!("redis {url}: {e}")))?;
+        let client = match &options.tls_root_ca {
+            Some(root) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root.clone()),
+                },
+            ),
+            _ => redis::Client::open(url),
+        }
+        .map_err(|e| StoreError::Open(format!("redis {url}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))

@@ -14,10 +14,19 @@ pub(crate) struct Config {
     pub(crate) node: NodeSection,
     pub(crate) auth: AuthSection,
     pub(crate) gateway: GatewaySection,
+    pub(crate) limits: LimitsSection,
     pub(crate) runtime: RuntimeSection,
     pub(crate) store: StoreSection,
     pub(crate) dialog: DialogSection,
     pub(crate) cluster: ClusterSection,
+    pub(crate) tls: TlsSection,
+}
+
+/// Outbound TLS: what the node trusts when it dials out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TlsSection {
+    pub(crate) ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,10 +53,46 @@ impl Default for NodeSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AuthSection {
     pub(crate) jwt_secret: String,
+    pub(crate) jwks_file: PathBuf,
+    pub(crate) jwks_url: String,
+    pub(crate) jwks_refresh_s: u64,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) leeway_s: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwks_file: PathBuf::new(),
+            jwks_url: String::new(),
+            jwks_refresh_s: 300,
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsSection {
+    pub(crate) turns_per_s: u32,
+    pub(crate) burst: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            turns_per_s: 20,
+            burst: 40,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +101,8 @@ pub(crate) struct GatewaySection {
     pub(crate) max_frame_bytes: usize,
     pub(crate) max_text_bytes: usize,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) idle_before_upgrade_ms: u64,
     pub(crate) max_queued_per_connection: usize,
 }
 
@@ -65,6 +112,8 @@ impl Default for GatewaySection {
             max_frame_bytes: 64 * 1024,
             max_text_bytes: 4 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            idle_before_upgrade_ms: 10_000,
             max_queued_per_connection: 32,
         }
     }
@@ -275,6 +324,12 @@ impl Config {
             ("gateway.max_text_bytes", self.gateway.max_text_bytes),
             ("gateway.max_connections", self.gateway.max_connections),
             (
+                "gateway.max_connections_per_ip",
+                self.gateway.max_connections_per_ip,
+            ),
+            ("limits.turns_per_s", self.limits.turns_per_s as usize),
+            ("limits.burst", self.limits.burst as usize),
+            (
                 "gateway.max_queued_per_connection",
                 self.gateway.max_queued_per_connection,
             ),
@@ -296,6 +351,11 @@ impl Config {
             anyhow::ensure!(value > 0, "{name} must be above 0");
         }
         for (name, value) in [
+            (
+                "gateway.idle_before_upgrade_ms",
+                self.gateway.idle_before_upgrade_ms,
+            ),
+            ("auth.jwks_refresh_s", self.auth.jwks_refresh_s),
             ("store.redis_ttl_s", self.store.redis_ttl_s),
             ("store.redis_timeout_ms", self.store.redis_timeout_ms),
             ("store.snapshot_every_s", self.store.snapshot_every_s),
@@ -311,15 +371,16 @@ impl Config {
         ] {
             anyhow::ensure!(value > 0, "{name} must be above 0");
         }
-        for (name, url, scheme) in [
-            ("store.mysql_url", &self.store.mysql_url, "mysql://"),
-            ("store.redis_url", &self.store.redis_url, "redis://"),
-        ] {
-            anyhow::ensure!(
-                url.is_empty() || url.starts_with(scheme),
-                "{name} must start with {scheme} (or be empty), not {url:?}"
-            );
-        }
+        let mysql = &self.store.mysql_url;
+        anyhow::ensure!(
+            mysql.is_empty() || mysql.starts_with("mysql://"),
+            "store.mysql_url must start with mysql:// (or be empty), not {mysql:?}"
+        );
+        let redis = &self.store.redis_url;
+        anyhow::ensure!(
+            redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://"),
+            "store.redis_url must start with redis:// or rediss:// (TLS), or be empty, not {redis:?}"
+        );
         anyhow::ensure!(
             self.store.commit_wait_max_ms.saturating_mul(2) <= self.runtime.turn_timeout_ms,
             "store.commit_wait_max_ms ({}) must be at most half of runtime.turn_timeout_ms ({}): \

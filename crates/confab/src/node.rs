@@ -5,7 +5,10 @@ use crate::secrets;
 use anyhow::Context;
 use confab_core::NodeId;
 use confab_core::session::SnapshotKey;
+use confab_gateway::auth::AuthOptions;
 use confab_gateway::auth::Authenticator;
+use confab_gateway::limits::TurnLimits;
+use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_runtime::actions::ActionSettings;
 use confab_runtime::dialog::{Dialog, DialogConfig};
@@ -17,6 +20,7 @@ use confab_store::sqlite::{SqliteOptions, SqliteStore};
 use confab_store::tiered::TieredStore;
 use figment::Figment;
 use figment::providers::Serialized;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +89,8 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(args.config.as_deref(), args.overrides())?;
     let data_dir = &config.node.data_dir;
-    let jwt_secret = secrets::jwt_secret(&config.auth.jwt_secret, data_dir)?;
-    let auth = Authenticator::new(jwt_secret.as_bytes()).context("auth.jwt_secret")?;
+    let outbound_ca = outbound_trust(&config)?;
+    let auth = authenticator(&config)?;
     let snapshot_key = SnapshotKey::new(secrets::snapshot_key(
         &config.store.snapshot_hmac_key,
         data_dir,
@@ -100,7 +104,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         reload_poll: Duration::from_millis(config.dialog.reload_poll_ms),
     })
     .map_err(|e| anyhow::anyhow!("the flows do not load: {e}"))?;
-    let store = open_store(&config).await?;
+    let store = open_store(&config, outbound_ca).await?;
     let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let node_id = NodeId::new(config.node.id.clone())?;
     let runtime = Runtime::start(
@@ -165,8 +169,17 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         GatewayConfig {
             frame_bytes_max: config.gateway.max_frame_bytes,
             text_bytes_max: config.gateway.max_text_bytes,
-            connections_max: config.gateway.max_connections,
+            connections: ConnectionLimits {
+                max: config.gateway.max_connections,
+                max_per_ip: config.gateway.max_connections_per_ip,
+                idle_before_upgrade: Duration::from_millis(config.gateway.idle_before_upgrade_ms),
+            },
             connection_queue_max: config.gateway.max_queued_per_connection,
+            turns: TurnLimits {
+                turns_per_s: NonZeroU32::new(config.limits.turns_per_s)
+                    .context("limits.turns_per_s")?,
+                burst: NonZeroU32::new(config.limits.burst).context("limits.burst")?,
+            },
         },
         metrics,
     );
@@ -178,8 +191,8 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
     let draining = gateway.clone();
     let mut drain = runtime.drain_state();
-    axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(async move {
+    gateway
+        .serve(listener, async move {
             tokio::select! {
                 () = stop_signal() => {
                     info!("stopping: closing connections, then snapshotting sessions");
@@ -193,6 +206,55 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let written = runtime.shutdown().await?;
     info!(snapshots = written, "stopped cleanly");
     Ok(())
+}
+
+/// How often the JWKS file is checked for a change.
+const JWKS_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// How long a JWKS fetch may take.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `tls.ca_file`: the CA certificates trusted, besides the system's, by the
+/// outbound HTTP client, and instead of them by `rediss://`.
+fn outbound_trust(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
+    let path = &config.tls.ca_file;
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(path).with_context(|| format!("tls.ca_file {}", path.display()))?;
+    confab_runtime::http::trust(&pem)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("tls.ca_file {}", path.display()))?;
+    Ok(Some(pem))
+}
+
+/// The token checker of `[auth]`: HS256 with the node's secret (required unless
+/// a JWKS is configured), RS256 and ES256 with the JWKS.
+fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let a = &config.auth;
+    let jwks = !a.jwks_file.as_os_str().is_empty() || !a.jwks_url.is_empty();
+    let secret = match secrets::jwt_secret(&a.jwt_secret, &config.node.data_dir) {
+        Ok(secret) => Some(secret.into_bytes()),
+        Err(_) if jwks => None,
+        Err(e) => return Err(e),
+    };
+    let not_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let auth = Authenticator::with_options(AuthOptions {
+        hs256_secret: secret,
+        jwks_file: (!a.jwks_file.as_os_str().is_empty()).then(|| a.jwks_file.clone()),
+        jwks_url: not_empty(&a.jwks_url),
+        issuer: not_empty(&a.issuer),
+        audience: not_empty(&a.audience),
+        leeway_s: a.leeway_s,
+    })
+    .context("[auth]")?;
+    let client = confab_runtime::http::client(JWKS_FETCH_TIMEOUT).context("jwks http client")?;
+    auth.follow_jwks(
+        client,
+        JWKS_FILE_POLL,
+        Duration::from_secs(a.jwks_refresh_s),
+    );
+    Ok(auth)
 }
 
 /// How long a drained node keeps answering admin requests after it left, so
@@ -231,7 +293,10 @@ pub(crate) async fn stop_signal() {
 
 /// The durable tier (MySQL when `store.mysql_url` is set, else the embedded
 /// SQLite store in the data dir), with Redis in front when `store.redis_url` is set.
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(
+    config: &Config,
+    outbound_ca: Option<Vec<u8>>,
+) -> anyhow::Result<Arc<dyn Store>> {
     let s = &config.store;
     let durable: Arc<dyn Store> = if s.mysql_url.is_empty() {
         let store = SqliteStore::open(
@@ -270,6 +335,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             timeout: Duration::from_millis(s.redis_timeout_ms),
             key_prefix: s.redis_key_prefix.clone(),
             cached_events_max: s.redis_cached_events_max,
+            tls_root_ca: outbound_ca,
         },
     )
     .context("store.redis_url")?;

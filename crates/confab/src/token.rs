@@ -56,6 +56,7 @@ pub(crate) fn sign(secret: &str, uid: &str, scopes: &str, ttl: Duration) -> anyh
             .collect::<Vec<_>>()
             .join(" "),
         exp: now + ttl.as_secs(),
+        nbf: None,
     }))
 }
 
