@@ -23,6 +23,7 @@
 //! - [`fencing`]: the store's fence, which refuses the writes of a stale owner.
 //! - [`mutation`]: planted bugs for the simulator (the `mutations` feature).
 
+pub mod crypto;
 pub mod fencing;
 pub mod handoff;
 pub mod ids;

@@ -29,8 +29,8 @@
 mod snapshot;
 
 pub use snapshot::{
-    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_KEY_BYTES_MIN, Snapshot, SnapshotDue, SnapshotError,
-    SnapshotKey, SnapshotPolicy,
+    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_KEY_BYTES_MIN, SNAPSHOT_SEALED_FORMAT_VERSION, Snapshot,
+    SnapshotDue, SnapshotError, SnapshotKey, SnapshotPolicy,
 };
 
 use crate::ids::{Epoch, MessageId, Seq, Uid};

@@ -43,7 +43,11 @@ pub struct RuntimeConfig {
     /// `overloaded` until idle ones passivate.
     pub resident_sessions_max: usize,
     /// The key that signs snapshots.
+    /// The key that checks snapshots of the plaintext format 1, written before
+    /// the data-key ring (`store.snapshot_hmac_key`).
     pub snapshot_key: SnapshotKey,
+    /// The data-key ring: seals events and snapshots ([`crate::keys`]).
+    pub ring: confab_core::crypto::SharedRing,
     /// The ring epoch this node owns its sessions at (1 until the cluster
     /// moves sessions; a node started at a higher epoch fences older owners).
     pub epoch: Epoch,

@@ -66,6 +66,12 @@ impl Runtime {
         store: Arc<dyn Store>,
         dialog: Dialog,
     ) -> Result<Self, StartError> {
+        let sensitive_from = dialog.clone();
+        let store: Arc<dyn Store> = Arc::new(crate::sealed::SealedStore::new(
+            store,
+            config.ring.clone(),
+            Arc::new(move || crate::sealed::SensitiveSlots::new(sensitive_from.sensitive())),
+        ));
         let committer = Committer::start(
             Arc::clone(&store),
             CommitSettings {

@@ -547,9 +547,14 @@ impl SessionActorState {
     /// The snapshot's state if its checksum holds and it is this session's; a
     /// refused snapshot is counted and logged.
     fn verified(&self, bytes: &[u8]) -> Option<SessionState> {
-        let refused = match Snapshot::decode(bytes, &self.shared.config.snapshot_key) {
-            Ok(snapshot) if snapshot.uid == self.uid => return Some(snapshot.state),
-            Ok(snapshot) => format!("it belongs to {}", snapshot.uid),
+        let ring = self.shared.config.ring.get();
+        let refused = match Snapshot::open(
+            bytes,
+            &self.uid,
+            &ring,
+            Some(&self.shared.config.snapshot_key),
+        ) {
+            Ok(snapshot) => return Some(snapshot.state),
             Err(e) => e.to_string(),
         };
         metrics::counter!("confab_snapshot_checksum_failures_total").increment(1);
@@ -675,6 +680,9 @@ impl SessionActorState {
 
     fn take_snapshot(&mut self) -> Option<StoredSnapshot> {
         let session = self.session.as_ref()?;
+        // Never empty: the key manager starts the node with version 1 at least.
+        let ring = self.shared.config.ring.get();
+        let key = ring.current().ok()?;
         let at_ms = now_ms();
         let snapshot = Snapshot::new(self.uid.clone(), at_ms, self.epoch, session.clone());
         self.snapshot_seq = session.seq();
@@ -683,7 +691,7 @@ impl SessionActorState {
             seq: snapshot.seq,
             at_ms,
             epoch: self.epoch,
-            bytes: snapshot.encode(&self.shared.config.snapshot_key),
+            bytes: snapshot.seal(key, crate::sealed::random_nonce()),
         })
     }
 }

@@ -212,7 +212,10 @@ async fn external_stages_change_the_text_and_a_failing_one_is_skipped_or_fails_t
     let rt = start_on(store.clone(), config, &shipped).await;
     let (_, _, text) = say(&rt, "s1", "m-1", "三十九码黑色有货吗").await.unwrap();
     assert_eq!(text, "【AI】黑色 39码 有货，今天下单今天发货。");
-    let log = store.events_after(&uid("s1"), Seq(0), 10).await.unwrap();
+    let log = opened(store.clone())
+        .events_after(&uid("s1"), Seq(0), 10)
+        .await
+        .unwrap();
     assert!(
         matches!(&log[0].event, Event::TurnReceived { text, .. } if text == "39码黑色有货吗"),
         "the stage's output is what is recorded: {:?}",

@@ -187,7 +187,7 @@ async fn shutdown_snapshots_every_resident_session_and_refuses_later_turns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_signed_with_another_key_is_refused_and_the_log_rebuilds_it() {
+async fn a_snapshot_that_fails_its_checksum_is_refused_and_the_log_rebuilds_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let rt = start(
@@ -198,10 +198,15 @@ async fn a_snapshot_signed_with_another_key_is_refused_and_the_log_rebuilds_it()
     .await;
     say(&rt, "a", "m-1", "39码").await.unwrap();
     rt.shutdown().await.unwrap();
-    // Same data, new key: the snapshot fails its checksum, the events rebuild it.
+    // One byte of the stored snapshot flipped (same seq, so the store takes it):
+    // it fails its checksum, and the events rebuild the session.
+    let mut snapshot = store.read_snapshot(&uid("a")).await.unwrap().unwrap();
+    let middle = snapshot.bytes.len() / 2;
+    snapshot.bytes[middle] ^= 0x01;
+    store.write_snapshots(&[snapshot]).await.unwrap();
     let rt = start(
         Arc::clone(&store) as Arc<dyn Store>,
-        config(2),
+        config(1),
         TestPolicy::default(),
     )
     .await;

@@ -20,6 +20,15 @@ pub(crate) struct Config {
     pub(crate) dialog: DialogSection,
     pub(crate) cluster: ClusterSection,
     pub(crate) tls: TlsSection,
+    pub(crate) crypto: CryptoSection,
+}
+
+/// Encryption at rest: where the master keys that wrap the data-key ring are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CryptoSection {
+    pub(crate) keys_file: PathBuf,
+    pub(crate) keys: String,
 }
 
 /// Outbound TLS: what the node trusts when it dials out.

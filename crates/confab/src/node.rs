@@ -12,6 +12,7 @@ use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Gateway, GatewayConfig};
 use confab_runtime::actions::ActionSettings;
 use confab_runtime::dialog::{Dialog, DialogConfig};
+use confab_runtime::keys::KeyManager;
 use confab_runtime::{Runtime, RuntimeConfig};
 use confab_store::Store;
 use confab_store::mysql::{MySqlOptions, MySqlStore};
@@ -105,6 +106,12 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("the flows do not load: {e}"))?;
     let store = open_store(&config, outbound_ca).await?;
+    let master_keys = secrets::master_keys(&config.crypto.keys, &config.crypto.keys_file, data_dir)
+        .context("[crypto]")?;
+    let keys = KeyManager::start(Arc::clone(&store), Arc::new(master_keys))
+        .await
+        .context("the data-key ring")?;
+    keys.follow();
     let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let node_id = NodeId::new(config.node.id.clone())?;
     let runtime = Runtime::start(
@@ -123,6 +130,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             turn_timeout: Duration::from_millis(config.runtime.turn_timeout_ms),
             resident_sessions_max: config.runtime.max_resident_sessions,
             snapshot_key,
+            ring: keys.ring(),
             epoch: confab_core::Epoch(1),
             actions: ActionSettings {
                 max_retries: config.dialog.action_max_retries,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 const DEV_JWT_SECRET_FILE: &str = "dev-jwt-secret";
 const SNAPSHOT_KEY_FILE: &str = "snapshot-hmac.key";
+const MASTER_KEYS_FILE: &str = "master-keys";
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -94,6 +95,29 @@ pub(crate) fn cluster_cookie(configured: &str, data_dir: &Path) -> anyhow::Resul
         Some(cookie) => Ok(cookie),
         None => create_secret_file(&path, &random_hex(32)?),
     }
+}
+
+/// The master keys that wrap the data-key ring: `crypto.keys`
+/// (`CONFAB_CRYPTO__KEYS`), else the file `crypto.keys_file`, else the data dir's
+/// `master-keys`, created if missing (a dev default: nodes sharing a data dir
+/// agree, as `confab up`'s do).
+pub(crate) fn master_keys(
+    inline: &str,
+    keys_file: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<confab_runtime::keys::MasterKeys> {
+    use confab_runtime::keys::MasterKeys;
+    if !inline.is_empty() {
+        return MasterKeys::from_env_value(inline).map_err(anyhow::Error::msg);
+    }
+    if !keys_file.as_os_str().is_empty() {
+        return MasterKeys::from_file(keys_file).map_err(anyhow::Error::msg);
+    }
+    let path = data_dir.join(MASTER_KEYS_FILE);
+    if read_trimmed(&path)?.is_none() {
+        create_secret_file(&path, &MasterKeys::generate())?;
+    }
+    MasterKeys::from_file(&path).map_err(anyhow::Error::msg)
 }
 
 /// The snapshot HMAC key: configured hex, or the data dir's key, created if missing.

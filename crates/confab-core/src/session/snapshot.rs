@@ -11,8 +11,27 @@
 //!
 //! The MAC is checked before anything else is trusted, so any flipped byte, a
 //! truncation or a wrong key gives [`SnapshotError::ChecksumMismatch`].
+//!
+//! Format 2, what nodes write, encrypts the body under a version of the data-key
+//! ring ([`crate::crypto`]) and signs with that version's HMAC key, so the
+//! signing key rotates with the ring:
+//!
+//! ```text
+//! magic  "CFSN"           4 bytes
+//! format version          2 bytes (2)
+//! key version             4 bytes
+//! nonce                   12 bytes
+//! body                    AES-256-GCM(JSON of the snapshot), associated data:
+//!                         the 10 header bytes and the uid
+//! mac                     32 bytes: HMAC-SHA256(version's mac key, all of the above)
+//! ```
+//!
+//! Format 1 (a plaintext body signed with `store.snapshot_hmac_key`) is still
+//! read, so that snapshots written before the ring open; the re-encryption job
+//! rewrites them in format 2.
 
 use super::SessionState;
+use crate::crypto::{CryptoError, DataKey, KeyRing, KeyVersion, NONCE_BYTES};
 use crate::ids::{Epoch, Seq, Uid};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -22,8 +41,14 @@ const MAGIC: &[u8; 4] = b"CFSN";
 const MAC_BYTES: usize = 32;
 const HEADER_BYTES: usize = 6;
 
-/// The format version this code writes.
+/// The plaintext format, still read.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+
+/// The encrypted format, written under the data-key ring.
+pub const SNAPSHOT_SEALED_FORMAT_VERSION: u16 = 2;
+
+/// Bytes of format 2's header: magic, format version, key version.
+const SEALED_HEADER_BYTES: usize = 10;
 
 /// Shortest HMAC key accepted, in bytes.
 pub const SNAPSHOT_KEY_BYTES_MIN: usize = 16;
@@ -88,6 +113,22 @@ pub enum SnapshotError {
     /// Signed correctly but its body does not parse.
     #[error("snapshot body is malformed: {0}")]
     Malformed(String),
+    /// The body does not decrypt, or the key version is not in the ring.
+    #[error("snapshot does not decrypt: {0}")]
+    Crypto(#[from] CryptoError),
+    /// A snapshot of another session.
+    #[error("snapshot belongs to {found}, not {expected}")]
+    OtherSession {
+        /// The session asked for.
+        expected: Uid,
+        /// The session inside.
+        found: Uid,
+    },
+    /// A format-1 snapshot, and no legacy key to check it with.
+    #[error(
+        "snapshot is in the plaintext format 1 and no store.snapshot_hmac_key is there to check it"
+    )]
+    NoLegacyKey,
     /// The header's seq disagrees with the state inside.
     #[error("snapshot seq {header} disagrees with its state's seq {state}")]
     Inconsistent {
@@ -138,7 +179,92 @@ impl Snapshot {
         out
     }
 
-    /// Verifies and decodes.
+    /// Encrypts under `key` with this nonce, and signs with its HMAC key
+    /// (format 2).
+    pub fn seal(&self, key: &DataKey, nonce: [u8; NONCE_BYTES]) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("a snapshot always serializes");
+        let mut out = Vec::with_capacity(SEALED_HEADER_BYTES + NONCE_BYTES + body.len() + 48);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_SEALED_FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&key.version().to_be_bytes());
+        let aad = sealed_aad(&out, &self.uid);
+        out.extend_from_slice(&nonce);
+        out.extend(key.encrypt(&nonce, &aad, &body));
+        let mut mac = key.mac();
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// The key version a stored snapshot was sealed under; `None` for format 1
+    /// (or bytes that are no snapshot).
+    pub fn key_version(bytes: &[u8]) -> Option<KeyVersion> {
+        if bytes.len() < SEALED_HEADER_BYTES || &bytes[..4] != MAGIC {
+            return None;
+        }
+        let format = u16::from_be_bytes([bytes[4], bytes[5]]);
+        (format == SNAPSHOT_SEALED_FORMAT_VERSION)
+            .then(|| u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]))
+    }
+
+    /// Verifies, decrypts and decodes `uid`'s snapshot in either format: format
+    /// 2 with the ring, format 1 with the legacy key.
+    pub fn open(
+        bytes: &[u8],
+        uid: &Uid,
+        ring: &KeyRing,
+        legacy: Option<&SnapshotKey>,
+    ) -> Result<Self, SnapshotError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(SnapshotError::Truncated { len: bytes.len() });
+        }
+        if &bytes[..4] != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let format = u16::from_be_bytes([bytes[4], bytes[5]]);
+        let snapshot = match format {
+            SNAPSHOT_FORMAT_VERSION => {
+                Self::decode(bytes, legacy.ok_or(SnapshotError::NoLegacyKey)?)?
+            }
+            SNAPSHOT_SEALED_FORMAT_VERSION => Self::open_sealed(bytes, uid, ring)?,
+            other => return Err(SnapshotError::UnsupportedVersion(other)),
+        };
+        if &snapshot.uid != uid {
+            return Err(SnapshotError::OtherSession {
+                expected: uid.clone(),
+                found: snapshot.uid,
+            });
+        }
+        Ok(snapshot)
+    }
+
+    fn open_sealed(bytes: &[u8], uid: &Uid, ring: &KeyRing) -> Result<Self, SnapshotError> {
+        if bytes.len() < SEALED_HEADER_BYTES + NONCE_BYTES + 16 + MAC_BYTES {
+            return Err(SnapshotError::Truncated { len: bytes.len() });
+        }
+        let version = Self::key_version(bytes).expect("format 2 checked by the caller");
+        let key = ring.get(version)?;
+        let (signed, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
+        let mut mac = key.mac();
+        mac.update(signed);
+        mac.verify_slice(tag)
+            .map_err(|_| SnapshotError::ChecksumMismatch)?;
+        let (header, rest) = signed.split_at(SEALED_HEADER_BYTES);
+        let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
+        let nonce: [u8; NONCE_BYTES] = nonce.try_into().expect("split at the nonce's length");
+        let body = key.decrypt(&nonce, &sealed_aad(header, uid), ciphertext)?;
+        let snapshot: Snapshot =
+            serde_json::from_slice(&body).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        if snapshot.seq != snapshot.state.seq() {
+            return Err(SnapshotError::Inconsistent {
+                header: snapshot.seq,
+                state: snapshot.state.seq(),
+            });
+        }
+        Ok(snapshot)
+    }
+
+    /// Verifies and decodes a format-1 snapshot.
     pub fn decode(bytes: &[u8], key: &SnapshotKey) -> Result<Self, SnapshotError> {
         if bytes.len() < HEADER_BYTES + MAC_BYTES {
             return Err(SnapshotError::Truncated { len: bytes.len() });
@@ -165,6 +291,12 @@ impl Snapshot {
         }
         Ok(snapshot)
     }
+}
+
+fn sealed_aad(header: &[u8], uid: &Uid) -> Vec<u8> {
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(uid.as_str().as_bytes());
+    aad
 }
 
 /// When a session takes a snapshot of its own, besides the final one it takes

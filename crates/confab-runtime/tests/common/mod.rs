@@ -85,6 +85,7 @@ pub fn config(key: u8) -> RuntimeConfig {
         turn_timeout: Duration::from_secs(10),
         resident_sessions_max: 1000,
         snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
+        ring: test_ring(),
         epoch: Epoch(1),
         actions: Default::default(),
         stages: Vec::new(),
@@ -135,4 +136,20 @@ pub async fn eventually(mut check: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("condition never held");
+}
+
+/// The data-key ring every test runtime seals with.
+pub fn test_ring() -> confab_core::crypto::SharedRing {
+    confab_core::crypto::SharedRing::new(confab_core::crypto::KeyRing::new([
+        confab_core::crypto::DataKey::new(1, &[7; 32]).unwrap(),
+    ]))
+}
+
+/// `store` as the sessions see it: what it holds, opened with the test ring.
+pub fn opened(store: Arc<dyn confab_store::Store>) -> confab_runtime::sealed::SealedStore {
+    confab_runtime::sealed::SealedStore::new(
+        store,
+        test_ring(),
+        Arc::new(|| confab_runtime::sealed::SensitiveSlots::new(Default::default())),
+    )
 }
