@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use confab_core::{NodeId, Uid};
 use confab_proto::admin::{
     AdminError, CanarySet, DlqEntryBody, DlqList, DlqReplay, DlqReplayOutcome, DlqReplayReport,
-    DrainView, MemberView, NodeStatus, NodesView, ReloadReport, RingView, SessionLocation,
-    VNodeView,
+    DrainView, KeyChange, KeyVersionView, KeysStatus, MemberView, NodeStatus, NodesView,
+    ReloadReport, RingView, SessionLocation, VNodeView,
 };
 use confab_runtime::TurnError;
 use confab_runtime::dialog::DialogError;
@@ -46,6 +46,9 @@ pub(crate) fn routes() -> axum::Router<Gateway> {
         .route("/ring", get(ring))
         .route("/nodes", get(nodes))
         .route("/nodes/{id}/drain", get(drain_progress).post(drain))
+        .route("/keys", get(keys_status))
+        .route("/keys/rotate", post(keys_rotate))
+        .route("/keys/{version}/retire", post(keys_retire))
         .fallback(not_found)
 }
 
@@ -490,5 +493,105 @@ async fn session_locate(
         owner: vnode.node.to_string(),
         epoch: ring.epoch().0,
         vnode: vnode_view(vnode),
+    }))
+}
+
+fn key_error(e: &confab_runtime::keys::KeyError) -> Response {
+    use confab_runtime::keys::KeyError;
+    let status = match e {
+        KeyError::Refused(_) => StatusCode::CONFLICT,
+        KeyError::Store(_) | KeyError::Contended => StatusCode::SERVICE_UNAVAILABLE,
+        KeyError::Provider(_) | KeyError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+fn keys_of(gw: &Gateway) -> Result<&confab_runtime::keys::KeyManager, Response> {
+    gw.keys.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node runs without a data-key ring",
+        )
+    })
+}
+
+/// What each stored version covers, read from the store.
+async fn key_status(gw: &Gateway) -> Result<KeysStatus, Response> {
+    let keys = keys_of(gw)?;
+    let store = gw.runtime.store();
+    let stored = keys.versions().await.map_err(|e| key_error(&e))?;
+    let snapshots = store
+        .snapshot_key_versions()
+        .await
+        .map_err(|e| store_error(&e))?;
+    let newest = stored.iter().map(|v| v.version).max();
+    let mut versions = Vec::with_capacity(stored.len());
+    for v in stored {
+        let events = store
+            .events_sealed_under(v.version)
+            .await
+            .map_err(|e| store_error(&e))?;
+        versions.push(KeyVersionView {
+            version: v.version,
+            created_ms: v.created_ms,
+            current: Some(v.version) == newest,
+            master: v.key.master,
+            snapshots: snapshots.get(&v.version).copied().unwrap_or(0),
+            events,
+        });
+    }
+    Ok(KeysStatus {
+        versions,
+        plaintext_snapshots: snapshots
+            .get(&confab_store::key_usage::PLAINTEXT_SNAPSHOTS)
+            .copied()
+            .unwrap_or(0),
+    })
+}
+
+async fn keys_status(State(gw): State<Gateway>) -> AdminResult<KeysStatus> {
+    key_status(&gw).await.map(Json)
+}
+
+async fn keys_rotate(State(gw): State<Gateway>) -> AdminResult<KeyChange> {
+    let keys = keys_of(&gw)?;
+    let version = keys.rotate().await.map_err(|e| key_error(&e))?;
+    Ok(Json(KeyChange {
+        version,
+        versions: keys.ring().get().versions(),
+    }))
+}
+
+async fn keys_retire(
+    State(gw): State<Gateway>,
+    Path(version): Path<String>,
+) -> AdminResult<KeyChange> {
+    let version: u32 = version.trim_start_matches('v').parse().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{version:?} is not a key version (1, 2, ... or v1, v2, ...)"),
+        )
+    })?;
+    let status = key_status(&gw).await?;
+    let Some(view) = status.versions.iter().find(|v| v.version == version) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no version v{version} in the ring (see keys status)"),
+        ));
+    };
+    if view.snapshots > 0 || view.events > 0 {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "v{version} still covers {} snapshots and {} events: refused (snapshots move to the newest version by themselves after a rotation; events are kept as written)",
+                view.snapshots, view.events
+            ),
+        ));
+    }
+    let keys = keys_of(&gw)?;
+    keys.retire(version).await.map_err(|e| key_error(&e))?;
+    Ok(Json(KeyChange {
+        version,
+        versions: keys.ring().get().versions(),
     }))
 }

@@ -61,6 +61,7 @@ pub struct Gateway {
     pub(crate) auth: Authenticator,
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) turn_limiter: Arc<limits::TurnLimiter>,
+    pub(crate) keys: Option<confab_runtime::keys::KeyManager>,
     /// Set when the node stops: every connection closes with 1013 so that its
     /// client reconnects elsewhere.
     pub(crate) draining: Arc<watch::Sender<bool>>,
@@ -79,10 +80,17 @@ impl Gateway {
             runtime,
             auth,
             turn_limiter: limits::TurnLimiter::start(config.turns),
+            keys: None,
             config: Arc::new(config),
             draining: Arc::new(watch::Sender::new(false)),
             metrics,
         }
+    }
+
+    /// Serves `confabctl keys` with this ring.
+    pub fn with_keys(mut self, keys: confab_runtime::keys::KeyManager) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Closes every WebSocket connection with 1013 (draining); new connections

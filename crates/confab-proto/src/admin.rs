@@ -293,3 +293,38 @@ pub struct SessionLocation {
     /// The virtual node it falls on.
     pub vnode: VNodeView,
 }
+
+/// One data-key version in `GET /admin/v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersionView {
+    /// The version.
+    pub version: u32,
+    /// When it was added, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Whether new writes use it (the newest).
+    pub current: bool,
+    /// The master key that wraps it.
+    pub master: String,
+    /// Stored snapshots sealed under it.
+    pub snapshots: u64,
+    /// Stored events holding a value sealed under it.
+    pub events: u64,
+}
+
+/// `GET /admin/v1/keys`: the data-key ring and what each version covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysStatus {
+    /// Every version, oldest first.
+    pub versions: Vec<KeyVersionView>,
+    /// Snapshots still in the plaintext format 1 (written before the ring).
+    pub plaintext_snapshots: u64,
+}
+
+/// `POST /admin/v1/keys/rotate` and `POST /admin/v1/keys/{version}/retire`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChange {
+    /// The version added or retired.
+    pub version: u32,
+    /// The versions the ring holds after the change.
+    pub versions: Vec<u32>,
+}

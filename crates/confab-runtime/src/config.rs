@@ -48,6 +48,9 @@ pub struct RuntimeConfig {
     pub snapshot_key: SnapshotKey,
     /// The data-key ring: seals events and snapshots ([`crate::keys`]).
     pub ring: confab_core::crypto::SharedRing,
+    /// Snapshots the re-encryption job rewrites under the newest key version, per
+    /// second at most; 0 stops it.
+    pub reencrypt_per_s: u32,
     /// The ring epoch this node owns its sessions at (1 until the cluster
     /// moves sessions; a node started at a higher epoch fences older owners).
     pub epoch: Epoch,

@@ -31,6 +31,7 @@ pub mod http;
 mod invariant;
 pub mod keys;
 pub mod messages;
+mod reencrypt;
 pub mod router;
 mod runtime;
 pub mod sealed;

@@ -146,6 +146,7 @@ impl Runtime {
             reason: e.to_string(),
         })?;
         metrics::gauge!("confab_ring_epoch").set(shared.ring().epoch().0 as f64);
+        crate::reencrypt::start(Arc::clone(&shared), shared.config.reencrypt_per_s);
         Ok(Self {
             router,
             supervisor,

@@ -224,6 +224,27 @@ impl ControlStore for SealedStore {
     }
 }
 
+impl confab_store::key_usage::KeyUsageStore for SealedStore {
+    fn snapshot_key_versions(
+        &self,
+    ) -> StoreFuture<'_, std::collections::BTreeMap<crypto::KeyVersion, u64>> {
+        self.inner.snapshot_key_versions()
+    }
+
+    fn events_sealed_under(&self, version: crypto::KeyVersion) -> StoreFuture<'_, u64> {
+        self.inner.events_sealed_under(version)
+    }
+
+    fn snapshots_not_under<'a>(
+        &'a self,
+        version: crypto::KeyVersion,
+        after: Option<&'a Uid>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Uid>> {
+        self.inner.snapshots_not_under(version, after, limit)
+    }
+}
+
 impl Store for SealedStore {
     fn tier(&self) -> &'static str {
         self.inner.tier()

@@ -94,6 +94,7 @@ macro_rules! store_with_request_metrics {
 pub(crate) use store_with_request_metrics;
 
 pub mod control;
+pub mod key_usage;
 pub mod membership;
 pub mod mysql;
 pub mod redis;
@@ -215,7 +216,7 @@ pub struct SessionLog {
 }
 
 /// A whole durable tier.
-pub trait Store: EventStore + SnapshotStore + ControlStore {
+pub trait Store: EventStore + SnapshotStore + ControlStore + key_usage::KeyUsageStore {
     /// The tier's name in metrics (`sqlite`, `mysql`, `redis`).
     fn tier(&self) -> &'static str;
 

@@ -203,6 +203,31 @@ impl ControlStore for TieredStore {
     }
 }
 
+/// Asked of the durable tier: Redis holds copies.
+impl crate::key_usage::KeyUsageStore for TieredStore {
+    fn snapshot_key_versions(
+        &self,
+    ) -> StoreFuture<'_, std::collections::BTreeMap<confab_core::crypto::KeyVersion, u64>> {
+        self.durable.snapshot_key_versions()
+    }
+
+    fn events_sealed_under(
+        &self,
+        version: confab_core::crypto::KeyVersion,
+    ) -> StoreFuture<'_, u64> {
+        self.durable.events_sealed_under(version)
+    }
+
+    fn snapshots_not_under<'a>(
+        &'a self,
+        version: confab_core::crypto::KeyVersion,
+        after: Option<&'a Uid>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Uid>> {
+        self.durable.snapshots_not_under(version, after, limit)
+    }
+}
+
 impl Store for TieredStore {
     fn tier(&self) -> &'static str {
         self.durable.tier()

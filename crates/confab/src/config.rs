@@ -24,11 +24,22 @@ pub(crate) struct Config {
 }
 
 /// Encryption at rest: where the master keys that wrap the data-key ring are.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CryptoSection {
     pub(crate) keys_file: PathBuf,
     pub(crate) keys: String,
+    pub(crate) reencrypt_per_s: u32,
+}
+
+impl Default for CryptoSection {
+    fn default() -> Self {
+        Self {
+            keys_file: PathBuf::new(),
+            keys: String::new(),
+            reencrypt_per_s: 200,
+        }
+    }
 }
 
 /// Outbound TLS: what the node trusts when it dials out.

@@ -131,6 +131,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             resident_sessions_max: config.runtime.max_resident_sessions,
             snapshot_key,
             ring: keys.ring(),
+            reencrypt_per_s: config.crypto.reencrypt_per_s,
             epoch: confab_core::Epoch(1),
             actions: ActionSettings {
                 max_retries: config.dialog.action_max_retries,
@@ -190,7 +191,8 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             },
         },
         metrics,
-    );
+    )
+    .with_keys(keys);
     let addr = format!("{}:{}", config.node.bind, config.node.http_port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

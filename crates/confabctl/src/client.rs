@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use confab_proto::admin::{
     ADMIN_PREFIX, AdminError, CanarySet, CanaryStatus, DlqList, DlqReplay, DlqReplayReport,
-    DrainView, NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView, SessionLocation,
-    SessionView,
+    DrainView, KeyChange, KeysStatus, NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView,
+    SessionLocation, SessionView,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -148,6 +148,33 @@ impl AdminClient {
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string());
         self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `GET /admin/v1/keys`.
+    pub(crate) async fn keys(&self) -> anyhow::Result<Reply<KeysStatus>> {
+        self.call(Method::GET, self.endpoint(&["keys"]), None::<&()>)
+            .await
+    }
+
+    /// `POST /admin/v1/keys/rotate`.
+    pub(crate) async fn keys_rotate(&self) -> anyhow::Result<Reply<KeyChange>> {
+        self.call(
+            Method::POST,
+            self.endpoint(&["keys", "rotate"]),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /admin/v1/keys/{version}/retire`.
+    pub(crate) async fn keys_retire(&self, version: u32) -> anyhow::Result<Reply<KeyChange>> {
+        let version = version.to_string();
+        self.call(
+            Method::POST,
+            self.endpoint(&["keys", &version, "retire"]),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `POST /admin/v1/dlq/replay`.

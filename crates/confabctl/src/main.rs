@@ -70,6 +70,9 @@ enum Verb {
     /// One user's session.
     #[command(subcommand)]
     Session(SessionVerb),
+    /// The data-key ring that seals user texts and sensitive slots at rest.
+    #[command(subcommand)]
+    Keys(KeysVerb),
     /// The ring: every virtual node and its owner.
     Ring,
     /// The cluster's members; `nodes drain ID` drains one.
@@ -121,6 +124,27 @@ enum CanaryVerb {
     Rollback,
     /// Make the canary the stable version for everyone.
     Promote,
+}
+
+#[derive(Subcommand)]
+enum KeysVerb {
+    /// Add a key version cluster-wide: every node writes with it within a second;
+    /// old versions still decrypt, and stored snapshots move to it in the background.
+    Rotate,
+    /// Each version, and how many stored snapshots and events it still covers.
+    Status,
+    /// Remove a version; refused while any snapshot or event still uses it.
+    Retire {
+        /// The version: 1, 2... (or v1, v2...).
+        #[arg(value_parser = parse_key_version)]
+        version: u32,
+    },
+}
+
+fn parse_key_version(text: &str) -> Result<u32, String> {
+    text.trim_start_matches('v')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a key version: 1, 2... or v1, v2..."))
 }
 
 #[derive(Subcommand)]
@@ -234,6 +258,23 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
         Verb::Session(SessionVerb::Locate { uid }) => {
             show(client.locate(&uid).await?, json, render::locate)
         }
+        Verb::Keys(KeysVerb::Status) => show(client.keys().await?, json, render::keys),
+        Verb::Keys(KeysVerb::Rotate) => show(client.keys_rotate().await?, json, |c| {
+            format!(
+                "added key version v{}: new writes use it; the ring holds {}",
+                c.version,
+                render::key_versions(&c.versions)
+            )
+        }),
+        Verb::Keys(KeysVerb::Retire { version }) => {
+            show(client.keys_retire(version).await?, json, |c| {
+                format!(
+                    "retired key version v{}; the ring holds {}",
+                    c.version,
+                    render::key_versions(&c.versions)
+                )
+            })
+        }
         Verb::Ring => show(client.ring().await?, json, render::ring),
         Verb::Nodes { verb: None } => show(client.nodes().await?, json, render::nodes),
         Verb::Nodes {
@@ -306,7 +347,7 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// Now, in ms since the Unix epoch, for entry ages.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -173,6 +173,43 @@ pub(crate) fn reload(report: &ReloadReport) -> String {
 }
 
 /// `dlq list`: the oldest entries, and how many more wait.
+pub(crate) fn keys(status: &confab_proto::admin::KeysStatus) -> String {
+    let mut table = Table::new(&[
+        "VERSION",
+        "CURRENT",
+        "MASTER",
+        "SNAPSHOTS",
+        "EVENTS",
+        "CREATED",
+    ]);
+    for v in &status.versions {
+        table.row([
+            format!("v{}", v.version),
+            if v.current { "yes" } else { "" }.to_owned(),
+            v.master.clone(),
+            v.snapshots.to_string(),
+            v.events.to_string(),
+            age(crate::now_ms(), v.created_ms) + " ago",
+        ]);
+    }
+    let mut out = table.render();
+    if status.plaintext_snapshots > 0 {
+        out.push_str(&format!(
+            "\n{} snapshots are still in the plaintext format 1: they move to the current version in the background",
+            status.plaintext_snapshots
+        ));
+    }
+    out
+}
+
+pub(crate) fn key_versions(versions: &[u32]) -> String {
+    versions
+        .iter()
+        .map(|v| format!("v{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn dlq_list(list: &DlqList, now_ms: u64) -> String {
     if list.entries.is_empty() && list.depth == 0 {
         return "the dead-letter queue is empty".to_owned();

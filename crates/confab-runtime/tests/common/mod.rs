@@ -86,6 +86,7 @@ pub fn config(key: u8) -> RuntimeConfig {
         resident_sessions_max: 1000,
         snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
         ring: test_ring(),
+        reencrypt_per_s: 0,
         epoch: Epoch(1),
         actions: Default::default(),
         stages: Vec::new(),

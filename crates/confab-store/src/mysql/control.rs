@@ -159,3 +159,70 @@ fn dead_letter_of(row: &MySqlRow) -> Result<DeadLetter, StoreError> {
         created_ms: row.get("created_ms"),
     })
 }
+
+impl crate::key_usage::KeyUsageStore for MySqlStore {
+    fn snapshot_key_versions(
+        &self,
+    ) -> crate::StoreFuture<'_, std::collections::BTreeMap<confab_core::crypto::KeyVersion, u64>>
+    {
+        Box::pin(async move {
+            let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT SUBSTRING(body, 1, 10) AS header, COUNT(*) FROM snapshots GROUP BY header",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            crate::key_usage::by_version(rows)
+        })
+    }
+
+    fn events_sealed_under(
+        &self,
+        version: confab_core::crypto::KeyVersion,
+    ) -> crate::StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let marker = crate::key_usage::sealed_marker(version);
+            let mut total = 0u64;
+            for shard in 0..super::SHARDS {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE INSTR(body, ?) > 0",
+                    super::table_of(shard)
+                );
+                let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(marker.as_bytes())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                total += u64::try_from(count).unwrap_or(0);
+            }
+            Ok(total)
+        })
+    }
+
+    fn snapshots_not_under<'a>(
+        &'a self,
+        version: confab_core::crypto::KeyVersion,
+        after: Option<&'a confab_core::Uid>,
+        limit: usize,
+    ) -> crate::StoreFuture<'a, Vec<confab_core::Uid>> {
+        Box::pin(async move {
+            let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT uid FROM snapshots WHERE uid > ? AND SUBSTRING(body, 1, 10) <> ? \
+                 ORDER BY uid LIMIT ?",
+            )
+            .bind(after.map_or(&b""[..], |u| u.as_str().as_bytes()))
+            .bind(crate::key_usage::sealed_header(version).to_vec())
+            .bind(u64::try_from(limit).unwrap_or(u64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(uid,)| {
+                    let uid = String::from_utf8(uid)
+                        .map_err(|_| StoreError::Corrupt("a uid is not utf-8".into()))?;
+                    confab_core::Uid::new(uid).map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect()
+        })
+    }
+}

@@ -141,3 +141,58 @@ fn dead_letter_of(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetter, StoreErro
         created_ms: db_to_u64(row.get("created_ms")),
     })
 }
+
+impl crate::key_usage::KeyUsageStore for SqliteStore {
+    fn snapshot_key_versions(
+        &self,
+    ) -> crate::StoreFuture<'_, std::collections::BTreeMap<confab_core::crypto::KeyVersion, u64>>
+    {
+        Box::pin(async move {
+            let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT substr(body, 1, 10) AS header, COUNT(*) FROM snapshots GROUP BY header",
+            )
+            .fetch_all(&self.readers)
+            .await
+            .map_err(unavailable)?;
+            crate::key_usage::by_version(rows)
+        })
+    }
+
+    fn events_sealed_under(
+        &self,
+        version: confab_core::crypto::KeyVersion,
+    ) -> crate::StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let (count,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM events WHERE instr(body, ?) > 0")
+                    .bind(crate::key_usage::sealed_marker(version))
+                    .fetch_one(&self.readers)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+
+    fn snapshots_not_under<'a>(
+        &'a self,
+        version: confab_core::crypto::KeyVersion,
+        after: Option<&'a Uid>,
+        limit: usize,
+    ) -> crate::StoreFuture<'a, Vec<Uid>> {
+        Box::pin(async move {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT uid FROM snapshots WHERE uid > ? AND substr(body, 1, 10) != ? \
+                 ORDER BY uid LIMIT ?",
+            )
+            .bind(after.map_or("", |u| u.as_str()))
+            .bind(crate::key_usage::sealed_header(version).to_vec())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(uid,)| Uid::new(uid).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .collect()
+        })
+    }
+}

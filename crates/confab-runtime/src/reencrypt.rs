@@ -1,0 +1,95 @@
+//! The re-encryption job: rewrites stored snapshots under the ring's newest key
+//! version, so that old versions come to cover nothing and can be retired.
+//!
+//! Every node walks the snapshots not under the newest version, in uid order,
+//! and rewrites those it owns on the ring (at most `per_s` a second), with its
+//! ring epoch: the store's fence drops the write if a newer owner exists, and
+//! its seq rule drops it if the session wrote a newer snapshot meanwhile.
+//! Events are never rewritten: they are appended once and kept as written.
+
+use crate::shared::Shared;
+use confab_core::Uid;
+use confab_core::session::Snapshot;
+use confab_store::StoredSnapshot;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// Uids read per page.
+const PAGE: usize = 256;
+
+/// Pause after a full pass found nothing to do.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Starts the job on this node, rewriting at most `per_s` snapshots a second.
+pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
+    if per_s == 0 {
+        return;
+    }
+    let gap = Duration::from_secs(1) / per_s;
+    tokio::spawn(async move {
+        let mut after: Option<Uid> = None;
+        loop {
+            let ring = shared.config.ring.get();
+            let Ok(current) = ring.current().map(|k| k.version()) else {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            };
+            let page = match shared
+                .store
+                .snapshots_not_under(current, after.as_ref(), PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    warn!(error = %e, "re-encryption: listing snapshots failed; retrying");
+                    tokio::time::sleep(IDLE).await;
+                    continue;
+                }
+            };
+            if page.is_empty() {
+                after = None;
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+            after = page.last().cloned();
+            for uid in page {
+                let cluster_ring = shared.ring();
+                if cluster_ring.owner(&uid) != Some(&shared.config.node_id) {
+                    continue;
+                }
+                if let Err(e) = rewrite(&shared, &uid, cluster_ring.epoch()).await {
+                    debug!(uid = %uid, error = %e, "re-encryption of a snapshot skipped");
+                }
+                tokio::time::sleep(gap).await;
+            }
+        }
+    });
+}
+
+async fn rewrite(shared: &Shared, uid: &Uid, epoch: confab_core::Epoch) -> Result<(), String> {
+    let Some(stored) = shared
+        .store
+        .read_snapshot(uid)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let ring = shared.config.ring.get();
+    let snapshot = Snapshot::open(&stored.bytes, uid, &ring, Some(&shared.config.snapshot_key))
+        .map_err(|e| e.to_string())?;
+    let key = ring.current().map_err(|e| e.to_string())?;
+    let rewritten = StoredSnapshot {
+        bytes: snapshot.seal(key, crate::sealed::random_nonce()),
+        epoch: stored.epoch.max(epoch),
+        ..stored
+    };
+    shared
+        .store
+        .write_snapshots(&[rewritten])
+        .await
+        .map_err(|e| e.to_string())?;
+    metrics::counter!("confab_snapshots_reencrypted_total").increment(1);
+    Ok(())
+}
