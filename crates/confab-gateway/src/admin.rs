@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use confab_core::{NodeId, Uid};
 use confab_proto::admin::{
-    AdminError, CanarySet, DlqEntryBody, DlqList, DlqReplay, DlqReplayOutcome, DlqReplayReport,
-    DrainView, KeyChange, KeyVersionView, KeysStatus, MemberView, NodeStatus, NodesView,
-    ReloadReport, RingView, SessionLocation, VNodeView,
+    AdminError, AuditList, AuditView, CanarySet, DlqEntryBody, DlqList, DlqReplay,
+    DlqReplayOutcome, DlqReplayReport, DrainView, KeyChange, KeyVersionView, KeysStatus,
+    MemberView, NodeStatus, NodesView, ReloadReport, RingView, SessionLocation, VNodeView,
 };
 use confab_runtime::TurnError;
 use confab_runtime::dialog::DialogError;
@@ -46,6 +46,7 @@ pub(crate) fn routes() -> axum::Router<Gateway> {
         .route("/ring", get(ring))
         .route("/nodes", get(nodes))
         .route("/nodes/{id}/drain", get(drain_progress).post(drain))
+        .route("/audit", get(audit_list))
         .route("/keys", get(keys_status))
         .route("/keys/rotate", post(keys_rotate))
         .route("/keys/{version}/retire", post(keys_retire))
@@ -75,6 +76,98 @@ pub(crate) async fn require_admin(
         Ok(()) => next.run(request).await,
         Err(refused) => refused,
     }
+}
+
+/// Largest error body read back for the audit record.
+const AUDIT_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// A layer outside every admin route: each action (any request but a read:
+/// GET and HEAD) is recorded in the audit log with who asked, what, when and
+/// what came of it, refused ones included, before the answer goes out.
+pub(crate) async fn audit(
+    State(gw): State<Gateway>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(request).await;
+    }
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
+    let who = crate::ws::bearer(request.headers())
+        .and_then(|token| gw.auth.verify(token).ok())
+        .map_or_else(|| "-".to_owned(), |caller| caller.uid.to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    let (response, result) = if status.is_success() {
+        (response, "ok".to_owned())
+    } else {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, AUDIT_BODY_BYTES_MAX)
+            .await
+            .unwrap_or_default();
+        let result = serde_json::from_slice::<AdminError>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| status.to_string());
+        (
+            Response::from_parts(parts, axum::body::Body::from(bytes)),
+            result,
+        )
+    };
+    let entry = confab_store::audit::AuditEntry {
+        id: 0,
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        who,
+        node: gw.runtime.node_id().to_string(),
+        action: format!("{method} {path}"),
+        status: status.as_u16(),
+        result,
+    };
+    if let Err(e) = gw.runtime.store().audit(&entry).await {
+        metrics::counter!("confab_audit_failures_total").increment(1);
+        tracing::error!(error = %e, action = %entry.action, who = %entry.who, "admin action not recorded in the audit log");
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit_list(
+    State(gw): State<Gateway>,
+    Query(query): Query<AuditQuery>,
+) -> AdminResult<AuditList> {
+    let limit = query
+        .limit
+        .unwrap_or(100)
+        .min(confab_store::audit::LIST_MAX);
+    let entries = gw
+        .runtime
+        .store()
+        .audit_entries(limit)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(Json(AuditList {
+        entries: entries
+            .into_iter()
+            .map(|e| AuditView {
+                id: e.id,
+                at_ms: e.at_ms,
+                who: e.who,
+                node: e.node,
+                action: e.action,
+                status: e.status,
+                result: e.result,
+            })
+            .collect(),
+    }))
 }
 
 /// The caller must hold an `admin` token.

@@ -109,10 +109,15 @@ impl Gateway {
             .route("/", get(chat_page))
             .nest(
                 confab_proto::admin::ADMIN_PREFIX,
-                admin::routes().route_layer(axum::middleware::from_fn_with_state(
-                    self.clone(),
-                    admin::require_admin,
-                )),
+                admin::routes()
+                    .route_layer(axum::middleware::from_fn_with_state(
+                        self.clone(),
+                        admin::require_admin,
+                    ))
+                    .layer(axum::middleware::from_fn_with_state(
+                        self.clone(),
+                        admin::audit,
+                    )),
             )
             .layer(axum::middleware::from_fn(serve::track_busy))
             .with_state(self)

@@ -328,3 +328,29 @@ pub struct KeyChange {
     /// The versions the ring holds after the change.
     pub versions: Vec<u32>,
 }
+
+/// One entry of `GET /admin/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// Its id, in the order written.
+    pub id: u64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Who: the token's `sub`, or `-` without a valid token.
+    pub who: String,
+    /// The node that served it.
+    pub node: String,
+    /// What: method and path.
+    pub action: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// What came of it: `ok`, or the error.
+    pub result: String,
+}
+
+/// `GET /admin/v1/audit`: the newest admin actions first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    /// The entries, newest first.
+    pub entries: Vec<AuditView>,
+}

@@ -245,6 +245,16 @@ impl confab_store::key_usage::KeyUsageStore for SealedStore {
     }
 }
 
+impl confab_store::audit::AuditStore for SealedStore {
+    fn audit<'a>(&'a self, entry: &'a confab_store::audit::AuditEntry) -> StoreFuture<'a, u64> {
+        self.inner.audit(entry)
+    }
+
+    fn audit_entries(&self, limit: usize) -> StoreFuture<'_, Vec<confab_store::audit::AuditEntry>> {
+        self.inner.audit_entries(limit)
+    }
+}
+
 impl Store for SealedStore {
     fn tier(&self) -> &'static str {
         self.inner.tier()

@@ -93,6 +93,7 @@ macro_rules! store_with_request_metrics {
 }
 pub(crate) use store_with_request_metrics;
 
+pub mod audit;
 pub mod control;
 pub mod key_usage;
 pub mod membership;
@@ -216,7 +217,9 @@ pub struct SessionLog {
 }
 
 /// A whole durable tier.
-pub trait Store: EventStore + SnapshotStore + ControlStore + key_usage::KeyUsageStore {
+pub trait Store:
+    EventStore + SnapshotStore + ControlStore + key_usage::KeyUsageStore + audit::AuditStore
+{
     /// The tier's name in metrics (`sqlite`, `mysql`, `redis`).
     fn tier(&self) -> &'static str;
 

@@ -228,6 +228,17 @@ impl crate::key_usage::KeyUsageStore for TieredStore {
     }
 }
 
+/// Kept in the durable tier.
+impl crate::audit::AuditStore for TieredStore {
+    fn audit<'a>(&'a self, entry: &'a crate::audit::AuditEntry) -> StoreFuture<'a, u64> {
+        self.durable.audit(entry)
+    }
+
+    fn audit_entries(&self, limit: usize) -> StoreFuture<'_, Vec<crate::audit::AuditEntry>> {
+        self.durable.audit_entries(limit)
+    }
+}
+
 impl Store for TieredStore {
     fn tier(&self) -> &'static str {
         self.durable.tier()

@@ -37,6 +37,8 @@ suite_test!(a_resolved_dead_letter_leaves_the_queue_until_it_fails_again);
 suite_test!(settings_change_only_by_compare_and_set);
 suite_test!(concurrent_setting_writers_exactly_one_wins);
 suite_test!(bad_control_input_is_refused_with_a_clear_error);
+suite_test!(the_audit_log_lists_newest_first_and_cuts_long_entries);
+suite_test!(key_usage_counts_snapshots_and_events_by_version);
 
 #[tokio::test]
 async fn events_land_in_the_table_mysql_itself_computes() {

@@ -99,6 +99,18 @@ async fn concurrent_setting_writers_exactly_one_wins() {
 }
 
 #[tokio::test]
+async fn the_audit_log_lists_newest_first_and_cuts_long_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::the_audit_log_lists_newest_first_and_cuts_long_entries(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn key_usage_counts_snapshots_and_events_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::key_usage_counts_snapshots_and_events_by_version(&open(dir.path()).await).await;
+}
+
+#[tokio::test]
 async fn bad_control_input_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     suite::bad_control_input_is_refused_with_a_clear_error(&open(dir.path()).await).await;

@@ -61,3 +61,72 @@ async fn ring_nodes_and_locate_agree_with_where_sessions_live() {
         confabctl(&node, &["session", "locate", "bad uid with spaces\u{7}"]).await;
     assert_eq!(code, 1, "{stderr}");
 }
+
+#[tokio::test]
+async fn every_admin_action_is_in_the_audit_log_with_who_what_when_and_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let started = now_s() * 1000;
+    let (code, _, err) = confabctl(&node, &["keys", "rotate"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = confabctl(&node, &["canary", "set", "v9", "--tails", "0"]).await;
+    assert_ne!(code, 0, "v9 is not loaded");
+    // Without a token, and with a chat token: refused, and recorded all the same.
+    let (status, _) = http_request(node.port, "POST", "/admin/v1/keys/rotate", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let chat = token("mallory");
+    let (status, _) = http_request(
+        node.port,
+        "POST",
+        "/admin/v1/keys/rotate",
+        Some(&chat),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403);
+    // Reads are not actions.
+    let (code, _, _) = confabctl(&node, &["keys", "status"]).await;
+    assert_eq!(code, 0);
+
+    let (code, out, err) = confabctl(&node, &["--json", "audit", "list"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entries = list["entries"].as_array().unwrap();
+    let summary: Vec<(String, String, u64)> = entries
+        .iter()
+        .map(|e| {
+            assert!(e["at_ms"].as_u64().unwrap() >= started - 1000);
+            assert!(e["node"].as_str().unwrap().starts_with("node-"));
+            (
+                e["who"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("mallory".into(), "POST /admin/v1/keys/rotate".into(), 403),
+            ("-".into(), "POST /admin/v1/keys/rotate".into(), 401),
+            ("ops".into(), "PUT /admin/v1/canary".into(), 400),
+            ("ops".into(), "POST /admin/v1/keys/rotate".into(), 200),
+        ],
+        "newest first: {out}"
+    );
+    assert_eq!(entries[3]["result"], "ok");
+    assert!(
+        entries[2]["result"].as_str().unwrap().contains("v9"),
+        "the refusal says why: {out}"
+    );
+    // The table names the same.
+    let (code, table, _) = confabctl(&node, &["audit", "list", "--limit", "2"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("mallory") && table.lines().count() == 3,
+        "{table}"
+    );
+}

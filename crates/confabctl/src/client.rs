@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use confab_proto::admin::{
-    ADMIN_PREFIX, AdminError, CanarySet, CanaryStatus, DlqList, DlqReplay, DlqReplayReport,
-    DrainView, KeyChange, KeysStatus, NodeStatus, NodesView, PolicyStatus, ReloadReport, RingView,
-    SessionLocation, SessionView,
+    ADMIN_PREFIX, AdminError, AuditList, CanarySet, CanaryStatus, DlqList, DlqReplay,
+    DlqReplayReport, DrainView, KeyChange, KeysStatus, NodeStatus, NodesView, PolicyStatus,
+    ReloadReport, RingView, SessionLocation, SessionView,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -145,6 +145,14 @@ impl AdminClient {
     /// `GET /admin/v1/dlq?limit=N`.
     pub(crate) async fn dlq_list(&self, limit: u64) -> anyhow::Result<Reply<DlqList>> {
         let mut url = self.endpoint(&["dlq"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `GET /admin/v1/audit`.
+    pub(crate) async fn audit(&self, limit: u64) -> anyhow::Result<Reply<AuditList>> {
+        let mut url = self.endpoint(&["audit"]);
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string());
         self.call(Method::GET, url, None::<&()>).await

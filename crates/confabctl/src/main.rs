@@ -70,6 +70,9 @@ enum Verb {
     /// One user's session.
     #[command(subcommand)]
     Session(SessionVerb),
+    /// The admin audit log: who did what, when, and what came of it.
+    #[command(subcommand)]
+    Audit(AuditVerb),
     /// The data-key ring that seals user texts and sensitive slots at rest.
     #[command(subcommand)]
     Keys(KeysVerb),
@@ -124,6 +127,16 @@ enum CanaryVerb {
     Rollback,
     /// Make the canary the stable version for everyone.
     Promote,
+}
+
+#[derive(Subcommand)]
+enum AuditVerb {
+    /// The newest admin actions first.
+    List {
+        /// Show at most this many entries (up to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +271,9 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
         Verb::Session(SessionVerb::Locate { uid }) => {
             show(client.locate(&uid).await?, json, render::locate)
         }
+        Verb::Audit(AuditVerb::List { limit }) => show(client.audit(limit).await?, json, |l| {
+            render::audit(l, now_ms())
+        }),
         Verb::Keys(KeysVerb::Status) => show(client.keys().await?, json, render::keys),
         Verb::Keys(KeysVerb::Rotate) => show(client.keys_rotate().await?, json, |c| {
             format!(

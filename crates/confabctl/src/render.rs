@@ -173,6 +173,25 @@ pub(crate) fn reload(report: &ReloadReport) -> String {
 }
 
 /// `dlq list`: the oldest entries, and how many more wait.
+pub(crate) fn audit(list: &confab_proto::admin::AuditList, now_ms: u64) -> String {
+    if list.entries.is_empty() {
+        return "no admin action recorded yet".to_owned();
+    }
+    let mut table = Table::new(&["ID", "AGE", "WHO", "NODE", "ACTION", "STATUS", "RESULT"]);
+    for e in &list.entries {
+        table.row([
+            e.id.to_string(),
+            age(now_ms, e.at_ms),
+            e.who.clone(),
+            e.node.clone(),
+            e.action.clone(),
+            e.status.to_string(),
+            e.result.clone(),
+        ]);
+    }
+    table.render()
+}
+
 pub(crate) fn keys(status: &confab_proto::admin::KeysStatus) -> String {
     let mut table = Table::new(&[
         "VERSION",

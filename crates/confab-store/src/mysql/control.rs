@@ -226,3 +226,53 @@ impl crate::key_usage::KeyUsageStore for MySqlStore {
         })
     }
 }
+
+impl crate::audit::AuditStore for MySqlStore {
+    fn audit<'a>(&'a self, entry: &'a crate::audit::AuditEntry) -> crate::StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let entry = entry.clone().bounded();
+            let done = sqlx::query(
+                "INSERT INTO admin_audit (at_ms, who, node, action, status, result) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(entry.at_ms)
+            .bind(entry.who.as_bytes())
+            .bind(entry.node.as_bytes())
+            .bind(entry.action.as_bytes())
+            .bind(entry.status)
+            .bind(entry.result.as_bytes())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            Ok(done.last_insert_id())
+        })
+    }
+
+    fn audit_entries(&self, limit: usize) -> crate::StoreFuture<'_, Vec<crate::audit::AuditEntry>> {
+        Box::pin(async move {
+            let limit = limit.min(crate::audit::LIST_MAX);
+            let rows: Vec<(u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, u16, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, at_ms, who, node, action, status, result FROM admin_audit \
+                 ORDER BY id DESC LIMIT ?",
+            )
+            .bind(u64::try_from(limit).unwrap_or(u64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(crate::audit::corrupt);
+            rows.into_iter()
+                .map(|(id, at_ms, who, node, action, status, result)| {
+                    Ok(crate::audit::AuditEntry {
+                        id,
+                        at_ms,
+                        who: text(who)?,
+                        node: text(node)?,
+                        action: text(action)?,
+                        status,
+                        result: text(result)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}

@@ -196,3 +196,56 @@ impl crate::key_usage::KeyUsageStore for SqliteStore {
         })
     }
 }
+
+impl crate::audit::AuditStore for SqliteStore {
+    fn audit<'a>(&'a self, entry: &'a crate::audit::AuditEntry) -> crate::StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let entry = entry.clone().bounded();
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO admin_audit (at_ms, who, node, action, status, result) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(u64_to_db(entry.at_ms))
+            .bind(&entry.who)
+            .bind(&entry.node)
+            .bind(&entry.action)
+            .bind(i64::from(entry.status))
+            .bind(&entry.result)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(unavailable)?;
+            Ok(db_to_u64(id))
+        })
+    }
+
+    fn audit_entries(&self, limit: usize) -> crate::StoreFuture<'_, Vec<crate::audit::AuditEntry>> {
+        Box::pin(async move {
+            let limit = limit.min(crate::audit::LIST_MAX);
+            let rows = sqlx::query(
+                "SELECT id, at_ms, who, node, action, status, result FROM admin_audit \
+                 ORDER BY id DESC LIMIT ?",
+            )
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(unavailable)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(crate::audit::AuditEntry {
+                        id: db_to_u64(row.try_get("id").map_err(crate::audit::corrupt)?),
+                        at_ms: db_to_u64(row.try_get("at_ms").map_err(crate::audit::corrupt)?),
+                        who: row.try_get("who").map_err(crate::audit::corrupt)?,
+                        node: row.try_get("node").map_err(crate::audit::corrupt)?,
+                        action: row.try_get("action").map_err(crate::audit::corrupt)?,
+                        status: u16::try_from(
+                            row.try_get::<i64, _>("status")
+                                .map_err(crate::audit::corrupt)?,
+                        )
+                        .map_err(crate::audit::corrupt)?,
+                        result: row.try_get("result").map_err(crate::audit::corrupt)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}

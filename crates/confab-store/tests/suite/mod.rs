@@ -479,3 +479,85 @@ pub async fn writes_and_claims_name_their_node(
     assert_eq!(rows("b").await, [(1, 1, 1, "n2".to_owned())]);
     assert_eq!(fence("a").await, Some((3, "n2".to_owned())));
 }
+
+pub async fn the_audit_log_lists_newest_first_and_cuts_long_entries(store: &dyn Store) {
+    use confab_store::audit::{AuditEntry, TEXT_BYTES_MAX};
+    let entry = |n: u64, action: String| AuditEntry {
+        id: 0,
+        at_ms: 1_000 + n,
+        who: "ops".into(),
+        node: "node-1".into(),
+        action,
+        status: 200,
+        result: "ok".into(),
+    };
+    let first = store.audit(&entry(1, "POST /a".into())).await.unwrap();
+    let second = store
+        .audit(&entry(2, format!("POST /{}", "x".repeat(10_000))))
+        .await
+        .unwrap();
+    assert!(second > first);
+    let listed = store.audit_entries(10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, second, "newest first");
+    assert_eq!(listed[0].action.len(), TEXT_BYTES_MAX);
+    assert_eq!(
+        listed[1],
+        AuditEntry {
+            id: first,
+            ..entry(1, "POST /a".into())
+        }
+    );
+    assert_eq!(store.audit_entries(1).await.unwrap().len(), 1);
+}
+
+pub async fn key_usage_counts_snapshots_and_events_by_version(store: &dyn Store) {
+    use confab_core::crypto::{DataKey, KeyRing};
+    use confab_core::session::{SessionState, Snapshot, SnapshotKey};
+    let v1 = KeyRing::new([DataKey::new(1, &[1; 32]).unwrap()]);
+    let v2 = KeyRing::new([DataKey::new(2, &[2; 32]).unwrap()]);
+    let snap = |u: &str, bytes: Vec<u8>| StoredSnapshot {
+        uid: uid(u),
+        seq: Seq(0),
+        at_ms: 1,
+        epoch: Epoch(1),
+        bytes,
+    };
+    let frozen = |u: &str| Snapshot::new(uid(u), 1, Epoch(1), SessionState::default());
+    store
+        .write_snapshots(&[
+            snap("ku-a", frozen("ku-a").seal(v1.current().unwrap(), [0; 12])),
+            snap("ku-b", frozen("ku-b").seal(v2.current().unwrap(), [0; 12])),
+            snap(
+                "ku-c",
+                frozen("ku-c").encode(&SnapshotKey::new(vec![3; 32]).unwrap()),
+            ),
+        ])
+        .await
+        .unwrap();
+    let counts = store.snapshot_key_versions().await.unwrap();
+    assert_eq!(counts.get(&1), Some(&1));
+    assert_eq!(counts.get(&2), Some(&1));
+    assert_eq!(
+        counts.get(&confab_store::key_usage::PLAINTEXT_SNAPSHOTS),
+        Some(&1)
+    );
+    let not_v2 = store.snapshots_not_under(2, None, 10).await.unwrap();
+    assert!(not_v2.contains(&uid("ku-a")) && not_v2.contains(&uid("ku-c")));
+    assert!(!not_v2.contains(&uid("ku-b")));
+    let after_a = store
+        .snapshots_not_under(2, Some(&uid("ku-a")), 10)
+        .await
+        .unwrap();
+    assert!(!after_a.contains(&uid("ku-a")) && after_a.contains(&uid("ku-c")));
+
+    let mut sealed = event("ku-e", 1);
+    sealed.event = Event::TurnReceived {
+        message_id: MessageId::new("m-1").unwrap(),
+        text: v2.seal(&uid("ku-e"), "text", "hi", [0; 12]).unwrap(),
+    };
+    store.append(&[sealed]).await.unwrap();
+    assert_eq!(store.events_sealed_under(2).await.unwrap(), 1);
+    assert_eq!(store.events_sealed_under(1).await.unwrap(), 0);
+    assert_eq!(store.events_sealed_under(22).await.unwrap(), 0);
+}
