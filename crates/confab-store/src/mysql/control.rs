@@ -227,6 +227,9 @@ impl crate::key_usage::KeyUsageStore for MySqlStore {
     }
 }
 
+/// An audit row as MySQL gives it: id, at_ms, who, node, action, status, result.
+type AuditRow = (u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, u16, Vec<u8>);
+
 impl crate::audit::AuditStore for MySqlStore {
     fn audit<'a>(&'a self, entry: &'a crate::audit::AuditEntry) -> crate::StoreFuture<'a, u64> {
         Box::pin(async move {
@@ -251,7 +254,7 @@ impl crate::audit::AuditStore for MySqlStore {
     fn audit_entries(&self, limit: usize) -> crate::StoreFuture<'_, Vec<crate::audit::AuditEntry>> {
         Box::pin(async move {
             let limit = limit.min(crate::audit::LIST_MAX);
-            let rows: Vec<(u64, u64, Vec<u8>, Vec<u8>, Vec<u8>, u16, Vec<u8>)> = sqlx::query_as(
+            let rows: Vec<AuditRow> = sqlx::query_as(
                 "SELECT id, at_ms, who, node, action, status, result FROM admin_audit \
                  ORDER BY id DESC LIMIT ?",
             )
