@@ -261,6 +261,42 @@ impl Default for DialogSection {
     }
 }
 
+/// The keys whose value may instead be given as a file, by an environment
+/// variable `CONFAB_SECTION__KEY_FILE` naming it (the Docker and Kubernetes way
+/// to pass secrets).
+pub(crate) const SECRET_KEYS: &[&str] = &[
+    "auth.jwt_secret",
+    "cluster.cookie",
+    "crypto.keys",
+    "store.mysql_url",
+    "store.redis_url",
+    "store.snapshot_hmac_key",
+];
+
+/// The secret key a `SECTION__KEY_FILE` variable (prefix stripped) names, if any.
+fn secret_of_file_var(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    let stem = name.strip_suffix("_file")?;
+    let (section, key) = stem.split_once("__")?;
+    let dotted = format!("{section}.{key}");
+    SECRET_KEYS.iter().copied().find(|k| *k == dotted)
+}
+
+/// The secrets given as files: each `CONFAB_SECTION__KEY_FILE` variable of a
+/// secret key, read (and trimmed).
+fn secrets_from_files(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Figment> {
+    let mut figment = Figment::new();
+    for (name, path) in vars {
+        let Some(key) = name.strip_prefix("CONFAB_").and_then(secret_of_file_var) else {
+            continue;
+        };
+        let value = std::fs::read_to_string(&path)
+            .with_context(|| format!("{name}: reading the secret file {path:?}"))?;
+        figment = figment.merge(Serialized::default(key, value.trim().to_owned()));
+    }
+    Ok(figment)
+}
+
 /// Retries of an action, at most (`dialog.action_max_retries`).
 const ACTION_RETRIES_MAX: u32 = 10;
 /// External stages, at most.
@@ -279,11 +315,13 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         // Only `CONFAB_SECTION__KEY`: `CONFAB_NODE` and `CONFAB_TOKEN` belong to confabctl.
+        // A secret's `..._FILE` form is read below, not taken as a key.
         let env = Env::prefixed("CONFAB_")
-            .filter(|key| key.as_str().contains("__"))
+            .filter(|key| key.as_str().contains("__") && secret_of_file_var(key.as_str()).is_none())
             .split("__");
         let config: Config = figment
             .merge(env)
+            .merge(secrets_from_files(std::env::vars())?)
             .merge(overrides)
             .extract()
             .context("invalid configuration")?;

@@ -155,7 +155,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             bind,
             port: config.node.cluster_port,
             seeds: config.node.seeds.clone(),
-            cookie: secrets::cluster_cookie(&config.cluster.cookie, data_dir)?,
+            cookie: cluster_cookie(&config, bind)?,
             membership: confab_core::membership::MembershipConfig {
                 heartbeat_every_ms: config.cluster.heartbeat_every_ms,
                 down_after_ms: config.cluster.down_after_ms,
@@ -218,6 +218,25 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster cookie. A node reachable from other hosts (`node.bind` not a
+/// loopback address) must be given one (`cluster.cookie`, or the file named by
+/// `CONFAB_CLUSTER__COOKIE_FILE`); on loopback the data dir's is used, created
+/// if missing, as `confab up` needs.
+fn cluster_cookie(config: &Config, bind: std::net::IpAddr) -> anyhow::Result<String> {
+    let cookie = &config.cluster.cookie;
+    if cookie.is_empty() && !bind.is_loopback() {
+        anyhow::bail!(
+            "cluster.cookie is not set and node.bind {bind} is reachable from other hosts: \
+             give every node the same secret cookie (CONFAB_CLUSTER__COOKIE_FILE=/path, or \
+             cluster.cookie); a default one is only made for loopback clusters"
+        );
+    }
+    if !cookie.is_empty() && cookie.len() < 16 {
+        anyhow::bail!("cluster.cookie is {} bytes: use at least 16", cookie.len());
+    }
+    secrets::cluster_cookie(cookie, &config.node.data_dir)
+}
+
 /// How often the JWKS file is checked for a change.
 const JWKS_FILE_POLL: Duration = Duration::from_secs(1);
 
@@ -259,7 +278,8 @@ fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     })
     .context("[auth]")?;
     let client = confab_runtime::http::client(JWKS_FETCH_TIMEOUT).context("jwks http client")?;
-    auth.follow_jwks(
+    confab_gateway::auth::follow_jwks(
+        &auth,
         client,
         JWKS_FILE_POLL,
         Duration::from_secs(a.jwks_refresh_s),

@@ -63,6 +63,8 @@ pub(crate) struct Cluster {
     secret: String,
     cookie: String,
     hmac_key: String,
+    /// The master key every node wraps and unwraps the data-key ring with.
+    master_keys: String,
     mysql: PrivateMariaDb,
     redis: PrivateRedis,
     mysql_proxy: DelayProxy,
@@ -166,6 +168,7 @@ impl Cluster {
             secret: secret.to_owned(),
             cookie: format!("nemesis-cookie-{}", std::process::id()),
             hmac_key: "6e656d657369732d736e617073686f742d6b6579".into(),
+            master_keys: format!("nemesis={}", "6d".repeat(32)),
             mysql,
             redis,
             mysql_proxy,
@@ -253,6 +256,7 @@ impl Cluster {
             .env("CONFAB_NODE__BIND", node.addr.to_string())
             .env("CONFAB_CLUSTER__COOKIE", &self.cookie)
             .env("CONFAB_STORE__SNAPSHOT_HMAC_KEY", &self.hmac_key)
+            .env("CONFAB_CRYPTO__KEYS", &self.master_keys)
             .env("RUST_LOG", "warn")
             // The wall clock as libfaketime shows it: the offset in the clock
             // file, re-read every second; the monotonic clock stays true.

@@ -1,0 +1,147 @@
+//! The node's secrets through the shipped binary: `..._FILE` variables, the
+//! cookie a node reachable from other hosts must be given, and a node with the
+//! wrong cookie refused (and the refusal logged).
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+
+fn confab() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+    command.stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn a_node_reachable_from_other_hosts_refuses_to_start_without_a_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = confab()
+        .args(["node", "--http-port", &free_port().to_string()])
+        .args(["--cluster-port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--jwt-secret", SECRET])
+        .env("CONFAB_NODE__BIND", "0.0.0.0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cluster.cookie is not set") && stderr.contains("COOKIE_FILE"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("cluster-cookie").exists(),
+        "no default cookie was made for it"
+    );
+}
+
+#[tokio::test]
+async fn secrets_come_from_files_named_by_file_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let jwt = secrets.path().join("jwt");
+    std::fs::write(&jwt, "a-jwt-secret-from-a-file-0123456789\n").unwrap();
+    let cookie = secrets.path().join("cookie");
+    std::fs::write(&cookie, "a-cookie-from-a-file-0123456789").unwrap();
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["node", "--http-port", &port.to_string()])
+        .args(["--cluster-port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("CONFAB_NODE__BIND", "0.0.0.0")
+        .env("CONFAB_AUTH__JWT_SECRET_FILE", &jwt)
+        .env("CONFAB_CLUSTER__COOKIE_FILE", &cookie)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(|| async { http_get(port, "/readyz").await.map(|r| r.0) == Some(200) }).await;
+    let signed = token_with(
+        "a-jwt-secret-from-a-file-0123456789",
+        serde_json::json!({"sub": "fay", "scope": "chat", "exp": now_s() + 60}),
+    );
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let mut client = Client::connect(&url, &signed).await.unwrap();
+    client.say("m-1", "你好").await;
+    // The dev secret is not what signs here.
+    assert!(Client::connect(&url, &token("fay")).await.is_err());
+    child.kill().await.unwrap();
+    // A file variable naming a missing file stops the node with its name.
+    let output = confab()
+        .args(["node", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "CONFAB_AUTH__JWT_SECRET_FILE",
+            secrets.path().join("missing"),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CONFAB_AUTH__JWT_SECRET_FILE"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_node_with_the_wrong_cookie_is_refused_and_the_refusal_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let start = |id: &str, cookie: &str, seeds: Option<u16>, http_port: u16, cluster_port: u16| {
+        let log = std::fs::File::create(logs.path().join(format!("{id}.log"))).unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+        command
+            .args(["node", "--node-id", id])
+            .args(["--http-port", &http_port.to_string()])
+            .args(["--cluster-port", &cluster_port.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--jwt-secret", SECRET])
+            .env("CONFAB_CLUSTER__COOKIE", cookie)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(seed) = seeds {
+            command.args(["--seeds", &format!("127.0.0.1:{seed}")]);
+        }
+        command.spawn().unwrap()
+    };
+    let (first_http, first_port) = (free_port(), free_port());
+    let _first = start(
+        "node-1",
+        "the-cluster-cookie-0123456789",
+        None,
+        first_http,
+        first_port,
+    );
+    eventually(|| async { http_get(first_http, "/readyz").await.map(|r| r.0) == Some(200) }).await;
+    let _rogue = start(
+        "node-2",
+        "a-guessed-cookie-0123456789",
+        Some(first_port),
+        free_port(),
+        free_port(),
+    );
+    let log_of = |id: &str| {
+        std::fs::read_to_string(logs.path().join(format!("{id}.log"))).unwrap_or_default()
+    };
+    eventually(|| async {
+        let both = log_of("node-1") + &log_of("node-2");
+        both.contains("authentication failure")
+    })
+    .await;
+    // node-1 never links to the rogue: it is in the member table (the shared
+    // store), but not linked.
+    let (code, out, err) = confabctl_at(first_http, &["--json", "nodes"]).await;
+    assert_eq!(code, 0, "{err}");
+    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for member in nodes["nodes"].as_array().unwrap() {
+        if member["id"] == "node-2" {
+            assert_ne!(member["connected"], true, "{out}");
+        }
+    }
+}
