@@ -320,19 +320,28 @@ impl PolicyVersion {
 
         // Slots and actions first: steps refer to them.
         let mut slots = BTreeMap::new();
+        let mut slot_homes: BTreeMap<&str, (&str, u32)> = BTreeMap::new();
         let mut actions = BTreeMap::new();
         for (file, flow) in &parsed {
             for (name, spec) in &flow.slots {
                 check_name(&file.path, name, "slot name")?;
                 let slot = Slot::compile(name, spec, file)?;
-                if slots.insert(name.clone(), slot).is_some() {
+                let (line, _) = line_column(&file.text, spec.span().start);
+                if let Some((first, first_line)) = slot_homes.get(name.as_str()) {
+                    // Both files are named: which of the two is the newcomer is
+                    // the operator's to say, not the order of file names.
                     return Err(FlowError::at(
                         &file.path,
                         &file.text,
                         spec.span().start,
-                        format!("slot {name} is declared in two flow files of {version}"),
+                        format!(
+                            "slot {name} is declared in two flow files of {version}: {first} line {first_line} and {} line {line}; declare it in one",
+                            file.path
+                        ),
                     ));
                 }
+                slot_homes.insert(name, (&file.path, line));
+                slots.insert(name.clone(), slot);
             }
             for (name, spec) in &flow.actions {
                 check_name(&file.path, name, "action name")?;

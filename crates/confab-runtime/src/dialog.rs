@@ -435,7 +435,18 @@ impl Dialog {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot read the reload generation"),
         }
-        let changed = fingerprint(&source.flows_dir).is_ok_and(|fp| {
+        let now = fingerprint(&source.flows_dir).ok();
+        if let Some(fp) = &now {
+            // The files are back to what serves (a broken file was deleted or
+            // undone): the refusal no longer describes the dir.
+            let mut current = self.write();
+            if *fp == current.loaded.fingerprint && current.last_error.is_some() {
+                info!("the refused flow files are gone; the loaded policy matches the dir again");
+                current.last_error = None;
+                current.refused_fingerprint = None;
+            }
+        }
+        let changed = now.is_some_and(|fp| {
             let current = self.read();
             fp != current.loaded.fingerprint
                 && current.refused_fingerprint.as_deref() != Some(fp.as_str())

@@ -460,3 +460,42 @@ async fn session_show_masks_sensitive_slots_and_the_admin_api_needs_the_admin_sc
         .unwrap();
     assert_eq!(status, 401);
 }
+
+/// `policy status`'s refusal, polled until `check` holds.
+async fn policy_error_until(node: &Node, check: impl Fn(Option<&str>) -> bool) {
+    eventually(|| async {
+        let (_, stdout, _) = confabctl(node, &["--json", "policy", "status"]).await;
+        let status: PolicyStatus = serde_json::from_str(&stdout).unwrap();
+        let error = status
+            .last_error
+            .map(|e| format!("{}:{:?}: {}", e.file, e.line, e.message));
+        check(error.as_deref())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_duplicate_slot_names_both_files_and_a_deleted_broken_file_clears_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    copy_shipped_flows(&flows);
+    let node = start_on_flows(&dir.path().join("data"), &flows).await;
+    // A new file, sorting before callback.toml, declares callback's phone slot
+    // again: the refusal names both files (with their lines).
+    std::fs::write(
+        flows.join("v1/a_new.toml"),
+        "[slots.phone]\ntype = \"phone\"\nprompt = \"号码？\"\n\n[[intents]]\nname = \"new_one\"\nkeywords = [\"新的\"]\nreply = \"好\"\n",
+    )
+    .unwrap();
+    policy_error_until(&node, |error| {
+        error.is_some_and(|e| {
+            e.contains("slot phone is declared in two flow files")
+                && e.contains("v1/a_new.toml")
+                && e.contains("v1/callback.toml")
+        })
+    })
+    .await;
+    // Deleting it is enough: no manual reload, and the status says so.
+    std::fs::remove_file(flows.join("v1/a_new.toml")).unwrap();
+    policy_error_until(&node, |error| error.is_none()).await;
+}
