@@ -50,6 +50,8 @@ struct Inner {
     seen: Mutex<Seen>,
     release: Notify,
     arrived: Notify,
+    /// What `GET /jwks` serves (an identity provider's keys), set by the test.
+    jwks: Mutex<String>,
 }
 
 /// The service. Dropping it stops it.
@@ -57,6 +59,51 @@ pub struct ActionService {
     inner: Arc<Inner>,
     port: u16,
     task: tokio::task::JoinHandle<()>,
+    tls: bool,
+}
+
+/// Accepts TLS connections for axum: a handshake per connection, in its own
+/// task, so that one slow client does not hold up the others.
+struct TlsListener {
+    connections: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(accepted) => accepted,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("the certificate file reads")
+        .collect::<Result<_, _>>()
+        .expect("the certificate parses");
+    let key = PrivateKeyDer::from_pem_file(key).expect("the key parses");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a certificate and its key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 const PRIZES: &[&str] = &["10 元优惠券", "20 元优惠券", "免运费券"];
@@ -64,32 +111,85 @@ const PRIZES: &[&str] = &["10 元优惠券", "20 元优惠券", "免运费券"];
 impl ActionService {
     /// Starts the service on a free port of 127.0.0.1 (on the current tokio runtime).
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts it over https with this certificate and key (PEM files): the
+    /// certificate must name 127.0.0.1.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(Some(tls_acceptor(cert, key))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let inner = Arc::new(Inner {
             down: std::sync::atomic::AtomicBool::new(false),
             mode: Mutex::new(Mode::Serve),
             seen: Mutex::new(Seen::default()),
             release: Notify::new(),
             arrived: Notify::new(),
+            jwks: Mutex::new(r#"{"keys":[]}"#.to_owned()),
         });
         let app = axum::Router::new()
             .route("/draw", post(draw))
             .route("/stage/upper", post(stage_upper))
             .route("/stage/prefix", post(stage_prefix))
             .route("/stage/replace", post(stage_replace))
+            .route("/jwks", axum::routing::get(jwks))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
-        let port = listener.local_addr().expect("bound").port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { inner, port, task }
+        let local = listener.local_addr().expect("bound");
+        let port = local.port();
+        let is_tls = tls.is_some();
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+            Some(acceptor) => {
+                let (sender, connections) = tokio::sync::mpsc::channel(64);
+                let accept = async move {
+                    while let Ok((tcp, peer)) = listener.accept().await {
+                        let acceptor = acceptor.clone();
+                        let sender = sender.clone();
+                        tokio::spawn(async move {
+                            if let Ok(Ok(tls)) = tokio::time::timeout(
+                                std::time::Duration::from_secs(5),
+                                acceptor.accept(tcp),
+                            )
+                            .await
+                            {
+                                let _ = sender.send((tls, peer)).await;
+                            }
+                        });
+                    }
+                };
+                let serve = async move {
+                    let _ = axum::serve(TlsListener { connections, local }, app).await;
+                };
+                // One task, so that `stop` ends the accepting and the serving.
+                tokio::spawn(async move {
+                    tokio::join!(accept, serve);
+                })
+            }
+        };
+        Self {
+            inner,
+            port,
+            task,
+            tls: is_tls,
+        }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when started with TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Serves this JWKS document at `GET /jwks` from now on.
+    pub fn set_jwks(&self, document: &str) {
+        *self.inner.jwks.lock().unwrap_or_else(|e| e.into_inner()) = document.to_owned();
     }
 
     /// Sets what the next calls get.
@@ -228,6 +328,10 @@ async fn stage_upper(
 ) -> StageAnswer {
     let text = stage_text(&inner, "upper", &body)?;
     Ok(Json(serde_json::json!({ "text": text.to_uppercase() })))
+}
+
+async fn jwks(State(inner): State<Arc<Inner>>) -> String {
+    inner.jwks.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 async fn stage_prefix(

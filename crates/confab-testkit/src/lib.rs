@@ -30,6 +30,7 @@ pub mod netns;
 mod process;
 mod proxy;
 mod redis;
+mod signing;
 mod tmpfs;
 
 pub use action_service::{ActionService, Mode};
@@ -39,6 +40,7 @@ pub use latency::Latency;
 pub use mariadb::PrivateMariaDb;
 pub use proxy::DelayProxy;
 pub use redis::PrivateRedis;
+pub use signing::{SigningKey, jwks};
 pub use tmpfs::Tmpfs;
 
 use std::net::TcpListener;

@@ -39,6 +39,8 @@ const SMALL: &[&str] = &[
 pub struct PrivateMariaDb {
     port: u16,
     child: Child,
+    /// Certificate, key and CA (PEM) when started with TLS required.
+    tls: Option<[PathBuf; 3]>,
     /// Holds the data and the logs; `Drop` kills the child before this is deleted.
     dir: TempDir,
 }
@@ -55,6 +57,17 @@ impl PrivateMariaDb {
     /// If `mariadb-install-db` fails, or the server exits or is not ready within
     /// 30 s; the message has the tail of the log.
     pub fn start() -> PrivateMariaDb {
+        Self::start_with(None)
+    }
+
+    /// As [`PrivateMariaDb::start`], with TLS required of every client
+    /// (`--require-secure-transport`): the server's certificate, its key and the
+    /// CA that signed it, as PEM files. A plaintext login is refused.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> PrivateMariaDb {
+        Self::start_with(Some([cert.to_owned(), key.to_owned(), ca.to_owned()]))
+    }
+
+    fn start_with(tls: Option<[PathBuf; 3]>) -> PrivateMariaDb {
         let dir = tempfile::Builder::new()
             .prefix("confab-mariadb-")
             .tempdir()
@@ -62,10 +75,15 @@ impl PrivateMariaDb {
         install(dir.path());
         for attempt in 1..=PORT_ATTEMPTS {
             let port = crate::free_port();
-            let mut child = spawn(dir.path(), port);
+            let mut child = spawn(dir.path(), port, tls.as_ref());
             match wait_ready(&mut child, port) {
                 Ok(()) => {
-                    let server = PrivateMariaDb { port, child, dir };
+                    let server = PrivateMariaDb {
+                        port,
+                        child,
+                        tls,
+                        dir,
+                    };
                     server.create_test_database();
                     return server;
                 }
@@ -116,7 +134,7 @@ impl PrivateMariaDb {
     /// As [`PrivateMariaDb::start`]; also if the port was taken meanwhile.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.dir.path(), self.port);
+        self.child = spawn(self.dir.path(), self.port, self.tls.as_ref());
         if let Err(why) = wait_ready(&mut self.child, self.port) {
             fail(&mut self.child, self.dir.path(), self.port, why);
         }
@@ -180,7 +198,7 @@ fn install(dir: &Path) {
     );
 }
 
-fn spawn(dir: &Path, port: u16) -> Child {
+fn spawn(dir: &Path, port: u16, tls: Option<&[PathBuf; 3]>) -> Child {
     let mut cmd = Command::new(crate::process::binary(MARIADBD));
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
@@ -196,6 +214,12 @@ fn spawn(dir: &Path, port: u16) -> Child {
         .arg("--skip-log-bin")
         .args(user_args())
         .args(SMALL);
+    if let Some([cert, key, ca]) = tls {
+        cmd.arg(format!("--ssl-cert={}", cert.display()))
+            .arg(format!("--ssl-key={}", key.display()))
+            .arg(format!("--ssl-ca={}", ca.display()))
+            .arg("--require-secure-transport=ON");
+    }
     process::spawn_logged(&mut cmd, &log_path(dir))
 }
 

@@ -3,7 +3,7 @@
 use crate::process::{self, NotReady};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -22,6 +22,8 @@ const PORT_ATTEMPTS: usize = 3;
 pub struct PrivateRedis {
     port: u16,
     child: Child,
+    /// Certificate, key and CA (PEM) when it speaks only TLS.
+    tls: Option<[PathBuf; 3]>,
     /// Holds the log; `Drop` kills the child before this is deleted.
     dir: TempDir,
 }
@@ -34,15 +36,33 @@ impl PrivateRedis {
     /// If `redis-server` cannot be run, exits, or does not answer within 10 s;
     /// the message has the tail of its log.
     pub fn start() -> PrivateRedis {
+        Self::start_with(None)
+    }
+
+    /// As [`PrivateRedis::start`], speaking only TLS on its port (no plaintext
+    /// port; clients need no certificate of their own): the server's
+    /// certificate, its key and the CA that signed it, as PEM files.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> PrivateRedis {
+        Self::start_with(Some([cert.to_owned(), key.to_owned(), ca.to_owned()]))
+    }
+
+    fn start_with(tls: Option<[PathBuf; 3]>) -> PrivateRedis {
         let dir = tempfile::Builder::new()
             .prefix("confab-redis-")
             .tempdir()
             .expect("create a temporary directory");
         for attempt in 1..=PORT_ATTEMPTS {
             let port = crate::free_port();
-            let mut child = spawn(&dir, port);
-            match wait_ready(&mut child, port) {
-                Ok(()) => return PrivateRedis { port, child, dir },
+            let mut child = spawn(&dir, port, tls.as_ref());
+            match wait_ready(&mut child, port, tls.as_ref()) {
+                Ok(()) => {
+                    return PrivateRedis {
+                        port,
+                        child,
+                        tls,
+                        dir,
+                    };
+                }
                 Err(NotReady::Exited(_))
                     if attempt < PORT_ATTEMPTS && process::port_was_taken(&log_path(&dir)) =>
                 {
@@ -54,9 +74,14 @@ impl PrivateRedis {
         unreachable!("the last attempt returns or panics")
     }
 
-    /// `redis://127.0.0.1:<port>/`.
+    /// `redis://127.0.0.1:<port>/`, or `rediss://` when it speaks TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// The server's port on 127.0.0.1.
@@ -83,8 +108,8 @@ impl PrivateRedis {
     /// As [`PrivateRedis::start`]; also if the port was taken meanwhile.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(&self.dir, self.port);
-        if let Err(why) = wait_ready(&mut self.child, self.port) {
+        self.child = spawn(&self.dir, self.port, self.tls.as_ref());
+        if let Err(why) = wait_ready(&mut self.child, self.port, self.tls.as_ref()) {
             fail(&mut self.child, &self.dir, self.port, why);
         }
     }
@@ -100,11 +125,25 @@ fn log_path(dir: &TempDir) -> PathBuf {
     dir.path().join("redis.log")
 }
 
-fn spawn(dir: &TempDir, port: u16) -> Child {
+fn spawn(dir: &TempDir, port: u16, tls: Option<&[PathBuf; 3]>) -> Child {
     let mut cmd = Command::new(crate::process::binary(REDIS_SERVER));
-    cmd.arg("--port")
-        .arg(port.to_string())
-        .args(["--bind", "127.0.0.1"])
+    match tls {
+        None => {
+            cmd.arg("--port").arg(port.to_string());
+        }
+        Some([cert, key, ca]) => {
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
+    }
+    cmd.args(["--bind", "127.0.0.1"])
         // No persistence: `--save ""` turns RDB snapshots off.
         .args(["--save", ""])
         .args(["--appendonly", "no"])
@@ -114,8 +153,23 @@ fn spawn(dir: &TempDir, port: u16) -> Child {
     process::spawn_logged(&mut cmd, &log_path(dir))
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), NotReady> {
-    process::wait_ready(child, READY_TIMEOUT, || ping(port))
+fn wait_ready(child: &mut Child, port: u16, tls: Option<&[PathBuf; 3]>) -> Result<(), NotReady> {
+    match tls {
+        None => process::wait_ready(child, READY_TIMEOUT, || ping(port)),
+        Some([_, _, ca]) => process::wait_ready(child, READY_TIMEOUT, || tls_ping(port, ca)),
+    }
+}
+
+/// Whether the TLS server on `port` answers `PING`, asked by `redis-cli --tls`.
+fn tls_ping(port: u16, ca: &Path) -> bool {
+    Command::new("redis-cli")
+        .args(["--tls", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("--cacert")
+        .arg(ca)
+        .arg("PING")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "PONG")
 }
 
 /// Whether the server on `port` answers `PING` with `+PONG` (an inline

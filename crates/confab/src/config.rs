@@ -473,8 +473,8 @@ impl Config {
         );
         for stage in &d.stages {
             anyhow::ensure!(
-                stage.url.starts_with("http://"),
-                "dialog.stages {}: url must start with http:// (HTTPS stages need a TLS-terminating sidecar in this version), not {:?}",
+                stage.url.starts_with("http://") || stage.url.starts_with("https://"),
+                "dialog.stages {}: url must start with http:// or https://, not {:?}",
                 stage.name,
                 stage.url
             );
