@@ -323,7 +323,11 @@ impl KeyManager {
                 DataKey::new(v.version, &material).map_err(|e| KeyError::Corrupt(e.to_string()))?,
             );
         }
-        self.ring.replace(KeyRing::new(keys));
+        let ring = KeyRing::new(keys);
+        if let Ok(current) = ring.current() {
+            metrics::gauge!("confab_data_key_version").set(f64::from(current.version()));
+        }
+        self.ring.replace(ring);
         self.revision
             .store(revision, std::sync::atomic::Ordering::Release);
         Ok(())

@@ -105,6 +105,8 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         reload_poll: Duration::from_millis(config.dialog.reload_poll_ms),
     })
     .map_err(|e| anyhow::anyhow!("the flows do not load: {e}"))?;
+    // First: what starts next (the key ring) publishes metrics.
+    let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let store = open_store(&config, outbound_ca).await?;
     let master_keys = secrets::master_keys(&config.crypto.keys, &config.crypto.keys_file, data_dir)
         .context("[crypto]")?;
@@ -112,7 +114,6 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .context("the data-key ring")?;
     keys.follow();
-    let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let node_id = NodeId::new(config.node.id.clone())?;
     let runtime = Runtime::start(
         RuntimeConfig {

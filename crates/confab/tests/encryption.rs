@@ -357,3 +357,37 @@ async fn a_key_rotates_under_load_and_old_snapshots_move_to_it() {
     let mut client = Client::as_uid(&node, "old-0").await;
     client.say("m-after", "你好").await;
 }
+
+/// A gauge's value in a node's `/metrics`.
+async fn gauge(node: &Node, name: &str) -> Option<f64> {
+    let (_, metrics) = http_get(node.port, "/metrics").await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_on_one_node_reaches_every_node_of_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = cluster_with(dir.path(), 3, |_| Vec::new()).await;
+    for node in &nodes {
+        assert_eq!(gauge(node, "confab_data_key_version").await, Some(1.0));
+    }
+    let (code, _, err) = confabctl(&nodes[1], &["keys", "rotate"]).await;
+    assert_eq!(code, 0, "{err}");
+    // Each node follows the store's ring every 500 ms.
+    for node in &nodes {
+        eventually(|| async { gauge(node, "confab_data_key_version").await == Some(2.0) }).await;
+    }
+    // Turns served by every node write under v2 from now on.
+    let before = keys_status(&nodes[0]).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let mut client = Client::as_uid(node, &format!("after-rotation-{i}")).await;
+        client.say("m-1", "你好").await;
+    }
+    let after = keys_status(&nodes[0]).await;
+    assert!(
+        covered(&after, 2, "events") >= covered(&before, 2, "events") + 3,
+        "{after}"
+    );
+}
