@@ -348,3 +348,52 @@ async fn the_admin_api_names_its_own_way_to_pass_a_token_and_refuses_big_bodies_
     assert_eq!(status, 200);
     assert!(!canary.contains("vvvv"), "{canary}");
 }
+
+#[tokio::test]
+async fn injection_strings_in_uids_ids_and_texts_are_only_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let uid = "x');DROP/**/TABLE/**/events;--";
+    let mut client = Client::as_uid(&node, uid).await;
+    // Each is refused by the input filter (rejected_input, kept for audit) or
+    // taken as text like any other: never an internal error.
+    for (i, text) in [
+        "'; DROP TABLE snapshots; --",
+        "<script>alert(1)</script>",
+        "{{phone}} ${jndi:ldap://x} %s%n",
+        "../../etc/passwd",
+        "\u{202e}gnp.exe \u{0}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        client
+            .send(&ClientFrame::Say {
+                id: format!("m-{i}\"'<"),
+                text: (*text).into(),
+            })
+            .await;
+        match client.recv().await {
+            ServerFrame::Ack { .. } => {
+                assert!(matches!(client.recv().await, ServerFrame::Reply { .. }));
+            }
+            ServerFrame::Error {
+                code: ErrorCode::RejectedInput | ErrorCode::BadFrame,
+                ..
+            } => {}
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+    drop(client);
+    // Still one user among others, with all of her turns; the store unharmed.
+    let again = Client::as_uid(&node, uid).await;
+    assert!(matches!(again.hello, ServerFrame::Hello { last_seq, .. } if last_seq >= 1));
+    let mut other = Client::as_uid(&node, "plain-user").await;
+    other.say("m-1", "你好").await;
+    let (code, shown, err) = common::confabctl(&node, &["--json", "session", "show", uid]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        shown.contains("DROP"),
+        "the uid comes back as it was: {shown}"
+    );
+}
