@@ -190,7 +190,7 @@ impl Authenticator {
     }
 
     /// An authenticator with these options. A JWKS file must load now; a JWKS
-    /// URL is fetched by [`Authenticator::refresh_jwks_url`].
+    /// URL is fetched by the caller (see [`Authenticator::jwks_updater`]).
     pub fn with_options(options: AuthOptions) -> Result<Self, AuthError> {
         let hs256 = match &options.hs256_secret {
             Some(secret) if secret.len() < JWT_SECRET_BYTES_MIN => {

@@ -322,9 +322,13 @@ impl Sealing<'_> {
 /// The field name a user's text is sealed under.
 pub const TEXT_FIELD: &str = "text";
 
-/// An event as stored: every user text (a turn's, a refused input's) and every
+/// The field name a failed action's reason is sealed under.
+pub const REASON_FIELD: &str = "reason";
+
+/// An event as stored: every user text (a turn's, a refused input's), every
 /// sensitive slot value (in what the NLU filled, a reply's slots, an action's
-/// arguments and result) sealed under the ring's current version.
+/// arguments and result) and a failed action's reason (the service's error may
+/// quote what it was sent) sealed under the ring's current version.
 ///
 /// Every user text is sealed, not only those a sensitive slot was filled from:
 /// a phone number typed where none was asked for is still one.
@@ -393,7 +397,18 @@ pub fn seal_event(
             action: action.clone(),
             result: sealing.seal_slots(result, nonces)?,
         },
-        Event::ActionFailed { .. } => event.clone(),
+        Event::ActionFailed {
+            requested,
+            action,
+            reason,
+            attempts,
+        } => Event::ActionFailed {
+            requested: *requested,
+            action: action.clone(),
+            // The service's error may quote what it was sent.
+            reason: ring.seal(uid, REASON_FIELD, reason, nonces())?,
+            attempts: *attempts,
+        },
     })
 }
 
@@ -466,7 +481,21 @@ pub fn open_event(sealing: &Sealing<'_>, event: &Event) -> Result<Event, CryptoE
             action: action.clone(),
             result: sealing.open_slots(result)?,
         },
-        Event::ActionFailed { .. } => event.clone(),
+        Event::ActionFailed {
+            requested,
+            action,
+            reason,
+            attempts,
+        } => Event::ActionFailed {
+            requested: *requested,
+            action: action.clone(),
+            reason: if is_sealed(reason) {
+                ring.open(uid, REASON_FIELD, reason)?
+            } else {
+                reason.clone()
+            },
+            attempts: *attempts,
+        },
     })
 }
 
@@ -484,7 +513,7 @@ pub fn event_key_versions(event: &Event) -> Vec<KeyVersion> {
         Event::ReplyProduced { slots, .. } => slots.values().for_each(note),
         Event::ActionRequested { args, .. } => args.values().for_each(note),
         Event::ActionSucceeded { result, .. } => result.values().for_each(note),
-        Event::ActionFailed { .. } => {}
+        Event::ActionFailed { reason, .. } => note(reason),
     }
     versions.into_iter().collect()
 }

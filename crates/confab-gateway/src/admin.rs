@@ -78,12 +78,17 @@ pub(crate) async fn require_admin(
     }
 }
 
+/// How long recording an admin action may hold up its answer.
+const AUDIT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Largest error body read back for the audit record.
 const AUDIT_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// A layer outside every admin route: each action (any request but a read:
-/// GET and HEAD) is recorded in the audit log with who asked, what, when and
-/// what came of it, refused ones included, before the answer goes out.
+/// GET and HEAD) by a valid token is recorded in the audit log with who asked,
+/// what, when and what came of it, refused ones included (a chat token's 403),
+/// before the answer goes out. A request without a valid token is counted in
+/// `confab_admin_unauthenticated_total` instead.
 pub(crate) async fn audit(
     State(gw): State<Gateway>,
     request: axum::extract::Request,
@@ -99,7 +104,16 @@ pub(crate) async fn audit(
         .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
     let who = crate::ws::bearer(request.headers())
         .and_then(|token| gw.auth.verify(token).ok())
-        .map_or_else(|| "-".to_owned(), |caller| caller.uid.to_string());
+        .map(|caller| caller.uid.to_string());
+    let Some(who) = who else {
+        // No valid token: refused (401) before anything is done. Counted, not
+        // written: a row per anonymous request would let anyone grow the table
+        // and load the store's writer.
+        let response = next.run(request).await;
+        metrics::counter!("confab_admin_unauthenticated_total").increment(1);
+        tracing::debug!(%method, %path, status = %response.status(), "admin request without a valid token");
+        return response;
+    };
     let response = next.run(request).await;
     let status = response.status();
     let (response, result) = if status.is_success() {
@@ -128,7 +142,14 @@ pub(crate) async fn audit(
         status: status.as_u16(),
         result,
     };
-    if let Err(e) = gw.runtime.store().audit(&entry).await {
+    let recorded =
+        tokio::time::timeout(AUDIT_WRITE_TIMEOUT, gw.runtime.store().audit(&entry)).await;
+    let failure = match recorded {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {AUDIT_WRITE_TIMEOUT:?}")),
+    };
+    if let Some(e) = failure {
         metrics::counter!("confab_audit_failures_total").increment(1);
         tracing::error!(error = %e, action = %entry.action, who = %entry.who, "admin action not recorded in the audit log");
     }

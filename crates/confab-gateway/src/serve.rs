@@ -392,11 +392,47 @@ pub(crate) async fn track_busy(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let busy = request
+    let Some(busy) = request
         .extensions()
         .get::<axum::extract::ConnectInfo<Peer>>()
-        .map(|info| info.0.connection.busy());
-    let response = next.run(request).await;
-    drop(busy);
-    response
+        .map(|info| info.0.connection.busy())
+    else {
+        return next.run(request).await;
+    };
+    let (parts, body) = next.run(request).await.into_parts();
+    // Busy until the body is sent too, not only until the handler returns: hyper
+    // reads (for an early close) while it writes a long body.
+    axum::response::Response::from_parts(
+        parts,
+        axum::body::Body::new(BusyBody {
+            inner: body,
+            _busy: busy,
+        }),
+    )
+}
+
+/// A response body that keeps its connection busy until it is dropped.
+struct BusyBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl axum::body::HttpBody for BusyBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

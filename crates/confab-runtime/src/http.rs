@@ -27,11 +27,23 @@ pub fn trust(pem: &[u8]) -> Result<(), String> {
 /// A client whose requests give up after `timeout` unless a request says
 /// otherwise.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    builder(timeout).build()
+}
+
+/// As [`client`], following no redirect: for a URL that must stay what was
+/// configured (the JWKS URL must stay https, on its host).
+pub fn client_without_redirects(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    builder(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout);
     for certificate in EXTRA_ROOTS.get().into_iter().flatten() {
         builder = builder.add_root_certificate(certificate.clone());
     }
-    builder.build()
+    builder
 }

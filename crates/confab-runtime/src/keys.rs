@@ -240,7 +240,10 @@ pub struct KeyManager {
     store: Arc<dyn Store>,
     provider: Arc<dyn KeyProvider>,
     ring: SharedRing,
-    revision: Arc<std::sync::atomic::AtomicU64>,
+    /// The revision of the ring installed; held while a refresh reads and
+    /// installs, so that a slow refresh never installs an older ring over a
+    /// newer one.
+    revision: Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl KeyManager {
@@ -311,7 +314,12 @@ impl KeyManager {
         })
     }
 
+    /// Installs `stored` unless a ring at `revision` or newer is installed.
     async fn install(&self, revision: u64, stored: &StoredRing) -> Result<(), KeyError> {
+        let mut installed = self.revision.lock().await;
+        if revision <= *installed && !self.ring.get().versions().is_empty() {
+            return Ok(());
+        }
         let mut keys = Vec::with_capacity(stored.versions.len());
         for v in &stored.versions {
             let material = self
@@ -328,15 +336,14 @@ impl KeyManager {
             metrics::gauge!("confab_data_key_version").set(f64::from(current.version()));
         }
         self.ring.replace(ring);
-        self.revision
-            .store(revision, std::sync::atomic::Ordering::Release);
+        *installed = revision;
         Ok(())
     }
 
-    /// Re-reads the ring if its revision moved.
+    /// Re-reads the ring, installing it if it is newer than the one held.
     pub async fn refresh(&self) -> Result<(), KeyError> {
         let (revision, stored) = self.read().await?;
-        if revision != self.revision.load(std::sync::atomic::Ordering::Acquire) {
+        if revision > *self.revision.lock().await {
             self.install(revision, &stored).await?;
             info!(
                 versions = ?self.ring.get().versions(),

@@ -3,8 +3,9 @@
 //!
 //! Every node walks the snapshots not under the newest version, in uid order,
 //! and rewrites those it owns on the ring (at most `per_s` a second), with its
-//! ring epoch: the store's fence drops the write if a newer owner exists, and
-//! its seq rule drops it if the session wrote a newer snapshot meanwhile.
+//! ring epoch: the store's fence drops the write if a newer owner claimed the
+//! session, and its seq rule drops it if the session wrote a newer snapshot
+//! meanwhile (a dropped rewrite is tried again on a later pass).
 //! Events are never rewritten: they are appended once and kept as written.
 
 use crate::shared::Shared;
@@ -82,7 +83,7 @@ async fn rewrite(shared: &Shared, uid: &Uid, epoch: confab_core::Epoch) -> Resul
     let key = ring.current().map_err(|e| e.to_string())?;
     let rewritten = StoredSnapshot {
         bytes: snapshot.seal(key, crate::sealed::random_nonce()),
-        epoch: stored.epoch.max(epoch),
+        epoch,
         ..stored
     };
     shared

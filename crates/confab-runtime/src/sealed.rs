@@ -3,8 +3,8 @@
 //! [`SealedStore`] sits in front of the whole store (Redis included): every
 //! event is sealed before `append` ([`confab_core::crypto::seal_event`]: user
 //! texts and sensitive slot values), and opened after `events_after` and
-//! `load`; a dead letter's sensitive arguments are sealed and opened the same
-//! way. Snapshots pass through: they are sealed whole by the session
+//! `load`; a dead letter's sensitive arguments and its reason are sealed and
+//! opened the same way. Snapshots pass through: they are sealed whole by the session
 //! ([`confab_core::session::Snapshot::seal`]). Settings and membership hold no
 //! user data.
 
@@ -39,6 +39,22 @@ impl Sensitive for SensitiveSlots {
 
 /// Where the sensitive slot names come from now (the flows reload).
 pub type SensitiveSource = Arc<dyn Fn() -> SensitiveSlots + Send + Sync>;
+
+/// Bytes of a dead letter's reason kept before sealing, so that the sealed form
+/// (base64, a nonce, a tag, a prefix) stays within the store's
+/// [`confab_store::control::REASON_BYTES_MAX`].
+const REASON_PLAINTEXT_MAX: usize = confab_store::control::REASON_BYTES_MAX * 3 / 4 - 64;
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// 96 random bits from the operating system.
 pub fn random_nonce() -> [u8; NONCE_BYTES] {
@@ -126,6 +142,13 @@ impl SealedStore {
 
     fn open_letter(&self, mut letter: DeadLetter) -> Result<DeadLetter, StoreError> {
         let ring = self.ring.get();
+        if crypto::is_sealed(&letter.reason) {
+            letter.reason = ring
+                .open(&letter.uid, crypto::REASON_FIELD, &letter.reason)
+                .map_err(|e| {
+                    StoreError::Corrupt(format!("dead letter {} does not open: {e}", letter.id))
+                })?;
+        }
         for (name, value) in letter.args.iter_mut() {
             if crypto::is_sealed(value) {
                 *value = ring.open(&letter.uid, name, value).map_err(|e| {
@@ -175,8 +198,15 @@ impl SnapshotStore for SealedStore {
 impl ControlStore for SealedStore {
     fn dead_letter<'a>(&'a self, entry: &'a DeadLetter) -> StoreFuture<'a, u64> {
         Box::pin(async move {
+            let reason = cut(&entry.reason, REASON_PLAINTEXT_MAX);
+            let reason = self
+                .ring
+                .get()
+                .seal(&entry.uid, crypto::REASON_FIELD, reason, random_nonce())
+                .map_err(|e| StoreError::Invalid(format!("sealing a reason: {e}")))?;
             let sealed = DeadLetter {
                 args: self.seal_args(&entry.uid, &entry.args)?,
+                reason,
                 ..entry.clone()
             };
             self.inner.dead_letter(&sealed).await

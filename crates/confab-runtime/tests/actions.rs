@@ -116,7 +116,8 @@ async fn an_action_failing_past_its_retries_is_dead_lettered_and_a_replay_pays_o
     let (_, _, text) = say(&rt, "u2", "m-2", "1").await.unwrap();
     assert!(text.starts_with("failed: "), "{text}");
     assert_eq!(service.calls().len(), 4, "the first attempt and 3 retries");
-    let entries = store.dead_letters(10).await.unwrap();
+    // Read as the sessions see it: the reason is sealed at rest.
+    let entries = opened(store.clone()).dead_letters(10).await.unwrap();
     assert_eq!(entries.len(), 1);
     let entry = entries[0].clone();
     assert_eq!(
@@ -129,7 +130,10 @@ async fn an_action_failing_past_its_retries_is_dead_lettered_and_a_replay_pays_o
     // Replayed while the service still fails: it stays, with more attempts.
     let (ok, message) = rt.replay(entry.clone()).await.unwrap();
     assert!(!ok, "{message}");
-    assert_eq!(store.dead_letters(10).await.unwrap()[0].attempts, 8);
+    assert_eq!(
+        opened(store.clone()).dead_letters(10).await.unwrap()[0].attempts,
+        8
+    );
 
     service.set_mode(Mode::Serve);
     let (ok, message) = rt.replay(entry.clone()).await.unwrap();

@@ -264,10 +264,11 @@ impl Default for DialogSection {
 /// The keys whose value may instead be given as a file, by an environment
 /// variable `CONFAB_SECTION__KEY_FILE` naming it (the Docker and Kubernetes way
 /// to pass secrets).
+/// (`crypto.keys` has none: `CONFAB_CRYPTO__KEYS_FILE` is `crypto.keys_file`,
+/// the file provider, which checks the file's mode.)
 pub(crate) const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "cluster.cookie",
-    "crypto.keys",
     "store.mysql_url",
     "store.redis_url",
     "store.snapshot_hmac_key",
@@ -321,7 +322,9 @@ impl Config {
             .split("__");
         let config: Config = figment
             .merge(env)
-            .merge(secrets_from_files(std::env::vars())?)
+            .merge(secrets_from_files(std::env::vars_os().filter_map(
+                |(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)),
+            ))?)
             .merge(overrides)
             .extract()
             .context("invalid configuration")?;
@@ -577,8 +580,13 @@ mod tests {
                 "tls.toml",
                 &stage.replace("URL", "https://llm.example/rewrite"),
             )?;
-            let err = Config::load(Some(Path::new("tls.toml")), Figment::new()).unwrap_err();
-            assert!(err.to_string().contains("http://"), "{err}");
+            assert!(Config::load(Some(Path::new("tls.toml")), Figment::new()).is_ok());
+            jail.create_file(
+                "ftp.toml",
+                &stage.replace("URL", "ftp://llm.example/rewrite"),
+            )?;
+            let err = Config::load(Some(Path::new("ftp.toml")), Figment::new()).unwrap_err();
+            assert!(err.to_string().contains("https://"), "{err}");
             jail.create_file(
                 "at.toml",
                 &stage

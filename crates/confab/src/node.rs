@@ -108,8 +108,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // First: what starts next (the key ring) publishes metrics.
     let metrics = confab_gateway::install_metrics().map_err(anyhow::Error::msg)?;
     let store = open_store(&config, outbound_ca).await?;
-    let master_keys = secrets::master_keys(&config.crypto.keys, &config.crypto.keys_file, data_dir)
-        .context("[crypto]")?;
+    let master_keys = master_keys(&config)?;
     let keys = KeyManager::start(Arc::clone(&store), Arc::new(master_keys))
         .await
         .context("the data-key ring")?;
@@ -238,6 +237,27 @@ fn cluster_cookie(config: &Config, bind: std::net::IpAddr) -> anyhow::Result<Str
     secrets::cluster_cookie(cookie, &config.node.data_dir)
 }
 
+/// The master keys of `[crypto]`. Off loopback they must be configured: the data
+/// dir's default would travel with every copy of the data it protects.
+fn master_keys(config: &Config) -> anyhow::Result<confab_runtime::keys::MasterKeys> {
+    let c = &config.crypto;
+    let configured = !c.keys.is_empty() || !c.keys_file.as_os_str().is_empty();
+    let loopback = config
+        .node
+        .bind
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if !configured && !loopback {
+        anyhow::bail!(
+            "no master keys and node.bind {} is reachable from other hosts: give every node \
+             the same master keys (CONFAB_CRYPTO__KEYS=NAME=HEX or crypto.keys_file); a default \
+             one beside the data is only made for loopback clusters",
+            config.node.bind
+        );
+    }
+    secrets::master_keys(&c.keys, &c.keys_file, &config.node.data_dir).context("[crypto]")
+}
+
 /// How often the JWKS file is checked for a change.
 const JWKS_FILE_POLL: Duration = Duration::from_secs(1);
 
@@ -263,10 +283,12 @@ fn outbound_trust(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
 fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     let a = &config.auth;
     let jwks = !a.jwks_file.as_os_str().is_empty() || !a.jwks_url.is_empty();
-    let secret = match secrets::jwt_secret(&a.jwt_secret, &config.node.data_dir) {
-        Ok(secret) => Some(secret.into_bytes()),
-        Err(_) if jwks => None,
-        Err(e) => return Err(e),
+    // With a JWKS, HS256 is on only with a secret given explicitly: a dev secret
+    // left in the data dir must not keep admitting tokens beside the provider's.
+    let secret = if jwks {
+        (!a.jwt_secret.is_empty()).then(|| a.jwt_secret.clone().into_bytes())
+    } else {
+        Some(secrets::jwt_secret(&a.jwt_secret, &config.node.data_dir)?.into_bytes())
     };
     let not_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let auth = Authenticator::with_options(AuthOptions {
@@ -278,7 +300,8 @@ fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
         leeway_s: a.leeway_s,
     })
     .context("[auth]")?;
-    let client = confab_runtime::http::client(JWKS_FETCH_TIMEOUT).context("jwks http client")?;
+    let client = confab_runtime::http::client_without_redirects(JWKS_FETCH_TIMEOUT)
+        .context("jwks http client")?;
     confab_gateway::auth::follow_jwks(
         &auth,
         client,

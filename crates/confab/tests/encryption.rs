@@ -379,7 +379,8 @@ async fn a_rotation_on_one_node_reaches_every_node_of_the_cluster() {
     for node in &nodes {
         eventually(|| async { gauge(node, "confab_data_key_version").await == Some(2.0) }).await;
     }
-    // Turns served by every node write under v2 from now on.
+    // Turns through every node (each forwarded to its session's owner) are
+    // written under v2 from now on.
     let before = keys_status(&nodes[0]).await;
     for (i, node) in nodes.iter().enumerate() {
         let mut client = Client::as_uid(node, &format!("after-rotation-{i}")).await;
