@@ -190,3 +190,35 @@ fn assert_401(result: Result<Client, tokio_tungstenite::tungstenite::Error>) {
         Ok(_) => panic!("expected 401, the connection was accepted"),
     }
 }
+
+// Multi-threaded: confabctl runs as a blocking child while the server serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confabctl_speaks_https_and_checks_the_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let service = ActionService::start_tls(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+    )
+    .await;
+    let run = |ca: Option<&Path>| {
+        let mut command = std::process::Command::new(confabctl_path());
+        command
+            .args(["--node", &service.url(), "--token", "t"])
+            .env_remove("CONFAB_CA_FILE");
+        if let Some(ca) = ca {
+            command.arg("--ca-file").arg(ca);
+        }
+        command.arg("status").output().unwrap()
+    };
+    // Trusting the private CA, the request reaches the server over TLS (which
+    // is no confab node: it answers 404).
+    let trusted = run(Some(&certs.path().join("ca.pem")));
+    let stderr = String::from_utf8_lossy(&trusted.stderr);
+    assert!(stderr.contains("404"), "{stderr}");
+    // Without it, the certificate is refused and nothing is sent.
+    let untrusted = run(None);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success());
+    assert!(!stderr.contains("404"), "{stderr}");
+}

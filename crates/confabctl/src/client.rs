@@ -47,7 +47,8 @@ pub(crate) struct AdminClient {
 /// The node `--node` defaults to: `confab up`'s first node.
 pub(crate) const DEFAULT_NODE: &str = "http://127.0.0.1:8080";
 
-/// Parses `--node`: an `http://` URL; a bare `HOST:PORT` means `http://HOST:PORT`.
+/// Parses `--node`: an `http://` or `https://` URL; a bare `HOST:PORT` means
+/// `http://HOST:PORT`.
 pub(crate) fn parse_node_url(text: &str) -> Result<Url, String> {
     // An empty `CONFAB_NODE=` reaches here as `""`: take it as unset.
     let text = match text.trim() {
@@ -60,9 +61,9 @@ pub(crate) fn parse_node_url(text: &str) -> Result<Url, String> {
         Url::parse(&format!("http://{text}"))
     }
     .map_err(|e| format!("not a URL ({e}); expected http://HOST:PORT"))?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "confabctl speaks plain http only, not {}; expected http://HOST:PORT",
+            "confabctl speaks http and https, not {}; expected http://HOST:PORT or https://HOST:PORT",
             url.scheme()
         ));
     }
@@ -74,14 +75,27 @@ pub(crate) fn parse_node_url(text: &str) -> Result<Url, String> {
 
 impl AdminClient {
     /// A client for `node`, giving up on each request after `timeout_ms`.
-    pub(crate) fn new(node: Url, token: String, timeout_ms: u64) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        node: Url,
+        token: String,
+        timeout_ms: u64,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(timeout_ms);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("confabctl/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .context("cannot set up the HTTP client")?;
+            .connect_timeout(timeout);
+        if let Some(path) = ca_file {
+            let pem =
+                std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Self {
             http,
             node,
@@ -388,7 +402,13 @@ mod tests {
     fn node_url_defaults_to_http_and_refuses_other_schemes() {
         let url = parse_node_url("127.0.0.1:9000").expect("bare host:port");
         assert_eq!(url.as_str(), "http://127.0.0.1:9000/");
-        assert!(parse_node_url("https://example.test").is_err());
+        assert_eq!(
+            parse_node_url("https://example.test:8443")
+                .unwrap()
+                .scheme(),
+            "https"
+        );
+        assert!(parse_node_url("ftp://example.test").is_err());
         assert!(parse_node_url("http://").is_err());
         assert_eq!(parse_node_url("").ok(), parse_node_url(DEFAULT_NODE).ok());
     }

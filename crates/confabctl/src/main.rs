@@ -39,6 +39,10 @@ struct Cli {
     /// A token with scope admin (`confab token --uid ops --scope admin`).
     #[arg(long, global = true, env = "CONFAB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificates (PEM) to trust besides the system's, for an https node
+    /// whose certificate a private CA signed.
+    #[arg(long, global = true, env = "CONFAB_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print the node's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -226,7 +230,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let client = AdminClient::new(cli.node, token, cli.timeout_ms)?;
+        let client = AdminClient::new(cli.node, token, cli.timeout_ms, cli.ca_file.as_deref())?;
         run(cli.verb, &client, cli.json).await
     });
     match result {
