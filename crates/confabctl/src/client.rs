@@ -395,7 +395,7 @@ mod tests {
 
     fn client(node: &str) -> AdminClient {
         let url = parse_node_url(node).expect("valid node url");
-        AdminClient::new(url, "t".to_owned(), 1000).expect("client builds")
+        AdminClient::new(url, "t".to_owned(), 1000, None).expect("client builds")
     }
 
     #[test]
