@@ -107,9 +107,14 @@ fn no_token_is_a_usage_error_naming_both_sources() {
 }
 
 #[test]
-fn a_node_url_that_is_not_http_is_a_usage_error() {
-    let output = confabctl(&["--node", "https://127.0.0.1:1", "--token", "t", "status"]);
+fn a_node_url_that_is_not_http_or_https_is_a_usage_error() {
+    let output = confabctl(&["--node", "ftp://127.0.0.1:1", "--token", "t", "status"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("http and https"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
