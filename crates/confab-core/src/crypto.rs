@@ -325,6 +325,124 @@ pub const TEXT_FIELD: &str = "text";
 /// The field name a failed action's reason is sealed under.
 pub const REASON_FIELD: &str = "reason";
 
+/// What [`map_event`] does to each user text, reason and slot map of an event.
+trait Transform {
+    /// A text field (`text`, `reason`).
+    fn text(&mut self, field: &str, value: &str) -> Result<String, CryptoError>;
+    /// A slot map.
+    fn slots(&mut self, slots: &Slots) -> Result<Slots, CryptoError>;
+}
+
+/// The event with its user texts, its failed action's reason and its slot maps
+/// passed through `t`; everything else kept.
+fn map_event(event: &Event, t: &mut impl Transform) -> Result<Event, CryptoError> {
+    Ok(match event {
+        Event::TurnReceived { message_id, text } => Event::TurnReceived {
+            message_id: message_id.clone(),
+            text: t.text(TEXT_FIELD, text)?,
+        },
+        Event::InputRejected {
+            message_id,
+            reason,
+            text,
+        } => Event::InputRejected {
+            message_id: message_id.clone(),
+            reason: reason.clone(),
+            text: t.text(TEXT_FIELD, text)?,
+        },
+        Event::NluResult {
+            intent,
+            confidence,
+            slots_filled,
+        } => Event::NluResult {
+            intent: intent.clone(),
+            confidence: *confidence,
+            slots_filled: t.slots(slots_filled)?,
+        },
+        Event::ReplyProduced {
+            message_id,
+            text,
+            policy,
+            intent,
+            slots,
+            dialog,
+        } => Event::ReplyProduced {
+            message_id: message_id.clone(),
+            text: text.clone(),
+            policy: policy.clone(),
+            intent: intent.clone(),
+            slots: t.slots(slots)?,
+            dialog: dialog.clone(),
+        },
+        Event::ActionRequested {
+            action,
+            args,
+            policy,
+            dialog,
+        } => Event::ActionRequested {
+            action: action.clone(),
+            args: t.slots(args)?,
+            policy: policy.clone(),
+            dialog: dialog.clone(),
+        },
+        Event::ActionSucceeded {
+            requested,
+            action,
+            result,
+        } => Event::ActionSucceeded {
+            requested: *requested,
+            action: action.clone(),
+            result: t.slots(result)?,
+        },
+        Event::ActionFailed {
+            requested,
+            action,
+            reason,
+            attempts,
+        } => Event::ActionFailed {
+            requested: *requested,
+            action: action.clone(),
+            // The service's error may quote what it was sent.
+            reason: t.text(REASON_FIELD, reason)?,
+            attempts: *attempts,
+        },
+    })
+}
+
+struct Seal<'a, 'b> {
+    sealing: &'a Sealing<'b>,
+    nonces: &'a mut dyn FnMut() -> [u8; NONCE_BYTES],
+}
+
+impl Transform for Seal<'_, '_> {
+    fn text(&mut self, field: &str, value: &str) -> Result<String, CryptoError> {
+        let nonce = (self.nonces)();
+        self.sealing
+            .ring
+            .seal(self.sealing.uid, field, value, nonce)
+    }
+
+    fn slots(&mut self, slots: &Slots) -> Result<Slots, CryptoError> {
+        self.sealing.seal_slots(slots, self.nonces)
+    }
+}
+
+struct Open<'a, 'b>(&'a Sealing<'b>);
+
+impl Transform for Open<'_, '_> {
+    fn text(&mut self, field: &str, value: &str) -> Result<String, CryptoError> {
+        if is_sealed(value) {
+            self.0.ring.open(self.0.uid, field, value)
+        } else {
+            Ok(value.to_owned())
+        }
+    }
+
+    fn slots(&mut self, slots: &Slots) -> Result<Slots, CryptoError> {
+        self.0.open_slots(slots)
+    }
+}
+
 /// An event as stored: every user text (a turn's, a refused input's), every
 /// sensitive slot value (in what the NLU filled, a reply's slots, an action's
 /// arguments and result) and a failed action's reason (the service's error may
@@ -337,166 +455,12 @@ pub fn seal_event(
     event: &Event,
     nonces: &mut dyn FnMut() -> [u8; NONCE_BYTES],
 ) -> Result<Event, CryptoError> {
-    let ring = sealing.ring;
-    let uid = sealing.uid;
-    Ok(match event {
-        Event::TurnReceived { message_id, text } => Event::TurnReceived {
-            message_id: message_id.clone(),
-            text: ring.seal(uid, TEXT_FIELD, text, nonces())?,
-        },
-        Event::InputRejected {
-            message_id,
-            reason,
-            text,
-        } => Event::InputRejected {
-            message_id: message_id.clone(),
-            reason: reason.clone(),
-            text: ring.seal(uid, TEXT_FIELD, text, nonces())?,
-        },
-        Event::NluResult {
-            intent,
-            confidence,
-            slots_filled,
-        } => Event::NluResult {
-            intent: intent.clone(),
-            confidence: *confidence,
-            slots_filled: sealing.seal_slots(slots_filled, nonces)?,
-        },
-        Event::ReplyProduced {
-            message_id,
-            text,
-            policy,
-            intent,
-            slots,
-            dialog,
-        } => Event::ReplyProduced {
-            message_id: message_id.clone(),
-            text: text.clone(),
-            policy: policy.clone(),
-            intent: intent.clone(),
-            slots: sealing.seal_slots(slots, nonces)?,
-            dialog: dialog.clone(),
-        },
-        Event::ActionRequested {
-            action,
-            args,
-            policy,
-            dialog,
-        } => Event::ActionRequested {
-            action: action.clone(),
-            args: sealing.seal_slots(args, nonces)?,
-            policy: policy.clone(),
-            dialog: dialog.clone(),
-        },
-        Event::ActionSucceeded {
-            requested,
-            action,
-            result,
-        } => Event::ActionSucceeded {
-            requested: *requested,
-            action: action.clone(),
-            result: sealing.seal_slots(result, nonces)?,
-        },
-        Event::ActionFailed {
-            requested,
-            action,
-            reason,
-            attempts,
-        } => Event::ActionFailed {
-            requested: *requested,
-            action: action.clone(),
-            // The service's error may quote what it was sent.
-            reason: ring.seal(uid, REASON_FIELD, reason, nonces())?,
-            attempts: *attempts,
-        },
-    })
+    map_event(event, &mut Seal { sealing, nonces })
 }
 
 /// An event as the session uses it: every sealed value opened.
 pub fn open_event(sealing: &Sealing<'_>, event: &Event) -> Result<Event, CryptoError> {
-    let ring = sealing.ring;
-    let uid = sealing.uid;
-    let open_text = |text: &String| {
-        if is_sealed(text) {
-            ring.open(uid, TEXT_FIELD, text)
-        } else {
-            Ok(text.clone())
-        }
-    };
-    Ok(match event {
-        Event::TurnReceived { message_id, text } => Event::TurnReceived {
-            message_id: message_id.clone(),
-            text: open_text(text)?,
-        },
-        Event::InputRejected {
-            message_id,
-            reason,
-            text,
-        } => Event::InputRejected {
-            message_id: message_id.clone(),
-            reason: reason.clone(),
-            text: open_text(text)?,
-        },
-        Event::NluResult {
-            intent,
-            confidence,
-            slots_filled,
-        } => Event::NluResult {
-            intent: intent.clone(),
-            confidence: *confidence,
-            slots_filled: sealing.open_slots(slots_filled)?,
-        },
-        Event::ReplyProduced {
-            message_id,
-            text,
-            policy,
-            intent,
-            slots,
-            dialog,
-        } => Event::ReplyProduced {
-            message_id: message_id.clone(),
-            text: text.clone(),
-            policy: policy.clone(),
-            intent: intent.clone(),
-            slots: sealing.open_slots(slots)?,
-            dialog: dialog.clone(),
-        },
-        Event::ActionRequested {
-            action,
-            args,
-            policy,
-            dialog,
-        } => Event::ActionRequested {
-            action: action.clone(),
-            args: sealing.open_slots(args)?,
-            policy: policy.clone(),
-            dialog: dialog.clone(),
-        },
-        Event::ActionSucceeded {
-            requested,
-            action,
-            result,
-        } => Event::ActionSucceeded {
-            requested: *requested,
-            action: action.clone(),
-            result: sealing.open_slots(result)?,
-        },
-        Event::ActionFailed {
-            requested,
-            action,
-            reason,
-            attempts,
-        } => Event::ActionFailed {
-            requested: *requested,
-            action: action.clone(),
-            reason: if is_sealed(reason) {
-                ring.open(uid, REASON_FIELD, reason)?
-            } else {
-                reason.clone()
-            },
-            attempts: *attempts,
-        },
-    })
+    map_event(event, &mut Open(sealing))
 }
 
 /// The key versions an event's sealed values use, in order.
