@@ -169,3 +169,32 @@ async fn a_node_with_the_wrong_cookie_is_refused_and_the_refusal_logged() {
     .await;
     assert_ne!(rogue["connected"], true, "{rogue}");
 }
+
+#[tokio::test]
+async fn master_keys_come_from_a_file_only_its_owner_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("master-keys");
+    std::fs::write(&file, format!("# the master key\n{MASTER_KEYS}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = confab()
+        .args(["node", "--data-dir"])
+        .arg(dir.path())
+        .args(["--jwt-secret", SECRET])
+        .env("CONFAB_CRYPTO__KEYS_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    // Mode 600: the node starts on it, and makes no key of its own.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[("CONFAB_CRYPTO__KEYS_FILE", file.to_str().unwrap())],
+    )
+    .await;
+    Client::as_uid(&node, "vic").await.say("m-1", "你好").await;
+    assert!(!dir.path().join("master-keys").exists());
+}
