@@ -495,12 +495,16 @@ async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<Nod
             0
         }
     };
+    let load = |id: &confab_core::NodeId| gw.runtime.member_load(id);
     let nodes = match gw.runtime.members() {
         Some(table) => table
             .members
             .iter()
             .map(|(id, status)| MemberView {
                 id: id.to_string(),
+                sessions_resident: load(id).map(|l| l.sessions_resident),
+                inflight_turns: load(id).map(|l| l.inflight_turns),
+                turns_total: load(id).map(|l| l.turns_total),
                 status: serde_json::to_value(status)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -514,6 +518,9 @@ async fn nodes(State(gw): State<Gateway>, headers: HeaderMap) -> AdminResult<Nod
             .members()
             .map(|id| MemberView {
                 id: id.to_string(),
+                sessions_resident: load(id).map(|l| l.sessions_resident),
+                inflight_turns: load(id).map(|l| l.inflight_turns),
+                turns_total: load(id).map(|l| l.turns_total),
                 status: "up".into(),
                 vnodes: vnodes(id),
                 this_node: id == me,

@@ -6,10 +6,13 @@
 //! - `GET /readyz`: the node has joined the ring and its store answers.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /`: a chat page for trying confab in a browser.
+//! - `GET /dashboard`: the ops page; its data comes from the admin API, so it
+//!   shows nothing without a token of scope `admin`.
 //! - `/admin/v1/...`: the admin API ([`admin`]), for tokens with scope `admin`.
 
 pub mod admin;
 pub mod auth;
+mod catalog;
 pub mod limits;
 mod page;
 pub mod serve;
@@ -107,6 +110,7 @@ impl Gateway {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .route("/", get(chat_page))
+            .route("/dashboard", get(dashboard_page))
             .nest(
                 confab_proto::admin::ADMIN_PREFIX,
                 admin::routes()
@@ -142,38 +146,28 @@ impl Gateway {
 }
 
 /// Installs the process-wide Prometheus recorder; call once per process.
+/// Every metric of [`catalog`] is described (`# HELP`) and shown from the start,
+/// histograms with their buckets; process metrics are read at each scrape.
 pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    let latency_buckets = [
-        0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("confab_turn_latency_seconds".into()),
-            &latency_buckets,
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("confab_commit_batch_events".into()),
-                &[1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0],
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("confab_commit_seconds".into()),
-                &latency_buckets,
-            )
-        })
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    // Published at zero so that scrapes see every contract metric from the start.
-    metrics::gauge!("confab_ws_connections").set(0.0);
-    metrics::gauge!("confab_sessions_resident").set(0.0);
-    metrics::gauge!("confab_mailbox_depth").set(0.0);
-    metrics::counter!("confab_snapshot_checksum_failures_total").absolute(0);
-    metrics::gauge!("confab_dlq_depth").set(0.0);
+    let mut builder = PrometheusBuilder::new();
+    for metric in catalog::METRICS {
+        if let catalog::Kind::Histogram(buckets) = metric.kind {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let handle = builder.install_recorder().map_err(|e| e.to_string())?;
+    catalog::publish();
+    PROCESS.describe();
+    PROCESS.collect();
     Ok(handle)
 }
+
+/// CPU, memory, open files and threads of this process, as `process_*` metrics
+/// (the names every Prometheus client library uses).
+static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+    std::sync::LazyLock::new(metrics_process::Collector::default);
 
 async fn healthz() -> &'static str {
     "ok\n"
@@ -192,6 +186,7 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
 }
 
 async fn metrics_text(State(gw): State<Gateway>) -> Response {
+    PROCESS.collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),
@@ -201,4 +196,20 @@ async fn metrics_text(State(gw): State<Gateway>) -> Response {
 
 async fn chat_page() -> Html<&'static str> {
     Html(page::CHAT_PAGE)
+}
+
+/// The ops dashboard, embedded in the binary: no CDN, nothing fetched but the
+/// admin API and `/metrics` of the node that served it.
+const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
+
+async fn dashboard_page() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(DASHBOARD_PAGE),
+    )
+        .into_response()
 }

@@ -4,6 +4,7 @@
 /// with `?token=`, and shows acks, replies and errors as they come.
 pub(crate) const CHAT_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>confab chat</title>
+<link rel="icon" href="data:,">
 <style>
 body{font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
 #log{border:1px solid #ccc;height:24rem;overflow:auto;padding:.5rem;white-space:pre-wrap}

@@ -256,6 +256,17 @@ pub struct MemberView {
     pub this_node: bool,
     /// Whether the answering node has a live link to it (always true for itself).
     pub connected: bool,
+    /// Sessions resident in its memory, as its last heartbeat said (`null`
+    /// before one arrived).
+    #[serde(default)]
+    pub sessions_resident: Option<u64>,
+    /// Turns it had admitted and not yet answered, as its last heartbeat said.
+    #[serde(default)]
+    pub inflight_turns: Option<u64>,
+    /// Turns it answered since it started, as its last heartbeat said: two
+    /// readings a second apart give its turns per second.
+    #[serde(default)]
+    pub turns_total: Option<u64>,
 }
 
 /// `GET /admin/v1/nodes`: the members.

@@ -117,6 +117,9 @@ pub struct TurnRequest {
     /// Set when another node routed it here: the epoch it was routed at and
     /// the forwards so far.
     pub forwarded: Option<(Epoch, u8)>,
+    /// The turn's span where it entered this node: the session's work, or the
+    /// forward to the owner, are its children.
+    pub span: tracing::Span,
 }
 
 /// What a [`SessionRequest`] asks of a session (other than a turn).

@@ -90,6 +90,7 @@ impl Actor for PeerActor {
                             turn.message_id,
                             turn.text,
                             (turn.epoch, turn.hops),
+                            &turn.trace,
                         )
                         .await;
                     let _ = port.send(Wire(result));
@@ -126,6 +127,7 @@ impl Actor for PeerActor {
                 });
             }
             PeerMsg::Heartbeat(Wire(beat)) => {
+                state.runtime.record_load(&beat.from, beat.load);
                 let _ = state.heartbeats.try_send(Input::Heartbeat {
                     from: beat.from,
                     epoch: beat.epoch,
@@ -378,6 +380,7 @@ async fn drive_membership(
                         let beat = Heartbeat {
                             from: runtime.node_id().clone(),
                             epoch,
+                            load: runtime.load(),
                         };
                         let _ = peer.cast(PeerMsg::Heartbeat(Wire(beat)));
                     }

@@ -40,6 +40,7 @@ mod shared;
 pub mod snapshotter;
 pub mod stages;
 pub mod supervisor;
+pub mod trace_context;
 pub mod wire;
 
 pub use api::{

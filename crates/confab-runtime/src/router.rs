@@ -99,13 +99,16 @@ impl Actor for Router {
                 })) => {
                     let timeout = state.shared.config.turn_timeout;
                     let shared = Arc::clone(&state.shared);
-                    tokio::spawn(async move {
+                    let span = tracing::info_span!(parent: &turn.span, "forward", to = %to, epoch = epoch.0);
+                    let trace = crate::trace_context::TraceContext::of(&span);
+                    let forward = async move {
                         let remote = RemoteTurn {
                             uid: turn.uid.clone(),
                             message_id: turn.message_id.clone(),
                             text: turn.text.clone(),
                             epoch,
                             hops,
+                            trace,
                         };
                         let call =
                             peer.call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout));
@@ -115,7 +118,8 @@ impl Actor for Router {
                         };
                         let _ = turn.reply.send(answer);
                         drop(turn.permit);
-                    });
+                    };
+                    tokio::spawn(tracing::Instrument::instrument(forward, span));
                 }
                 Err(e) => {
                     let _ = turn.reply.send(Err(e));

@@ -14,6 +14,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::committer::{CommitSettings, Committer};
@@ -169,14 +170,48 @@ impl Runtime {
         text: String,
     ) -> Result<TurnOutcome, TurnError> {
         let started = Instant::now();
-        let result = self.turn_inner(uid, message_id, text, None).await;
+        let span = tracing::info_span!(
+            "turn",
+            uid = %uid,
+            message_id = %message_id,
+            node = %self.node_id(),
+            epoch = self.ring().epoch().0,
+            seq = tracing::field::Empty,
+            policy = tracing::field::Empty,
+            intent = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self
+            .turn_inner(uid, message_id, text, None)
+            .instrument(span.clone())
+            .await;
         let outcome = match &result {
             Ok(done) if done.duplicate => "duplicate",
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
+        span.record("outcome", outcome);
+        self.shared
+            .cluster
+            .turns_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(done) = &result {
+            span.record("seq", done.ack_seq.0);
+            span.record("policy", done.reply.policy.as_str());
+            span.record("intent", done.reply.intent.as_str());
+        }
         metrics::counter!("confab_turns_total", "outcome" => outcome).increment(1);
         metrics::histogram!("confab_turn_latency_seconds").record(started.elapsed().as_secs_f64());
+        if let Ok(done) = &result
+            && !done.duplicate
+        {
+            metrics::counter!(
+                "confab_intents_total",
+                "intent" => done.reply.intent.clone(),
+                "policy" => done.reply.policy.clone()
+            )
+            .increment(1);
+        }
         result
     }
 
@@ -197,6 +232,7 @@ impl Runtime {
                     reply,
                     permit,
                     forwarded,
+                    span: tracing::Span::current(),
                 })
             })
             .await;
@@ -260,8 +296,19 @@ impl Runtime {
         message_id: MessageId,
         text: String,
         forwarded: (Epoch, u8),
+        trace: &crate::trace_context::TraceContext,
     ) -> Result<TurnOutcome, TurnError> {
+        let span = tracing::info_span!(
+            "owner turn",
+            uid = %uid,
+            message_id = %message_id,
+            node = %self.node_id(),
+            epoch = forwarded.0.0,
+            hops = forwarded.1,
+        );
+        trace.continue_in(&span);
         self.turn_inner(uid, message_id, text, Some(forwarded))
+            .instrument(span)
             .await
     }
 
@@ -351,11 +398,54 @@ impl Runtime {
         self.shared.peer(node).is_some()
     }
 
+    /// This node's load now.
+    pub fn load(&self) -> crate::wire::MemberLoad {
+        let permits_max = self.shared.config.inflight_turns_max;
+        crate::wire::MemberLoad {
+            sessions_resident: self
+                .shared
+                .cluster
+                .resident
+                .load(std::sync::atomic::Ordering::Relaxed),
+            inflight_turns: permits_max.saturating_sub(self.inflight.available_permits()) as u64,
+            turns_total: self
+                .shared
+                .cluster
+                .turns_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// A member's load: this node's own now, another's as its last heartbeat
+    /// gave it (`None` before the first).
+    pub fn member_load(&self, node: &NodeId) -> Option<crate::wire::MemberLoad> {
+        if node == self.node_id() {
+            return Some(self.load());
+        }
+        self.shared
+            .cluster
+            .loads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .copied()
+    }
+
+    pub(crate) fn record_load(&self, node: &NodeId, load: crate::wire::MemberLoad) {
+        self.shared
+            .cluster
+            .loads
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.clone(), load);
+    }
+
     /// Adopts a new ring (membership changed): turns are routed by it from now
     /// on, and sessions this node no longer owns are handed to their new
     /// owners ([`crate::handoff`]).
     pub async fn set_ring(&self, ring: confab_core::ring::Ring) {
         metrics::gauge!("confab_ring_epoch").set(ring.epoch().0 as f64);
+        metrics::gauge!("confab_ring_members").set(ring.members().count() as f64);
         let ring = Arc::new(ring);
         let epoch = ring.epoch();
         let asked = std::time::Instant::now();

@@ -344,9 +344,17 @@ impl SessionActorState {
                     text,
                     reply,
                     permit,
+                    span: parent,
                     ..
                 } = turn;
-                let span = info_span!("turn", uid = %self.uid, message_id = %message_id);
+                let span = info_span!(
+                    parent: &parent,
+                    "session turn",
+                    uid = %self.uid,
+                    message_id = %message_id,
+                    node = %self.shared.config.node_id,
+                    epoch = self.epoch.0,
+                );
                 let outcome = self.turn(message_id, text).instrument(span).await;
                 let (served, answer) = self.settle(outcome);
                 self.turn_answered();

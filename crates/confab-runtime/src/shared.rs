@@ -54,6 +54,13 @@ pub(crate) struct ClusterView {
     pub(crate) unheard: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// When the ring in force was adopted (`confab_migration_seconds` runs from it).
     pub(crate) ring_since: std::sync::Mutex<tokio::time::Instant>,
+    /// The load each member last reported in its heartbeat (this node's own is
+    /// read live): what `confabctl nodes` and the dashboard show.
+    pub(crate) loads: std::sync::RwLock<std::collections::BTreeMap<NodeId, wire::MemberLoad>>,
+    /// Sessions resident on this node, as the supervisor last counted them.
+    pub(crate) resident: std::sync::atomic::AtomicU64,
+    /// Turns this node answered since it started.
+    pub(crate) turns_total: std::sync::atomic::AtomicU64,
     /// Moved sessions' states on their way to their new owners, batched.
     pub(crate) handoff_outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<handoff::Outgoing>>,
 }
@@ -69,6 +76,9 @@ impl ClusterView {
             isolated: Default::default(),
             unheard: Default::default(),
             ring_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            loads: Default::default(),
+            resident: Default::default(),
+            turns_total: Default::default(),
             handoff_outbox: std::sync::OnceLock::new(),
         }
     }

@@ -452,7 +452,12 @@ impl SupervisorState {
     }
 
     fn publish_resident(&self) {
-        metrics::gauge!("confab_sessions_resident").set(self.sessions.len() as f64);
+        let resident = self.sessions.len() as u64;
+        self.shared
+            .cluster
+            .resident
+            .store(resident, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("confab_sessions_resident").set(resident as f64);
     }
 }
 

@@ -37,6 +37,8 @@ pub struct RemoteTurn {
     pub epoch: Epoch,
     /// Forwards so far.
     pub hops: u8,
+    /// The forwarding span's trace context: the owner's span continues it.
+    pub trace: crate::trace_context::TraceContext,
 }
 
 /// A request routed to the session's owner.
@@ -55,13 +57,27 @@ pub struct RemoteRequest {
 /// The answer to a [`RemoteRequest`].
 pub type RemoteAnswer = SessionAnswer;
 
-/// A heartbeat: its sender and the epoch it knows.
+/// A heartbeat: its sender, the epoch it knows, and its load.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Who sent it.
     pub from: NodeId,
     /// The epoch its sender knows.
     pub epoch: Epoch,
+    /// Its load when it sent this.
+    pub load: MemberLoad,
+}
+
+/// How busy a member is: carried by its heartbeats, shown by `confabctl nodes`
+/// and the dashboard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberLoad {
+    /// Sessions resident in its memory.
+    pub sessions_resident: u64,
+    /// Turns admitted and not yet answered.
+    pub inflight_turns: u64,
+    /// Turns answered since it started (any outcome): a rate from two beats.
+    pub turns_total: u64,
 }
 
 /// Sessions about to move to the receiving node: it holds their first turns

@@ -21,6 +21,62 @@ pub(crate) struct Config {
     pub(crate) cluster: ClusterSection,
     pub(crate) tls: TlsSection,
     pub(crate) crypto: CryptoSection,
+    pub(crate) log: LogSection,
+    pub(crate) telemetry: TelemetrySection,
+}
+
+/// How the node writes its log lines (to stderr).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSection {
+    /// `text` (one line per event) or `json` (one object per line).
+    pub(crate) format: LogFormat,
+    /// An `EnvFilter` directive; empty: confab's own lines at info, the
+    /// libraries' at warn. `RUST_LOG` overrides it.
+    pub(crate) filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: String::new(),
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Traces out over OTLP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TelemetrySection {
+    /// An OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; empty: no export.
+    pub(crate) otlp_endpoint: String,
+    /// The service name spans carry.
+    pub(crate) service_name: String,
+    /// The share of turns traced, 0.0 to 1.0 (a trace that arrives from another
+    /// node keeps that node's decision).
+    pub(crate) sample_ratio: f64,
+    /// Spans queued for export, at most; past it, spans are dropped (and counted).
+    pub(crate) queue_max: usize,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "confab".into(),
+            sample_ratio: 1.0,
+            queue_max: 2048,
+        }
+    }
 }
 
 /// Encryption at rest: where the master keys that wrap the data-key ring are.
@@ -298,6 +354,71 @@ fn secrets_from_files(vars: impl Iterator<Item = (String, String)>) -> anyhow::R
     Ok(figment)
 }
 
+/// The environment's `CONFAB_SECTION__KEY` variables, each read as the type its
+/// key has: figment alone reads `CONFAB_NODE__ID=1` as a number (which a string
+/// key then refuses) and a list only in `[a, b]` form. Here a string key takes
+/// the text as it is, and a list key takes `a,b,c` (or still `[a, b]`).
+struct TypedEnv {
+    env: Env,
+    /// `Config::default()` as a figment value: what type each key has.
+    defaults: figment::value::Value,
+}
+
+impl TypedEnv {
+    fn value(&self, key: &str, raw: &str) -> figment::value::Value {
+        use figment::value::Value;
+        let parsed = || raw.parse::<Value>().unwrap_or_else(|never| match never {});
+        match self.defaults.find_ref(key) {
+            Some(Value::String(..)) => Value::from(raw.to_owned()),
+            Some(Value::Array(..)) if !raw.trim_start().starts_with('[') => Value::from(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Value::from(item.to_owned()))
+                    .collect::<Vec<Value>>(),
+            ),
+            _ => parsed(),
+        }
+    }
+}
+
+impl figment::Provider for TypedEnv {
+    fn metadata(&self) -> figment::Metadata {
+        self.env.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        // Sorted, so that two variables for one key always resolve the same way.
+        let mut vars: Vec<_> = self.env.iter().collect();
+        vars.sort();
+        for (key, raw) in vars {
+            let nested = figment::util::nest(key.as_str(), self.value(key.as_str(), &raw));
+            if let Some(nested) = nested.into_dict() {
+                dict = merge_dicts(dict, nested);
+            }
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// `b` over `a`, key by key, down through nested tables.
+fn merge_dicts(mut a: figment::value::Dict, b: figment::value::Dict) -> figment::value::Dict {
+    use figment::value::Value;
+    for (key, value) in b {
+        let merged = match (a.remove(&key), value) {
+            (Some(Value::Dict(_, old)), Value::Dict(tag, new)) => {
+                Value::Dict(tag, merge_dicts(old, new))
+            }
+            (_, new) => new,
+        };
+        a.insert(key, merged);
+    }
+    a
+}
+
 /// Retries of an action, at most (`dialog.action_max_retries`).
 const ACTION_RETRIES_MAX: u32 = 10;
 /// External stages, at most.
@@ -320,6 +441,11 @@ impl Config {
         let env = Env::prefixed("CONFAB_")
             .filter(|key| key.as_str().contains("__") && secret_of_file_var(key.as_str()).is_none())
             .split("__");
+        let env = TypedEnv {
+            env,
+            defaults: figment::value::Value::serialize(Config::default())
+                .context("the default configuration")?,
+        };
         let config: Config = figment
             .merge(env)
             .merge(secrets_from_files(std::env::vars_os().filter_map(
@@ -359,6 +485,23 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         confab_core::NodeId::new(self.node.id.clone())
             .with_context(|| format!("node.id {:?}", self.node.id))?;
+        let t = &self.telemetry;
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&t.sample_ratio),
+            "telemetry.sample_ratio must be between 0.0 and 1.0, not {}",
+            t.sample_ratio
+        );
+        anyhow::ensure!(
+            t.otlp_endpoint.is_empty()
+                || t.otlp_endpoint.starts_with("http://")
+                || t.otlp_endpoint.starts_with("https://"),
+            "telemetry.otlp_endpoint must start with http:// or https:// (OTLP over HTTP), not {:?}",
+            t.otlp_endpoint
+        );
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&t.queue_max),
+            "telemetry.queue_max must be between 1 and 1000000"
+        );
         let c = &self.cluster;
         let tls_set = [&c.tls_cert, &c.tls_key, &c.tls_ca]
             .iter()
@@ -552,6 +695,35 @@ mod tests {
             .map_err(|e| e.to_string())?;
             assert_eq!(config.runtime.max_inflight_turns, 7);
             assert_eq!(config.auth.jwt_secret, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_values_take_their_key_type() {
+        figment::Jail::expect_with(|jail| {
+            // A numeric-looking id and secret stay strings; a number stays a number.
+            jail.set_env("CONFAB_NODE__ID", "1");
+            jail.set_env(
+                "CONFAB_AUTH__JWT_SECRET",
+                "12345678901234567890123456789012",
+            );
+            jail.set_env("CONFAB_NODE__HTTP_PORT", "9001");
+            // A list as people write it in a manifest, spaces and a trailing comma too.
+            jail.set_env("CONFAB_NODE__SEEDS", "a.example:7070, b.example:7070,");
+            let config = Config::load(None, Figment::new()).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.node.id, "1");
+            assert_eq!(config.auth.jwt_secret, "12345678901234567890123456789012");
+            assert_eq!(config.node.http_port, 9001);
+            assert_eq!(config.node.seeds, ["a.example:7070", "b.example:7070"]);
+            // The bracketed form still works.
+            jail.set_env("CONFAB_NODE__SEEDS", "[c.example:7070]");
+            let config = Config::load(None, Figment::new()).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.node.seeds, ["c.example:7070"]);
+            // A word where a number belongs is refused, naming the variable.
+            jail.set_env("CONFAB_NODE__HTTP_PORT", "eighty");
+            let err = Config::load(None, Figment::new()).unwrap_err();
+            assert!(format!("{err:#}").contains("HTTP_PORT"), "{err:#}");
             Ok(())
         });
     }

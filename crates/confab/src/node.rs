@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::secrets;
+use crate::telemetry;
 use anyhow::Context;
 use confab_core::NodeId;
 use confab_core::session::SnapshotKey;
@@ -77,18 +78,16 @@ impl NodeArgs {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), args.overrides())?;
+    let telemetry = telemetry::init_node(&config.node.id, &config.log, &config.telemetry)?;
+    let result = serve(config).await;
+    // The span exporter's last batch: it blocks on its own thread.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
 }
 
-pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    init_tracing();
-    let config = Config::load(args.config.as_deref(), args.overrides())?;
+async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = &config.node.data_dir;
     let outbound_ca = outbound_trust(&config)?;
     let auth = authenticator(&config)?;
@@ -154,7 +153,15 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         confab_runtime::cluster::ClusterConfig {
             bind,
             port: config.node.cluster_port,
-            seeds: config.node.seeds.clone(),
+            // One seed list for every member (a StatefulSet's, say) names this
+            // node too: it does not dial itself.
+            seeds: config
+                .node
+                .seeds
+                .iter()
+                .filter(|seed| **seed != config.cluster_advertise())
+                .cloned()
+                .collect(),
             cookie: cluster_cookie(&config, bind)?,
             membership: confab_core::membership::MembershipConfig {
                 heartbeat_every_ms: config.cluster.heartbeat_every_ms,

@@ -4,6 +4,7 @@
 //! runner, a dead letter) and feeds the results back. The simulator drives the
 //! same machine; the order that makes turns durable is documented there.
 
+use tracing::Instrument;
 use super::{Failure, SessionActorState, unavailable};
 use crate::committer::CommitError;
 use crate::stages::StageInput;
@@ -79,7 +80,8 @@ impl SessionActorState {
             let Some(ask) = step.ask.take() else {
                 break;
             };
-            let input = self.carry_out_ask(ask).await;
+            let span = ask_span(&ask);
+            let input = self.carry_out_ask(ask).instrument(span).await;
             step = flow.handle(now_ms(), &mut self.session, &choose, input);
         }
         match answer {
@@ -369,4 +371,21 @@ fn not_loaded() -> Failure {
     Failure::Turn(TurnError::Internal(
         "the session's state was dropped: retry with the same id".into(),
     ))
+}
+
+/// A span for one of the turn machine's asks: what a trace shows of a turn on
+/// its owner (the stages, the commit, the action, the fence).
+fn ask_span(ask: &Ask) -> tracing::Span {
+    match ask {
+        Ask::ReadEvent { seq } => tracing::info_span!("read event", seq = seq.0),
+        Ask::Stage { point, .. } => tracing::info_span!("stage", point = ?point),
+        Ask::Commit { events } => tracing::info_span!("commit", events = events.len()),
+        Ask::Confirm { epoch } => tracing::info_span!("confirm ownership", epoch = epoch.0),
+        Ask::RunAction { pending, .. } => {
+            tracing::info_span!("action", action = %pending.action)
+        }
+        Ask::DeadLetter { pending, .. } => {
+            tracing::info_span!("dead letter", action = %pending.action)
+        }
+    }
 }
