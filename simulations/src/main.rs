@@ -1,10 +1,15 @@
 //! `confab-sim`: run, sweep, replay and shrink seeded whole-cluster scenarios.
+//! `run --json` and `sweep --json` print one JSON object instead of the text;
+//! `completions SHELL` and `man` print what clap derives from [`Cli`].
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use confab_core::mutation::Mutation;
 use confab_sim::scenario::Scenario;
-use confab_sim::{RunOptions, replay_command, shrink, summary};
+use confab_sim::world::Outcome;
+use confab_sim::{RunOptions, replay_command, result_line, shrink, summary};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -34,6 +39,10 @@ enum Command {
         /// The seed (a random one, printed, if left out).
         #[arg(long)]
         seed: Option<u64>,
+        /// Print one JSON object (scenario, seed, result, violations, figures)
+        /// instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Runs many seeds, with a progress bar; fails if any seed fails.
     Sweep {
@@ -64,6 +73,10 @@ enum Command {
         /// order.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
+        /// Print one JSON object (scenario, seeds, failed seeds with their
+        /// replay commands, figures) instead of the text.
+        #[arg(long)]
+        json: bool,
     },
     /// Runs one seed and writes its whole trace as JSONL.
     Replay {
@@ -93,6 +106,14 @@ enum Command {
     },
     /// Lists the shipped scenarios.
     List,
+    /// Print a completion script for SHELL: bash, zsh, fish, elvish, powershell
+    /// (`source <(confab-sim completions bash)`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print confab-sim's man page (roff) to stdout: `confab-sim man > confab-sim.1`.
+    Man,
 }
 
 #[derive(Args)]
@@ -136,11 +157,11 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Run { run, seed } => {
+        Command::Run { run, seed, json } => {
             let seed = seed.unwrap_or_else(random_seed);
-            one(&run, seed, None)
+            one(&run, seed, None, json)
         }
-        Command::Replay { run, seed, trace } => one(&run, seed, Some(&trace)),
+        Command::Replay { run, seed, trace } => one(&run, seed, Some(&trace), false),
         Command::Sweep {
             scenario,
             seeds,
@@ -149,10 +170,11 @@ fn execute(command: Command) -> Result<ExitCode, String> {
             twice_percent,
             quiet,
             jobs,
+            json,
         } => {
-            let seeds = match (seeds, seeds_file) {
-                (Some(range), _) => parse_range(&range)?,
-                (None, Some(file)) => read_seeds(&file)?,
+            let (seeds, seeds_from) = match (seeds, seeds_file) {
+                (Some(range), _) => (parse_range(&range)?, range),
+                (None, Some(file)) => (read_seeds(&file)?, file.display().to_string()),
                 (None, None) => return Err("give --seeds A..B or --seeds-file FILE".into()),
             };
             let how = SweepHow {
@@ -160,8 +182,9 @@ fn execute(command: Command) -> Result<ExitCode, String> {
                 twice_percent,
                 quiet,
                 jobs: usize::from(jobs),
+                json,
             };
-            sweep(&load(&scenario)?, &seeds, how)
+            sweep(&load(&scenario)?, &seeds, &seeds_from, how)
         }
         Command::Shrink {
             scenario,
@@ -196,6 +219,29 @@ fn execute(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "confab-sim", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| format!("cannot render the man page: {e}"))?;
+            print_bytes(&page)
+        }
+    }
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<ExitCode, String> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to stdout: {e}"))
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -203,7 +249,7 @@ fn load(name: &str) -> Result<Scenario, String> {
     Scenario::load(name).map_err(|e| e.to_string())
 }
 
-fn one(args: &RunArgs, seed: u64, trace: Option<&Path>) -> Result<ExitCode, String> {
+fn one(args: &RunArgs, seed: u64, trace: Option<&Path>, json: bool) -> Result<ExitCode, String> {
     let scenario = load(&args.scenario)?;
     let trace_out: Option<Box<dyn std::io::Write>> = match trace {
         Some(path) => {
@@ -235,20 +281,117 @@ fn one(args: &RunArgs, seed: u64, trace: Option<&Path>) -> Result<ExitCode, Stri
         outcome.simulated_ms as f64 / 1000.0 / wall.max(1e-9),
         outcome.steps as f64 / wall.max(1e-9)
     );
-    println!(
-        "{}",
-        summary(
-            &scenario,
-            seed,
-            args.mutate,
-            args.faults.as_deref(),
-            &outcome
-        )
-    );
+    let only = args.faults.as_deref();
+    if json {
+        let report = run_json(&scenario, seed, args.mutate, only, &outcome, wall);
+        println!("{report}");
+    } else {
+        println!("{}", summary(&scenario, seed, args.mutate, only, &outcome));
+    }
     Ok(if outcome.checker.count() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `run --json`: the run as one JSON object, with the same figures as
+/// [`summary`] and the same last line (`result_line`).
+fn run_json(
+    scenario: &Scenario,
+    seed: u64,
+    mutate: Option<Mutation>,
+    only: Option<&[usize]>,
+    outcome: &Outcome,
+    wall_s: f64,
+) -> serde_json::Value {
+    let s = &outcome.stats;
+    let migrations = |d: &confab_sim::check::Distribution| {
+        json!({
+            "finished": d.finished.len(),
+            "unfinished": d.unfinished,
+            "p50_ms": d.quantile(0.5),
+            "p90_ms": d.quantile(0.9),
+            "p99_ms": d.quantile(0.99),
+            "max_ms": d.max(),
+        })
+    };
+    let violations: Vec<serde_json::Value> = outcome
+        .checker
+        .violations()
+        .iter()
+        .map(|v| {
+            json!({
+                "at_ms": v.at_ms,
+                "invariant": v.invariant,
+                "node": v.node.map(|n| format!("n{}", n + 1)),
+                "detail": v.detail,
+            })
+        })
+        .collect();
+    let faults: Vec<serde_json::Value> = outcome
+        .timeline
+        .faults
+        .iter()
+        .map(|f| json!({ "index": f.index, "label": f.label, "from_ms": f.from_ms }))
+        .collect();
+    let ok = outcome.checker.count() == 0;
+    json!({
+        "scenario": scenario.name,
+        "source": scenario.source,
+        "seed": seed,
+        "mutate": mutate.map(|m| m.name()),
+        "only_faults": only,
+        "result": if ok { "ok" } else { "violated" },
+        "trace": outcome.trace,
+        "line": result_line(seed, outcome),
+        "violations_count": outcome.checker.count(),
+        "violations": violations,
+        "replay": (!ok).then(|| replay_command(&scenario.source, seed, mutate, only)),
+        "nodes": scenario.nodes,
+        "sessions": scenario.sessions,
+        "simulated_ms": outcome.simulated_ms,
+        "steps": outcome.steps,
+        "wall_s": wall_s,
+        "faults": faults,
+        "liveness_from_ms": outcome.timeline.faults_end_ms,
+        "turns": {
+            "says": s.says,
+            "acked": s.acked,
+            "unavailable": s.unavailable,
+            "overloaded": s.overloaded,
+            "user_timeouts": s.timeouts,
+            "commits": s.commits,
+            "fenced_writes": s.fenced_writes,
+            "refused_claims": s.refused_claims,
+        },
+        "stores": {
+            "loads": s.loads,
+            "redis_hits": s.redis_hits,
+            "redis_bypasses": s.redis_bypass,
+        },
+        "network": {
+            "lost": s.lost,
+            "links_made": s.links_made,
+            "links_reset": s.links_reset,
+            "unlinked": s.unlinked,
+        },
+        "sessions_passivated": s.passivated,
+        "snapshots": s.snapshots,
+        "snapshot_loads": s.snapshot_loads,
+        "actions": {
+            "run": s.actions_run,
+            "dead_lettered": s.dead_letters,
+            "resumed": s.actions_resumed,
+        },
+        "final_epoch": s.epoch,
+        "migrations": migrations(&s.migrations),
+        "migrations_after_faults": migrations(&s.migrations_after_faults),
+        "conversations": scenario.conversations.as_ref().map(|_| json!({
+            "scripts_finished": s.scripts_finished,
+            "answers_checked": s.script_answers,
+            "refusals": s.script_refusals,
+        })),
     })
 }
 
@@ -258,6 +401,8 @@ struct SweepHow {
     twice_percent: u64,
     quiet: bool,
     jobs: usize,
+    /// One JSON object at the end instead of the text.
+    json: bool,
 }
 
 /// One seed of a sweep: the simulated ms, and why it failed if it did.
@@ -289,12 +434,18 @@ fn sweep_one(
     Ok((outcome.simulated_ms, reason))
 }
 
-fn sweep(scenario: &Scenario, seeds: &[u64], how: SweepHow) -> Result<ExitCode, String> {
+fn sweep(
+    scenario: &Scenario,
+    seeds: &[u64],
+    seeds_from: &str,
+    how: SweepHow,
+) -> Result<ExitCode, String> {
     let SweepHow {
         mutate,
         twice_percent,
         quiet,
         jobs,
+        json,
     } = how;
     let bar = if quiet {
         ProgressBar::hidden()
@@ -317,7 +468,8 @@ fn sweep(scenario: &Scenario, seeds: &[u64], how: SweepHow) -> Result<ExitCode, 
     };
     let twice_at = |i: usize| (i as u64).is_multiple_of(every);
     let twice = (0..seeds.len()).filter(|i| twice_at(*i)).count();
-    let (mut failed, mut simulated) = (Vec::new(), 0u64);
+    // The failed seeds, each with why.
+    let (mut failed, mut simulated) = (Vec::<(u64, String)>::new(), 0u64);
     // Workers take the next seed; results are reported in seed order as
     // soon as every earlier seed is done, so the output does not depend on
     // `jobs`.
@@ -346,9 +498,13 @@ fn sweep(scenario: &Scenario, seeds: &[u64], how: SweepHow) -> Result<ExitCode, 
                 let seed = seeds[reported];
                 simulated += ms;
                 if let Some(reason) = reason {
-                    let replay = replay_command(&scenario.source, seed, mutate, None);
-                    bar.suspend(|| println!("FAILED seed {seed}: {reason}\n  replay: {replay}"));
-                    failed.push(seed);
+                    if !json {
+                        let replay = replay_command(&scenario.source, seed, mutate, None);
+                        bar.suspend(|| {
+                            println!("FAILED seed {seed}: {reason}\n  replay: {replay}");
+                        });
+                    }
+                    failed.push((seed, reason));
                 }
                 reported += 1;
                 bar.set_message(format!("{} failed", failed.len()));
@@ -359,6 +515,37 @@ fn sweep(scenario: &Scenario, seeds: &[u64], how: SweepHow) -> Result<ExitCode, 
     })?;
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
+    if json {
+        let failures: Vec<serde_json::Value> = failed
+            .iter()
+            .map(|(seed, reason)| {
+                json!({
+                    "seed": seed,
+                    "reason": reason,
+                    "replay": replay_command(&scenario.source, *seed, mutate, None),
+                })
+            })
+            .collect();
+        let report = json!({
+            "scenario": scenario.name,
+            "source": scenario.source,
+            "mutate": mutate.map(|m| m.name()),
+            "seeds_from": seeds_from,
+            "seeds": seeds.len(),
+            "ok": seeds.len() - failed.len(),
+            "failed": failures,
+            "run_twice": twice,
+            "simulated_s": simulated as f64 / 1000.0,
+            "wall_s": wall,
+            "result": if failed.is_empty() { "ok" } else { "failed" },
+        });
+        println!("{report}");
+        return Ok(if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     println!(
         "sweep {}{}: {} seeds, {} ok, {} failed; {} run twice with the same trace{}; {:.0} simulated s in {:.1} s",
         scenario.name,
@@ -380,7 +567,7 @@ fn sweep(scenario: &Scenario, seeds: &[u64], how: SweepHow) -> Result<ExitCode, 
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let list: Vec<String> = failed.iter().map(u64::to_string).collect();
+    let list: Vec<String> = failed.iter().map(|(seed, _)| seed.to_string()).collect();
     println!("failed seeds: {}", list.join(" "));
     Ok(ExitCode::from(1))
 }

@@ -47,9 +47,12 @@ pub(crate) struct RebalanceArgs {
     /// Users talking during the events.
     #[arg(long, default_value_t = 200)]
     active: usize,
-    /// Pause between one active user's turns (ms).
-    #[arg(long, default_value_t = 100)]
-    pause_ms: u64,
+    /// Pause between one active user's turns: 100ms, 1s.
+    #[arg(long, default_value = "100ms", value_parser = crate::turns::parse_duration_arg)]
+    pause: Duration,
+    /// The same in milliseconds, as the flag was before --pause.
+    #[arg(long, hide = true, conflicts_with = "pause")]
+    pause_ms: Option<u64>,
     /// Slowest turns of each event to print (on stderr), with what each met.
     #[arg(long, default_value_t = 5)]
     show_slowest: usize,
@@ -453,7 +456,7 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let load = Load::start(
         urls.clone(),
         &users,
-        Duration::from_millis(args.pause_ms),
+        args.pause_ms.map_or(args.pause, Duration::from_millis),
         Arc::clone(&tokens),
     );
     tokio::time::sleep(STEADY).await;

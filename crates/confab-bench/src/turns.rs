@@ -43,11 +43,11 @@ pub(crate) struct TurnsArgs {
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
     /// How long to send, e.g. 30s or 2m.
-    #[arg(long, default_value = "30s")]
-    duration: String,
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    duration: Duration,
     /// Turns scheduled in this first stretch are sent but not measured.
-    #[arg(long, default_value = "2s")]
-    warmup: String,
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    warmup: Duration,
     /// HS256 secret to sign the sessions' tokens with.
     #[arg(
         long,
@@ -66,24 +66,41 @@ pub(crate) struct TurnsArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Fail (exit 1) when the measured p99 latency is above this: 50ms, 1s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    max_p99: Option<Duration>,
+    /// Fail (exit 1) when fewer turns per second than this were answered.
+    #[arg(long)]
+    min_throughput: Option<f64>,
 }
 
-pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+/// Parses a duration flag as people write it (`30s`, `2m`, `500ms`, `1m30s`:
+/// the humantime crate, as in every confab binary), and the forms the flags
+/// took before: a bare number of seconds (`90`, `0.5`) and a decimal with ms,
+/// s or m (`1.5s`).
+pub(crate) fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if let Ok(duration) = humantime::parse_duration(text) {
+        return Ok(duration);
+    }
+    let bad = || format!("{text:?} is not a duration: write it as 500ms, 30s, 2m or 1m30s");
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .with_context(|| format!("duration {text:?}"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" | "" => number,
-        "m" => number * 60.0,
-        other => anyhow::bail!("duration {text:?}: unknown unit {other:?}, use ms, s or m"),
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" | "" => 1.0,
+        "m" => 60.0,
+        _ => return Err(bad()),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
+}
+
+/// [`parse_duration_arg`] for flags read after clap (the nemesis's).
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    parse_duration_arg(text).map_err(anyhow::Error::msg)
 }
 
 /// What one session saw.
@@ -107,6 +124,9 @@ struct Report {
     errors: BTreeMap<String, u64>,
     throughput_per_s: f64,
     latency_ms: Percentiles,
+    /// Why the run failed: errors, missing replies, bounds broken (empty
+    /// when it passed).
+    failures: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -139,8 +159,8 @@ pub(crate) fn token(secret: &str, uid: &str, scope: &str) -> anyhow::Result<Stri
 pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.sessions > 0, "--sessions must be above 0");
     anyhow::ensure!(args.rate > 0.0, "--rate must be above 0");
-    let duration = parse_duration(&args.duration)?;
-    let warmup = parse_duration(&args.warmup)?;
+    let (duration, warmup) = (args.duration, args.warmup);
+    anyhow::ensure!(!duration.is_zero(), "--duration must be above 0");
     let secret = if args.jwt_secret.is_empty() {
         "confab-bench-has-no-secret-set".to_owned()
     } else {
@@ -213,8 +233,9 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
             *errors.entry(code).or_insert(0) += n;
         }
     }
+    let bounds = Bounds::from(&args);
     let q = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
-    let report = Report {
+    let mut report = Report {
         url: args.url,
         sessions: args.sessions,
         target_rate: args.rate,
@@ -232,13 +253,81 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
             p999: q(0.999),
             max: latency_us.max() as f64 / 1000.0,
         },
+        failures: Vec::new(),
     };
+    report.failures = failures(&report, &bounds);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_human(&report);
     }
-    Ok(())
+    if report.failures.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!("the run failed: {}", report.failures.join("; "))
+}
+
+/// The bounds a run must keep, from the command line.
+struct Bounds {
+    max_p99: Option<Duration>,
+    min_throughput: Option<f64>,
+}
+
+impl From<&TurnsArgs> for Bounds {
+    fn from(args: &TurnsArgs) -> Self {
+        Bounds {
+            max_p99: args.max_p99,
+            min_throughput: args.min_throughput,
+        }
+    }
+}
+
+/// Why a run failed, one reason each: turns answered with an error, turns
+/// never answered, and each bound it broke.
+fn failures(report: &Report, bounds: &Bounds) -> Vec<String> {
+    let mut failures = Vec::new();
+    let errors: u64 = report.errors.values().sum();
+    if errors > 0 {
+        let kinds: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(code, n)| format!("{code}={n}"))
+            .collect();
+        failures.push(format!(
+            "{errors} turns answered with an error ({})",
+            kinds.join(" ")
+        ));
+    }
+    if report.missing > 0 {
+        failures.push(format!(
+            "{} turns got no reply within {} s of the end",
+            report.missing,
+            DRAIN.as_secs()
+        ));
+    }
+    if let Some(max) = bounds.max_p99 {
+        let max_ms = max.as_secs_f64() * 1000.0;
+        let bound = humantime::format_duration(max);
+        if report.latency_ms.measured == 0 {
+            failures.push(format!(
+                "no turn was measured, so --max-p99 {bound} cannot hold (a longer --duration, a shorter --warmup?)"
+            ));
+        } else if report.latency_ms.p99 > max_ms {
+            failures.push(format!(
+                "p99 {:.2} ms is above --max-p99 {bound}",
+                report.latency_ms.p99
+            ));
+        }
+    }
+    if let Some(min) = bounds.min_throughput
+        && report.throughput_per_s < min
+    {
+        failures.push(format!(
+            "throughput {:.1} turns/s is below --min-throughput {min}",
+            report.throughput_per_s
+        ));
+    }
+    failures
 }
 
 fn print_human(r: &Report) {
@@ -268,6 +357,14 @@ fn print_human(r: &Report) {
         "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
         l.p50, l.p90, l.p99, l.p999, l.max, l.measured
     );
+    if r.failures.is_empty() {
+        println!("result        ok");
+    } else {
+        println!("result        FAILED");
+        for failure in &r.failures {
+            println!("  {failure}");
+        }
+    }
 }
 
 type Socket =

@@ -1,15 +1,18 @@
 //! `confab`: run a node (`confab node`), a local cluster (`confab up`), mint a
-//! token (`confab token`) or chat from a shell (`confab chat`).
+//! token (`confab token`) or chat from a shell (`confab chat`); `confab
+//! completions SHELL` and `confab man` print what clap derives from [`Cli`].
 
 mod chat;
 mod config;
 mod flows;
 mod node;
 mod secrets;
+mod telemetry;
 mod token;
 mod up;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
+use std::io::Write as _;
 
 /// mimalloc: glibc's malloc took a third of a node's CPU under load (perf), much of
 /// it in `malloc_consolidate`.
@@ -34,6 +37,43 @@ enum Command {
     Token(token::TokenArgs),
     /// Chat with a node from this shell: each line you type is one turn.
     Chat(chat::ChatArgs),
+    /// Print a completion script for SHELL: bash, zsh, fish, elvish, powershell
+    /// (`source <(confab completions bash)`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print confab's man page (roff) to stdout: `confab man > confab.1`.
+    Man,
+}
+
+/// `completions SHELL`: the script on stdout.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "confab", &mut script);
+    print_bytes(&script)
+}
+
+/// `man`: the roff page on stdout.
+fn print_man() -> ExitCode {
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        eprintln!("error: cannot render the man page: {e}");
+        return ExitCode::FAILURE;
+    }
+    print_bytes(&page)
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// The planted bug this process runs with (`CONFAB_MUTATION`): only in a
@@ -57,6 +97,12 @@ fn planted_bug() -> Result<Option<confab_core::mutation::Mutation>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // What clap derives needs no runtime.
+    match cli.command {
+        Command::Completions { shell } => return print_completions(shell),
+        Command::Man => return print_man(),
+        _ => {}
+    }
     let bug = match planted_bug() {
         Ok(bug) => bug,
         Err(e) => {
@@ -87,6 +133,7 @@ fn main() -> ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Token(args) => token::run(&args),
             Command::Chat(args) => chat::run(args).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
         }
     });
     match result {

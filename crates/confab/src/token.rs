@@ -14,9 +14,9 @@ pub(crate) struct TokenArgs {
     /// Comma-separated scopes.
     #[arg(long, default_value = "chat")]
     scope: String,
-    /// Lifetime: a number with s, m, h or d.
-    #[arg(long, default_value = "1h")]
-    ttl: String,
+    /// Lifetime, as people write it: 90s, 30m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
     /// The HS256 secret (default: CONFAB_AUTH__JWT_SECRET, then the data dir's dev secret).
     #[arg(long, env = "CONFAB_AUTH__JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -25,22 +25,20 @@ pub(crate) struct TokenArgs {
     data_dir: PathBuf,
 }
 
-/// Parses `90s`, `30m`, `1h`, `2d`.
-pub(crate) fn parse_ttl(ttl: &str) -> anyhow::Result<Duration> {
-    let ttl = ttl.trim();
-    let split = ttl.find(|c: char| !c.is_ascii_digit()).unwrap_or(ttl.len());
-    let (number, unit) = ttl.split_at(split);
-    let number: u64 = number
-        .parse()
-        .with_context(|| format!("ttl {ttl:?}: expected a number then s, m, h or d"))?;
-    let seconds = match unit {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => anyhow::bail!("ttl {ttl:?}: unknown unit {other:?}, use s, m, h or d"),
-    };
-    Ok(Duration::from_secs(number * seconds))
+/// Parses a duration flag (`--ttl`, `up --restart-window`) as people write
+/// it, with the humantime crate as every confab binary does: `90s`, `30m`,
+/// `1h`, `2d`, `1h30m`. A bare number is seconds, as these flags took it
+/// before.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "{text:?} is not a duration ({e}): write it as 90s, 30m, 1h or 2d (use s, m, h or d)"
+        )
+    })
 }
 
 /// Signs a token for `uid` with these scopes.
@@ -62,7 +60,7 @@ pub(crate) fn sign(secret: &str, uid: &str, scopes: &str, ttl: Duration) -> anyh
 
 pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
     let secret = secrets::jwt_secret(args.jwt_secret.as_deref().unwrap_or(""), &args.data_dir)?;
-    let token = sign(&secret, &args.uid, &args.scope, parse_ttl(&args.ttl)?)?;
+    let token = sign(&secret, &args.uid, &args.scope, args.ttl)?;
     println!("{token}");
     Ok(())
 }
@@ -72,11 +70,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttls_parse() {
-        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_ttl("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_ttl("1w").is_err());
-        assert!(parse_ttl("h").is_err());
+    fn durations_parse_as_before_and_as_people_write_them() {
+        // What the hand-written parser took.
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        // And now what people also write.
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn bad_durations_say_how_to_write_one() {
+        for bad in ["h", "5x", "", "-1s", "banana"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("use s, m, h or d"), "{bad}: {err}");
+        }
     }
 }

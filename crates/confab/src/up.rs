@@ -10,6 +10,10 @@
 //! is left down, and the others still run. A node that exits 0 (drained: it
 //! left the cluster) is let go. Ctrl-C (or SIGTERM) stops every node cleanly:
 //! each one snapshots its sessions before it exits.
+//!
+//! Once every node is ready it prints the URLs, the dev secret and ready
+//! tokens for people, or with `--json` one JSON object on one line for
+//! scripts ([`Ready`]); the supervisor's messages go to stderr either way.
 
 use crate::{secrets, token};
 use anyhow::Context;
@@ -43,9 +47,81 @@ pub(crate) struct UpArgs {
     /// node is left down (the others keep running).
     #[arg(long, default_value_t = 5)]
     max_restarts: u32,
-    /// The window --max-restarts counts restarts in (s, m, h or d: 60s, 5m).
-    #[arg(long, default_value = "60s")]
-    restart_window: String,
+    /// The window --max-restarts counts restarts in: 60s, 5m, 1h.
+    #[arg(long, default_value = "60s", value_parser = token::parse_duration)]
+    restart_window: Duration,
+    /// Once every node is ready, print one JSON object on one line (the URLs,
+    /// the secret's file, a chat token and an admin token) instead of the
+    /// text for people.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The file in the data dir that holds the dev JWT secret (secrets.rs's).
+const DEV_JWT_SECRET_FILE: &str = "dev-jwt-secret";
+/// How long the tokens `confab up` prints stay valid.
+const READY_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `confab up --json`: what a script needs to use the cluster.
+#[derive(serde::Serialize)]
+struct Ready {
+    /// Every node, in order.
+    nodes: Vec<ReadyNode>,
+    /// The shared data dir.
+    data_dir: PathBuf,
+    /// The file holding the dev JWT secret; `null` when the secret came from
+    /// `--jwt-secret` or `CONFAB_AUTH__JWT_SECRET`.
+    jwt_secret_file: Option<PathBuf>,
+    /// A token for uid `demo` with scopes chat and admin.
+    token: String,
+    /// The uid `token` is for.
+    token_uid: &'static str,
+    /// A token for uid `ops` with scope admin, for confabctl and the dashboard.
+    admin_token: String,
+    /// Seconds both tokens stay valid.
+    tokens_valid_s: u64,
+}
+
+impl Ready {
+    fn new(args: &UpArgs, pids: &[Option<u32>], token: String, admin_token: String) -> Self {
+        let port = args.http_port;
+        let from_file = args.jwt_secret.as_deref().unwrap_or("").is_empty();
+        let data_dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
+        let nodes = (1..=args.nodes)
+            .zip(pids)
+            .map(|(i, pid)| {
+                let http = format!("http://127.0.0.1:{}", port + i - 1);
+                ReadyNode {
+                    id: format!("node-{i}"),
+                    pid: *pid,
+                    ws: format!("ws://127.0.0.1:{}/v1/ws", port + i - 1),
+                    dashboard: format!("{http}/dashboard"),
+                    metrics: format!("{http}/metrics"),
+                    http,
+                }
+            })
+            .collect();
+        Ready {
+            nodes,
+            jwt_secret_file: from_file.then(|| data_dir.join(DEV_JWT_SECRET_FILE)),
+            data_dir,
+            token,
+            token_uid: "demo",
+            admin_token,
+            tokens_valid_s: READY_TOKEN_TTL.as_secs(),
+        }
+    }
+}
+
+/// One node of [`Ready`].
+#[derive(serde::Serialize)]
+struct ReadyNode {
+    id: String,
+    pid: Option<u32>,
+    http: String,
+    ws: String,
+    dashboard: String,
+    metrics: String,
 }
 
 /// Nodes `confab up` starts, at most.
@@ -68,8 +144,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         (1..=NODES_MAX).contains(&nodes),
         "--nodes must be 1 to {NODES_MAX}"
     );
-    let period = token::parse_ttl(&args.restart_window)
-        .map_err(|e| anyhow::anyhow!("--restart-window: {e:#}"))?;
+    let period = args.restart_window;
     // Node 1 starts the cluster; the others join it through its cluster port.
     let seed = format!("127.0.0.1:{}", args.cluster_port);
     let secret =
@@ -97,51 +172,15 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         let port = args.http_port + u16::try_from(i).unwrap_or(0);
         wait_ready(id, child, port).await?;
     }
-    let pids: Vec<String> = children
-        .iter()
-        .map(|(_, child)| child.id().map_or_else(|| "?".to_owned(), |p| p.to_string()))
-        .collect();
-    let token = token::sign(
-        &secret,
-        "demo",
-        "chat admin",
-        Duration::from_secs(24 * 3600),
-    )?;
-    let port = args.http_port;
-    println!();
-    println!(
-        "confab is up: {nodes} node(s) on the embedded store in {}",
-        args.data_dir.display()
-    );
-    for i in 0..nodes {
-        let p = port + i;
-        println!(
-            "  node-{}  http://127.0.0.1:{p}  ws://127.0.0.1:{p}/v1/ws  (pid {})",
-            i + 1,
-            pids[usize::from(i)]
-        );
+    let pids: Vec<Option<u32>> = children.iter().map(|(_, child)| child.id()).collect();
+    let token = token::sign(&secret, "demo", "chat admin", READY_TOKEN_TTL)?;
+    let admin_token = token::sign(&secret, "ops", "admin", READY_TOKEN_TTL)?;
+    if args.json {
+        let ready = Ready::new(&args, &pids, token, admin_token);
+        println!("{}", serde_json::to_string(&ready)?);
+    } else {
+        print_ready(&args, &exe, &pids, &secret, &token, &admin_token);
     }
-    println!();
-    println!("dev jwt secret: {secret}");
-    println!("token for uid demo (24h): {token}");
-    println!();
-    // The path this confab runs from: `confab` may not be on PATH (`cargo run`).
-    println!(
-        "chat from this shell:   {} chat --url ws://127.0.0.1:{port}/v1/ws --uid demo --data-dir {}",
-        exe.display(),
-        args.data_dir.display()
-    );
-    println!("or with any client:     websocat 'ws://127.0.0.1:{port}/v1/ws?token={token}'");
-    println!(
-        "                        then send {{\"type\":\"say\",\"id\":\"m-1\",\"text\":\"39码的黑色有货吗\"}}"
-    );
-    println!("or in a browser:        http://127.0.0.1:{port}/");
-    println!();
-    println!(
-        "A node that dies is restarted, at most {} times in {}.",
-        args.max_restarts, args.restart_window
-    );
-    println!("Ctrl-C stops every node cleanly.");
 
     let policy = RestartPolicy {
         intensity: args.max_restarts,
@@ -171,6 +210,57 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         [] => Ok(()),
         ids => anyhow::bail!("{} kept failing and stayed down", ids.join(", ")),
     }
+}
+
+/// The text for people once every node is ready: the URLs, the secret, ready
+/// tokens, how to chat and how to stop.
+fn print_ready(
+    args: &UpArgs,
+    exe: &Path,
+    pids: &[Option<u32>],
+    secret: &str,
+    token: &str,
+    admin_token: &str,
+) {
+    let port = args.http_port;
+    println!();
+    println!(
+        "confab is up: {} node(s) on the embedded store in {}",
+        args.nodes,
+        args.data_dir.display()
+    );
+    for (i, pid) in (1..=args.nodes).zip(pids) {
+        let p = port + i - 1;
+        let pid = pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        println!("  node-{i}  http://127.0.0.1:{p}  ws://127.0.0.1:{p}/v1/ws  (pid {pid})");
+    }
+    println!();
+    println!("dev jwt secret: {secret}");
+    println!("token for uid demo (24h): {token}");
+    println!("admin token (24h): {admin_token}");
+    println!();
+    // The path this confab runs from: `confab` may not be on PATH (`cargo run`).
+    println!(
+        "chat from this shell:   {} chat --url ws://127.0.0.1:{port}/v1/ws --uid demo --data-dir {}",
+        exe.display(),
+        args.data_dir.display()
+    );
+    println!("or with any client:     websocat 'ws://127.0.0.1:{port}/v1/ws?token={token}'");
+    println!(
+        "                        then send {{\"type\":\"say\",\"id\":\"m-1\",\"text\":\"39码的黑色有货吗\"}}"
+    );
+    println!("or in a browser:        http://127.0.0.1:{port}/");
+    println!("the ops dashboard:      http://127.0.0.1:{port}/dashboard#token={admin_token}");
+    println!(
+        "watch the cluster:      CONFAB_TOKEN={admin_token} confabctl --node http://127.0.0.1:{port} watch"
+    );
+    println!();
+    println!(
+        "A node that dies is restarted, at most {} times in {}.",
+        args.max_restarts,
+        humantime::format_duration(args.restart_window)
+    );
+    println!("Ctrl-C stops every node cleanly.");
 }
 
 /// How to start node i.

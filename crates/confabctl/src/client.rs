@@ -41,7 +41,7 @@ pub(crate) struct AdminClient {
     token: String,
     /// The request timeout, for the message when it runs out (a replay waits
     /// at least [`REPLAY_WAIT`]).
-    timeout_ms: u64,
+    timeout: Duration,
 }
 
 /// The node `--node` defaults to: `confab up`'s first node.
@@ -74,14 +74,13 @@ pub(crate) fn parse_node_url(text: &str) -> Result<Url, String> {
 }
 
 impl AdminClient {
-    /// A client for `node`, giving up on each request after `timeout_ms`.
+    /// A client for `node`, giving up on each request after `timeout`.
     pub(crate) fn new(
         node: Url,
         token: String,
-        timeout_ms: u64,
+        timeout: Duration,
         ca_file: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
-        let timeout = Duration::from_millis(timeout_ms);
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("confabctl/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
@@ -100,7 +99,7 @@ impl AdminClient {
             http,
             node,
             token,
-            timeout_ms,
+            timeout,
         })
     }
 
@@ -207,7 +206,7 @@ impl AdminClient {
         let url = self.endpoint(&["dlq", "replay"]);
         // Each replay runs an action with its retries on the node: a long
         // replay is waited for, up to this.
-        let wait = Duration::from_millis(self.timeout_ms).max(REPLAY_WAIT);
+        let wait = self.timeout.max(REPLAY_WAIT);
         let (status, bytes) = self
             .send_within(Method::POST, url, Some(replay), wait)
             .await?;
@@ -265,6 +264,34 @@ impl AdminClient {
         self.call(Method::GET, url, None::<&()>).await
     }
 
+    /// `GET /metrics`: the node's Prometheus text (no token needed).
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
+        let mut url = self.node.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("metrics");
+        }
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !status.is_success() {
+            return Err(anyhow!(
+                "{} answered {status} for /metrics",
+                self.node_label()
+            ));
+        }
+        Ok(text)
+    }
+
     /// The URL of the admin endpoint under [`ADMIN_PREFIX`] named by `path`, each
     /// element one percent-encoded segment, kept under any path `--node` has.
     pub(crate) fn endpoint(&self, path: &[&str]) -> Url {
@@ -299,8 +326,7 @@ impl AdminClient {
         url: Url,
         body: Option<&impl Serialize>,
     ) -> anyhow::Result<(StatusCode, Vec<u8>)> {
-        let wait = Duration::from_millis(self.timeout_ms);
-        self.send_within(method, url, body, wait).await
+        self.send_within(method, url, body, self.timeout).await
     }
 
     /// [`Self::send`], giving up after `wait`.
@@ -346,8 +372,8 @@ impl AdminClient {
         let cause = root_cause(error);
         if error.is_timeout() {
             return anyhow!(
-                "no answer from {node} within {} ms; is it up and reachable? (--timeout-ms)",
-                self.timeout_ms
+                "no answer from {node} within {}; is it up and reachable? (--timeout)",
+                crate::duration::show(self.timeout)
             );
         }
         if error.is_connect() {
@@ -359,7 +385,7 @@ impl AdminClient {
     }
 
     /// The node's URL as the operator typed it, for messages.
-    fn node_label(&self) -> &str {
+    pub(crate) fn node_label(&self) -> &str {
         self.node.as_str().trim_end_matches('/')
     }
 }
@@ -395,7 +421,7 @@ mod tests {
 
     fn client(node: &str) -> AdminClient {
         let url = parse_node_url(node).expect("valid node url");
-        AdminClient::new(url, "t".to_owned(), 1000, None).expect("client builds")
+        AdminClient::new(url, "t".to_owned(), Duration::from_secs(1), None).expect("client builds")
     }
 
     #[test]

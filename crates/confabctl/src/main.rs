@@ -4,10 +4,18 @@
 //!   (the node said no, or could not be reached), 2 usage.
 //! - `client.rs`: one typed HTTP call per admin endpoint, and the error texts.
 //! - `render.rs`: the human tables; `--json` prints the node's JSON instead.
+//! - `drain.rs`: `nodes drain`, followed with a progress bar.
+//! - `watch.rs`: `watch`, the live view of the cluster.
+//! - `duration.rs`: durations as people write them (`5s`, `10m`).
+//!
+//! `completions SHELL` and `man` print what clap derives from [`Cli`]: they
+//! need no node and no token.
 
 mod client;
 mod drain;
+mod duration;
 mod render;
+mod watch;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -15,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand};
+use clap_complete::Shell;
 use confab_proto::admin::{CanarySet, DlqReplay};
 use reqwest::Url;
 
@@ -46,16 +55,41 @@ struct Cli {
     /// Print the node's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
-    /// Give up on a request after this many milliseconds.
+    /// Give up on a request after this long: 500ms, 5s, 1m (at most 10m).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_timeout)]
+    timeout: Duration,
+    /// The same in milliseconds, as confabctl took it before --timeout.
     #[arg(
         long,
         global = true,
-        default_value_t = 5000,
+        hide = true,
+        conflicts_with = "timeout",
         value_parser = clap::value_parser!(u64).range(1..=600_000)
     )]
-    timeout_ms: u64,
+    timeout_ms: Option<u64>,
     #[command(subcommand)]
     verb: Verb,
+}
+
+/// The longest `--timeout`: a request that takes longer has hung.
+const TIMEOUT_MAX: Duration = Duration::from_secs(600);
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = duration::parse(text)?;
+    if timeout > TIMEOUT_MAX {
+        return Err(format!(
+            "{text:?} is too long: at most {}",
+            duration::show(TIMEOUT_MAX)
+        ));
+    }
+    Ok(timeout)
+}
+
+impl Cli {
+    /// `--timeout`, or the old `--timeout-ms` when that was given.
+    fn request_timeout(&self) -> Duration {
+        self.timeout_ms.map_or(self.timeout, Duration::from_millis)
+    }
 }
 
 #[derive(Subcommand)]
@@ -87,6 +121,19 @@ enum Verb {
         #[command(subcommand)]
         verb: Option<NodesVerb>,
     },
+    /// A live view of the cluster, refreshed every --interval: members, sessions,
+    /// turns in flight and per second, turn p99, ring epoch, migrations.
+    /// q, Esc or Ctrl-C quits. Not on a terminal (or with --once / --count N)
+    /// it prints plain frames instead.
+    Watch(watch::WatchArgs),
+    /// Print a completion script for SHELL: bash, zsh, fish, elvish, powershell
+    /// (`source <(confabctl completions bash)`).
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+    /// Print confabctl's man page (roff) to stdout: `confabctl man > confabctl.1`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -96,9 +143,17 @@ enum NodesVerb {
     Drain {
         /// The node's id (from `confabctl nodes`).
         id: String,
-        /// Give up waiting after this many seconds (the drain goes on).
-        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
-        wait_s: u64,
+        /// Give up waiting after this long (the drain goes on): 30s, 10m, 1h.
+        #[arg(long, default_value = "10m", value_parser = duration::parse)]
+        wait: Duration,
+        /// The same in seconds, as confabctl took it before --wait.
+        #[arg(
+            long,
+            hide = true,
+            conflicts_with = "wait",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        wait_s: Option<u64>,
     },
 }
 
@@ -210,6 +265,13 @@ enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // What clap derives needs no node and no token.
+    match cli.verb {
+        Verb::Completions { shell } => return print_completions(shell),
+        Verb::Man => return print_man(),
+        _ => {}
+    }
+    let timeout = cli.request_timeout();
     let Some(token) = cli.token.filter(|t| !t.trim().is_empty()) else {
         Cli::command()
             .error(
@@ -230,7 +292,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let client = AdminClient::new(cli.node, token, cli.timeout_ms, cli.ca_file.as_deref())?;
+        let client = AdminClient::new(cli.node, token, timeout, cli.ca_file.as_deref())?;
         run(cli.verb, &client, cli.json).await
     });
     match result {
@@ -298,8 +360,44 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
         Verb::Ring => show(client.ring().await?, json, render::ring),
         Verb::Nodes { verb: None } => show(client.nodes().await?, json, render::nodes),
         Verb::Nodes {
-            verb: Some(NodesVerb::Drain { id, wait_s }),
-        } => drain::run(client, &id, Duration::from_secs(wait_s), json).await,
+            verb: Some(NodesVerb::Drain { id, wait, wait_s }),
+        } => {
+            let wait = wait_s.map_or(wait, Duration::from_secs);
+            drain::run(client, &id, wait, json).await
+        }
+        Verb::Watch(args) => watch::run(client, &args, json).await,
+        Verb::Completions { .. } | Verb::Man => {
+            unreachable!("completions and man are printed before any request")
+        }
+    }
+}
+
+/// `completions SHELL`: the script on stdout.
+fn print_completions(shell: Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "confabctl", &mut script);
+    print_bytes(&script)
+}
+
+/// `man`: the roff page on stdout.
+fn print_man() -> ExitCode {
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        eprintln!("error: cannot render the man page: {e}");
+        return ExitCode::FAILURE;
+    }
+    print_bytes(&page)
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 

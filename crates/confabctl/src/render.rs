@@ -12,7 +12,7 @@ use confab_proto::admin::{
 const DIGEST_SHOWN_CHARS: usize = 12;
 
 /// Columns of text, aligned; the last column is not padded.
-struct Table {
+pub(crate) struct Table {
     /// Column titles; none for a key/value listing.
     header: Vec<String>,
     /// The cells, row by row.
@@ -21,7 +21,7 @@ struct Table {
 
 impl Table {
     /// A table under `header` (empty for no header line).
-    fn new(header: &[&str]) -> Self {
+    pub(crate) fn new(header: &[&str]) -> Self {
         let header = header.iter().map(|h| (*h).to_owned()).collect();
         Self {
             header,
@@ -30,13 +30,13 @@ impl Table {
     }
 
     /// Adds one row; a cell's line breaks become spaces to keep the row one line.
-    fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+    pub(crate) fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         let cells = cells.into_iter().map(|c| c.replace(['\n', '\r'], " "));
         self.rows.push(cells.collect());
     }
 
     /// The table as lines of text, with no trailing newline.
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let lines: Vec<&Vec<String>> = std::iter::once(&self.header)
             .filter(|h| !h.is_empty())
             .chain(&self.rows)
@@ -322,13 +322,24 @@ pub(crate) fn ring(view: &RingView) -> String {
 
 /// `nodes`: the members.
 pub(crate) fn nodes(view: &NodesView) -> String {
-    let mut table = Table::new(&["NODE", "STATUS", "VNODES", "LINK", ""]);
+    let mut table = Table::new(&[
+        "NODE",
+        "STATUS",
+        "VNODES",
+        "LINK",
+        "SESSIONS",
+        "IN FLIGHT",
+        "",
+    ]);
+    let or_dash = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
     for node in &view.nodes {
         table.row([
             node.id.clone(),
             node.status.clone(),
             node.vnodes.to_string(),
             if node.connected { "up" } else { "down" }.to_owned(),
+            or_dash(node.sessions_resident),
+            or_dash(node.inflight_turns),
             if node.this_node { "(this node)" } else { "" }.to_owned(),
         ]);
     }

@@ -39,11 +39,20 @@ fn help_lists_every_verb() {
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
     for verb in [
-        "status", "policy", "canary", "dlq", "session", "ring", "nodes",
+        "status",
+        "policy",
+        "canary",
+        "dlq",
+        "session",
+        "ring",
+        "nodes",
+        "watch",
+        "completions",
+        "man",
     ] {
         assert!(help.contains(verb), "--help lacks {verb}:\n{help}");
     }
-    for option in ["--node", "--token", "--json", "--timeout-ms", "CONFAB_NODE"] {
+    for option in ["--node", "--token", "--json", "--timeout", "CONFAB_NODE"] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
     let sub_verbs = [
