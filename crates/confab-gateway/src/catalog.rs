@@ -231,9 +231,15 @@ pub(crate) const METRICS: &[Metric] = &[
         "Reloads of the dialog flows, by result: ok or refused (the previous policy kept serving).",
         &[&[("result", "ok")], &[("result", "refused")]],
     ),
-    counter(
+    labelled(
         "confab_invariant_violations_total",
-        "Broken runtime invariants (a bug): each one is also logged.",
+        "Broken runtime invariants, by invariant (a bug): each one is also logged.",
+        &[
+            &[("invariant", "log-applies")],
+            &[("invariant", "served-loaded")],
+            &[("invariant", "claim-on-ring")],
+            &[("invariant", "turns-conserved")],
+        ],
     ),
     counter(
         "confab_admin_unauthenticated_total",
