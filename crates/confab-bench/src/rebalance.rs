@@ -5,7 +5,7 @@
 //!    `hello` each).
 //! 2. Measures memory per resident session (RSS / resident) and, in this
 //!    process, the floor: as many bare ractor actors.
-//! 3. Starts `--active` users talking steadily (one turn every `--pause-ms`),
+//! 3. Starts `--active` users talking steadily (one turn every `--pause`),
 //!    then a 4th node joins; once the handoffs settle, node-2 is drained.
 //! 4. Reports, per event:
 //!    - how long moved sessions took to reach their new owner

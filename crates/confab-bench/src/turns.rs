@@ -454,3 +454,84 @@ async fn session(
     let _ = sink.close().await;
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_people_write_them_and_as_before() {
+        let ok = |text: &str| parse_duration_arg(text).unwrap();
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        // The forms the hand-written parser took.
+        assert_eq!(ok("90"), Duration::from_secs(90));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("0.5"), Duration::from_millis(500));
+        assert_eq!(ok("2.5m"), Duration::from_secs(150));
+        for bad in ["banana", "5x", "", "1.2.3s"] {
+            let err = parse_duration_arg(bad).unwrap_err();
+            assert!(err.contains("not a duration"), "{bad}: {err}");
+        }
+    }
+
+    fn report(p99: f64, measured: u64, errors: &[(&str, u64)], missing: u64) -> Report {
+        Report {
+            url: "ws://x".to_owned(),
+            sessions: 1,
+            target_rate: 10.0,
+            duration_s: 1.0,
+            sent: 10,
+            replied: 10 - missing,
+            missing,
+            errors: errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            throughput_per_s: (10 - missing) as f64,
+            latency_ms: Percentiles {
+                measured,
+                p50: p99,
+                p90: p99,
+                p99,
+                p999: p99,
+                max: p99,
+            },
+            failures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_fails_on_errors_missing_replies_and_each_broken_bound() {
+        let none = Bounds {
+            max_p99: None,
+            min_throughput: None,
+        };
+        assert!(failures(&report(5.0, 10, &[], 0), &none).is_empty());
+        let failed = failures(&report(5.0, 10, &[("overloaded", 2)], 1), &none);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed[0].contains("2 turns answered with an error (overloaded=2)"));
+        assert!(failed[1].contains("1 turns got no reply"));
+
+        let bounds = Bounds {
+            max_p99: Some(Duration::from_millis(50)),
+            min_throughput: Some(20.0),
+        };
+        let failed = failures(&report(62.5, 10, &[], 0), &bounds);
+        assert_eq!(
+            failed,
+            [
+                "p99 62.50 ms is above --max-p99 50ms",
+                "throughput 10.0 turns/s is below --min-throughput 20"
+            ]
+        );
+        // Within the bounds.
+        let easy = Bounds {
+            max_p99: Some(Duration::from_secs(1)),
+            min_throughput: Some(1.0),
+        };
+        assert!(failures(&report(62.5, 10, &[], 0), &easy).is_empty());
+        // Nothing measured cannot prove a p99 bound.
+        let failed = failures(&report(0.0, 0, &[], 0), &easy);
+        assert!(failed[0].contains("no turn was measured"), "{failed:?}");
+    }
+}

@@ -106,10 +106,7 @@ pub(crate) const METRICS: &[Metric] = &[
         "confab_sessions_resident",
         "Sessions held in this node's memory.",
     ),
-    gauge(
-        "confab_ws_connections",
-        "Open WebSocket connections.",
-    ),
+    gauge("confab_ws_connections", "Open WebSocket connections."),
     gauge(
         "confab_http_connections",
         "Open TCP connections to the HTTP port, WebSocket or not.",
@@ -181,10 +178,7 @@ pub(crate) const METRICS: &[Metric] = &[
         "confab_snapshot_checksum_failures_total",
         "Snapshots whose checksum did not match: they were ignored and the session rebuilt from its events.",
     ),
-    counter(
-        "confab_snapshot_writes_total",
-        "Snapshots written.",
-    ),
+    counter("confab_snapshot_writes_total", "Snapshots written."),
     counter(
         "confab_snapshots_deferred_total",
         "Snapshots put off because the store was busy.",

@@ -14,8 +14,8 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::committer::{CommitSettings, Committer};
 use crate::messages::SupervisorMsg;

@@ -42,8 +42,9 @@ impl TraceContext {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
-        let parent =
-            opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&bounded));
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&bounded)
+        });
         let _ = span.set_parent(parent);
     }
 }

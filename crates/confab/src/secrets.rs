@@ -36,17 +36,25 @@ fn create_secret_file(path: &Path, content: &str) -> anyhow::Result<String> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    // Written whole to a file of this process's own, then linked into place:
+    // a node starting beside this one sees no file or the whole secret, never
+    // an empty one (`create_new` then write would show it empty meanwhile).
+    let staging = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
+    options
+        .open(&staging)
+        .and_then(|mut file| {
             file.write_all(content.as_bytes())
                 .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(content.to_owned())
-        }
+        })
+        .with_context(|| format!("writing {}", staging.display()))?;
+    let linked = std::fs::hard_link(&staging, path);
+    let _ = std::fs::remove_file(&staging);
+    match linked {
+        Ok(()) => Ok(content.to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             read_trimmed(path)?.with_context(|| format!("{} exists but is empty", path.display()))
         }

@@ -20,6 +20,11 @@ pub(crate) struct TokenArgs {
     /// The HS256 secret (default: CONFAB_AUTH__JWT_SECRET, then the data dir's dev secret).
     #[arg(long, env = "CONFAB_AUTH__JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (a mounted Kubernetes Secret, say), as
+    /// the node reads `CONFAB_AUTH__JWT_SECRET_FILE`.
+    /// `--jwt-secret` wins when both are given.
+    #[arg(long, env = "CONFAB_AUTH__JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
     /// The data dir whose dev secret to use.
     #[arg(long, default_value = "./confab-data")]
     data_dir: PathBuf,
@@ -59,7 +64,14 @@ pub(crate) fn sign(secret: &str, uid: &str, scopes: &str, ttl: Duration) -> anyh
 }
 
 pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
-    let secret = secrets::jwt_secret(args.jwt_secret.as_deref().unwrap_or(""), &args.data_dir)?;
+    let from_file = match &args.jwt_secret_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| anyhow::anyhow!("--jwt-secret-file {}: {e}", path.display()))?,
+        None => String::new(),
+    };
+    let configured = args.jwt_secret.as_deref().unwrap_or(&from_file);
+    let secret = secrets::jwt_secret(configured, &args.data_dir)?;
     let token = sign(&secret, &args.uid, &args.scope, args.ttl)?;
     println!("{token}");
     Ok(())

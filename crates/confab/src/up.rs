@@ -25,6 +25,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub(crate) struct UpArgs {
@@ -173,6 +174,10 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         wait_ready(id, child, port).await?;
     }
     let pids: Vec<Option<u32>> = children.iter().map(|(_, child)| child.id()).collect();
+    // Listen before saying it is ready: a script that stops `confab up` as
+    // soon as it reads the ready line must find the handlers in place.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let token = token::sign(&secret, "demo", "chat admin", READY_TOKEN_TTL)?;
     let admin_token = token::sign(&secret, "ops", "admin", READY_TOKEN_TTL)?;
     if args.json {
@@ -198,7 +203,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         })
         .collect();
     let gave_up = tokio::select! {
-        () = crate::node::stop_signal() => Vec::new(),
+        _ = interrupt.recv() => Vec::new(),
+        _ = terminate.recv() => Vec::new(),
         gave_up = supervise(&mut slots, &launch, &policy) => gave_up,
     };
     let mut running: Vec<(String, Child)> = slots

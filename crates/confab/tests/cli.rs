@@ -90,7 +90,7 @@ fn up_refuses_a_bad_restart_window_before_starting_anything() {
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--restart-window") && stderr.contains("use s, m, h or d"),

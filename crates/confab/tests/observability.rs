@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{Client, Node, SECRET, WAIT, confabctl, eventually, eventually_value, free_port, http_get};
+use common::{
+    Client, Node, SECRET, WAIT, confabctl, eventually, eventually_value, free_port, http_get,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
@@ -115,7 +117,10 @@ async fn a_forwarded_turn_is_one_trace_across_both_nodes() {
     let uid = uid_owned_by(&nodes[0], "node-2").await;
     let mut client = Client::as_uid(&nodes[0], &uid).await;
     let (seq, reply) = client.say("traced-1", "39码的黑色有货吗？").await;
-    assert!(matches!(reply, confab_proto::ServerFrame::Reply { .. }), "{reply:?}");
+    assert!(
+        matches!(reply, confab_proto::ServerFrame::Reply { .. }),
+        "{reply:?}"
+    );
 
     let (turn, trace) = eventually_value(|| {
         let spans = Arc::clone(&spans);
@@ -130,7 +135,9 @@ async fn a_forwarded_turn_is_one_trace_across_both_nodes() {
                 .filter(|s| s.trace_id == turn.trace_id)
                 .cloned()
                 .collect();
-            let owner_committed = trace.iter().any(|s| s.node == "node-2" && s.name == "commit");
+            let owner_committed = trace
+                .iter()
+                .any(|s| s.node == "node-2" && s.name == "commit");
             owner_committed.then(|| (turn.clone(), trace))
         }
     })
@@ -142,12 +149,26 @@ async fn a_forwarded_turn_is_one_trace_across_both_nodes() {
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
     };
-    assert_eq!(turn.attributes.get("seq"), Some(&seq.to_string()), "{turn:?}");
-    assert_eq!(turn.attributes.get("node").map(String::as_str), Some("node-1"));
-    assert_eq!(turn.attributes.get("policy").map(String::as_str), Some("v1"));
+    assert_eq!(
+        turn.attributes.get("seq"),
+        Some(&seq.to_string()),
+        "{turn:?}"
+    );
+    assert_eq!(
+        turn.attributes.get("node").map(String::as_str),
+        Some("node-1")
+    );
+    assert_eq!(
+        turn.attributes.get("policy").map(String::as_str),
+        Some("v1")
+    );
     assert!(turn.attributes.contains_key("epoch"), "{turn:?}");
-    assert!(names("node-1").contains(&"forward"), "node-1's spans: {:?}", names("node-1"));
-    for span in ["owner turn", "session turn", "commit"] {
+    assert!(
+        names("node-1").contains(&"forward"),
+        "node-1's spans: {:?}",
+        names("node-1")
+    );
+    for span in ["owner turn", "session turn", "dialog", "commit"] {
         assert!(
             names("node-2").contains(&span),
             "node-2's spans of the trace lack {span:?}: {:?}",
@@ -186,9 +207,12 @@ async fn json_log_lines_each_name_their_node_and_libraries_stay_quiet() {
             .collect::<Vec<_>>()
     });
     eventually(|| async { http_get(port, "/readyz").await.map(|r| r.0) == Some(200) }).await;
-    let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/v1/ws"), &common::token("logged"))
-        .await
-        .unwrap();
+    let mut client = Client::connect(
+        &format!("ws://127.0.0.1:{port}/v1/ws"),
+        &common::token("logged"),
+    )
+    .await
+    .unwrap();
     client.say("l-1", "你好").await;
     drop(client);
     nix::sys::signal::kill(
@@ -200,8 +224,8 @@ async fn json_log_lines_each_name_their_node_and_libraries_stay_quiet() {
     let lines = lines.join().unwrap();
     assert!(lines.len() >= 3, "too few lines: {lines:?}");
     for line in &lines {
-        let object: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         // The node id "7" looks like a number: it is read as the string it is.
         assert_eq!(object["node"], "7", "{line}");
         let target = object["target"].as_str().unwrap_or_default();
@@ -229,17 +253,24 @@ async fn metrics_pass_promtool_and_migrations_are_a_histogram() {
     let first = Node::start_member(
         dir.path(),
         &[],
-        &["--node-id", "node-1", "--cluster-port", &seed_port.to_string()],
+        &[
+            "--node-id",
+            "node-1",
+            "--cluster-port",
+            &seed_port.to_string(),
+        ],
     )
     .await;
     for i in 0..24 {
         let mut client = Client::as_uid(&first, &format!("moved-{i}")).await;
         client.say(&format!("m-{i}"), "你好").await;
     }
-    let second = Node::start_member(dir.path(), &[], &["--node-id", "node-2", "--seeds", &seed]).await;
+    let second =
+        Node::start_member(dir.path(), &[], &["--node-id", "node-2", "--seeds", &seed]).await;
     let text = eventually_value(|| async {
         let (_, text) = http_get(first.port, "/metrics").await?;
-        text.contains("confab_migration_seconds_bucket").then_some(text)
+        text.contains("confab_migration_seconds_bucket")
+            .then_some(text)
     })
     .await;
     let mut check = Command::new(&promtool)
@@ -264,11 +295,17 @@ async fn metrics_pass_promtool_and_migrations_are_a_histogram() {
             "{name} has no # HELP line"
         );
     }
-    assert!(text.contains("# TYPE confab_migration_seconds histogram"), "{text}");
+    assert!(
+        text.contains("# TYPE confab_migration_seconds histogram"),
+        "{text}"
+    );
     assert!(text.contains("confab_build_info{version=\""), "{text}");
     assert!(text.contains("confab_intents_total{"), "{text}");
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
-    assert!(text.contains("confab_turns_total{outcome=\"rate_limited\"} 0"), "{text}");
+    assert!(
+        text.contains("confab_turns_total{outcome=\"rate_limited\"} 0"),
+        "{text}"
+    );
     second.stop().await;
     first.stop().await;
 }
@@ -308,7 +345,10 @@ async fn prometheus_scrapes_confab_up_and_reads_the_turn_rate() {
     let prom_port = free_port();
     let mut server = Command::new(&prometheus)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -317,9 +357,12 @@ async fn prometheus_scrapes_confab_up_and_reads_the_turn_rate() {
         .unwrap();
     // Users talk until Prometheus has seen the rate (it needs two scrapes).
     let talking = tokio::spawn(async move {
-        let mut client = Client::connect(&format!("ws://127.0.0.1:{http}/v1/ws"), &common::token("scraped"))
-            .await
-            .unwrap();
+        let mut client = Client::connect(
+            &format!("ws://127.0.0.1:{http}/v1/ws"),
+            &common::token("scraped"),
+        )
+        .await
+        .unwrap();
         for i in 0.. {
             client.say(&format!("p-{i}"), "你好").await;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -360,7 +403,10 @@ async fn prometheus_value(port: u16, query: &str) -> Option<f64> {
         return None;
     }
     let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
-    answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    answer["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 fn urlencode(text: &str) -> String {

@@ -121,10 +121,13 @@ enum Verb {
         #[command(subcommand)]
         verb: Option<NodesVerb>,
     },
-    /// A live view of the cluster, refreshed every --interval: members, sessions,
-    /// turns in flight and per second, turn p99, ring epoch, migrations.
-    /// q, Esc or Ctrl-C quits. Not on a terminal (or with --once / --count N)
-    /// it prints plain frames instead.
+    /// A live, full-screen view of the cluster, refreshed every second.
+    ///
+    /// Members with their status, sessions, turns in flight and turns per
+    /// second; cluster totals; this node's turn p99 over the last interval;
+    /// the ring epoch; drains in progress and migrations. q, Esc or Ctrl-C
+    /// quits. When stdout is not a terminal, or with --once or --count N, it
+    /// prints plain frames instead (one JSON object a line with --json).
     Watch(watch::WatchArgs),
     /// Print a completion script for SHELL: bash, zsh, fish, elvish, powershell
     /// (`source <(confabctl completions bash)`).

@@ -4,7 +4,6 @@
 //! runner, a dead letter) and feeds the results back. The simulator drives the
 //! same machine; the order that makes turns durable is documented there.
 
-use tracing::Instrument;
 use super::{Failure, SessionActorState, unavailable};
 use crate::committer::CommitError;
 use crate::stages::StageInput;
@@ -17,6 +16,7 @@ use confab_dialog::turn::{
 };
 use confab_store::{DeadLetter, StoreError};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Log events read per page when a replay looks for an earlier success.
 const REPLAY_SCAN_PAGE: usize = 512;
@@ -71,7 +71,9 @@ impl SessionActorState {
         let shared = Arc::clone(&self.shared);
         let uid = self.uid.clone();
         let choose = |version: Option<&str>| shared.dialog.choose(uid.as_str(), version).pipeline;
-        let mut step = flow.start(now_ms(), &mut self.session, &choose);
+        // The dialog's own work (intent, slots, reply) between the asks.
+        let mut step = tracing::info_span!("dialog")
+            .in_scope(|| flow.start(now_ms(), &mut self.session, &choose));
         let mut answer = None;
         loop {
             if answer.is_none() {
@@ -82,7 +84,8 @@ impl SessionActorState {
             };
             let span = ask_span(&ask);
             let input = self.carry_out_ask(ask).instrument(span).await;
-            step = flow.handle(now_ms(), &mut self.session, &choose, input);
+            step = tracing::info_span!("dialog")
+                .in_scope(|| flow.handle(now_ms(), &mut self.session, &choose, input));
         }
         match answer {
             None => Ok(None),
