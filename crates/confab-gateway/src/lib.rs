@@ -146,7 +146,7 @@ impl Gateway {
 }
 
 /// Installs the process-wide Prometheus recorder; call once per process.
-/// Every metric of [`catalog`] is described (`# HELP`) and shown from the start,
+/// Every metric of the catalog (`catalog.rs`) is described (`# HELP`) and shown from the start,
 /// histograms with their buckets; process metrics are read at each scrape.
 pub fn install_metrics() -> Result<PrometheusHandle, String> {
     let mut builder = PrometheusBuilder::new();
