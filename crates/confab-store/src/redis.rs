@@ -22,11 +22,25 @@
 //! failure (with jitter, up to 5 s); each skip is counted as a bypass in
 //! `confab_store_bypass_total{tier="redis"}`. The connection manager reconnects by
 //! itself, so Redis is used again, with no restart, once it answers.
+//!
+//! The tier runs on one server ([`RedisTier::open`]) or on a Redis Cluster
+//! ([`RedisTier::open_cluster`], through the redis crate's cluster client). On a
+//! cluster the hash tag puts both keys of a session in one slot, so each script
+//! still touches one node; the client follows MOVED and ASK redirections and
+//! refreshes its slot map when a replica takes over a failed master. A
+//! pipeline there must stay in one slot, so a batch's calls (one per session)
+//! go out concurrently instead of in one pipeline; a node that lacks a script
+//! (a promoted replica, a node that restarted) is sent its source (`EVAL`),
+//! which caches it there. What a failover loses (writes the replica had not
+//! received) only makes a cached log shorter, still a prefix of the durable
+//! one; the next write finds the gap and drops it.
 
 use crate::{SessionLog, StoreError, StoredSnapshot, backoff_with_jitter, count_request};
 use confab_core::session::RecordedEvent;
 use confab_core::{Epoch, Seq, Uid};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,11 +121,38 @@ pub struct RedisStats {
 
 /// The hot tier.
 pub struct RedisTier {
-    conn: ConnectionManager,
+    conn: Connection,
     options: RedisOptions,
     health: Health,
     stats: RedisStats,
 }
+
+/// Where the tier's commands go.
+#[derive(Clone)]
+enum Connection {
+    /// One server, reconnected in the background by the manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster: each command goes to the master of its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Sends one command, routed by its key on a cluster.
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, RedisError> {
+        match self {
+            Self::Single(conn) => cmd.query_async(conn).await,
+            Self::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// Redirections and reconnections the cluster client tries within one request
+/// (each MOVED or ASK takes one); `RedisOptions::timeout` bounds them all.
+const CLUSTER_RETRIES: u32 = 4;
+/// The cluster client's wait before a retry (after TRYAGAIN, CLUSTERDOWN or a
+/// lost node), from..to, in ms: short, so that retries fit in the timeout (the
+/// crate's default starts at 1.28 s).
+const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
 
 /// Backoff after failures, so that a dead Redis costs no time per request.
 #[derive(Default)]
@@ -148,14 +189,37 @@ impl Health {
     }
 }
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{CLAIM_LUA}")));
-static APPEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{APPEND_LUA}")));
-static SNAPSHOT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FENCE_LUA}{SNAPSHOT_LUA}")));
-static FILL: LazyLock<Script> = LazyLock::new(|| Script::new(FILL_LUA));
-static READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_LUA));
-static MEMBERS_CAS: LazyLock<Script> = LazyLock::new(|| Script::new(MEMBERS_CAS_LUA));
+/// A Lua script and its source: a cluster node that lacks the script is sent
+/// the source.
+struct Lua {
+    script: Script,
+    source: String,
+}
+
+impl Lua {
+    fn new(source: String) -> Self {
+        Self {
+            script: Script::new(&source),
+            source,
+        }
+    }
+
+    fn hash(&self) -> &str {
+        self.script.get_hash()
+    }
+}
+
+static CLAIM: LazyLock<Lua> = LazyLock::new(|| Lua::new(format!("{FENCE_LUA}{CLAIM_LUA}")));
+static APPEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(format!("{FENCE_LUA}{APPEND_LUA}")));
+static SNAPSHOT: LazyLock<Lua> = LazyLock::new(|| Lua::new(format!("{FENCE_LUA}{SNAPSHOT_LUA}")));
+static FILL: LazyLock<Lua> = LazyLock::new(|| Lua::new(FILL_LUA.to_owned()));
+static READ: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_LUA.to_owned()));
+static MEMBERS_CAS: LazyLock<Lua> = LazyLock::new(|| Lua::new(MEMBERS_CAS_LUA.to_owned()));
+
+/// Every script the tier runs.
+fn scripts() -> [&'static Lua; 6] {
+    [&CLAIM, &APPEND, &SNAPSHOT, &FILL, &READ, &MEMBERS_CAS]
+}
 
 /// The member table's compare-and-set. KEYS[1]: the table's hash. ARGV: the
 /// expected version, the new version, the new body. Returns {1 applied or 0,
@@ -319,11 +383,57 @@ impl RedisTier {
             .get_connection_manager_lazy(config)
             .map_err(|e| StoreError::Open(format!("redis {url}: {e}")))?;
         Ok(Self {
-            conn,
+            conn: Connection::Single(conn),
             options,
             health: Health::default(),
             stats: RedisStats::default(),
         })
+    }
+
+    /// Connects lazily to the Redis Cluster that `seeds` (`redis://host:port`,
+    /// or `rediss://` for TLS, checked against `options.tls_root_ca` when set)
+    /// belong to: any one of them that answers gives the cluster's slot map. A
+    /// cluster that is down at start is bypassed until it comes up.
+    pub fn open_cluster(seeds: &[String], options: RedisOptions) -> Result<Self, StoreError> {
+        let named = seeds.join(", ");
+        if seeds.is_empty() {
+            return Err(StoreError::Open(
+                "redis cluster: no seed nodes given".into(),
+            ));
+        }
+        let (wait_min_ms, wait_max_ms) = CLUSTER_RETRY_WAIT_MS;
+        let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+            .connection_timeout(options.timeout)
+            .response_timeout(options.timeout)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(wait_min_ms)
+            .max_retry_wait(wait_max_ms);
+        if let Some(root) = &options.tls_root_ca
+            && seeds.iter().all(|seed| seed.starts_with("rediss://"))
+        {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            });
+        }
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::Open(format!("redis cluster {named}: {e}")))?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(options.timeout)
+            .set_response_timeout(options.timeout);
+        let conn = client.get_pending_async_connection_with_config(config);
+        Ok(Self {
+            conn: Connection::Cluster(conn),
+            options,
+            health: Health::default(),
+            stats: RedisStats::default(),
+        })
+    }
+
+    /// Whether the tier runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Connection::Cluster(_))
     }
 
     /// Request counts since start.
@@ -380,10 +490,10 @@ impl RedisTier {
     }
 
     /// A call of `script` on the session's two keys; the caller adds its ARGV.
-    fn evalsha(&self, script: &Script, uid: &Uid) -> Cmd {
+    fn evalsha(&self, script: &Lua, uid: &Uid) -> Cmd {
         let (hash, list) = self.keys_of(uid);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(2).arg(hash).arg(list);
+        cmd.arg(script.hash()).arg(2).arg(hash).arg(list);
         cmd
     }
 
@@ -529,32 +639,48 @@ impl RedisTier {
         }))
     }
 
-    /// Whether Redis answers a PING now.
+    /// Whether Redis answers a PING now (on a cluster: every node).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: String = self
-            .guarded("ping", redis::cmd("PING").query_async(&mut conn))
+            .guarded("ping", async move { conn.query(&redis::cmd("PING")).await })
             .await?;
         Ok(())
     }
 
-    /// Runs script calls in one round trip, one reply each. If Redis lost its
-    /// scripts (it restarted), loads them and runs the calls once more.
+    /// Runs script calls, one reply each: on one server in one round trip (if
+    /// Redis lost its scripts, as when it restarted, loads them and runs the
+    /// calls once more); on a cluster concurrently, one call per session.
     async fn run<T: FromRedisValue>(
         &self,
         op: &'static str,
         calls: Vec<Cmd>,
     ) -> Result<Vec<T>, StoreError> {
+        let conn = match &self.conn {
+            Connection::Single(conn) => conn.clone(),
+            Connection::Cluster(conn) => {
+                return self
+                    .guarded(op, async {
+                        let replies = futures_util::future::join_all(calls.iter().map(|call| {
+                            let mut conn = conn.clone();
+                            async move { call_in_cluster(&mut conn, call).await }
+                        }))
+                        .await;
+                        replies.into_iter().collect()
+                    })
+                    .await;
+            }
+        };
         let mut pipe = redis::pipe();
         for call in calls {
             pipe.add_command(call);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = conn;
         self.guarded(op, async {
             match pipe.query_async::<Vec<T>>(&mut conn).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    for script in [&*CLAIM, &*APPEND, &*SNAPSHOT, &*FILL, &*READ, &*MEMBERS_CAS] {
-                        script.load_async(&mut conn).await?;
+                    for lua in scripts() {
+                        lua.script.load_async(&mut conn).await?;
                     }
                     pipe.query_async::<Vec<T>>(&mut conn).await
                 }
@@ -563,6 +689,48 @@ impl RedisTier {
         })
         .await
     }
+}
+
+/// One script call on a cluster. The node that serves its slot may lack the
+/// script (a replica promoted since, a node restarted or added): then the call
+/// goes again as `EVAL` with the script's source, which caches it there. (A
+/// `SCRIPT LOAD` goes to every node and fails while one is down, as during a
+/// failover.)
+async fn call_in_cluster<T: FromRedisValue>(
+    conn: &mut ClusterConnection,
+    call: &Cmd,
+) -> Result<T, RedisError> {
+    match call.query_async(conn).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            match with_source(call) {
+                Some(eval) => eval.query_async(conn).await,
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `EVALSHA sha numkeys keys... args...` as `EVAL source numkeys keys... args...`;
+/// `None` if `call` is not a call of one of the tier's scripts.
+fn with_source(call: &Cmd) -> Option<Cmd> {
+    let mut args = call.args_iter().filter_map(|arg| match arg {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None, // a cursor: no script call has one
+    });
+    if args.next()? != b"EVALSHA" {
+        return None;
+    }
+    let sha = args.next()?;
+    let lua = scripts()
+        .into_iter()
+        .find(|lua| lua.hash().as_bytes() == sha)?;
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(&lua.source);
+    for arg in args {
+        eval.arg(arg);
+    }
+    Some(eval)
 }
 
 fn min_epoch(events: &[&RecordedEvent]) -> Epoch {
@@ -606,16 +774,9 @@ impl crate::membership::MembershipStore for RedisTier {
     fn read_members(&self) -> crate::StoreFuture<'_, confab_core::membership::MemberTable> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let key = self.members_key();
-            let body: Option<String> = self
-                .guarded(
-                    "read_members",
-                    redis::cmd("HGET")
-                        .arg(&key)
-                        .arg("body")
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut read = redis::cmd("HGET");
+            read.arg(self.members_key()).arg("body");
+            let body: Option<String> = self.guarded("read_members", conn.query(&read)).await?;
             count_request(TIER, "read_members", "hit");
             crate::membership::decode(body.as_deref())
         })
@@ -629,7 +790,7 @@ impl crate::membership::MembershipStore for RedisTier {
         Box::pin(async move {
             let body = crate::membership::check_proposal(expected, table)?;
             let mut call = redis::cmd("EVALSHA");
-            call.arg(MEMBERS_CAS.get_hash())
+            call.arg(MEMBERS_CAS.hash())
                 .arg(1)
                 .arg(self.members_key())
                 .arg(expected)

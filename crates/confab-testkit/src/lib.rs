@@ -4,6 +4,9 @@
 //!   free port with their data in a temporary directory, that a test may kill
 //!   (SIGKILL) and restart at will. They never touch the shared servers on
 //!   127.0.0.1:6379 and 127.0.0.1:3306.
+//! - [`PrivateRedisCluster`]: a Redis Cluster of the test's own (three masters,
+//!   three replicas) whose masters a test kills to watch a replica take over,
+//!   and whose slots it moves between masters (MOVED and ASK).
 //! - [`DelayProxy`]: a TCP proxy whose added latency can be changed at any time,
 //!   for connections already open too.
 //! - [`ActionService`]: an HTTP service for actions and stages that fails,
@@ -30,6 +33,7 @@ pub mod netns;
 mod process;
 mod proxy;
 mod redis;
+mod redis_cluster;
 mod signing;
 mod tmpfs;
 
@@ -40,6 +44,7 @@ pub use latency::Latency;
 pub use mariadb::PrivateMariaDb;
 pub use proxy::DelayProxy;
 pub use redis::PrivateRedis;
+pub use redis_cluster::{KilledMaster, PrivateRedisCluster, SlotMigration};
 pub use signing::{SigningKey, jwks};
 pub use tmpfs::Tmpfs;
 
