@@ -1,6 +1,12 @@
 //! Group commit: the events of all sessions go to the durable tier in one
 //! transaction per batch.
 //!
+//! - Batches are gathered per lane ([`confab_store::EventStore::commit_lane`]):
+//!   one per database server when the shards are spread over several. Each
+//!   lane has its own queue and its own commits in flight, so a turn is acked
+//!   once its own server has committed, and a slow or dead server holds up
+//!   only its own sessions. A lane's queue that is full answers `overloaded`
+//!   at once rather than block the other lanes.
 //! - A batch closes when it holds `batch_events_max` events or when its first
 //!   request has waited `batch_delay_max`, whichever comes first.
 //! - Up to `concurrency` batches commit at once, each on its own connection,
@@ -47,8 +53,9 @@ pub struct CommitSettings {
     /// How long the first request of a batch waits for others.
     pub batch_delay_max: Duration,
     /// Requests waiting for a batch, at most; senders wait when it is full.
+    /// Each lane queues at most as many again, and answers `overloaded` past it.
     pub queue_max: usize,
-    /// Batches committing at once.
+    /// Batches committing at once, per lane.
     pub concurrency: usize,
     /// Retries of a batch the store could not take.
     pub retries: u32,
@@ -104,7 +111,46 @@ impl Committer {
     }
 }
 
+/// Most lanes a committer keeps: one per server of the shard map, which has
+/// at most one server per shard.
+const LANES_MAX: usize = 64;
+
+/// Hands each request to its lane, starting lanes as they are first needed.
 async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<CommitRequest>,
+    settings: CommitSettings,
+) {
+    let mut lanes: std::collections::BTreeMap<usize, mpsc::Sender<CommitRequest>> =
+        std::collections::BTreeMap::new();
+    while let Some(request) = rx.recv().await {
+        let lane = request
+            .events
+            .first()
+            .map_or(0, |e| store.commit_lane(&e.uid))
+            .min(LANES_MAX - 1);
+        let queue = lanes.entry(lane).or_insert_with(|| {
+            let (queue, requests) = mpsc::channel(settings.queue_max.max(1));
+            tokio::spawn(run_lane(Arc::clone(&store), requests, settings.clone()));
+            queue
+        });
+        if let Err(full) = queue.try_send(request) {
+            let request = match full {
+                mpsc::error::TrySendError::Full(request)
+                | mpsc::error::TrySendError::Closed(request) => request,
+            };
+            let waited_ms =
+                u64::try_from(request.enqueued.elapsed().as_millis()).unwrap_or(u64::MAX);
+            metrics::counter!("confab_commit_lane_full_total").increment(1);
+            let _ = request
+                .done
+                .send(Err(CommitError::Overloaded { waited_ms }));
+        }
+    }
+}
+
+/// One lane: gathers batches and commits up to `concurrency` of them at once.
+async fn run_lane(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<CommitRequest>,
     settings: CommitSettings,

@@ -161,6 +161,10 @@ impl SealedStore {
 }
 
 impl EventStore for SealedStore {
+    fn commit_lane(&self, uid: &Uid) -> usize {
+        self.inner.commit_lane(uid)
+    }
+
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let sealed = self.seal_events(events)?;

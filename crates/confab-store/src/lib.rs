@@ -22,10 +22,14 @@
 
 /// Implements the store traits for a type whose inherent methods do the work
 /// (`append_events`, `claim_epoch`, `load_events`, `load_snapshot`,
-/// `store_snapshots`, `ping_db`), counting every request in `confab_store_requests_total`.
+/// `store_snapshots`, `ping_db`, `lane_of`), counting every request in `confab_store_requests_total`.
 macro_rules! store_with_request_metrics {
     ($store:ty, $tier:expr) => {
         impl $crate::EventStore for $store {
+            fn commit_lane(&self, uid: &confab_core::Uid) -> usize {
+                self.lane_of(uid)
+            }
+
             fn append<'a>(
                 &'a self,
                 events: &'a [confab_core::session::RecordedEvent],
@@ -181,6 +185,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// with [`StoreError::Conflict`].
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()>;
 
+    /// The group-commit lane of `uid`'s events: batches hold the events of one
+    /// lane, and lanes commit independently. A store on several servers gives
+    /// each server its own lane, so that a slow or dead server holds up only
+    /// its own sessions; a store on one server has one lane, 0.
+    fn commit_lane(&self, uid: &Uid) -> usize {
+        let _ = uid;
+        0
+    }
+
     /// Takes ownership of `uid` at `epoch`: raises the session's fence to `epoch`,
     /// so that writers of older epochs are refused from now on. Fails with
     /// [`StoreError::Fenced`] if the fence already holds a newer epoch.
@@ -239,8 +252,8 @@ pub trait Store:
 
 /// Checks a batch against the fences it must pass: `fences` holds the epoch of
 /// every claimed session of the batch (unclaimed sessions are at [`FIRST_EPOCH`]).
-pub(crate) fn check_fences(
-    events: &[RecordedEvent],
+pub(crate) fn check_fences<'a>(
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
     fences: &std::collections::BTreeMap<Uid, Epoch>,
 ) -> Result<(), StoreError> {
     for event in events {
@@ -272,8 +285,8 @@ pub(crate) fn claim_against(uid: &Uid, epoch: Epoch, current: Epoch) -> Result<b
 }
 
 /// The distinct uids of a batch, in order.
-pub(crate) fn uids_of(events: &[RecordedEvent]) -> Vec<&Uid> {
-    let mut uids: Vec<&Uid> = events.iter().map(|e| &e.uid).collect();
+pub(crate) fn uids_of<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Vec<&'a Uid> {
+    let mut uids: Vec<&Uid> = events.into_iter().map(|e| &e.uid).collect();
     uids.sort();
     uids.dedup();
     uids

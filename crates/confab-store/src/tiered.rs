@@ -118,6 +118,10 @@ impl TieredStore {
 }
 
 impl EventStore for TieredStore {
+    fn commit_lane(&self, uid: &Uid) -> usize {
+        self.durable.commit_lane(uid)
+    }
+
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.durable.append(events).await?;

@@ -7,6 +7,7 @@ mod config;
 mod flows;
 mod node;
 mod secrets;
+mod shards;
 mod telemetry;
 mod token;
 mod up;
@@ -37,6 +38,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Chat with a node from this shell: each line you type is one turn.
     Chat(chat::ChatArgs),
+    /// The MySQL shard map: list it, or move a shard to another server with the
+    /// cluster up.
+    Shards(shards::ShardsArgs),
     /// Print a completion script for SHELL: bash, zsh, fish, elvish, powershell
     /// (`source <(confab completions bash)`).
     Completions {
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Token(args) => token::run(&args),
             Command::Chat(args) => chat::run(args).await,
+            Command::Shards(args) => shards::run(args).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     });

@@ -56,6 +56,11 @@ pub(crate) struct UpArgs {
     /// text for people.
     #[arg(long)]
     json: bool,
+    /// A config file every node runs with (see config/node.toml), e.g. to put
+    /// the cluster on MySQL shard servers and Redis; the ports, node ids, seeds
+    /// and data dir still come from `confab up`.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// The file in the data dir that holds the dev JWT secret (secrets.rs's).
@@ -158,6 +163,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         http_port: args.http_port,
         cluster_port: args.cluster_port,
         nodes,
+        config: args.config.clone(),
     };
     let mut children: Vec<(String, Child)> = Vec::new();
     for i in 1..=nodes {
@@ -277,6 +283,7 @@ struct Launch {
     http_port: u16,
     cluster_port: u16,
     nodes: u16,
+    config: Option<PathBuf>,
 }
 
 impl Launch {
@@ -290,6 +297,9 @@ impl Launch {
             .args(["--cluster-port", &(self.cluster_port + i - 1).to_string()]);
         if !seeds.is_empty() {
             command.args(["--seeds", &seeds.join(",")]);
+        }
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
         }
         command
             .arg("--data-dir")

@@ -97,7 +97,7 @@ impl MySqlStore {
         Ok(u64::try_from(depth).unwrap_or(0))
     }
 
-    async fn load_setting(&self, key: &str) -> Result<Option<Setting>, StoreError> {
+    pub(super) async fn load_setting(&self, key: &str) -> Result<Option<Setting>, StoreError> {
         let row: Option<(u64, String)> =
             sqlx::query_as("SELECT revision, body FROM settings WHERE name = ?")
                 .bind(key)
@@ -110,7 +110,12 @@ impl MySqlStore {
     /// The first write is an insert, which a concurrent first write makes fail
     /// on the primary key; a later one is an update conditioned on the revision,
     /// which InnoDB re-checks against the latest row once it holds its lock.
-    async fn cas_setting(&self, key: &str, expected: u64, body: &str) -> Result<bool, StoreError> {
+    pub(super) async fn cas_setting(
+        &self,
+        key: &str,
+        expected: u64,
+        body: &str,
+    ) -> Result<bool, StoreError> {
         if expected == 0 {
             let inserted =
                 sqlx::query("INSERT INTO settings (name, revision, body) VALUES (?, 1, ?)")
@@ -160,18 +165,35 @@ fn dead_letter_of(row: &MySqlRow) -> Result<DeadLetter, StoreError> {
     })
 }
 
+/// `CRC32(uid) % 64 IN (...)`: the rows of `shards` in a table keyed by uid,
+/// so that a server's leftovers of a shard moved away are not counted.
+fn of_shards(shards: &[u32]) -> String {
+    let list: Vec<String> = shards.iter().map(u32::to_string).collect();
+    format!("CRC32(uid) % {} IN ({})", super::SHARDS, list.join(","))
+}
+
+/// Key usage, asked of every server for the shards the map gives it.
 impl crate::key_usage::KeyUsageStore for MySqlStore {
     fn snapshot_key_versions(
         &self,
     ) -> crate::StoreFuture<'_, std::collections::BTreeMap<confab_core::crypto::KeyVersion, u64>>
     {
         Box::pin(async move {
-            let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-                "SELECT SUBSTRING(body, 1, 10) AS header, COUNT(*) FROM snapshots GROUP BY header",
-            )
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+            let map = self.shard_map();
+            let mut rows: Vec<(Vec<u8>, i64)> = Vec::new();
+            for server in self.servers() {
+                let sql = format!(
+                    "SELECT SUBSTRING(body, 1, 10) AS header, COUNT(*) FROM snapshots \
+                     WHERE {} GROUP BY header",
+                    of_shards(&map.shards_on(&server.url))
+                );
+                rows.extend(
+                    sqlx::query_as::<_, (Vec<u8>, i64)>(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(server.ready().await?)
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
             crate::key_usage::by_version(rows)
         })
     }
@@ -182,23 +204,29 @@ impl crate::key_usage::KeyUsageStore for MySqlStore {
     ) -> crate::StoreFuture<'_, u64> {
         Box::pin(async move {
             let marker = crate::key_usage::sealed_marker(version);
+            let map = self.shard_map();
             let mut total = 0u64;
-            for shard in 0..super::SHARDS {
-                let sql = format!(
-                    "SELECT COUNT(*) FROM {} WHERE INSTR(body, ?) > 0",
-                    super::table_of(shard)
-                );
-                let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(marker.as_bytes())
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-                total += u64::try_from(count).unwrap_or(0);
+            for server in self.servers() {
+                let pool = server.ready().await?;
+                for shard in map.shards_on(&server.url) {
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM {} WHERE INSTR(body, ?) > 0",
+                        super::table_of(shard)
+                    );
+                    let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(marker.as_bytes())
+                        .fetch_one(pool)
+                        .await
+                        .map_err(unavailable)?;
+                    total += u64::try_from(count).unwrap_or(0);
+                }
             }
             Ok(total)
         })
     }
 
+    /// Each server's first `limit` uids above `after`, merged: the first
+    /// `limit` of all of them.
     fn snapshots_not_under<'a>(
         &'a self,
         version: confab_core::crypto::KeyVersion,
@@ -206,23 +234,28 @@ impl crate::key_usage::KeyUsageStore for MySqlStore {
         limit: usize,
     ) -> crate::StoreFuture<'a, Vec<confab_core::Uid>> {
         Box::pin(async move {
-            let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-                "SELECT uid FROM snapshots WHERE uid > ? AND SUBSTRING(body, 1, 10) <> ? \
-                 ORDER BY uid LIMIT ?",
-            )
-            .bind(after.map_or(&b""[..], |u| u.as_str().as_bytes()))
-            .bind(crate::key_usage::sealed_header(version).to_vec())
-            .bind(u64::try_from(limit).unwrap_or(u64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            rows.into_iter()
-                .map(|(uid,)| {
-                    let uid = String::from_utf8(uid)
-                        .map_err(|_| StoreError::Corrupt("a uid is not utf-8".into()))?;
-                    confab_core::Uid::new(uid).map_err(|e| StoreError::Corrupt(e.to_string()))
-                })
-                .collect()
+            let map = self.shard_map();
+            let mut uids = Vec::new();
+            for server in self.servers() {
+                let sql = format!(
+                    "SELECT uid FROM snapshots WHERE uid > ? AND SUBSTRING(body, 1, 10) <> ? \
+                     AND {} ORDER BY uid LIMIT ?",
+                    of_shards(&map.shards_on(&server.url))
+                );
+                let rows: Vec<(Vec<u8>,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(after.map_or(&b""[..], |u| u.as_str().as_bytes()))
+                    .bind(crate::key_usage::sealed_header(version).to_vec())
+                    .bind(u64::try_from(limit).unwrap_or(u64::MAX))
+                    .fetch_all(server.ready().await?)
+                    .await
+                    .map_err(unavailable)?;
+                for (uid,) in rows {
+                    uids.push(uid_of(uid)?);
+                }
+            }
+            uids.sort();
+            uids.truncate(limit);
+            Ok(uids)
         })
     }
 }
