@@ -1,7 +1,10 @@
-//! Redis in front of a durable store, on the real servers of this machine: the
+//! Redis in front of a durable store, on real servers, each test twice: on the
 //! shared Redis (`CONFAB_TEST_REDIS_URL`, default 127.0.0.1:6379) under a key
-//! prefix of each test's own, and MariaDB or SQLite behind it. Tests that stop
-//! Redis start a private `redis-server`.
+//! prefix of its own (`<test>::single`), and on a private Redis Cluster of this
+//! test process, three masters and three replicas (`<test>::cluster`). MariaDB
+//! or SQLite is behind it. Tests that stop Redis start a private `redis-server`;
+//! tests that kill or move parts of a cluster start one of their own or keep
+//! to sessions of their own.
 
 mod suite;
 
@@ -11,11 +14,23 @@ use confab_store::redis::{RedisOptions, RedisTier, WriteThrough};
 use confab_store::sqlite::{SqliteOptions, SqliteStore};
 use confab_store::tiered::TieredStore;
 use confab_store::{EventStore, SnapshotStore, Store, StoreError, StoredSnapshot};
-use confab_testkit::{PrivateRedis, TestDatabase, shared_mysql_url, shared_redis_url};
+use confab_testkit::{
+    PrivateRedis, PrivateRedisCluster, TestDatabase, shared_mysql_url, shared_redis_url,
+};
+use redis::{Cmd, FromRedisValue};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use suite::{event, event_at, uid};
+
+/// Which Redis the hot tier runs on.
+#[derive(Debug, Clone, Copy)]
+enum Hot {
+    /// The shared server.
+    Single,
+    /// This test process's private Redis Cluster.
+    Cluster,
+}
 
 /// A key prefix no other test (or process) uses.
 fn prefix() -> String {
@@ -27,18 +42,32 @@ fn prefix() -> String {
     )
 }
 
-fn redis_at(url: &str) -> RedisTier {
-    RedisTier::open(
-        url,
-        RedisOptions {
-            key_prefix: prefix(),
-            ..RedisOptions::default()
-        },
-    )
-    .unwrap()
+fn options() -> RedisOptions {
+    RedisOptions {
+        key_prefix: prefix(),
+        ..RedisOptions::default()
+    }
 }
 
-/// SQLite in a temp dir behind the shared Redis.
+fn redis_at(url: &str) -> RedisTier {
+    RedisTier::open(url, options()).unwrap()
+}
+
+/// A hot tier on `hot`, under a key prefix of its own.
+fn redis_on(hot: Hot) -> RedisTier {
+    match hot {
+        Hot::Single => redis_at(&shared_redis_url()),
+        Hot::Cluster => {
+            let tier =
+                RedisTier::open_cluster(&PrivateRedisCluster::shared().seed_urls(), options())
+                    .unwrap();
+            assert!(tier.is_cluster());
+            tier
+        }
+    }
+}
+
+/// SQLite in a temp dir behind `redis`.
 async fn on_sqlite(redis: RedisTier) -> (TieredStore, Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let durable: Arc<dyn Store> = Arc::new(
@@ -49,46 +78,146 @@ async fn on_sqlite(redis: RedisTier) -> (TieredStore, Arc<dyn Store>, tempfile::
     (TieredStore::new(Arc::clone(&durable), redis), durable, dir)
 }
 
-async fn raw_redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(shared_redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+/// A fresh database on the shared MariaDB behind `redis`.
+async fn on_mysql(redis: RedisTier) -> (TieredStore, TestDatabase) {
+    let db = TestDatabase::create(&shared_mysql_url()).await;
+    let durable = MySqlStore::open(&db.url, &MySqlOptions::default())
         .await
-        .expect("Redis must run on 127.0.0.1:6379")
+        .unwrap();
+    (TieredStore::new(Arc::new(durable), redis), db)
 }
 
-macro_rules! suite_on_mysql_and_redis {
-    ($name:ident) => {
-        #[tokio::test]
-        async fn $name() {
-            let db = TestDatabase::create(&shared_mysql_url()).await;
-            let durable = MySqlStore::open(&db.url, &MySqlOptions::default())
-                .await
-                .unwrap();
-            let store = TieredStore::new(Arc::new(durable), redis_at(&shared_redis_url()));
-            suite::$name(&store).await;
-            drop(store);
-            db.drop_database().await;
+/// A connection of the test's own to the Redis under the tier, for what the
+/// tier does not expose (TTLs, list lengths, keys lost behind its back).
+enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    async fn open(hot: Hot) -> Raw {
+        match hot {
+            Hot::Single => Raw::Single(
+                redis::Client::open(shared_redis_url())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("Redis must run on 127.0.0.1:6379"),
+            ),
+            Hot::Cluster => Raw::Cluster(
+                redis::cluster::ClusterClient::new(PrivateRedisCluster::shared().seed_urls())
+                    .unwrap()
+                    .get_async_connection()
+                    .await
+                    .expect("the private cluster answers"),
+            ),
         }
-    };
+    }
+
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> T {
+        match self {
+            Raw::Single(conn) => cmd.query_async(conn).await,
+            Raw::Cluster(conn) => cmd.query_async(conn).await,
+        }
+        .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.args_iter().next()))
+    }
 }
 
-suite_on_mysql_and_redis!(appended_events_read_back_in_order_after_a_seq);
-suite_on_mysql_and_redis!(a_batch_with_a_taken_seq_is_refused_whole);
-suite_on_mysql_and_redis!(snapshots_never_go_back);
-suite_on_mysql_and_redis!(many_sessions_in_one_batch_all_land);
-suite_on_mysql_and_redis!(a_claim_fences_out_older_writers);
-suite_on_mysql_and_redis!(a_stale_owner_cannot_write_a_snapshot);
-suite_on_mysql_and_redis!(load_gives_the_snapshot_and_the_events_after_it);
-suite_on_mysql_and_redis!(a_batch_of_large_events_lands_whole);
-suite_on_mysql_and_redis!(dead_letters_wait_oldest_first_up_to_a_limit);
-suite_on_mysql_and_redis!(dead_lettering_one_key_twice_leaves_one_entry);
-suite_on_mysql_and_redis!(a_resolved_dead_letter_leaves_the_queue_until_it_fails_again);
-suite_on_mysql_and_redis!(settings_change_only_by_compare_and_set);
+/// `key`'s TTL in seconds.
+async fn ttl(raw: &mut Raw, key: &str) -> i64 {
+    raw.query(redis::cmd("TTL").arg(key)).await
+}
 
-#[tokio::test]
-async fn commits_write_through_and_loads_are_served_by_redis() {
-    let (store, _durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
+/// Each named test, on the shared server (`<name>::single`) and on the private
+/// cluster (`<name>::cluster`).
+macro_rules! on_each_redis {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn single() {
+                super::$name(super::Hot::Single).await;
+            }
+
+            #[tokio::test]
+            async fn cluster() {
+                super::$name(super::Hot::Cluster).await;
+            }
+        }
+    )*};
+}
+
+/// Each named suite test on SQLite and MySQL, each behind the shared server
+/// and behind the private cluster.
+macro_rules! suite_on_each_tier {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite_and_redis() {
+                let (store, _durable, _dir) = on_sqlite(redis_on(Hot::Single)).await;
+                suite::$name(&store).await;
+            }
+
+            #[tokio::test]
+            async fn sqlite_and_redis_cluster() {
+                let (store, _durable, _dir) = on_sqlite(redis_on(Hot::Cluster)).await;
+                suite::$name(&store).await;
+            }
+
+            #[tokio::test]
+            async fn mysql_and_redis() {
+                let (store, db) = on_mysql(redis_on(Hot::Single)).await;
+                suite::$name(&store).await;
+                drop(store);
+                db.drop_database().await;
+            }
+
+            #[tokio::test]
+            async fn mysql_and_redis_cluster() {
+                let (store, db) = on_mysql(redis_on(Hot::Cluster)).await;
+                suite::$name(&store).await;
+                drop(store);
+                db.drop_database().await;
+            }
+        }
+    )*};
+}
+
+suite_on_each_tier!(
+    appended_events_read_back_in_order_after_a_seq,
+    a_batch_with_a_taken_seq_is_refused_whole,
+    snapshots_never_go_back,
+    many_sessions_in_one_batch_all_land,
+    a_claim_fences_out_older_writers,
+    a_stale_owner_cannot_write_a_snapshot,
+    load_gives_the_snapshot_and_the_events_after_it,
+    a_batch_of_large_events_lands_whole,
+    dead_letters_wait_oldest_first_up_to_a_limit,
+    dead_lettering_one_key_twice_leaves_one_entry,
+    a_resolved_dead_letter_leaves_the_queue_until_it_fails_again,
+    settings_change_only_by_compare_and_set,
+    concurrent_setting_writers_exactly_one_wins,
+    bad_control_input_is_refused_with_a_clear_error,
+    the_audit_log_lists_newest_first_and_cuts_long_entries,
+    key_usage_counts_snapshots_and_events_by_version,
+);
+
+on_each_redis!(
+    commits_write_through_and_loads_are_served_by_redis,
+    a_miss_loads_from_the_durable_tier_and_fills_redis,
+    a_stale_hot_tier_never_hides_an_acked_event,
+    a_write_after_a_gap_drops_the_cached_log,
+    a_snapshot_trims_the_cached_log,
+    the_redis_fence_refuses_a_stale_writer,
+    a_cached_log_whose_list_was_lost_is_a_miss_not_a_prefix,
+    a_snapshot_at_the_cached_seq_replaces_the_cached_one,
+    membership_cas_lets_one_proposal_win_on_redis,
+    one_batch_writes_every_session_through,
+);
+
+async fn commits_write_through_and_loads_are_served_by_redis(hot: Hot) {
+    let (store, _durable, _dir) = on_sqlite(redis_on(hot)).await;
     let batch: Vec<_> = (1..=6).map(|s| event("a", s)).collect();
     store.append(&batch[..3]).await.unwrap();
     store.append(&batch[3..]).await.unwrap();
@@ -101,20 +230,15 @@ async fn commits_write_through_and_loads_are_served_by_redis() {
 
     // Both keys carry the TTL, refreshed by the read.
     let (hash, list) = store.redis().keys_of(&uid("a"));
-    let mut conn = raw_redis().await;
+    let mut raw = Raw::open(hot).await;
     for key in [hash, list] {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = ttl(&mut raw, &key).await;
         assert!((1700..=1800).contains(&ttl), "{key} ttl {ttl}");
     }
 }
 
-#[tokio::test]
-async fn a_miss_loads_from_the_durable_tier_and_fills_redis() {
-    let (store, durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
+async fn a_miss_loads_from_the_durable_tier_and_fills_redis(hot: Hot) {
+    let (store, durable, _dir) = on_sqlite(redis_on(hot)).await;
     let batch: Vec<_> = (1..=4).map(|s| event("a", s)).collect();
     durable.append(&batch).await.unwrap(); // behind Redis's back
 
@@ -125,9 +249,8 @@ async fn a_miss_loads_from_the_durable_tier_and_fills_redis() {
     assert_eq!(stats.hits.load(Ordering::Relaxed), 1, "filled by the miss");
 }
 
-#[tokio::test]
-async fn a_stale_hot_tier_never_hides_an_acked_event() {
-    let (store, durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
+async fn a_stale_hot_tier_never_hides_an_acked_event(hot: Hot) {
+    let (store, durable, _dir) = on_sqlite(redis_on(hot)).await;
     let batch: Vec<_> = (1..=9).map(|s| event("a", s)).collect();
     store.append(&batch[..3]).await.unwrap();
     // Redis misses 4..=6, as when it was down during their commit.
@@ -151,9 +274,8 @@ async fn a_stale_hot_tier_never_hides_an_acked_event() {
     assert_eq!(cached.events, batch);
 }
 
-#[tokio::test]
-async fn a_write_after_a_gap_drops_the_cached_log() {
-    let redis = redis_at(&shared_redis_url());
+async fn a_write_after_a_gap_drops_the_cached_log(hot: Hot) {
+    let redis = redis_on(hot);
     let outcome = |r: &std::collections::BTreeMap<Uid, Result<WriteThrough, StoreError>>| {
         r[&uid("a")].clone().unwrap()
     };
@@ -167,9 +289,8 @@ async fn a_write_after_a_gap_drops_the_cached_log() {
     assert_eq!(outcome(&r), WriteThrough::NotCached);
 }
 
-#[tokio::test]
-async fn a_snapshot_trims_the_cached_log() {
-    let (store, _durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
+async fn a_snapshot_trims_the_cached_log(hot: Hot) {
+    let (store, _durable, _dir) = on_sqlite(redis_on(hot)).await;
     let batch: Vec<_> = (1..=6).map(|s| event("a", s)).collect();
     store.append(&batch).await.unwrap();
     let snapshot = StoredSnapshot {
@@ -185,11 +306,10 @@ async fn a_snapshot_trims_the_cached_log() {
         .unwrap();
 
     let (_, list) = store.redis().keys_of(&uid("a"));
-    let cached: i64 = redis::cmd("LLEN")
-        .arg(&list)
-        .query_async(&mut raw_redis().await)
+    let cached: i64 = Raw::open(hot)
         .await
-        .unwrap();
+        .query(redis::cmd("LLEN").arg(&list))
+        .await;
     assert_eq!(cached, 2, "only the events after the snapshot stay");
     let log = store.load(&uid("a"), 100).await.unwrap();
     assert_eq!(log.snapshot, Some(snapshot));
@@ -197,9 +317,8 @@ async fn a_snapshot_trims_the_cached_log() {
     assert_eq!(store.redis().stats().hits.load(Ordering::Relaxed), 1);
 }
 
-#[tokio::test]
-async fn the_redis_fence_refuses_a_stale_writer() {
-    let redis = redis_at(&shared_redis_url());
+async fn the_redis_fence_refuses_a_stale_writer(hot: Hot) {
+    let redis = redis_on(hot);
     redis.append(&[event("a", 1)]).await.unwrap();
     redis.claim(&uid("a"), Epoch(3)).await.unwrap();
     let r = redis.append(&[event_at("a", 2, 2)]).await.unwrap();
@@ -268,19 +387,14 @@ async fn with_redis_down_the_durable_tier_serves_and_redis_is_used_again_when_ba
     assert_eq!(cached.last, Seq(21), "writes go through again");
 }
 
-#[tokio::test]
-async fn a_cached_log_whose_list_was_lost_is_a_miss_not_a_prefix() {
-    let (store, _durable, _dir) = on_sqlite(redis_at(&shared_redis_url())).await;
+async fn a_cached_log_whose_list_was_lost_is_a_miss_not_a_prefix(hot: Hot) {
+    let (store, _durable, _dir) = on_sqlite(redis_on(hot)).await;
     let batch: Vec<_> = (1..=5).map(|s| event("a", s)).collect();
     store.append(&batch).await.unwrap();
     // The list goes (evicted, or expired apart from its hash); the hash stays.
     let (hash, list) = store.redis().keys_of(&uid("a"));
-    let mut conn = raw_redis().await;
-    let _: i64 = redis::cmd("DEL")
-        .arg(&list)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut raw = Raw::open(hot).await;
+    let _: i64 = raw.query(redis::cmd("DEL").arg(&list)).await;
     assert_eq!(
         store.redis().read(&uid("a"), None, 100).await.unwrap(),
         None
@@ -288,32 +402,17 @@ async fn a_cached_log_whose_list_was_lost_is_a_miss_not_a_prefix() {
     assert_eq!(store.load(&uid("a"), 100).await.unwrap().events, batch);
     // The load filled it again, and claims keep both keys alive.
     store.claim(&uid("a"), Epoch(1)).await.unwrap();
-    let _: i64 = redis::cmd("EXPIRE")
-        .arg(&hash)
-        .arg(5)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: i64 = redis::cmd("EXPIRE")
-        .arg(&list)
-        .arg(5)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: i64 = raw.query(redis::cmd("EXPIRE").arg(&hash).arg(5)).await;
+    let _: i64 = raw.query(redis::cmd("EXPIRE").arg(&list).arg(5)).await;
     store.redis().claim(&uid("a"), Epoch(1)).await.unwrap();
     for key in [hash, list] {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = ttl(&mut raw, &key).await;
         assert!(ttl > 1000, "{key} ttl {ttl} after a claim");
     }
 }
 
-#[tokio::test]
-async fn a_snapshot_at_the_cached_seq_replaces_the_cached_one() {
-    let redis = redis_at(&shared_redis_url());
+async fn a_snapshot_at_the_cached_seq_replaces_the_cached_one(hot: Hot) {
+    let redis = redis_on(hot);
     redis.append(&[event("a", 1), event("a", 2)]).await.unwrap();
     let snapshot = |byte: u8| StoredSnapshot {
         uid: uid("a"),
@@ -329,7 +428,29 @@ async fn a_snapshot_at_the_cached_seq_replaces_the_cached_one() {
     assert!(cached.events.is_empty());
 }
 
-#[tokio::test]
-async fn membership_cas_lets_one_proposal_win_on_redis() {
-    suite::membership_cas_lets_one_proposal_win(&redis_at(&shared_redis_url())).await;
+async fn membership_cas_lets_one_proposal_win_on_redis(hot: Hot) {
+    suite::membership_cas_lets_one_proposal_win(&redis_on(hot)).await;
+}
+
+/// One write-through of many sessions (on a cluster: over every master, each
+/// session's call to its own slot) lands for every session, each read back
+/// whole from Redis.
+async fn one_batch_writes_every_session_through(hot: Hot) {
+    let redis = redis_on(hot);
+    let uids: Vec<String> = (0..64).map(|u| format!("spread-{u}")).collect();
+    let batch: Vec<_> = uids
+        .iter()
+        .flat_map(|u| (1..=3).map(move |s| event(u, s)))
+        .collect();
+    let outcomes = redis.append(&batch).await.unwrap();
+    assert_eq!(outcomes.len(), uids.len());
+    for (u, outcome) in &outcomes {
+        assert_eq!(outcome.clone().unwrap(), WriteThrough::Appended, "{u}");
+    }
+    for u in &uids {
+        let cached = redis.read(&uid(u), None, 10).await.unwrap().unwrap();
+        let expected: Vec<_> = (1..=3).map(|s| event(u, s)).collect();
+        assert_eq!(cached.events, expected, "{u}");
+    }
+    assert_eq!(redis.stats().errors.load(Ordering::Relaxed), 0);
 }
