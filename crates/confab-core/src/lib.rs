@@ -21,6 +21,8 @@
 //! - [`routing`]: the router's decision for a turn: serve, forward to the owner,
 //!   or refresh a stale ring.
 //! - [`fencing`]: the store's fence, which refuses the writes of a stale owner.
+//! - [`stats`]: a node's running aggregate of its turns (turns per minute,
+//!   intents, slot fills), bounded, for `confabctl stats`.
 //! - [`mutation`]: planted bugs for the simulator (the `mutations` feature).
 
 pub mod crypto;
@@ -33,6 +35,7 @@ pub mod mutation;
 pub mod ring;
 pub mod routing;
 pub mod session;
+pub mod stats;
 #[cfg(test)]
 mod test_rng;
 

@@ -50,6 +50,8 @@ pub(crate) fn routes() -> axum::Router<Gateway> {
         .route("/keys", get(keys_status))
         .route("/keys/rotate", post(keys_rotate))
         .route("/keys/{version}/retire", post(keys_retire))
+        .route("/stats", get(cluster_stats))
+        .route("/stats/local", get(local_stats))
         .fallback(not_found)
 }
 
@@ -715,4 +717,46 @@ async fn keys_retire(
         version,
         versions: keys.ring().get().versions(),
     }))
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    deadline_ms: Option<u64>,
+}
+
+/// `GET /admin/v1/stats`: every member's aggregate, asked in parallel, each
+/// within `deadline_ms` (default 1000, at most 10000), and added up. A member
+/// that does not answer in time is listed as unreachable, never dropped.
+async fn cluster_stats(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Query(query): Query<StatsQuery>,
+) -> AdminResult<confab_proto::admin::ClusterStats> {
+    use confab_runtime::stats::{DEADLINE_DEFAULT, DEADLINE_MAX};
+    authorize(&gw, &headers)?;
+    let deadline = match query.deadline_ms {
+        None => DEADLINE_DEFAULT,
+        Some(ms) if ms > 0 && u128::from(ms) <= DEADLINE_MAX.as_millis() => {
+            std::time::Duration::from_millis(ms)
+        }
+        Some(ms) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "deadline_ms must be 1 to {}, not {ms}",
+                    DEADLINE_MAX.as_millis()
+                ),
+            ));
+        }
+    };
+    Ok(Json(gw.runtime.cluster_stats(deadline).await))
+}
+
+/// `GET /admin/v1/stats/local`: this node's own aggregate, from its memory.
+async fn local_stats(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> AdminResult<confab_proto::admin::NodeStats> {
+    authorize(&gw, &headers)?;
+    Ok(Json(gw.runtime.local_stats()))
 }

@@ -19,6 +19,8 @@
 //! | `GET /admin/v1/nodes` | | [`NodesView`] |
 //! | `POST /admin/v1/nodes/{id}/drain` | | [`DrainView`] (404 for a non-member) |
 //! | `GET /admin/v1/nodes/{id}/drain` | | [`DrainView`] |
+//! | `GET /admin/v1/stats?deadline_ms=N` | | [`ClusterStats`] (every member asked) |
+//! | `GET /admin/v1/stats/local` | | [`NodeStats`] (the node asked, alone) |
 //!
 //! Every error is an HTTP status of 400 or more with an [`AdminError`] body.
 
@@ -364,4 +366,120 @@ pub struct AuditView {
 pub struct AuditList {
     /// The entries, newest first.
     pub entries: Vec<AuditView>,
+}
+
+/// A name and its count: an intent and the turns that served it, or a slot
+/// and the turns that filled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCount {
+    /// The intent or slot name.
+    pub name: String,
+    /// How many times.
+    pub count: u64,
+}
+
+/// `GET /admin/v1/stats/local`: one node's own in-memory aggregate, kept as its
+/// sessions answer turns (counted on the node that owns the session, when the
+/// turn's commit is confirmed), since the node started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The node.
+    pub node: String,
+    /// Sessions resident in its memory now.
+    pub sessions_resident: u64,
+    /// Turns its sessions answered in the last 60 seconds (the current second
+    /// included).
+    pub turns_last_minute: u64,
+    /// Turns its sessions answered since it started.
+    pub turns_total: u64,
+    /// Answered turns by intent, most first (then by name); at most
+    /// `names_max` names.
+    pub intents: Vec<NameCount>,
+    /// Turns whose intent was first seen after `names_max` intents were kept.
+    pub intents_other: u64,
+    /// Slot fills by slot name (a turn that filled or changed a slot fills it
+    /// once), most first (then by name); at most `names_max` names.
+    pub slot_fills: Vec<NameCount>,
+    /// Fills of slots first seen after `names_max` slot names were kept.
+    pub slot_fills_other: u64,
+    /// The cap on distinct names kept per map (`runtime.max_stats_names`).
+    pub names_max: u64,
+    /// When it started counting (the node's start), ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// One member's figures in [`ClusterStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStats {
+    /// The member's id.
+    pub id: String,
+    /// Its status in the member table: `joining`, `up`, `draining` or `down`.
+    pub status: String,
+    /// Whether it answered within the deadline (its figures are in the totals).
+    pub reachable: bool,
+    /// Why it is not in the totals, when it is not.
+    pub error: Option<String>,
+    /// Sessions resident in its memory (`null` when unreachable).
+    pub sessions_resident: Option<u64>,
+    /// Turns its sessions answered in the last minute.
+    pub turns_last_minute: Option<u64>,
+    /// Turns its sessions answered since it started.
+    pub turns_total: Option<u64>,
+}
+
+/// An intent's part of the answered turns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentShare {
+    /// The intent.
+    pub name: String,
+    /// Turns that served it.
+    pub count: u64,
+    /// Its part of every answered turn counted (`other` included), 0.0 to 1.0.
+    pub share: f64,
+}
+
+/// How often a slot gets filled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotFillRate {
+    /// The slot.
+    pub name: String,
+    /// Turns that filled (or changed) it.
+    pub fills: u64,
+    /// Fills per answered turn, 0.0 to 1.0: the share of turns that filled it.
+    pub per_turn: f64,
+}
+
+/// `GET /admin/v1/stats`: the cluster's aggregates, added up from every
+/// member's own ([`NodeStats`]), asked in parallel with a deadline. Never read
+/// from the stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// The node that asked the others and added up their answers.
+    pub node: String,
+    /// The ring epoch it routes at.
+    pub ring_epoch: u64,
+    /// How long it waited for each member, at most.
+    pub deadline_ms: u64,
+    /// Every member of the table, sorted by id; unreachable ones included.
+    pub nodes: Vec<MemberStats>,
+    /// The members that did not answer in time (or could not be asked),
+    /// sorted: their figures are missing from everything below.
+    pub unreachable: Vec<String>,
+    /// Sessions resident, over the members that answered.
+    pub sessions_resident: u64,
+    /// Turns answered in the last minute, over the members that answered.
+    pub turns_last_minute: u64,
+    /// Turns answered since each member started, over the members that answered.
+    pub turns_total: u64,
+    /// Answered turns by intent, most first (then by name); at most
+    /// `names_max` names.
+    pub intents: Vec<IntentShare>,
+    /// Turns of intents not listed (past a member's cap or the cluster's).
+    pub intents_other: u64,
+    /// Slot fills by slot name, most first (then by name); at most `names_max`.
+    pub slot_fills: Vec<SlotFillRate>,
+    /// Fills of slots not listed.
+    pub slot_fills_other: u64,
+    /// The cap on names listed (the answering node's `runtime.max_stats_names`).
+    pub names_max: u64,
 }

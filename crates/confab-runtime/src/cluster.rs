@@ -126,6 +126,10 @@ impl Actor for PeerActor {
                     let _ = port.send(Wire(result));
                 });
             }
+            // Read from memory under one short lock: answered in place.
+            PeerMsg::Stats(Wire(_), port) => {
+                let _ = port.send(Wire(state.runtime.local_stats()));
+            }
             PeerMsg::Heartbeat(Wire(beat)) => {
                 state.runtime.record_load(&beat.from, beat.load);
                 let _ = state.heartbeats.try_send(Input::Heartbeat {

@@ -58,4 +58,8 @@ pub struct RuntimeConfig {
     pub actions: ActionSettings,
     /// External HTTP stages, in order.
     pub stages: Vec<StageConfig>,
+    /// Distinct intent names, and as many slot names, the node's turn
+    /// aggregate keeps a count of their own (`confabctl stats`); the turns of
+    /// names first seen past it are counted as `other`.
+    pub stats_names_max: usize,
 }

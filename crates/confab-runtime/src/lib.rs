@@ -13,6 +13,8 @@
 //! - [`dialog`]: the loaded policy versions, hot reload and the canary split.
 //! - [`actions`]: running a policy's actions, with retries and the dead-letter queue.
 //! - [`stages`]: external HTTP stages before the NLU and after the reply.
+//! - [`stats`]: the node's running aggregate of its turns, and the cluster-wide
+//!   sum of every member's, asked by fan-out (`confabctl stats`).
 //!
 //! [`Runtime`] is the handle the gateway holds: it bounds the turns in flight
 //! on the node and turns every outcome into a metric.
@@ -39,6 +41,7 @@ pub mod session_actor;
 mod shared;
 pub mod snapshotter;
 pub mod stages;
+pub mod stats;
 pub mod supervisor;
 pub mod trace_context;
 pub mod wire;

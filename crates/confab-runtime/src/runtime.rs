@@ -99,6 +99,7 @@ impl Runtime {
                 [config.node_id.clone()],
             )),
             drain: Default::default(),
+            stats: crate::stats::StatsCell::new(config.stats_names_max),
             config,
             store,
             committer,

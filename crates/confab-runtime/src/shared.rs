@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// The ring, the member table, the links, and the channels to the
     /// cluster's tasks.
     pub(crate) cluster: ClusterView,
+    /// The running aggregate of the turns this node's sessions answer.
+    pub(crate) stats: crate::stats::StatsCell,
 }
 
 /// What a node knows of the cluster, as its cluster tasks last wrote it: each

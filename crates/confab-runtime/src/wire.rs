@@ -131,7 +131,18 @@ pub enum PeerMsg {
         Wire<DrainAsk>,
         RpcReplyPort<Wire<Result<DrainProgress, TurnError>>>,
     ),
+    /// This node's own turn aggregate, for a cluster-wide sum ([`crate::stats`]).
+    #[rpc]
+    Stats(
+        Wire<StatsAsk>,
+        RpcReplyPort<Wire<confab_proto::admin::NodeStats>>,
+    ),
 }
+
+/// What a [`PeerMsg::Stats`] asks: the node's whole aggregate (nothing to
+/// choose yet; a struct, so that a later version can add a field).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StatsAsk {}
 
 /// What a [`PeerMsg::Drain`] asks.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -7,6 +7,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The most `runtime.max_stats_names` may be: each name costs a map entry per
+/// node, and a stats answer lists them all.
+const STATS_NAMES_MAX: usize = 10_000;
+
 /// The whole file. `config/node.toml` documents every key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -203,6 +207,9 @@ pub(crate) struct RuntimeSection {
     pub(crate) max_resident_sessions: usize,
     pub(crate) passivate_after_s: u64,
     pub(crate) turn_timeout_ms: u64,
+    /// Distinct intent names (and as many slot names) `confabctl stats` counts
+    /// on their own per node; later names are counted as `other`.
+    pub(crate) max_stats_names: usize,
 }
 
 impl Default for RuntimeSection {
@@ -213,6 +220,7 @@ impl Default for RuntimeSection {
             max_resident_sessions: 100_000,
             passivate_after_s: 600,
             turn_timeout_ms: 10_000,
+            max_stats_names: 256,
         }
     }
 }
@@ -554,6 +562,11 @@ impl Config {
         ] {
             anyhow::ensure!(value > 0, "{name} must be above 0");
         }
+        anyhow::ensure!(
+            self.runtime.max_stats_names <= STATS_NAMES_MAX,
+            "runtime.max_stats_names must be at most {STATS_NAMES_MAX}, not {}",
+            self.runtime.max_stats_names
+        );
         for (name, value) in [
             (
                 "gateway.idle_before_upgrade_ms",

@@ -138,6 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 backoff_max: Duration::from_millis(config.dialog.action_backoff_max_ms),
             },
             stages: config.dialog.stages.clone(),
+            stats_names_max: config.runtime.max_stats_names,
         },
         store,
         dialog,

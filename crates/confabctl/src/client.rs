@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use confab_proto::admin::{
-    ADMIN_PREFIX, AdminError, AuditList, CanarySet, CanaryStatus, DlqList, DlqReplay,
+    ADMIN_PREFIX, AdminError, AuditList, CanarySet, CanaryStatus, ClusterStats, DlqList, DlqReplay,
     DlqReplayReport, DrainView, KeyChange, KeysStatus, NodeStatus, NodesView, PolicyStatus,
     ReloadReport, RingView, SessionLocation, SessionView,
 };
@@ -262,6 +262,23 @@ impl AdminClient {
     pub(crate) async fn drain_progress(&self, id: &str) -> anyhow::Result<Reply<DrainView>> {
         let url = self.endpoint(&["nodes", id, "drain"]);
         self.call(Method::GET, url, None::<&()>).await
+    }
+
+    /// `GET /admin/v1/stats?deadline_ms=N`: the cluster's aggregates. The node
+    /// waits up to `deadline` for each member, so the request waits at least
+    /// that, and a second more.
+    pub(crate) async fn stats(&self, deadline: Duration) -> anyhow::Result<Reply<ClusterStats>> {
+        let mut url = self.endpoint(&["stats"]);
+        url.query_pairs_mut()
+            .append_pair("deadline_ms", &deadline.as_millis().to_string());
+        let wait = self.timeout.max(deadline + Duration::from_secs(1));
+        let (status, bytes) = self
+            .send_within(Method::GET, url, None::<&()>, wait)
+            .await?;
+        if status.is_client_error() || status.is_server_error() {
+            return Err(status_error(status, &bytes));
+        }
+        self.decode(&bytes)
     }
 
     /// `GET /metrics`: the node's Prometheus text (no token needed).

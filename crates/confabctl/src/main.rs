@@ -121,6 +121,18 @@ enum Verb {
         #[command(subcommand)]
         verb: Option<NodesVerb>,
     },
+    /// Cluster-wide aggregates, from every node's memory: sessions resident and
+    /// turns in the last minute per node, the intent distribution, and how
+    /// often each slot gets filled.
+    ///
+    /// The node asked asks every member at once and adds up their answers; a
+    /// member that does not answer within --deadline is listed as unreachable
+    /// (and left out of the totals). Counts run since each node started.
+    Stats {
+        /// How long the node waits for each member: 500ms, 2s (at most 10s).
+        #[arg(long, default_value = "1s", value_parser = parse_stats_deadline)]
+        deadline: Duration,
+    },
     /// A live, full-screen view of the cluster, refreshed every second.
     ///
     /// Members with their status, sessions, turns in flight and turns per
@@ -214,6 +226,20 @@ enum KeysVerb {
         #[arg(value_parser = parse_key_version)]
         version: u32,
     },
+}
+
+/// The longest `stats --deadline` a node accepts.
+const STATS_DEADLINE_MAX: Duration = Duration::from_secs(10);
+
+fn parse_stats_deadline(text: &str) -> Result<Duration, String> {
+    let deadline = duration::parse(text)?;
+    if deadline < Duration::from_millis(1) || deadline > STATS_DEADLINE_MAX {
+        return Err(format!(
+            "{text:?} is out of range: 1ms to {}",
+            duration::show(STATS_DEADLINE_MAX)
+        ));
+    }
+    Ok(deadline)
 }
 
 fn parse_key_version(text: &str) -> Result<u32, String> {
@@ -367,6 +393,20 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
         } => {
             let wait = wait_s.map_or(wait, Duration::from_secs);
             drain::run(client, &id, wait, json).await
+        }
+        Verb::Stats { deadline } => {
+            let reply = client.stats(deadline).await?;
+            let unreachable = reply.body.unreachable.clone();
+            show(reply, json, render::stats)?;
+            if !unreachable.is_empty() {
+                eprintln!(
+                    "warning: {} did not answer within {}: the totals leave {} out",
+                    unreachable.join(", "),
+                    duration::show(deadline),
+                    if unreachable.len() == 1 { "it" } else { "them" }
+                );
+            }
+            Ok(Outcome::Done)
         }
         Verb::Watch(args) => watch::run(client, &args, json).await,
         Verb::Completions { .. } | Verb::Man => {

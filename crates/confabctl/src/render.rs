@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use confab_proto::admin::{
-    CanaryStatus, DlqList, DlqReplayReport, NodeStatus, NodesView, PolicyStatus, PolicyVersionInfo,
-    ReloadReport, RingView, SessionLocation, SessionView,
+    CanaryStatus, ClusterStats, DlqList, DlqReplayReport, NodeStatus, NodesView, PolicyStatus,
+    PolicyVersionInfo, ReloadReport, RingView, SessionLocation, SessionView,
 };
 
 /// Digits of a policy digest shown in tables: enough to tell versions apart.
@@ -346,6 +346,98 @@ pub(crate) fn nodes(view: &NodesView) -> String {
     format!("epoch {}\n\n{}", view.epoch, table.render())
 }
 
+/// A share as a percentage with one decimal: `42.9%`.
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+/// `stats`: per member, then the cluster's totals, the intents and the slots.
+pub(crate) fn stats(stats: &ClusterStats) -> String {
+    let or_dash = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let mut members = Table::new(&["NODE", "STATUS", "SESSIONS", "TURNS/MIN", "TURNS", ""]);
+    for node in &stats.nodes {
+        let note = match &node.error {
+            Some(error) => format!("unreachable: {error}"),
+            None if node.id == stats.node => "(this node)".to_owned(),
+            None => String::new(),
+        };
+        members.row([
+            node.id.clone(),
+            node.status.clone(),
+            or_dash(node.sessions_resident),
+            or_dash(node.turns_last_minute),
+            or_dash(node.turns_total),
+            note,
+        ]);
+    }
+    let reached = stats.nodes.len() - stats.unreachable.len();
+    members.row([
+        "cluster".to_owned(),
+        format!("{reached}/{} answered", stats.nodes.len()),
+        stats.sessions_resident.to_string(),
+        stats.turns_last_minute.to_string(),
+        stats.turns_total.to_string(),
+        String::new(),
+    ]);
+    let mut out = format!(
+        "cluster stats from {} (ring epoch {}); turns are counted since each node started\n\n{}",
+        stats.node,
+        stats.ring_epoch,
+        members.render()
+    );
+    out.push_str("\n\n");
+    if stats.intents.is_empty() && stats.intents_other == 0 {
+        out.push_str("no turn answered yet");
+    } else {
+        let mut intents = Table::new(&["INTENT", "TURNS", "SHARE"]);
+        for intent in &stats.intents {
+            intents.row([
+                intent.name.clone(),
+                intent.count.to_string(),
+                percent(intent.share),
+            ]);
+        }
+        if stats.intents_other > 0 {
+            let counted = stats.intents.iter().map(|i| i.count).sum::<u64>() + stats.intents_other;
+            intents.row([
+                "(other)".to_owned(),
+                stats.intents_other.to_string(),
+                percent(stats.intents_other as f64 / counted as f64),
+            ]);
+        }
+        out.push_str(&intents.render());
+    }
+    out.push_str("\n\n");
+    if stats.slot_fills.is_empty() && stats.slot_fills_other == 0 {
+        out.push_str("no slot filled yet");
+    } else {
+        let mut slots = Table::new(&["SLOT", "FILLS", "PER TURN"]);
+        for slot in &stats.slot_fills {
+            slots.row([
+                slot.name.clone(),
+                slot.fills.to_string(),
+                percent(slot.per_turn),
+            ]);
+        }
+        if stats.slot_fills_other > 0 {
+            slots.row([
+                "(other)".to_owned(),
+                stats.slot_fills_other.to_string(),
+                String::new(),
+            ]);
+        }
+        out.push_str(&slots.render());
+    }
+    if stats.intents_other > 0 || stats.slot_fills_other > 0 {
+        let _ = write!(
+            out,
+            "\n\n(other): names past the cap of {} distinct names (runtime.max_stats_names)",
+            stats.names_max
+        );
+    }
+    out
+}
+
 /// `session locate`: the owner of a uid on the ring.
 pub(crate) fn locate(location: &SessionLocation) -> String {
     fields(&[
@@ -395,6 +487,67 @@ mod tests {
         table.row(["colour".to_owned(), "黑色".to_owned()]);
         table.row(["颜色".to_owned(), "black".to_owned()]);
         assert_eq!(table.render(), "SLOT    VALUE\ncolour  黑色\n颜色    black");
+    }
+
+    #[test]
+    fn stats_show_every_member_the_totals_and_the_shares() {
+        use confab_proto::admin::{IntentShare, MemberStats, SlotFillRate};
+        let member = |id: &str, n: Option<u64>, error: Option<&str>| MemberStats {
+            id: id.to_owned(),
+            status: "up".to_owned(),
+            reachable: error.is_none(),
+            error: error.map(str::to_owned),
+            sessions_resident: n,
+            turns_last_minute: n,
+            turns_total: n,
+        };
+        let stats = ClusterStats {
+            node: "node-1".to_owned(),
+            ring_epoch: 3,
+            deadline_ms: 1000,
+            nodes: vec![
+                member("node-1", Some(4), None),
+                member("node-2", None, Some("no answer within 1000 ms")),
+            ],
+            unreachable: vec!["node-2".to_owned()],
+            sessions_resident: 4,
+            turns_last_minute: 4,
+            turns_total: 4,
+            intents: vec![IntentShare {
+                name: "ask_stock".to_owned(),
+                count: 3,
+                share: 0.75,
+            }],
+            intents_other: 1,
+            slot_fills: vec![SlotFillRate {
+                name: "size".to_owned(),
+                fills: 2,
+                per_turn: 0.5,
+            }],
+            slot_fills_other: 0,
+            names_max: 1,
+        };
+        let text = stats_text(&stats);
+        assert!(
+            text.contains("node-1   up            4         4          4      (this node)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unreachable: no answer within 1000 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cluster  1/2 answered  4         4          4"),
+            "{text}"
+        );
+        assert!(text.contains("ask_stock  3      75.0%"), "{text}");
+        assert!(text.contains("(other)    1      25.0%"), "{text}");
+        assert!(text.contains("size  2      50.0%"), "{text}");
+        assert!(text.contains("runtime.max_stats_names"), "{text}");
+    }
+
+    fn stats_text(stats: &ClusterStats) -> String {
+        super::stats(stats)
     }
 
     #[test]

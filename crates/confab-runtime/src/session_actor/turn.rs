@@ -173,8 +173,13 @@ impl SessionActorState {
 
     /// Commits events through the group committer; how it ended.
     async fn commit(&mut self, events: Vec<confab_core::session::RecordedEvent>) -> Committed {
+        // Taken before the events go: counted once the commit is confirmed.
+        let counted = confab_core::stats::Counted::of(&events);
         match self.shared.committer.commit(events).await {
-            Ok(()) => Committed::Ok,
+            Ok(()) => {
+                self.shared.stats.add(&counted);
+                Committed::Ok
+            }
             Err(e @ CommitError::Overloaded { .. }) => {
                 tracing::debug!(uid = %self.uid, error = %e, "commit not tried");
                 Committed::NotTried(e.to_string())

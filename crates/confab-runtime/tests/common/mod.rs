@@ -90,6 +90,7 @@ pub fn config(key: u8) -> RuntimeConfig {
         epoch: Epoch(1),
         actions: Default::default(),
         stages: Vec::new(),
+        stats_names_max: 64,
     }
 }
 
