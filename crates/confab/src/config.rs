@@ -230,6 +230,8 @@ impl Default for RuntimeSection {
 pub(crate) struct StoreSection {
     pub(crate) mysql_url: String,
     pub(crate) redis_url: String,
+    /// Seed nodes of a Redis Cluster, instead of `redis_url`.
+    pub(crate) redis_cluster_nodes: Vec<String>,
     pub(crate) redis_ttl_s: u64,
     pub(crate) redis_timeout_ms: u64,
     pub(crate) redis_key_prefix: String,
@@ -253,6 +255,7 @@ impl Default for StoreSection {
         Self {
             mysql_url: String::new(),
             redis_url: String::new(),
+            redis_cluster_nodes: Vec::new(),
             redis_ttl_s: 1800,
             redis_timeout_ms: 250,
             redis_key_prefix: "confab".into(),
@@ -598,6 +601,19 @@ impl Config {
             redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://"),
             "store.redis_url must start with redis:// or rediss:// (TLS), or be empty, not {redis:?}"
         );
+        let seeds = &self.store.redis_cluster_nodes;
+        anyhow::ensure!(
+            redis.is_empty() || seeds.is_empty(),
+            "store.redis_url and store.redis_cluster_nodes are both set: give one, the URL of a \
+             single Redis or the seed nodes of a Redis Cluster"
+        );
+        for seed in seeds {
+            anyhow::ensure!(
+                seed.starts_with("redis://") || seed.starts_with("rediss://"),
+                "store.redis_cluster_nodes: each seed must start with redis:// or rediss:// (TLS), \
+                 not {seed:?}"
+            );
+        }
         anyhow::ensure!(
             self.store.commit_wait_max_ms.saturating_mul(2) <= self.runtime.turn_timeout_ms,
             "store.commit_wait_max_ms ({}) must be at most half of runtime.turn_timeout_ms ({}): \
@@ -783,6 +799,46 @@ mod tests {
             jail.create_file("retries.toml", "[dialog]\naction_max_retries = 99\n")?;
             let err = Config::load(Some(Path::new("retries.toml")), Figment::new()).unwrap_err();
             assert!(err.to_string().contains("action_max_retries"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_cluster_nodes_take_a_list_and_exclude_redis_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "cluster.toml",
+                "[store]\nredis_cluster_nodes = [\"rediss://r1.example:6380\"]\n",
+            )?;
+            let config = Config::load(Some(Path::new("cluster.toml")), Figment::new())
+                .map_err(|e| format!("{e:#}"))?;
+            assert_eq!(
+                config.store.redis_cluster_nodes,
+                ["rediss://r1.example:6380"]
+            );
+            // A comma list in the environment, as a manifest writes it.
+            jail.set_env(
+                "CONFAB_STORE__REDIS_CLUSTER_NODES",
+                "redis://r1.example:6379, redis://r2.example:6379",
+            );
+            let config = Config::load(None, Figment::new()).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(
+                config.store.redis_cluster_nodes,
+                ["redis://r1.example:6379", "redis://r2.example:6379"]
+            );
+            jail.set_env("CONFAB_STORE__REDIS_URL", "redis://one.example:6379/0");
+            let err = format!("{:#}", Config::load(None, Figment::new()).unwrap_err());
+            assert!(
+                err.contains("store.redis_url and store.redis_cluster_nodes are both set"),
+                "{err}"
+            );
+            jail.set_env("CONFAB_STORE__REDIS_URL", "");
+            jail.set_env("CONFAB_STORE__REDIS_CLUSTER_NODES", "r1.example:6379");
+            let err = format!("{:#}", Config::load(None, Figment::new()).unwrap_err());
+            assert!(
+                err.contains("store.redis_cluster_nodes") && err.contains("redis://"),
+                "{err}"
+            );
             Ok(())
         });
     }

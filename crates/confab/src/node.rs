@@ -354,7 +354,8 @@ pub(crate) async fn stop_signal() {
 }
 
 /// The durable tier (MySQL when `store.mysql_url` is set, else the embedded
-/// SQLite store in the data dir), with Redis in front when `store.redis_url` is set.
+/// SQLite store in the data dir), with Redis in front when `store.redis_url` (one
+/// server) or `store.redis_cluster_nodes` (a Redis Cluster's seed nodes) is set.
 async fn open_store(
     config: &Config,
     outbound_ca: Option<Vec<u8>>,
@@ -387,24 +388,32 @@ async fn open_store(
         info!(url = %redacted(&s.mysql_url), "mysql store open");
         Arc::new(store)
     };
-    if s.redis_url.is_empty() {
+    if s.redis_url.is_empty() && s.redis_cluster_nodes.is_empty() {
         return Ok(durable);
     }
-    let redis = RedisTier::open(
-        &s.redis_url,
-        RedisOptions {
-            ttl: Duration::from_secs(s.redis_ttl_s),
-            timeout: Duration::from_millis(s.redis_timeout_ms),
-            key_prefix: s.redis_key_prefix.clone(),
-            cached_events_max: s.redis_cached_events_max,
-            tls_root_ca: outbound_ca,
-        },
-    )
-    .context("store.redis_url")?;
+    let options = RedisOptions {
+        ttl: Duration::from_secs(s.redis_ttl_s),
+        timeout: Duration::from_millis(s.redis_timeout_ms),
+        key_prefix: s.redis_key_prefix.clone(),
+        cached_events_max: s.redis_cached_events_max,
+        tls_root_ca: outbound_ca,
+    };
+    // Config validation refuses both set.
+    let redis = if s.redis_cluster_nodes.is_empty() {
+        RedisTier::open(&s.redis_url, options).context("store.redis_url")?
+    } else {
+        RedisTier::open_cluster(&s.redis_cluster_nodes, options)
+            .context("store.redis_cluster_nodes")?
+    };
     if let Err(e) = redis.ping().await {
         warn!(error = %e, "redis does not answer yet; bypassing it until it does");
     }
-    info!(url = %redacted(&s.redis_url), "redis hot tier in front");
+    if redis.is_cluster() {
+        let seeds: Vec<String> = s.redis_cluster_nodes.iter().map(|u| redacted(u)).collect();
+        info!(seeds = %seeds.join(","), "redis cluster hot tier in front");
+    } else {
+        info!(url = %redacted(&s.redis_url), "redis hot tier in front");
+    }
     Ok(Arc::new(TieredStore::new(durable, redis)))
 }
 
