@@ -135,11 +135,24 @@ impl Server {
     }
 }
 
+/// Tries to apply the migrations this many times: nodes started together
+/// race to apply them to a fresh database, and the loser of the race (a
+/// duplicate entry in `_sqlx_migrations`) finds them applied on its next try.
+const MIGRATION_ATTEMPTS: u32 = 3;
+
 async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
-    sqlx::migrate!("./migrations/mysql")
-        .run(pool)
-        .await
-        .map_err(|e| StoreError::Open(format!("mysql migrations: {e}")))
+    let mut attempt = 1;
+    loop {
+        match sqlx::migrate!("./migrations/mysql").run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < MIGRATION_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "mysql migrations failed; trying again");
+                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(StoreError::Open(format!("mysql migrations: {e}"))),
+        }
+    }
 }
 
 fn pool_options(options: &MySqlOptions) -> MySqlPoolOptions {

@@ -229,6 +229,8 @@ impl Default for RuntimeSection {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct StoreSection {
     pub(crate) mysql_url: String,
+    /// `[[store.mysql_shards]]`: shard ranges on other servers than `mysql_url`.
+    pub(crate) mysql_shards: Vec<confab_store::mysql::ShardRange>,
     pub(crate) redis_url: String,
     /// Seed nodes of a Redis Cluster, instead of `redis_url`.
     pub(crate) redis_cluster_nodes: Vec<String>,
@@ -254,6 +256,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         Self {
             mysql_url: String::new(),
+            mysql_shards: Vec::new(),
             redis_url: String::new(),
             redis_cluster_nodes: Vec::new(),
             redis_ttl_s: 1800,
@@ -596,6 +599,15 @@ impl Config {
             mysql.is_empty() || mysql.starts_with("mysql://"),
             "store.mysql_url must start with mysql:// (or be empty), not {mysql:?}"
         );
+        if !self.store.mysql_shards.is_empty() {
+            anyhow::ensure!(
+                !mysql.is_empty(),
+                "store.mysql_shards needs store.mysql_url: the control server, and the home of \
+                 every shard no range names"
+            );
+            confab_store::mysql::ShardMap::new(mysql, &self.store.mysql_shards)
+                .map_err(anyhow::Error::msg)?;
+        }
         let redis = &self.store.redis_url;
         anyhow::ensure!(
             redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://"),

@@ -16,7 +16,7 @@ use confab_runtime::dialog::{Dialog, DialogConfig};
 use confab_runtime::keys::KeyManager;
 use confab_runtime::{Runtime, RuntimeConfig};
 use confab_store::Store;
-use confab_store::mysql::{MySqlOptions, MySqlStore};
+use confab_store::mysql::{MySqlOptions, MySqlStore, redacted};
 use confab_store::redis::{RedisOptions, RedisTier};
 use confab_store::sqlite::{SqliteOptions, SqliteStore};
 use confab_store::tiered::TieredStore;
@@ -375,8 +375,9 @@ async fn open_store(
         info!(path = %store.path().display(), "embedded store open");
         Arc::new(store)
     } else {
-        let store = MySqlStore::open(
+        let store = MySqlStore::open_sharded(
             &s.mysql_url,
+            &s.mysql_shards,
             &MySqlOptions {
                 connections_max: s.mysql_pool_max,
                 acquire_timeout: Duration::from_millis(s.mysql_acquire_timeout_ms),
@@ -386,6 +387,9 @@ async fn open_store(
         .await
         .context("store.mysql_url")?;
         info!(url = %redacted(&s.mysql_url), "mysql store open");
+        for range in store.shard_map().ranges() {
+            info!(from = range.from, to = range.to, url = %redacted(&range.url), "mysql shards");
+        }
         Arc::new(store)
     };
     if s.redis_url.is_empty() && s.redis_cluster_nodes.is_empty() {
@@ -417,16 +421,3 @@ async fn open_store(
     Ok(Arc::new(TieredStore::new(durable, redis)))
 }
 
-/// A URL with its password, if any, replaced by `***`, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
