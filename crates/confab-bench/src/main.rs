@@ -11,11 +11,14 @@
 //!   another drains: migration times, pauses, turns lost, memory per session.
 //! - `nemesis`: the real cluster in network namespaces under a seeded fault
 //!   schedule, and a checker over everything the clients saw.
+//! - `stats`: `confabctl stats` latency with many sessions resident (a
+//!   baseline with few in the same run).
 
 mod admin;
 mod echo;
 mod nemesis;
 mod rebalance;
+mod stats;
 mod turns;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +47,9 @@ enum Command {
     /// The real cluster under real faults (partitions, pauses, kills, clock
     /// steps, store outages) in network namespaces, checked afterwards; needs root.
     Nemesis(nemesis::NemesisArgs),
+    /// `confabctl stats` latency: 3 nodes, a baseline of few sessions, then
+    /// many (one turn each); times the cluster-wide stats call at both.
+    Stats(stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
             Command::Echo(args) => echo::run(args).await,
             Command::Rebalance(args) => rebalance::run(args).await,
             Command::Nemesis(args) => nemesis::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

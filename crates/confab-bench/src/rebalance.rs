@@ -33,9 +33,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The secret the bench's nodes and tokens share.
-const SECRET: &str = "confab-bench-rebalance-secret-0123456789";
+pub(crate) const SECRET: &str = "confab-bench-rebalance-secret-0123456789";
 /// How long a node may take to start, or an event to settle.
-const WAIT: Duration = Duration::from_secs(120);
+pub(crate) const WAIT: Duration = Duration::from_secs(120);
 /// Steady load before and after each event.
 const STEADY: Duration = Duration::from_secs(3);
 
@@ -128,17 +128,17 @@ impl Event {
     }
 }
 
-struct NodeProc {
-    http: u16,
-    child: Child,
+pub(crate) struct NodeProc {
+    pub(crate) http: u16,
+    pub(crate) child: Child,
 }
 
 impl NodeProc {
-    fn ws(&self) -> String {
+    pub(crate) fn ws(&self) -> String {
         format!("ws://127.0.0.1:{}/v1/ws", self.http)
     }
 
-    fn rss_kib(&self) -> f64 {
+    pub(crate) fn rss_kib(&self) -> f64 {
         self.child.id().map_or(0.0, rss_kib)
     }
 }
@@ -154,7 +154,7 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn start_node(
+pub(crate) async fn start_node(
     confab: &Path,
     data: &Path,
     id: &str,
@@ -205,7 +205,7 @@ async fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// The ring's member count as `node` routes by it.
-async fn ring_members(node: &NodeProc) -> usize {
+pub(crate) async fn ring_members(node: &NodeProc) -> usize {
     let Some((200, body)) = http_get(node.http, "/admin/v1/ring").await else {
         return 0;
     };
