@@ -48,7 +48,14 @@ fn completions_for_every_shell_name_the_verbs_and_need_no_token() {
             stderr(&output)
         );
         let script = stdout(&output);
-        for word in ["confabctl", "drain", "watch", "--timeout"] {
+        for word in [
+            "confabctl",
+            "drain",
+            "watch",
+            "stats",
+            "--deadline",
+            "--timeout",
+        ] {
             assert!(script.contains(word), "{shell} completions lack {word}");
         }
     }
@@ -70,7 +77,7 @@ fn the_man_page_is_roff_and_names_the_verbs() {
         .unwrap_or_default();
     assert!(first.starts_with(".TH confabctl 1"), "{first}");
     assert!(page.contains(".SH NAME"), "{page}");
-    for verb in ["watch", "nodes", "completions"] {
+    for verb in ["watch", "nodes", "stats", "completions"] {
         assert!(page.contains(verb), "the man page lacks {verb}");
     }
 }
@@ -179,6 +186,23 @@ fn watch_at_no_node_prints_its_frames_with_the_error_then_exits_1() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     let frame: serde_json::Value = serde_json::from_str(&lines[0]).expect("a JSON line");
     assert!(frame["error"].as_str().unwrap().contains("cannot reach"));
+}
+
+#[test]
+fn stats_takes_a_deadline_of_1ms_to_10s() {
+    let node = nowhere();
+    let ok = at(&node, &["stats", "--deadline", "500ms"]);
+    assert_eq!(ok.status.code(), Some(1), "{}", stderr(&ok));
+    assert!(stderr(&ok).contains("cannot reach"), "{}", stderr(&ok));
+    for bad in ["11s", "0s", "soon", "5"] {
+        let output = at(&node, &["stats", "--deadline", bad]);
+        assert_eq!(output.status.code(), Some(2), "--deadline {bad}");
+        assert!(
+            stderr(&output).contains("--deadline"),
+            "{}",
+            stderr(&output)
+        );
+    }
 }
 
 #[test]
