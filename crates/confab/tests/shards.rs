@@ -99,6 +99,16 @@ async fn a_dead_shard_server_stops_only_its_sessions_and_they_serve_again_once_i
         let second = rest.split_off(on_control.len());
         (rest, second)
     };
+    // Load all along, on users of both servers.
+    let load_on_control = users_where(6, |s| s < 32)[3..].to_vec();
+    let load_on_second = users_where(6, |s| s >= 32)[3..].to_vec();
+    let load = Load::start(
+        vec![url.clone(), format!("ws://127.0.0.1:{}/v1/ws", port + 1)],
+        &[load_on_control.clone(), load_on_second.clone()].concat(),
+        Duration::from_millis(60),
+        tokens(),
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
 
     second.kill();
     for (i, client) in second_clients.iter_mut().enumerate() {
