@@ -195,6 +195,10 @@ pub(crate) const METRICS: &[Metric] = &[
         "confab_commit_retries_total",
         "Group commits retried after a store error.",
     ),
+    counter(
+        "confab_commit_lane_full_total",
+        "Turns answered overloaded because their database server's commit lane was full.",
+    ),
     histogram(
         "confab_commit_seconds",
         LATENCY,
