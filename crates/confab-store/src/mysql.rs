@@ -544,7 +544,7 @@ impl MySqlStore {
 
     /// Runs `request` against the server of `shard` under the map in force; a
     /// shard that has moved reloads the map and follows it.
-    async fn on_shard<'a, T, F>(&'a self, shard: u32, request: F) -> Result<T, StoreError>
+    async fn on_shard<'a, T, F>(&self, shard: u32, request: F) -> Result<T, StoreError>
     where
         F: Fn(
             Arc<Server>,

@@ -51,10 +51,24 @@ fn up(dir: &Path, config: &Path, port: u16) -> Child {
             return child;
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!(
         "confab up ended before it was ready: {}",
         std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
     );
+}
+
+/// Kills `confab up` (which stops its nodes) if the test ends without
+/// stopping it, so that a failed test leaves no cluster behind.
+struct Up(Option<Child>);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            stop(child);
+        }
+    }
 }
 
 fn stop(mut child: Child) {
@@ -82,7 +96,7 @@ async fn a_dead_shard_server_stops_only_its_sessions_and_they_serve_again_once_i
     let mut second = PrivateMariaDb::start();
     let config = write_config(dir.path(), &control.url(), &second.url());
     let port = free_ports(2);
-    let child = up(dir.path(), &config, port);
+    let cluster = Up(Some(up(dir.path(), &config, port)));
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
 
     let on_control = users_where(3, |s| s < 32);
@@ -168,8 +182,32 @@ async fn a_dead_shard_server_stops_only_its_sessions_and_they_serve_again_once_i
             on_second[i]
         );
     }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let logs = load.finish().await;
+    eprintln!("shard server killed under load: {}", summary(&logs));
+    assert_no_loss_no_duplicate(&logs, &url, &tokens()).await;
+    let refusals = |users: &[String]| -> Vec<String> {
+        logs.iter()
+            .filter(|l| users.contains(&l.uid))
+            .flat_map(|l| l.turns.iter().flat_map(|t| &t.setbacks))
+            .map(|(_, why)| why.clone())
+            .filter(|why| !why.starts_with("RateLimited"))
+            .collect()
+    };
+    assert_eq!(
+        refusals(&load_on_control),
+        Vec::<String>::new(),
+        "users on the live server were never refused"
+    );
+    let second_refused = refusals(&load_on_second);
+    assert!(
+        second_refused
+            .iter()
+            .any(|why| why.starts_with("Unavailable")),
+        "users on the dead server were told so: {second_refused:?}"
+    );
     drop((control_clients, second_clients));
-    tokio::task::spawn_blocking(move || stop(child))
+    tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
 }
@@ -182,7 +220,7 @@ async fn confab_shards_move_under_load_loses_no_acked_turn() {
     let third = PrivateMariaDb::start();
     let config = write_config(dir.path(), &control.url(), &second.url());
     let port = free_ports(2);
-    let child = up(dir.path(), &config, port);
+    let cluster = Up(Some(up(dir.path(), &config, port)));
 
     // Users on the shard that moves, and on others of both servers.
     let moving = users_where(6, |s| s == 3);
@@ -270,7 +308,7 @@ async fn confab_shards_move_under_load_loses_no_acked_turn() {
         0,
         "the old server was cleaned up"
     );
-    tokio::task::spawn_blocking(move || stop(child))
+    tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
 }
