@@ -53,7 +53,7 @@ fn completions_for_every_shell_name_the_verbs_and_need_no_token() {
             "drain",
             "watch",
             "stats",
-            "--deadline",
+            "deadline",
             "--timeout",
         ] {
             assert!(script.contains(word), "{shell} completions lack {word}");
