@@ -15,7 +15,9 @@
 //! every member), `GET /admin/v1/stats/local` (node-1's own aggregate: the
 //! floor without the fan-out), and `confabctl --json stats` as a user runs it
 //! (a process each: start-up, HTTP and JSON included) when `confabctl` is
-//! found beside `confab-bench`.
+//! found beside `confab-bench`. Each is taken with the cluster idle, then again
+//! while `--talkers` users talk (one turn each every `--pause`, the clients of
+//! the cluster tests), so that the figures include a busy cluster.
 
 use crate::rebalance::{NodeProc, SECRET, WAIT, ring_members, start_node};
 use crate::turns::{token, ws_config};
@@ -23,6 +25,7 @@ use anyhow::Context;
 use confab_proto::admin::ClusterStats;
 use confab_proto::{ClientFrame, ServerFrame};
 use confab_testkit::free_port;
+use confab_testkit::load::{Load, Tokens};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -37,6 +40,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// The texts the users say, one each in turn: stock questions, a size, a
 /// colour, thanks (none calls an action, so no turn waits on a service that
 /// is not there).
+/// How long the talkers talk before the calls are timed.
+const STEADY: Duration = Duration::from_secs(3);
+
 const TEXTS: &[&str] = &[
     "39码的黑色有货吗？",
     "你好",
@@ -60,6 +66,13 @@ pub(crate) struct StatsArgs {
     /// Users talking at once while sessions are made resident.
     #[arg(long, default_value_t = 128)]
     fill_concurrency: usize,
+    /// Users talking while the calls are timed again (0: idle only); their
+    /// sessions add to the resident ones.
+    #[arg(long, default_value_t = 200)]
+    talkers: usize,
+    /// Pause between one talker's turns: 100ms, 1s.
+    #[arg(long, default_value = "100ms", value_parser = crate::turns::parse_duration_arg)]
+    pause: Duration,
     /// The confab binary (default: the one beside confab-bench).
     #[arg(long)]
     confab: Option<PathBuf>,
@@ -91,6 +104,19 @@ struct Measurement {
     /// `GET /admin/v1/stats/local`: node-1 alone, no fan-out.
     local_ms: Percentiles,
     /// `confabctl --json stats`, a process each (absent without confabctl).
+    confabctl_ms: Option<Percentiles>,
+    /// The same calls while users talk (absent with `--talkers 0`).
+    busy: Option<Busy>,
+}
+
+#[derive(Serialize)]
+struct Busy {
+    /// Users talking.
+    talkers: usize,
+    /// Turns they had answered per second while the calls were timed.
+    turns_per_s: f64,
+    cluster_ms: Percentiles,
+    local_ms: Percentiles,
     confabctl_ms: Option<Percentiles>,
 }
 
@@ -140,22 +166,57 @@ pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<()> {
 
     let mut steps = Vec::new();
     let mut made = 0;
+    // The talkers' sessions and turns, counted too.
+    let (mut talked_sessions, mut talked_turns) = (0u64, 0u64);
     for target in [args.baseline_sessions, args.sessions] {
         eprintln!("making {target} sessions resident (one turn each)...");
         let filling = Instant::now();
         fill(&urls, made..target, args.fill_concurrency).await?;
         let fill_s = filling.elapsed().as_secs_f64();
         made = target;
-        let counted = counted(node, &admin, target as u64).await?;
+        let counted = counted(
+            node,
+            &admin,
+            target as u64 + talked_sessions,
+            target as u64 + talked_turns,
+        )
+        .await?;
         eprintln!(
             "{} resident, {} turns counted; timing {} stats calls...",
             counted.sessions_resident, counted.turns_total, args.calls
         );
-        let cluster_ms = time_http(node, "/admin/v1/stats", &admin, args.calls).await?;
-        let local_ms = time_http(node, "/admin/v1/stats/local", &admin, args.calls).await?;
-        let confabctl_ms = match &confabctl {
-            Some(path) => Some(time_confabctl(path, node, &admin, args.calls).await?),
-            None => None,
+        let (cluster_ms, local_ms, confabctl_ms) =
+            time_calls(node, &admin, confabctl.as_deref(), args.calls).await?;
+        let busy = if args.talkers == 0 {
+            None
+        } else {
+            eprintln!("{} users talking; timing the calls again...", args.talkers);
+            let tokens: Tokens =
+                Arc::new(|uid: &str| token(SECRET, uid, "chat").unwrap_or_default());
+            let users: Vec<String> = (0..args.talkers)
+                .map(|i| format!("talker-{target}-{i}"))
+                .collect();
+            let load = Load::start(urls.clone(), &users, args.pause, tokens);
+            tokio::time::sleep(STEADY).await;
+            let from = Instant::now();
+            let timed = time_calls(node, &admin, confabctl.as_deref(), args.calls).await;
+            let to = Instant::now();
+            let logs = load.finish().await;
+            let (cluster_ms, local_ms, confabctl_ms) = timed?;
+            talked_sessions += args.talkers as u64;
+            talked_turns += logs.iter().map(|log| log.turns.len() as u64).sum::<u64>();
+            let answered = logs
+                .iter()
+                .flat_map(|log| &log.turns)
+                .filter(|t| t.at >= from && t.at <= to)
+                .count();
+            Some(Busy {
+                talkers: args.talkers,
+                turns_per_s: answered as f64 / (to - from).as_secs_f64(),
+                cluster_ms,
+                local_ms,
+                confabctl_ms,
+            })
         };
         steps.push(Measurement {
             sessions_resident: counted.sessions_resident,
@@ -169,6 +230,7 @@ pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             cluster_ms,
             local_ms,
             confabctl_ms,
+            busy,
         });
     }
     for node in &mut nodes {
@@ -277,10 +339,16 @@ async fn one_turn(url: &str, i: usize) -> anyhow::Result<()> {
     answered
 }
 
-/// Waits until the stats answer counts `sessions` sessions and as many turns
-/// (every commit is counted by the time its reply is sent; this only waits for
-/// nothing).
-async fn counted(port: u16, admin: &str, sessions: u64) -> anyhow::Result<ClusterStats> {
+/// Waits until the stats answer counts `sessions` sessions and `turns` turns:
+/// every turn answered once, whatever the node its socket was on (a turn is
+/// counted before its reply is sent, so this waits for nothing unless a count
+/// is wrong).
+async fn counted(
+    port: u16,
+    admin: &str,
+    sessions: u64,
+    turns: u64,
+) -> anyhow::Result<ClusterStats> {
     let deadline = Instant::now() + WAIT;
     loop {
         let (status, body) = get(port, "/admin/v1/stats", admin)
@@ -293,12 +361,12 @@ async fn counted(port: u16, admin: &str, sessions: u64) -> anyhow::Result<Cluste
             "members unreachable: {:?}",
             stats.unreachable
         );
-        if stats.sessions_resident == sessions && stats.turns_total == sessions {
+        if stats.sessions_resident == sessions && stats.turns_total == turns {
             return Ok(stats);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the stats count {} sessions and {} turns, not {sessions}",
+            "the stats count {} sessions and {} turns, not {sessions} and {turns}",
             stats.sessions_resident,
             stats.turns_total
         );
@@ -323,6 +391,22 @@ async fn get(port: u16, path: &str, admin: &str) -> Option<(u16, String)> {
         Some((status, body))
     };
     tokio::time::timeout(WAIT, exchange).await.ok()?
+}
+
+/// The three timings: the fan-out, the local floor, confabctl.
+async fn time_calls(
+    node: u16,
+    admin: &str,
+    confabctl: Option<&Path>,
+    calls: usize,
+) -> anyhow::Result<(Percentiles, Percentiles, Option<Percentiles>)> {
+    let cluster_ms = time_http(node, "/admin/v1/stats", admin, calls).await?;
+    let local_ms = time_http(node, "/admin/v1/stats/local", admin, calls).await?;
+    let confabctl_ms = match confabctl {
+        Some(path) => Some(time_confabctl(path, node, admin, calls).await?),
+        None => None,
+    };
+    Ok((cluster_ms, local_ms, confabctl_ms))
 }
 
 /// `calls` sequential requests, each timed from connect to the last byte.
@@ -391,6 +475,17 @@ fn print_human(r: &Report) {
         println!("  {}", line("GET /admin/v1/stats/local", &m.local_ms));
         if let Some(p) = &m.confabctl_ms {
             println!("  {}", line("confabctl --json stats", p));
+        }
+        if let Some(busy) = &m.busy {
+            println!(
+                "  while {} users talk ({:.0} turns/s answered):",
+                busy.talkers, busy.turns_per_s
+            );
+            println!("  {}", line("GET /admin/v1/stats", &busy.cluster_ms));
+            println!("  {}", line("GET /admin/v1/stats/local", &busy.local_ms));
+            if let Some(p) = &busy.confabctl_ms {
+                println!("  {}", line("confabctl --json stats", p));
+            }
         }
     }
 }
