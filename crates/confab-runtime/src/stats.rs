@@ -294,10 +294,9 @@ impl Runtime {
                     Ok(CallResult::Timeout) => {
                         Err(format!("no answer within {} ms", deadline.as_millis()))
                     }
-                    Ok(CallResult::SenderError) | Err(_) => Err(
-                        "unreachable (its link closed, or it runs a version without stats)"
-                            .to_owned(),
-                    ),
+                    Ok(CallResult::SenderError) | Err(_) => {
+                        Err("its link closed before it answered".to_owned())
+                    }
                 };
                 MemberAnswer {
                     id: id.to_string(),
