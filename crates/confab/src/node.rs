@@ -420,4 +420,3 @@ async fn open_store(
     }
     Ok(Arc::new(TieredStore::new(durable, redis)))
 }
-
