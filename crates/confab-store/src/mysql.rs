@@ -189,6 +189,42 @@ struct Routes {
 }
 
 impl Routes {
+    /// The routes of `map`, taking each server's pool from `pools` and adding
+    /// a lazy one for a server seen for the first time.
+    fn new(
+        map: ShardMap,
+        revision: u64,
+        pools: &mut BTreeMap<String, Arc<Server>>,
+        options: &MySqlOptions,
+    ) -> Result<Self, StoreError> {
+        let mut servers = Vec::new();
+        for url in map.servers() {
+            let server = match pools.get(url) {
+                Some(server) => Arc::clone(server),
+                None => {
+                    let server = Server::lazy(url, options)?;
+                    pools.insert(url.to_owned(), Arc::clone(&server));
+                    server
+                }
+            };
+            servers.push(server);
+        }
+        let by_shard = (0..SHARDS)
+            .map(|shard| {
+                servers
+                    .iter()
+                    .position(|s| s.url == map.url_of(shard))
+                    .expect("every shard's server is listed")
+            })
+            .collect();
+        Ok(Self {
+            map,
+            revision,
+            servers,
+            by_shard,
+        })
+    }
+
     fn server_of(&self, shard: u32) -> usize {
         self.by_shard[shard as usize]
     }
@@ -444,15 +480,12 @@ impl MySqlStore {
             pool: pool.clone(),
             migrated: tokio::sync::OnceCell::new_with(Some(())),
         });
+        let mut pools = BTreeMap::from([(control_url.to_owned(), control)]);
+        let routes = Routes::new(configured, 0, &mut pools, options)?;
         let shared = Arc::new(Shared {
             options: options.clone(),
-            servers: Mutex::new(BTreeMap::from([(control_url.to_owned(), control)])),
-            routes: RwLock::new(Arc::new(Routes {
-                map: configured.clone(),
-                revision: 0,
-                servers: Vec::new(),
-                by_shard: Vec::new(),
-            })),
+            servers: Mutex::new(pools),
+            routes: RwLock::new(Arc::new(routes)),
             reloading: tokio::sync::Mutex::new(()),
         });
         let store = Self {
@@ -460,7 +493,6 @@ impl MySqlStore {
             shared,
             node: options.node.clone().into_bytes(),
         };
-        store.install(configured, 0)?;
         store.reload().await?;
         Ok(store)
     }
@@ -477,32 +509,8 @@ impl MySqlStore {
     /// Puts `map` in force, opening pools for servers it newly names.
     fn install(&self, map: ShardMap, revision: u64) -> Result<(), StoreError> {
         let mut pools = self.shared.servers.lock().expect("servers lock");
-        let mut servers = Vec::new();
-        for url in map.servers() {
-            let server = match pools.get(url) {
-                Some(server) => Arc::clone(server),
-                None => {
-                    let server = Server::lazy(url, &self.shared.options)?;
-                    pools.insert(url.to_owned(), Arc::clone(&server));
-                    server
-                }
-            };
-            servers.push(server);
-        }
-        let by_shard = (0..SHARDS)
-            .map(|shard| {
-                servers
-                    .iter()
-                    .position(|s| s.url == map.url_of(shard))
-                    .expect("every shard's server is listed")
-            })
-            .collect();
-        *self.shared.routes.write().expect("routes lock") = Arc::new(Routes {
-            map,
-            revision,
-            servers,
-            by_shard,
-        });
+        let routes = Routes::new(map, revision, &mut pools, &self.shared.options)?;
+        *self.shared.routes.write().expect("routes lock") = Arc::new(routes);
         Ok(())
     }
 
