@@ -54,16 +54,25 @@ run() { # LABEL CONFIG
   done
   sed "s/@DB@/$db/g" "$2" >"$work/node.toml"
   rm -rf "$work/data"
-  CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn $bin/confab node --config "$work/node.toml" \
+  CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn \
+    CONFAB_GATEWAY__MAX_CONNECTIONS=100000 CONFAB_GATEWAY__MAX_CONNECTIONS_PER_IP=100000 $bin/confab node --config "$work/node.toml" \
     --http-port 18181 --data-dir "$work/data" &
   node_pid=$!
-  for _ in $(seq 100); do
-    curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && break
-    sleep 0.1
+  # A fresh database is migrated first (64 event tables on each server): allow 120 s.
+  local ready=
+  for _ in $(seq 600); do
+    curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && ready=1 && break
+    kill -0 "$node_pid" 2>/dev/null || break
+    sleep 0.2
   done
+  if [ -z "$ready" ]; then
+    echo "the node did not become ready on $1; its readiness says:" >&2
+    curl -s http://127.0.0.1:18181/readyz >&2 || true
+    exit 1
+  fi
   echo "== $1: $sessions sessions, $rate turns/s offered, $duration"
   CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url ws://127.0.0.1:18181/v1/ws \
-    --sessions "$sessions" --rate "$rate" --duration "$duration" --uid-prefix "$db" "${@:3}"
+    --sessions "$sessions" --rate "$rate" --duration "$duration" --uid-prefix "$db" "${@:3}" || true # a FAILED run (overloaded turns) is still a figure
   curl -s http://127.0.0.1:18181/metrics | grep -E '^confab_(commit_seconds|commit_batch_events)_(sum|count)' || true
   kill -TERM "$node_pid"
   wait "$node_pid" || true

@@ -44,7 +44,9 @@ fi
 mysql_server=mysql://root@127.0.0.1:$mysql_port
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
 db=confab_bench_$$
-node_env=(CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn)
+# Every client of the bench comes from 127.0.0.1: lift the per-address limit.
+node_env=(CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn
+  CONFAB_GATEWAY__MAX_CONNECTIONS=100000 CONFAB_GATEWAY__MAX_CONNECTIONS_PER_IP=100000)
 cleanup() {
   # The node first, so that its shutdown snapshots reach a running store.
   [ -n "${node_pid:-}" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
