@@ -23,8 +23,11 @@
 //! - [`fencing`]: the store's fence, which refuses the writes of a stale owner.
 //! - [`stats`]: a node's running aggregate of its turns (turns per minute,
 //!   intents, slot fills), bounded, for `confabctl stats`.
+//! - [`admission`]: how many turns a node lets in at once, adapted so that the
+//!   turns it lets in are answered within a latency target.
 //! - [`mutation`]: planted bugs for the simulator (the `mutations` feature).
 
+pub mod admission;
 pub mod crypto;
 pub mod fencing;
 pub mod handoff;

@@ -103,6 +103,10 @@ pub(crate) const METRICS: &[Metric] = &[
         "Turns admitted on this node and not yet answered: the backlog.",
     ),
     gauge(
+        "confab_admission_limit",
+        "Turns this node lets be in flight now: adapted so that no queue stands longer than gateway.admission_latency_target_ms; a turn past it is answered overloaded at once.",
+    ),
+    gauge(
         "confab_sessions_resident",
         "Sessions held in this node's memory.",
     ),
@@ -190,6 +194,10 @@ pub(crate) const METRICS: &[Metric] = &[
     gauge(
         "confab_data_key_version",
         "The data-key version this node seals new writes with.",
+    ),
+    counter(
+        "confab_turns_abandoned_total",
+        "Turns a session reached after their caller had stopped waiting (timed out here, or the forwarding node's budget spent): not run, nothing recorded.",
     ),
     counter(
         "confab_commit_retries_total",

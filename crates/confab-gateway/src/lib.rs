@@ -11,6 +11,7 @@
 //! - `/admin/v1/...`: the admin API ([`admin`]), for tokens with scope `admin`.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 mod catalog;
 pub mod limits;
@@ -43,6 +44,9 @@ pub struct GatewayConfig {
     pub connection_queue_max: usize,
     /// Turns per uid: past them, `rate_limited`.
     pub turns: limits::TurnLimits,
+    /// Turns in flight on the node, adapted to a latency target; past the
+    /// limit, `overloaded` before any work.
+    pub admission: admission::AdmissionLimits,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +57,7 @@ impl Default for GatewayConfig {
             connections: serve::ConnectionLimits::default(),
             connection_queue_max: 32,
             turns: limits::TurnLimits::default(),
+            admission: admission::AdmissionLimits::default(),
         }
     }
 }
@@ -64,6 +69,7 @@ pub struct Gateway {
     pub(crate) auth: Authenticator,
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) turn_limiter: Arc<limits::TurnLimiter>,
+    pub(crate) admission: Arc<admission::AdmissionGate>,
     pub(crate) keys: Option<confab_runtime::keys::KeyManager>,
     /// Set when the node stops: every connection closes with 1013 so that its
     /// client reconnects elsewhere.
@@ -83,6 +89,7 @@ impl Gateway {
             runtime,
             auth,
             turn_limiter: limits::TurnLimiter::start(config.turns),
+            admission: admission::AdmissionGate::new(config.admission),
             keys: None,
             config: Arc::new(config),
             draining: Arc::new(watch::Sender::new(false)),

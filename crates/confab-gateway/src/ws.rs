@@ -3,12 +3,15 @@
 //! A connection runs three tasks:
 //! - the reader parses frames, answers `ping` and bad frames at once, and queues
 //!   `say` and `resume` (at most `connection_queue_max`; past it, `overloaded`);
+//!   a `say` first takes a place among the node's turns in flight
+//!   ([`crate::admission`]), or is answered `overloaded` at once;
 //! - the worker takes the queue in order, so turns reach the session in the order
 //!   the client sent them, and writes `ack` and `reply` (or `error`);
 //! - the writer owns the socket's sink; the others send it frames through a
 //!   bounded channel, so a client that stops reading slows only itself.
 
 use crate::Gateway;
+use crate::admission::Slot;
 use crate::auth::AuthError;
 use crate::serve::Peer;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -147,8 +150,15 @@ fn turn_error(id: Option<String>, e: &TurnError) -> Message {
 
 /// Work the reader hands to the worker, in the client's order.
 enum Work {
-    Say { id: MessageId, text: String },
-    Resume { after: Seq },
+    Say {
+        id: MessageId,
+        text: String,
+        /// Its place among the node's turns in flight.
+        slot: Slot,
+    },
+    Resume {
+        after: Seq,
+    },
 }
 
 /// Keeps `confab_ws_connections` true while a connection or its queued turns run.
@@ -365,10 +375,23 @@ fn handle_text(gw: &Gateway, uid: &Uid, frame: &str, work: &mpsc::Sender<Work>) 
                     refusal.to_string(),
                 ));
             }
+            // Admission last: a turn refused for its own faults takes no place.
+            let slot = match gw.admission.admit() {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    return Some(refused_turn(
+                        "overloaded",
+                        Some(id),
+                        ErrorCode::Overloaded,
+                        refused.to_string(),
+                    ));
+                }
+            };
             (
                 Work::Say {
                     id: message_id,
                     text,
+                    slot,
                 },
                 Some(id),
             )
@@ -409,7 +432,7 @@ async fn run_work(
 ) {
     while let Some(item) = work.recv().await {
         let frames = match item {
-            Work::Say { id, text } => say(&gw, &uid, id, text).await,
+            Work::Say { id, text, slot } => say(&gw, &uid, id, text, slot).await,
             Work::Resume { after } => {
                 if resume(&gw, &uid, after, &outbox).await.is_err() {
                     return;
@@ -426,9 +449,11 @@ async fn run_work(
     }
 }
 
-async fn say(gw: &Gateway, uid: &Uid, id: MessageId, text: String) -> Vec<Message> {
+async fn say(gw: &Gateway, uid: &Uid, id: MessageId, text: String, slot: Slot) -> Vec<Message> {
     let client_id = id.to_string();
-    match gw.runtime.turn(uid.clone(), id, text).await {
+    let outcome = gw.runtime.turn(uid.clone(), id, text).await;
+    slot.answered();
+    match outcome {
         Ok(done) => vec![
             self::text(&ServerFrame::Ack {
                 id: client_id,

@@ -90,6 +90,7 @@ impl Actor for PeerActor {
                             turn.message_id,
                             turn.text,
                             (turn.epoch, turn.hops),
+                            turn.budget_ms,
                             &turn.trace,
                         )
                         .await;

@@ -97,7 +97,12 @@ impl Actor for Router {
                     epoch,
                     hops,
                 })) => {
-                    let timeout = state.shared.config.turn_timeout;
+                    // The owner gets what is left of the caller's wait, and
+                    // the call waits no longer.
+                    let timeout = turn
+                        .deadline
+                        .saturating_duration_since(std::time::Instant::now())
+                        .max(std::time::Duration::from_millis(1));
                     let shared = Arc::clone(&state.shared);
                     let span = tracing::info_span!(parent: &turn.span, "forward", to = %to, epoch = epoch.0);
                     let trace = crate::trace_context::TraceContext::of(&span);
@@ -109,6 +114,7 @@ impl Actor for Router {
                             epoch,
                             hops,
                             trace,
+                            budget_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                         };
                         let call =
                             peer.call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout));

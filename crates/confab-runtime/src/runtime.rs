@@ -183,7 +183,7 @@ impl Runtime {
             outcome = tracing::field::Empty,
         );
         let result = self
-            .turn_inner(uid, message_id, text, None)
+            .turn_inner(uid, message_id, text, None, self.shared.config.turn_timeout)
             .instrument(span.clone())
             .await;
         let outcome = match &result {
@@ -222,10 +222,12 @@ impl Runtime {
         message_id: MessageId,
         text: String,
         forwarded: Option<(Epoch, u8)>,
+        budget: Duration,
     ) -> Result<TurnOutcome, TurnError> {
         let permit = self.inflight_permit()?;
+        let deadline = Instant::now() + budget;
         let result = self
-            .ask(|reply| {
+            .ask_within(budget, |reply| {
                 RouterMsg::Turn(TurnRequest {
                     uid,
                     message_id,
@@ -234,6 +236,7 @@ impl Runtime {
                     permit,
                     forwarded,
                     span: tracing::Span::current(),
+                    deadline,
                 })
             })
             .await;
@@ -297,8 +300,15 @@ impl Runtime {
         message_id: MessageId,
         text: String,
         forwarded: (Epoch, u8),
+        budget_ms: u64,
         trace: &crate::trace_context::TraceContext,
     ) -> Result<TurnOutcome, TurnError> {
+        // The caller's remaining wait, never more than this node's own.
+        let own = self.shared.config.turn_timeout;
+        let budget = match budget_ms {
+            0 => own,
+            ms => Duration::from_millis(ms).min(own),
+        };
         let span = tracing::info_span!(
             "owner turn",
             uid = %uid,
@@ -308,7 +318,7 @@ impl Runtime {
             hops = forwarded.1,
         );
         trace.continue_in(&span);
-        self.turn_inner(uid, message_id, text, Some(forwarded))
+        self.turn_inner(uid, message_id, text, Some(forwarded), budget)
             .instrument(span)
             .await
     }
@@ -577,14 +587,6 @@ impl Runtime {
         self.router.stop(None);
         self.supervisor.stop(None);
         Ok(written)
-    }
-
-    async fn ask<T: Send + 'static>(
-        &self,
-        build: impl FnOnce(ractor::RpcReplyPort<Result<T, TurnError>>) -> RouterMsg,
-    ) -> Result<Result<T, TurnError>, TurnError> {
-        self.ask_within(self.shared.config.turn_timeout, build)
-            .await
     }
 
     async fn ask_within<T: Send + 'static>(

@@ -337,6 +337,21 @@ impl SessionActorState {
     /// Runs one turn or request on the loaded session and answers it; how it
     /// ended, for the machine.
     async fn serve(&mut self, myself: &ActorRef<SessionMsg>, work: Work) -> Served {
+        // A turn nobody waits for any more is not run: the caller timed out
+        // (and will retry with the same id), so its work would only delay the
+        // turns behind it.
+        if let Work::Turn(turn) = &work
+            && turn.caller_gone(std::time::Instant::now())
+        {
+            metrics::counter!("confab_turns_abandoned_total").increment(1);
+            self.refuse(
+                work,
+                TurnError::Overloaded(
+                    "the caller stopped waiting before the session reached this turn: nothing was recorded, retry with the same id".into(),
+                ),
+            );
+            return Served::Done;
+        }
         let served = match work {
             Work::Turn(turn) => {
                 let TurnRequest {

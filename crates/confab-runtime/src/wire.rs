@@ -39,6 +39,11 @@ pub struct RemoteTurn {
     pub hops: u8,
     /// The forwarding span's trace context: the owner's span continues it.
     pub trace: crate::trace_context::TraceContext,
+    /// How long the caller still waits, in ms, when the turn leaves: the owner
+    /// does not run it after that. 0 (a peer from before the field): the owner's
+    /// own turn timeout.
+    #[serde(default)]
+    pub budget_ms: u64,
 }
 
 /// A request routed to the session's owner.

@@ -1,5 +1,6 @@
 //! The runtime on a real SQLite store: turns, idempotency, isolation of a failing
-//! session, passivation, limits, shutdown snapshots, periodic snapshots and fencing.
+//! session, passivation, limits, turns whose caller gave up, shutdown snapshots,
+//! periodic snapshots and fencing.
 
 mod common;
 
@@ -353,4 +354,44 @@ async fn turns_queued_behind_a_fenced_session_get_unavailable_too() {
             .len(),
         3
     );
+}
+
+/// A turn that waited behind a slow one past its caller's timeout is not run
+/// when the session reaches it: nothing is recorded for it, and the client's
+/// retry with the same id is recorded once, as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_whose_caller_gave_up_is_not_run_and_its_retry_records_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let policy = TestPolicy::default();
+    let mut cfg = config(1);
+    cfg.turn_timeout = Duration::from_millis(300);
+    let rt = start(Arc::clone(&store) as Arc<dyn Store>, cfg, policy.clone()).await;
+    let first = tokio::spawn({
+        let rt = rt.clone();
+        async move { say(&rt, "slow", "m-1", "wait").await }
+    });
+    eventually(async || policy.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    // Queued behind the held turn; its caller gives up after 300 ms.
+    let err = say(&rt, "slow", "m-2", "hi").await.unwrap_err();
+    assert!(matches!(err, TurnError::Internal(_)), "{err:?}");
+    policy.open();
+    // The first turn ran on (its caller had gone too, but it was under way).
+    let _ = first.await.unwrap();
+    eventually(async || {
+        store
+            .events_after(&uid("slow"), Seq(0), 100)
+            .await
+            .unwrap()
+            .len()
+            == 3
+    })
+    .await;
+    // m-2 was reached and dropped: the log holds the first turn only, and
+    // the retry is recorded once, right after it.
+    let retried = rt.turn(uid("slow"), mid("m-2"), "hi".into()).await.unwrap();
+    assert!(!retried.duplicate, "m-2 had not been recorded");
+    assert_eq!(retried.ack_seq, Seq(4));
+    let log = store.events_after(&uid("slow"), Seq(0), 100).await.unwrap();
+    assert_eq!(log.len(), 6);
 }

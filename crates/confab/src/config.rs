@@ -184,6 +184,8 @@ pub(crate) struct GatewaySection {
     pub(crate) max_connections_per_ip: usize,
     pub(crate) idle_before_upgrade_ms: u64,
     pub(crate) max_queued_per_connection: usize,
+    pub(crate) admission_latency_target_ms: u64,
+    pub(crate) admission_min_inflight: usize,
 }
 
 impl Default for GatewaySection {
@@ -195,6 +197,8 @@ impl Default for GatewaySection {
             max_connections_per_ip: 1_000,
             idle_before_upgrade_ms: 10_000,
             max_queued_per_connection: 32,
+            admission_latency_target_ms: 20,
+            admission_min_inflight: 32,
         }
     }
 }
@@ -550,6 +554,10 @@ impl Config {
             (
                 "gateway.max_queued_per_connection",
                 self.gateway.max_queued_per_connection,
+            ),
+            (
+                "gateway.admission_min_inflight",
+                self.gateway.admission_min_inflight,
             ),
             (
                 "runtime.max_inflight_turns",

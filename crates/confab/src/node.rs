@@ -6,6 +6,7 @@ use crate::telemetry;
 use anyhow::Context;
 use confab_core::NodeId;
 use confab_core::session::SnapshotKey;
+use confab_gateway::admission::AdmissionLimits;
 use confab_gateway::auth::AuthOptions;
 use confab_gateway::auth::Authenticator;
 use confab_gateway::limits::TurnLimits;
@@ -196,6 +197,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 turns_per_s: NonZeroU32::new(config.limits.turns_per_s)
                     .context("limits.turns_per_s")?,
                 burst: NonZeroU32::new(config.limits.burst).context("limits.burst")?,
+            },
+            admission: AdmissionLimits {
+                latency_target: Duration::from_millis(config.gateway.admission_latency_target_ms),
+                in_flight_min: config.gateway.admission_min_inflight,
+                in_flight_max: config.runtime.max_inflight_turns,
             },
         },
         metrics,

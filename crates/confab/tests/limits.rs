@@ -1,12 +1,14 @@
 //! The node's limits, at their edges, through the shipped binary: connections
 //! per node and per source address (503 before the upgrade), the idle deadline
 //! before an upgrade, the per-uid turn bucket (`rate_limited`, nothing
-//! recorded), and the answers to protocol and admin-body violations.
+//! recorded), the admission of turns (`overloaded` at once, nothing recorded),
+//! and the answers to protocol and admin-body violations.
 
 mod common;
 
 use common::{
-    Client, Node, SECRET, WAIT, admin_token, http_get, http_request, now_s, token, token_with,
+    Client, Node, SECRET, WAIT, admin_token, http_get, http_request, now_s, reply_seq, token,
+    token_with,
 };
 use confab_proto::{ClientFrame, ErrorCode, ServerFrame};
 use std::collections::BTreeMap;
@@ -396,4 +398,134 @@ async fn injection_strings_in_uids_ids_and_texts_are_only_data() {
         shown.contains("DROP"),
         "the uid comes back as it was: {shown}"
     );
+}
+
+/// Sends `n` turns in one write on one connection and gathers every frame
+/// that answers them, by message id.
+async fn burst(client: &mut Client, prefix: &str, n: usize) -> BTreeMap<String, Vec<ServerFrame>> {
+    let frames: Vec<ClientFrame> = (1..=n)
+        .map(|i| ClientFrame::Say {
+            id: format!("{prefix}-{i}"),
+            text: "你好".into(),
+        })
+        .collect();
+    client.send_all(&frames).await;
+    let mut answers: BTreeMap<String, Vec<ServerFrame>> = BTreeMap::new();
+    // Every turn ends with a reply or an error.
+    while answers
+        .values()
+        .filter(|frames| {
+            frames
+                .iter()
+                .any(|f| matches!(f, ServerFrame::Reply { .. } | ServerFrame::Error { .. }))
+        })
+        .count()
+        < n
+    {
+        let frame = client.recv().await;
+        let id = match &frame {
+            ServerFrame::Ack { id, .. } | ServerFrame::Reply { id, .. } => id.clone(),
+            ServerFrame::Error { id, .. } => id.clone().expect("a turn's error names it"),
+            other => panic!("{other:?}"),
+        };
+        answers.entry(id).or_default().push(frame);
+    }
+    answers
+}
+
+/// The ids answered `overloaded`, with the message of the first.
+fn overloaded(answers: &BTreeMap<String, Vec<ServerFrame>>) -> (Vec<String>, String) {
+    let mut ids = Vec::new();
+    let mut first = String::new();
+    for (id, frames) in answers {
+        if let [ServerFrame::Error { code, message, .. }] = &frames[..] {
+            assert_eq!(*code, ErrorCode::Overloaded, "{id}: {message}");
+            if first.is_empty() {
+                first = message.clone();
+            }
+            ids.push(id.clone());
+        }
+    }
+    (ids, first)
+}
+
+/// Admission through the binary: with room for one turn in flight, a burst
+/// of five on one connection gets the first run and the other four answered
+/// `overloaded` by the gateway's admission at once (its message names the
+/// latency it keeps to), with nothing recorded for them: sent again, they are
+/// recorded once each, right after the first. The limit is a metric. With the
+/// adaptation off (`admission_latency_target_ms = 0`), the runtime's own bound
+/// answers instead, naming itself.
+#[tokio::test]
+async fn a_turn_past_the_admission_limit_is_answered_overloaded_at_once_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            ("CONFAB_RUNTIME__MAX_INFLIGHT_TURNS", "1"),
+            ("CONFAB_GATEWAY__ADMISSION_MIN_INFLIGHT", "1"),
+            ("CONFAB_GATEWAY__ADMISSION_LATENCY_TARGET_MS", "20"),
+        ],
+    )
+    .await;
+    let mut client = Client::as_uid(&node, "ida").await;
+    // The five frames arrive in one write: the reader takes all of them from
+    // its buffer while the first turn has only been handed to the worker.
+    let answers = burst(&mut client, "a", 5).await;
+    let (refused, message) = overloaded(&answers);
+    assert_eq!(refused, ["a-2", "a-3", "a-4", "a-5"], "{answers:?}");
+    assert!(
+        message.contains("turns queue longer than 20 ms"),
+        "the admission answered: {message}"
+    );
+    let ServerFrame::Reply { seq: first_seq, .. } = answers["a-1"][1] else {
+        panic!("{:?}", answers["a-1"]);
+    };
+    // Sent again one at a time, each is recorded once, after the first turn.
+    let mut last = first_seq;
+    for id in &refused {
+        let (ack_seq, reply) = client.say(id, "你好").await;
+        assert!(ack_seq > last, "{id} acked at {ack_seq}, after {last}");
+        last = reply_seq(&reply);
+    }
+    drop(client);
+    let again = Client::as_uid(&node, "ida").await;
+    assert_eq!(again.last_seq(), last, "nothing else was recorded");
+    let line = metric(&node, "confab_admission_limit ").await;
+    assert!(line.ends_with(" 1"), "{line}");
+    let line = metric(&node, "confab_turns_total{outcome=\"overloaded\"}").await;
+    assert!(line.ends_with(" 4"), "{line}");
+    node.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            ("CONFAB_RUNTIME__MAX_INFLIGHT_TURNS", "1"),
+            ("CONFAB_GATEWAY__ADMISSION_LATENCY_TARGET_MS", "0"),
+            ("CONFAB_GATEWAY__ADMISSION_MIN_INFLIGHT", "1"),
+        ],
+    )
+    .await;
+    let mut client = Client::as_uid(&node, "ida").await;
+    // The worker runs one turn at a time per connection: a second connection
+    // makes the runtime's bound meet two turns at once.
+    let mut other = Client::as_uid(&node, "jon").await;
+    let (mine, theirs) = tokio::join!(burst(&mut client, "b", 5), burst(&mut other, "c", 5));
+    let (refused_mine, message_mine) = overloaded(&mine);
+    let (refused_theirs, message_theirs) = overloaded(&theirs);
+    assert!(
+        !refused_mine.is_empty() || !refused_theirs.is_empty(),
+        "two connections, one slot: {mine:?} {theirs:?}"
+    );
+    let message = if message_mine.is_empty() {
+        message_theirs
+    } else {
+        message_mine
+    };
+    assert!(
+        message.contains("node has 1 requests in flight"),
+        "the runtime's bound answered: {message}"
+    );
+    node.stop().await;
 }

@@ -263,6 +263,17 @@ impl Client {
         self.socket.send(message).await.unwrap();
     }
 
+    /// Sends these frames in one write: the node reads them together.
+    pub async fn send_all(&mut self, frames: &[ClientFrame]) {
+        for frame in frames {
+            self.socket
+                .feed(Message::text(serde_json::to_string(frame).unwrap()))
+                .await
+                .unwrap();
+        }
+        self.socket.flush().await.unwrap();
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.send_raw(Message::text(text)).await;
     }

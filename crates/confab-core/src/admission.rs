@@ -1,0 +1,229 @@
+//! Admission: how many turns a node lets in at once, adapted to how fast it
+//! answers them.
+//!
+//! A fixed bound on turns in flight is a bound on queue length, and a queue of a
+//! given length is short when the node is fast and seconds long when it is
+//! saturated. This machine bounds the *time* instead. It watches how long the
+//! admitted turns take, from their arrival to their answer (every queue they
+//! waited in included), and moves the limit on turns in flight so that no
+//! queue stands longer than `latency_target_us`. A turn that arrives while the
+//! limit is reached is refused at once, before any work, so the excess of an
+//! overload is answered `overloaded` in microseconds and the turns let in keep
+//! their latency. The models: CoDel's signal (RFC 8289: the *minimum* time
+//! spent over an interval tells a standing queue from a burst, which drains by
+//! itself) and the adaptive concurrency limits of Netflix's
+//! `concurrency-limits` and Envoy (latency as the signal, the number in flight
+//! as the control).
+//!
+//! Every `window_us` (once something was answered in it) the window's fastest
+//! turn decides:
+//! - slower than the target: a queue stands, as even the turns that arrived
+//!   last found it. The limit falls to what was in flight at the peak, scaled
+//!   by `target / fastest` (at most halved per window), so it is cut in a few
+//!   windows;
+//! - at most half the target, and the limit was reached in the window: it rises
+//!   by a quarter (the node has room, and turns were refused);
+//! - between the two, and the limit was reached: it rises by a twentieth;
+//! - otherwise it stays (a limit that was never reached says nothing).
+//!
+//! A stall (a checkpoint, a pause) that delays some turns of a window but
+//! not all leaves the limit alone: turns in that window that found no queue
+//! were fast.
+//!
+//! The limit never leaves `[limit_min, limit_max]`. Time comes in as
+//! microseconds on one monotonic clock of the caller's choosing; there is no
+//! randomness.
+
+/// How the limit adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// No queue should stand longer than this: the fastest turn of a window
+    /// is answered within it, in µs.
+    pub latency_target_us: u64,
+    /// How often the limit is decided again, in µs.
+    pub window_us: u64,
+    /// The limit never falls below this (so that a stall that is not load
+    /// cannot shut the node).
+    pub limit_min: usize,
+    /// The limit never rises above this (the node's hard bound on turns in
+    /// flight).
+    pub limit_max: usize,
+}
+
+/// A turn let in: hand it back to [`Admission::answered`] (with the time it was
+/// answered) or [`Admission::abandoned`] (it was not run after all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "an admitted turn must be answered or abandoned, or its slot is never freed"]
+pub struct Admitted {
+    /// When it arrived, in µs on the caller's clock.
+    pub arrived_us: u64,
+}
+
+/// A turn refused: the node is at its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{in_flight} turns in flight on this node, its limit while turns queue longer than {latency_target_ms} ms: retry with backoff"
+)]
+pub struct Refused {
+    /// Turns in flight when it arrived.
+    pub in_flight: usize,
+    /// The latency the limit keeps to, in ms.
+    pub latency_target_ms: u64,
+}
+
+/// What the last closed window saw, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowReport {
+    /// Turns answered in it.
+    pub answered: u64,
+    /// Turns refused in it.
+    pub refused: u64,
+    /// Its fastest turn's latency, in µs (0 when nothing was answered).
+    pub latency_min_us: u64,
+    /// The limit it left.
+    pub limit: usize,
+}
+
+/// The admission machine of one node.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    settings: AdmissionSettings,
+    limit: usize,
+    in_flight: usize,
+    window: Window,
+    last: WindowReport,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Window {
+    started_us: u64,
+    latency_min_us: Option<u64>,
+    answered: u64,
+    refused: u64,
+    in_flight_peak: usize,
+}
+
+impl Admission {
+    /// A machine whose limit starts at `limit_max`: a node starts trusting
+    /// itself, and the first slow window brings the limit down.
+    pub fn new(settings: AdmissionSettings, now_us: u64) -> Self {
+        let limit_max = settings.limit_max.max(1);
+        let settings = AdmissionSettings {
+            limit_max,
+            limit_min: settings.limit_min.clamp(1, limit_max),
+            latency_target_us: settings.latency_target_us.max(1),
+            window_us: settings.window_us.max(1),
+        };
+        Self {
+            settings,
+            limit: limit_max,
+            in_flight: 0,
+            window: Window {
+                started_us: now_us,
+                ..Window::default()
+            },
+            last: WindowReport {
+                limit: limit_max,
+                ..WindowReport::default()
+            },
+        }
+    }
+
+    /// Lets a turn in, or refuses it because the limit is reached.
+    pub fn admit(&mut self, now_us: u64) -> Result<Admitted, Refused> {
+        self.close_window_if_due(now_us);
+        if self.in_flight >= self.limit {
+            self.window.refused += 1;
+            return Err(Refused {
+                in_flight: self.in_flight,
+                latency_target_ms: self.settings.latency_target_us / 1000,
+            });
+        }
+        self.in_flight += 1;
+        self.window.in_flight_peak = self.window.in_flight_peak.max(self.in_flight);
+        Ok(Admitted { arrived_us: now_us })
+    }
+
+    /// An admitted turn got its answer (whatever it was) at `now_us`.
+    pub fn answered(&mut self, turn: Admitted, now_us: u64) {
+        self.release();
+        self.window.answered += 1;
+        let latency_us = now_us.saturating_sub(turn.arrived_us);
+        self.window.latency_min_us = Some(
+            self.window
+                .latency_min_us
+                .map_or(latency_us, |min| min.min(latency_us)),
+        );
+        self.close_window_if_due(now_us);
+    }
+
+    /// An admitted turn was not run (its connection's queue was full, or the
+    /// connection went away): its slot is freed and it is no sample.
+    pub fn abandoned(&mut self, turn: Admitted) {
+        let _ = turn;
+        self.release();
+    }
+
+    /// Turns in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// What the last closed window saw.
+    pub fn last_window(&self) -> WindowReport {
+        self.last
+    }
+
+    fn release(&mut self) {
+        debug_assert!(self.in_flight > 0, "a turn was answered twice");
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    fn close_window_if_due(&mut self, now_us: u64) {
+        if now_us.saturating_sub(self.window.started_us) < self.settings.window_us {
+            return;
+        }
+        let window = std::mem::take(&mut self.window);
+        self.window.started_us = now_us;
+        self.window.in_flight_peak = self.in_flight;
+        let Some(fastest_us) = window.latency_min_us else {
+            // Nothing was answered: no latency to judge by. Turns still in flight
+            // are judged when they are answered, however late.
+            self.last = WindowReport {
+                refused: window.refused,
+                limit: self.limit,
+                ..WindowReport::default()
+            };
+            return;
+        };
+        let target_us = self.settings.latency_target_us;
+        let saturated = window.refused > 0 || window.in_flight_peak >= self.limit;
+        let limit = if fastest_us > target_us {
+            let base = window.in_flight_peak.min(self.limit).max(1);
+            // target/fastest, never below a half.
+            let scaled = (base as u128 * target_us as u128 / fastest_us as u128) as usize;
+            scaled.max(base / 2)
+        } else if saturated && fastest_us <= target_us / 2 {
+            self.limit + (self.limit / 4).max(1)
+        } else if saturated {
+            self.limit + (self.limit / 20).max(1)
+        } else {
+            self.limit
+        };
+        self.limit = limit.clamp(self.settings.limit_min, self.settings.limit_max);
+        self.last = WindowReport {
+            answered: window.answered,
+            refused: window.refused,
+            latency_min_us: fastest_us,
+            limit: self.limit,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;
