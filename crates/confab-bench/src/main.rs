@@ -17,6 +17,7 @@
 mod admin;
 mod echo;
 mod nemesis;
+mod plot;
 mod rebalance;
 mod stats;
 mod turns;
@@ -50,6 +51,9 @@ enum Command {
     /// `confabctl stats` latency: 3 nodes, a baseline of few sessions, then
     /// many (one turn each); times the cluster-wide stats call at both.
     Stats(stats::StatsArgs),
+    /// Throughput served against p99, one line per server, from `turns --json`
+    /// reports, as an SVG.
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             Command::Rebalance(args) => rebalance::run(args).await,
             Command::Nemesis(args) => nemesis::run(args).await,
             Command::Stats(args) => stats::run(args).await,
+            Command::Plot(args) => plot::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
