@@ -72,6 +72,7 @@ node() { # STORE RATE
 }
 
 $bin/confab-bench echo --port 19090 2>/dev/null &
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
 echo "== echo floor"
 for rate in "${rates[@]}"; do turns ws://127.0.0.1:19090/v1/ws "$rate" "$reports/echo-$rate.json"; done
 for store in embedded tiered; do

@@ -64,6 +64,7 @@ row() { # LABEL RATE ADMISSION_TARGET_MS
 }
 
 $bin/confab-bench echo --port 19090 2>/dev/null &
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
 echo "== echo floor: $sessions sessions, $((capacity * 2)) turns/s offered, $duration"
 turns ws://127.0.0.1:19090/v1/ws $((capacity * 2))
 echo

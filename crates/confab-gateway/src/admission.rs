@@ -31,7 +31,7 @@ impl Default for AdmissionLimits {
     fn default() -> Self {
         Self {
             latency_target: Duration::from_millis(20),
-            in_flight_min: 32,
+            in_flight_min: 256,
             in_flight_max: 8192,
         }
     }

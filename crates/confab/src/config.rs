@@ -198,7 +198,7 @@ impl Default for GatewaySection {
             idle_before_upgrade_ms: 10_000,
             max_queued_per_connection: 32,
             admission_latency_target_ms: 20,
-            admission_min_inflight: 32,
+            admission_min_inflight: 256,
         }
     }
 }
