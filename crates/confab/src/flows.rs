@@ -51,8 +51,25 @@ pub(crate) fn flows_dir(configured: &Path, data_dir: &Path) -> anyhow::Result<Pa
     }
     let dir = data_dir.join("flows");
     if !dir.exists() {
-        write_shipped(&dir)?;
-        tracing::info!(dir = %dir.display(), "shipped flows written; edit them, they reload without a restart");
+        // The nodes of `confab up` share a data dir and start at once: the
+        // flows are written beside it and renamed into place, so that no node
+        // ever reads a half-written dir. The first rename wins; the others
+        // find the dir there and drop their copy.
+        let staging = data_dir.join(format!(".flows-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        write_shipped(&staging)?;
+        match std::fs::rename(&staging, &dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "shipped flows written; edit them, they reload without a restart");
+            }
+            Err(_) if dir.is_dir() => {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+            }
+        }
     }
     Ok(dir)
 }
