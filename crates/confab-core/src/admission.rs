@@ -24,7 +24,10 @@
 //! - at most half the target, and the limit was reached in the window: it rises
 //!   by a quarter (the node has room, and turns were refused);
 //! - between the two, and the limit was reached: it rises by a twentieth;
-//! - otherwise it stays (a limit that was never reached says nothing).
+//! - otherwise it stays (a limit that was never reached says nothing);
+//! - a window in which nothing was answered but turns were refused raises it
+//!   by a twentieth: places held by turns that never answer must not shut the
+//!   node for good.
 //!
 //! A stall (a checkpoint, a pause) that delays some turns of a window but
 //! not all leaves the limit alone: turns in that window that found no queue
@@ -193,7 +196,12 @@ impl Admission {
         self.window.in_flight_peak = self.in_flight;
         let Some(fastest_us) = window.latency_min_us else {
             // Nothing was answered: no latency to judge by. Turns still in flight
-            // are judged when they are answered, however late.
+            // are judged when they are answered, however late. If turns were
+            // refused meanwhile, the limit creeps up, so that places held by
+            // turns that never answer cannot shut the node for good.
+            if window.refused > 0 {
+                self.limit = (self.limit + (self.limit / 20).max(1)).min(self.settings.limit_max);
+            }
             self.last = WindowReport {
                 refused: window.refused,
                 limit: self.limit,

@@ -8,7 +8,7 @@
 //! the committer included) is what the limit adapts to.
 
 use confab_core::admission::{Admission, AdmissionSettings, Admitted, Refused};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often the limit is decided again.
@@ -69,7 +69,10 @@ impl AdmissionGate {
             return Ok(Slot { gate: None });
         };
         let now_us = self.now_us();
-        let admitted = machine.lock().expect("admission lock").admit(now_us)?;
+        let admitted = machine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(now_us)?;
         Ok(Slot {
             gate: Some((Arc::clone(self), admitted)),
         })
@@ -94,7 +97,7 @@ impl Slot {
         };
         let now_us = gate.now_us();
         let Some(machine) = &gate.machine else { return };
-        let mut machine = machine.lock().expect("admission lock");
+        let mut machine = machine.lock().unwrap_or_else(PoisonError::into_inner);
         let before = machine.last_window();
         machine.answered(turn, now_us);
         let after = machine.last_window();
@@ -110,7 +113,10 @@ impl Drop for Slot {
         if let Some((gate, turn)) = self.gate.take()
             && let Some(machine) = &gate.machine
         {
-            machine.lock().expect("admission lock").abandoned(turn);
+            machine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .abandoned(turn);
         }
     }
 }

@@ -39,6 +39,10 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Frames waiting for the writer, per connection.
 const OUTBOX_MAX: usize = 64;
 
+/// How long the worker waits for room in a full outbox (a client that does not
+/// read) before it drops the connection's queued turns.
+const OUTBOX_WAIT: Duration = Duration::from_secs(10);
+
 /// Replies read from the store per page of a `resume`.
 const RESUME_PAGE_REPLIES: usize = 256;
 
@@ -441,9 +445,17 @@ async fn run_work(
             }
         };
         for frame in frames {
-            if outbox.send(frame).await.is_err() {
+            match tokio::time::timeout(OUTBOX_WAIT, outbox.send(frame)).await {
+                Ok(Ok(())) => {}
                 // The client left; the remaining turns still run, as they were sent.
-                break;
+                Ok(Err(_)) => break,
+                // The client stopped reading: its queued turns would hold their
+                // places among the node's turns in flight for ever. They are
+                // dropped unrun (nothing recorded), and so are later ones.
+                Err(_) => {
+                    debug!(uid = %uid, "the client stopped reading; its queued turns are dropped");
+                    return;
+                }
             }
         }
     }
@@ -452,7 +464,13 @@ async fn run_work(
 async fn say(gw: &Gateway, uid: &Uid, id: MessageId, text: String, slot: Slot) -> Vec<Message> {
     let client_id = id.to_string();
     let outcome = gw.runtime.turn(uid.clone(), id, text).await;
-    slot.answered();
+    // A turn's latency is the admission's signal when the turn ran, or timed
+    // out; a refusal from a bound further in (or a store that is down) comes
+    // back at once and would hide a queue: its slot is freed without a sample.
+    match &outcome {
+        Ok(_) | Err(TurnError::Internal(_)) => slot.answered(),
+        Err(_) => drop(slot),
+    }
     match outcome {
         Ok(done) => vec![
             self::text(&ServerFrame::Ack {

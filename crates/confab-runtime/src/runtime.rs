@@ -225,7 +225,11 @@ impl Runtime {
         budget: Duration,
     ) -> Result<TurnOutcome, TurnError> {
         let permit = self.inflight_permit()?;
-        let deadline = Instant::now() + budget;
+        let now = Instant::now();
+        // A timeout too large for the clock is as good as none.
+        let deadline = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         let result = self
             .ask_within(budget, |reply| {
                 RouterMsg::Turn(TurnRequest {

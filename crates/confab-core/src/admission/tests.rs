@@ -187,3 +187,40 @@ fn an_abandoned_turn_frees_its_slot_and_is_no_sample() {
     assert_eq!(admission.last_window().latency_min_us, 0);
     assert_eq!(admission.last_window().refused, 1);
 }
+
+#[test]
+fn places_held_by_turns_that_never_answer_cannot_shut_the_node() {
+    let mut admission = Admission::new(
+        AdmissionSettings {
+            limit_max: 8,
+            limit_min: 2,
+            ..settings()
+        },
+        0,
+    );
+    // Slow turns bring the limit to its floor of 2.
+    let mut now = 0;
+    for _ in 0..20 {
+        let turn = admission.admit(now).unwrap();
+        now += 500_000;
+        admission.answered(turn, now);
+    }
+    assert_eq!(admission.limit(), 2);
+    // Two turns take both places and are never answered (their client stopped
+    // reading): every other turn is refused, and nothing is answered.
+    let _held = [admission.admit(now).unwrap(), admission.admit(now).unwrap()];
+    let mut admitted = None;
+    for window in 1..=10 {
+        now += 100_000;
+        if let Ok(turn) = admission.admit(now) {
+            admitted = Some(window);
+            admission.answered(turn, now + 1_000);
+            break;
+        }
+    }
+    assert_eq!(
+        admitted,
+        Some(2),
+        "the limit rose after a window of refusals only"
+    );
+}
