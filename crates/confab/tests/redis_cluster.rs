@@ -16,8 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Turns the users keep talking after the failover, before the checks.
-const AFTER_FAILOVER: Duration = Duration::from_secs(3);
+/// Turns the users keep talking after the failover, before the checks: longer
+/// than the hot tier's longest bypass (its failure backoff doubles up to 5 s,
+/// and a slow failover on a busy machine reaches it), so that the write-through
+/// has resumed by then.
+const AFTER_FAILOVER: Duration = Duration::from_secs(7);
 /// A turn may meet a setback this long after the failover ends: a Redis
 /// request that was under way when it ended takes at most the tier's timeout
 /// (`store.redis_timeout_ms`, 250 ms), plus room for the turn's reply.
