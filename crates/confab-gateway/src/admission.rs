@@ -30,7 +30,7 @@ pub struct AdmissionLimits {
 impl Default for AdmissionLimits {
     fn default() -> Self {
         Self {
-            latency_target: Duration::from_millis(20),
+            latency_target: Duration::ZERO,
             in_flight_min: 256,
             in_flight_max: 8192,
         }

@@ -197,7 +197,7 @@ impl Default for GatewaySection {
             max_connections_per_ip: 1_000,
             idle_before_upgrade_ms: 10_000,
             max_queued_per_connection: 32,
-            admission_latency_target_ms: 20,
+            admission_latency_target_ms: 0,
             admission_min_inflight: 256,
         }
     }
