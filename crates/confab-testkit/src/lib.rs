@@ -60,15 +60,27 @@ const PORTS: std::ops::Range<u16> = 20_000..32_768;
 /// How many random ports of [`PORTS`] [`free_port`] tries before it gives up.
 const PORT_TRIES: usize = 1_000;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: picks a random port of
-/// 20000–32767 that binds, and closes the socket.
+/// A TCP port on 127.0.0.1 that was free a moment ago and that no other test
+/// process on this machine is given while this one runs: picks a random port
+/// of 20000–32767 that this process can reserve and that binds, and closes the
+/// socket.
 ///
-/// Another process may take the port before the caller binds it; the server
-/// helpers retry with another port when that happens.
+/// The reservation is an advisory lock on a file named after the port in
+/// `$TMPDIR/confab-test-ports`, held until the process exits. Without it two
+/// tests running at once (nextest runs each in a process of its own) could
+/// pick the same port: one's server failed to bind, and while it was failing
+/// the other's answered its readiness probe, so that two tests shared one
+/// server, and one of them killed it under the other (a full run saw "migration
+/// 4 is partially applied" that way). A server killed and restarted on its port
+/// keeps the reservation between the two.
+///
+/// A process that is not one of these tests may still take the port before the
+/// caller binds it; the server helpers retry with another port when that
+/// happens, and check that the server that answers is theirs.
 ///
 /// # Panics
 ///
-/// If none of 1,000 random ports binds.
+/// If none of 1,000 random ports can be reserved and binds.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let seed = std::collections::hash_map::RandomState::new();
@@ -77,9 +89,55 @@ pub fn free_port() -> u16 {
         let mut hasher = seed.build_hasher();
         hasher.write_usize(attempt);
         let port = PORTS.start + (hasher.finish() % u64::from(span)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free port among {PORT_TRIES} random ones of {PORTS:?} on 127.0.0.1")
+}
+
+/// The port reservations this process holds: their locked files, kept open
+/// (and so locked) until the process exits.
+static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes the advisory lock of `port`'s file, unless another process holds it.
+/// Panics if the directory of the reservations cannot be written.
+fn reserve(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("confab-test-ports");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let path = dir.join(port.to_string());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut reserved = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    match file.try_lock() {
+        Ok(()) => {
+            reserved.push(file);
+            true
+        }
+        // Held by another process, or by this one (a lock on a second open
+        // file of the same path conflicts with the first): either way taken.
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_handed_out_is_not_handed_out_again_while_the_process_runs() {
+        let port = free_port();
+        assert!(
+            !reserve(port),
+            "port {port} was handed out and is still reservable"
+        );
+        let others: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        assert!(!others.contains(&port));
+    }
 }

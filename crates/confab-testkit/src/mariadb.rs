@@ -76,7 +76,7 @@ impl PrivateMariaDb {
         for attempt in 1..=PORT_ATTEMPTS {
             let port = crate::free_port();
             let mut child = spawn(dir.path(), port, tls.as_ref());
-            match wait_ready(&mut child, port) {
+            match wait_ready(&mut child, dir.path(), port) {
                 Ok(()) => {
                     let server = PrivateMariaDb {
                         port,
@@ -135,7 +135,7 @@ impl PrivateMariaDb {
     pub fn restart(&mut self) {
         self.kill();
         self.child = spawn(self.dir.path(), self.port, self.tls.as_ref());
-        if let Err(why) = wait_ready(&mut self.child, self.port) {
+        if let Err(why) = wait_ready(&mut self.child, self.dir.path(), self.port) {
             fail(&mut self.child, self.dir.path(), self.port, why);
         }
     }
@@ -223,22 +223,29 @@ fn spawn(dir: &Path, port: u16, tls: Option<&[PathBuf; 3]>) -> Child {
     process::spawn_logged(&mut cmd, &log_path(dir))
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), NotReady> {
+fn wait_ready(child: &mut Child, dir: &Path, port: u16) -> Result<(), NotReady> {
     let url = format!("mysql://root@127.0.0.1:{port}");
-    process::wait_ready(child, READY_TIMEOUT, || block_on(select_1(&url)))
+    // As the server names it: the path with any symbolic link resolved.
+    let datadir = std::fs::canonicalize(dir.join("data")).unwrap_or_else(|_| dir.join("data"));
+    process::wait_ready(child, READY_TIMEOUT, || block_on(serves(&url, &datadir)))
 }
 
-/// Whether `root` can connect to `url` and run `SELECT 1`.
-async fn select_1(url: &str) -> bool {
+/// Whether `root` can connect to `url` and the server that answers keeps its
+/// data in `datadir`: ours, not another that holds the port while ours has
+/// not bound it yet or failed to.
+async fn serves(url: &str, datadir: &Path) -> bool {
     let attempt = async {
         let mut conn = sqlx::MySqlConnection::connect(url).await?;
-        sqlx::query("SELECT 1").execute(&mut conn).await?;
-        conn.close().await
+        let theirs: String = sqlx::query_scalar("SELECT @@datadir")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(theirs)
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Ok(()))
-    )
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(theirs)) => Path::new(theirs.trim_end_matches('/')) == datadir,
+        _ => false,
+    }
 }
 
 /// Runs `fut` to completion on a runtime of its own, on a thread of its own, so
