@@ -15,6 +15,7 @@ shift 3 || true
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(2500 5000 7500 10000 12500 15000 20000)
 cd "$(dirname "$0")/../../.."
+source crates/confab-bench/scripts/lib.sh
 cargo build --release --locked -q -p confab -p confab-bench
 bin=target/release
 secret=bench-secret-0123456789abcdef
@@ -22,7 +23,6 @@ work=$(mktemp -d)
 reports=$out.d
 rm -rf "$reports" && mkdir -p "$reports"
 node_pid=
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cleanup() {
   [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
   kill $(jobs -p) 2>/dev/null || true
@@ -33,17 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 mysql_port=$(free_port)
-tuned=(--innodb-buffer-pool-size=1G --innodb-log-file-size=512M --innodb-io-capacity=2000
-  --innodb-flush-log-at-trx-commit=1)
-mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$work/mysql" \
-  --auth-root-authentication-method=normal --skip-test-db "${tuned[@]}" >/dev/null 2>&1
-mariadbd --no-defaults --user="$(id -un)" --datadir="$work/mysql" --port="$mysql_port" \
-  --bind-address=127.0.0.1 --socket="$work/mysqld.sock" --pid-file="$work/mysqld.pid" \
-  --skip-log-bin --skip-name-resolve "${tuned[@]}" >"$work/mysqld.log" 2>&1 &
-for _ in $(seq 150); do
-  mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
-  sleep 0.2
-done
+start_mariadb "$work/mysql" "$mysql_port" 1G 512M
 
 turns() { # URL RATE OUT.json
   CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url "$1" --sessions "$sessions" \
@@ -63,16 +53,11 @@ node() { # STORE RATE
   fi
   env "${env[@]}" $bin/confab node --http-port 18181 --data-dir "$work/data" &
   node_pid=$!
-  for _ in $(seq 600); do
-    curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && return
-    sleep 0.2
-  done
-  echo "the node did not become ready" >&2
-  exit 1
+  wait_ready "$node_pid" 18181
 }
 
 $bin/confab-bench echo --port 19090 2>/dev/null &
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
+wait_port 19090
 echo "== echo floor"
 for rate in "${rates[@]}"; do turns ws://127.0.0.1:19090/v1/ws "$rate" "$reports/echo-$rate.json"; done
 for store in embedded tiered; do

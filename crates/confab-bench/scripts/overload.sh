@@ -15,6 +15,7 @@ sessions=${1:-10000}
 capacity=${2:-10000}
 duration=${3:-20s}
 cd "$(dirname "$0")/../../.."
+source crates/confab-bench/scripts/lib.sh
 cargo build --release --locked -q -p confab -p confab-bench
 bin=target/release
 secret=bench-secret-0123456789abcdef
@@ -40,12 +41,7 @@ row() { # LABEL RATE ADMISSION_TARGET_MS
     CONFAB_GATEWAY__ADMISSION_LATENCY_TARGET_MS="$3" \
     $bin/confab node --http-port 18181 --data-dir "$work/data" &
   node_pid=$!
-  local ready=
-  for _ in $(seq 300); do
-    curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && ready=1 && break
-    sleep 0.1
-  done
-  [ -n "$ready" ] || { echo "the node did not become ready" >&2; exit 1; }
+  wait_ready "$node_pid" 18181
   : >"$work/rss"
   (while kill -0 "$node_pid" 2>/dev/null; do
     awk '/^VmRSS/ {print $2}' "/proc/$node_pid/status" >>"$work/rss" 2>/dev/null || true
@@ -64,7 +60,7 @@ row() { # LABEL RATE ADMISSION_TARGET_MS
 }
 
 $bin/confab-bench echo --port 19090 2>/dev/null &
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
+wait_port 19090
 echo "== echo floor: $sessions sessions, $((capacity * 2)) turns/s offered, $duration"
 turns ws://127.0.0.1:19090/v1/ws $((capacity * 2))
 echo

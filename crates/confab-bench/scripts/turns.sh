@@ -4,7 +4,7 @@
 #   STORE=embedded (default): the node on its embedded SQLite store.
 #   STORE=tiered: the node on MariaDB (a fresh database on 127.0.0.1:3306, or on
 #     port $BENCH_MYSQL_PORT as root without password; BENCH_MYSQL=private starts
-#     a private mariadbd sized like a database server, see below) with Redis in front
+#     a private mariadbd sized like a database server, see lib.sh) with Redis in front
 #     (BENCH_REDIS=off leaves Redis out) (127.0.0.1:6379, or $BENCH_REDIS_URL,
 #     under a key prefix of its own). A warm-up run first creates every session,
 #     the node restarts (a clean stop snapshots them to both tiers), and the
@@ -18,28 +18,16 @@ rate=${2:-10000}
 duration=${3:-30s}
 store=${STORE:-embedded}
 cd "$(dirname "$0")/../../.."
+source crates/confab-bench/scripts/lib.sh
 cargo build --release --locked -q -p confab -p confab-bench
 bin=target/release
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
 mysql_port=${BENCH_MYSQL_PORT:-3306}
 if [ "${BENCH_MYSQL:-}" = private ]; then
-  # A MariaDB configured as a database server would be: a buffer pool that holds
-  # the working set (1 GiB; Debian's default is 128 MiB) and an I/O capacity for
-  # an SSD. Durability is untouched: the redo log is flushed at every commit.
-  mysql_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mysql_port=$(free_port)
   mysql_dir=$(mktemp -d)
-  tuned=(--innodb-buffer-pool-size=1G --innodb-log-file-size=512M --innodb-io-capacity=2000
-    --innodb-flush-log-at-trx-commit=1)
-  mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$mysql_dir/data" \
-    --auth-root-authentication-method=normal --skip-test-db "${tuned[@]}" >/dev/null 2>&1
-  mariadbd --no-defaults --user="$(id -un)" --datadir="$mysql_dir/data" --port="$mysql_port" \
-    --bind-address=127.0.0.1 --socket="$mysql_dir/mysqld.sock" --pid-file="$mysql_dir/mysqld.pid" \
-    --skip-log-bin --skip-name-resolve "${tuned[@]}" >"$mysql_dir/log" 2>&1 &
-  for _ in $(seq 100); do
-    mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  start_mariadb "$mysql_dir" "$mysql_port" 1G 512M
 fi
 mysql_server=mysql://root@127.0.0.1:$mysql_port
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
@@ -69,18 +57,14 @@ fi
 start_node() {
   env "${node_env[@]}" $bin/confab node --http-port 18181 --data-dir "$data" &
   node_pid=$!
-  for _ in $(seq 100); do
-    curl -sf http://127.0.0.1:18181/readyz >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "the node did not become ready" >&2
-  exit 1
+  wait_ready "$node_pid" 18181
 }
 turns() {
   CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url "$1" --sessions "$sessions" --rate "$rate" "${@:2}"
 }
 
 $bin/confab-bench echo --port 19090 2>/dev/null &
+wait_port 19090
 start_node
 echo "== echo floor: $sessions sessions, $rate turns/s, $duration"
 turns ws://127.0.0.1:19090/v1/ws --duration "$duration" "${@:4}"
