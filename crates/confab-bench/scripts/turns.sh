@@ -10,7 +10,7 @@
 #     the node restarts (a clean stop snapshots them to both tiers), and the
 #     measured run then loads every session again: the Redis hit ratio printed at
 #     the end is that of those loads.
-# Builds release binaries, starts the servers on free ports with fresh data,
+# Builds release binaries (unless BENCH_BIN), starts the servers on free ports with fresh data,
 # runs `confab-bench turns` against each, prints the reports, stops everything.
 set -euo pipefail
 sessions=${1:-1000}
@@ -19,8 +19,14 @@ duration=${3:-30s}
 store=${STORE:-embedded}
 cd "$(dirname "$0")/../../.."
 source crates/confab-bench/scripts/lib.sh
-cargo build --release --locked -q -p confab -p confab-bench
-bin=target/release
+# BENCH_BIN=DIR: run the confab and confab-bench binaries in DIR (a build kept
+# for a before/after comparison) instead of building the working tree.
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --locked -q -p confab -p confab-bench
+  bin=target/release
+fi
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
 mysql_port=${BENCH_MYSQL_PORT:-3306}
@@ -59,6 +65,7 @@ start_node() {
   node_pid=$!
   wait_ready "$node_pid" 18181
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 turns() {
   CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url "$1" --sessions "$sessions" --rate "$rate" "${@:2}"
 }
@@ -77,8 +84,16 @@ if [ "$store" = tiered ]; then
   start_node
 fi
 echo "== confab, one node, $store store: $sessions sessions, $rate turns/s, $duration"
-turns ws://127.0.0.1:18181/v1/ws --duration "$duration" "${@:4}"
+cpu_before=$(cpu_ticks "$node_pid")
+turns ws://127.0.0.1:18181/v1/ws --duration "$duration" "${@:4}" || true # still a figure
+cpu_after=$(cpu_ticks "$node_pid")
 echo
+# CPU per turn: the node's user + system time over the run (connecting included)
+# divided by the turns it served (outcome ok); a measure of cost that a load generator
+# sharing the cores does not blur as much as latency.
+answered=$(curl -s http://127.0.0.1:18181/metrics | awk '/^confab_turns_total/ && /outcome="ok"/ {n += $NF} END {print n + 0}')
+awk -v t="$((cpu_after - cpu_before))" -v hz="$(getconf CLK_TCK)" -v n="$answered" \
+  'BEGIN { if (n > 0) printf "node cpu      %.1f s for %d turns: %.0f us per turn\n", t / hz, n, t / hz / n * 1e6 }'
 metrics=$(curl -s http://127.0.0.1:18181/metrics)
 echo "$metrics" | grep -E '^confab_(commit_seconds|commit_batch_events)_(sum|count)' || true
 if [ "$store" = tiered ]; then

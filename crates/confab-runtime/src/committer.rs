@@ -10,8 +10,11 @@
 //! - A batch closes when it holds `batch_events_max` events or when its first
 //!   request has waited `batch_delay_max`, whichever comes first.
 //! - Up to `concurrency` batches commit at once, each on its own connection,
-//!   while the next one gathers. A session has at most one turn committing, so
-//!   its events still land in order.
+//!   while the next one gathers. When all of them are committing, requests
+//!   queue, and the next batch takes every queued request (up to the size
+//!   limit) once a commit ends: the busier the store, the larger the batches.
+//!   A session has at most one turn committing, so its events still land in
+//!   order.
 //! - Each request learns its own outcome. A batch refused for one session (a
 //!   conflict, or a fence) is retried request by request, so that one stale
 //!   session cannot fail the others.
@@ -85,7 +88,10 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer task.
-    pub fn start(store: Arc<dyn Store>, settings: CommitSettings) -> Self {
+    /// At most as many batches of a lane commit at once as the store has
+    /// writers ([`confab_store::EventStore::commit_writers`]).
+    pub fn start(store: Arc<dyn Store>, mut settings: CommitSettings) -> Self {
+        settings.concurrency = settings.concurrency.min(store.commit_writers());
         let (requests, rx) = mpsc::channel(settings.queue_max.max(1));
         tokio::spawn(run(store, rx, settings));
         Self { requests }
@@ -158,6 +164,15 @@ async fn run_lane(
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let batch_events_max = settings.batch_events_max.max(1);
     while let Some(first) = rx.recv().await {
+        // A slot before the batch closes: while every slot is committing, the
+        // requests queue, and the batch that takes the next free slot holds
+        // them all (its first request's delay has passed by then, so it takes
+        // what is queued and closes). A batch closed before its slot would wait
+        // for it half-empty while the queue grew behind it.
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let deadline = first.enqueued + settings.batch_delay_max;
         let mut count = first.events.len();
         let mut batch = vec![first];
@@ -175,10 +190,6 @@ async fn run_lane(
             count += next.events.len();
             batch.push(next);
         }
-        let slot = Arc::clone(&slots)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         let store = Arc::clone(&store);
         let settings = settings.clone();
         tokio::spawn(async move {

@@ -165,6 +165,10 @@ impl EventStore for SealedStore {
         self.inner.commit_lane(uid)
     }
 
+    fn commit_writers(&self) -> usize {
+        self.inner.commit_writers()
+    }
+
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let sealed = self.seal_events(events)?;

@@ -22,12 +22,16 @@
 
 /// Implements the store traits for a type whose inherent methods do the work
 /// (`append_events`, `claim_epoch`, `load_events`, `load_snapshot`,
-/// `store_snapshots`, `ping_db`, `lane_of`), counting every request in `confab_store_requests_total`.
+/// `store_snapshots`, `ping_db`, `lane_of`, `writers`), counting every request in `confab_store_requests_total`.
 macro_rules! store_with_request_metrics {
     ($store:ty, $tier:expr) => {
         impl $crate::EventStore for $store {
             fn commit_lane(&self, uid: &confab_core::Uid) -> usize {
                 self.lane_of(uid)
+            }
+
+            fn commit_writers(&self) -> usize {
+                self.writers()
             }
 
             fn append<'a>(
@@ -192,6 +196,14 @@ pub trait EventStore: Send + Sync + 'static {
     fn commit_lane(&self, uid: &Uid) -> usize {
         let _ = uid;
         0
+    }
+
+    /// How many transactions of one lane the store can commit at once: the
+    /// committer keeps no more batches committing than this, so that a batch
+    /// does not close early only to wait for a writer while the next requests
+    /// queue behind it. Unlimited unless the store says otherwise.
+    fn commit_writers(&self) -> usize {
+        usize::MAX
     }
 
     /// Takes ownership of `uid` at `epoch`: raises the session's fence to `epoch`,

@@ -581,6 +581,13 @@ impl MySqlStore {
         self.routes().server_of(shard_of(uid))
     }
 
+    /// A server commits transactions of many connections at once (one per
+    /// batch, up to the pool's size): the committer's own setting decides.
+    #[allow(clippy::unused_self)]
+    fn writers(&self) -> usize {
+        usize::MAX
+    }
+
     /// One round trip per server writes its part of the batch and reads its
     /// fences and shard states; a second commits it, or rolls it back if a fence
     /// refuses it.

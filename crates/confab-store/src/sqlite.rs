@@ -120,8 +120,11 @@ impl SqliteStore {
             // Checkpoints run on their own connection (see `checkpoint_in_background`),
             // not inside a commit that acks are waiting for.
             .pragma("wal_autocheckpoint", "0");
+        // A file on this machine: no connection goes stale, so a connection is
+        // not pinged (a round trip to its worker thread) before each use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(connect.clone())
             .await
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
@@ -351,6 +354,12 @@ impl SqliteStore {
     #[allow(clippy::unused_self)]
     fn lane_of(&self, _uid: &Uid) -> usize {
         0
+    }
+
+    /// SQLite has one writer at a time (and the writer pool one connection).
+    #[allow(clippy::unused_self)]
+    fn writers(&self) -> usize {
+        1
     }
 
     async fn ping_db(&self) -> Result<(), StoreError> {

@@ -122,6 +122,10 @@ impl EventStore for TieredStore {
         self.durable.commit_lane(uid)
     }
 
+    fn commit_writers(&self) -> usize {
+        self.durable.commit_writers()
+    }
+
     fn append<'a>(&'a self, events: &'a [RecordedEvent]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.durable.append(events).await?;
