@@ -93,12 +93,7 @@ impl World {
         for s in 0..self.uids.len() as u32 {
             let owner = ring.owner(&self.uids[s as usize]).map(node_of);
             for (i, n) in self.nodes.iter().enumerate() {
-                let buffered: usize = n
-                    .held
-                    .values()
-                    .filter(|h| h.s == s)
-                    .map(|h| h.life.queued())
-                    .sum();
+                let buffered: usize = n.held.of(s).map(|(_, h)| h.life.queued()).sum();
                 if n.life == Life::Running && buffered > 0 {
                     let detail = format!(
                         "u{s}: {buffered} turns still buffered on n{} at the end",
@@ -108,9 +103,10 @@ impl World {
                         .violate(end, "every-turn-answered", Some(i), detail);
                 }
                 let active = n.life == Life::Running
-                    && n.held
-                        .values()
-                        .any(|h| h.s == s && h.life.phase() == &Phase::Active);
+                    && n
+                        .held
+                        .of(s)
+                        .any(|(_, h)| h.life.phase() == &Phase::Active);
                 if active && Some(i) != owner {
                     let detail = format!(
                         "u{s}: served by n{} but the ring gives it to {owner:?}",

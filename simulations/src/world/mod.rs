@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 mod end;
+mod holds;
 mod links;
 mod net;
 mod node;
@@ -430,7 +431,7 @@ struct Node {
     outbox_timer: Option<u64>,
     /// Sessions alive here, by holder id (a session that left the resident set
     /// may still be finishing while a new one for the same user starts).
-    held: BTreeMap<u64, Held>,
+    held: holds::Holds,
     /// The holder of each resident session.
     resident: BTreeMap<u32, u64>,
     /// The holders of sessions a ring moved away that wait their turn to hand
@@ -707,7 +708,7 @@ impl World {
                     ring: Ring::new(Epoch(0), []),
                     outbox: Outbox::new(handoff.clone()),
                     outbox_timer: None,
-                    held: BTreeMap::new(),
+                    held: holds::Holds::default(),
                     resident: BTreeMap::new(),
                     leaving: BTreeMap::new(),
                     claims: Vec::new(),
@@ -1220,7 +1221,7 @@ fn ev_node(ev: &Ev) -> Option<usize> {
 
 /// The turns queued to session `s`'s resident holder, plus the one in
 /// flight: what the handoff machine weighs when it admits or passivates.
-fn resident_work(resident: &BTreeMap<u32, u64>, held: &BTreeMap<u64, Held>, s: u32) -> usize {
+fn resident_work(resident: &BTreeMap<u32, u64>, held: &holds::Holds, s: u32) -> usize {
     resident
         .get(&s)
         .and_then(|hid| held.get(hid))

@@ -239,9 +239,9 @@ impl World {
             let s = self.session_of(&uid);
             let sending: Vec<u64> = self.nodes[node]
                 .held
-                .iter()
-                .filter(|(_, h)| h.s == s && matches!(h.life.phase(), Phase::Sending { .. }))
-                .map(|(hid, _)| *hid)
+                .of(s)
+                .filter(|(_, h)| matches!(h.life.phase(), Phase::Sending { .. }))
+                .map(|(hid, _)| hid)
                 .collect();
             for hid in sending {
                 self.session_input(node, hid, SessionInput::Taken(taken));
@@ -433,8 +433,8 @@ impl World {
         let active: Vec<usize> = (0..self.nodes.len())
             .filter(|n| self.nodes[*n].life == Life::Running)
             .filter(|n| {
-                self.nodes[*n].held.values().any(|h| {
-                    h.s == s && h.life.phase() == &Phase::Active && h.life.epoch() >= fence
+                self.nodes[*n].held.of(s).any(|(_, h)| {
+                    h.life.phase() == &Phase::Active && h.life.epoch() >= fence
                 })
             })
             .collect();
