@@ -205,7 +205,7 @@ enum StoreOp {
     Snapshot {
         s: u32,
         epoch: Epoch,
-        bytes: Vec<u8>,
+        bytes: Arc<[u8]>,
         /// What the bytes hold, so that the checker need not decode them
         /// (loads do).
         state: Box<SessionState>,
@@ -267,7 +267,8 @@ enum StoreReply {
 /// MySQL's) when the claimant has no memory, and the log after it.
 #[derive(Debug, Clone)]
 struct Loaded {
-    snapshot: Option<Vec<u8>>,
+    /// Shared with the stores that keep it, not copied.
+    snapshot: Option<Arc<[u8]>>,
     events: Vec<RecordedEvent>,
 }
 
@@ -467,7 +468,7 @@ struct Durable {
     /// The dead-letter queue: by session and the seq of the action's request.
     dead_letters: std::collections::BTreeSet<(u32, u64)>,
     /// Each session's latest snapshot: its seq and signed bytes.
-    snapshots: BTreeMap<u32, (u64, Vec<u8>)>,
+    snapshots: BTreeMap<u32, (u64, Arc<[u8]>)>,
     /// The checker's own replay of each snapshotted session's log, as far as
     /// the last snapshot checked: the next check applies only what follows.
     replayed: BTreeMap<u32, SessionState>,
@@ -630,7 +631,7 @@ pub struct World {
     /// Redis's copy of each session's latest snapshot: written through after
     /// MySQL, so older than MySQL's when a write-through timed out, and gone
     /// when Redis restarts.
-    redis_snapshots: BTreeMap<u32, (u64, Vec<u8>)>,
+    redis_snapshots: BTreeMap<u32, (u64, Arc<[u8]>)>,
     /// When sessions snapshot.
     snapshots: SnapshotPolicy,
     pipeline: Pipeline,

@@ -95,7 +95,7 @@ impl World {
         let (s, epoch) = (held.s, held.life.epoch());
         let uid = self.uids[s as usize].clone();
         let snapshot = Snapshot::new(uid, now, epoch, state);
-        let bytes = snapshot.encode(&self.key);
+        let bytes = Arc::from(snapshot.encode(&self.key));
         let state = Box::new(snapshot.state);
         let op = StoreOp::Snapshot {
             s,
@@ -114,7 +114,7 @@ impl World {
         &mut self,
         node: usize,
         (s, epoch): (u32, Epoch),
-        bytes: Vec<u8>,
+        bytes: Arc<[u8]>,
         state: SessionState,
     ) -> bool {
         let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
@@ -147,11 +147,11 @@ impl World {
             return false;
         }
         self.durable.replayed.insert(s, replayed);
-        let newer = |held: Option<&(u64, Vec<u8>)>| held.is_none_or(|(old, _)| *old < seq);
+        let newer = |held: Option<&(u64, Arc<[u8]>)>| held.is_none_or(|(old, _)| *old < seq);
         if !newer(self.durable.snapshots.get(&s)) {
             return false;
         }
-        self.durable.snapshots.insert(s, (seq, bytes.clone()));
+        self.durable.snapshots.insert(s, (seq, Arc::clone(&bytes)));
         let redis_up = !(self.faulty() && self.store_rng.chance(self.settings.redis_timeouts));
         if redis_up && newer(self.redis_snapshots.get(&s)) {
             self.redis_snapshots.insert(s, (seq, bytes));
