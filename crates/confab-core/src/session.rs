@@ -190,12 +190,23 @@ pub struct TurnRecord {
 }
 
 /// A processed message id and where its turn sits in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Written as a pair, `[turn_seq, reply_seq]`: a session remembers 1,024 of
+/// them, and as pairs they take half the bytes of a snapshot they took as
+/// objects. Both shapes are read (the derived reader takes a sequence or a
+/// map), so snapshots written before, and states from older nodes, still load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct ProcessedTurn {
     /// Seq of the turn's `TurnReceived` event.
     pub turn_seq: Seq,
     /// Seq of the turn's `ReplyProduced` event.
     pub reply_seq: Seq,
+}
+
+impl Serialize for ProcessedTurn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.turn_seq, self.reply_seq).serialize(serializer)
+    }
 }
 
 /// An action requested and not yet finished.
@@ -254,8 +265,8 @@ pub enum ApplyError {
 }
 
 /// The hot state of a session: [`apply`](Self::apply) folded over its events.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(from = "StateWire", into = "StateWire")]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(from = "StateWire")]
 pub struct SessionState {
     seq: Seq,
     slots: Slots,
@@ -312,20 +323,48 @@ impl From<StateWire> for SessionState {
     }
 }
 
-impl From<SessionState> for StateWire {
-    fn from(state: SessionState) -> Self {
-        Self {
-            seq: state.seq,
-            slots: state.slots,
-            last_intent: state.last_intent,
-            last_confidence: state.last_confidence,
-            recent_turns: state.recent_turns,
-            processed: state.processed_order,
-            open_turn: state.open_turn,
-            dialog: state.dialog,
-            pending_action: state.pending_action,
-            action_days: state.action_days,
+/// [`StateWire`]'s fields, borrowed from the state: a snapshot is written
+/// without a copy of the state.
+#[derive(Serialize)]
+struct StateWireRef<'a> {
+    seq: Seq,
+    slots: &'a Slots,
+    last_intent: &'a Option<String>,
+    last_confidence: f32,
+    recent_turns: &'a VecDeque<TurnRecord>,
+    processed: &'a VecDeque<(MessageId, ProcessedTurn)>,
+    open_turn: &'a Option<OpenTurn>,
+    #[serde(skip_serializing_if = "is_empty_ref")]
+    dialog: &'a Slots,
+    #[serde(skip_serializing_if = "is_none_ref")]
+    pending_action: &'a Option<PendingAction>,
+    #[serde(skip_serializing_if = "is_empty_ref")]
+    action_days: &'a BTreeMap<String, DayCount>,
+}
+
+fn is_empty_ref<K, V>(map: &&BTreeMap<K, V>) -> bool {
+    map.is_empty()
+}
+
+fn is_none_ref<T>(value: &&Option<T>) -> bool {
+    value.is_none()
+}
+
+impl Serialize for SessionState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StateWireRef {
+            seq: self.seq,
+            slots: &self.slots,
+            last_intent: &self.last_intent,
+            last_confidence: self.last_confidence,
+            recent_turns: &self.recent_turns,
+            processed: &self.processed_order,
+            open_turn: &self.open_turn,
+            dialog: &self.dialog,
+            pending_action: &self.pending_action,
+            action_days: &self.action_days,
         }
+        .serialize(serializer)
     }
 }
 

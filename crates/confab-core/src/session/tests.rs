@@ -174,6 +174,28 @@ fn a_snapshot_round_trips() {
 }
 
 #[test]
+fn processed_ids_are_written_as_pairs_and_read_in_both_shapes() {
+    let state = sample_snapshot().state;
+    let written = serde_json::to_value(&state).unwrap();
+    assert_eq!(
+        written["processed"],
+        serde_json::json!([["m-1", [1, 3]], ["m-2", [4, 6]]]),
+        "each id with [turn_seq, reply_seq]"
+    );
+    // As states were written before: each pair an object.
+    let mut older = written.clone();
+    older["processed"] = serde_json::json!([
+        ["m-1", {"turn_seq": 1, "reply_seq": 3}],
+        ["m-2", {"turn_seq": 4, "reply_seq": 6}]
+    ]);
+    let read: SessionState = serde_json::from_value(older).unwrap();
+    assert_eq!(read, state);
+    assert!(read.duplicate(&mid("m-2")).is_some(), "the index is rebuilt");
+    let again: SessionState = serde_json::from_value(written).unwrap();
+    assert_eq!(again, state);
+}
+
+#[test]
 fn every_tampered_byte_is_detected() {
     let bytes = sample_snapshot().encode(&key(1));
     for i in 0..bytes.len() {
