@@ -103,10 +103,7 @@ impl World {
                         .violate(end, "every-turn-answered", Some(i), detail);
                 }
                 let active = n.life == Life::Running
-                    && n
-                        .held
-                        .of(s)
-                        .any(|(_, h)| h.life.phase() == &Phase::Active);
+                    && n.held.of(s).any(|(_, h)| h.life.phase() == &Phase::Active);
                 if active && Some(i) != owner {
                     let detail = format!(
                         "u{s}: served by n{} but the ring gives it to {owner:?}",

@@ -433,9 +433,10 @@ impl World {
         let active: Vec<usize> = (0..self.nodes.len())
             .filter(|n| self.nodes[*n].life == Life::Running)
             .filter(|n| {
-                self.nodes[*n].held.of(s).any(|(_, h)| {
-                    h.life.phase() == &Phase::Active && h.life.epoch() >= fence
-                })
+                self.nodes[*n]
+                    .held
+                    .of(s)
+                    .any(|(_, h)| h.life.phase() == &Phase::Active && h.life.epoch() >= fence)
             })
             .collect();
         if active.len() > 1 {

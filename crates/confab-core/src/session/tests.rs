@@ -190,7 +190,10 @@ fn processed_ids_are_written_as_pairs_and_read_in_both_shapes() {
     ]);
     let read: SessionState = serde_json::from_value(older).unwrap();
     assert_eq!(read, state);
-    assert!(read.duplicate(&mid("m-2")).is_some(), "the index is rebuilt");
+    assert!(
+        read.duplicate(&mid("m-2")).is_some(),
+        "the index is rebuilt"
+    );
     let again: SessionState = serde_json::from_value(written).unwrap();
     assert_eq!(again, state);
 }
