@@ -66,7 +66,7 @@ const PORT_TRIES: usize = 1_000;
 /// socket.
 ///
 /// The reservation is an advisory lock on a file named after the port in
-/// `$TMPDIR/confab-test-ports`, held until the process exits. Without it two
+/// `$TMPDIR/confab-test-ports-<uid>`, held until the process exits. Without it two
 /// tests running at once (nextest runs each in a process of its own) could
 /// pick the same port: one's server failed to bind, and while it was failing
 /// the other's answered its readiness probe, so that two tests shared one
@@ -96,6 +96,28 @@ pub fn free_port() -> u16 {
     panic!("no free port among {PORT_TRIES} random ones of {PORTS:?} on 127.0.0.1")
 }
 
+/// `n` consecutive ports, `P..P+n`, each free a moment ago and reserved as
+/// [`free_port`]'s are (for `confab up`, whose node i listens on `P+i-1`).
+///
+/// # Panics
+///
+/// If `n` is 0, or no run of `n` ports can be reserved in 1,000 tries.
+pub fn free_ports(n: u16) -> u16 {
+    assert!(n > 0, "free_ports(0)");
+    for _ in 0..PORT_TRIES {
+        let first = free_port();
+        let Some(last) = first.checked_add(n - 1).filter(|last| *last < PORTS.end) else {
+            continue;
+        };
+        // A port reserved before one of the run fails stays reserved, unused,
+        // until the process exits.
+        if (first + 1..=last).all(|p| reserve(p) && TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports among {PORT_TRIES} tries in {PORTS:?} on 127.0.0.1")
+}
+
 /// The port reservations this process holds: their locked files, kept open
 /// (and so locked) until the process exits.
 static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
@@ -103,7 +125,12 @@ static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Ve
 /// Takes the advisory lock of `port`'s file, unless another process holds it.
 /// Panics if the directory of the reservations cannot be written.
 fn reserve(port: u16) -> bool {
-    let dir = std::env::temp_dir().join("confab-test-ports");
+    // One directory per user: another user's test runs cannot take a port
+    // file of ours, nor we theirs (their ports are still refused by the bind).
+    let dir = std::env::temp_dir().join(format!(
+        "confab-test-ports-{}",
+        nix::unistd::getuid().as_raw()
+    ));
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let path = dir.join(port.to_string());
@@ -139,5 +166,13 @@ mod tests {
         );
         let others: Vec<u16> = (0..50).map(|_| free_port()).collect();
         assert!(!others.contains(&port));
+    }
+
+    #[test]
+    fn a_run_of_ports_is_reserved_whole() {
+        let first = free_ports(3);
+        for port in first..first + 3 {
+            assert!(!reserve(port), "port {port} of the run is still reservable");
+        }
     }
 }

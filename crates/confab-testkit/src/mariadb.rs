@@ -243,7 +243,9 @@ async fn serves(url: &str, datadir: &Path) -> bool {
         Ok::<_, sqlx::Error>(theirs)
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(theirs)) => Path::new(theirs.trim_end_matches('/')) == datadir,
+        // Both resolved: the server may name it with or without symbolic links.
+        Ok(Ok(theirs)) => std::fs::canonicalize(theirs.trim_end_matches('/'))
+            .is_ok_and(|theirs| theirs == datadir),
         _ => false,
     }
 }

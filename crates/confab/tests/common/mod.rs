@@ -21,23 +21,7 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 /// How long any single wait may take before the test fails as hung.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub use confab_testkit::free_port;
-
-/// `n` consecutive ports that were free a moment ago (for `confab up`, whose
-/// node i listens on P+i-1).
-pub fn free_ports(n: u16) -> u16 {
-    loop {
-        let first = free_port();
-        let Some(last) = first.checked_add(n - 1) else {
-            continue;
-        };
-        let all_free =
-            (first..=last).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return first;
-        }
-    }
-}
+pub use confab_testkit::{free_port, free_ports};
 
 /// A `confab node` process.
 pub struct Node {
