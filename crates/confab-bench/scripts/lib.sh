@@ -7,8 +7,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # configured as a database server would be: a buffer pool of POOL that holds the
 # working set (Debian's default is 128 MiB), a redo log of LOG_SIZE and an I/O
 # capacity for an SSD. Durability is untouched: the redo log is flushed at every
-# commit. Sets mariadb_pid; fails, with the tail of its log, if it is not ready
-# within 30 s.
+# commit. Sets mariadb_pid; fails, with the tail of its log (and the server
+# stopped), if it is not ready within 30 s.
 start_mariadb() {
   local dir=$1 port=$2
   local tuned=(--innodb-buffer-pool-size="$3" --innodb-log-file-size="$4"
@@ -31,6 +31,8 @@ start_mariadb() {
   done
   echo "the private mariadbd on port $port did not start; tail of $dir/log:" >&2
   tail -20 "$dir/log" >&2
+  # Not left running over a data dir the caller's cleanup is about to delete.
+  kill "$mariadb_pid" 2>/dev/null && wait "$mariadb_pid" 2>/dev/null
   return 1
 }
 

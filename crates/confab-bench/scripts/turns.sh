@@ -19,7 +19,7 @@ duration=${3:-30s}
 store=${STORE:-embedded}
 cd "$(dirname "$0")/../../.."
 source crates/confab-bench/scripts/lib.sh
-# BENCH_BIN=DIR: run the confab and confab-bench binaries in DIR (a build kept
+# BENCH_BIN=DIR (absolute): run the confab and confab-bench binaries in DIR (a build kept
 # for a before/after comparison) instead of building the working tree.
 if [ -n "${BENCH_BIN:-}" ]; then
   bin=$BENCH_BIN
@@ -65,7 +65,8 @@ start_node() {
   node_pid=$!
   wait_ready "$node_pid" 18181
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The node's user + system time so far, in clock ticks (0 once it has exited).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 turns() {
   CONFAB_AUTH__JWT_SECRET=$secret $bin/confab-bench turns --url "$1" --sessions "$sessions" --rate "$rate" "${@:2}"
 }
@@ -91,7 +92,7 @@ echo
 # CPU per turn: the node's user + system time over the run (connecting included)
 # divided by the turns it served (outcome ok); a measure of cost that a load generator
 # sharing the cores does not blur as much as latency.
-answered=$(curl -s http://127.0.0.1:18181/metrics | awk '/^confab_turns_total/ && /outcome="ok"/ {n += $NF} END {print n + 0}')
+answered=$( (curl -s http://127.0.0.1:18181/metrics || true) | awk '/^confab_turns_total/ && /outcome="ok"/ {n += $NF} END {print n + 0}')
 awk -v t="$((cpu_after - cpu_before))" -v hz="$(getconf CLK_TCK)" -v n="$answered" \
   'BEGIN { if (n > 0) printf "node cpu      %.1f s for %d turns: %.0f us per turn\n", t / hz, n, t / hz / n * 1e6 }'
 metrics=$(curl -s http://127.0.0.1:18181/metrics)

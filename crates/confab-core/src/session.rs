@@ -323,8 +323,8 @@ impl From<StateWire> for SessionState {
     }
 }
 
-/// [`StateWire`]'s fields, borrowed from the state: a snapshot is written
-/// without a copy of the state.
+/// [`StateWire`]'s fields, borrowed from the state: serializing makes no copy
+/// of it.
 #[derive(Serialize)]
 struct StateWireRef<'a> {
     seq: Seq,

@@ -9,10 +9,11 @@
 //!   at once rather than block the other lanes.
 //! - A batch closes when it holds `batch_events_max` events or when its first
 //!   request has waited `batch_delay_max`, whichever comes first.
-//! - Up to `concurrency` batches commit at once, each on its own connection,
-//!   while the next one gathers. When all of them are committing, requests
-//!   queue, and the next batch takes every queued request (up to the size
-//!   limit) once a commit ends: the busier the store, the larger the batches.
+//! - Up to `concurrency` batches commit at once, each on its own connection
+//!   (one on a store with one writer), and a batch gathers once it holds a
+//!   place among them. When all of them are committing, requests queue, and
+//!   the next batch takes every queued request (up to the size limit) once a
+//!   commit ends: the busier the store, the larger the batches.
 //!   A session has at most one turn committing, so its events still land in
 //!   order.
 //! - Each request learns its own outcome. A batch refused for one session (a

@@ -15,10 +15,11 @@ pub(super) struct Holds {
 
 impl Holds {
     pub(super) fn insert(&mut self, hid: u64, held: Held) {
-        self.by_session.entry(held.s).or_default().insert(hid);
+        let s = held.s;
         if let Some(old) = self.by_hid.insert(hid, held) {
             self.unindex(old.s, hid);
         }
+        self.by_session.entry(s).or_default().insert(hid);
     }
 
     pub(super) fn remove(&mut self, hid: &u64) -> Option<Held> {
