@@ -802,6 +802,11 @@ impl SessionState {
                     reply_seq: recorded.seq,
                 };
                 self.remember(message_id.clone(), processed);
+                // Room first, then the push: pushing onto a full window would
+                // double its allocation for good.
+                while self.recent_turns.len() >= RECENT_TURNS_MAX {
+                    self.recent_turns.pop_front();
+                }
                 self.recent_turns.push_back(TurnRecord {
                     message_id: message_id.clone(),
                     turn_seq: open.turn_seq,
@@ -812,9 +817,6 @@ impl SessionState {
                     policy: policy.clone(),
                     slots: slots.clone(),
                 });
-                while self.recent_turns.len() > RECENT_TURNS_MAX {
-                    self.recent_turns.pop_front();
-                }
             }
             Event::ActionRequested {
                 action,
@@ -866,13 +868,15 @@ impl SessionState {
     }
 
     fn remember(&mut self, message_id: MessageId, processed: ProcessedTurn) {
-        self.processed_index.insert(message_id.clone(), processed);
-        self.processed_order.push_back((message_id, processed));
-        while self.processed_order.len() > PROCESSED_IDS_MAX {
+        // Room first, then the push: pushing onto a full window would double
+        // its allocation (1,024 entries more) for the session's whole life.
+        while self.processed_order.len() >= PROCESSED_IDS_MAX {
             if let Some((evicted, _)) = self.processed_order.pop_front() {
                 self.processed_index.remove(&evicted);
             }
         }
+        self.processed_index.insert(message_id.clone(), processed);
+        self.processed_order.push_back((message_id, processed));
         debug_assert_eq!(self.processed_index.len(), self.processed_order.len());
     }
 }

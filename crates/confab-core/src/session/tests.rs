@@ -174,6 +174,31 @@ fn a_snapshot_round_trips() {
 }
 
 #[test]
+fn full_windows_slide_without_growing_their_memory() {
+    let mut state = SessionState::default();
+    let mut log = Vec::new();
+    for i in 0..PROCESSED_IDS_MAX + 10 {
+        say(&mut state, &mut log, &format!("m-{i}"), "hello");
+    }
+    assert_eq!(state.processed_order.len(), PROCESSED_IDS_MAX);
+    assert_eq!(state.processed_index.len(), PROCESSED_IDS_MAX);
+    assert_eq!(state.recent_turns.len(), RECENT_TURNS_MAX);
+    assert!(
+        state.processed_order.capacity() < 2 * PROCESSED_IDS_MAX,
+        "the id window doubled its allocation: {}",
+        state.processed_order.capacity()
+    );
+    assert!(
+        state.recent_turns.capacity() < 2 * RECENT_TURNS_MAX,
+        "the turn window doubled its allocation: {}",
+        state.recent_turns.capacity()
+    );
+    // The oldest ids are forgotten, the newest remembered.
+    assert!(state.duplicate(&mid("m-9")).is_none());
+    assert!(state.duplicate(&mid("m-10")).is_some());
+}
+
+#[test]
 fn processed_ids_are_written_as_pairs_and_read_in_both_shapes() {
     let state = sample_snapshot().state;
     let written = serde_json::to_value(&state).unwrap();
