@@ -21,7 +21,9 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 /// How long any single wait may take before the test fails as hung.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub use confab_testkit::{free_port, free_ports};
+pub use confab_testkit::free_port;
+#[allow(unused_imports)] // used by the tests that start `confab up`, not by every test
+pub use confab_testkit::free_ports;
 
 /// A `confab node` process.
 pub struct Node {
