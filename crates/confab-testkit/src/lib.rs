@@ -124,16 +124,24 @@ static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Ve
 
 /// Takes the advisory lock of `port`'s file, unless another process holds it.
 /// Panics if the directory of the reservations cannot be written.
+/// Where the port files are, created once per process. One directory per
+/// user: another user's test runs cannot take a port file of ours, nor we
+/// theirs (their ports are still refused by the bind).
+fn reservations_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "confab-test-ports-{}",
+            nix::unistd::getuid().as_raw()
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        dir
+    })
+}
+
 fn reserve(port: u16) -> bool {
-    // One directory per user: another user's test runs cannot take a port
-    // file of ours, nor we theirs (their ports are still refused by the bind).
-    let dir = std::env::temp_dir().join(format!(
-        "confab-test-ports-{}",
-        nix::unistd::getuid().as_raw()
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let path = dir.join(port.to_string());
+    let path = reservations_dir().join(port.to_string());
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
