@@ -135,24 +135,82 @@ impl Server {
     }
 }
 
-/// Tries to apply the migrations this many times: nodes started together
-/// race to apply them to a fresh database, and the loser of the race (a
-/// duplicate entry in `_sqlx_migrations`) finds them applied on its next try.
+/// Tries to apply the migrations this many times when the server cannot be
+/// reached or fails a statement; a migration left half-done is not retried.
 const MIGRATION_ATTEMPTS: u32 = 3;
 
+/// How long a node waits, in seconds, while another node applies the
+/// migrations to the same database before it gives up.
+const MIGRATION_LOCK_WAIT_S: u32 = 120;
+
+/// The migrations of the MySQL store.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Applies the migrations, one node at a time per database.
+///
+/// sqlx takes a named lock around its migrations with `GET_LOCK(name, -1)`
+/// and does not read the answer; MariaDB reads a negative timeout as "do not
+/// wait" and answers NULL at once, so on MariaDB nodes started together ran
+/// the same migrations at the same moment, and one of them found the other's
+/// migration half-done ("migration 3 is partially applied") and refused to
+/// start. The lock is taken here, with a positive timeout, and checked; sqlx's
+/// own lock is then taken again by the same connection, which MySQL allows.
 async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     let mut attempt = 1;
     loop {
-        match sqlx::migrate!("./migrations/mysql").run(pool).await {
+        match migrate_once(pool).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < MIGRATION_ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "mysql migrations failed; trying again");
+            Err(Failure::Transient(e)) if attempt < MIGRATION_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "mysql migrations failed; trying again");
                 tokio::time::sleep(Duration::from_millis(200) * attempt).await;
                 attempt += 1;
             }
-            Err(e) => return Err(StoreError::Open(format!("mysql migrations: {e}"))),
+            Err(Failure::Transient(e) | Failure::Final(e)) => {
+                return Err(StoreError::Open(format!("mysql migrations: {e}")));
+            }
         }
     }
+}
+
+/// Why one try at the migrations failed.
+enum Failure {
+    /// The server or the connection: another try may pass.
+    Transient(String),
+    /// A migration left half-done, or the lock never came: trying again
+    /// would give the same answer.
+    Final(String),
+}
+
+async fn migrate_once(pool: &MySqlPool) -> Result<(), Failure> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+    // A lock name is at most 64 characters: the database's name is hashed.
+    let locked: Option<i64> = sqlx::query_scalar(
+        "SELECT GET_LOCK(CONCAT('confab-migrate:', SHA1(COALESCE(DATABASE(), ''))), ?)",
+    )
+    .bind(MIGRATION_LOCK_WAIT_S)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Failure::Transient(e.to_string()))?;
+    if locked != Some(1) {
+        return Err(Failure::Final(format!(
+            "another node held the migration lock for {MIGRATION_LOCK_WAIT_S} s \
+             (GET_LOCK answered {locked:?})"
+        )));
+    }
+    // `run_direct(None, conn, false)` is `run` on a connection already held
+    // (no target, skip nothing); `run(&mut *conn)`
+    // makes every future that awaits this one fail `Send` (sqlx's own note:
+    // "implementation of `Acquire` is not general enough").
+    let applied = MIGRATOR.run_direct(None, &mut *conn, false).await;
+    // Closing the connection releases the lock whatever state it is in.
+    let _ = conn.close().await;
+    applied.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Dirty(_) => Failure::Final(e.to_string()),
+        other => Failure::Transient(other.to_string()),
+    })
 }
 
 fn pool_options(options: &MySqlOptions) -> MySqlPoolOptions {

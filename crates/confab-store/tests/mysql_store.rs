@@ -103,3 +103,38 @@ async fn writes_and_claims_name_their_node() {
     drop((n1, n2));
     db.drop_database().await;
 }
+
+/// Nodes started together open one fresh database at the same moment: each
+/// waits while another applies the migrations, and every one of them starts
+/// (on MariaDB, sqlx's own migration lock never held, and one node found
+/// another's migration half-done: "migration 3 is partially applied").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_opening_a_fresh_database_together_all_start() {
+    let db = TestDatabase::create(&shared_mysql_url()).await;
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let url = db.url.clone();
+        opening.spawn(async move { MySqlStore::open(&url, &MySqlOptions::default()).await });
+    }
+    let mut stores = Vec::new();
+    while let Some(opened) = opening.join_next().await {
+        stores.push(opened.unwrap().expect("every node opens the database"));
+    }
+    let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+    let (applied, done): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), CAST(SUM(success) AS SIGNED) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/mysql"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        (applied, done),
+        (i64::try_from(files).unwrap(), i64::try_from(files).unwrap()),
+        "each migration applied once, and whole"
+    );
+    let _ = conn.close().await;
+    drop(stores);
+    db.drop_database().await;
+}
