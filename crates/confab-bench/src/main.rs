@@ -18,7 +18,9 @@ mod admin;
 mod echo;
 mod nemesis;
 mod plot;
+mod reactivate;
 mod rebalance;
+mod resident;
 mod stats;
 mod turns;
 
@@ -51,6 +53,12 @@ enum Command {
     /// `confabctl stats` latency: 3 nodes, a baseline of few sessions, then
     /// many (one turn each); times the cluster-wide stats call at both.
     Stats(stats::StatsArgs),
+    /// What waking a passivated session adds to its first turn, beside a
+    /// resident session's (run `turns` beside it for a busy node).
+    Reactivate(reactivate::ReactivateArgs),
+    /// What a resident session costs (up to a million on one node) against a
+    /// bare ractor actor, and what a passivated one costs.
+    Resident(resident::ResidentArgs),
     /// Throughput served against p99, one line per server, from `turns --json`
     /// reports, as an SVG.
     Plot(plot::PlotArgs),
@@ -69,6 +77,8 @@ fn main() -> ExitCode {
             Command::Rebalance(args) => rebalance::run(args).await,
             Command::Nemesis(args) => nemesis::run(args).await,
             Command::Stats(args) => stats::run(args).await,
+            Command::Reactivate(args) => reactivate::run(args).await,
+            Command::Resident(args) => resident::run(args).await,
             Command::Plot(args) => plot::run(args).await,
         }
         .map(|()| ExitCode::SUCCESS)

@@ -143,7 +143,7 @@ impl NodeProc {
     }
 }
 
-fn rss_kib(pid: u32) -> f64 {
+pub(crate) fn rss_kib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -154,6 +154,9 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Starts `confab node` `id` on the embedded store in `data`, and waits until
+/// it is ready. Sessions passivate after an hour and up to 1,000,000 may be
+/// resident; `settings` (environment, `CONFAB_...`) are applied after those.
 pub(crate) async fn start_node(
     confab: &Path,
     data: &Path,
@@ -161,6 +164,7 @@ pub(crate) async fn start_node(
     cluster_port: u16,
     seed: Option<&str>,
     log_filter: &str,
+    settings: &[(&str, String)],
 ) -> anyhow::Result<NodeProc> {
     let http = free_port();
     let log = std::fs::File::create(data.join(format!("{id}.log")))?;
@@ -176,6 +180,7 @@ pub(crate) async fn start_node(
         .env("RUST_LOG", log_filter)
         .env("CONFAB_RUNTIME__PASSIVATE_AFTER_S", "3600")
         .env("CONFAB_RUNTIME__MAX_RESIDENT_SESSIONS", "1000000")
+        .envs(settings.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -217,7 +222,7 @@ pub(crate) async fn ring_members(node: &NodeProc) -> usize {
 
 /// One sample of a metric from a Prometheus text page (labels included in
 /// `name`, e.g. `confab_sessions_resident`).
-fn sample(page: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -240,7 +245,7 @@ fn migration(page: &str, reason: &str) -> (f64, [f64; 3]) {
     (count, [q("0.5"), q("0.99"), q("1")])
 }
 
-async fn metrics(node: &NodeProc) -> String {
+pub(crate) async fn metrics(node: &NodeProc) -> String {
     http_get(node.http, "/metrics")
         .await
         .map(|r| r.1)
@@ -248,7 +253,11 @@ async fn metrics(node: &NodeProc) -> String {
 }
 
 /// Makes `sessions` sessions resident: one hello each, spread over the nodes.
-async fn fill(urls: &[String], sessions: usize, concurrency: usize) -> anyhow::Result<()> {
+pub(crate) async fn fill(
+    urls: &[String],
+    sessions: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let urls = Arc::new(urls.to_vec());
     let results = futures_util::stream::iter(0..sessions)
         .map(|i| {
@@ -280,7 +289,7 @@ async fn fill(urls: &[String], sessions: usize, concurrency: usize) -> anyhow::R
 }
 
 /// RSS growth per bare ractor actor (a u64 of state), in this process.
-async fn bare_actor_kib(count: usize) -> anyhow::Result<f64> {
+pub(crate) async fn bare_actor_kib(count: usize) -> anyhow::Result<f64> {
     struct Bare;
     struct Ping;
     impl ractor::Message for Ping {}
@@ -411,6 +420,7 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             seed_port,
             None,
             &args.node_log,
+            &[],
         )
         .await?,
     ];
@@ -423,6 +433,7 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
                 free_port(),
                 Some(&seed),
                 &args.node_log,
+                &[],
             )
             .await?,
         );
@@ -470,6 +481,7 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             free_port(),
             Some(&seed),
             &args.node_log,
+            &[],
         )
         .await?,
     );

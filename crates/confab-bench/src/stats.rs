@@ -262,9 +262,9 @@ pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<()> {
 async fn start_cluster(confab: &Path, data: &Path) -> anyhow::Result<Vec<NodeProc>> {
     let seed_port = free_port();
     let seed = format!("127.0.0.1:{seed_port}");
-    let mut nodes = vec![start_node(confab, data, "node-1", seed_port, None, "warn").await?];
+    let mut nodes = vec![start_node(confab, data, "node-1", seed_port, None, "warn", &[]).await?];
     for id in ["node-2", "node-3"] {
-        nodes.push(start_node(confab, data, id, free_port(), Some(&seed), "warn").await?);
+        nodes.push(start_node(confab, data, id, free_port(), Some(&seed), "warn", &[]).await?);
     }
     let deadline = Instant::now() + WAIT;
     for node in &nodes {
