@@ -503,13 +503,15 @@ async fn redis_load_hits(addr: SocketAddr, secret: &str) -> Option<f64> {
     })
 }
 
-/// The sum of the values of the Prometheus text lines `pick` chooses, or
-/// `None` if it chooses none.
+/// The sum of the values of the Prometheus text lines `pick` chooses: 0 if
+/// it chooses none (a counter not yet incremented is not on the page).
 fn sum_of(body: &str, pick: impl Fn(&str) -> bool) -> Option<f64> {
-    body.lines()
-        .filter(|line| !line.starts_with('#') && pick(line))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
+    Some(
+        body.lines()
+            .filter(|line| !line.starts_with('#') && pick(line))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum(),
+    )
 }
 
 fn print_human(r: &Report) {
@@ -569,7 +571,7 @@ mod tests {
             })
         };
         assert_eq!(exact("confab_sessions_resident"), Some(12.0));
-        assert_eq!(exact("confab_nothing"), None);
+        assert_eq!(exact("confab_nothing"), Some(0.0));
         let hits = sum_of(body, |line| {
             line.contains(r#"tier="redis""#) && line.contains(r#"result="hit""#)
         });

@@ -19,8 +19,16 @@ use tracing::{debug, warn};
 /// Uids read per page.
 const PAGE: usize = 256;
 
-/// Pause after a full pass found nothing to do.
+/// Pause after a pass that found snapshots to rewrite, or after a failure.
 const IDLE: Duration = Duration::from_secs(5);
+
+/// Pause after a whole pass found nothing to rewrite, unless the newest key
+/// version changes first (looked at every [`IDLE`]). A pass reads every
+/// stored snapshot (each store compares the header of every body), about a
+/// second of a database server's time per 10,000 sessions; once a pass is
+/// clean, only a node that had not yet read a rotation can have written
+/// under an older version since, so the next pass can wait.
+const SETTLED: Duration = Duration::from_secs(300);
 
 /// Starts the job on this node, rewriting at most `per_s` snapshots a second.
 pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
@@ -49,8 +57,14 @@ pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
                 }
             };
             if page.is_empty() {
+                // A pass from the first uid that found nothing is clean.
+                let clean = after.is_none();
                 after = None;
-                tokio::time::sleep(IDLE).await;
+                if clean {
+                    settle(&shared, current).await;
+                } else {
+                    tokio::time::sleep(IDLE).await;
+                }
                 continue;
             }
             after = page.last().cloned();
@@ -66,6 +80,19 @@ pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
             }
         }
     });
+}
+
+/// Waits [`SETTLED`], or less if the newest key version stops being
+/// `current` (a rotation).
+async fn settle(shared: &Shared, current: confab_core::crypto::KeyVersion) {
+    let until = tokio::time::Instant::now() + SETTLED;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(IDLE).await;
+        let newest = shared.config.ring.get().current().map(|k| k.version());
+        if newest.ok() != Some(current) {
+            return;
+        }
+    }
 }
 
 async fn rewrite(shared: &Shared, uid: &Uid, epoch: confab_core::Epoch) -> Result<(), String> {
