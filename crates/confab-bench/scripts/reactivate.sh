@@ -7,7 +7,8 @@
 #   COLD: passivated sessions woken per row, 20 per second (and 20 resident ones).
 # The node passivates sessions idle for 4 s (runtime.passivate_after_s = 4): the load's
 # sessions talk every SESSIONS / RATE s and stay resident. MariaDB: a fresh database on
-# 127.0.0.1:3306 (or $BENCH_MYSQL_PORT); Redis: 127.0.0.1:6379 (or $BENCH_REDIS_URL),
+# 127.0.0.1:3306 (or $BENCH_MYSQL_PORT; BENCH_MYSQL=private starts a private mariadbd
+# sized like a database server, as turns.sh does); Redis: 127.0.0.1:6379 (or $BENCH_REDIS_URL),
 # under a key prefix of its own. BENCH_BIN=DIR runs kept binaries.
 set -euo pipefail
 sessions=${1:-10000}
@@ -24,6 +25,11 @@ fi
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
 mysql_port=${BENCH_MYSQL_PORT:-3306}
+if [ "${BENCH_MYSQL:-}" = private ]; then
+  mysql_port=$(free_port)
+  mysql_dir=$(mktemp -d)
+  start_mariadb "$mysql_dir" "$mysql_port" 1G 512M
+fi
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
 db=confab_bench_$$
 port=$(free_port)
@@ -33,7 +39,7 @@ cleanup() {
   [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$data"
+  rm -rf "$data" "${mysql_dir:-}"
   mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
   redis-cli -u "$redis_url" --scan --pattern "$db:*" | xargs -r -n 1000 redis-cli -u "$redis_url" DEL >/dev/null || true
 }
