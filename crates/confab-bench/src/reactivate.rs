@@ -12,7 +12,7 @@
 use crate::admin;
 use crate::turns::{parse_duration_arg, token, ws_config};
 use anyhow::Context;
-use confab_proto::{ClientFrame, ServerFrame};
+use confab_proto::{ClientFrame, ErrorCode, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -27,6 +27,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Connections opened at once while seeding the sessions.
 const SEEDS_IN_PARALLEL: usize = 100;
+/// Tries at seeding one session on a node that answers `overloaded`.
+const SEED_ATTEMPTS: u32 = 10;
 /// How long one probe may take, connect to reply.
 const PROBE_MAX: Duration = Duration::from_secs(30);
 /// Probes in flight at most; past it the run fails rather than queue.
@@ -402,7 +404,22 @@ async fn seed<'a>(
         let permit = Arc::clone(&at_once).acquire_owned().await?;
         let (target, uid) = (Arc::clone(target), uid.clone());
         tasks.push(tokio::spawn(async move {
-            let seeded = probe(&target, &uid, "seed").await;
+            // A busy node may answer `overloaded`: tried again after a pause,
+            // as the protocol asks of clients.
+            let mut attempt = 1;
+            let seeded = loop {
+                match probe(&target, &uid, "seed").await {
+                    Err(e)
+                        if attempt < SEED_ATTEMPTS
+                            && e.downcast_ref::<Refused>()
+                                .is_some_and(|r| r.code == ErrorCode::Overloaded) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
             drop(permit);
             seeded.with_context(|| format!("seeding {uid}"))
         }));
@@ -446,7 +463,7 @@ async fn probe_once(target: &Target, uid: &str, id: &str) -> anyhow::Result<(Pro
         match next_frame(&mut socket).await? {
             ServerFrame::Reply { .. } => break,
             ServerFrame::Error { code, message, .. } => {
-                anyhow::bail!("answered {code:?}: {message}")
+                return Err(Refused { code, message }.into());
             }
             _ => {}
         }
@@ -462,6 +479,21 @@ async fn probe_once(target: &Target, uid: &str, id: &str) -> anyhow::Result<(Pro
         last_seq,
     ))
 }
+
+/// A turn answered with an error frame.
+#[derive(Debug)]
+struct Refused {
+    code: ErrorCode,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "answered {:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
