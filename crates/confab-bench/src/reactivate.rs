@@ -10,7 +10,7 @@
 //! memory. The difference of the two is the cost of reactivation.
 
 use crate::admin;
-use crate::turns::{parse_duration_arg, token, ws_config};
+use crate::turns::{parse_duration_arg, signing_secret, token, ws_config};
 use anyhow::Context;
 use confab_proto::{ClientFrame, ErrorCode, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
@@ -232,11 +232,7 @@ pub(crate) async fn run(args: ReactivateArgs) -> anyhow::Result<()> {
     let http = http_addr(&args.url).await?;
     let target = Arc::new(Target {
         url: args.url.clone(),
-        secret: if args.jwt_secret.is_empty() {
-            "confab-bench-has-no-secret-set".to_owned()
-        } else {
-            args.jwt_secret.clone()
-        },
+        secret: signing_secret(&args.jwt_secret),
     });
     let cold: Vec<String> = (0..args.cold)
         .map(|i| format!("{}-cold-{i}", args.uid_prefix))

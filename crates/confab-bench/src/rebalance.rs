@@ -154,6 +154,21 @@ pub(crate) fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The confab binary to start: `given`, or the one beside this binary; an
+/// error that says how to build it if it is not there.
+pub(crate) fn confab_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let confab = match given {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("confab"),
+    };
+    anyhow::ensure!(
+        confab.exists(),
+        "{} not found: build it (cargo build --release -p confab) or pass --confab",
+        confab.display()
+    );
+    Ok(confab)
+}
+
 /// Starts `confab node` `id` on the embedded store in `data`, and waits until
 /// it is ready. Sessions passivate after an hour and up to 1,000,000 may be
 /// resident; `settings` (environment, `CONFAB_...`) are applied after those.
@@ -398,15 +413,7 @@ async fn settle(nodes: &[&NodeProc], reason: &str) -> (f64, [f64; 3]) {
 }
 
 pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
-    let confab = match args.confab {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("confab"),
-    };
-    anyhow::ensure!(
-        confab.exists(),
-        "{} not found: build it (cargo build --release -p confab) or pass --confab",
-        confab.display()
-    );
+    let confab = confab_binary(args.confab)?;
     let data = tempfile::tempdir()?;
     let bare = bare_actor_kib(args.sessions).await?;
 

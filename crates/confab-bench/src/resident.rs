@@ -9,7 +9,7 @@
 //! 3. With `--passivate-after`, the node passivates idle sessions after that
 //!    long: the bench waits until none is resident, and reads the RSS again.
 
-use crate::rebalance::{bare_actor_kib, fill, metrics, sample, start_node};
+use crate::rebalance::{bare_actor_kib, confab_binary, fill, metrics, sample, start_node};
 use confab_testkit::free_port;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -70,15 +70,7 @@ pub(crate) async fn run(args: ResidentArgs) -> anyhow::Result<()> {
         args.fill_concurrency > 0,
         "--fill-concurrency must be above 0"
     );
-    let confab = match args.confab {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("confab"),
-    };
-    anyhow::ensure!(
-        confab.exists(),
-        "{} not found: build it (cargo build --release -p confab) or pass --confab",
-        confab.display()
-    );
+    let confab = confab_binary(args.confab)?;
     eprintln!("the floor: {} bare ractor actors", args.floor_actors);
     let bare = bare_actor_kib(args.floor_actors).await?;
 

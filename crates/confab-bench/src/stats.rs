@@ -19,7 +19,7 @@
 //! while `--talkers` users talk (one turn each every `--pause`, the clients of
 //! the cluster tests), so that the figures include a busy cluster.
 
-use crate::rebalance::{NodeProc, SECRET, WAIT, ring_members, start_node};
+use crate::rebalance::{NodeProc, SECRET, WAIT, confab_binary, ring_members, start_node};
 use crate::turns::{token, ws_config};
 use anyhow::Context;
 use confab_proto::admin::ClusterStats;
@@ -144,15 +144,7 @@ pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<()> {
         args.baseline_sessions <= args.sessions,
         "--baseline-sessions must be at most --sessions"
     );
-    let confab = match args.confab {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("confab"),
-    };
-    anyhow::ensure!(
-        confab.exists(),
-        "{} not found: build it (cargo build --release -p confab) or pass --confab",
-        confab.display()
-    );
+    let confab = confab_binary(args.confab)?;
     let confabctl = confab.with_file_name("confabctl");
     let confabctl = confabctl.exists().then_some(confabctl);
     if confabctl.is_none() {

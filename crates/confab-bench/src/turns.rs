@@ -159,6 +159,16 @@ pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(8 * 1024)
 }
 
+/// The secret to sign tokens with: `--jwt-secret`, or a placeholder when it
+/// is empty (then only a node with that same secret accepts the tokens).
+pub(crate) fn signing_secret(given: &str) -> String {
+    if given.is_empty() {
+        "confab-bench-has-no-secret-set".to_owned()
+    } else {
+        given.to_owned()
+    }
+}
+
 /// An HS256 token for `uid` with `scope`, valid for a day.
 pub(crate) fn token(secret: &str, uid: &str, scope: &str) -> anyhow::Result<String> {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
@@ -175,11 +185,7 @@ pub(crate) async fn run(args: TurnsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be above 0");
     let (duration, warmup) = (args.duration, args.warmup);
     anyhow::ensure!(!duration.is_zero(), "--duration must be above 0");
-    let secret = if args.jwt_secret.is_empty() {
-        "confab-bench-has-no-secret-set".to_owned()
-    } else {
-        args.jwt_secret.clone()
-    };
+    let secret = signing_secret(&args.jwt_secret);
 
     eprintln!("connecting {} sessions to {}", args.sessions, args.url);
     let connects = Arc::new(Semaphore::new(CONNECTS_IN_PARALLEL));
