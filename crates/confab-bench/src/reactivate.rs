@@ -69,7 +69,7 @@ pub(crate) struct ReactivateArgs {
     #[arg(long)]
     json: bool,
     /// Fail (exit 1) when a cold probe's p99 is more than this above a warm
-    /// one's: 5ms.
+    /// one's, e.g. 5ms (no bound when not given).
     #[arg(long, value_parser = parse_duration_arg)]
     max_added_p99: Option<Duration>,
 }

@@ -19,15 +19,16 @@ use tracing::{debug, warn};
 /// Uids read per page.
 const PAGE: usize = 256;
 
-/// Pause after a pass that found snapshots to rewrite, or after a failure.
+/// Pause after a pass that rewrote snapshots, or after a failure.
 const IDLE: Duration = Duration::from_secs(5);
 
-/// Pause after a whole pass found nothing to rewrite, unless the newest key
-/// version changes first (looked at every [`IDLE`]). A pass reads every
-/// stored snapshot (each store compares the header of every body), about a
-/// second of a database server's time per 10,000 sessions; once a pass is
-/// clean, only a node that had not yet read a rotation can have written
-/// under an older version since, so the next pass can wait.
+/// Pause after a whole pass rewrote nothing, unless the newest key version
+/// changes first (looked at every [`IDLE`]). A pass reads every stored
+/// snapshot (each store compares the header of every body), about a second of
+/// a database server's time per 10,000 sessions. A pass that found nothing
+/// under an older version leaves only what a node that had not yet read a
+/// rotation wrote since; one that found only snapshots this node does not own
+/// (their owners rewrite them) or cannot rewrite would find the same again.
 const SETTLED: Duration = Duration::from_secs(300);
 
 /// Starts the job on this node, rewriting at most `per_s` snapshots a second.
@@ -38,6 +39,8 @@ pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
     let gap = Duration::from_secs(1) / per_s;
     tokio::spawn(async move {
         let mut after: Option<Uid> = None;
+        // Whether the pass under way rewrote a snapshot.
+        let mut rewrote = false;
         loop {
             let ring = shared.config.ring.get();
             let Ok(current) = ring.current().map(|k| k.version()) else {
@@ -57,13 +60,14 @@ pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
                 }
             };
             if page.is_empty() {
-                // A pass from the first uid that found nothing is clean.
-                let clean = after.is_none();
+                // A pass that rewrote nothing (it found no snapshot under an
+                // older version, or only others' or ones it cannot rewrite)
+                // waits before the next.
                 after = None;
-                if clean {
-                    settle(&shared, current).await;
-                } else {
+                if std::mem::take(&mut rewrote) {
                     tokio::time::sleep(IDLE).await;
+                } else {
+                    settle(&shared, current).await;
                 }
                 continue;
             }
@@ -73,8 +77,11 @@ pub(crate) fn start(shared: Arc<Shared>, per_s: u32) {
                 if cluster_ring.owner(&uid) != Some(&shared.config.node_id) {
                     continue;
                 }
-                if let Err(e) = rewrite(&shared, &uid, cluster_ring.epoch()).await {
-                    debug!(uid = %uid, error = %e, "re-encryption of a snapshot skipped");
+                match rewrite(&shared, &uid, cluster_ring.epoch()).await {
+                    Ok(()) => rewrote = true,
+                    Err(e) => {
+                        debug!(uid = %uid, error = %e, "re-encryption of a snapshot skipped");
+                    }
                 }
                 tokio::time::sleep(gap).await;
             }

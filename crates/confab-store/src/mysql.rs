@@ -153,8 +153,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 /// wait" and answers NULL at once, so on MariaDB nodes started together ran
 /// the same migrations at the same moment, and one of them found the other's
 /// migration half-done ("migration 3 is partially applied") and refused to
-/// start. The lock is taken here, with a positive timeout, and checked; sqlx's
-/// own lock is then taken again by the same connection, which MySQL allows.
+/// start. The lock is taken here, with a positive timeout, and checked; sqlx
+/// then takes its own (another name) on the same connection, which holds both
+/// (MySQL 5.7+, MariaDB 10.0.2+).
 async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
     let mut attempt = 1;
     loop {
@@ -174,10 +175,11 @@ async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
 
 /// Why one try at the migrations failed.
 enum Failure {
-    /// The server or the connection: another try may pass.
+    /// The server, the connection, or another node still migrating: another
+    /// try may pass.
     Transient(String),
-    /// A migration left half-done, or the lock never came: trying again
-    /// would give the same answer.
+    /// A migration failed or was left half-done, or the applied ones do not
+    /// match this build's: trying again would give the same answer.
     Final(String),
 }
 
@@ -186,6 +188,9 @@ async fn migrate_once(pool: &MySqlPool) -> Result<(), Failure> {
         .acquire()
         .await
         .map_err(|e| Failure::Transient(e.to_string()))?;
+    // Whatever ends this future (a caller's timeout included), the connection
+    // is closed, not returned to the pool still holding the lock.
+    conn.close_on_drop();
     // A lock name is at most 64 characters: the database's name is hashed.
     let locked: Option<i64> = sqlx::query_scalar(
         "SELECT GET_LOCK(CONCAT('confab-migrate:', SHA1(COALESCE(DATABASE(), ''))), ?)",
@@ -195,7 +200,7 @@ async fn migrate_once(pool: &MySqlPool) -> Result<(), Failure> {
     .await
     .map_err(|e| Failure::Transient(e.to_string()))?;
     if locked != Some(1) {
-        return Err(Failure::Final(format!(
+        return Err(Failure::Transient(format!(
             "another node held the migration lock for {MIGRATION_LOCK_WAIT_S} s \
              (GET_LOCK answered {locked:?})"
         )));
@@ -208,8 +213,12 @@ async fn migrate_once(pool: &MySqlPool) -> Result<(), Failure> {
     // Closing the connection releases the lock whatever state it is in.
     let _ = conn.close().await;
     applied.map_err(|e| match e {
-        sqlx::migrate::MigrateError::Dirty(_) => Failure::Final(e.to_string()),
-        other => Failure::Transient(other.to_string()),
+        // Reaching the server or running a bookkeeping query.
+        sqlx::migrate::MigrateError::Execute(_) => Failure::Transient(e.to_string()),
+        // A migration's own statements failed (MySQL's DDL has committed
+        // what ran, and the row says so: a retry would only report it
+        // dirty), a dirty row, or versions that do not match this build.
+        other => Failure::Final(other.to_string()),
     })
 }
 
