@@ -60,3 +60,28 @@ wait_port() {
   echo "nothing listens on port $1" >&2
   return 1
 }
+
+# bench_binaries: sets bin to the directory of the confab and confab-bench binaries:
+# BENCH_BIN=DIR (absolute; a build kept for a before/after comparison), or a release
+# build of the working tree made now.
+bench_binaries() {
+  if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+  else
+    cargo build --release --locked -q -p confab -p confab-bench
+    bin=target/release
+  fi
+}
+
+# bench_mysql_port: sets mysql_port to the MariaDB the bench uses: port
+# $BENCH_MYSQL_PORT (default 3306) of 127.0.0.1, or with BENCH_MYSQL=private a private
+# mariadbd sized like a database server (1 GiB buffer pool, 512 MiB redo log), its
+# data in mysql_dir (which the caller removes).
+bench_mysql_port() {
+  mysql_port=${BENCH_MYSQL_PORT:-3306}
+  if [ "${BENCH_MYSQL:-}" = private ]; then
+    mysql_port=$(free_port)
+    mysql_dir=$(mktemp -d)
+    start_mariadb "$mysql_dir" "$mysql_port" 1G 512M
+  fi
+}

@@ -19,22 +19,10 @@ duration=${3:-30s}
 store=${STORE:-embedded}
 cd "$(dirname "$0")/../../.."
 source crates/confab-bench/scripts/lib.sh
-# BENCH_BIN=DIR (absolute): run the confab and confab-bench binaries in DIR (a build kept
-# for a before/after comparison) instead of building the working tree.
-if [ -n "${BENCH_BIN:-}" ]; then
-  bin=$BENCH_BIN
-else
-  cargo build --release --locked -q -p confab -p confab-bench
-  bin=target/release
-fi
+bench_binaries
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
-mysql_port=${BENCH_MYSQL_PORT:-3306}
-if [ "${BENCH_MYSQL:-}" = private ]; then
-  mysql_port=$(free_port)
-  mysql_dir=$(mktemp -d)
-  start_mariadb "$mysql_dir" "$mysql_port" 1G 512M
-fi
+bench_mysql_port
 mysql_server=mysql://root@127.0.0.1:$mysql_port
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
 db=confab_bench_$$
