@@ -55,9 +55,16 @@ fn check_printable(what: &'static str, value: &str, max: usize) -> Result<(), Id
 }
 
 /// A chat user's id: the JWT `sub`, 1 to 128 bytes of printable ASCII.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Uid(String);
+
+impl Serialize for Uid {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Written as a string, borrowed: serde's `into` cloned every id it wrote.
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Uid {
     /// Validates and wraps a uid.
@@ -93,9 +100,16 @@ impl fmt::Display for Uid {
 }
 
 /// A client's message id, unique per uid: the key of idempotent turns.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct MessageId(String);
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Written as a string, borrowed: serde's `into` cloned every id it wrote.
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl MessageId {
     /// Validates and wraps a message id (1 to 128 bytes of printable ASCII).
@@ -131,9 +145,16 @@ impl fmt::Display for MessageId {
 }
 
 /// A node's id, such as `node-1`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct NodeId(String);
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Written as a string, borrowed: serde's `into` cloned every id it wrote.
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl NodeId {
     /// Validates and wraps a node id (1 to 64 bytes of printable ASCII).

@@ -30,7 +30,7 @@ mod snapshot;
 
 pub use snapshot::{
     SNAPSHOT_FORMAT_VERSION, SNAPSHOT_KEY_BYTES_MIN, SNAPSHOT_SEALED_FORMAT_VERSION, Snapshot,
-    SnapshotDue, SnapshotError, SnapshotKey, SnapshotPolicy,
+    SnapshotDue, SnapshotError, SnapshotKey, SnapshotPolicy, SnapshotRef,
 };
 
 use crate::ids::{Epoch, MessageId, Seq, Uid};
@@ -287,7 +287,7 @@ pub struct SessionState {
 }
 
 /// The serialized shape of [`SessionState`]: the lookup index is rebuilt on load.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StateWire {
     seq: Seq,
     slots: Slots,
@@ -296,11 +296,11 @@ struct StateWire {
     recent_turns: VecDeque<TurnRecord>,
     processed: VecDeque<(MessageId, ProcessedTurn)>,
     open_turn: Option<OpenTurn>,
-    #[serde(default, skip_serializing_if = "Slots::is_empty")]
+    #[serde(default)]
     dialog: Slots,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pending_action: Option<PendingAction>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     action_days: BTreeMap<String, DayCount>,
 }
 
@@ -324,7 +324,9 @@ impl From<StateWire> for SessionState {
 }
 
 /// [`StateWire`]'s fields, borrowed from the state: serializing makes no copy
-/// of it.
+/// of it. Every field is written, even empty: the snapshot's binary body is
+/// positional and has no names to skip by (a JSON reader takes them too, and
+/// its defaults still fill the fields older JSON left out).
 #[derive(Serialize)]
 struct StateWireRef<'a> {
     seq: Seq,
@@ -334,20 +336,9 @@ struct StateWireRef<'a> {
     recent_turns: &'a VecDeque<TurnRecord>,
     processed: &'a VecDeque<(MessageId, ProcessedTurn)>,
     open_turn: &'a Option<OpenTurn>,
-    #[serde(skip_serializing_if = "is_empty_ref")]
     dialog: &'a Slots,
-    #[serde(skip_serializing_if = "is_none_ref")]
     pending_action: &'a Option<PendingAction>,
-    #[serde(skip_serializing_if = "is_empty_ref")]
     action_days: &'a BTreeMap<String, DayCount>,
-}
-
-fn is_empty_ref<K, V>(map: &&BTreeMap<K, V>) -> bool {
-    map.is_empty()
-}
-
-fn is_none_ref<T>(value: &&Option<T>) -> bool {
-    value.is_none()
 }
 
 impl Serialize for SessionState {

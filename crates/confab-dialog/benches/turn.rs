@@ -182,6 +182,29 @@ fn session(c: &mut Criterion) {
     c.bench_function("snapshot: verify and decode", |b| {
         b.iter(|| black_box(Snapshot::decode(&bytes, &key).unwrap()));
     });
+    // The baseline: the body as JSON, as snapshots were written before the
+    // binary body (no MAC: the body's own cost).
+    let json = serde_json::to_vec(&snapshot).unwrap();
+    c.bench_function("snapshot: JSON body alone, encode (baseline)", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&snapshot).unwrap()));
+    });
+    c.bench_function("snapshot: JSON body alone, decode (baseline)", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<Snapshot>(&json).unwrap()));
+    });
+    // The binary body alone: the codec's bytes between the 6-byte header and the
+    // 32-byte MAC, less the body's 1-byte marker.
+    let body = &bytes[7..bytes.len() - 32];
+    c.bench_function("snapshot: binary body alone, encode", |b| {
+        b.iter(|| black_box(postcard::to_allocvec(&snapshot).unwrap()));
+    });
+    c.bench_function("snapshot: binary body alone, decode", |b| {
+        b.iter(|| black_box(postcard::from_bytes::<Snapshot>(body).unwrap()));
+    });
+    println!(
+        "snapshot body bytes: JSON {}, binary {}",
+        json.len(),
+        body.len() + 1
+    );
 }
 
 fn ring(c: &mut Criterion) {

@@ -94,9 +94,14 @@ impl SealedStore {
                 };
                 let event = crypto::seal_event(&sealing, &recorded.event, &mut nonces)
                     .map_err(|e| StoreError::Invalid(format!("sealing an event: {e}")))?;
+                // Field by field: `..recorded.clone()` copied the plaintext
+                // event too, only to drop it.
                 Ok(RecordedEvent {
+                    uid: recorded.uid.clone(),
+                    seq: recorded.seq,
+                    at_ms: recorded.at_ms,
+                    epoch: recorded.epoch,
                     event,
-                    ..recorded.clone()
                 })
             })
             .collect()

@@ -36,7 +36,7 @@ use crate::{EVENTS_PAGE_MAX, SessionRequest, Shared, TurnError, TurnRequest, now
 use confab_core::handoff::{
     Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start,
 };
-use confab_core::session::{SessionState, Snapshot, SnapshotDue, SnapshotPolicy};
+use confab_core::session::{SessionState, Snapshot, SnapshotDue, SnapshotPolicy, SnapshotRef};
 use confab_core::{Seq, Uid};
 use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -707,14 +707,16 @@ impl SessionActorState {
         let ring = self.shared.config.ring.get();
         let key = ring.current().ok()?;
         let at_ms = now_ms();
-        let snapshot = Snapshot::new(self.uid.clone(), at_ms, self.epoch, session.clone());
+        // Borrowed: the state is encoded where it lies, not copied first.
+        let snapshot = SnapshotRef::new(&self.uid, at_ms, self.epoch, session);
+        let bytes = snapshot.seal(key, crate::sealed::random_nonce());
         self.snapshot_seq = session.seq();
         Some(StoredSnapshot {
             uid: self.uid.clone(),
-            seq: snapshot.seq,
+            seq: self.snapshot_seq,
             at_ms,
             epoch: self.epoch,
-            bytes: snapshot.seal(key, crate::sealed::random_nonce()),
+            bytes,
         })
     }
 }

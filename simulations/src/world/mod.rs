@@ -28,7 +28,7 @@ use confab_core::ring::Ring;
 use confab_core::routing::{Route, forward_lost, route};
 use confab_core::session::{
     ActionOutcome, Event, RecordedEvent, SessionState, Snapshot, SnapshotDue, SnapshotKey,
-    SnapshotPolicy,
+    SnapshotPolicy, SnapshotRef,
 };
 use confab_core::{Epoch, MessageId, NodeId, Seq, Uid};
 use confab_dialog::Pipeline;

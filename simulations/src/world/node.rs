@@ -500,9 +500,9 @@ impl World {
         let uid = self.uids[s as usize].clone();
         let bytes = held
             .state
-            .clone()
+            .as_ref()
             .filter(|_| held.life.is_loaded())
-            .map(|state| Snapshot::new(uid.clone(), now, epoch, state).encode(&self.key));
+            .map(|state| SnapshotRef::new(&uid, now, epoch, state).encode(&self.key));
         let start = self
             .durable
             .epoch_made_at

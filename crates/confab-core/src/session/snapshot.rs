@@ -5,7 +5,7 @@
 //! ```text
 //! magic  "CFSN"           4 bytes
 //! format version          2 bytes (currently 1)
-//! body                    JSON of {uid, seq, at_ms, epoch, state}
+//! body                    the snapshot {uid, seq, at_ms, epoch, state}, see below
 //! mac                     32 bytes: HMAC-SHA256(key, magic | version | body)
 //! ```
 //!
@@ -21,10 +21,18 @@
 //! format version          2 bytes (2)
 //! key version             4 bytes
 //! nonce                   12 bytes
-//! body                    AES-256-GCM(JSON of the snapshot), associated data:
+//! body                    AES-256-GCM(the snapshot's body), associated data:
 //!                         the 10 header bytes and the uid
 //! mac                     32 bytes: HMAC-SHA256(version's mac key, all of the above)
 //! ```
+//!
+//! The body, in both formats, is the byte 0x01 and the snapshot in postcard
+//! (a compact binary encoding: varints, length-prefixed strings, fields in
+//! order). Bodies written before it are JSON, which starts with `{`, and are
+//! still read: the first byte tells them apart, so no format number changed and
+//! the key-usage scans, which read the 10 header bytes, see the same headers. A
+//! node older than this one refuses a binary body as malformed and rebuilds the
+//! session from its events, as it does for any snapshot it cannot read.
 //!
 //! Format 1 (a plaintext body signed with `store.snapshot_hmac_key`) is still
 //! read, so that snapshots written before the ring open; the re-encryption job
@@ -46,6 +54,10 @@ pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
 
 /// The encrypted format, written under the data-key ring.
 pub const SNAPSHOT_SEALED_FORMAT_VERSION: u16 = 2;
+
+/// The first byte of a body in postcard (a compact binary encoding, positional:
+/// every field is written); a body in JSON, as written before, starts with `{`.
+const BINARY_BODY: u8 = 1;
 
 /// Bytes of format 2's header: magic, format version, key version.
 const SEALED_HEADER_BYTES: usize = 10;
@@ -166,34 +178,27 @@ impl Snapshot {
         }
     }
 
-    /// Encodes and signs.
+    /// The snapshot, borrowed: what [`SnapshotRef::encode`] and
+    /// [`SnapshotRef::seal`] write.
+    pub fn borrowed(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
+            uid: &self.uid,
+            seq: self.seq,
+            at_ms: self.at_ms,
+            epoch: self.epoch,
+            state: &self.state,
+        }
+    }
+
+    /// Encodes and signs (format 1).
     pub fn encode(&self, key: &SnapshotKey) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("a snapshot always serializes");
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len() + MAC_BYTES);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
-        out.extend_from_slice(&body);
-        let mut mac = key.mac();
-        mac.update(&out);
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out
+        self.borrowed().encode(key)
     }
 
     /// Encrypts under `key` with this nonce, and signs with its HMAC key
     /// (format 2).
     pub fn seal(&self, key: &DataKey, nonce: [u8; NONCE_BYTES]) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("a snapshot always serializes");
-        let mut out = Vec::with_capacity(SEALED_HEADER_BYTES + NONCE_BYTES + body.len() + 48);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&SNAPSHOT_SEALED_FORMAT_VERSION.to_be_bytes());
-        out.extend_from_slice(&key.version().to_be_bytes());
-        let aad = sealed_aad(&out, &self.uid);
-        out.extend_from_slice(&nonce);
-        out.extend(key.encrypt(&nonce, &aad, &body));
-        let mut mac = key.mac();
-        mac.update(&out);
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out
+        self.borrowed().seal(key, nonce)
     }
 
     /// The key version a stored snapshot was sealed under; `None` for format 1
@@ -253,15 +258,7 @@ impl Snapshot {
         let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
         let nonce: [u8; NONCE_BYTES] = nonce.try_into().expect("split at the nonce's length");
         let body = key.decrypt(&nonce, &sealed_aad(header, uid), ciphertext)?;
-        let snapshot: Snapshot =
-            serde_json::from_slice(&body).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-        if snapshot.seq != snapshot.state.seq() {
-            return Err(SnapshotError::Inconsistent {
-                header: snapshot.seq,
-                state: snapshot.state.seq(),
-            });
-        }
-        Ok(snapshot)
+        Self::from_body(&body)
     }
 
     /// Verifies and decodes a format-1 snapshot.
@@ -281,8 +278,30 @@ impl Snapshot {
         if version != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
-        let snapshot: Snapshot = serde_json::from_slice(&signed[HEADER_BYTES..])
-            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        Self::from_body(&signed[HEADER_BYTES..])
+    }
+
+    #[cfg(test)]
+    fn body(&self) -> Vec<u8> {
+        self.borrowed().body()
+    }
+
+    /// A body in either encoding, checked for a state that agrees with it.
+    fn from_body(body: &[u8]) -> Result<Self, SnapshotError> {
+        let malformed = |e: &dyn std::fmt::Display| SnapshotError::Malformed(e.to_string());
+        let snapshot: Snapshot = match body.split_first() {
+            Some((&BINARY_BODY, rest)) => match postcard::take_from_bytes(rest) {
+                Ok((snapshot, [])) => snapshot,
+                Ok((_, trailing)) => {
+                    return Err(malformed(&format_args!(
+                        "{} bytes after the snapshot",
+                        trailing.len()
+                    )));
+                }
+                Err(e) => return Err(malformed(&e)),
+            },
+            _ => serde_json::from_slice(body).map_err(|e| malformed(&e))?,
+        };
         if snapshot.seq != snapshot.state.seq() {
             return Err(SnapshotError::Inconsistent {
                 header: snapshot.seq,
@@ -290,6 +309,70 @@ impl Snapshot {
             });
         }
         Ok(snapshot)
+    }
+}
+
+/// A session's state frozen at its seq, borrowed: it encodes to the same bytes
+/// as a [`Snapshot`] of that state, without copying the state first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SnapshotRef<'a> {
+    /// Whose session.
+    pub uid: &'a Uid,
+    /// The seq of the last event folded into `state`.
+    pub seq: Seq,
+    /// When it was taken, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The ring epoch of the owner that took it.
+    pub epoch: Epoch,
+    /// The state.
+    pub state: &'a SessionState,
+}
+
+impl<'a> SnapshotRef<'a> {
+    /// Freezes a state, borrowed.
+    pub fn new(uid: &'a Uid, at_ms: u64, epoch: Epoch, state: &'a SessionState) -> Self {
+        Self {
+            uid,
+            seq: state.seq(),
+            at_ms,
+            epoch,
+            state,
+        }
+    }
+
+    /// Encodes and signs.
+    pub fn encode(&self, key: &SnapshotKey) -> Vec<u8> {
+        let body = self.body();
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len() + MAC_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&body);
+        let mut mac = key.mac();
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// Encrypts under `key` with this nonce, and signs with its HMAC key
+    /// (format 2).
+    pub fn seal(&self, key: &DataKey, nonce: [u8; NONCE_BYTES]) -> Vec<u8> {
+        let body = self.body();
+        let mut out = Vec::with_capacity(SEALED_HEADER_BYTES + NONCE_BYTES + body.len() + 48);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_SEALED_FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&key.version().to_be_bytes());
+        let aad = sealed_aad(&out, self.uid);
+        out.extend_from_slice(&nonce);
+        out.extend(key.encrypt(&nonce, &aad, &body));
+        let mut mac = key.mac();
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// The body: [`BINARY_BODY`] and the snapshot in postcard.
+    fn body(&self) -> Vec<u8> {
+        postcard::to_extend(self, vec![BINARY_BODY]).expect("a snapshot always serializes")
     }
 }
 
@@ -363,5 +446,153 @@ mod policy_tests {
         assert_eq!(p.after_commit(Seq(8), Seq(5), true), SnapshotDue::Now);
         assert!(p.on_timer(Seq(6), Seq(5)));
         assert!(!p.on_timer(Seq(5), Seq(5)), "nothing changed: no snapshot");
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+    use crate::crypto::KEY_BYTES;
+
+    fn uid() -> Uid {
+        Uid::new("alice").unwrap()
+    }
+
+    fn key() -> SnapshotKey {
+        SnapshotKey::new(vec![1; 32]).unwrap()
+    }
+
+    fn data_key() -> DataKey {
+        DataKey::new(3, &[9; KEY_BYTES]).unwrap()
+    }
+
+    /// A state with every field set: turns, ids, an open turn, the dialog's
+    /// position, a pending action and a day's action count.
+    fn rich_state() -> SessionState {
+        let turns: Vec<_> = (1..=40u64)
+            .map(|i| {
+                serde_json::json!({
+                    "message_id": format!("m-{i}"), "turn_seq": 3 * i - 2, "reply_seq": 3 * i,
+                    "user_text": format!("size {i} please"), "reply_text": "noted: size {i}",
+                    "intent": "inform", "policy": "shoes-v2",
+                    "slots": {"size": i.to_string(), "phone": "13912345678"},
+                })
+            })
+            .collect();
+        let processed: Vec<_> = (1..=40u64)
+            .map(|i| serde_json::json!([format!("m-{i}"), [3 * i - 2, 3 * i]]))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "seq": 122, "slots": {"size": "40", "colour": "red"},
+            "last_intent": "order", "last_confidence": 0.875,
+            "recent_turns": turns, "processed": processed,
+            "open_turn": {"message_id": "m-41", "turn_seq": 121, "text": "buy them"},
+            "dialog": {"flow": "order", "step": "confirm"},
+            "pending_action": {"requested": 122, "action": "coupon", "args": {"size": "40"},
+                               "policy": "shoes-v2", "message_id": "m-41"},
+            "action_days": {"coupon": {"day": 20_000, "count": 2}},
+        }))
+        .unwrap()
+    }
+
+    fn rich() -> Snapshot {
+        Snapshot::new(uid(), 1_700_000_000_000, Epoch(4), rich_state())
+    }
+
+    /// `body` signed as a format-1 snapshot.
+    fn signed(body: &[u8]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+        bytes.extend_from_slice(body);
+        let mut mac = key().mac();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        bytes
+    }
+
+    /// `body` sealed as a format-2 snapshot of `uid()`.
+    fn sealed(body: &[u8]) -> Vec<u8> {
+        let key = data_key();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&SNAPSHOT_SEALED_FORMAT_VERSION.to_be_bytes());
+        bytes.extend_from_slice(&key.version().to_be_bytes());
+        let aad = sealed_aad(&bytes, &uid());
+        bytes.extend_from_slice(&[5; NONCE_BYTES]);
+        bytes.extend(key.encrypt(&[5; NONCE_BYTES], &aad, body));
+        let mut mac = key.mac();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        bytes
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::new([data_key()])
+    }
+
+    #[test]
+    fn the_binary_body_keeps_every_field_in_both_formats() {
+        let snapshot = rich();
+        let signed = snapshot.encode(&key());
+        assert_eq!(
+            signed[HEADER_BYTES], BINARY_BODY,
+            "nodes write the binary body"
+        );
+        assert_eq!(Snapshot::decode(&signed, &key()).unwrap(), snapshot);
+        let sealed = snapshot.seal(&data_key(), [7; NONCE_BYTES]);
+        let opened = Snapshot::open(&sealed, &uid(), &ring(), None).unwrap();
+        assert_eq!(opened, snapshot);
+        assert!(
+            opened
+                .state
+                .duplicate(&crate::MessageId::new("m-7").unwrap())
+                .is_some(),
+            "the id index is rebuilt from the binary body"
+        );
+        let json = serde_json::to_vec(&snapshot).unwrap();
+        assert!(
+            snapshot.body().len() * 2 < json.len(),
+            "binary {} bytes against JSON {}",
+            snapshot.body().len(),
+            json.len()
+        );
+    }
+
+    #[test]
+    fn json_bodies_written_before_still_open_in_both_formats() {
+        let snapshot = rich();
+        let json = serde_json::to_vec(&snapshot).unwrap();
+        assert_eq!(Snapshot::decode(&signed(&json), &key()).unwrap(), snapshot);
+        let opened = Snapshot::open(&sealed(&json), &uid(), &ring(), None).unwrap();
+        assert_eq!(opened, snapshot);
+        // As older nodes wrote it: the empty dialog, action and day counts left out.
+        let plain = Snapshot::new(uid(), 1, Epoch(1), SessionState::default());
+        let mut older = serde_json::to_value(&plain).unwrap();
+        for field in ["dialog", "pending_action", "action_days"] {
+            older["state"].as_object_mut().unwrap().remove(field);
+        }
+        let older = serde_json::to_vec(&older).unwrap();
+        assert_eq!(Snapshot::decode(&signed(&older), &key()).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_is_malformed_not_a_panic() {
+        let snapshot = rich();
+        let mut body = snapshot.body();
+        body.push(0);
+        let trailing = Snapshot::decode(&signed(&body), &key());
+        assert!(
+            matches!(&trailing, Err(SnapshotError::Malformed(m)) if m.contains("1 bytes after")),
+            "{trailing:?}"
+        );
+        let body = snapshot.body();
+        let cut = Snapshot::decode(&signed(&body[..body.len() / 2]), &key());
+        assert!(matches!(cut, Err(SnapshotError::Malformed(_))), "{cut:?}");
+        for body in [&[][..], &[2, 0, 0][..], b"not json"] {
+            let refused = Snapshot::open(&sealed(body), &uid(), &ring(), None);
+            assert!(
+                matches!(refused, Err(SnapshotError::Malformed(_))),
+                "{refused:?}"
+            );
+        }
     }
 }
