@@ -103,7 +103,8 @@ struct Event {
     ring_s: f64,
     /// Sessions handed off.
     moved: u64,
-    /// Handoff times, the worst node's quantiles (ms).
+    /// Handoff times, the worst node's quantiles (ms): the upper bounds of
+    /// the histogram buckets they fall in.
     migration_p50_ms: f64,
     migration_p99_ms: f64,
     migration_max_ms: f64,
@@ -243,21 +244,39 @@ pub(crate) fn sample(page: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// `confab_migration_seconds{reason}`: count and the quantiles 0.5, 0.99, 1.
+/// `confab_migration_seconds{reason}`: count and the quantiles 0.5, 0.99, 1,
+/// each as the upper bound of the histogram bucket it falls in (the nodes
+/// export it with buckets, not quantiles: 0.1, 0.25, 0.5, 1 s around the aims).
 fn migration(page: &str, reason: &str) -> (f64, [f64; 3]) {
-    let q = |quantile: &str| {
-        sample(
-            page,
-            &format!("confab_migration_seconds{{reason=\"{reason}\",quantile=\"{quantile}\"}}"),
-        )
-        .unwrap_or(0.0)
+    let prefix = "confab_migration_seconds_bucket{";
+    let label = format!("reason=\"{reason}\"");
+    let mut buckets: Vec<(f64, f64)> = page
+        .lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix(prefix)?;
+            let (labels, value) = labels.split_once("} ")?;
+            if !labels.split(',').any(|l| l == label) {
+                return None;
+            }
+            let le = labels.split(',').find_map(|l| l.strip_prefix("le=\""))?;
+            let le = le.trim_end_matches('"');
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last().map_or(0.0, |b| b.1);
+    let q = |quantile: f64| {
+        buckets
+            .iter()
+            .find(|(_, cumulative)| count > 0.0 && *cumulative >= quantile * count)
+            .map_or(0.0, |b| b.0)
     };
-    let count = sample(
-        page,
-        &format!("confab_migration_seconds_count{{reason=\"{reason}\"}}"),
-    )
-    .unwrap_or(0.0);
-    (count, [q("0.5"), q("0.99"), q("1")])
+    (count, [q(0.5), q(0.99), q(1.0)])
 }
 
 pub(crate) async fn metrics(node: &NodeProc) -> String {
@@ -622,7 +641,7 @@ fn print_human(r: &Report) {
     );
     for (name, e) in [("join (node-4)", &r.join), ("drain (node-2)", &r.drain)] {
         println!(
-            "{name}: ring in {:.3} s; {} sessions moved; migration p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; pause p99 {:.1} ms, max {:.1} ms",
+            "{name}: ring in {:.3} s; {} sessions moved; migration (bucket bounds) p50 <= {:.0} ms, p99 <= {:.0} ms, max <= {:.0} ms; pause p99 {:.1} ms, max {:.1} ms",
             e.ring_s,
             e.moved,
             e.migration_p50_ms,
@@ -633,4 +652,27 @@ fn print_human(r: &Report) {
         );
     }
     println!("acked turns lost or applied twice: {}", r.lost_or_repeated);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::migration;
+
+    #[test]
+    fn migration_quantiles_are_read_from_the_histogram_buckets_of_one_reason() {
+        let page = "\
+confab_migration_seconds_bucket{reason=\"join\",le=\"0.1\"} 90
+confab_migration_seconds_bucket{reason=\"join\",le=\"0.25\"} 99
+confab_migration_seconds_bucket{reason=\"join\",le=\"0.5\"} 100
+confab_migration_seconds_bucket{reason=\"join\",le=\"+Inf\"} 100
+confab_migration_seconds_bucket{reason=\"drain\",le=\"0.1\"} 0
+confab_migration_seconds_bucket{reason=\"drain\",le=\"+Inf\"} 7
+confab_migration_seconds_count{reason=\"join\"} 100
+";
+        assert_eq!(migration(page, "join"), (100.0, [0.1, 0.25, 0.5]));
+        let (count, [p50, _, max]) = migration(page, "drain");
+        assert_eq!(count, 7.0);
+        assert!(p50.is_infinite() && max.is_infinite(), "past every bucket");
+        assert_eq!(migration(page, "rebalance"), (0.0, [0.0; 3]));
+    }
 }
