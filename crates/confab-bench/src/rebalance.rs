@@ -246,7 +246,8 @@ pub(crate) fn sample(page: &str, name: &str) -> Option<f64> {
 
 /// `confab_migration_seconds{reason}`: count and the quantiles 0.5, 0.99, 1,
 /// each as the upper bound of the histogram bucket it falls in (the nodes
-/// export it with buckets, not quantiles: 0.1, 0.25, 0.5, 1 s around the aims).
+/// export it with buckets, not quantiles: from 1 ms to 30 s, with 0.1, 0.25,
+/// 0.5 and 1 s around the aims).
 fn migration(page: &str, reason: &str) -> (f64, [f64; 3]) {
     let prefix = "confab_migration_seconds_bucket{";
     let label = format!("reason=\"{reason}\"");

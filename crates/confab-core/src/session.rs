@@ -287,6 +287,11 @@ pub struct SessionState {
 }
 
 /// The serialized shape of [`SessionState`]: the lookup index is rebuilt on load.
+///
+/// The snapshot's binary body (postcard) is positional: adding, removing or
+/// reordering a field here, in [`StateWireRef`] or in the types inside them
+/// changes the bytes. Such a change must bump the body's marker byte and keep
+/// reading the old layout; the golden test in `snapshot.rs` fails first.
 #[derive(Deserialize)]
 struct StateWire {
     seq: Seq,

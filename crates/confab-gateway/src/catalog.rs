@@ -180,7 +180,7 @@ pub(crate) const METRICS: &[Metric] = &[
     ),
     counter(
         "confab_snapshot_checksum_failures_total",
-        "Snapshots whose checksum did not match: they were ignored and the session rebuilt from its events.",
+        "Snapshots refused (a checksum that did not match, an unknown format, a body this build cannot read): they were ignored and the session rebuilt from its events.",
     ),
     counter("confab_snapshot_writes_total", "Snapshots written."),
     counter(

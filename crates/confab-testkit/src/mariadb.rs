@@ -174,28 +174,42 @@ fn user_args() -> &'static [&'static str] {
     }
 }
 
-/// Creates the system tables in `<dir>/data`.
+/// Times `mariadb-install-db` is tried before a test gives up.
+const INSTALL_ATTEMPTS: usize = 2;
+
+/// Creates the system tables in `<dir>/data`. A failed install is tried once
+/// more in an emptied data directory (one failed in a CI run with nothing of
+/// its cause in the log's tail, while other tests started servers of their
+/// own); the first failure's log is printed, so that it is seen either way.
 fn install(dir: &Path) {
     let log = dir.join("install.log");
-    let mut cmd = Command::new(crate::process::binary(INSTALL_DB));
-    // `--no-defaults` must come first: no /etc/mysql/*.cnf may leak in.
-    cmd.arg("--no-defaults")
-        .arg(format!("--datadir={}", dir.join("data").display()))
-        // root@localhost, root@127.0.0.1 and root@::1 without a password, rather
-        // than root@localhost through unix_socket authentication only.
-        .arg("--auth-root-authentication-method=normal")
-        .arg("--skip-test-db")
-        .args(user_args())
-        .args(SMALL);
-    let status = process::spawn_logged(&mut cmd, &log)
-        .wait()
-        .expect("wait for mariadb-install-db");
-    assert!(
-        status.success(),
-        "{INSTALL_DB} failed ({status}); tail of {}:\n{}",
-        log.display(),
-        process::log_tail(&log, 30)
-    );
+    for attempt in 1..=INSTALL_ATTEMPTS {
+        let data = dir.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        let mut cmd = Command::new(crate::process::binary(INSTALL_DB));
+        // `--no-defaults` must come first: no /etc/mysql/*.cnf may leak in.
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            // root@localhost, root@127.0.0.1 and root@::1 without a password, rather
+            // than root@localhost through unix_socket authentication only.
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .args(user_args())
+            .args(SMALL);
+        let status = process::spawn_logged(&mut cmd, &log)
+            .wait()
+            .expect("wait for mariadb-install-db");
+        if status.success() {
+            return;
+        }
+        let tail = process::log_tail(&log, 120);
+        assert!(
+            attempt < INSTALL_ATTEMPTS,
+            "{INSTALL_DB} failed ({status}) {attempt} times; tail of {}:\n{tail}",
+            log.display(),
+        );
+        eprintln!("{INSTALL_DB} failed ({status}); trying once more. Its log:\n{tail}");
+    }
 }
 
 fn spawn(dir: &Path, port: u16, tls: Option<&[PathBuf; 3]>) -> Child {

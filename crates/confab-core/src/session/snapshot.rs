@@ -574,6 +574,77 @@ mod body_tests {
         assert_eq!(Snapshot::decode(&signed(&older), &key()).unwrap(), plain);
     }
 
+    /// The binary body of a small state with every field set, pinned. If this
+    /// fails, the layout changed: bump [`BINARY_BODY`] and keep reading this one.
+    const GOLDEN_BODY: &str = concat!(
+        "0105616c69636507e8070207010473697a6502343001056f726465720000003f01036d2d3101030268",
+        "690568656c6c6f0567726565740270310001036d2d31010301036d2d3204036275790104666c6f7705",
+        "6f72646572010706636f75706f6e010473697a65023430027031036d2d320106636f75706f6e0301",
+    );
+
+    fn golden() -> Snapshot {
+        let state = serde_json::from_value(serde_json::json!({
+            "seq": 7, "slots": {"size": "40"}, "last_intent": "order", "last_confidence": 0.5,
+            "recent_turns": [{"message_id": "m-1", "turn_seq": 1, "reply_seq": 3,
+                "user_text": "hi", "reply_text": "hello", "intent": "greet", "policy": "p1",
+                "slots": {}}],
+            "processed": [["m-1", [1, 3]]],
+            "open_turn": {"message_id": "m-2", "turn_seq": 4, "text": "buy"},
+            "dialog": {"flow": "order"},
+            "pending_action": {"requested": 7, "action": "coupon", "args": {"size": "40"},
+                               "policy": "p1", "message_id": "m-2"},
+            "action_days": {"coupon": {"day": 3, "count": 1}},
+        }))
+        .unwrap();
+        Snapshot::new(uid(), 1_000, Epoch(2), state)
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_binary_layout_is_pinned() {
+        let snapshot = golden();
+        assert_eq!(
+            hex(&snapshot.body()),
+            GOLDEN_BODY,
+            "the binary layout changed"
+        );
+        let bytes: Vec<u8> = (0..GOLDEN_BODY.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&GOLDEN_BODY[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(Snapshot::from_body(&bytes).unwrap(), snapshot);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_binary_body_parses_or_is_malformed(rest in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut body = vec![BINARY_BODY];
+            body.extend(rest);
+            if let Err(e) = Snapshot::from_body(&body) {
+                proptest::prop_assert!(
+                    matches!(e, SnapshotError::Malformed(_) | SnapshotError::Inconsistent { .. }),
+                    "{e:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn a_changed_byte_of_a_real_body_parses_or_is_malformed(at in 1usize..4096, to in proptest::num::u8::ANY) {
+            let mut body = golden().body();
+            let at = at % body.len();
+            body[at] = to;
+            if let Err(e) = Snapshot::from_body(&body) {
+                proptest::prop_assert!(
+                    matches!(e, SnapshotError::Malformed(_) | SnapshotError::Inconsistent { .. }),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_body_that_does_not_parse_is_malformed_not_a_panic() {
         let snapshot = rich();
