@@ -313,7 +313,10 @@ async fn drive(
     let mut members = base.clone();
     let mut left = None;
     let mut drain_later = false;
-    let mut membership_at: Vec<u64> = Vec::new();
+    // When a join or a drain may change the ring: from its step until it is
+    // done (a join whose spare is not ready at its drain stays open until the
+    // deferred drain finds it ready).
+    let mut membership_at: Vec<(u64, u64)> = Vec::new();
     for (at, step) in events {
         tokio::time::sleep_until(phase + Duration::from_millis(at)).await;
         match step {
@@ -337,7 +340,7 @@ async fn drive(
                 }
             }
             Step::Join => {
-                membership_at.push(ms());
+                membership_at.push((ms(), ms()));
                 eprintln!("{:>6.1} s  n{} joins", at as f64 / 1000.0, spare + 1);
                 states.0.push((ms(), spare, NodeState::Joining));
                 members.push(spare);
@@ -350,7 +353,7 @@ async fn drive(
                     .push(cluster.nodes[spare].ws());
             }
             Step::Drain => {
-                membership_at.push(ms());
+                membership_at.push((ms(), ms()));
                 // A spare that cannot start (its store is down or full) is
                 // drained once the faults are over: the schedule goes on.
                 let ready =
@@ -363,6 +366,12 @@ async fn drive(
                         spare + 1
                     );
                     drain_later = true;
+                    // No drain now; its join may yet change the ring, in any
+                    // later window, until the spare is found ready.
+                    membership_at.pop();
+                    for (_, until) in &mut membership_at {
+                        *until = u64::MAX;
+                    }
                     continue;
                 }
                 eprintln!("{:>6.1} s  n{} drains", at as f64 / 1000.0, spare + 1);
@@ -377,6 +386,10 @@ async fn drive(
     }
     if drain_later {
         cluster.ensure_ready(spare, &members).await?;
+        let ready_ms = ms();
+        for (_, until) in &mut membership_at {
+            *until = (*until).min(ready_ms);
+        }
         let drain = Drain {
             spare,
             nodes: args.nodes,
@@ -790,12 +803,14 @@ fn ring_budget(fault: &Fault, members: usize) -> usize {
 /// Each fault's window for rule `ring-steady`: from its start to the next
 /// fault's (the last: 10 s past its heal), allowed its own ring changes, the
 /// previous fault's (late ones spill over), and two per join or drain within
-/// the window or the 10 s before it.
+/// the window or the 10 s before it, or still under way in it (a join whose
+/// spare a disk or store fault kept from starting is under way until the
+/// deferred drain finds it ready).
 fn windows(
     schedule: &Schedule,
     members: usize,
     marks: &[FaultMark],
-    membership_at: &[u64],
+    membership_at: &[(u64, u64)],
 ) -> Vec<checker::Window> {
     marks
         .iter()
@@ -808,7 +823,9 @@ fn windows(
             let previous = i.checked_sub(1).map_or(0, |p| budget(marks[p].index));
             let membership = membership_at
                 .iter()
-                .filter(|at| **at + 10_000 >= mark.from_ms && **at <= until_ms)
+                .filter(|(from, until)| {
+                    until.saturating_add(10_000) >= mark.from_ms && *from <= until_ms
+                })
                 .count();
             checker::Window {
                 label: mark.label.clone(),
@@ -1052,6 +1069,43 @@ fn print_human(s: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_still_under_way_counts_in_the_windows_it_spans() {
+        let planned = |at_ms: u64, fault: Fault| schedule::Planned {
+            at_ms,
+            heal_ms: at_ms + 5_000,
+            fault,
+        };
+        let schedule = Schedule {
+            source: "test".into(),
+            faults: vec![
+                planned(10_000, Fault::DiskFull),
+                planned(46_000, Fault::Kill { node: 2 }),
+            ],
+            join_ms: Some(20_000),
+            drain_ms: Some(40_000),
+            duration_ms: 60_000,
+        };
+        let mark = |index: usize, from_ms: u64| FaultMark {
+            index,
+            label: format!("fault {index}"),
+            from_ms,
+            to_ms: from_ms + 5_000,
+            nodes: Vec::new(),
+        };
+        let marks = [mark(0, 10_000), mark(1, 46_000)];
+        // The join at 20 s, done at once: nothing for a fault 26 s later.
+        let done = windows(&schedule, 3, &marks, &[(20_000, 20_000)]);
+        assert_eq!(done[1].allowed, 2, "the kill's own down and back");
+        // The join's spare was not ready until 58 s: it may change the ring then.
+        let late = windows(&schedule, 3, &marks, &[(20_000, 58_000)]);
+        assert_eq!(late[1].allowed, 4, "and the join's");
+        assert_eq!(
+            late[0].allowed, 2,
+            "a join under way from 20 s counts from 10 s"
+        );
+    }
 
     #[test]
     fn a_frozen_majority_leaves_the_rest_no_say() {
