@@ -439,7 +439,7 @@ impl TurnFlow {
                 let Some(session) = state.as_ref() else {
                     return self.end(Err(dropped()));
                 };
-                let events = session
+                let events: Vec<RecordedEvent> = session
                     .record_turn(
                         &self.uid,
                         self.epoch,
@@ -448,7 +448,7 @@ impl TurnFlow {
                         text,
                         decision,
                     )
-                    .to_vec();
+                    .into();
                 // Planted bug `ack-before-commit`: the answer goes out now.
                 let early = may_acknowledge(false).then(|| Ok(replied_by(&events)));
                 if early.is_some() {
@@ -469,7 +469,7 @@ impl TurnFlow {
             }
             (Wait::Reply { events }, TurnInput::Committed(committed)) => {
                 match self.apply_commit(state, &events, &committed) {
-                    Ok(()) => self.end(Ok(replied_by(&events))),
+                    Ok(()) => self.end(Ok(replied_by_owned(events))),
                     Err(failure) => self.end(Err(failure)),
                 }
             }
@@ -755,7 +755,7 @@ impl TurnFlow {
                 ask(stage)
             }
             Decision::Action(action) => {
-                let events = session
+                let events: Vec<RecordedEvent> = session
                     .record_action_turn(
                         &self.uid,
                         self.epoch,
@@ -764,7 +764,7 @@ impl TurnFlow {
                         text,
                         action,
                     )
-                    .to_vec();
+                    .into();
                 self.wait = Wait::Request {
                     events: events.clone(),
                 };
@@ -912,6 +912,32 @@ fn ask(ask: Ask) -> Step {
 fn replied_by(events: &[RecordedEvent]) -> Replied {
     let last = events.last().expect("a turn has events");
     Replied::from_event(events[0].seq, last, false).expect("a turn ends with its reply")
+}
+
+/// [`replied_by`] for events no longer needed: the reply's fields move out.
+fn replied_by_owned(mut events: Vec<RecordedEvent>) -> Replied {
+    let ack_seq = events.first().expect("a turn has events").seq;
+    let last = events.pop().expect("a turn has events");
+    match last.event {
+        Event::ReplyProduced {
+            message_id,
+            text,
+            policy,
+            intent,
+            slots,
+            ..
+        } => Replied {
+            ack_seq,
+            reply_seq: last.seq,
+            message_id,
+            text,
+            intent,
+            policy,
+            slots,
+            duplicate: false,
+        },
+        _ => panic!("a turn ends with its reply"),
+    }
 }
 
 fn missing_reply(uid: &Uid, seq: Seq) -> TurnFailure {

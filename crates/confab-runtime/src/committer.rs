@@ -216,9 +216,17 @@ async fn commit_batch(store: &dyn Store, batch: Vec<CommitRequest>, settings: &C
     if batch.is_empty() {
         return;
     }
-    let events: Vec<RecordedEvent> = batch
-        .iter()
-        .flat_map(|r| r.events.iter().cloned())
+    // The requests' events move into one batch (no copy); each request keeps
+    // how many were its own, for the fallback below.
+    let mut batch = batch;
+    let mut events = Vec::with_capacity(batch.iter().map(|r| r.events.len()).sum());
+    let counts: Vec<usize> = batch
+        .iter_mut()
+        .map(|r| {
+            let count = r.events.len();
+            events.append(&mut r.events);
+            count
+        })
         .collect();
     metrics::histogram!("confab_commit_batch_events").record(events.len() as f64);
     let started = Instant::now();
@@ -234,9 +242,11 @@ async fn commit_batch(store: &dyn Store, batch: Vec<CommitRequest>, settings: &C
         }
         Err(StoreError::Conflict { .. } | StoreError::Fenced { .. }) if batch.len() > 1 => {
             // One session is stale; find which, and commit the others.
-            for request in batch {
-                let outcome =
-                    append_with_retries(store, &request.events, settings.retries, give_up_at).await;
+            let mut from = 0;
+            for (request, count) in batch.into_iter().zip(counts) {
+                let own = &events[from..from + count];
+                from += count;
+                let outcome = append_with_retries(store, own, settings.retries, give_up_at).await;
                 let _ = request.done.send(outcome.map_err(CommitError::from));
             }
         }
@@ -275,6 +285,73 @@ async fn append_with_retries(
                 tokio::time::sleep(wait).await;
             }
             outcome => return outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_core::session::Event;
+    use confab_core::{Epoch, MessageId, Seq, Uid};
+    use confab_store::sqlite::{SqliteOptions, SqliteStore};
+
+    fn event(uid: &str, seq: u64) -> RecordedEvent {
+        RecordedEvent {
+            uid: Uid::new(uid).unwrap(),
+            seq: Seq(seq),
+            at_ms: 1_000 + seq,
+            epoch: Epoch(1),
+            event: Event::TurnReceived {
+                message_id: MessageId::new(format!("m-{seq}")).unwrap(),
+                text: format!("text {seq}"),
+            },
+        }
+    }
+
+    /// However the requests are batched, a session whose events conflict with
+    /// the log fails alone, and every other request's events land exactly once.
+    #[tokio::test]
+    async fn a_conflicting_session_fails_alone_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(dir.path(), &SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
+        store.append(&[event("a", 1)]).await.unwrap();
+        let committer = Committer::start(
+            Arc::clone(&store),
+            CommitSettings {
+                batch_events_max: 100,
+                batch_delay_max: Duration::from_millis(50),
+                queue_max: 16,
+                concurrency: 1,
+                retries: 0,
+                wait_max: Duration::from_secs(30),
+                give_up_after: Duration::from_secs(30),
+            },
+        );
+        let (before, stale, after) = tokio::join!(
+            committer.commit(vec![event("b", 1), event("b", 2)]),
+            committer.commit(vec![event("a", 1)]),
+            committer.commit(vec![event("c", 1), event("c", 2), event("c", 3)]),
+        );
+        before.unwrap();
+        after.unwrap();
+        assert!(
+            matches!(stale, Err(CommitError::Store(StoreError::Conflict { .. }))),
+            "{stale:?}"
+        );
+        for (uid, seqs) in [("a", vec![1]), ("b", vec![1, 2]), ("c", vec![1, 2, 3])] {
+            let logged: Vec<u64> = store
+                .events_after(&Uid::new(uid).unwrap(), Seq(0), 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq.0)
+                .collect();
+            assert_eq!(logged, seqs, "{uid}'s log");
         }
     }
 }
