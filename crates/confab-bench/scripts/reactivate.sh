@@ -9,7 +9,9 @@
 # sessions talk every SESSIONS / RATE s and stay resident. MariaDB: a fresh database on
 # 127.0.0.1:3306 (or $BENCH_MYSQL_PORT; BENCH_MYSQL=private starts a private mariadbd
 # sized like a database server, as turns.sh does); Redis: 127.0.0.1:6379 (or $BENCH_REDIS_URL),
-# under a key prefix of its own. BENCH_BIN=DIR runs kept binaries.
+# under a key prefix of its own. DURABLE=embedded puts Redis in front of the node's
+# embedded SQLite store instead of MariaDB (no database server sharing the cores).
+# BENCH_BIN=DIR runs kept binaries.
 set -euo pipefail
 sessions=${1:-10000}
 rate=${2:-10000}
@@ -19,7 +21,9 @@ source crates/confab-bench/scripts/lib.sh
 bench_binaries
 secret=bench-secret-0123456789abcdef
 data=$(mktemp -d)
-bench_mysql_port
+durable=${DURABLE:-mysql}
+case $durable in mysql | embedded) ;; *) echo "DURABLE must be mysql or embedded, not $durable" >&2; exit 2 ;; esac
+[ "$durable" = embedded ] || bench_mysql_port
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
 db=confab_bench_$$
 port=$(free_port)
@@ -30,14 +34,18 @@ cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$data" "${mysql_dir:-}"
-  mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
+  [ "$durable" = embedded ] || mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true
   redis-cli -u "$redis_url" --scan --pattern "$db:*" | xargs -r -n 1000 redis-cli -u "$redis_url" DEL >/dev/null || true
 }
 trap cleanup EXIT
-mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "CREATE DATABASE $db"
-CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn \
+mysql_env=()
+if [ "$durable" = mysql ]; then
+  mariadb -h127.0.0.1 -P"$mysql_port" -uroot -e "CREATE DATABASE $db"
+  mysql_env=(CONFAB_STORE__MYSQL_URL=mysql://root@127.0.0.1:$mysql_port/$db)
+fi
+env CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn \
   CONFAB_GATEWAY__MAX_CONNECTIONS=100000 CONFAB_GATEWAY__MAX_CONNECTIONS_PER_IP=100000 \
-  CONFAB_STORE__MYSQL_URL=mysql://root@127.0.0.1:$mysql_port/$db \
+  "${mysql_env[@]}" \
   CONFAB_STORE__REDIS_URL=$redis_url CONFAB_STORE__REDIS_KEY_PREFIX=$db \
   CONFAB_RUNTIME__PASSIVATE_AFTER_S=4 \
   $bin/confab node --http-port "$port" --data-dir "$data" &
