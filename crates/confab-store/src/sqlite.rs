@@ -2,7 +2,13 @@
 //!
 //! - WAL mode, so readers never block the writer and several node processes on one
 //!   machine can share the file; writers take the lock with `BEGIN IMMEDIATE` and
-//!   wait up to `busy_timeout` for each other instead of failing.
+//!   wait up to `busy_timeout` for each other instead of failing. The writer
+//!   waits in this module, trying again every 1-2 ms, not in SQLite's own busy
+//!   handler, which sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms
+//!   between tries: with several node processes on one file (`confab up`, the
+//!   rebalance bench) a lock freed early in one of those sleeps stayed unused
+//!   for the rest of it, and every turn of every node waited (docs/benchmarks.md,
+//!   the rebalance results of 2026-12-05).
 //! - `synchronous` is configurable: `full` (the default) syncs the WAL on every
 //!   commit, so an acked turn survives a power cut; `normal` survives a process
 //!   crash only, and is faster.
@@ -87,6 +93,20 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The writer's first wait for a lock another connection holds; it doubles up
+/// to [`BUSY_RETRY_MAX`].
+const BUSY_RETRY_FIRST: Duration = Duration::from_millis(1);
+const BUSY_RETRY_MAX: Duration = Duration::from_millis(2);
+
+/// Whether SQLite refused for a lock another connection holds (`SQLITE_BUSY`
+/// and its extended codes).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `confab.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
@@ -128,10 +148,12 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0");
         // A file on this machine: no connection goes stale, so a connection is
         // not pinged (a round trip to its worker thread) before each use.
+        // The writer does not wait inside SQLite: `begin_immediate` tries
+        // again every 1-2 ms until `busy_timeout`.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(connect.clone())
+            .connect_with(connect.clone().busy_timeout(Duration::ZERO))
             .await
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let readers = SqlitePoolOptions::new()
@@ -152,7 +174,9 @@ impl SqliteStore {
             wal: Arc::default(),
             busy_timeout: options.busy_timeout,
         };
-        store.migrate().await?;
+        // Migrations wait for other processes inside SQLite (their statements
+        // are sqlx's own), on the connection that keeps `busy_timeout`.
+        store.migrate(&checkpointer).await?;
         tokio::spawn(checkpoint_in_background(
             checkpointer,
             Arc::clone(&store.wal),
@@ -165,13 +189,13 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self, pool: &SqlitePool) -> Result<(), StoreError> {
         let migrator = sqlx::migrate!("./migrations/sqlite");
         // Two processes starting on one data dir may race to record the same
         // migration; the loser finds it applied on the second try.
         let mut last = None;
         for _ in 0..3 {
-            match migrator.run(&self.writer).await {
+            match migrator.run(pool).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }
@@ -299,10 +323,7 @@ impl SqliteStore {
         body: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.writer.acquire().await.map_err(unavailable)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        self.begin_immediate(&mut conn).await?;
         let result = match body(&mut conn).await {
             Ok(value) => sqlx::query("COMMIT")
                 .execute(&mut *conn)
@@ -315,6 +336,30 @@ impl SqliteStore {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
         result
+    }
+
+    /// `BEGIN IMMEDIATE`, tried again every 1-2 ms while another connection
+    /// holds the write lock, for at most `busy_timeout`.
+    async fn begin_immediate(&self, conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        let mut wait = BUSY_RETRY_FIRST;
+        loop {
+            let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await else {
+                return Ok(());
+            };
+            if !is_busy(&e) {
+                return Err(unavailable(e));
+            }
+            if tokio::time::Instant::now() + wait >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "{e}: another connection held the database's write lock for more than \
+                     busy_timeout ({} ms)",
+                    self.busy_timeout.as_millis()
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(BUSY_RETRY_MAX);
+        }
     }
 
     async fn restart_wal_if_long(&self) {
@@ -336,9 +381,10 @@ impl SqliteStore {
         let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
             .fetch_one(&mut *conn)
             .await;
-        let writer_busy_ms = u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX);
-        if let Err(e) = busy(writer_busy_ms).execute(&mut *conn).await {
-            // A writer that gives up after 20 ms would fail commits: start afresh.
+        // Back to the writer's own: it waits for locks outside SQLite.
+        if let Err(e) = busy(0).execute(&mut *conn).await {
+            // A writer left waiting up to 20 ms inside SQLite would hold up its
+            // own retries: start afresh.
             tracing::warn!(error = %e, "cannot restore busy_timeout; reopening the connection");
             drop(conn.detach());
             return;

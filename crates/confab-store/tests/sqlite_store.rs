@@ -260,3 +260,71 @@ async fn writes_and_claims_name_their_node() {
     };
     suite::writes_and_claims_name_their_node(&n1, &n2, rows, fence).await;
 }
+
+/// Another process's write transaction on the same file (here a connection of
+/// its own) holds the write lock: the store's writer waits for it, outside
+/// SQLite's busy handler, and commits once it is free.
+#[tokio::test]
+async fn a_write_waits_for_another_connections_lock_and_lands_once_it_is_free() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()).await);
+    let url = format!("sqlite://{}", store.path().display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let writing = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.append(&[event("locked", 1)]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !writing.is_finished(),
+        "the write went through another connection's lock"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    writing.await.unwrap().unwrap();
+    let back = store
+        .events_after(&uid("locked"), Seq(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(back, vec![event("locked", 1)]);
+}
+
+/// A lock held past `busy_timeout` fails the write with a clear error, writes
+/// nothing, and the writer serves again once the lock is gone.
+#[tokio::test]
+async fn a_lock_held_past_busy_timeout_fails_the_write_clearly_and_nothing_is_lost() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        busy_timeout: std::time::Duration::from_millis(200),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path(), &options).await.unwrap();
+    let url = format!("sqlite://{}", store.path().display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let error = store
+        .append(&[event("held", 1)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("write lock") && error.contains("busy_timeout (200 ms)"),
+        "{error}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    store.append(&[event("held", 1)]).await.unwrap();
+    let back = store.events_after(&uid("held"), Seq(0), 10).await.unwrap();
+    assert_eq!(
+        back,
+        vec![event("held", 1)],
+        "written once, after the refusal"
+    );
+}

@@ -18,7 +18,9 @@ impl SqliteStore {
         row: &DeadLetterRow<'_>,
     ) -> Result<u64, StoreError> {
         // One statement: the upsert and the id it lands on are atomic.
-        let (id,): (i64,) = sqlx::query_as(
+        let (id,): (i64,) = self
+            .write_tx(async |tx| {
+                sqlx::query_as(
             "INSERT INTO dead_letters (uid, seq, action, args, reason, attempts, created_ms) \
              VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (uid, seq, action) DO UPDATE SET reason = excluded.reason, \
@@ -32,9 +34,11 @@ impl SqliteStore {
         .bind(row.reason)
         .bind(i64::from(entry.attempts))
         .bind(u64_to_db(entry.created_ms))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+            })
+            .await?;
         Ok(db_to_u64(id))
     }
 
@@ -63,14 +67,18 @@ impl SqliteStore {
     }
 
     async fn mark_resolved(&self, id: u64, at_ms: u64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE dead_letters SET resolved_ms = ? WHERE id = ? AND resolved_ms IS NULL",
-        )
-        .bind(u64_to_db(at_ms))
-        .bind(u64_to_db(id))
-        .execute(&self.writer)
-        .await
-        .map_err(unavailable)?;
+        let done = self
+            .write_tx(async |tx| {
+                sqlx::query(
+                    "UPDATE dead_letters SET resolved_ms = ? WHERE id = ? AND resolved_ms IS NULL",
+                )
+                .bind(u64_to_db(at_ms))
+                .bind(u64_to_db(id))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -201,19 +209,23 @@ impl crate::audit::AuditStore for SqliteStore {
     fn audit<'a>(&'a self, entry: &'a crate::audit::AuditEntry) -> crate::StoreFuture<'a, u64> {
         Box::pin(async move {
             let entry = entry.clone().bounded();
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO admin_audit (at_ms, who, node, action, status, result) \
+            let (id,): (i64,) = self
+                .write_tx(async |tx| {
+                    sqlx::query_as(
+                        "INSERT INTO admin_audit (at_ms, who, node, action, status, result) \
                  VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(u64_to_db(entry.at_ms))
-            .bind(&entry.who)
-            .bind(&entry.node)
-            .bind(&entry.action)
-            .bind(i64::from(entry.status))
-            .bind(&entry.result)
-            .fetch_one(&self.writer)
-            .await
-            .map_err(unavailable)?;
+                    )
+                    .bind(u64_to_db(entry.at_ms))
+                    .bind(&entry.who)
+                    .bind(&entry.node)
+                    .bind(&entry.action)
+                    .bind(i64::from(entry.status))
+                    .bind(&entry.result)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)
+                })
+                .await?;
             Ok(db_to_u64(id))
         })
     }
