@@ -161,7 +161,16 @@ pub struct Replied {
 impl Replied {
     /// The reply a `ReplyProduced` event carries; `None` for other events.
     pub fn from_event(ack_seq: Seq, event: &RecordedEvent, duplicate: bool) -> Option<Self> {
-        match &event.event {
+        if !matches!(event.event, Event::ReplyProduced { .. }) {
+            return None;
+        }
+        Self::from_owned_event(ack_seq, event.clone(), duplicate)
+    }
+
+    /// [`Replied::from_event`] for an event no longer needed: the reply's
+    /// fields move out of it.
+    pub fn from_owned_event(ack_seq: Seq, event: RecordedEvent, duplicate: bool) -> Option<Self> {
+        match event.event {
             Event::ReplyProduced {
                 message_id,
                 text,
@@ -172,11 +181,11 @@ impl Replied {
             } => Some(Self {
                 ack_seq,
                 reply_seq: event.seq,
-                message_id: message_id.clone(),
-                text: text.clone(),
-                intent: intent.clone(),
-                policy: policy.clone(),
-                slots: slots.clone(),
+                message_id,
+                text,
+                intent,
+                policy,
+                slots,
                 duplicate,
             }),
             _ => None,
@@ -918,26 +927,7 @@ fn replied_by(events: &[RecordedEvent]) -> Replied {
 fn replied_by_owned(mut events: Vec<RecordedEvent>) -> Replied {
     let ack_seq = events.first().expect("a turn has events").seq;
     let last = events.pop().expect("a turn has events");
-    match last.event {
-        Event::ReplyProduced {
-            message_id,
-            text,
-            policy,
-            intent,
-            slots,
-            ..
-        } => Replied {
-            ack_seq,
-            reply_seq: last.seq,
-            message_id,
-            text,
-            intent,
-            policy,
-            slots,
-            duplicate: false,
-        },
-        _ => panic!("a turn ends with its reply"),
-    }
+    Replied::from_owned_event(ack_seq, last, false).expect("a turn ends with its reply")
 }
 
 fn missing_reply(uid: &Uid, seq: Seq) -> TurnFailure {

@@ -146,26 +146,20 @@ impl SqliteStore {
             // Checkpoints run on their own connection (see `checkpoint_in_background`),
             // not inside a commit that acks are waiting for.
             .pragma("wal_autocheckpoint", "0");
-        // A file on this machine: no connection goes stale, so a connection is
-        // not pinged (a round trip to its worker thread) before each use.
-        // The writer does not wait inside SQLite: `begin_immediate` tries
-        // again every 1-2 ms until `busy_timeout`.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(connect.clone().busy_timeout(Duration::ZERO))
-            .await
-            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(options.read_connections_max.max(1))
-            .connect_with(connect.clone().read_only(true))
-            .await
-            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
-        let checkpointer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(connect)
-            .await
-            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+        // Nodes starting together on one fresh data dir (`confab up`) race to
+        // create the file and switch it to WAL, and SQLite refuses the losers
+        // at once (no busy wait on those paths): they try again, for at most
+        // `busy_timeout`.
+        let deadline = tokio::time::Instant::now() + options.busy_timeout;
+        let (writer, readers, checkpointer) = loop {
+            match connect_pools(&connect, options).await {
+                Ok(pools) => break pools,
+                Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_RETRY_MAX).await;
+                }
+                Err(e) => return Err(StoreError::Open(format!("{}: {e}", path.display()))),
+            }
+        };
         let store = Self {
             writer,
             node: options.node.clone(),
@@ -495,6 +489,41 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The writer, reader and checkpointer pools on one file.
+async fn connect_pools(
+    connect: &SqliteConnectOptions,
+    options: &SqliteOptions,
+) -> Result<(SqlitePool, SqlitePool, SqlitePool), sqlx::Error> {
+    // The writer does not wait inside SQLite: `begin_immediate` tries
+    // again every 1-2 ms until `busy_timeout`. Its connection is opened
+    // with SQLite's wait all the same (its setup PRAGMAs must wait for a
+    // node creating the file beside it, as under `confab up`) and turns
+    // it off once open. A file on this machine: no connection goes stale, so
+    // it is not pinged (a round trip to its worker thread) before each use.
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA busy_timeout = 0")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_with(connect.clone())
+        .await?;
+    let readers = SqlitePoolOptions::new()
+        .max_connections(options.read_connections_max.max(1))
+        .connect_with(connect.clone().read_only(true))
+        .await?;
+    let checkpointer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await?;
+    Ok((writer, readers, checkpointer))
 }
 
 /// How often the WAL is checkpointed in the background.

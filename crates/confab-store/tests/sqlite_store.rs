@@ -261,20 +261,26 @@ async fn writes_and_claims_name_their_node() {
     suite::writes_and_claims_name_their_node(&n1, &n2, rows, fence).await;
 }
 
-/// Another process's write transaction on the same file (here a connection of
-/// its own) holds the write lock: the store's writer waits for it, outside
-/// SQLite's busy handler, and commits once it is free.
-#[tokio::test]
-async fn a_write_waits_for_another_connections_lock_and_lands_once_it_is_free() {
+/// A connection of its own to the store's file, inside a write transaction.
+async fn holding_the_write_lock(store: &SqliteStore) -> sqlx::SqliteConnection {
     use sqlx::Connection;
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(open(dir.path()).await);
     let url = format!("sqlite://{}", store.path().display());
     let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut other)
         .await
         .unwrap();
+    other
+}
+
+/// Another process's write transaction on the same file (here a connection of
+/// its own) holds the write lock: the store's writer waits for it, outside
+/// SQLite's busy handler, and commits once it is free.
+#[tokio::test]
+async fn a_write_waits_for_another_connections_lock_and_lands_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()).await);
+    let mut other = holding_the_write_lock(&store).await;
     let writing = tokio::spawn({
         let store = std::sync::Arc::clone(&store);
         async move { store.append(&[event("locked", 1)]).await }
@@ -297,19 +303,13 @@ async fn a_write_waits_for_another_connections_lock_and_lands_once_it_is_free() 
 /// nothing, and the writer serves again once the lock is gone.
 #[tokio::test]
 async fn a_lock_held_past_busy_timeout_fails_the_write_clearly_and_nothing_is_lost() {
-    use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteOptions {
         busy_timeout: std::time::Duration::from_millis(200),
         ..SqliteOptions::default()
     };
     let store = SqliteStore::open(dir.path(), &options).await.unwrap();
-    let url = format!("sqlite://{}", store.path().display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = holding_the_write_lock(&store).await;
     let error = store
         .append(&[event("held", 1)])
         .await
@@ -327,4 +327,23 @@ async fn a_lock_held_past_busy_timeout_fails_the_write_clearly_and_nothing_is_lo
         vec![event("held", 1)],
         "written once, after the refusal"
     );
+}
+
+/// Three nodes opening one fresh data dir at once, as `confab up` starts them:
+/// every open succeeds (creating the file, switching it to WAL and migrating it
+/// make the others wait, never fail).
+#[tokio::test]
+async fn three_stores_opening_one_fresh_data_dir_at_once_all_open() {
+    let options = SqliteOptions::default();
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = tokio::join!(
+            SqliteStore::open(dir.path(), &options),
+            SqliteStore::open(dir.path(), &options),
+            SqliteStore::open(dir.path(), &options),
+        );
+        for store in [a, b, c] {
+            store.unwrap().append(&[]).await.unwrap();
+        }
+    }
 }
