@@ -90,7 +90,11 @@ impl Default for HandoffConfig {
             gather_max: 256 * 8,
             resident_max: 100_000,
             queue_max: 64,
-            handoff_max: 2_048,
+            // 2,048 at once made every turn of the node wait behind the
+            // handing-off actors' tasks in the scheduler's queues (join pause
+            // p99 178-314 ms); 256 gave 149-152 ms, every moved session still
+            // on its new owner within 500 ms (docs/benchmarks.md, 2026-12-05).
+            handoff_max: 256,
             arrived_keep_ms: 300_000,
         }
     }
