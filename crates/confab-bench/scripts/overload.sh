@@ -5,6 +5,9 @@
 #   CAPACITY: what the node serves on this machine (turns/s; about 10000 on 2 cores).
 #   Rows: the echo floor at 2x; confab at 1x (admission on); 2x and 3x with
 #   admission on; 2x and 3x with it off (gateway.admission_latency_target_ms = 0).
+# The admission rows run with gateway.admission_latency_target_ms = ADMISSION_TARGET_MS
+# (default 10) and gateway.admission_min_inflight = ADMISSION_FLOOR (default 64), the
+# tuning docs/benchmarks.md found for this machine; BENCH_BIN=DIR runs kept binaries.
 # The node runs on the embedded store (fsync at every commit), on a fresh data dir
 # per row. During each row the node's RSS is read every second from /proc; the row
 # prints its first and largest value. Overloaded answers do not fail a row
@@ -16,8 +19,9 @@ capacity=${2:-10000}
 duration=${3:-20s}
 cd "$(dirname "$0")/../../.."
 source crates/confab-bench/scripts/lib.sh
-cargo build --release --locked -q -p confab -p confab-bench
-bin=target/release
+target_ms=${ADMISSION_TARGET_MS:-10}
+floor=${ADMISSION_FLOOR:-64}
+bench_binaries
 secret=bench-secret-0123456789abcdef
 work=$(mktemp -d)
 node_pid=
@@ -38,7 +42,7 @@ row() { # LABEL RATE ADMISSION_TARGET_MS
   rm -rf "$work/data"
   CONFAB_AUTH__JWT_SECRET=$secret RUST_LOG=warn \
     CONFAB_GATEWAY__MAX_CONNECTIONS=100000 CONFAB_GATEWAY__MAX_CONNECTIONS_PER_IP=100000 \
-    CONFAB_GATEWAY__ADMISSION_LATENCY_TARGET_MS="$3" \
+    CONFAB_GATEWAY__ADMISSION_LATENCY_TARGET_MS="$3" CONFAB_GATEWAY__ADMISSION_MIN_INFLIGHT="$floor" \
     $bin/confab node --http-port 18181 --data-dir "$work/data" &
   node_pid=$!
   wait_ready "$node_pid" 18181
@@ -48,7 +52,7 @@ row() { # LABEL RATE ADMISSION_TARGET_MS
     sleep 1
   done) &
   local sampler=$!
-  echo "== $1: $sessions sessions, $2 turns/s offered, $duration"
+  echo "== $1: $sessions sessions, $2 turns/s offered, $duration (admission target $3 ms, floor $floor)"
   turns ws://127.0.0.1:18181/v1/ws "$2"
   kill "$sampler" 2>/dev/null || true
   echo "node rss KiB  first $(head -1 "$work/rss")  max $(sort -n "$work/rss" | tail -1)"
@@ -64,8 +68,8 @@ wait_port 19090
 echo "== echo floor: $sessions sessions, $((capacity * 2)) turns/s offered, $duration"
 turns ws://127.0.0.1:19090/v1/ws $((capacity * 2))
 echo
-row "confab, admission on, 1x" "$capacity" 20
-row "confab, admission on, 2x" $((capacity * 2)) 20
-row "confab, admission on, 3x" $((capacity * 3)) 20
+row "confab, admission on, 1x" "$capacity" "$target_ms"
+row "confab, admission on, 2x" $((capacity * 2)) "$target_ms"
+row "confab, admission on, 3x" $((capacity * 3)) "$target_ms"
 row "confab, admission off (baseline), 2x" $((capacity * 2)) 0
 row "confab, admission off (baseline), 3x" $((capacity * 3)) 0

@@ -29,9 +29,20 @@
 //!   by a twentieth: places held by turns that never answer must not shut the
 //!   node for good.
 //!
-//! A stall (a checkpoint, a pause) that delays some turns of a window but
-//! not all leaves the limit alone: turns in that window that found no queue
-//! were fast.
+//! The fastest turn says whether a queue stands in front of *every* turn. On
+//! shared cores the load also shows up in the tail alone: the turns that wait
+//! for a core, a commit or a busy session grow slower with what is in flight,
+//! while the turns that found none stay fast. So a second signal watches the
+//! tail: when more than one answered turn in a hundred took longer than
+//! `tail_latency_us`, the limit falls to what was in flight at the window's
+//! peak scaled by `tail / slowest` (at least a tenth off, at most halved);
+//! when some did but fewer, it rises by a twentieth at most, as the slowest
+//! turns of a rise are answered windows after it. This is the bound the
+//! accepted turns' p99 keeps to.
+//!
+//! A stall (a checkpoint, a pause) that delays a few turns of a window leaves
+//! the limit alone: turns in that window that found no queue were fast, and
+//! one turn in a hundred may be slow.
 //!
 //! The limit never leaves `[limit_min, limit_max]`. Time comes in as
 //! microseconds on one monotonic clock of the caller's choosing; there is no
@@ -43,6 +54,9 @@ pub struct AdmissionSettings {
     /// No queue should stand longer than this: the fastest turn of a window
     /// is answered within it, in µs.
     pub latency_target_us: u64,
+    /// At most one answered turn in a hundred should take longer than this
+    /// (from arrival to answer), in µs; at least `latency_target_us`.
+    pub tail_latency_us: u64,
     /// How often the limit is decided again, in µs.
     pub window_us: u64,
     /// The limit never falls below this (so that a stall that is not load
@@ -83,6 +97,8 @@ pub struct WindowReport {
     pub refused: u64,
     /// Its fastest turn's latency, in µs (0 when nothing was answered).
     pub latency_min_us: u64,
+    /// Turns answered in it that took longer than `tail_latency_us`.
+    pub slow: u64,
     /// The limit it left.
     pub limit: usize,
 }
@@ -101,7 +117,9 @@ pub struct Admission {
 struct Window {
     started_us: u64,
     latency_min_us: Option<u64>,
+    latency_max_us: u64,
     answered: u64,
+    slow: u64,
     refused: u64,
     in_flight_peak: usize,
 }
@@ -115,6 +133,10 @@ impl Admission {
             limit_max,
             limit_min: settings.limit_min.clamp(1, limit_max),
             latency_target_us: settings.latency_target_us.max(1),
+            tail_latency_us: settings
+                .tail_latency_us
+                .max(settings.latency_target_us)
+                .max(1),
             window_us: settings.window_us.max(1),
         };
         Self {
@@ -152,6 +174,8 @@ impl Admission {
         self.release();
         self.window.answered += 1;
         let latency_us = now_us.saturating_sub(turn.arrived_us);
+        self.window.slow += u64::from(latency_us > self.settings.tail_latency_us);
+        self.window.latency_max_us = self.window.latency_max_us.max(latency_us);
         self.window.latency_min_us = Some(
             self.window
                 .latency_min_us
@@ -211,11 +235,22 @@ impl Admission {
         };
         let target_us = self.settings.latency_target_us;
         let saturated = window.refused > 0 || window.in_flight_peak >= self.limit;
+        let base = window.in_flight_peak.min(self.limit).max(1);
+        // More than one turn in a hundred over the tail bound.
+        let slow_tail = window.slow * 100 > window.answered;
         let limit = if fastest_us > target_us {
-            let base = window.in_flight_peak.min(self.limit).max(1);
             // target/fastest, never below a half.
             let scaled = (base as u128 * target_us as u128 / fastest_us as u128) as usize;
             scaled.max(base / 2)
+        } else if slow_tail {
+            // tail/slowest, at least a tenth off and never below a half.
+            let tail_us = self.settings.tail_latency_us;
+            let scaled = (base as u128 * tail_us as u128 / window.latency_max_us as u128) as usize;
+            scaled.clamp(base / 2, base - (base / 10).max(1))
+        } else if saturated && window.slow > 0 {
+            // Near the tail bound: creep, as the slowest turns of a rise are
+            // answered windows later.
+            self.limit + (self.limit / 20).max(1)
         } else if saturated && fastest_us <= target_us / 2 {
             self.limit + (self.limit / 4).max(1)
         } else if saturated {
@@ -228,6 +263,7 @@ impl Admission {
             answered: window.answered,
             refused: window.refused,
             latency_min_us: fastest_us,
+            slow: window.slow,
             limit: self.limit,
         };
     }

@@ -14,11 +14,16 @@ use std::time::{Duration, Instant};
 /// How often the limit is decided again.
 const WINDOW: Duration = Duration::from_millis(100);
 
+/// The tail bound, as a multiple of the latency target: at most one admitted
+/// turn in a hundred should take longer than this.
+const TAIL_OVER_TARGET: u32 = 4;
+
 /// The settings of the node's admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionLimits {
     /// No queue should stand longer than this (the fastest turns of every
-    /// 100 ms are answered within it); `ZERO` turns the adaptation off (the
+    /// 100 ms are answered within it, and at most one in a hundred takes
+    /// longer than four times it); `ZERO` turns the adaptation off (the
     /// runtime's bound on turns in flight still holds).
     pub latency_target: Duration,
     /// The limit never falls below this many turns in flight.
@@ -49,6 +54,7 @@ impl AdmissionGate {
         let machine = (!limits.latency_target.is_zero()).then(|| {
             let settings = AdmissionSettings {
                 latency_target_us: micros(limits.latency_target),
+                tail_latency_us: micros(limits.latency_target.saturating_mul(TAIL_OVER_TARGET)),
                 window_us: micros(WINDOW),
                 limit_min: limits.in_flight_min,
                 limit_max: limits.in_flight_max,
