@@ -6,7 +6,9 @@
 //! 2. Measures memory per resident session (RSS / resident) and, in this
 //!    process, the floor: as many bare ractor actors.
 //! 3. Starts `--active` users talking steadily (one turn every `--pause`),
-//!    then a 4th node joins; once the handoffs settle, node-2 is drained.
+//!    then a 4th node joins; once the handoffs settle, node-2 is drained (the
+//!    users' address list drops it when the drain starts, as a load balancer
+//!    following its readiness does).
 //! 4. Reports, per event:
 //!    - how long moved sessions took to reach their new owner
 //!      (`confab_migration_seconds`, timed by each old owner from its
@@ -532,6 +534,14 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         .await
         .context("the drain request failed")?;
     anyhow::ensure!(status == 200, "drain refused: {status} {body}");
+    // node-2's /readyz answers 503 from now on: the clients' address list
+    // follows readiness, as a load balancer's does (a Kubernetes Service drops
+    // the pod), so a client told 1013 reconnects to a node that serves.
+    {
+        let mut urls = load.urls.lock().expect("urls");
+        let draining = nodes[1].ws();
+        urls.retain(|u| *u != draining);
+    }
     // node-2 stops once it has left: keep its last metrics page.
     let mut drained_page = String::new();
     let mut drain_ring = None;
@@ -549,11 +559,6 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_end = Instant::now();
-    {
-        let mut urls = load.urls.lock().expect("urls");
-        let gone = nodes[1].ws();
-        urls.retain(|u| *u != gone);
-    }
     let (drain_moved, drain_q) = migration(&drained_page, "drain");
     tokio::time::sleep(STEADY).await;
     if let Some(dir) = &args.keep_logs {

@@ -92,9 +92,10 @@ impl Default for HandoffConfig {
             queue_max: 64,
             // 2,048 at once made every turn of the node wait behind the
             // handing-off actors' tasks in the scheduler's queues (join pause
-            // p99 178-314 ms); 256 gave 149-152 ms, every moved session still
-            // on its new owner within 500 ms (docs/benchmarks.md, 2026-12-05).
-            handoff_max: 256,
+            // p99 178-314 ms); 256 gave 94-263 ms and 64 gave 42-75 ms on a
+            // slower machine, the last moved sessions arriving within 1-2 s
+            // instead of 0.5-1 s (docs/benchmarks.md, 2026-12-05).
+            handoff_max: 64,
             arrived_keep_ms: 300_000,
         }
     }

@@ -62,6 +62,17 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Where a node's connections stand while it drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DrainStage {
+    /// Serving: connections are accepted.
+    Serving,
+    /// New connections are closed with 1013; open ones keep serving.
+    RefusingNew,
+    /// Every connection is closed with 1013.
+    Closing,
+}
+
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct Gateway {
@@ -71,9 +82,10 @@ pub struct Gateway {
     pub(crate) turn_limiter: Arc<limits::TurnLimiter>,
     pub(crate) admission: Arc<admission::AdmissionGate>,
     pub(crate) keys: Option<confab_runtime::keys::KeyManager>,
-    /// Set when the node stops: every connection closes with 1013 so that its
-    /// client reconnects elsewhere.
-    pub(crate) draining: Arc<watch::Sender<bool>>,
+    /// How far the node's drain has come: new connections are refused (1013)
+    /// from [`DrainStage::RefusingNew`], and every connection is closed with
+    /// 1013 at [`DrainStage::Closing`], so that its client reconnects elsewhere.
+    pub(crate) draining: Arc<watch::Sender<DrainStage>>,
     metrics: PrometheusHandle,
 }
 
@@ -92,7 +104,7 @@ impl Gateway {
             admission: admission::AdmissionGate::new(config.admission),
             keys: None,
             config: Arc::new(config),
-            draining: Arc::new(watch::Sender::new(false)),
+            draining: Arc::new(watch::Sender::new(DrainStage::Serving)),
             metrics,
         }
     }
@@ -106,7 +118,18 @@ impl Gateway {
     /// Closes every WebSocket connection with 1013 (draining); new connections
     /// are closed the same way. Turns already queued still complete.
     pub fn drain(&self) {
-        self.draining.send_replace(true);
+        self.draining.send_replace(DrainStage::Closing);
+    }
+
+    /// Refuses new WebSocket connections with 1013 (draining) and keeps the
+    /// open ones: their turns go to their sessions' owners, wherever the
+    /// sessions move, until [`Gateway::drain`] closes them.
+    pub fn refuse_new_connections(&self) {
+        self.draining.send_if_modified(|stage| {
+            let was = *stage;
+            *stage = was.max(DrainStage::RefusingNew);
+            *stage != was
+        });
     }
 
     /// The axum router of every endpoint.

@@ -10,10 +10,10 @@
 //! - the writer owns the socket's sink; the others send it frames through a
 //!   bounded channel, so a client that stops reading slows only itself.
 
-use crate::Gateway;
 use crate::admission::Slot;
 use crate::auth::AuthError;
 use crate::serve::Peer;
+use crate::{DrainStage, Gateway};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -186,7 +186,7 @@ async fn connection(gw: Gateway, uid: Uid, exp: u64, mut socket: WebSocket) {
     let _slot = ConnectionSlot::new();
     // A draining node closes a new connection at once: activating the session
     // for a hello first (it is moving away) cost the client most of a second.
-    if *gw.draining.borrow() {
+    if *gw.draining.borrow() >= DrainStage::RefusingNew {
         let _ = socket
             .send(close(CLOSE_OVERLOADED, "node is draining: reconnect"))
             .await;
@@ -277,7 +277,7 @@ async fn read_frames(
         let message = tokio::select! {
             message = stream.next() => message,
             () = &mut expiry => return Some(close(CLOSE_TOKEN_EXPIRED, "token expired")),
-            () = async { drop(draining.wait_for(|draining| *draining).await) } => {
+            () = async { drop(draining.wait_for(|stage| *stage == DrainStage::Closing).await) } => {
                 return Some(close(CLOSE_OVERLOADED, "node is draining: reconnect"));
             }
         };

@@ -42,6 +42,10 @@ pub struct RuntimeConfig {
     /// Sessions resident in memory on this node; past it, new sessions get
     /// `overloaded` until idle ones passivate.
     pub resident_sessions_max: usize,
+    /// Sessions this node hands off at once when the ring moves them away, at
+    /// most; the rest wait their turn, the sessions talked to last first
+    /// (`confab_core::handoff::HandoffConfig::handoff_max`).
+    pub handing_off_max: usize,
     /// The key that signs snapshots.
     /// The key that checks snapshots of the plaintext format 1, written before
     /// the data-key ring (`store.snapshot_hmac_key`).

@@ -62,6 +62,7 @@ pub(crate) fn config_of(config: &crate::RuntimeConfig) -> HandoffConfig {
         resident_max: config.resident_sessions_max,
         queue_max: config.session_queue_max,
         arrived_keep_ms: u64::try_from(config.passivate_after.as_millis()).unwrap_or(u64::MAX),
+        handoff_max: config.handing_off_max,
         ..HandoffConfig::default()
     }
 }

@@ -209,6 +209,8 @@ pub(crate) struct RuntimeSection {
     pub(crate) max_inflight_turns: usize,
     pub(crate) max_queued_per_session: usize,
     pub(crate) max_resident_sessions: usize,
+    /// Sessions a node hands off at once when the ring moves them away.
+    pub(crate) max_handing_off: usize,
     pub(crate) passivate_after_s: u64,
     pub(crate) turn_timeout_ms: u64,
     /// Distinct intent names (and as many slot names) `confabctl stats` counts
@@ -222,6 +224,7 @@ impl Default for RuntimeSection {
             max_inflight_turns: 8192,
             max_queued_per_session: 32,
             max_resident_sessions: 100_000,
+            max_handing_off: 64,
             passivate_after_s: 600,
             turn_timeout_ms: 10_000,
             max_stats_names: 256,
@@ -567,6 +570,7 @@ impl Config {
                 "runtime.max_queued_per_session",
                 self.runtime.max_queued_per_session,
             ),
+            ("runtime.max_handing_off", self.runtime.max_handing_off),
             ("store.batch_max_events", self.store.batch_max_events),
             ("store.commit_concurrency", self.store.commit_concurrency),
             (

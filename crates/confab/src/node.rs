@@ -129,6 +129,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             snapshot_every: Duration::from_secs(config.store.snapshot_every_s),
             turn_timeout: Duration::from_millis(config.runtime.turn_timeout_ms),
             resident_sessions_max: config.runtime.max_resident_sessions,
+            handing_off_max: config.runtime.max_handing_off,
             snapshot_key,
             ring: keys.ring(),
             reencrypt_per_s: config.crypto.reencrypt_per_s,
@@ -214,6 +215,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     info!(node = %node_id, addr = %addr, "confab node ready");
 
     let draining = gateway.clone();
+    let drain_runtime = runtime.clone();
     let mut drain = runtime.drain_state();
     gateway
         .serve(listener, async move {
@@ -222,7 +224,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     info!("stopping: closing connections, then snapshotting sessions");
                     draining.drain();
                 }
-                () = follow_drain(&mut drain, &draining) => {}
+                () = follow_drain(&mut drain, &draining, &drain_runtime) => {}
             }
         })
         .await
@@ -329,18 +331,43 @@ fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
 /// that `confabctl nodes drain` sees it leave.
 const LEFT_GRACE: Duration = Duration::from_secs(2);
 
-/// Resolves once this node has been drained and left the cluster. Its
-/// WebSocket connections close with 1013 as soon as the drain begins, so that
-/// clients reconnect to a node on the ring.
+/// How long a draining node keeps its open connections at most while its
+/// sessions move; then it closes them whether or not every session moved.
+const CONNECTIONS_KEPT_WHILE_DRAINING: Duration = Duration::from_secs(10);
+
+/// How often a draining node counts its session actors.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Resolves once this node has been drained and left the cluster. When the
+/// drain begins it refuses new WebSocket connections (1013) and keeps the open
+/// ones: their turns follow their sessions to the new owners as any node's
+/// do. Once no session actor is left on it (every session moved), it closes
+/// them with 1013, so that their clients reconnect to a node on the ring
+/// between turns instead of while their sessions are moving.
 async fn follow_drain(
     drain: &mut tokio::sync::watch::Receiver<confab_runtime::drain::DrainState>,
     gateway: &Gateway,
+    runtime: &Runtime,
 ) {
     use confab_runtime::drain::DrainState;
     if drain.wait_for(|s| *s != DrainState::Serving).await.is_err() {
         return std::future::pending().await;
     }
-    info!("draining: closing connections with 1013; sessions move to their new owners");
+    info!("draining: refusing new connections; sessions move to their new owners");
+    gateway.refuse_new_connections();
+    let moved = async {
+        while runtime.session_actors().await != Some(0) {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    };
+    tokio::select! {
+        () = moved => info!("draining: every session moved; closing connections with 1013"),
+        _ = drain.wait_for(|s| *s == DrainState::Left) => {}
+        () = tokio::time::sleep(CONNECTIONS_KEPT_WHILE_DRAINING) => warn!(
+            after_s = CONNECTIONS_KEPT_WHILE_DRAINING.as_secs(),
+            "draining: sessions are still moving; closing connections with 1013 anyway"
+        ),
+    }
     gateway.drain();
     if drain.wait_for(|s| *s == DrainState::Left).await.is_err() {
         return std::future::pending().await;

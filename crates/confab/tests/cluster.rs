@@ -161,6 +161,79 @@ async fn a_fourth_node_joins_under_load_without_losing_or_repeating_a_turn() {
     }
 }
 
+/// A drained node keeps its open connections while its sessions move and
+/// closes them with 1013 only once none is left on it, so that its clients
+/// reconnect to sessions already serving on their new owners instead of
+/// waiting for them to arrive there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_closes_its_connections_once_its_sessions_have_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = cluster(dir.path(), 3).await;
+    // 300 users connected to node-3, each with a turn: about a third of the
+    // sessions live on node-3.
+    let mut clients = Vec::new();
+    for u in 0..300 {
+        let mut client = Client::as_uid(&nodes[2], &format!("user-{u}")).await;
+        client.say("m-1", "hello").await;
+        clients.push(client);
+    }
+    let (_, body) = http_request(
+        nodes[2].port,
+        "GET",
+        "/admin/v1/nodes/node-3/drain",
+        Some(&admin_token()),
+        None,
+    )
+    .await
+    .unwrap();
+    let before: confab_proto::admin::DrainView = serde_json::from_str(&body).unwrap();
+    assert!(
+        before.sessions_left > 0,
+        "no session lives on node-3: {body}"
+    );
+
+    let (status, body) = http_request(
+        nodes[0].port,
+        "POST",
+        "/admin/v1/nodes/node-3/drain",
+        Some(&admin_token()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let first = clients[0].end().await;
+    assert_eq!(first, End::Closed(Some(1013)));
+    // The first close came once node-3 held no session any more.
+    let (status, body) = http_request(
+        nodes[0].port,
+        "GET",
+        "/admin/v1/nodes/node-3/drain",
+        Some(&admin_token()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let progress: confab_proto::admin::DrainView = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        progress.sessions_left, 0,
+        "closed while sessions were still on node-3: {body}"
+    );
+    assert!(
+        progress.state == "draining" || progress.state == "left",
+        "{body}"
+    );
+    for client in &mut clients[1..] {
+        assert_eq!(client.end().await, End::Closed(Some(1013)));
+    }
+    // Each user, reconnected to a member, finds the turn it had.
+    for u in [0, 150, 299] {
+        let client = Client::as_uid(&nodes[u % 2], &format!("user-{u}")).await;
+        assert_eq!(client.last_seq(), 3, "user-{u}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_hands_its_sessions_off_under_load_then_leaves() {
     let dir = tempfile::tempdir().unwrap();

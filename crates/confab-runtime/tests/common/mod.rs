@@ -84,6 +84,7 @@ pub fn config(key: u8) -> RuntimeConfig {
         snapshot_every: Duration::from_secs(3600),
         turn_timeout: Duration::from_secs(10),
         resident_sessions_max: 1000,
+        handing_off_max: 64,
         snapshot_key: SnapshotKey::new(vec![key; 32]).unwrap(),
         ring: test_ring(),
         reencrypt_per_s: 0,
