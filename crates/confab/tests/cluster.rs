@@ -177,52 +177,24 @@ async fn a_drained_node_closes_its_connections_once_its_sessions_have_moved() {
         client.say("m-1", "hello").await;
         clients.push(client);
     }
-    let (_, body) = http_request(
-        nodes[2].port,
-        "GET",
-        "/admin/v1/nodes/node-3/drain",
-        Some(&admin_token()),
-        None,
-    )
-    .await
-    .unwrap();
-    let before: confab_proto::admin::DrainView = serde_json::from_str(&body).unwrap();
+    let before = node_3_drain(&nodes[2], "GET").await;
     assert!(
         before.sessions_left > 0,
-        "no session lives on node-3: {body}"
+        "no session lives on node-3: {before:?}"
     );
 
-    let (status, body) = http_request(
-        nodes[0].port,
-        "POST",
-        "/admin/v1/nodes/node-3/drain",
-        Some(&admin_token()),
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
+    node_3_drain(&nodes[0], "POST").await;
     let first = clients[0].end().await;
     assert_eq!(first, End::Closed(Some(1013)));
     // The first close came once node-3 held no session any more.
-    let (status, body) = http_request(
-        nodes[0].port,
-        "GET",
-        "/admin/v1/nodes/node-3/drain",
-        Some(&admin_token()),
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let progress: confab_proto::admin::DrainView = serde_json::from_str(&body).unwrap();
+    let progress = node_3_drain(&nodes[0], "GET").await;
     assert_eq!(
         progress.sessions_left, 0,
-        "closed while sessions were still on node-3: {body}"
+        "closed while sessions were still on node-3: {progress:?}"
     );
     assert!(
         progress.state == "draining" || progress.state == "left",
-        "{body}"
+        "{progress:?}"
     );
     for client in &mut clients[1..] {
         assert_eq!(client.end().await, End::Closed(Some(1013)));
@@ -232,6 +204,21 @@ async fn a_drained_node_closes_its_connections_once_its_sessions_have_moved() {
         let client = Client::as_uid(&nodes[u % 2], &format!("user-{u}")).await;
         assert_eq!(client.last_seq(), 3, "user-{u}");
     }
+}
+
+/// `POST` (start) or `GET` (progress) node-3's drain through `via`'s admin API.
+async fn node_3_drain(via: &Node, method: &str) -> confab_proto::admin::DrainView {
+    let (status, body) = http_request(
+        via.port,
+        method,
+        "/admin/v1/nodes/node-3/drain",
+        Some(&admin_token()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{method} node-3's drain: {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
