@@ -175,10 +175,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         children.push((format!("node-{i}"), launch.spawn(i, &seeds)?));
     }
-    for (i, (id, child)) in children.iter_mut().enumerate() {
-        let port = args.http_port + u16::try_from(i).unwrap_or(0);
-        wait_ready(id, child, port).await?;
-    }
+    wait_all_ready(&mut children, args.http_port).await?;
     let pids: Vec<Option<u32>> = children.iter().map(|(_, child)| child.id()).collect();
     // Listen before saying it is ready: a script that stops `confab up` as
     // soon as it reads the ready line must find the handlers in place.
@@ -484,16 +481,28 @@ async fn stop_all(children: &mut [(String, Child)]) {
     }
 }
 
-/// Polls `/readyz` until it answers 200, or the node exits, or time runs out.
-async fn wait_ready(id: &str, child: &mut Child, port: u16) -> anyhow::Result<()> {
+/// Waits until every node answers `/readyz` with 200 in one pass. A node is
+/// ready once it is linked to every member of its ring; node 1 can be ready
+/// before the others join its ring and then wait for links to them, so one
+/// pass over the nodes in turn is not enough: a client's first hello could
+/// reach a node not yet linked to the session's owner.
+async fn wait_all_ready(children: &mut [(String, Child)], first_port: u16) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("{id} exited during start-up ({status}); its log is above");
+        let mut waiting = None;
+        for (i, (id, child)) in children.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("{id} exited during start-up ({status}); its log is above");
+            }
+            let port = first_port + u16::try_from(i).unwrap_or(0);
+            if http_status(port, "/readyz").await != Some(200) {
+                waiting = Some(id.clone());
+                break;
+            }
         }
-        if http_status(port, "/readyz").await == Some(200) {
+        let Some(id) = waiting else {
             return Ok(());
-        }
+        };
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "{id} was not ready within {}s",
