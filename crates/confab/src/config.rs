@@ -224,7 +224,7 @@ impl Default for RuntimeSection {
             max_inflight_turns: 8192,
             max_queued_per_session: 32,
             max_resident_sessions: 100_000,
-            max_handing_off: 64,
+            max_handing_off: confab_core::handoff::HandoffConfig::default().handoff_max,
             passivate_after_s: 600,
             turn_timeout_ms: 10_000,
             max_stats_names: 256,
