@@ -46,6 +46,8 @@ pub const PEERS_GROUP: &str = "confab.peers";
 pub const MEMBERS_SETTING: &str = "cluster.members";
 /// How often the peers are read back from the process group.
 const PEERS_EVERY: Duration = Duration::from_millis(100);
+/// How often, at most, a draining node looks whether its last session moved.
+const DRAIN_POLL_MS: u64 = 20;
 /// Heartbeats and store answers queued for the membership machine, at most.
 const MEMBERSHIP_QUEUE_MAX: usize = 1024;
 /// The largest frame accepted from a peer (every node must use the same).
@@ -448,13 +450,21 @@ async fn drive_membership(
             && runtime.session_actors().await == Some(0)
         {
             drained = true;
+            runtime.shared.drain.set_moved();
             machine.handle(now(), Input::Drained);
             continue;
         }
+        // While the node drains, its sessions' departure is looked at more often:
+        // the node closes its connections as soon as the last one moved.
+        let most = if drained || runtime.shared.drain.state() == DrainState::Serving {
+            100
+        } else {
+            DRAIN_POLL_MS
+        };
         let wait = machine
             .poll_timeout()
-            .map_or(Duration::from_millis(100), |at| {
-                Duration::from_millis(at.saturating_sub(now()).min(100))
+            .map_or(Duration::from_millis(most), |at| {
+                Duration::from_millis(at.saturating_sub(now()).min(most))
             });
         tokio::select! {
             input = inputs.recv() => match input {

@@ -14,10 +14,13 @@ use confab_core::NodeId;
 use confab_core::membership::Input;
 use ractor::rpc::CallResult;
 
-/// The drain of this node: its state and the sessions it held at the start.
+/// The drain of this node: its state, the sessions it held at the start, and
+/// whether every one of them has moved (the membership loop decides it, once,
+/// when it reports `Drained`; the node closes its connections on it).
 pub(crate) struct DrainCell {
     state: tokio::sync::watch::Sender<DrainState>,
     at_start: std::sync::atomic::AtomicUsize,
+    moved: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for DrainCell {
@@ -25,6 +28,7 @@ impl Default for DrainCell {
         Self {
             state: tokio::sync::watch::Sender::new(DrainState::Serving),
             at_start: Default::default(),
+            moved: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -42,8 +46,14 @@ impl DrainCell {
         }
     }
 
+    /// No session actor is left on this draining node: every session moved.
+    pub(crate) fn set_moved(&self) {
+        self.moved.send_replace(true);
+    }
+
     /// The membership machine reported that this node left.
     pub(crate) fn set_left(&self) {
+        self.moved.send_replace(true);
         self.state.send_replace(DrainState::Left);
     }
 }
@@ -88,6 +98,12 @@ impl Runtime {
     /// Follows this node's drain state (the node binary stops once it has left).
     pub fn drain_state(&self) -> tokio::sync::watch::Receiver<DrainState> {
         self.shared.drain.state.subscribe()
+    }
+
+    /// Turns true once this draining node holds no session actor: every session
+    /// moved to its new owner (the node binary then closes its connections).
+    pub fn drain_moved(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.drain.moved.subscribe()
     }
 
     /// Drains `node` (this one or another member, through its peer actor).

@@ -335,9 +335,6 @@ const LEFT_GRACE: Duration = Duration::from_secs(2);
 /// sessions move; then it closes them whether or not every session moved.
 const CONNECTIONS_KEPT_WHILE_DRAINING: Duration = Duration::from_secs(10);
 
-/// How often a draining node counts its session actors.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
-
 /// Resolves once this node has been drained and left the cluster. When the
 /// drain begins it refuses new WebSocket connections (1013) and keeps the open
 /// ones: their turns follow their sessions to the new owners as any node's
@@ -355,14 +352,11 @@ async fn follow_drain(
     }
     info!("draining: refusing new connections; sessions move to their new owners");
     gateway.refuse_new_connections();
-    let moved = async {
-        while runtime.session_actors().await != Some(0) {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-    };
+    let mut moved = runtime.drain_moved();
     tokio::select! {
-        () = moved => info!("draining: every session moved; closing connections with 1013"),
-        _ = drain.wait_for(|s| *s == DrainState::Left) => {}
+        Ok(_) = moved.wait_for(|moved| *moved) => {
+            info!("draining: every session moved; closing connections with 1013");
+        }
         () = tokio::time::sleep(CONNECTIONS_KEPT_WHILE_DRAINING) => warn!(
             after_s = CONNECTIONS_KEPT_WHILE_DRAINING.as_secs(),
             "draining: sessions are still moving; closing connections with 1013 anyway"
