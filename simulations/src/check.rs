@@ -1,6 +1,7 @@
 //! The invariants, checked as the run goes (each after the step that could
 //! break it), and the liveness properties, checked once the faults have stopped.
 
+use crate::by_session::BySession;
 use confab_core::Epoch;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,9 +33,9 @@ struct Log {
 /// Collects violations. Keeps at most `MAX_KEPT` of them (the count goes on).
 #[derive(Debug, Default)]
 pub struct Checker {
-    logs: BTreeMap<u32, Log>,
+    logs: BySession<Log>,
     /// Every (session, message number) the durable logs hold a turn of.
-    recorded: BTreeSet<(u32, u32)>,
+    recorded: BySession<BTreeSet<u32>>,
     violations: Vec<Violation>,
     count: u64,
 }
@@ -75,7 +76,7 @@ impl Checker {
     /// claim older than one already accepted (the older claimant would own the
     /// session beside the newer one), and one claimant per epoch.
     pub fn claimed(&mut self, at_ms: u64, node: usize, s: u32, epoch: Epoch) {
-        let log = self.logs.entry(s).or_default();
+        let log = self.logs.or_default(s);
         let newest = log.claimed;
         let other = log.claimants.insert(epoch, node).filter(|n| *n != node);
         log.claimed = log.claimed.max(epoch);
@@ -113,7 +114,7 @@ impl Checker {
             self.violate(at_ms, "one-reply-per-turn", Some(node), detail);
             return;
         };
-        if !self.recorded.insert((s, number)) {
+        if !self.recorded.or_default(s).insert(number) {
             let detail = format!("u{s}: {message_id} recorded a second time: a turn applied twice");
             self.violate(at_ms, "one-reply-per-turn", Some(node), detail);
         }
@@ -150,7 +151,7 @@ impl Checker {
             );
             self.violate(at_ms, "one-active-owner", Some(node), detail);
         }
-        let log = self.logs.entry(s).or_default().clone();
+        let log = self.logs.or_default(s).clone();
         if epoch < log.written {
             self.violate(
                 at_ms,
@@ -177,7 +178,7 @@ impl Checker {
                 ),
             );
         }
-        let entry = self.logs.entry(s).or_default();
+        let entry = self.logs.or_default(s);
         entry.written = entry.written.max(epoch);
     }
 }

@@ -11,6 +11,7 @@
 //! play testers' conversation scripts against a flows dir and every answer is
 //! checked against its turn ([`conversations`]). See docs/simulation.md.
 
+mod by_session;
 pub mod check;
 pub mod conversations;
 pub mod faults;

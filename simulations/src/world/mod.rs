@@ -6,6 +6,7 @@
 //! events due at the same millisecond run in an order the seed picks, so sweeps
 //! explore interleavings.
 
+use crate::by_session::BySession;
 use crate::check::{Checker, Distribution};
 use crate::conversations::Conversations;
 use crate::faults::{FaultKind, Schedule};
@@ -434,10 +435,10 @@ struct Node {
     /// may still be finishing while a new one for the same user starts).
     held: holds::Holds,
     /// The holder of each resident session.
-    resident: BTreeMap<u32, u64>,
+    resident: BySession<u64>,
     /// The holders of sessions a ring moved away that wait their turn to hand
     /// off (the core paces the handoff).
-    leaving: BTreeMap<u32, u64>,
+    leaving: BySession<u64>,
     /// Claims asked for in this step, sent together when it ends.
     claims: Vec<ClaimAsk>,
     drained: bool,
@@ -463,15 +464,15 @@ struct User {
 #[derive(Default)]
 struct Durable {
     table: MemberTable,
-    fences: BTreeMap<u32, Epoch>,
-    logs: BTreeMap<u32, Vec<RecordedEvent>>,
+    fences: BySession<Epoch>,
+    logs: BySession<Vec<RecordedEvent>>,
     /// The dead-letter queue: by session and the seq of the action's request.
     dead_letters: std::collections::BTreeSet<(u32, u64)>,
     /// Each session's latest snapshot: its seq and signed bytes.
-    snapshots: BTreeMap<u32, (u64, Arc<[u8]>)>,
+    snapshots: BySession<(u64, Arc<[u8]>)>,
     /// The checker's own replay of each snapshotted session's log, as far as
     /// the last snapshot checked: the next check applies only what follows.
-    replayed: BTreeMap<u32, SessionState>,
+    replayed: BySession<SessionState>,
     epoch_made_at: BTreeMap<u64, u64>,
 }
 
@@ -627,11 +628,11 @@ pub struct World {
     uids: Vec<Uid>,
     users: Vec<User>,
     durable: Durable,
-    redis: BTreeMap<u32, u64>,
+    redis: BySession<u64>,
     /// Redis's copy of each session's latest snapshot: written through after
     /// MySQL, so older than MySQL's when a write-through timed out, and gone
     /// when Redis restarts.
-    redis_snapshots: BTreeMap<u32, (u64, Arc<[u8]>)>,
+    redis_snapshots: BySession<(u64, Arc<[u8]>)>,
     /// When sessions snapshot.
     snapshots: SnapshotPolicy,
     pipeline: Pipeline,
@@ -642,7 +643,7 @@ pub struct World {
     liveness_from: u64,
     quiet_from: u64,
     end: u64,
-    migrations: BTreeMap<u32, (usize, usize, Epoch, u64)>,
+    migrations: BySession<(usize, usize, Epoch, u64)>,
     checker: Checker,
     trace: Trace,
     timeline: Timeline,
@@ -710,8 +711,8 @@ impl World {
                     outbox: Outbox::new(handoff.clone()),
                     outbox_timer: None,
                     held: holds::Holds::default(),
-                    resident: BTreeMap::new(),
-                    leaving: BTreeMap::new(),
+                    resident: BySession::default(),
+                    leaving: BySession::default(),
                     claims: Vec::new(),
                     drained: false,
                     shown: (NodeState::Off, 0),
@@ -787,8 +788,8 @@ impl World {
                 })
                 .collect(),
             durable: Durable::default(),
-            redis: BTreeMap::new(),
-            redis_snapshots: BTreeMap::new(),
+            redis: BySession::default(),
+            redis_snapshots: BySession::default(),
             snapshots: SnapshotPolicy {
                 every_events: scenario.session.snapshot_every_events.max(1),
                 every_ms: scenario.session.snapshot_every_ms,
@@ -800,7 +801,7 @@ impl World {
             liveness_from,
             quiet_from: end.saturating_sub(QUIET_MS),
             end,
-            migrations: BTreeMap::new(),
+            migrations: BySession::default(),
             checker: Checker::default(),
             trace: Trace::new(trace_out),
             timeline,
@@ -1222,7 +1223,7 @@ fn ev_node(ev: &Ev) -> Option<usize> {
 
 /// The turns queued to session `s`'s resident holder, plus the one in
 /// flight: what the handoff machine weighs when it admits or passivates.
-fn resident_work(resident: &BTreeMap<u32, u64>, held: &holds::Holds, s: u32) -> usize {
+fn resident_work(resident: &BySession<u64>, held: &holds::Holds, s: u32) -> usize {
     resident
         .get(&s)
         .and_then(|hid| held.get(hid))

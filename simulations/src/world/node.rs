@@ -757,7 +757,7 @@ impl World {
             .migrations
             .iter()
             .filter(|(_, m)| m.1 == node)
-            .filter_map(|(s, _)| n.resident.get(s).map(|hid| (*s, *hid)))
+            .filter_map(|(s, _)| n.resident.get(&s).map(|hid| (s, *hid)))
             .collect();
         // The moved sessions leave the resident set; turns for them are
         // forwarded from now on.
@@ -768,11 +768,10 @@ impl World {
             }
         }
         // Where each waiting session goes now (checked by announce-before-route).
-        for s in n.leaving.keys() {
-            let owner = n.ring.owner(&self.uids[*s as usize]);
+        for (s, _) in n.leaving.iter() {
+            let owner = n.ring.owner(&self.uids[s as usize]);
             if let Some(to) = owner.filter(|o| **o != n.id && linked.contains(o)) {
-                self.moves
-                    .insert((node, *s), (node_of(to), epoch, self.now));
+                self.moves.insert((node, s), (node_of(to), epoch, self.now));
             }
         }
         self.tell_hand_off(node, adopted.hand_off);

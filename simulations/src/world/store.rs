@@ -155,7 +155,7 @@ impl World {
             self.stats.fenced_writes += 1;
             return Err(Refusal::Fenced);
         }
-        let log = self.durable.logs.entry(s).or_default();
+        let log = self.durable.logs.or_default(s);
         let last = log.last().map_or(0, |e| e.seq.0);
         let first = events.first().map_or(last + 1, |e| e.seq.0);
         if first <= last {
