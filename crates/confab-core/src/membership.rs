@@ -312,18 +312,23 @@ impl Membership {
         let Some(table) = &self.table else {
             return false;
         };
-        let up: Vec<&NodeId> = table
+        // One pass over the members, in id order (the first up is the lowest):
+        // every step of the simulator asks this, so nothing is collected.
+        let mut up = table
             .members
             .iter()
             .filter(|(_, status)| **status == Status::Up)
-            .map(|(node, _)| node)
-            .collect();
-        let Some(lowest) = up.first() else {
+            .map(|(node, _)| node);
+        let Some(lowest) = up.next() else {
             return true;
         };
-        let hears = |node: &NodeId| self.hears(node, now);
-        let heard = up.iter().filter(|node| hears(node)).count();
-        2 * heard > up.len() || (2 * heard == up.len() && hears(lowest))
+        let lowest_heard = self.hears(lowest, now);
+        let (mut count, mut heard) = (1, usize::from(lowest_heard));
+        for node in up {
+            count += 1;
+            heard += usize::from(self.hears(node, now));
+        }
+        2 * heard > count || (2 * heard == count && lowest_heard)
     }
 
     /// Whether this node may serve turns: it is not up, or it is up and has

@@ -207,9 +207,11 @@ enum StoreOp {
         s: u32,
         epoch: Epoch,
         bytes: Arc<[u8]>,
-        /// What the bytes hold, so that the checker need not decode them
-        /// (loads do).
-        state: Box<SessionState>,
+        /// The seq of the state the bytes hold and when they were taken, so
+        /// that the checker need not decode them (loads do): it encodes its
+        /// own replay of the log with them and compares the bytes.
+        seq: u64,
+        at_ms: u64,
     },
 }
 
@@ -358,15 +360,13 @@ enum Ev {
 }
 
 /// A queued event: its key, and where the event waits in the slab (the heap
-/// moves these small entries, not the events).
+/// moves these 24-byte entries, not the events).
 struct Entry {
     at: u64,
     tie: u64,
-    seq: u64,
-    slot: u32,
-    /// When the event was first due: `at`, unless it waited for a pause to
-    /// end (then it keeps its first due time through any later pause).
-    due: u64,
+    /// The push's sequence number (high 32 bits: pushes made earlier come
+    /// first among equal `at` and `tie`) and the slab slot (low 32 bits).
+    seq_slot: u64,
 }
 
 impl PartialEq for Entry {
@@ -387,7 +387,11 @@ impl Ord for Entry {
 }
 impl Entry {
     fn key(&self) -> (u64, u64, u64) {
-        (self.at, self.tie, self.seq)
+        (self.at, self.tie, self.seq_slot)
+    }
+
+    fn slot(&self) -> usize {
+        (self.seq_slot & u64::from(u32::MAX)) as usize
     }
 }
 
@@ -616,7 +620,10 @@ pub struct World {
     expects_seen: std::collections::BTreeSet<(usize, u32, usize, u32, Epoch)>,
     seq: u64,
     queue: BinaryHeap<Reverse<Entry>>,
-    slab: Vec<Option<Ev>>,
+    /// The queued events, each with when it was first due: its time, unless
+    /// it waited for a pause to end (then it keeps its first due time through
+    /// any later pause).
+    slab: Vec<Option<(Ev, u64)>>,
     free: Vec<u32>,
     net: Rng,
     store_rng: Rng,
@@ -851,11 +858,10 @@ impl World {
                 break;
             }
             self.now = entry.at;
-            let ev = self.slab[entry.slot as usize]
-                .take()
-                .expect("a queued event");
-            self.free.push(entry.slot);
-            self.step(ev, entry.due);
+            let slot = entry.slot();
+            let (ev, due) = self.slab[slot].take().expect("a queued event");
+            self.free.push(slot as u32);
+            self.step(ev, due);
         }
         self.now = self.end;
         self.finish()
@@ -874,22 +880,24 @@ impl World {
     /// Queues `ev` at `at` with the tie-break `tie`, first due at `due`.
     fn push_entry(&mut self, at: u64, tie: u64, due: u64, ev: Ev) {
         self.seq += 1;
+        assert!(
+            self.seq <= u64::from(u32::MAX),
+            "a run queues at most 2^32 events: shorten the scenario"
+        );
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slab[slot as usize] = Some(ev);
+                self.slab[slot as usize] = Some((ev, due));
                 slot
             }
             None => {
-                self.slab.push(Some(ev));
+                self.slab.push(Some((ev, due)));
                 (self.slab.len() - 1) as u32
             }
         };
         self.queue.push(Reverse(Entry {
             at,
             tie,
-            seq: self.seq,
-            slot,
-            due,
+            seq_slot: (self.seq << 32) | u64::from(slot),
         }));
     }
 

@@ -88,20 +88,19 @@ impl World {
         if !held.life.is_loaded() || seq <= held.snapshot_seq {
             return;
         }
-        let Some(state) = held.state.clone() else {
+        let Some(state) = held.state.as_ref() else {
             return;
         };
         held.snapshot_seq = seq;
         let (s, epoch) = (held.s, held.life.epoch());
-        let uid = self.uids[s as usize].clone();
-        let snapshot = Snapshot::new(uid, now, epoch, state);
-        let bytes = Arc::from(snapshot.encode(&self.key));
-        let state = Box::new(snapshot.state);
+        let uid = &self.uids[s as usize];
+        let bytes = Arc::from(SnapshotRef::new(uid, now, epoch, state).encode(&self.key));
         let op = StoreOp::Snapshot {
             s,
             epoch,
             bytes,
-            state,
+            seq,
+            at_ms: now,
         };
         self.store_op(node, op, 0);
     }
@@ -109,19 +108,19 @@ impl World {
     /// The store's side of a snapshot: admitted by the fence as a write is,
     /// kept if newer than the one held, written through to Redis unless Redis
     /// times out. `snapshot-matches-log`: it must be the log replayed to its
-    /// seq, never memory ahead of the log.
+    /// seq, never memory ahead of the log: the checker's replay, encoded with
+    /// the same header, gives the same bytes.
     pub(super) fn store_snapshot(
         &mut self,
         node: usize,
         (s, epoch): (u32, Epoch),
         bytes: Arc<[u8]>,
-        state: SessionState,
+        (seq, at_ms): (u64, u64),
     ) -> bool {
         let fence = self.durable.fences.get(&s).copied().unwrap_or(Epoch(0));
         if !fencing::admits_write(fence, epoch) {
             return false;
         }
-        let seq = state.seq().0;
         // The checker's replay, from where it last stopped if that is not
         // past this snapshot.
         let mut replayed = self
@@ -136,7 +135,11 @@ impl World {
         let applies = upto
             .take_while(|e| e.seq.0 <= seq)
             .all(|e| replayed.apply(e).is_ok());
-        if !applies || replayed != state {
+        let uid = &self.uids[s as usize];
+        if !applies
+            || replayed.seq().0 != seq
+            || SnapshotRef::new(uid, at_ms, epoch, &replayed).encode(&self.key)[..] != bytes[..]
+        {
             let detail = format!(
                 "u{s}: a snapshot at seq {seq} by n{} is not the log replayed to that seq (the log ends at {})",
                 node + 1,
@@ -188,5 +191,81 @@ impl World {
             snapshot: snapshot.map(|(_, bytes)| bytes),
             events,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_core::session::TurnDecision;
+
+    fn turn(state: &SessionState, uid: &Uid, n: u32) -> [RecordedEvent; 3] {
+        let decision = TurnDecision {
+            intent: "chat".into(),
+            confidence: 0.5,
+            slots_filled: Default::default(),
+            slots_cleared: Vec::new(),
+            reply_text: format!("reply {n}"),
+            policy: "p1".into(),
+            dialog: Default::default(),
+        };
+        let id = MessageId::new(format!("m{n}")).expect("a message id");
+        state.record_turn(uid, Epoch(1), 1_000, id, format!("hi {n}"), decision)
+    }
+
+    /// `snapshot-matches-log`: the checker compares a snapshot's bytes with
+    /// its own replay of the log, encoded the same way.
+    #[test]
+    fn a_snapshot_ahead_of_the_log_or_unlike_it_is_a_violation_and_the_log_replayed_is_not() {
+        let scenario = Scenario::load("crash").expect("the crash scenario");
+        let mut world = World::new(&scenario, 1, Some(&[]), None).expect("a world");
+        let (s, epoch) = (0, Epoch(1));
+        let uid = world.uids[s as usize].clone();
+        let mut state = SessionState::default();
+        let mut log = Vec::new();
+        for n in 1..=2 {
+            for event in turn(&state, &uid, n) {
+                state.apply(&event).expect("applies");
+                log.push(event);
+            }
+        }
+        world.durable.fences.insert(s, epoch);
+        let encode = |state: &SessionState, key: &SnapshotKey| -> Arc<[u8]> {
+            Arc::from(SnapshotRef::new(&uid, 5, epoch, state).encode(key))
+        };
+        let seq = state.seq().0;
+
+        // Memory ahead of the log: the log holds the first turn only.
+        world.durable.logs.insert(s, log[..3].to_vec());
+        let bytes = encode(&state, &world.key);
+        assert!(!world.store_snapshot(0, (s, epoch), bytes, (seq, 5)));
+        assert_eq!(world.checker.count(), 1, "{:?}", world.checker.violations());
+        assert_eq!(
+            world.checker.violations()[0].invariant,
+            "snapshot-matches-log"
+        );
+
+        // The whole log, and a snapshot of another state at the same seq.
+        world.durable.logs.insert(s, log.clone());
+        let mut other = SessionState::default();
+        for event in turn(&other.clone(), &uid, 7) {
+            other.apply(&event).expect("applies");
+        }
+        for event in turn(&other.clone(), &uid, 8) {
+            other.apply(&event).expect("applies");
+        }
+        assert_eq!(other.seq().0, seq);
+        let bytes = encode(&other, &world.key);
+        assert!(!world.store_snapshot(0, (s, epoch), bytes, (seq, 5)));
+        assert_eq!(world.checker.count(), 2);
+
+        // The log replayed: stored, no violation.
+        let bytes = encode(&state, &world.key);
+        assert!(world.store_snapshot(0, (s, epoch), bytes, (seq, 5)));
+        assert_eq!(world.checker.count(), 2);
+        assert_eq!(
+            world.durable.snapshots.get(&s).map(|(seq, _)| *seq),
+            Some(seq)
+        );
     }
 }

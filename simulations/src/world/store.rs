@@ -95,9 +95,10 @@ impl World {
                 s,
                 epoch,
                 bytes,
-                state,
+                seq,
+                at_ms,
             } => {
-                let stored = !failed && self.store_snapshot(node, (s, epoch), bytes, *state);
+                let stored = !failed && self.store_snapshot(node, (s, epoch), bytes, (seq, at_ms));
                 StoreReply::Snapshot { s, stored }
             }
             StoreOp::Claim(claims) => StoreReply::Claim(
