@@ -62,10 +62,10 @@ pub struct HandoffConfig {
     pub hold_ms: u64,
     /// States sent to one node in one message, at most.
     pub batch_max: usize,
-    /// How long the outbox gathers states before it sends what it has (ms).
+    /// How long the outbox gathers states before it sends what it has (ms),
+    /// unless every session handing off at once (`handoff_max`) has pushed
+    /// its state: then it sends at once.
     pub linger_ms: u64,
-    /// States gathered into one round, at most (then it sends at once).
-    pub gather_max: usize,
     /// Resident sessions on a node, at most; also bounds the expected and
     /// arrived sessions.
     pub resident_max: usize,
@@ -87,7 +87,6 @@ impl Default for HandoffConfig {
             hold_ms: 1_000,
             batch_max: 256,
             linger_ms: 2,
-            gather_max: 256 * 8,
             resident_max: 100_000,
             queue_max: 64,
             // 2,048 at once made every turn of the node wait behind the

@@ -11,7 +11,6 @@ fn config() -> HandoffConfig {
         hold_ms: 1_000,
         batch_max: 2,
         linger_ms: 2,
-        gather_max: 16,
         resident_max: 3,
         queue_max: 2,
         handoff_max: 100,
@@ -480,6 +479,29 @@ fn the_outbox_batches_per_node_and_reports_silence_as_not_taken() {
     let late = outbox.handle_timeout(1_012);
     assert_eq!(late, [(u(2), false), (u(9), false)]);
     assert_eq!(outbox.poll_timeout(), None);
+}
+
+#[test]
+fn the_outbox_sends_at_once_when_every_session_handing_off_has_pushed_its_state() {
+    let config = HandoffConfig {
+        handoff_max: 3,
+        ..config()
+    };
+    let mut outbox: Outbox<()> = Outbox::new(config);
+    let u = |i: u32| Uid::new(format!("u{i}")).unwrap();
+    outbox.push(10, id("b"), u(0), Epoch(2), None);
+    outbox.push(10, id("c"), u(1), Epoch(2), None);
+    assert!(
+        outbox.poll_batches(10).is_empty(),
+        "two of three: it lingers"
+    );
+    outbox.push(10, id("b"), u(2), Epoch(2), None);
+    let sent: Vec<usize> = outbox
+        .poll_batches(10)
+        .iter()
+        .map(|b| b.states.len())
+        .collect();
+    assert_eq!(sent, [2, 1], "all three at once, by node, no linger");
 }
 
 #[test]
