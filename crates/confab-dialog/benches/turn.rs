@@ -227,5 +227,47 @@ fn ring(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pipeline, session, ring);
+/// A join's ring change on one old owner, as the rebalance bench makes it:
+/// 100,000 sessions over 3 nodes, a 4th joins. The supervisor runs both steps
+/// while every turn of its node waits in its mailbox.
+fn ring_change(c: &mut Criterion) {
+    use confab_core::handoff::{HandoffConfig, Node};
+    let id = |n: u32| NodeId::new(format!("node-{n}")).unwrap();
+    let before = Ring::new(Epoch(3), (1..=3).map(id));
+    let after = Ring::new(Epoch(4), (1..=4).map(id));
+    let config = HandoffConfig {
+        resident_max: 100_000,
+        ..HandoffConfig::default()
+    };
+    let mut node: Node<()> = Node::new(id(1), config);
+    let mut resident = 0;
+    for i in 0..100_000u64 {
+        let uid = Uid::new(format!("bench-user-{i}")).unwrap();
+        if before.owner(&uid) == Some(&id(1)) {
+            let _ = node.admit(i, &before, &uid, 0);
+            resident += 1;
+        }
+    }
+    let moving = node
+        .announce(&after, |_| true)
+        .iter()
+        .map(|e| e.uids.len())
+        .sum::<usize>();
+    c.bench_function(
+        &format!("handoff: announce a ring change ({resident} resident, {moving} move)"),
+        |b| b.iter(|| black_box(node.announce(&after, |_| true))),
+    );
+    c.bench_function(
+        &format!("handoff: adopt a ring change ({resident} resident, {moving} move)"),
+        |b| {
+            b.iter_batched(
+                || node.clone(),
+                |mut node| black_box(node.adopt(&after, |_| true)),
+                criterion::BatchSize::LargeInput,
+            )
+        },
+    );
+}
+
+criterion_group!(benches, pipeline, session, ring, ring_change);
 criterion_main!(benches);

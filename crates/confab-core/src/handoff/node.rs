@@ -81,7 +81,7 @@ pub enum Arrival<S> {
 }
 
 /// The node's side of the handoff.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Node<S> {
     me: NodeId,
     config: HandoffConfig,
