@@ -52,7 +52,9 @@ mod session;
 
 pub use node::{Admit, Adopted, Arrival, Expect, HandOff, Limit, Node};
 pub use outbox::{Batch, Moved, Outbox};
-pub use session::{Claimed, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start};
+pub use session::{
+    Claimed, Deadline, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start,
+};
 
 /// The protocol's limits and timings.
 #[derive(Debug, Clone, PartialEq, Eq)]

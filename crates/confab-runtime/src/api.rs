@@ -120,16 +120,9 @@ pub struct TurnRequest {
     /// The turn's span where it entered this node: the session's work, or the
     /// forward to the owner, are its children.
     pub span: tracing::Span,
-    /// When its caller stops waiting: a turn still queued then is not run.
+    /// When its caller stops waiting: a turn still queued then is not run
+    /// (the session machine decides it: `confab_core::handoff::Deadline`).
     pub deadline: std::time::Instant,
-}
-
-impl TurnRequest {
-    /// Whether nobody waits for this turn any more: its caller timed out
-    /// (locally, its port is closed; from another node, its budget is spent).
-    pub fn caller_gone(&self, now: std::time::Instant) -> bool {
-        self.reply.is_closed() || now >= self.deadline
-    }
 }
 
 /// What a [`SessionRequest`] asks of a session (other than a turn).

@@ -79,8 +79,22 @@ impl ractor::Message for SessionMsg {}
 
 /// What the session machine queues: a turn, or a request that is not one.
 pub(crate) enum Work {
-    Turn(TurnRequest),
+    /// A turn, and when its caller stops waiting, on the machines' clock (ms).
+    Turn(TurnRequest, u64),
     Request(SessionRequest),
+}
+
+/// The session machine refuses a turn that reaches the head of its queue
+/// after its caller stopped waiting.
+impl confab_core::handoff::Deadline for Work {
+    fn deadline_ms(&self) -> Option<u64> {
+        match self {
+            // Its caller on this node timed out and closed its port.
+            Work::Turn(turn, _) if turn.reply.is_closed() => Some(0),
+            Work::Turn(_, deadline) => Some(*deadline),
+            Work::Request(_) => None,
+        }
+    }
 }
 
 /// The actor.
@@ -179,7 +193,12 @@ impl Actor for SessionActor {
         let input = match message {
             SessionMsg::Turn(turn) => {
                 debug_assert_eq!(turn.uid, state.uid, "a turn reached another uid's session");
-                SessionInput::Turn(Work::Turn(turn))
+                // The time its caller still waits, carried to the machine's clock.
+                let left = turn
+                    .deadline
+                    .saturating_duration_since(std::time::Instant::now());
+                let deadline = mono_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX / 2);
+                SessionInput::Turn(Work::Turn(turn, deadline))
             }
             SessionMsg::Request(request) => SessionInput::Turn(Work::Request(request)),
             SessionMsg::Passivate => SessionInput::Passivate,
@@ -299,6 +318,9 @@ impl SessionActorState {
                 Some(SessionInput::Served(self.serve(myself, work).await))
             }
             SessionOutput::Refuse { turn, refusal } => {
+                if refusal == Refusal::CallerGone {
+                    metrics::counter!("confab_turns_abandoned_total").increment(1);
+                }
                 let error = self.refusal(&refusal);
                 self.refuse(turn, error);
                 None
@@ -337,23 +359,8 @@ impl SessionActorState {
     /// Runs one turn or request on the loaded session and answers it; how it
     /// ended, for the machine.
     async fn serve(&mut self, myself: &ActorRef<SessionMsg>, work: Work) -> Served {
-        // A turn nobody waits for any more is not run: the caller timed out
-        // (and will retry with the same id), so its work would only delay the
-        // turns behind it.
-        if let Work::Turn(turn) = &work
-            && turn.caller_gone(std::time::Instant::now())
-        {
-            metrics::counter!("confab_turns_abandoned_total").increment(1);
-            self.refuse(
-                work,
-                TurnError::Overloaded(
-                    "the caller stopped waiting before the session reached this turn: nothing was recorded, retry with the same id".into(),
-                ),
-            );
-            return Served::Done;
-        }
         let served = match work {
-            Work::Turn(turn) => {
+            Work::Turn(turn, _) => {
                 let TurnRequest {
                     message_id,
                     text,
@@ -418,7 +425,7 @@ impl SessionActorState {
     /// session's queue and the node's in-flight permit.
     fn refuse(&self, work: Work, error: TurnError) {
         match work {
-            Work::Turn(turn) => {
+            Work::Turn(turn, _) => {
                 self.turn_answered();
                 let _ = turn.reply.send(Err(error));
             }
@@ -459,6 +466,9 @@ impl SessionActorState {
                     .as_deref()
                     .unwrap_or("while loading the session")
             )),
+            Refusal::CallerGone => TurnError::Overloaded(
+                "the caller stopped waiting before the session reached this turn: nothing was recorded, retry with the same id".into(),
+            ),
         }
     }
 

@@ -89,6 +89,18 @@ struct Turn {
     hops: u8,
     /// A read (`hello`) rather than a turn: `msg` numbers the user's hellos.
     hello: bool,
+    /// When its user stops waiting and sends it again (simulated ms; a
+    /// hello's user does not give up on it).
+    gives_up_at: Option<u64>,
+    /// The same on the clock of the node whose session holds it, set as it
+    /// enters the session: the session machine refuses it past that.
+    deadline: Option<u64>,
+}
+
+impl confab_core::handoff::Deadline for Turn {
+    fn deadline_ms(&self) -> Option<u64> {
+        self.deadline
+    }
 }
 
 /// How a turn was answered.

@@ -238,6 +238,8 @@ impl World {
                 msg,
                 hops: 0,
                 hello: false,
+                gives_up_at: Some(self.now + self.scenario.workload.retry_after_ms),
+                deadline: None,
             };
             self.send(
                 Endpoint::User(user),
@@ -267,6 +269,8 @@ impl World {
             msg: number,
             hops: 0,
             hello: true,
+            gives_up_at: None,
+            deadline: None,
         };
         self.send(
             Endpoint::User(user),

@@ -175,6 +175,8 @@ impl World {
             Admit::Overloaded(_) => return self.answer(node, turn, Answer::Overloaded),
         }
         let hid = self.nodes[node].resident[&s];
+        let deadline = turn.gives_up_at.map(|at| self.local(node, at));
+        let turn = Turn { deadline, ..turn };
         self.session_input(node, hid, SessionInput::Turn(turn));
     }
 
@@ -363,7 +365,12 @@ impl World {
                         // A newer epoch owns the session: this node's ring is stale.
                         self.refresh(node);
                     }
-                    self.answer(node, turn, Answer::Unavailable);
+                    let answer = match refusal {
+                        // As production answers it: nothing was recorded.
+                        HRefusal::CallerGone => Answer::Overloaded,
+                        _ => Answer::Unavailable,
+                    };
+                    self.answer(node, turn, answer);
                 }
                 SessionOutput::Claim { epoch, state } => {
                     let memory = state.as_ref().map(|m| m.seq().0);

@@ -6,6 +6,16 @@ use crate::mutation::{self, Mutation};
 use crate::ring::Ring;
 use std::collections::VecDeque;
 
+/// A queued turn's deadline, on the machine's clock (ms): after it nobody
+/// waits for the answer (the caller timed out and retries with the same id),
+/// so the session does not run it. The machine decides that, not its shells:
+/// the runtime and the simulator both give each turn its deadline.
+pub trait Deadline {
+    /// When its caller stops waiting (`None`: it waits as long as it takes;
+    /// a caller already gone may answer 0).
+    fn deadline_ms(&self) -> Option<u64>;
+}
+
 /// What a new session starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start<S> {
@@ -83,6 +93,9 @@ pub enum Refusal {
     Fenced,
     /// The durable tier failed while loading: nothing was recorded.
     LoadFailed,
+    /// Its caller stopped waiting before the session reached it: not run,
+    /// nothing recorded (its retry carries the same id).
+    CallerGone,
 }
 
 /// An input to a session.
@@ -170,7 +183,7 @@ pub struct Session<T, S> {
     passivating: bool,
 }
 
-impl<T, S> Session<T, S> {
+impl<T: Deadline, S> Session<T, S> {
     /// A session of `uid` on node `me`, starting from `start`.
     pub fn new(uid: Uid, me: NodeId, start: Start<S>, config: HandoffConfig) -> Self {
         Self {
@@ -362,6 +375,14 @@ impl<T, S> Session<T, S> {
                 },
                 Phase::Active if !self.queue.is_empty() => {
                     let turn = self.queue.pop_front().expect("not empty");
+                    // Its work would only delay the turns behind it.
+                    if turn.deadline_ms().is_some_and(|deadline| now >= deadline) {
+                        out.push(SessionOutput::Refuse {
+                            turn,
+                            refusal: Refusal::CallerGone,
+                        });
+                        continue;
+                    }
                     self.in_flight = true;
                     out.push(SessionOutput::Serve(turn));
                     return;

@@ -31,6 +31,14 @@ fn uid_of(ring: &Ring, owner: &str, nth: usize) -> Uid {
         .unwrap()
 }
 
+/// The tests' turns are numbers; a turn numbered 100 or more is one whose
+/// caller stops waiting at that many ms, the others wait as long as it takes.
+impl Deadline for u32 {
+    fn deadline_ms(&self) -> Option<u64> {
+        (*self >= 100).then_some(u64::from(*self))
+    }
+}
+
 type S = Session<u32, &'static str>;
 type Out = SessionOutput<u32, &'static str>;
 
@@ -65,6 +73,40 @@ fn a_session_loads_on_its_first_turn_then_serves_one_turn_at_a_time_in_order() {
         s.handle(4, &r, SessionInput::Served(Served::Done))
             .is_empty()
     );
+}
+
+#[test]
+fn a_turn_whose_caller_stopped_waiting_is_refused_not_run_and_the_next_one_runs() {
+    let r = ring(3, &["a", "b"]);
+    let u = uid_of(&r, "a", 0);
+    let mut s = S::new(u, id("a"), Start::Durable, config());
+    assert_eq!(s.handle(0, &r, SessionInput::Turn(1)), [claim(3, None)]);
+    // Behind turn 1: one that gives up at 150 ms, one at 500 ms.
+    assert!(s.handle(1, &r, SessionInput::Turn(150)).is_empty());
+    assert!(s.handle(2, &r, SessionInput::Turn(500)).is_empty());
+    assert_eq!(s.handle(3, &r, loaded(3)), [Out::Serve(1)]);
+    // Turn 1 ends at 200 ms: turn 150's caller is gone, turn 500's still waits.
+    assert_eq!(
+        s.handle(200, &r, SessionInput::Served(Served::Done)),
+        [
+            Out::Refuse {
+                turn: 150,
+                refusal: Refusal::CallerGone
+            },
+            Out::Serve(500)
+        ]
+    );
+    // A turn that arrives in time but reaches the head too late is refused too.
+    assert!(s.handle(201, &r, SessionInput::Turn(300)).is_empty());
+    assert_eq!(
+        s.handle(300, &r, SessionInput::Served(Served::Done)),
+        [Out::Refuse {
+            turn: 300,
+            refusal: Refusal::CallerGone
+        }]
+    );
+    assert_eq!(s.queued(), 0);
+    assert!(!s.in_flight());
 }
 
 #[test]
