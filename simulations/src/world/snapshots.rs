@@ -248,11 +248,10 @@ mod tests {
         // The whole log, and a snapshot of another state at the same seq.
         world.durable.logs.insert(s, log.clone());
         let mut other = SessionState::default();
-        for event in turn(&other.clone(), &uid, 7) {
-            other.apply(&event).expect("applies");
-        }
-        for event in turn(&other.clone(), &uid, 8) {
-            other.apply(&event).expect("applies");
+        for n in [7, 8] {
+            for event in turn(&other, &uid, n) {
+                other.apply(&event).expect("applies");
+            }
         }
         assert_eq!(other.seq().0, seq);
         let bytes = encode(&other, &world.key);
