@@ -113,13 +113,27 @@ struct Event {
     /// Active users' slowest turn in the event (ms).
     pause_p99_ms: f64,
     pause_max_ms: f64,
+    /// CPU the nodes used in the event beyond what the users' turns use in
+    /// as long a time without one (s; user + system, all nodes), and that
+    /// per moved session (µs): what a handoff costs, far less noisy on a
+    /// shared machine than the pause it causes.
+    handoff_cpu_s: f64,
+    cpu_per_moved_us: f64,
 }
 
 impl Event {
     /// From the ring time (s), the handoff count, the migration quantiles 0.5,
     /// 0.99 and 1 (s) and the pause p99 and max (ms).
-    fn new(ring_s: f64, moved: f64, quantiles: [f64; 3], pause_ms: (f64, f64)) -> Self {
+    fn new(
+        ring_s: f64,
+        moved: f64,
+        quantiles: [f64; 3],
+        pause_ms: (f64, f64),
+        handoff_cpu_s: f64,
+    ) -> Self {
         Event {
+            handoff_cpu_s,
+            cpu_per_moved_us: handoff_cpu_s / moved.max(1.0) * 1e6,
             ring_s,
             moved: moved as u64,
             migration_p50_ms: quantiles[0] * 1000.0,
@@ -144,6 +158,37 @@ impl NodeProc {
     pub(crate) fn rss_kib(&self) -> f64 {
         self.child.id().map_or(0.0, rss_kib)
     }
+}
+
+/// The CPU time (user + system, every thread) process `pid` has used, in
+/// seconds: fields 14 and 15 of `/proc/<pid>/stat` (0 once it is gone).
+pub(crate) fn cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the command name, which may hold spaces, in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // Fields 14 and 15 counted from 1, the state (3) being the first here.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return 0.0;
+    };
+    // USER_HZ: the kernel reports these in hundredths of a second on every
+    // architecture, whatever its own tick.
+    (user + system) / 100.0
+}
+
+/// The CPU time the nodes have used together (s).
+fn nodes_cpu_s(nodes: &[NodeProc]) -> f64 {
+    nodes
+        .iter()
+        .filter_map(|node| node.child.id())
+        .map(cpu_s)
+        .sum()
 }
 
 pub(crate) fn rss_kib(pid: u32) -> f64 {
@@ -499,9 +544,13 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         args.pause_ms.map_or(args.pause, Duration::from_millis),
         Arc::clone(&tokens),
     );
+    // The CPU the users' turns cost without an event, per second.
+    let (quiet_at, quiet_cpu) = (Instant::now(), nodes_cpu_s(&nodes));
     tokio::time::sleep(STEADY).await;
+    let load_cpu_per_s = (nodes_cpu_s(&nodes) - quiet_cpu) / quiet_at.elapsed().as_secs_f64();
 
     let join_at = Instant::now();
+    let join_cpu = nodes_cpu_s(&nodes);
     nodes.push(
         start_node(
             &confab,
@@ -526,10 +575,13 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let old: Vec<&NodeProc> = nodes[..3].iter().collect();
     let (join_moved, join_q) = settle(&old, "ring_change").await;
     let join_end = Instant::now();
+    let join_cpu =
+        nodes_cpu_s(&nodes) - join_cpu - load_cpu_per_s * (join_end - join_at).as_secs_f64();
     tokio::time::sleep(STEADY).await;
 
     eprintln!("draining node-2...");
     let drain_at = Instant::now();
+    let drain_cpu = nodes_cpu_s(&nodes);
     let (status, body) = http("POST", nodes[0].http, "/admin/v1/nodes/node-2/drain")
         .await
         .context("the drain request failed")?;
@@ -545,6 +597,8 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     // node-2 stops once it has left: keep its last metrics page.
     let mut drained_page = String::new();
     let mut drain_ring = None;
+    // node-2's CPU as last read before it exited.
+    let mut drained_cpu = 0.0;
     let deadline = Instant::now() + WAIT;
     loop {
         if drain_ring.is_none() && ring_members(&nodes[0]).await == 3 {
@@ -555,10 +609,18 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             break;
         }
         drained_page = page;
+        drained_cpu = nodes[1].child.id().map_or(drained_cpu, cpu_s);
         anyhow::ensure!(Instant::now() < deadline, "node-2 never left");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_end = Instant::now();
+    let others: f64 = [0, 2, 3]
+        .iter()
+        .filter_map(|&i| nodes[i].child.id())
+        .map(cpu_s)
+        .sum();
+    let drain_cpu =
+        others + drained_cpu - drain_cpu - load_cpu_per_s * (drain_end - drain_at).as_secs_f64();
     let (drain_moved, drain_q) = migration(&drained_page, "drain");
     tokio::time::sleep(STEADY).await;
     if let Some(dir) = &args.keep_logs {
@@ -592,12 +654,19 @@ pub(crate) async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
             growth_per_session_kib,
             bare_actor_kib: bare,
         },
-        join: Event::new(join_ring, join_moved, join_q, (join_p99, join_max)),
+        join: Event::new(
+            join_ring,
+            join_moved,
+            join_q,
+            (join_p99, join_max),
+            join_cpu,
+        ),
         drain: Event::new(
             drain_ring.unwrap_or(0.0),
             drain_moved,
             drain_q,
             (drain_p99, drain_max),
+            drain_cpu,
         ),
         lost_or_repeated: breaches.len(),
     };
@@ -647,7 +716,7 @@ fn print_human(r: &Report) {
     );
     for (name, e) in [("join (node-4)", &r.join), ("drain (node-2)", &r.drain)] {
         println!(
-            "{name}: ring in {:.3} s; {} sessions moved; migration (bucket bounds) p50 <= {:.0} ms, p99 <= {:.0} ms, max <= {:.0} ms; pause p99 {:.1} ms, max {:.1} ms",
+            "{name}: ring in {:.3} s; {} sessions moved; migration (bucket bounds) p50 <= {:.0} ms, p99 <= {:.0} ms, max <= {:.0} ms; pause p99 {:.1} ms, max {:.1} ms; node CPU beyond the load's {:.2} s ({:.0} µs per moved session)",
             e.ring_s,
             e.moved,
             e.migration_p50_ms,
@@ -655,6 +724,8 @@ fn print_human(r: &Report) {
             e.migration_max_ms,
             e.pause_p99_ms,
             e.pause_max_ms,
+            e.handoff_cpu_s,
+            e.cpu_per_moved_us,
         );
     }
     println!("acked turns lost or applied twice: {}", r.lost_or_repeated);

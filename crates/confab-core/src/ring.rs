@@ -46,6 +46,9 @@ pub struct Ring {
     epoch: Epoch,
     members: BTreeSet<NodeId>,
     ring: HashRing<VNode>,
+    /// The virtual nodes' positions and members, in ring order: owners by
+    /// position ([`Ring::owner_at`]), for a uid whose position is known.
+    points: Vec<(u64, NodeId)>,
 }
 
 impl Ring {
@@ -65,11 +68,18 @@ impl Ring {
                 })
                 .collect(),
         );
-        Self {
+        let mut ring = Self {
             epoch,
             members,
             ring,
-        }
+            points: Vec::new(),
+        };
+        ring.points = ring
+            .vnodes()
+            .into_iter()
+            .map(|(at, vnode)| (at, vnode.node))
+            .collect();
+        ring
     }
 
     /// The epoch this ring was built for.
@@ -85,6 +95,28 @@ impl Ring {
     /// The member that owns this uid, or `None` on an empty ring.
     pub fn owner(&self, uid: &Uid) -> Option<&NodeId> {
         self.vnode_of(uid).map(|vnode| &vnode.node)
+    }
+
+    /// The position of `uid` on every ring: the same hash `owner` reads.
+    /// A node that holds thousands of sessions keeps each one's position, so
+    /// that a ring change asks [`Ring::owner_at`] and hashes no uid again.
+    pub fn position_of(uid: &Uid) -> u64 {
+        use std::hash::BuildHasher;
+        hashring::DefaultHashBuilder.hash_one(RingKey(uid))
+    }
+
+    /// The member that owns the uid at `position` ([`Ring::position_of`]):
+    /// the first virtual node at or after it, round the ring; `None` on an
+    /// empty ring. The same answer as [`Ring::owner`] (`hashring`'s lookup).
+    pub fn owner_at(&self, position: u64) -> Option<&NodeId> {
+        let n = self
+            .points
+            .binary_search_by(|(at, _)| at.cmp(&position))
+            .unwrap_or_else(|n| n);
+        self.points
+            .get(n)
+            .or_else(|| self.points.first())
+            .map(|(_, node)| node)
     }
 
     /// The virtual node this uid falls on, or `None` on an empty ring.
@@ -148,6 +180,30 @@ mod tests {
             .collect();
         let expected: Vec<String> = GOLDEN_OWNERS.iter().map(|(_, o)| o.to_string()).collect();
         assert_eq!(owners, expected);
+    }
+
+    #[test]
+    fn owners_by_position_are_the_rings_owners() {
+        let rings = [
+            Ring::new(Epoch(1), []),
+            Ring::new(Epoch(1), [node("node-1")]),
+            three(),
+            Ring::new(
+                Epoch(2),
+                ["node-1", "node-2", "node-3", "node-4", "n5"].map(node),
+            ),
+        ];
+        for ring in &rings {
+            for i in 0..5_000 {
+                let uid = Uid::new(format!("user-{i}")).unwrap();
+                assert_eq!(ring.owner_at(Ring::position_of(&uid)), ring.owner(&uid));
+            }
+            // The ends of the ring: before the first point and after the last.
+            for position in [0, u64::MAX] {
+                let expected = ring.points.first().map(|(_, n)| n);
+                assert_eq!(ring.owner_at(position), expected, "{position}");
+            }
+        }
     }
 
     #[test]

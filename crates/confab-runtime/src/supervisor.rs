@@ -333,11 +333,17 @@ impl SupervisorState {
             }
         }
         // Removed first: a later turn is forwarded, never reaches these actors.
-        for uid in &adopted.left {
-            if let Some(resident) = self.sessions.remove(uid) {
-                self.leaving.insert(uid.clone(), resident);
-            }
-        }
+        // One pass in uid order (`left` is sorted), merged into `leaving` at
+        // once: every turn to this node waits while this runs.
+        let mut left = adopted.left.iter().peekable();
+        let mut moved: BTreeMap<Uid, Resident> = self
+            .sessions
+            .extract_if(.., |uid, _| {
+                while left.next_if(|l| *l < uid).is_some() {}
+                left.next_if(|l| *l == uid).is_some()
+            })
+            .collect();
+        self.leaving.append(&mut moved);
         let telling = adopted.hand_off.len();
         self.tell_hand_off(adopted.hand_off);
         self.publish_resident();

@@ -100,6 +100,15 @@ fn planted_bug() -> Result<Option<confab_core::mutation::Mutation>, String> {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for this process (nor the nodes `confab up`
+    // starts, which inherit the flag): mimalloc asks for them, and the first
+    // touch of a fresh 2 MiB region makes the kernel zero all of it. At a
+    // join, zeroing pages was a third of the cluster's CPU in the first 200 ms
+    // (perf). Without them `confab-bench rebalance` measured 6 % less memory
+    // per resident session in every run; the node CPU per moved session did
+    // not change beyond the runs' spread (docs/benchmarks.md).
+    // Best effort: a kernel without the flag keeps its default.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     // What clap derives needs no runtime.
     match cli.command {

@@ -80,20 +80,38 @@ pub enum Arrival<S> {
     Offer(Option<S>),
 }
 
+/// A session held here: the time of its last turn, and its position on
+/// the ring ([`Ring::position_of`], read once when it starts: a ring change
+/// asks each session's owner by position and hashes no uid).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    last: u64,
+    at: u64,
+}
+
+/// A session a ring moved away, waiting its turn to hand off.
+#[derive(Debug, Clone)]
+struct Leaving {
+    held: Held,
+    to: Destination,
+}
+
 /// The node's side of the handoff.
 #[derive(Debug, Clone)]
 pub struct Node<S> {
     me: NodeId,
     config: HandoffConfig,
-    /// Resident sessions (routable here), with the time of their last turn.
-    resident: BTreeMap<Uid, u64>,
+    /// Resident sessions (routable here).
+    resident: BTreeMap<Uid, Held>,
     /// Sessions another node announced, until when to wait for their state.
     expected: BTreeMap<Uid, u64>,
     /// States that arrived with no turn waiting, and when.
     arrived: BTreeMap<Uid, (Option<S>, u64)>,
-    /// Sessions a ring moved away that wait their turn to hand off, with the
-    /// time of their last turn (the key of `queue`).
-    leaving: BTreeMap<Uid, (u64, HandOff)>,
+    /// Sessions a ring moved away that wait their turn to hand off (the
+    /// time of their last turn is the key of `queue`).
+    leaving: BTreeMap<Uid, Leaving>,
+    /// The epoch of the ring that moved them (the last adopted).
+    leaving_epoch: Epoch,
     /// `leaving` in the order they go: talked to last first, then by uid.
     queue: BTreeSet<(Reverse<u64>, Uid)>,
     /// Sessions told to hand off that have not stopped yet.
@@ -110,6 +128,7 @@ impl<S> Node<S> {
             expected: BTreeMap::new(),
             arrived: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            leaving_epoch: Epoch(0),
             queue: BTreeSet::new(),
             handing: BTreeSet::new(),
         }
@@ -128,11 +147,11 @@ impl<S> Node<S> {
     /// Admits a turn for `uid`, which the router says this node serves, at
     /// `now`; `queued` is how many turns its session holds now (resident only).
     pub fn admit(&mut self, now: u64, ring: &Ring, uid: &Uid, queued: usize) -> Admit<S> {
-        if let Some(last) = self.resident.get_mut(uid) {
+        if let Some(held) = self.resident.get_mut(uid) {
             if queued >= self.config.queue_max {
                 return Admit::Overloaded(Limit::Queue(self.config.queue_max));
             }
-            *last = now;
+            held.last = now;
             return Admit::Deliver;
         }
         // Routed here by a ring this node has just left behind.
@@ -150,7 +169,11 @@ impl<S> Node<S> {
             (None, Some(until)) if until > now => Start::Awaiting { until },
             _ => Start::Durable,
         };
-        self.resident.insert(uid.clone(), now);
+        let held = Held {
+            last: now,
+            at: Ring::position_of(uid),
+        };
+        self.resident.insert(uid.clone(), held);
         Admit::Start(start)
     }
 
@@ -187,42 +210,53 @@ impl<S> Node<S> {
         self.arrived.retain(|uid, _| ring.owner(uid) == Some(&me));
         // Asked once per member, not once per moved session.
         let linked: BTreeMap<&NodeId, bool> = ring.members().map(|m| (m, linked(m))).collect();
-        let destination = |uid: &Uid| {
-            let owner = ring.owner(uid);
+        let destination = |held: &Held| {
+            let owner = ring.owner_at(held.at);
             (owner != Some(&me)).then(|| owner.filter(|o| linked.get(o) == Some(&true)).cloned())
         };
+        self.leaving_epoch = ring.epoch();
         let mut back = Vec::new();
-        for (uid, (last, handoff)) in &mut self.leaving {
-            handoff.epoch = ring.epoch();
-            match destination(uid) {
-                Some(to) => handoff.to = to,
+        for (uid, leaving) in &mut self.leaving {
+            match destination(&leaving.held) {
+                Some(to) => leaving.to = to,
                 // Started here afresh meanwhile (admitted by a newer ring than
                 // this node had adopted): the waiting one hands off to nobody.
-                None if self.resident.contains_key(uid) => handoff.to = None,
-                None => back.push((uid.clone(), *last)),
+                None if self.resident.contains_key(uid) => leaving.to = None,
+                None => back.push((uid.clone(), leaving.held)),
             }
         }
-        for (uid, last) in &back {
+        for (uid, held) in &back {
             self.leaving.remove(uid);
-            self.queue.remove(&(Reverse(*last), uid.clone()));
-            self.resident.insert(uid.clone(), *last);
+            self.queue.remove(&(Reverse(held.last), uid.clone()));
+            self.resident.insert(uid.clone(), *held);
         }
-        let moved: Vec<(Uid, u64, Destination)> = self
+        // One pass over the resident set, in uid order; the moved ones are
+        // merged into `leaving` and `queue` at once, not one by one (a join
+        // moves thousands while every turn here waits for this).
+        let mut to = Vec::new();
+        let extracted = self
             .resident
-            .iter()
-            .filter_map(|(uid, last)| Some((uid.clone(), *last, destination(uid)?)))
+            .extract_if(.., |_, held| match destination(held) {
+                Some(dest) => {
+                    to.push(dest);
+                    true
+                }
+                None => false,
+            });
+        let moved: Vec<(Uid, Held)> = extracted.collect();
+        let moved: Vec<(Uid, Leaving)> = moved
+            .into_iter()
+            .zip(to)
+            .map(|((uid, held), to)| (uid, Leaving { held, to }))
             .collect();
-        let left = moved.iter().map(|(uid, _, _)| uid.clone()).collect();
-        for (uid, last, to) in moved {
-            self.resident.remove(&uid);
-            let handoff = HandOff {
-                uid: uid.clone(),
-                to,
-                epoch: ring.epoch(),
-            };
-            self.queue.insert((Reverse(last), uid.clone()));
-            self.leaving.insert(uid, (last, handoff));
-        }
+        let left: Vec<Uid> = moved.iter().map(|(uid, _)| uid.clone()).collect();
+        let mut queue: BTreeSet<(Reverse<u64>, Uid)> = moved
+            .iter()
+            .map(|(uid, leaving)| (Reverse(leaving.held.last), uid.clone()))
+            .collect();
+        self.queue.append(&mut queue);
+        let mut moved: BTreeMap<Uid, Leaving> = moved.into_iter().collect();
+        self.leaving.append(&mut moved);
         Adopted {
             left,
             hand_off: self.next_handoffs(),
@@ -247,8 +281,9 @@ impl<S> Node<S> {
     /// The session of `uid` that waited to hand off, not told yet, has
     /// stopped (passivated or fenced): it waits no more.
     pub fn stopped_waiting(&mut self, uid: &Uid) {
-        if let Some((last, _)) = self.leaving.remove(uid) {
-            self.queue.remove(&(Reverse(last), uid.clone()));
+        if let Some(leaving) = self.leaving.remove(uid) {
+            self.queue
+                .remove(&(Reverse(leaving.held.last), uid.clone()));
         }
     }
 
@@ -265,9 +300,13 @@ impl<S> Node<S> {
             let Some((_, uid)) = self.queue.pop_first() else {
                 break;
             };
-            if let Some((_, handoff)) = self.leaving.remove(&uid) {
+            if let Some(leaving) = self.leaving.remove(&uid) {
+                start.push(HandOff {
+                    uid: uid.clone(),
+                    to: leaving.to,
+                    epoch: self.leaving_epoch,
+                });
                 self.handing.insert(uid);
-                start.push(handoff);
             }
         }
         start
@@ -277,8 +316,13 @@ impl<S> Node<S> {
     /// to hand off, by new owner (`None`: the ring is empty).
     fn moved(&self, ring: &Ring) -> BTreeMap<Option<NodeId>, Vec<Uid>> {
         let mut moved: BTreeMap<Option<NodeId>, Vec<Uid>> = BTreeMap::new();
-        for uid in self.resident.keys().chain(self.leaving.keys()) {
-            let owner = ring.owner(uid);
+        let held = self.resident.iter();
+        let waiting = self
+            .leaving
+            .iter()
+            .map(|(uid, leaving)| (uid, &leaving.held));
+        for (uid, held) in held.chain(waiting) {
+            let owner = ring.owner_at(held.at);
             if owner != Some(&self.me) {
                 moved.entry(owner.cloned()).or_default().push(uid.clone());
             }
@@ -343,7 +387,7 @@ impl<S> Node<S> {
         let idle: Vec<Uid> = self
             .resident
             .iter()
-            .filter(|(uid, last)| now.saturating_sub(**last) >= idle_ms && queued(uid) == 0)
+            .filter(|(uid, held)| now.saturating_sub(held.last) >= idle_ms && queued(uid) == 0)
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in &idle {
