@@ -163,9 +163,12 @@ impl NodeProc {
 /// The CPU time (user + system, every thread) process `pid` has used, in
 /// seconds: fields 14 and 15 of `/proc/<pid>/stat` (0 once it is gone).
 pub(crate) fn cpu_s(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |stat| stat_cpu_s(&stat))
+}
+
+/// User + system time (s) from the text of a `/proc/<pid>/stat`; 0 if it
+/// does not parse.
+fn stat_cpu_s(stat: &str) -> f64 {
     // After the command name, which may hold spaces, in parentheses.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -733,7 +736,21 @@ fn print_human(r: &Report) {
 
 #[cfg(test)]
 mod tests {
-    use super::migration;
+    use super::{migration, stat_cpu_s};
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // pid 42, comm "tokio (rt) w", state R, then fields 4..15: utime 250
+        // and stime 75 ticks are fields 14 and 15.
+        let stat = "42 (tokio (rt) w) R 1 42 42 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 8 0";
+        assert!(
+            (stat_cpu_s(stat) - 3.25).abs() < 1e-9,
+            "{}",
+            stat_cpu_s(stat)
+        );
+        assert_eq!(stat_cpu_s("42 (cut short) R 1 2"), 0.0);
+        assert_eq!(stat_cpu_s(""), 0.0);
+    }
 
     #[test]
     fn migration_quantiles_are_read_from_the_histogram_buckets_of_one_reason() {

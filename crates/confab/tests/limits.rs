@@ -2,7 +2,8 @@
 //! per node and per source address (503 before the upgrade), the idle deadline
 //! before an upgrade, the per-uid turn bucket (`rate_limited`, nothing
 //! recorded), the admission of turns (`overloaded` at once, nothing recorded),
-//! and the answers to protocol and admin-body violations.
+//! the answers to protocol and admin-body violations, and a process without
+//! transparent huge pages.
 
 mod common;
 
@@ -61,6 +62,21 @@ async fn metric(node: &Node, line_start: &str) -> String {
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no {line_start} in:\n{metrics}"))
         .to_owned()
+}
+
+/// A node turns transparent huge pages off for its own process (docs/operations.md,
+/// "Memory"): the kernel reports the process's flag in `/proc/<pid>/status`.
+#[tokio::test]
+async fn a_node_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let thp = node.proc_status("THP_enabled");
+    node.stop().await;
+    assert_eq!(
+        thp.as_deref(),
+        Some("0"),
+        "THP_enabled of the node's /proc/<pid>/status (a kernel older than 5.0 does not report it)"
+    );
 }
 
 #[tokio::test]

@@ -244,18 +244,17 @@ impl<S> Node<S> {
                 None => false,
             });
         let moved: Vec<(Uid, Held)> = extracted.collect();
-        let moved: Vec<(Uid, Leaving)> = moved
+        let mut moved: BTreeMap<Uid, Leaving> = moved
             .into_iter()
             .zip(to)
             .map(|((uid, held), to)| (uid, Leaving { held, to }))
             .collect();
-        let left: Vec<Uid> = moved.iter().map(|(uid, _)| uid.clone()).collect();
+        let left: Vec<Uid> = moved.keys().cloned().collect();
         let mut queue: BTreeSet<(Reverse<u64>, Uid)> = moved
             .iter()
             .map(|(uid, leaving)| (Reverse(leaving.held.last), uid.clone()))
             .collect();
         self.queue.append(&mut queue);
-        let mut moved: BTreeMap<Uid, Leaving> = moved.into_iter().collect();
         self.leaving.append(&mut moved);
         Adopted {
             left,
