@@ -41,6 +41,21 @@ pub struct RunOptions {
 
 /// Runs one seed of a scenario.
 pub fn run(scenario: &Scenario, options: RunOptions) -> Result<Outcome, String> {
+    run_with(scenario, options, World::run)
+}
+
+/// [`run`] for a process that exits after the run (`confab-sim run`): the
+/// world's memory is left for the exit to return whole
+/// ([`World::run_then_exit`]).
+pub fn run_then_exit(scenario: &Scenario, options: RunOptions) -> Result<Outcome, String> {
+    run_with(scenario, options, World::run_then_exit)
+}
+
+fn run_with(
+    scenario: &Scenario,
+    options: RunOptions,
+    run: fn(World) -> Outcome,
+) -> Result<Outcome, String> {
     let world = World::new(
         scenario,
         options.seed,
@@ -56,7 +71,7 @@ pub fn run(scenario: &Scenario, options: RunOptions) -> Result<Outcome, String> 
     }
     mutation::set(options.mutate);
     let _off = Switched;
-    Ok(world.run())
+    Ok(run(world))
 }
 
 /// The command that replays a run; `scenario` as the command line named it.

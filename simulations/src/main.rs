@@ -260,7 +260,7 @@ fn one(args: &RunArgs, seed: u64, trace: Option<&Path>, json: bool) -> Result<Ex
         None => None,
     };
     let started = Instant::now();
-    let outcome = confab_sim::run(
+    let outcome = confab_sim::run_then_exit(
         &scenario,
         RunOptions {
             seed,

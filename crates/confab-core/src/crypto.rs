@@ -67,7 +67,9 @@ pub enum CryptoError {
 pub struct DataKey {
     version: KeyVersion,
     aead: Aes256Gcm,
-    mac_key: [u8; 32],
+    /// The HMAC keyed once: its inner and outer pads already hashed, so
+    /// each signature costs only the blocks of what it signs.
+    mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for DataKey {
@@ -94,7 +96,11 @@ impl DataKey {
         Ok(Self {
             version,
             aead: Aes256Gcm::new_from_slice(&aes).expect("a 32-byte key"),
-            mac_key: derive(material, b"confab snapshot hmac-sha256"),
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&derive(
+                material,
+                b"confab snapshot hmac-sha256",
+            ))
+            .expect("hmac accepts any key length"),
         })
     }
 
@@ -105,7 +111,7 @@ impl DataKey {
 
     /// The HMAC-SHA256 that signs snapshots under this version.
     pub fn mac(&self) -> Hmac<Sha256> {
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key).expect("hmac accepts any key length")
+        self.mac.clone()
     }
 
     /// AES-256-GCM of `plaintext` with associated data `aad`: ciphertext and tag.

@@ -29,8 +29,9 @@
 mod snapshot;
 
 pub use snapshot::{
-    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_KEY_BYTES_MIN, SNAPSHOT_SEALED_FORMAT_VERSION, Snapshot,
-    SnapshotDue, SnapshotError, SnapshotKey, SnapshotPolicy, SnapshotRef,
+    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_KEY_BYTES_MIN, SNAPSHOT_MAC_BYTES,
+    SNAPSHOT_SEALED_FORMAT_VERSION, Snapshot, SnapshotDue, SnapshotError, SnapshotKey,
+    SnapshotPolicy, SnapshotRef,
 };
 
 use crate::ids::{Epoch, MessageId, Seq, Uid};

@@ -5,7 +5,7 @@ use super::*;
 impl World {
     // ---- the end ------------------------------------------------------------
 
-    pub(super) fn finish(mut self) -> Outcome {
+    pub(super) fn finish(&mut self) -> Outcome {
         self.liveness();
         for (s, (from, to, epoch, start)) in std::mem::take(&mut self.migrations) {
             self.stats.migrations.unfinished += 1;
@@ -38,14 +38,14 @@ impl World {
             });
         }
         let steps = self.trace.len();
-        let (trace, trace_error) = self.trace.finish();
+        let (trace, trace_error) = std::mem::replace(&mut self.trace, Trace::new(None)).finish();
         Outcome {
-            stats: self.stats,
-            checker: self.checker,
+            stats: std::mem::take(&mut self.stats),
+            checker: std::mem::take(&mut self.checker),
             trace,
             steps,
             simulated_ms: self.end,
-            timeline: self.timeline,
+            timeline: std::mem::take(&mut self.timeline),
             trace_error,
         }
     }
