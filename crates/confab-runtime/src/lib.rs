@@ -1,7 +1,8 @@
 //! confab's production shell: the actors that carry sessions, on ractor.
 //!
 //! - [`router`]: one Router per node. It looks each uid up on the ring and sends
-//!   the turn to the owner (this node, until the cluster joins more).
+//!   the turn to the owner: this node's supervisor, or another member's peer.
+//!   It holds no state, so it is no actor: the caller's task routes.
 //! - [`supervisor`]: the SessionSupervisor. It spawns one SessionActor per uid
 //!   on demand, bounds each session's queue, passivates idle sessions and
 //!   restarts a failed one from its durable state.

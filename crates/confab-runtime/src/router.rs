@@ -7,6 +7,13 @@
 //! older epoch is routed again by this node's ring, never dropped; one routed at
 //! a newer epoch, or bounced too often, is answered `unavailable` (retry: the
 //! ring is changing) while membership refreshes.
+//!
+//! The Router holds no state of its own (the ring, the peers and the member
+//! table are the node's [`Shared`]), so it is no actor: the caller's task
+//! routes (a gateway connection's, or the peer handler's for a forwarded
+//! turn), and a turn served here goes straight into the supervisor's mailbox.
+//! As an actor it was one more mailbox, and one more task woken, on every
+//! turn's way in, all of a node's turns through one task.
 
 use crate::messages::SupervisorMsg;
 use crate::wire::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
@@ -14,10 +21,10 @@ use crate::{SessionRequest, Shared, TurnError, TurnRequest};
 use confab_core::routing::{Route, forward_lost, route};
 use confab_core::{Epoch, NodeId, Uid};
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{ActorRef, MessagingErr};
 use std::sync::Arc;
 
-/// Messages to the Router.
+/// What the Router routes.
 pub enum RouterMsg {
     /// One user turn.
     Turn(TurnRequest),
@@ -25,174 +32,93 @@ pub enum RouterMsg {
     Request(SessionRequest),
 }
 
-// Local only: it carries permits and local reply ports.
-impl ractor::Message for RouterMsg {}
+impl RouterMsg {
+    /// Answers it with `error`.
+    fn refuse(self, error: TurnError) {
+        match self {
+            RouterMsg::Turn(turn) => {
+                let _ = turn.reply.send(Err(error));
+            }
+            RouterMsg::Request(request) => {
+                let _ = request.reply.send(Err(error));
+            }
+        }
+    }
 
-/// The Router actor.
-pub struct Router;
-
-/// Its arguments.
-pub struct RouterArgs {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    fn uid_and_route(&self) -> (&Uid, Option<(Epoch, u8)>) {
+        match self {
+            RouterMsg::Turn(t) => (&t.uid, t.forwarded),
+            RouterMsg::Request(r) => (&r.uid, r.forwarded),
+        }
+    }
 }
 
-/// Its state.
-pub struct RouterState {
+/// The Router.
+#[derive(Clone)]
+pub struct Router {
     shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
 }
 
-impl Actor for Router {
-    type Msg = RouterMsg;
-    type State = RouterState;
-    type Arguments = RouterArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: RouterArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(RouterState {
-            shared: args.shared,
-            supervisor: args.supervisor,
-        })
+impl Router {
+    /// Routes through `shared`'s ring to `supervisor` or a peer.
+    pub(crate) fn new(shared: Arc<Shared>, supervisor: ActorRef<SupervisorMsg>) -> Self {
+        Self { shared, supervisor }
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if state.shared.is_isolated() {
-            let error = TurnError::Unavailable(
+    /// Routes `message`: to the supervisor, to the owner's peer (a task of its
+    /// own waits for the answer), later (the ring is catching up), or answers
+    /// it at once with the reason it cannot go anywhere.
+    pub(crate) fn route(&self, message: RouterMsg) {
+        if self.shared.is_isolated() {
+            message.refuse(TurnError::Unavailable(
                 "this node is cut off from the majority of the cluster: retry with the same id (another node)"
                     .into(),
-            );
-            match message {
-                RouterMsg::Turn(turn) => {
-                    let _ = turn.reply.send(Err(error));
-                }
-                RouterMsg::Request(request) => {
-                    let _ = request.reply.send(Err(error));
-                }
-            }
-            return Ok(());
+            ));
+            return;
+        }
+        let (uid, forwarded) = message.uid_and_route();
+        if self.is_stale(uid, forwarded) {
+            self.later(message);
+            return;
         }
         match message {
-            RouterMsg::Turn(turn) if state.is_stale(&turn.uid, turn.forwarded) => {
-                state.later(myself, RouterMsg::Turn(turn));
-            }
-            RouterMsg::Request(request) if state.is_stale(&request.uid, request.forwarded) => {
-                state.later(myself, RouterMsg::Request(request));
-            }
-            RouterMsg::Turn(turn) => match state.route(&turn.uid, turn.forwarded) {
-                Ok(None) => {
-                    let _ = state.supervisor.cast(SupervisorMsg::Turn(turn));
-                }
-                Ok(Some(Forward {
-                    to,
-                    peer,
-                    epoch,
-                    hops,
-                })) => {
-                    // The owner gets what is left of the caller's wait, and
-                    // the call waits no longer.
-                    let timeout = turn
-                        .deadline
-                        .saturating_duration_since(std::time::Instant::now())
-                        .max(std::time::Duration::from_millis(1));
-                    let shared = Arc::clone(&state.shared);
-                    let span = tracing::info_span!(parent: &turn.span, "forward", to = %to, epoch = epoch.0);
-                    let trace = crate::trace_context::TraceContext::of(&span);
-                    let forward = async move {
-                        let remote = RemoteTurn {
-                            uid: turn.uid.clone(),
-                            message_id: turn.message_id.clone(),
-                            text: turn.text.clone(),
-                            epoch,
-                            hops,
-                            trace,
-                            budget_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                        };
-                        let call =
-                            peer.call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout));
-                        let answer = tokio::select! {
-                            result = call => answer(result).and_then(|w| w.0),
-                            lost = owner_lost(&shared, &to) => Err(lost),
-                        };
-                        let _ = turn.reply.send(answer);
-                        drop(turn.permit);
-                    };
-                    tokio::spawn(tracing::Instrument::instrument(forward, span));
-                }
+            RouterMsg::Turn(turn) => match self.decide(&turn.uid, turn.forwarded) {
+                Ok(None) => self.serve(SupervisorMsg::Turn(turn)),
+                Ok(Some(forward)) => forward_turn(Arc::clone(&self.shared), forward, turn),
                 Err(e) => {
                     let _ = turn.reply.send(Err(e));
                 }
             },
-            RouterMsg::Request(request) => match state.route(&request.uid, request.forwarded) {
-                Ok(None) => {
-                    let _ = state.supervisor.cast(SupervisorMsg::Request(request));
-                }
-                Ok(Some(Forward {
-                    to,
-                    peer,
-                    epoch,
-                    hops,
-                })) => {
-                    let timeout = state.shared.config.turn_timeout;
-                    let shared = Arc::clone(&state.shared);
-                    tokio::spawn(async move {
-                        let remote = RemoteRequest {
-                            uid: request.uid.clone(),
-                            ask: request.ask,
-                            epoch,
-                            hops,
-                        };
-                        let call =
-                            peer.call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout));
-                        let answer: Result<RemoteAnswer, TurnError> = tokio::select! {
-                            result = call => answer(result).and_then(|w| w.0),
-                            lost = owner_lost(&shared, &to) => Err(lost),
-                        };
-                        let _ = request.reply.send(answer);
-                        drop(request.permit);
-                    });
-                }
+            RouterMsg::Request(request) => match self.decide(&request.uid, request.forwarded) {
+                Ok(None) => self.serve(SupervisorMsg::Request(request)),
+                Ok(Some(forward)) => forward_request(Arc::clone(&self.shared), forward, request),
                 Err(e) => {
                     let _ = request.reply.send(Err(e));
                 }
             },
         }
-        Ok(())
     }
-}
 
-/// A remote call's result as the caller's outcome.
-fn answer<T>(
-    result: Result<CallResult<Wire<T>>, ractor::MessagingErr<PeerMsg>>,
-) -> Result<Wire<T>, TurnError> {
-    match result {
-        Ok(CallResult::Success(answer)) => Ok(answer),
-        Ok(CallResult::Timeout) => Err(TurnError::Internal(
-            "the owner node did not answer in time; the turn may be recorded: retry with the same id"
-                .into(),
-        )),
-        Ok(CallResult::SenderError) | Err(_) => Err(TurnError::Unavailable(
-            "the owner node is unreachable (it may be leaving the ring): retry with the same id"
-                .into(),
-        )),
+    /// Into the supervisor's mailbox; a supervisor that has stopped (the node
+    /// shut down) gets nothing, and the caller is told so.
+    fn serve(&self, message: SupervisorMsg) {
+        // A closed mailbox hands the message back (the other errors are for
+        // receivers and mistyped actors); its reply port is answered here.
+        if let Err(MessagingErr::SendErr(message)) = self.supervisor.cast(message) {
+            let error = TurnError::Unavailable("the node is shutting down".into());
+            match message {
+                SupervisorMsg::Turn(turn) => {
+                    let _ = turn.reply.send(Err(error));
+                }
+                SupervisorMsg::Request(request) => {
+                    let _ = request.reply.send(Err(error));
+                }
+                _ => {}
+            }
+        }
     }
-}
 
-/// How long a turn routed at an epoch this node has not reached waits for
-/// membership to catch up, per try...
-const STALE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
-/// ...and how many tries before it is answered `unavailable`.
-const STALE_TRIES_MAX: u8 = 20;
-
-impl RouterState {
     /// Whether this node's ring is older than the one the message was routed
     /// by, and the message may still wait for it.
     fn is_stale(&self, uid: &Uid, forwarded: Option<(Epoch, u8)>) -> bool {
@@ -205,40 +131,30 @@ impl RouterState {
 
     /// Routes the message again once membership had time to catch up; gives
     /// up with `unavailable` after [`STALE_TRIES_MAX`] tries.
-    fn later(&self, myself: ActorRef<RouterMsg>, message: RouterMsg) {
-        let shared = Arc::clone(&self.shared);
+    fn later(&self, message: RouterMsg) {
+        let router = self.clone();
         tokio::spawn(async move {
-            let (uid, forwarded) = match &message {
-                RouterMsg::Turn(t) => (t.uid.clone(), t.forwarded),
-                RouterMsg::Request(r) => (r.uid.clone(), r.forwarded),
-            };
-            let me = shared.config.node_id.clone();
+            let me = router.shared.config.node_id.clone();
             for _ in 0..STALE_TRIES_MAX {
                 tokio::time::sleep(STALE_WAIT).await;
-                let ring = shared.ring();
+                let ring = router.shared.ring();
+                let (uid, forwarded) = message.uid_and_route();
                 let (seen, hops) = forwarded.map_or((None, 0), |(e, h)| (Some(e), h));
-                if !matches!(route(&ring, &me, &uid, seen, hops), Route::Refresh) {
-                    let _ = myself.cast(message);
+                if !matches!(route(&ring, &me, uid, seen, hops), Route::Refresh) {
+                    router.route(message);
                     return;
                 }
             }
             let error = TurnError::Unavailable(format!(
                 "the ring is changing (this node is at epoch {}): retry with the same id",
-                shared.ring().epoch()
+                router.shared.ring().epoch()
             ));
-            match message {
-                RouterMsg::Turn(t) => {
-                    let _ = t.reply.send(Err(error));
-                }
-                RouterMsg::Request(r) => {
-                    let _ = r.reply.send(Err(error));
-                }
-            }
+            message.refuse(error);
         });
     }
 
     /// `Ok(None)`: serve here; `Ok(Some(forward))`: send to the owner.
-    fn route(
+    fn decide(
         &self,
         uid: &Uid,
         forwarded: Option<(Epoch, u8)>,
@@ -277,6 +193,93 @@ impl RouterState {
         }
     }
 }
+
+/// A turn for another member: sent to its peer by a call that waits what is
+/// left of the caller's wait, in a task of its own.
+fn forward_turn(shared: Arc<Shared>, forward: Forward, turn: TurnRequest) {
+    let Forward {
+        to,
+        peer,
+        epoch,
+        hops,
+    } = forward;
+    // The owner gets what is left of the caller's wait, and the call waits
+    // no longer.
+    let timeout = turn
+        .deadline
+        .saturating_duration_since(std::time::Instant::now())
+        .max(std::time::Duration::from_millis(1));
+    let span = tracing::info_span!(parent: &turn.span, "forward", to = %to, epoch = epoch.0);
+    let trace = crate::trace_context::TraceContext::of(&span);
+    let forward = async move {
+        let remote = RemoteTurn {
+            uid: turn.uid.clone(),
+            message_id: turn.message_id.clone(),
+            text: turn.text.clone(),
+            epoch,
+            hops,
+            trace,
+            budget_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let call = peer.call(|port| PeerMsg::Turn(Wire(remote), port), Some(timeout));
+        let answer = tokio::select! {
+            result = call => answer(result).and_then(|w| w.0),
+            lost = owner_lost(&shared, &to) => Err(lost),
+        };
+        let _ = turn.reply.send(answer);
+        drop(turn.permit);
+    };
+    tokio::spawn(tracing::Instrument::instrument(forward, span));
+}
+
+/// A request for another member, as [`forward_turn`] sends a turn.
+fn forward_request(shared: Arc<Shared>, forward: Forward, request: SessionRequest) {
+    let Forward {
+        to,
+        peer,
+        epoch,
+        hops,
+    } = forward;
+    let timeout = shared.config.turn_timeout;
+    tokio::spawn(async move {
+        let remote = RemoteRequest {
+            uid: request.uid.clone(),
+            ask: request.ask,
+            epoch,
+            hops,
+        };
+        let call = peer.call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout));
+        let answer: Result<RemoteAnswer, TurnError> = tokio::select! {
+            result = call => answer(result).and_then(|w| w.0),
+            lost = owner_lost(&shared, &to) => Err(lost),
+        };
+        let _ = request.reply.send(answer);
+        drop(request.permit);
+    });
+}
+
+/// A remote call's result as the caller's outcome.
+fn answer<T>(
+    result: Result<CallResult<Wire<T>>, ractor::MessagingErr<PeerMsg>>,
+) -> Result<Wire<T>, TurnError> {
+    match result {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        Ok(CallResult::Timeout) => Err(TurnError::Internal(
+            "the owner node did not answer in time; the turn may be recorded: retry with the same id"
+                .into(),
+        )),
+        Ok(CallResult::SenderError) | Err(_) => Err(TurnError::Unavailable(
+            "the owner node is unreachable (it may be leaving the ring): retry with the same id"
+                .into(),
+        )),
+    }
+}
+
+/// How long a turn routed at an epoch this node has not reached waits for
+/// membership to catch up, per try...
+const STALE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// ...and how many tries before it is answered `unavailable`.
+const STALE_TRIES_MAX: u8 = 20;
 
 /// Where a turn is forwarded: the owner, its peer actor, the epoch it was
 /// routed at, and the forwards it will have taken.

@@ -6,7 +6,7 @@ use crate::dialog::Dialog;
 use crate::stages::Stages;
 use crate::{
     EVENTS_PAGE_MAX, Reply, RuntimeConfig, SessionAnswer, SessionAsk, SessionInfo, SessionRequest,
-    Shared, TurnError, TurnOutcome, TurnRequest, handoff, publish_dlq_depth, router, wire,
+    Shared, TurnError, TurnOutcome, TurnRequest, handoff, publish_dlq_depth, wire,
 };
 use confab_core::{Epoch, MessageId, NodeId, Seq, Uid};
 use confab_store::{DeadLetter, Store};
@@ -41,7 +41,7 @@ fn unexpected(answer: &SessionAnswer) -> TurnError {
 /// The node's runtime, as the gateway holds it. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    router: ActorRef<RouterMsg>,
+    router: Router,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     inflight: Arc<Semaphore>,
     pub(crate) shared: Arc<Shared>,
@@ -134,19 +134,7 @@ impl Runtime {
             actor: "session supervisor",
             reason: e.to_string(),
         })?;
-        let (router, _) = Actor::spawn(
-            None,
-            Router,
-            router::RouterArgs {
-                shared: Arc::clone(&shared),
-                supervisor: supervisor.clone(),
-            },
-        )
-        .await
-        .map_err(|e| StartError::Spawn {
-            actor: "router",
-            reason: e.to_string(),
-        })?;
+        let router = Router::new(Arc::clone(&shared), supervisor.clone());
         metrics::gauge!("confab_ring_epoch").set(shared.ring().epoch().0 as f64);
         crate::reencrypt::start(Arc::clone(&shared), shared.config.reencrypt_per_s);
         Ok(Self {
@@ -533,7 +521,6 @@ impl Runtime {
         in_ring
             && linked
             && !self.shared.is_isolated()
-            && running(self.router.get_status())
             && running(self.supervisor.get_status())
             && self.shared.committer.is_running()
             // Bounded: a store that does not answer (a locked file, a MySQL
@@ -588,7 +575,6 @@ impl Runtime {
                 ));
             }
         }?;
-        self.router.stop(None);
         self.supervisor.stop(None);
         Ok(written)
     }
@@ -598,16 +584,17 @@ impl Runtime {
         timeout: Duration,
         build: impl FnOnce(ractor::RpcReplyPort<Result<T, TurnError>>) -> RouterMsg,
     ) -> Result<Result<T, TurnError>, TurnError> {
-        match self.router.call(build, Some(timeout)).await {
-            Ok(CallResult::Success(result)) => Ok(result),
-            Ok(CallResult::Timeout) => Err(TurnError::Internal(format!(
+        let (reply, answer) = ractor::concurrency::oneshot();
+        self.router.route(build((reply, timeout).into()));
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => Ok(result),
+            Err(_elapsed) => Err(TurnError::Internal(format!(
                 "no answer within {} ms; the turn may still be recorded: retry with the same id",
                 timeout.as_millis()
             ))),
-            Ok(CallResult::SenderError) => Err(TurnError::Internal(
+            Ok(Err(_dropped)) => Err(TurnError::Internal(
                 "the session failed while handling the turn: retry with the same id".into(),
             )),
-            Err(_) => Err(TurnError::Unavailable("the node is shutting down".into())),
         }
     }
 }
