@@ -12,7 +12,7 @@ use crate::{
 };
 use confab_core::session::Slots;
 use confab_core::session::{ActionOutcome, PendingAction, ReplyDecision, TurnDecision};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 /// The version this policy names in replies.
 pub const POLICY_VERSION: &str = "v1";
@@ -25,11 +25,18 @@ const SIZES_IN_STOCK: std::ops::RangeInclusive<u32> = 35..=45;
 
 /// Keyword and regex NLU for the shoe shop.
 pub struct ShoeShopNlu {
-    intents: Vec<(&'static str, f32, Regex)>,
+    /// Each intent and its confidence, in the order of `intent_patterns`.
+    intents: Vec<(&'static str, f32)>,
+    /// The intents' patterns, searched in one pass; the first that matches
+    /// (in list order) wins.
+    intent_patterns: RegexSet,
     size: Regex,
     order_no: Regex,
     phone: Regex,
-    colours: Vec<(Regex, &'static str)>,
+    /// Each colour's name, in the order of `colour_patterns`.
+    colours: Vec<&'static str>,
+    /// The colours' patterns, searched in one pass; the first in list order wins.
+    colour_patterns: RegexSet,
 }
 
 impl Default for ShoeShopNlu {
@@ -42,48 +49,44 @@ impl ShoeShopNlu {
     /// Compiles the patterns.
     pub fn new() -> Self {
         let re = |pattern: &str| Regex::new(pattern).expect("built-in patterns compile");
+        let set = |patterns: Vec<&str>| RegexSet::new(patterns).expect("built-in patterns compile");
+        // First match wins: the more specific tasks come first.
+        let intents = [
+            (
+                "order_status",
+                0.9,
+                r"(?i)订单|物流|快递|发货|到哪|\border\b|shipping|deliver|track",
+            ),
+            (
+                "callback",
+                0.9,
+                r"(?i)电话|手机|联系我|回电|打给我|call me|call back|callback|\bphone\b",
+            ),
+            (
+                "stock_query",
+                0.9,
+                r"(?i)有货|有没有|库存|还有|有吗|缺货|in stock|available|\bstock\b|do you have",
+            ),
+            ("greet", 0.95, r"(?i)^\s*(你好|您好|在吗|hi\b|hello|hey)"),
+            ("thanks", 0.95, r"(?i)谢谢|多谢|再见|thank|\bbye\b"),
+        ];
+        let colours = [
+            (r"黑色?|(?i)\bblack\b", "black"),
+            (r"白色?|(?i)\bwhite\b", "white"),
+            (r"红色?|(?i)\bred\b", "red"),
+            (r"蓝色?|(?i)\bblue\b", "blue"),
+            (r"灰色?|(?i)\bgr[ae]y\b", "grey"),
+        ];
         Self {
-            // First match wins: the more specific tasks come first.
-            intents: vec![
-                (
-                    "order_status",
-                    0.9,
-                    re(r"(?i)订单|物流|快递|发货|到哪|\border\b|shipping|deliver|track"),
-                ),
-                (
-                    "callback",
-                    0.9,
-                    re(r"(?i)电话|手机|联系我|回电|打给我|call me|call back|callback|\bphone\b"),
-                ),
-                (
-                    "stock_query",
-                    0.9,
-                    re(
-                        r"(?i)有货|有没有|库存|还有|有吗|缺货|in stock|available|\bstock\b|do you have",
-                    ),
-                ),
-                (
-                    "greet",
-                    0.95,
-                    re(r"(?i)^\s*(你好|您好|在吗|hi\b|hello|hey)"),
-                ),
-                ("thanks", 0.95, re(r"(?i)谢谢|多谢|再见|thank|\bbye\b")),
-            ],
+            intents: intents.iter().map(|(name, c, _)| (*name, *c)).collect(),
+            intent_patterns: set(intents.iter().map(|(_, _, p)| *p).collect()),
             size: re(r"(?i)(?:(\d{2}(?:\.5)?)\s*(?:码|号))|(?:\b(?:size|eu)\s*(\d{2}(?:\.5)?)\b)"),
             order_no: re(
                 r"(?i)(?:订单号?|order\s*(?:no\.?|number|#)?)\s*[:：#]?\s*([A-Za-z]{0,4}\d[A-Za-z0-9-]{5,31})",
             ),
             phone: re(r"(?:^|[^0-9])(?:\+?86[- ]?)?(1[3-9]\d{9})(?:$|[^0-9])"),
-            colours: [
-                (r"黑色?|(?i)\bblack\b", "black"),
-                (r"白色?|(?i)\bwhite\b", "white"),
-                (r"红色?|(?i)\bred\b", "red"),
-                (r"蓝色?|(?i)\bblue\b", "blue"),
-                (r"灰色?|(?i)\bgr[ae]y\b", "grey"),
-            ]
-            .into_iter()
-            .map(|(pattern, name)| (re(pattern), name))
-            .collect(),
+            colours: colours.iter().map(|(_, name)| *name).collect(),
+            colour_patterns: set(colours.iter().map(|(p, _)| *p).collect()),
         }
     }
 
@@ -95,8 +98,8 @@ impl ShoeShopNlu {
                 slots.insert("size".into(), size.to_owned());
             }
         }
-        if let Some((_, name)) = self.colours.iter().find(|(re, _)| re.is_match(text)) {
-            slots.insert("colour".into(), (*name).to_owned());
+        if let Some(first) = self.colour_patterns.matches(text).iter().next() {
+            slots.insert("colour".into(), self.colours[first].to_owned());
         }
         if let Some(caps) = self.order_no.captures(text) {
             slots.insert("order_no".into(), caps[1].to_uppercase());
@@ -118,8 +121,9 @@ fn plausible_size(size: &str) -> bool {
 impl Nlu for ShoeShopNlu {
     fn understand(&self, text: &str) -> Understanding {
         let slots = self.slots(text);
-        let (intent, confidence) = match self.intents.iter().find(|(_, _, re)| re.is_match(text)) {
-            Some((intent, confidence, _)) => (*intent, *confidence),
+        let first = self.intent_patterns.matches(text).iter().next();
+        let (intent, confidence) = match first.map(|i| self.intents[i]) {
+            Some((intent, confidence)) => (intent, confidence),
             None if !slots.is_empty() => ("inform", 0.8),
             None => ("unknown", 0.2),
         };
@@ -395,6 +399,26 @@ mod tests {
         assert!(turns[2].1.contains("39码") && turns[2].1.contains("颜色"));
         assert_eq!(turns[3].1, "黑色 39码 有货，今天下单今天发货。");
         assert_eq!(turns[3].2.get("colour").map(String::as_str), Some("black"));
+    }
+
+    /// Intents and colours are searched as sets: the first in list order
+    /// wins, wherever in the text each one matches.
+    #[test]
+    fn the_first_intent_and_colour_in_list_order_win() {
+        let nlu = ShoeShopNlu::new();
+        let got = |text: &str| {
+            let u = nlu.understand(text);
+            (u.intent, u.slots.get("colour").cloned())
+        };
+        assert_eq!(got("call me about my order"), ("order_status".into(), None));
+        assert_eq!(got("thanks, do you have it?"), ("stock_query".into(), None));
+        assert_eq!(got("hello, thank you"), ("greet".into(), None));
+        assert_eq!(
+            got("grey or white or black?"),
+            ("inform".into(), Some("black".into()))
+        );
+        assert_eq!(got("红色还是蓝色"), ("inform".into(), Some("red".into())));
+        assert_eq!(got("blackberry"), ("unknown".into(), None));
     }
 
     #[test]
