@@ -348,8 +348,13 @@ pub(crate) const SECRET_KEYS: &[&str] = &[
     "cluster.cookie",
     "store.mysql_url",
     "store.redis_url",
+    "store.redis_cluster_nodes",
     "store.snapshot_hmac_key",
 ];
+
+/// The secret keys that hold a list: their file holds one item per line (or
+/// items separated by commas, as the environment variable takes them).
+const LIST_SECRET_KEYS: &[&str] = &["store.redis_cluster_nodes"];
 
 /// The secret key a `SECTION__KEY_FILE` variable (prefix stripped) names, if any.
 fn secret_of_file_var(name: &str) -> Option<&'static str> {
@@ -370,7 +375,17 @@ fn secrets_from_files(vars: impl Iterator<Item = (String, String)>) -> anyhow::R
         };
         let value = std::fs::read_to_string(&path)
             .with_context(|| format!("{name}: reading the secret file {path:?}"))?;
-        figment = figment.merge(Serialized::default(key, value.trim().to_owned()));
+        figment = if LIST_SECRET_KEYS.contains(&key) {
+            let items: Vec<String> = value
+                .split(['\n', ','])
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect();
+            figment.merge(Serialized::default(key, items))
+        } else {
+            figment.merge(Serialized::default(key, value.trim().to_owned()))
+        };
     }
     Ok(figment)
 }
@@ -861,6 +876,33 @@ mod tests {
             let err = format!("{:#}", Config::load(None, Figment::new()).unwrap_err());
             assert!(
                 err.contains("store.redis_cluster_nodes") && err.contains("redis://"),
+                "{err}"
+            );
+            jail.clear_env();
+            // The seeds may carry a password: a file, one per line, as a
+            // mounted secret holds them; it wins over the variable.
+            jail.create_file(
+                "seeds",
+                "rediss://:s3cret@r3.example:6380\n\nrediss://:s3cret@r4.example:6380, \n",
+            )?;
+            jail.set_env(
+                "CONFAB_STORE__REDIS_CLUSTER_NODES",
+                "redis://plain.example:6379",
+            );
+            jail.set_env("CONFAB_STORE__REDIS_CLUSTER_NODES_FILE", "seeds");
+            let config = Config::load(None, Figment::new()).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(
+                config.store.redis_cluster_nodes,
+                [
+                    "rediss://:s3cret@r3.example:6380",
+                    "rediss://:s3cret@r4.example:6380"
+                ]
+            );
+            jail.set_env("CONFAB_STORE__REDIS_CLUSTER_NODES_FILE", "no-such-file");
+            let err = format!("{:#}", Config::load(None, Figment::new()).unwrap_err());
+            assert!(
+                err.contains("CONFAB_STORE__REDIS_CLUSTER_NODES_FILE")
+                    && err.contains("no-such-file"),
                 "{err}"
             );
             Ok(())

@@ -57,6 +57,58 @@ fn a_node_reachable_from_other_hosts_refuses_to_start_without_master_keys_or_a_c
     );
 }
 
+/// The Redis Cluster seeds (which may carry a password) can come from a file,
+/// one per line: the node reads them from it, checks them, and says which key
+/// is wrong.
+#[test]
+fn redis_cluster_seeds_are_read_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("seeds");
+    let node = |seeds_file: &std::path::Path, extra: &[(&str, &str)]| {
+        let mut command = confab();
+        command
+            .args(["node", "--http-port", &free_port().to_string()])
+            .args(["--cluster-port", &free_port().to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--jwt-secret", SECRET])
+            .env("CONFAB_STORE__REDIS_CLUSTER_NODES_FILE", seeds_file);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // A seed without its scheme, on the file's second line.
+    std::fs::write(&seeds, "redis://:pw@127.0.0.1:7000\n127.0.0.1:7001\n").unwrap();
+    let stderr = node(&seeds, &[]);
+    assert!(
+        stderr.contains("store.redis_cluster_nodes") && stderr.contains("redis://"),
+        "{stderr}"
+    );
+    // Good seeds from the file, and a Redis URL beside them: one or the other.
+    std::fs::write(
+        &seeds,
+        "redis://:pw@127.0.0.1:7000\nredis://:pw@127.0.0.1:7001\n",
+    )
+    .unwrap();
+    let stderr = node(
+        &seeds,
+        &[("CONFAB_STORE__REDIS_URL", "redis://127.0.0.1:6379/")],
+    );
+    assert!(
+        stderr.contains("store.redis_url and store.redis_cluster_nodes are both set"),
+        "{stderr}"
+    );
+    // A file that is not there is named.
+    let stderr = node(&dir.path().join("missing"), &[]);
+    assert!(
+        stderr.contains("CONFAB_STORE__REDIS_CLUSTER_NODES_FILE") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn secrets_come_from_files_named_by_file_variables() {
     let dir = tempfile::tempdir().unwrap();
