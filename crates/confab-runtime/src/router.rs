@@ -234,24 +234,20 @@ fn forward_turn(shared: Arc<Shared>, forward: Forward, turn: TurnRequest) {
 
 /// A request for another member, as [`forward_turn`] sends a turn.
 fn forward_request(shared: Arc<Shared>, forward: Forward, request: SessionRequest) {
-    let Forward {
-        to,
-        peer,
-        epoch,
-        hops,
-    } = forward;
     let timeout = shared.config.turn_timeout;
     tokio::spawn(async move {
         let remote = RemoteRequest {
             uid: request.uid.clone(),
             ask: request.ask,
-            epoch,
-            hops,
+            epoch: forward.epoch,
+            hops: forward.hops,
         };
-        let call = peer.call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout));
+        let call = forward
+            .peer
+            .call(|port| PeerMsg::Request(Wire(remote), port), Some(timeout));
         let answer: Result<RemoteAnswer, TurnError> = tokio::select! {
             result = call => answer(result).and_then(|w| w.0),
-            lost = owner_lost(&shared, &to) => Err(lost),
+            lost = owner_lost(&shared, &forward.to) => Err(lost),
         };
         let _ = request.reply.send(answer);
         drop(request.permit);
