@@ -9,7 +9,7 @@
 //! ring is changing) while membership refreshes.
 //!
 //! The Router holds no state of its own (the ring, the peers and the member
-//! table are the node's [`Shared`]), so it is no actor: the caller's task
+//! table are the node's `Shared`), so it is no actor: the caller's task
 //! routes (a gateway connection's, or the peer handler's for a forwarded
 //! turn), and a turn served here goes straight into the supervisor's mailbox.
 //! As an actor it was one more mailbox, and one more task woken, on every
