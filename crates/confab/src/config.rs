@@ -352,10 +352,6 @@ pub(crate) const SECRET_KEYS: &[&str] = &[
     "store.snapshot_hmac_key",
 ];
 
-/// The secret keys that hold a list: their file holds one item per line (or
-/// items separated by commas, as the environment variable takes them).
-const LIST_SECRET_KEYS: &[&str] = &["store.redis_cluster_nodes"];
-
 /// The secret key a `SECTION__KEY_FILE` variable (prefix stripped) names, if any.
 fn secret_of_file_var(name: &str) -> Option<&'static str> {
     let name = name.to_ascii_lowercase();
@@ -365,9 +361,24 @@ fn secret_of_file_var(name: &str) -> Option<&'static str> {
     SECRET_KEYS.iter().copied().find(|k| *k == dotted)
 }
 
+/// The items of a list key's text: separated by commas, each trimmed, the
+/// empty ones dropped (`a, b,`).
+fn list_items(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The secrets given as files: each `CONFAB_SECTION__KEY_FILE` variable of a
-/// secret key, read (and trimmed).
-fn secrets_from_files(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Figment> {
+/// secret key, read (and trimmed); a list key's file holds its items, one
+/// per line or comma-separated ([`list_items`]). `defaults` (`Config::default()` as a figment value)
+/// says which keys are lists.
+fn secrets_from_files(
+    vars: impl Iterator<Item = (String, String)>,
+    defaults: &figment::value::Value,
+) -> anyhow::Result<Figment> {
     let mut figment = Figment::new();
     for (name, path) in vars {
         let Some(key) = name.strip_prefix("CONFAB_").and_then(secret_of_file_var) else {
@@ -375,13 +386,12 @@ fn secrets_from_files(vars: impl Iterator<Item = (String, String)>) -> anyhow::R
         };
         let value = std::fs::read_to_string(&path)
             .with_context(|| format!("{name}: reading the secret file {path:?}"))?;
-        figment = if LIST_SECRET_KEYS.contains(&key) {
-            let items: Vec<String> = value
-                .split(['\n', ','])
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(str::to_owned)
-                .collect();
+        figment = if matches!(
+            defaults.find_ref(key),
+            Some(figment::value::Value::Array(..))
+        ) {
+            // One item per line, or a line of comma-separated items.
+            let items: Vec<String> = value.lines().flat_map(list_items).collect();
             figment.merge(Serialized::default(key, items))
         } else {
             figment.merge(Serialized::default(key, value.trim().to_owned()))
@@ -407,10 +417,9 @@ impl TypedEnv {
         match self.defaults.find_ref(key) {
             Some(Value::String(..)) => Value::from(raw.to_owned()),
             Some(Value::Array(..)) if !raw.trim_start().starts_with('[') => Value::from(
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|item| !item.is_empty())
-                    .map(|item| Value::from(item.to_owned()))
+                list_items(raw)
+                    .into_iter()
+                    .map(Value::from)
                     .collect::<Vec<Value>>(),
             ),
             _ => parsed(),
@@ -477,16 +486,17 @@ impl Config {
         let env = Env::prefixed("CONFAB_")
             .filter(|key| key.as_str().contains("__") && secret_of_file_var(key.as_str()).is_none())
             .split("__");
-        let env = TypedEnv {
-            env,
-            defaults: figment::value::Value::serialize(Config::default())
-                .context("the default configuration")?,
-        };
+        let defaults = figment::value::Value::serialize(Config::default())
+            .context("the default configuration")?;
+        let secrets = secrets_from_files(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            &defaults,
+        )?;
+        let env = TypedEnv { env, defaults };
         let config: Config = figment
             .merge(env)
-            .merge(secrets_from_files(std::env::vars_os().filter_map(
-                |(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)),
-            ))?)
+            .merge(secrets)
             .merge(overrides)
             .extract()
             .context("invalid configuration")?;

@@ -48,7 +48,6 @@ use sha2::Sha256;
 const MAGIC: &[u8; 4] = b"CFSN";
 /// Bytes of the signature that ends a snapshot (HMAC-SHA256).
 pub const SNAPSHOT_MAC_BYTES: usize = 32;
-const MAC_BYTES: usize = SNAPSHOT_MAC_BYTES;
 const HEADER_BYTES: usize = 6;
 
 /// The plaintext format, still read.
@@ -249,12 +248,12 @@ impl Snapshot {
     }
 
     fn open_sealed(bytes: &[u8], uid: &Uid, ring: &KeyRing) -> Result<Self, SnapshotError> {
-        if bytes.len() < SEALED_HEADER_BYTES + NONCE_BYTES + 16 + MAC_BYTES {
+        if bytes.len() < SEALED_HEADER_BYTES + NONCE_BYTES + 16 + SNAPSHOT_MAC_BYTES {
             return Err(SnapshotError::Truncated { len: bytes.len() });
         }
         let version = Self::key_version(bytes).expect("format 2 checked by the caller");
         let key = ring.get(version)?;
-        let (signed, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
+        let (signed, tag) = bytes.split_at(bytes.len() - SNAPSHOT_MAC_BYTES);
         let mut mac = key.mac();
         mac.update(signed);
         mac.verify_slice(tag)
@@ -268,10 +267,10 @@ impl Snapshot {
 
     /// Verifies and decodes a format-1 snapshot.
     pub fn decode(bytes: &[u8], key: &SnapshotKey) -> Result<Self, SnapshotError> {
-        if bytes.len() < HEADER_BYTES + MAC_BYTES {
+        if bytes.len() < HEADER_BYTES + SNAPSHOT_MAC_BYTES {
             return Err(SnapshotError::Truncated { len: bytes.len() });
         }
-        let (signed, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
+        let (signed, tag) = bytes.split_at(bytes.len() - SNAPSHOT_MAC_BYTES);
         let mut mac = key.mac();
         mac.update(signed);
         mac.verify_slice(tag)
