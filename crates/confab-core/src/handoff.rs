@@ -50,7 +50,7 @@ mod node;
 mod outbox;
 mod session;
 
-pub use node::{Admit, Adopted, Arrival, Expect, HandOff, Limit, Node};
+pub use node::{Activity, Admit, Adopted, Arrival, Expect, HandOff, Limit, Node};
 pub use outbox::{Batch, Moved, Outbox};
 pub use session::{
     Claimed, Deadline, Phase, Refusal, Served, Session, SessionInput, SessionOutput, Start,
@@ -99,6 +99,15 @@ impl Default for HandoffConfig {
             handoff_max: 64,
             arrived_keep_ms: 300_000,
         }
+    }
+}
+
+impl HandoffConfig {
+    /// Whether a resident session holding `queued` turns takes one more: the
+    /// rule [`Node::admit`] applies, and the one a shell applies when it
+    /// delivers a resident session's turn itself ([`Node`]'s fast path).
+    pub fn delivers(&self, queued: usize) -> bool {
+        queued < self.queue_max
     }
 }
 

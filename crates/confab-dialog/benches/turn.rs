@@ -262,7 +262,7 @@ fn ring_change(c: &mut Criterion) {
         |b| {
             b.iter_batched(
                 || node.clone(),
-                |mut node| black_box(node.adopt(&after, |_| true)),
+                |mut node| black_box(node.adopt(&after, |_| true, |_| 0)),
                 criterion::BatchSize::LargeInput,
             )
         },

@@ -35,6 +35,7 @@ mod invariant;
 pub mod keys;
 pub mod messages;
 mod reencrypt;
+mod residents;
 pub mod router;
 mod runtime;
 pub mod sealed;

@@ -11,11 +11,14 @@
 //! The Router holds no state of its own (the ring, the peers and the member
 //! table are the node's `Shared`), so it is no actor: the caller's task
 //! routes (a gateway connection's, or the peer handler's for a forwarded
-//! turn), and a turn served here goes straight into the supervisor's mailbox.
-//! As an actor it was one more mailbox, and one more task woken, on every
-//! turn's way in, all of a node's turns through one task.
+//! turn). A turn served here for a resident session goes straight into the
+//! session actor's mailbox ([`crate::residents`]); any other into the
+//! supervisor's, which starts the session or refuses the turn. As an actor
+//! the Router was one more mailbox, and one more task woken, on every turn's
+//! way in, all of a node's turns through one task; the supervisor was another.
 
 use crate::messages::SupervisorMsg;
+use crate::residents::Residents;
 use crate::wire::{PeerMsg, RemoteAnswer, RemoteRequest, RemoteTurn, Wire};
 use crate::{SessionRequest, Shared, TurnError, TurnRequest};
 use confab_core::routing::{Route, forward_lost, route};
@@ -58,12 +61,22 @@ impl RouterMsg {
 pub struct Router {
     shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
+    residents: Arc<Residents>,
 }
 
 impl Router {
-    /// Routes through `shared`'s ring to `supervisor` or a peer.
-    pub(crate) fn new(shared: Arc<Shared>, supervisor: ActorRef<SupervisorMsg>) -> Self {
-        Self { shared, supervisor }
+    /// Routes through `shared`'s ring to a resident session, the
+    /// `supervisor`, or a peer.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        supervisor: ActorRef<SupervisorMsg>,
+        residents: Arc<Residents>,
+    ) -> Self {
+        Self {
+            shared,
+            supervisor,
+            residents,
+        }
     }
 
     /// Routes `message`: to the supervisor, to the owner's peer (a task of its
@@ -100,9 +113,13 @@ impl Router {
         }
     }
 
-    /// Into the supervisor's mailbox; a supervisor that has stopped (the node
-    /// shut down) gets nothing, and the caller is told so.
+    /// Into the resident session's mailbox, or else the supervisor's; a
+    /// supervisor that has stopped (the node shut down) gets nothing, and the
+    /// caller is told so.
     fn serve(&self, message: SupervisorMsg) {
+        let Err(message) = self.residents.deliver(message) else {
+            return;
+        };
         // A closed mailbox hands the message back (the other errors are for
         // receivers and mistyped actors); its reply port is answered here.
         if let Err(MessagingErr::SendErr(message)) = self.supervisor.cast(message) {

@@ -122,11 +122,15 @@ impl Runtime {
                 }
             });
         }
+        let residents = Arc::new(crate::residents::Residents::new(handoff::config_of(
+            &shared.config,
+        )));
         let (supervisor, _) = Actor::spawn(
             None,
             SessionSupervisor,
             SupervisorArgs {
                 shared: Arc::clone(&shared),
+                residents: Arc::clone(&residents),
             },
         )
         .await
@@ -134,7 +138,7 @@ impl Runtime {
             actor: "session supervisor",
             reason: e.to_string(),
         })?;
-        let router = Router::new(Arc::clone(&shared), supervisor.clone());
+        let router = Router::new(Arc::clone(&shared), supervisor.clone(), residents);
         metrics::gauge!("confab_ring_epoch").set(shared.ring().epoch().0 as f64);
         crate::reencrypt::start(Arc::clone(&shared), shared.config.reencrypt_per_s);
         Ok(Self {

@@ -42,7 +42,7 @@ use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 use tracing::{Instrument, info_span, warn};
 
@@ -104,8 +104,9 @@ pub struct SessionActor;
 pub struct SessionArgs {
     pub(crate) uid: Uid,
     pub(crate) shared: Arc<Shared>,
-    /// Turns queued for this session; the supervisor counts up, the actor down.
-    pub(crate) queued: Arc<AtomicUsize>,
+    /// Turns queued for this session: whoever delivers one counts up, the
+    /// actor counts down.
+    pub(crate) activity: Arc<crate::residents::Activity>,
     /// The supervisor, told when the session is fenced.
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     /// What the session starts from, as the node's machine decided.
@@ -118,7 +119,7 @@ pub struct SessionArgs {
 pub struct SessionActorState {
     uid: Uid,
     shared: Arc<Shared>,
-    queued: Arc<AtomicUsize>,
+    activity: Arc<crate::residents::Activity>,
     /// The session machine: it decides, the actor carries out.
     life: Session<Work, Vec<u8>>,
     /// `None` until loaded, and again after a failed commit.
@@ -165,7 +166,7 @@ impl Actor for SessionActor {
         Ok(SessionActorState {
             uid: args.uid,
             shared: args.shared,
-            queued: args.queued,
+            activity: args.activity,
             life,
             session: None,
             snapshot_seq: Seq(0),
@@ -437,9 +438,10 @@ impl SessionActorState {
 
     /// One turn queued here is answered.
     fn turn_answered(&self) {
-        let before = self.queued.fetch_sub(1, Ordering::AcqRel);
+        let queued = &self.activity.queued;
+        let before = queued.fetch_sub(1, Ordering::AcqRel);
         if before == 0 {
-            self.queued.store(0, Ordering::Release);
+            queued.store(0, Ordering::Release);
             crate::invariant::violated(
                 crate::invariant::TURNS_CONSERVED,
                 &format!("{}: a turn answered that was never queued", self.uid),

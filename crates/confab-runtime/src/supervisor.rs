@@ -3,7 +3,9 @@
 //! spawns, passivates, hands off and restarts SessionActors as it says.
 //!
 //! It is the only place that maps a uid to its actor, so there is never more than
-//! one resident SessionActor per uid on a node:
+//! one resident SessionActor per uid on a node (it publishes the map in
+//! [`Residents`], through which a turn for a resident session reaches the
+//! actor without passing here):
 //! - a turn for a uid with no actor spawns one if the machine admits it (its
 //!   state loads lazily, from what the old owner sent if anything came);
 //! - a turn for a session with `session_queue_max` turns queued gets `overloaded`;
@@ -14,6 +16,7 @@
 
 use crate::handoff::{Arrived, HANDOFF_WAIT, config_of, mono_ms};
 pub use crate::messages::SupervisorMsg;
+use crate::residents::{Activity, Resident, Residents};
 use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
 use crate::wire::{Expect, HandoffState};
 use crate::{Runtime, Shared, TurnError};
@@ -26,7 +29,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -40,11 +43,9 @@ pub struct SessionSupervisor;
 /// Its arguments.
 pub struct SupervisorArgs {
     pub(crate) shared: Arc<Shared>,
-}
-
-struct Resident {
-    actor: ActorRef<SessionMsg>,
-    queued: Arc<AtomicUsize>,
+    /// Where the resident sessions are published (this supervisor alone
+    /// writes it).
+    pub(crate) residents: Arc<Residents>,
 }
 
 /// Its state.
@@ -53,8 +54,10 @@ pub struct SupervisorState {
     /// The node's side of the handoff: it decides what is resident, what
     /// starts from what, and what a ring change moves.
     node: handoff::Node<Vec<u8>>,
-    /// The actors of the resident sessions.
+    /// The actors of the resident sessions, in uid order; the same as
+    /// `residents`, which other tasks read.
     sessions: BTreeMap<Uid, Resident>,
+    residents: Arc<Residents>,
     /// The actors of sessions a ring moved away that wait their turn to hand
     /// off (the machine paces the handoff; no turn is routed to them).
     leaving: BTreeMap<Uid, Resident>,
@@ -85,6 +88,7 @@ impl Actor for SessionSupervisor {
             shared: args.shared,
             node,
             sessions: BTreeMap::new(),
+            residents: args.residents,
             leaving: BTreeMap::new(),
             by_actor: BTreeMap::new(),
             stopping: false,
@@ -111,7 +115,7 @@ impl Actor for SessionSupervisor {
                         return Ok(());
                     }
                 };
-                resident.queued.fetch_add(1, Ordering::AcqRel);
+                resident.activity.queued.fetch_add(1, Ordering::AcqRel);
                 if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn(turn))) =
                     resident.actor.cast(SessionMsg::Turn(turn))
                 {
@@ -162,7 +166,7 @@ impl Actor for SessionSupervisor {
                     .sessions
                     .get(&uid)
                     .is_some_and(|r| r.actor.get_id() == actor)
-                    && let Some(resident) = state.sessions.remove(&uid)
+                    && let Some(resident) = state.remove(&uid)
                 {
                     state.node.forget(&uid);
                     // Behind every turn routed to it so far; none is routed after.
@@ -178,6 +182,8 @@ impl Actor for SessionSupervisor {
             }
             SupervisorMsg::Shutdown { reply } => {
                 state.stopping = true;
+                // Every later turn comes here, and is refused.
+                state.residents.clear();
                 let _ = reply.send(state.snapshot_all().await);
             }
         }
@@ -221,12 +227,16 @@ impl SupervisorState {
         counted: bool,
     ) -> Result<&mut Resident, TurnError> {
         let queued = match self.sessions.get(uid) {
-            Some(r) if counted => r.queued.load(Ordering::Acquire),
+            Some(r) if counted => r.activity.queued.load(Ordering::Acquire),
             _ => 0,
         };
         let ring = self.shared.ring();
         match self.node.admit(mono_ms(), &ring, uid, queued) {
-            Admit::Deliver => {}
+            Admit::Deliver => {
+                if let Some(resident) = self.sessions.get(uid) {
+                    resident.activity.touch();
+                }
+            }
             Admit::Start(start) => {
                 if let Err(e) = self.spawn(myself, uid, start).await {
                     self.node.forget(uid);
@@ -262,7 +272,7 @@ impl SupervisorState {
         uid: &Uid,
         start: Start<Vec<u8>>,
     ) -> Result<(), TurnError> {
-        let queued = Arc::new(AtomicUsize::new(0));
+        let activity = Arc::new(Activity::new_now());
         let state_rx = matches!(start, Start::Awaiting { .. }).then(|| {
             let (tx, rx) = oneshot::channel();
             self.awaiting.insert(uid.clone(), tx);
@@ -271,7 +281,7 @@ impl SupervisorState {
         let args = SessionArgs {
             uid: uid.clone(),
             shared: Arc::clone(&self.shared),
-            queued: Arc::clone(&queued),
+            activity: Arc::clone(&activity),
             supervisor: myself.clone(),
             start,
             state_rx,
@@ -280,10 +290,23 @@ impl SupervisorState {
             .await
             .map_err(|e| TurnError::Internal(format!("cannot start session {uid}: {e}")))?;
         self.by_actor.insert(actor.get_id(), uid.clone());
-        self.sessions
-            .insert(uid.clone(), Resident { actor, queued });
+        self.insert(uid.clone(), Resident { actor, activity });
         self.publish_resident();
         Ok(())
+    }
+
+    /// `uid`'s session is resident: turns for it are delivered to `resident`.
+    fn insert(&mut self, uid: Uid, resident: Resident) {
+        self.residents.insert(uid.clone(), resident.clone());
+        self.sessions.insert(uid, resident);
+    }
+
+    /// `uid`'s session is resident no more: no turn is delivered to its actor
+    /// from now on (a message told to the actor after this comes after every
+    /// turn delivered to it).
+    fn remove(&mut self, uid: &Uid) -> Option<Resident> {
+        self.residents.remove(uid);
+        self.sessions.remove(uid)
     }
 
     /// Drops the map entry of a stopped actor, if it is still the uid's actor;
@@ -293,7 +316,7 @@ impl SupervisorState {
         let uid = self.by_actor.remove(&actor)?;
         let is_this = |r: &Resident| r.actor.get_id() == actor;
         if self.sessions.get(&uid).is_some_and(is_this) {
-            self.sessions.remove(&uid);
+            self.remove(&uid);
             self.node.forget(&uid);
             self.publish_resident();
         } else if self.leaving.get(&uid).is_some_and(is_this) {
@@ -313,7 +336,7 @@ impl SupervisorState {
         let idle = self.node.idle(mono_ms(), idle_ms, |uid| {
             sessions
                 .get(uid)
-                .map_or(0, |r| r.queued.load(Ordering::Acquire))
+                .map_or_else(Default::default, |r| r.activity.read())
         });
         self.passivate(idle);
     }
@@ -326,10 +349,15 @@ impl SupervisorState {
         let ring = self.shared.ring();
         let shared = Arc::clone(&self.shared);
         let started = std::time::Instant::now();
-        let adopted = self.node.adopt(&ring, |o| shared.peer(o).is_some());
+        let sessions = &self.sessions;
+        let adopted = self.node.adopt(
+            &ring,
+            |o| shared.peer(o).is_some(),
+            |uid| sessions.get(uid).map_or(0, |r| r.activity.read().last),
+        );
         for uid in adopted.back {
             if let Some(resident) = self.leaving.remove(&uid) {
-                self.sessions.insert(uid, resident);
+                self.insert(uid, resident);
             }
         }
         // Removed first: a later turn is forwarded, never reaches these actors.
@@ -343,6 +371,9 @@ impl SupervisorState {
                 left.next_if(|l| *l == uid).is_some()
             })
             .collect();
+        for uid in moved.keys() {
+            self.residents.remove(uid);
+        }
         self.leaving.append(&mut moved);
         let telling = adopted.hand_off.len();
         self.tell_hand_off(adopted.hand_off);
@@ -415,7 +446,7 @@ impl SupervisorState {
 
     fn passivate(&mut self, uids: Vec<Uid>) {
         for uid in uids {
-            if let Some(resident) = self.sessions.remove(&uid) {
+            if let Some(resident) = self.remove(&uid) {
                 // Removed first: a later turn spawns a new actor, never reaches this one.
                 let _ = resident.actor.cast(SessionMsg::Passivate);
             }

@@ -18,8 +18,8 @@ use crate::timeline::{
 use crate::trace::{Record, Trace};
 use confab_core::fencing::{self, Claim};
 use confab_core::handoff::{
-    self, Admit, Arrival, HandOff, HandoffConfig, Outbox, Phase, Refusal as HRefusal, Served,
-    Session, SessionInput, SessionOutput,
+    self, Activity, Admit, Arrival, HandOff, HandoffConfig, Outbox, Phase, Refusal as HRefusal,
+    Served, Session, SessionInput, SessionOutput,
 };
 use confab_core::links::{DialConfig, Dialer};
 use confab_core::membership::{
@@ -431,6 +431,9 @@ struct Held {
     snapshot_seq: u64,
     /// Whether a snapshot timer is set.
     snapshot_timer: bool,
+    /// When the node last gave it a turn (node time): the shell's part of
+    /// the session's recency ([`confab_core::handoff::Activity`]).
+    last: u64,
 }
 
 struct Node {
@@ -1258,10 +1261,19 @@ fn ev_node(ev: &Ev) -> Option<usize> {
 /// The turns queued to session `s`'s resident holder, plus the one in
 /// flight: what the handoff machine weighs when it admits or passivates.
 fn resident_work(resident: &BySession<u64>, held: &holds::Holds, s: u32) -> usize {
+    resident_activity(resident, held, s).queued
+}
+
+/// The shell's record of resident session `s`: turns queued and in flight,
+/// and when it was last given one.
+fn resident_activity(resident: &BySession<u64>, held: &holds::Holds, s: u32) -> Activity {
     resident
         .get(&s)
         .and_then(|hid| held.get(hid))
-        .map_or(0, |h| h.life.queued() + usize::from(h.life.in_flight()))
+        .map_or(Activity::default(), |h| Activity {
+            queued: h.life.queued() + usize::from(h.life.in_flight()),
+            last: h.last,
+        })
 }
 
 /// `n3` is 2.

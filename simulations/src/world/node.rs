@@ -141,12 +141,18 @@ impl World {
 
     /// A turn this node serves: queued to its resident session, which starts
     /// here if it is not resident (from the state that arrived, waiting for
-    /// one announced, or from the durable tier), or refused.
+    /// one announced, or from the durable tier), or refused. As in the
+    /// runtime, a resident session with room in its queue gets the turn
+    /// without the machine's admission, and the shell records when
+    /// ([`confab_core::handoff::Activity`]).
     fn admit(&mut self, node: usize, turn: Turn) {
         let s = turn.s;
         let now = self.node_now(node);
         let n = &mut self.nodes[node];
         let queued = resident_work(&n.resident, &n.held, s);
+        if n.resident.contains_key(&s) && self.handoff.delivers(queued) {
+            return self.queue_turn(node, turn, now);
+        }
         let uid = &self.uids[s as usize];
         match n.handoff.admit(now, &n.ring, uid, queued) {
             Admit::Deliver => {}
@@ -167,6 +173,7 @@ impl World {
                         turns_out: 0,
                         snapshot_seq: 0,
                         snapshot_timer: false,
+                        last: now,
                     },
                 );
                 n.resident.insert(s, hid);
@@ -174,7 +181,16 @@ impl World {
             Admit::Moved(_) => return self.answer(node, turn, Answer::Unavailable),
             Admit::Overloaded(_) => return self.answer(node, turn, Answer::Overloaded),
         }
-        let hid = self.nodes[node].resident[&s];
+        self.queue_turn(node, turn, now);
+    }
+
+    /// Queues `turn` to its resident session, given it at node time `now`.
+    fn queue_turn(&mut self, node: usize, turn: Turn, now: u64) {
+        let n = &mut self.nodes[node];
+        let hid = n.resident[&turn.s];
+        if let Some(held) = n.held.get_mut(&hid) {
+            held.last = now;
+        }
         let deadline = turn.gives_up_at.map(|at| self.local(node, at));
         let turn = Turn { deadline, ..turn };
         self.session_input(node, hid, SessionInput::Turn(turn));
@@ -751,7 +767,12 @@ impl World {
             .collect();
         let n = &mut self.nodes[node];
         n.ring = ring;
-        let adopted = n.handoff.adopt(&n.ring, |o| linked.contains(o));
+        let (resident, held) = (&n.resident, &n.held);
+        let last = |uid: &Uid| {
+            let s: Option<u32> = uid.as_str()[1..].parse().ok();
+            s.map_or(0, |s| resident_activity(resident, held, s).last)
+        };
+        let adopted = n.handoff.adopt(&n.ring, |o| linked.contains(o), last);
         for uid in &adopted.back {
             let s: u32 = uid.as_str()[1..].parse().expect("a simulated uid");
             if let Some(hid) = n.leaving.remove(&s) {

@@ -1,5 +1,14 @@
 //! A node's side of the protocol: resident sessions, admission, expected and
 //! arrived states, and what a ring change moves.
+//!
+//! A shell need not ask [`Node::admit`] for every turn: a turn for a session
+//! that is resident, whose queue [`HandoffConfig::delivers`] one more turn,
+//! may be queued to the session at once (the runtime does so in the caller's
+//! task, without a hop through the supervisor). The machine then does not see
+//! that turn, so the shell keeps each resident session's [`Activity`] (turns
+//! queued, time of the last turn delivered) and hands it to the decisions that
+//! read it: [`Node::idle`] and [`Node::adopt`]. A session is as recent as the
+//! later of its last admission and its last delivery.
 
 use super::{Destination, HandoffConfig, Start};
 use crate::ids::{Epoch, NodeId, Uid};
@@ -57,6 +66,17 @@ pub enum Admit<S> {
     Moved(Option<NodeId>),
     /// A limit is reached: answer `overloaded`, saying which.
     Overloaded(Limit),
+}
+
+/// What the shell knows of a resident session that the machine may not have
+/// seen: the turns queued to it now, and when it was last given one (the
+/// shell's clock, in the machine's ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activity {
+    /// Turns queued (waiting and in flight).
+    pub queued: usize,
+    /// When the last turn was delivered to it (0: none since it started).
+    pub last: u64,
 }
 
 /// A limit a turn ran into.
@@ -148,7 +168,7 @@ impl<S> Node<S> {
     /// `now`; `queued` is how many turns its session holds now (resident only).
     pub fn admit(&mut self, now: u64, ring: &Ring, uid: &Uid, queued: usize) -> Admit<S> {
         if let Some(held) = self.resident.get_mut(uid) {
-            if queued >= self.config.queue_max {
+            if !self.config.delivers(queued) {
                 return Admit::Overloaded(Limit::Queue(self.config.queue_max));
             }
             held.last = now;
@@ -199,13 +219,19 @@ impl<S> Node<S> {
 
     /// This node now routes by `ring`: the resident sessions it moves leave the
     /// resident set and wait their turn to hand off. At most `handoff_max`
-    /// hand off at once, the sessions talked to last first: a user talking now
+    /// hand off at once, the sessions talked to last first (`last`: when the
+    /// shell last delivered a turn to a session, see [`Activity`]): a user talking now
     /// waits for their state at the new owner, the thousands of idle ones do
     /// not. Sessions still waiting from an earlier ring go where this one says,
     /// or are resident again if it gives them back here. States kept for
     /// sessions the ring gives elsewhere are dropped (their owner loads them
     /// from the durable tier).
-    pub fn adopt(&mut self, ring: &Ring, linked: impl Fn(&NodeId) -> bool) -> Adopted {
+    pub fn adopt(
+        &mut self,
+        ring: &Ring,
+        linked: impl Fn(&NodeId) -> bool,
+        last: impl Fn(&Uid) -> u64,
+    ) -> Adopted {
         let me = self.me.clone();
         self.arrived.retain(|uid, _| ring.owner(uid) == Some(&me));
         // Asked once per member, not once per moved session.
@@ -236,8 +262,9 @@ impl<S> Node<S> {
         let mut to = Vec::new();
         let extracted = self
             .resident
-            .extract_if(.., |_, held| match destination(held) {
+            .extract_if(.., |uid, held| match destination(held) {
                 Some(dest) => {
+                    held.last = held.last.max(last(uid));
                     to.push(dest);
                     true
                 }
@@ -380,14 +407,23 @@ impl<S> Node<S> {
         self.resident.remove(uid);
     }
 
-    /// The resident sessions idle for `idle_ms` with nothing queued
-    /// (`queued(uid)`), taken off the resident set: each must passivate.
-    pub fn idle(&mut self, now: u64, idle_ms: u64, queued: impl Fn(&Uid) -> usize) -> Vec<Uid> {
+    /// The resident sessions idle for `idle_ms` with nothing queued, by the
+    /// machine's record and the shell's (`activity(uid)`), taken off the
+    /// resident set: each must passivate.
+    pub fn idle(
+        &mut self,
+        now: u64,
+        idle_ms: u64,
+        activity: impl Fn(&Uid) -> Activity,
+    ) -> Vec<Uid> {
         let idle: Vec<Uid> = self
             .resident
-            .iter()
-            .filter(|(uid, held)| now.saturating_sub(held.last) >= idle_ms && queued(uid) == 0)
-            .map(|(uid, _)| uid.clone())
+            .iter_mut()
+            .filter_map(|(uid, held)| {
+                let Activity { queued, last } = activity(uid);
+                held.last = held.last.max(last);
+                (now.saturating_sub(held.last) >= idle_ms && queued == 0).then(|| uid.clone())
+            })
             .collect();
         for uid in &idle {
             self.resident.remove(uid);

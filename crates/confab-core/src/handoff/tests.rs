@@ -337,7 +337,7 @@ fn a_ring_change_announces_then_hands_off_each_moved_session() {
         .collect();
     to_b.sort();
     assert_eq!(expects[0].uids.iter().collect::<Vec<_>>(), to_b);
-    let moved = node.adopt(&after, linked).hand_off;
+    let moved = node.adopt(&after, linked, |_| 0).hand_off;
     for HandOff { uid, to, epoch } in &moved {
         let owner = after.owner(uid).unwrap();
         assert_ne!(owner, &id("a"));
@@ -367,7 +367,7 @@ fn the_sessions_talked_to_last_hand_off_first() {
     node.admit(5, &before, &leaving[3], 0);
     node.admit(30, &before, &leaving[3], 0);
     let order: Vec<Uid> = node
-        .adopt(&after, |_| true)
+        .adopt(&after, |_| true, |_| 0)
         .hand_off
         .into_iter()
         .map(|h| h.uid)
@@ -381,6 +381,50 @@ fn the_sessions_talked_to_last_hand_off_first() {
             leaving[0].clone()
         ]
     );
+}
+
+#[test]
+fn turns_the_shell_delivered_itself_count_in_the_handoff_order() {
+    let after = ring(2, &["a", "b"]);
+    let (mut node, leaving) = leaving(&after, 3, 8);
+    // Admitted at 0, 1 and 2; the shell then gave the first a turn at 50
+    // without asking the machine (a resident session's fast path).
+    let first = leaving[0].clone();
+    let order = uids(
+        &node
+            .adopt(&after, |_| true, |uid| if *uid == first { 50 } else { 0 })
+            .hand_off,
+    );
+    assert_eq!(
+        order,
+        [leaving[0].clone(), leaving[2].clone(), leaving[1].clone()]
+    );
+}
+
+#[test]
+fn a_session_is_idle_by_the_later_of_its_admission_and_the_shells_delivery() {
+    let r = ring(1, &["a"]);
+    let mut node: Node<()> = Node::new(id("a"), config());
+    let (u0, u1, u2) = (uid_of(&r, "a", 0), uid_of(&r, "a", 1), uid_of(&r, "a", 2));
+    for uid in [&u0, &u1, &u2] {
+        node.admit(10, &r, uid, 0);
+    }
+    // At 100, idle after 50: u0 was given a turn at 80 by the shell, u1 has
+    // one queued, u2 has seen nothing since its admission at 10.
+    let activity = |uid: &Uid| match uid {
+        u if *u == u0 => Activity {
+            queued: 0,
+            last: 80,
+        },
+        u if *u == u1 => Activity { queued: 1, last: 0 },
+        _ => Activity::default(),
+    };
+    assert_eq!(node.idle(100, 50, activity), [u2.clone()]);
+    assert!(!node.is_resident(&u2));
+    // The delivery at 80 is now the machine's record too: idle at 130.
+    assert_eq!(node.idle(129, 50, |_| Activity::default()), [u1.clone()]);
+    assert_eq!(node.idle(130, 50, |_| Activity::default()), [u0.clone()]);
+    assert!(HandoffConfig::default().delivers(63) && !HandoffConfig::default().delivers(64));
 }
 
 /// Node `a` with `n` sessions resident that `after` gives to `b`, the i-th
@@ -410,7 +454,7 @@ fn uids(handoffs: &[HandOff]) -> Vec<Uid> {
 fn at_most_handoff_max_sessions_hand_off_at_once_and_each_stop_lets_the_next_go() {
     let after = ring(2, &["a", "b"]);
     let (mut node, leaving) = leaving(&after, 5, 2);
-    let adopted = node.adopt(&after, |_| true);
+    let adopted = node.adopt(&after, |_| true, |_| 0);
     assert_eq!(
         uids(&adopted.hand_off),
         [leaving[4].clone(), leaving[3].clone()]
@@ -434,7 +478,7 @@ fn at_most_handoff_max_sessions_hand_off_at_once_and_each_stop_lets_the_next_go(
 fn a_later_ring_redirects_the_sessions_waiting_to_hand_off_or_gives_them_back() {
     let after = ring(2, &["a", "b"]);
     let (mut node, leaving) = leaving(&after, 40, 1);
-    node.adopt(&after, |_| true);
+    node.adopt(&after, |_| true, |_| 0);
     // b fails: a ring of a and c. The waiting sessions go to c, or stay here.
     let third = ring(3, &["a", "c"]);
     let expects = node.announce(&third, |_| true);
@@ -456,7 +500,7 @@ fn a_later_ring_redirects_the_sessions_waiting_to_hand_off_or_gives_them_back() 
         announced, expected,
         "the waiting sessions are announced too"
     );
-    let adopted = node.adopt(&third, |_| true);
+    let adopted = node.adopt(&third, |_| true, |_| 0);
     assert!(adopted.hand_off.is_empty(), "one hands off already");
     let back: Vec<&Uid> = leaving[..39]
         .iter()
@@ -554,11 +598,11 @@ fn a_session_started_afresh_while_its_old_one_hands_off_waits_its_own_turn() {
     // must still wait its turn, and be told, not be forgotten.
     let ab = ring(2, &["a", "b"]);
     let (mut node, leaving) = leaving(&ab, 2, 1);
-    let adopted = node.adopt(&ab, |_| true);
+    let adopted = node.adopt(&ab, |_| true, |_| 0);
     let first = adopted.hand_off[0].uid.clone();
     assert_eq!(node.handoffs(), (1, 1));
     let back = ring(3, &["a"]);
-    let adopted = node.adopt(&back, |_| true);
+    let adopted = node.adopt(&back, |_| true, |_| 0);
     let other = leaving.iter().find(|u| **u != first).unwrap().clone();
     assert_eq!(
         adopted.back,
@@ -567,7 +611,7 @@ fn a_session_started_afresh_while_its_old_one_hands_off_waits_its_own_turn() {
     );
     assert!(matches!(node.admit(10, &back, &first, 0), Admit::Start(_)));
     let again = ring(4, &["a", "b"]);
-    let adopted = node.adopt(&again, |_| true);
+    let adopted = node.adopt(&again, |_| true, |_| 0);
     assert!(adopted.hand_off.is_empty(), "the old one still hands off");
     assert_eq!(node.handoffs(), (1, 2));
     // The old session of `first` stops: the first in line goes, and the new
