@@ -138,18 +138,20 @@ fn token_ttls_and_the_restart_window_are_durations_and_bad_ones_are_usage_errors
 async fn up_json_prints_one_line_that_a_script_can_use() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["up", "--nodes", "1", "--json"])
-        .args(["--http-port", &port.to_string()])
-        .args(["--cluster-port", &free_port().to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env_remove("CONFAB_AUTH__JWT_SECRET")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "1", "--json"])
+            .args(["--http-port", &port.to_string()])
+            .args(["--cluster-port", &free_port().to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("CONFAB_AUTH__JWT_SECRET")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -203,17 +205,19 @@ async fn up_json_prints_one_line_that_a_script_can_use() {
 async fn up_prints_the_dashboard_url_with_an_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["up", "--nodes", "1", "--http-port", &port.to_string()])
-        .args(["--cluster-port", &free_port().to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "1", "--http-port", &port.to_string()])
+            .args(["--cluster-port", &free_port().to_string()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let dashboard = tokio::task::spawn_blocking(move || {
         let mut dashboard = None;
@@ -241,12 +245,7 @@ async fn up_prints_the_dashboard_url_with_an_admin_token() {
         Some(200),
         "the dashboard's token is an admin token"
     );
-    kill(
-        Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        Signal::SIGINT,
-    )
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.stop_with(Signal::SIGINT))
         .await
         .unwrap();
     assert!(status.success(), "confab up exited with {status}");

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    Client, Node, SECRET, WAIT, confabctl, eventually, eventually_value, free_port, http_get,
+    ChildGuard, Client, Node, SECRET, WAIT, confabctl, eventually, eventually_value, free_port,
+    http_get,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -317,17 +318,19 @@ async fn prometheus_scrapes_confab_up_and_reads_the_turn_rate() {
     let prometheus = which("prometheus");
     let dir = tempfile::tempdir().unwrap();
     let http = common::free_ports(2);
-    let mut up = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["up", "--nodes", "2", "--http-port", &http.to_string()])
-        .args(["--cluster-port", &common::free_ports(2).to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--jwt-secret", SECRET])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let up = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "2", "--http-port", &http.to_string()])
+            .args(["--cluster-port", &common::free_ports(2).to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--jwt-secret", SECRET])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for port in [http, http + 1] {
         eventually_value(|| async { (http_get(port, "/readyz").await?.0 == 200).then_some(()) })
             .await;
@@ -343,18 +346,20 @@ async fn prometheus_scrapes_confab_up_and_reads_the_turn_rate() {
     )
     .unwrap();
     let prom_port = free_port();
-    let mut server = Command::new(&prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = ChildGuard::new(
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Users talk until Prometheus has seen the rate (it needs two scrapes).
     let talking = tokio::spawn(async move {
         let mut client = Client::connect(
@@ -385,14 +390,8 @@ async fn prometheus_scrapes_confab_up_and_reads_the_turn_rate() {
     eprintln!("Prometheus read {rate:.2} turns/s");
     let up_members = prometheus_value(prom_port, "sum(up{job=\"confab\"})").await;
     assert_eq!(up_members, Some(2.0), "both nodes scraped");
-    let _ = server.kill();
-    let _ = server.wait();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    assert!(up.wait().unwrap().success());
+    server.stop_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(up.stop_with(nix::sys::signal::Signal::SIGINT).success());
 }
 
 /// The value of an instant query, if Prometheus answers with one sample.

@@ -9,8 +9,7 @@ mod common;
 use common::*;
 use confab_testkit::PrivateRedisCluster;
 use confab_testkit::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -88,25 +87,27 @@ async fn a_redis_master_killed_under_load_fails_no_turn_outside_the_failover_and
     let port = free_ports(3);
     let ports = [port, port + 1, port + 2];
     let log_path = dir.path().join("up.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["up", "--nodes", "3", "--http-port", &port.to_string()])
-        .args(["--cluster-port", &free_ports(3).to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-        // The talkers go faster than a person: no turn of theirs is refused
-        // for its rate, so a setback can only be the failover's.
-        .env("CONFAB_LIMITS__TURNS_PER_S", "1000")
-        .env("CONFAB_LIMITS__BURST", "1000")
-        .env(
-            "CONFAB_STORE__REDIS_CLUSTER_NODES",
-            cluster.seed_urls().join(","),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "3", "--http-port", &port.to_string()])
+            .args(["--cluster-port", &free_ports(3).to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            // The talkers go faster than a person: no turn of theirs is refused
+            // for its rate, so a setback can only be the failover's.
+            .env("CONFAB_LIMITS__TURNS_PER_S", "1000")
+            .env("CONFAB_LIMITS__BURST", "1000")
+            .env(
+                "CONFAB_STORE__REDIS_CLUSTER_NODES",
+                cluster.seed_urls().join(","),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = BufReader::new(child.stdout.take().unwrap());
     for line in stdout.lines() {
         if line.unwrap().starts_with("Ctrl-C stops") {
@@ -191,14 +192,8 @@ async fn a_redis_master_killed_under_load_fails_no_turn_outside_the_failover_and
         "the nodes never reached the promoted replica"
     );
 
-    kill(
-        Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || child.stop_with(Signal::SIGTERM))
         .await
-        .unwrap()
         .unwrap();
     let said = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "confab up exited with {status}: {said}");

@@ -13,7 +13,7 @@ use confab_testkit::PrivateMariaDb;
 use confab_testkit::load::{Load, assert_no_loss_no_duplicate, summary};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// A config putting shards 32..=63 on `second` and the rest on `control`.
@@ -31,53 +31,33 @@ fn write_config(dir: &Path, control: &str, second: &str) -> std::path::PathBuf {
 }
 
 /// `confab up --nodes 2 --config CONFIG`, once it says every node is ready.
-fn up(dir: &Path, config: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["up", "--nodes", "2", "--http-port", &port.to_string()])
-        .args(["--cluster-port", &free_ports(2).to_string()])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(config)
-        .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
-        .spawn()
-        .unwrap();
+fn up(dir: &Path, config: &Path, port: u16) -> ChildGuard {
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "2", "--http-port", &port.to_string()])
+            .args(["--cluster-port", &free_ports(2).to_string()])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(config)
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = BufReader::new(child.stdout.take().unwrap());
     for line in stdout.lines() {
         if line.unwrap().starts_with("Ctrl-C stops") {
             return child;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     panic!(
         "confab up ended before it was ready: {}",
         std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
     );
-}
-
-/// Kills `confab up` (which stops its nodes) if the test ends without
-/// stopping it, so that a failed test leaves no cluster behind.
-struct Up(Option<Child>);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.take() {
-            stop(child);
-        }
-    }
-}
-
-fn stop(mut child: Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let _ = child.wait();
 }
 
 /// The first `n` uids `user-<i>` whose shard `on` accepts.
@@ -96,7 +76,7 @@ async fn a_dead_shard_server_stops_only_its_sessions_and_they_serve_again_once_i
     let mut second = PrivateMariaDb::start();
     let config = write_config(dir.path(), &control.url(), &second.url());
     let port = free_ports(2);
-    let cluster = Up(Some(up(dir.path(), &config, port)));
+    let cluster = up(dir.path(), &config, port);
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
 
     let on_control = users_where(3, |s| s < 32);
@@ -220,7 +200,7 @@ async fn confab_shards_move_under_load_loses_no_acked_turn() {
     let third = PrivateMariaDb::start();
     let config = write_config(dir.path(), &control.url(), &second.url());
     let port = free_ports(2);
-    let cluster = Up(Some(up(dir.path(), &config, port)));
+    let cluster = up(dir.path(), &config, port);
 
     // Users on the shard that moves, and on others of both servers.
     let moving = users_where(6, |s| s == 3);

@@ -12,23 +12,25 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Runs `confab up` until it prints its token; returns the child and the token.
-fn up(data_dir: &std::path::Path, port: u16) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args([
-            "up",
-            "--http-port",
-            &port.to_string(),
-            "--cluster-port",
-            &free_ports(3).to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("CONFAB_AUTH__JWT_SECRET")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+fn up(data_dir: &std::path::Path, port: u16) -> (ChildGuard, String) {
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args([
+                "up",
+                "--http-port",
+                &port.to_string(),
+                "--cluster-port",
+                &free_ports(3).to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("CONFAB_AUTH__JWT_SECRET")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut token = None;
     for line in stdout.lines() {
@@ -43,13 +45,8 @@ fn up(data_dir: &std::path::Path, port: u16) -> (std::process::Child, String) {
     (child, token.expect("confab up printed a token"))
 }
 
-fn stop(mut child: std::process::Child) {
-    kill(
-        Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
+fn stop(child: ChildGuard) {
+    let status = child.stop_with(Signal::SIGTERM);
     assert!(status.success(), "confab up exited with {status}");
 }
 
@@ -89,17 +86,19 @@ async fn a_killed_node_of_confab_up_is_restarted_and_the_others_serve_throughout
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(3);
     let log_path = dir.path().join("up.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["up", "--nodes", "3", "--http-port", &port.to_string()])
-        .args(["--cluster-port", &free_ports(3).to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "3", "--http-port", &port.to_string()])
+            .args(["--cluster-port", &free_ports(3).to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     // The listing names each node's pid: a user kills one to watch failover.
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut pids = Vec::new();

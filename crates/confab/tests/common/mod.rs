@@ -161,6 +161,59 @@ impl Drop for Node {
     }
 }
 
+/// A child process that does not outlive its test: `confab up`, which stops
+/// its nodes when it stops. Dropped without [`ChildGuard::stop`] (the test
+/// failed or returned early) it gets SIGTERM, and SIGKILL if it has not
+/// exited within [`WAIT`], so that no cluster is left holding ports and
+/// cores for the tests after it.
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Sends `signal` and waits (blocking) for the exit: its status.
+    pub fn stop_with(mut self, signal: Signal) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("stopped once");
+        kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), signal).unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("not stopped yet")
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not stopped yet")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
+            let _ = kill(
+                Pid::from_raw(i32::try_from(child.id()).unwrap()),
+                Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + WAIT;
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
 /// `GET path`: the status and the body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
