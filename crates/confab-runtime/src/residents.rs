@@ -85,17 +85,18 @@ impl Residents {
     /// Queues a turn or request to its resident session's actor, if the
     /// session is resident here and its queue has room (a turn only; a
     /// request is not counted); otherwise hands the message back, for the
-    /// supervisor.
-    pub(crate) fn deliver(&self, message: SupervisorMsg) -> Result<(), SupervisorMsg> {
+    /// supervisor (`None`: delivered).
+    #[must_use = "a message handed back goes to the supervisor"]
+    pub(crate) fn deliver(&self, message: SupervisorMsg) -> Option<SupervisorMsg> {
         let (uid, counted) = match &message {
             SupervisorMsg::Turn(turn) => (&turn.uid, true),
             SupervisorMsg::Request(request) => (&request.uid, false),
-            _ => return Err(message),
+            _ => return Some(message),
         };
         // Held until the message is in the mailbox: the supervisor cannot take
         // the session out (and tell its actor to leave) in between.
         let Some(resident) = self.by_uid.get(uid) else {
-            return Err(message);
+            return Some(message);
         };
         let activity = &resident.activity;
         if counted
@@ -106,27 +107,27 @@ impl Residents {
                 })
                 .is_err()
         {
-            return Err(message);
+            return Some(message);
         }
         activity.touch();
         let sent = match message {
             SupervisorMsg::Turn(turn) => resident.actor.cast(SessionMsg::Turn(turn)),
             SupervisorMsg::Request(request) => resident.actor.cast(SessionMsg::Request(request)),
-            other => return Err(other),
+            other => return Some(other),
         };
         match sent {
-            Ok(()) => Ok(()),
+            Ok(()) => None,
             // The actor has stopped and the supervisor has not heard yet: it
             // answers the message as it answers one for a stopped actor.
             Err(MessagingErr::SendErr(SessionMsg::Turn(turn))) => {
                 activity.queued.fetch_sub(1, Ordering::AcqRel);
-                Err(SupervisorMsg::Turn(turn))
+                Some(SupervisorMsg::Turn(turn))
             }
             Err(MessagingErr::SendErr(SessionMsg::Request(request))) => {
-                Err(SupervisorMsg::Request(request))
+                Some(SupervisorMsg::Request(request))
             }
             // Dropped with the message: its caller is told the reply port closed.
-            Err(_) => Ok(()),
+            Err(_) => None,
         }
     }
 

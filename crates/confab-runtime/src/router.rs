@@ -117,7 +117,7 @@ impl Router {
     /// supervisor that has stopped (the node shut down) gets nothing, and the
     /// caller is told so.
     fn serve(&self, message: SupervisorMsg) {
-        let Err(message) = self.residents.deliver(message) else {
+        let Some(message) = self.residents.deliver(message) else {
             return;
         };
         // A closed mailbox hands the message back (the other errors are for

@@ -419,11 +419,17 @@ fn a_session_is_idle_by_the_later_of_its_admission_and_the_shells_delivery() {
         u if *u == u1 => Activity { queued: 1, last: 0 },
         _ => Activity::default(),
     };
-    assert_eq!(node.idle(100, 50, activity), [u2.clone()]);
+    assert_eq!(node.idle(100, 50, activity), std::slice::from_ref(&u2));
     assert!(!node.is_resident(&u2));
     // The delivery at 80 is now the machine's record too: idle at 130.
-    assert_eq!(node.idle(129, 50, |_| Activity::default()), [u1.clone()]);
-    assert_eq!(node.idle(130, 50, |_| Activity::default()), [u0.clone()]);
+    assert_eq!(
+        node.idle(129, 50, |_| Activity::default()),
+        std::slice::from_ref(&u1)
+    );
+    assert_eq!(
+        node.idle(130, 50, |_| Activity::default()),
+        std::slice::from_ref(&u0)
+    );
     assert!(HandoffConfig::default().delivers(63) && !HandoffConfig::default().delivers(64));
 }
 
