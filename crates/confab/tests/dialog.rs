@@ -413,6 +413,79 @@ async fn a_prize_interrupted_by_a_crash_is_paid_once_and_answered_after_the_rest
     assert_eq!((view.pending_action, view.owner.as_str()), (None, "node-1"));
 }
 
+/// A turn that waited behind a slow one (a prize call held by its service)
+/// past its caller's wait (`runtime.turn_timeout_ms`) is not run when the
+/// session reaches it: the client was told to retry, nothing is recorded for
+/// it, and its retry with the same id is recorded once, as new. The slow turn
+/// itself was under way, so it runs on and is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_caller_gave_up_is_not_run_and_its_retry_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = ActionService::start().await;
+    let flows = dir.path().join("flows");
+    flows_paying_at(&flows, &service);
+    let mut env = flows_env(&flows);
+    env.push(("CONFAB_RUNTIME__TURN_TIMEOUT_MS", "1000".into()));
+    env.push(("CONFAB_STORE__COMMIT_WAIT_MAX_MS", "500".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = Node::start_with(&dir.path().join("data"), &env).await;
+    let mut client = Client::as_uid(&node, "50003").await;
+    to_the_draw(&mut client).await;
+    service.set_mode(Mode::HoldNext);
+    client
+        .send_all(&[
+            ClientFrame::Say {
+                id: "d-3".into(),
+                text: "是".into(),
+            },
+            ClientFrame::Say {
+                id: "m-4".into(),
+                text: "你好".into(),
+            },
+        ])
+        .await;
+    service.arrived().await;
+    // Both callers give up while the prize call is held: d-3 after a second,
+    // m-4 (queued behind it in the session) a second later.
+    for id in ["d-3", "m-4"] {
+        match client.recv().await {
+            ServerFrame::Error {
+                id: Some(got),
+                code: ErrorCode::Internal,
+                message,
+            } if got == id => {
+                assert!(message.contains("retry with the same id"), "{message}");
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    service.release();
+    // The session reaches m-4 before m-5, after d-3 ends.
+    let (m5_ack, m5_reply) = client.say("m-5", "你好").await;
+    let ServerFrame::Reply { seq: m5_seq, .. } = m5_reply else {
+        panic!("{m5_reply:?}")
+    };
+    // Every reply recorded so far, as a reconnecting client reads them back:
+    // d-3's (it ran on), none for m-4.
+    let mut again = Client::as_uid(&node, "50003").await;
+    again.send(&ClientFrame::Resume { after_seq: 0 }).await;
+    let mut replied = Vec::new();
+    loop {
+        let ServerFrame::Reply { id, seq, .. } = again.recv().await else {
+            continue;
+        };
+        replied.push(id);
+        if seq == m5_seq {
+            break;
+        }
+    }
+    assert_eq!(replied, ["d-1", "d-2", "d-3", "m-5"]);
+    // The retry is new: recorded after m-5, not answered from an earlier record.
+    let (m4_ack, _) = client.say("m-4", "你好").await;
+    assert!(m4_ack > m5_seq, "m-4 acked at {m4_ack}, m-5 at {m5_ack}");
+    assert_eq!(service.paid().len(), 1, "the prize was paid once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_show_masks_sensitive_slots_and_the_admin_api_needs_the_admin_scope() {
     let dir = tempfile::tempdir().unwrap();
