@@ -420,6 +420,10 @@ impl<S> Node<S> {
             .resident
             .iter_mut()
             .filter_map(|(uid, held)| {
+                // Recent by the machine's own record: recent whatever the shell says.
+                if now.saturating_sub(held.last) < idle_ms {
+                    return None;
+                }
                 let Activity { queued, last } = activity(uid);
                 held.last = held.last.max(last);
                 (now.saturating_sub(held.last) >= idle_ms && queued == 0).then(|| uid.clone())
