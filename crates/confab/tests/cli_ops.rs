@@ -139,14 +139,9 @@ async fn up_json_prints_one_line_that_a_script_can_use() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(1);
     let mut child = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["up", "--nodes", "1", "--json"])
-            .args(["--http-port", &port.to_string()])
-            .args(["--cluster-port", &free_port().to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
+        confab_up(1, port, &dir.path().join("data"))
+            .arg("--json")
             .env_remove("CONFAB_AUTH__JWT_SECRET")
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -206,13 +201,8 @@ async fn up_prints_the_dashboard_url_with_an_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(1);
     let mut child = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["up", "--nodes", "1", "--http-port", &port.to_string()])
-            .args(["--cluster-port", &free_port().to_string()])
-            .arg("--data-dir")
-            .arg(dir.path())
+        confab_up(1, port, dir.path())
             .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

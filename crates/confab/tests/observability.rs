@@ -319,14 +319,8 @@ async fn prometheus_scrapes_confab_up_and_reads_the_turn_rate() {
     let dir = tempfile::tempdir().unwrap();
     let http = common::free_ports(2);
     let up = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["up", "--nodes", "2", "--http-port", &http.to_string()])
-            .args(["--cluster-port", &common::free_ports(2).to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
+        common::confab_up(2, http, &dir.path().join("data"))
             .args(["--jwt-secret", SECRET])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),

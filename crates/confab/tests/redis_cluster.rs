@@ -11,7 +11,7 @@ use confab_testkit::PrivateRedisCluster;
 use confab_testkit::load::{Load, UserLog, assert_no_loss_no_duplicate, slowest, summary};
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -88,11 +88,7 @@ async fn a_redis_master_killed_under_load_fails_no_turn_outside_the_failover_and
     let ports = [port, port + 1, port + 2];
     let log_path = dir.path().join("up.log");
     let mut child = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["up", "--nodes", "3", "--http-port", &port.to_string()])
-            .args(["--cluster-port", &free_ports(3).to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
+        confab_up(3, port, &dir.path().join("data"))
             .env("CONFAB_AUTH__JWT_SECRET", SECRET)
             // The talkers go faster than a person: no turn of theirs is refused
             // for its rate, so a setback can only be the failover's.
@@ -102,7 +98,6 @@ async fn a_redis_master_killed_under_load_fails_no_turn_outside_the_failover_and
                 "CONFAB_STORE__REDIS_CLUSTER_NODES",
                 cluster.seed_urls().join(","),
             )
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()

@@ -33,15 +33,10 @@ fn write_config(dir: &Path, control: &str, second: &str) -> std::path::PathBuf {
 /// `confab up --nodes 2 --config CONFIG`, once it says every node is ready.
 fn up(dir: &Path, config: &Path, port: u16) -> ChildGuard {
     let mut child = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["up", "--nodes", "2", "--http-port", &port.to_string()])
-            .args(["--cluster-port", &free_ports(2).to_string()])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
+        confab_up(2, port, &dir.join("data"))
             .arg("--config")
             .arg(config)
             .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
             .spawn()

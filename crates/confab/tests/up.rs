@@ -87,13 +87,8 @@ async fn a_killed_node_of_confab_up_is_restarted_and_the_others_serve_throughout
     let port = free_ports(3);
     let log_path = dir.path().join("up.log");
     let mut child = ChildGuard::new(
-        Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(["up", "--nodes", "3", "--http-port", &port.to_string()])
-            .args(["--cluster-port", &free_ports(3).to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
+        confab_up(3, port, &dir.path().join("data"))
             .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()

@@ -161,6 +161,22 @@ impl Drop for Node {
     }
 }
 
+/// `confab up --nodes N` as the tests run it: HTTP on `http` and the ports
+/// after it, free cluster ports, its data in `data`, warnings logged, nothing
+/// on stdin. A test adds its secret, environment and where the output goes.
+pub fn confab_up(nodes: u16, http: u16, data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+    command
+        .args(["up", "--nodes", &nodes.to_string()])
+        .args(["--http-port", &http.to_string()])
+        .args(["--cluster-port", &free_ports(nodes).to_string()])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    command
+}
+
 /// A child process that does not outlive its test: `confab up`, which stops
 /// its nodes when it stops. Dropped without [`ChildGuard::stop`] (the test
 /// failed or returned early) it gets SIGTERM, and SIGKILL if it has not
