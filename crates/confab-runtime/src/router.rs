@@ -12,7 +12,7 @@
 //! table are the node's `Shared`), so it is no actor: the caller's task
 //! routes (a gateway connection's, or the peer handler's for a forwarded
 //! turn). A turn served here for a resident session goes straight into the
-//! session actor's mailbox ([`crate::residents`]); any other into the
+//! session actor's mailbox (`residents`); any other into the
 //! supervisor's, which starts the session or refuses the turn. As an actor
 //! the Router was one more mailbox, and one more task woken, on every turn's
 //! way in, all of a node's turns through one task; the supervisor was another.

@@ -4,7 +4,7 @@
 //!
 //! It is the only place that maps a uid to its actor, so there is never more than
 //! one resident SessionActor per uid on a node (it publishes the map in
-//! [`Residents`], through which a turn for a resident session reaches the
+//! `residents::Residents`, through which a turn for a resident session reaches the
 //! actor without passing here):
 //! - a turn for a uid with no actor spawns one if the machine admits it (its
 //!   state loads lazily, from what the old owner sent if anything came);
