@@ -58,6 +58,17 @@ impl Activity {
     pub(crate) fn touch(&self) {
         self.last.fetch_max(mono_ms(), Ordering::Relaxed);
     }
+
+    /// Counts one more turn queued, if `config` lets the session take it
+    /// ([`HandoffConfig::delivers`]); compare-and-swap, so two tasks
+    /// delivering at once never pass the bound together.
+    pub(crate) fn count_in(&self, config: &HandoffConfig) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                config.delivers(queued).then_some(queued + 1)
+            })
+            .is_ok()
+    }
 }
 
 /// A resident session: its actor and its activity.
@@ -99,14 +110,7 @@ impl Residents {
             return Some(message);
         };
         let activity = &resident.activity;
-        if counted
-            && activity
-                .queued
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                    self.config.delivers(queued).then_some(queued + 1)
-                })
-                .is_err()
-        {
+        if counted && !activity.count_in(&self.config) {
             return Some(message);
         }
         activity.touch();
@@ -127,8 +131,18 @@ impl Residents {
                 Some(SupervisorMsg::Request(request))
             }
             // Dropped with the message: its caller is told the reply port closed.
-            Err(_) => None,
+            Err(_) => {
+                if counted {
+                    activity.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+                None
+            }
         }
+    }
+
+    /// The bounds a delivery keeps.
+    pub(crate) fn config(&self) -> &HandoffConfig {
+        &self.config
     }
 
     /// Adds (or replaces) `uid`'s session.

@@ -61,6 +61,8 @@ pub struct SupervisorState {
     /// The actors of sessions a ring moved away that wait their turn to hand
     /// off (the machine paces the handoff; no turn is routed to them).
     leaving: BTreeMap<Uid, Resident>,
+    /// The actors told to hand off, until they stop (at most `handoff_max`).
+    handing: BTreeMap<Uid, Resident>,
     by_actor: BTreeMap<ActorId, Uid>,
     stopping: bool,
     /// Sessions whose actor may wait for its state from the old owner.
@@ -90,6 +92,7 @@ impl Actor for SessionSupervisor {
             sessions: BTreeMap::new(),
             residents: args.residents,
             leaving: BTreeMap::new(),
+            handing: BTreeMap::new(),
             by_actor: BTreeMap::new(),
             stopping: false,
             awaiting: BTreeMap::new(),
@@ -108,14 +111,21 @@ impl Actor for SessionSupervisor {
                     let _ = turn.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
-                let resident = match state.resident(&myself, &turn.uid, true).await {
+                let uid = turn.uid.clone();
+                let (resident, started) = match state.resident(&myself, &uid, true).await {
                     Ok(resident) => resident,
                     Err(e) => {
                         let _ = turn.reply.send(Err(e));
                         return Ok(());
                     }
                 };
-                resident.activity.queued.fetch_add(1, Ordering::AcqRel);
+                // The bound the direct delivery keeps, by the same
+                // compare-and-swap: a turn delivered meanwhile counts.
+                if !resident.activity.count_in(state.residents.config()) {
+                    let limit = state.residents.config().queue_max;
+                    let _ = turn.reply.send(Err(queue_full(&uid, limit)));
+                    return Ok(());
+                }
                 if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn(turn))) =
                     resident.actor.cast(SessionMsg::Turn(turn))
                 {
@@ -123,15 +133,22 @@ impl Actor for SessionSupervisor {
                         "the session stopped: retry with the same id".into(),
                     )));
                 }
+                if started {
+                    state.publish(uid, resident);
+                }
             }
             SupervisorMsg::Request(request) => {
                 if state.stopping {
                     let _ = request.reply.send(Err(shutting_down()));
                     return Ok(());
                 }
-                match state.resident(&myself, &request.uid, false).await {
-                    Ok(resident) => {
+                let uid = request.uid.clone();
+                match state.resident(&myself, &uid, false).await {
+                    Ok((resident, started)) => {
                         let _ = resident.actor.cast(SessionMsg::Request(request));
+                        if started {
+                            state.publish(uid, resident);
+                        }
                     }
                     Err(e) => {
                         let _ = request.reply.send(Err(e));
@@ -161,19 +178,7 @@ impl Actor for SessionSupervisor {
                     .collect();
                 let _ = reply.send(taken);
             }
-            SupervisorMsg::Fenced { uid, actor } => {
-                if state
-                    .sessions
-                    .get(&uid)
-                    .is_some_and(|r| r.actor.get_id() == actor)
-                    && let Some(resident) = state.remove(&uid)
-                {
-                    state.node.forget(&uid);
-                    // Behind every turn routed to it so far; none is routed after.
-                    let _ = resident.actor.cast(SessionMsg::Retire);
-                    state.publish_resident();
-                }
-            }
+            SupervisorMsg::Fenced { uid, actor } => state.fenced(&uid, actor),
             SupervisorMsg::Resident { reply } => {
                 let _ = reply.send(state.sessions.len());
             }
@@ -217,31 +222,41 @@ fn shutting_down() -> TurnError {
     TurnError::Unavailable("the node is shutting down: reconnect to another node".into())
 }
 
+fn queue_full(uid: &Uid, limit: usize) -> TurnError {
+    TurnError::Overloaded(format!(
+        "session {uid} has {limit} turns queued, its limit: wait for replies before sending more"
+    ))
+}
+
 impl SupervisorState {
-    /// The uid's resident session, spawned if the machine starts one here;
-    /// `counted`: a turn, bounded by the session's queue (a request is not).
+    /// The uid's resident session, spawned if the machine starts one here
+    /// (then `true`: it is published for direct delivery once the message
+    /// that started it is queued, [`Self::publish`]); `counted`: a turn,
+    /// bounded by the session's queue (a request is not).
     async fn resident(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         uid: &Uid,
         counted: bool,
-    ) -> Result<&mut Resident, TurnError> {
+    ) -> Result<(Resident, bool), TurnError> {
         let queued = match self.sessions.get(uid) {
             Some(r) if counted => r.activity.queued.load(Ordering::Acquire),
             _ => 0,
         };
         let ring = self.shared.ring();
-        match self.node.admit(mono_ms(), &ring, uid, queued) {
+        let started = match self.node.admit(mono_ms(), &ring, uid, queued) {
             Admit::Deliver => {
                 if let Some(resident) = self.sessions.get(uid) {
                     resident.activity.touch();
                 }
+                false
             }
             Admit::Start(start) => {
                 if let Err(e) = self.spawn(myself, uid, start).await {
                     self.node.forget(uid);
                     return Err(e);
                 }
+                true
             }
             Admit::Moved(owner) => {
                 let owner = owner.map_or_else(|| "no node".to_owned(), |o| o.to_string());
@@ -249,20 +264,18 @@ impl SupervisorState {
                     "session {uid} has just moved to {owner}: retry with the same id"
                 )));
             }
-            Admit::Overloaded(handoff::Limit::Queue(limit)) => {
-                return Err(TurnError::Overloaded(format!(
-                    "session {uid} has {limit} turns queued, its limit: wait for replies before sending more"
-                )));
-            }
+            Admit::Overloaded(handoff::Limit::Queue(limit)) => return Err(queue_full(uid, limit)),
             Admit::Overloaded(handoff::Limit::Resident(limit)) => {
                 return Err(TurnError::Overloaded(format!(
                     "node holds {limit} sessions, its limit: retry later or on another node"
                 )));
             }
-        }
-        self.sessions
-            .get_mut(uid)
-            .ok_or_else(|| TurnError::Internal(format!("session {uid} has no actor: retry")))
+        };
+        let resident = self
+            .sessions
+            .get(uid)
+            .ok_or_else(|| TurnError::Internal(format!("session {uid} has no actor: retry")))?;
+        Ok((resident.clone(), started))
     }
 
     /// Spawns the uid's session actor, starting from `start`.
@@ -290,15 +303,51 @@ impl SupervisorState {
             .await
             .map_err(|e| TurnError::Internal(format!("cannot start session {uid}: {e}")))?;
         self.by_actor.insert(actor.get_id(), uid.clone());
-        self.insert(uid.clone(), Resident { actor, activity });
+        // Published once the message that started it is queued to it, so
+        // that no turn delivered directly goes ahead of that one.
+        self.sessions
+            .insert(uid.clone(), Resident { actor, activity });
         self.publish_resident();
         Ok(())
     }
 
     /// `uid`'s session is resident: turns for it are delivered to `resident`.
     fn insert(&mut self, uid: Uid, resident: Resident) {
-        self.residents.insert(uid.clone(), resident.clone());
+        self.publish(uid.clone(), resident.clone());
         self.sessions.insert(uid, resident);
+    }
+
+    /// Turns for `uid` may reach `resident` without passing here (none once
+    /// the node is stopping: they come here and are refused).
+    fn publish(&self, uid: Uid, resident: Resident) {
+        if !self.stopping {
+            self.residents.insert(uid, resident);
+        }
+    }
+
+    /// The session's actor `actor` was fenced by a newer owner: no turn is
+    /// routed to it any more, and it retires behind the turns already routed
+    /// to it. Wherever it is: resident, waiting to hand off (it has nothing
+    /// to hand over now, and its place in the queue goes to the next), or
+    /// handing off (its place goes to the next once it has stopped,
+    /// [`Self::forget`]); ignored, the last two lingered for good, the last
+    /// holding one of the `handoff_max` places.
+    fn fenced(&mut self, uid: &Uid, actor: ActorId) {
+        let is_this = |r: &Resident| r.actor.get_id() == actor;
+        let retiring = if self.sessions.get(uid).is_some_and(is_this) {
+            self.node.forget(uid);
+            let resident = self.remove(uid);
+            self.publish_resident();
+            resident
+        } else if self.leaving.get(uid).is_some_and(is_this) {
+            self.node.stopped_waiting(uid);
+            self.leaving.remove(uid)
+        } else {
+            self.handing.get(uid).filter(|r| is_this(r)).cloned()
+        };
+        if let Some(resident) = retiring {
+            let _ = resident.actor.cast(SessionMsg::Retire);
+        }
     }
 
     /// `uid`'s session is resident no more: no turn is delivered to its actor
@@ -323,6 +372,9 @@ impl SupervisorState {
             self.leaving.remove(&uid);
             self.node.stopped_waiting(&uid);
         } else {
+            if self.handing.get(&uid).is_some_and(is_this) {
+                self.handing.remove(&uid);
+            }
             let next = self.node.handed(&uid);
             self.tell_hand_off(next);
         }
@@ -395,6 +447,7 @@ impl SupervisorState {
             match self.leaving.remove(&uid) {
                 Some(resident) => {
                     let _ = resident.actor.cast(SessionMsg::HandOff { to, epoch });
+                    self.handing.insert(uid, resident);
                 }
                 None => handoffs.extend(self.node.handed(&uid)),
             }
