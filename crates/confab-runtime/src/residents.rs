@@ -12,64 +12,19 @@
 //! ([`confab_core::handoff::Node::admit`]).
 //!
 //! The machine does not see the turns delivered here, so each session's
-//! [`Activity`] (turns queued, time of the last one) is kept beside its actor
+//! `Activity` (turns queued, time of the last one) is kept beside its actor
 //! and handed to the machine when it decides who is idle and who hands off
 //! first ([`confab_core::handoff::Activity`]). The simulator delivers the same
 //! way.
 
-use crate::handoff::mono_ms;
 use crate::messages::SupervisorMsg;
-use crate::session_actor::SessionMsg;
+use crate::session_actor::{Activity, SessionMsg};
 use confab_core::Uid;
-use confab_core::handoff::{self, HandoffConfig};
+use confab_core::handoff::HandoffConfig;
 use dashmap::DashMap;
 use ractor::{ActorRef, MessagingErr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-/// What the shell counts of one resident session.
-#[derive(Debug, Default)]
-pub(crate) struct Activity {
-    /// Turns queued to it (waiting and in flight): counted up when one is
-    /// delivered, down by the actor when one is answered.
-    pub(crate) queued: AtomicUsize,
-    /// When it was last given a turn or a request ([`mono_ms`]).
-    pub(crate) last: AtomicU64,
-}
-
-impl Activity {
-    /// A session given its first turn or request now.
-    pub(crate) fn new_now() -> Self {
-        Self {
-            queued: AtomicUsize::new(0),
-            last: AtomicU64::new(mono_ms()),
-        }
-    }
-
-    /// As the node's machine reads it.
-    pub(crate) fn read(&self) -> handoff::Activity {
-        handoff::Activity {
-            queued: self.queued.load(Ordering::Acquire),
-            last: self.last.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Given something now.
-    pub(crate) fn touch(&self) {
-        self.last.fetch_max(mono_ms(), Ordering::Relaxed);
-    }
-
-    /// Counts one more turn queued, if `config` lets the session take it
-    /// ([`HandoffConfig::delivers`]); compare-and-swap, so two tasks
-    /// delivering at once never pass the bound together.
-    pub(crate) fn count_in(&self, config: &HandoffConfig) -> bool {
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                config.delivers(queued).then_some(queued + 1)
-            })
-            .is_ok()
-    }
-}
+use std::sync::atomic::Ordering;
 
 /// A resident session: its actor and its activity.
 #[derive(Clone)]

@@ -42,7 +42,7 @@ use confab_store::{StoreError, StoredSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 use tracing::{Instrument, info_span, warn};
 
@@ -97,6 +97,51 @@ impl confab_core::handoff::Deadline for Work {
     }
 }
 
+/// What the shell counts of one resident session: whoever delivers a turn
+/// counts it up (`residents`, the supervisor), the actor counts it down.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// Turns queued to it (waiting and in flight): counted up when one is
+    /// delivered, down by the actor when one is answered.
+    pub(crate) queued: AtomicUsize,
+    /// When it was last given a turn or a request (`handoff::mono_ms`).
+    pub(crate) last: AtomicU64,
+}
+
+impl Activity {
+    /// A session given its first turn or request now.
+    pub(crate) fn new_now() -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            last: AtomicU64::new(mono_ms()),
+        }
+    }
+
+    /// As the node's machine reads it.
+    pub(crate) fn read(&self) -> confab_core::handoff::Activity {
+        confab_core::handoff::Activity {
+            queued: self.queued.load(Ordering::Acquire),
+            last: self.last.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Given something now.
+    pub(crate) fn touch(&self) {
+        self.last.fetch_max(mono_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts one more turn queued, if `config` lets the session take it
+    /// ([`HandoffConfig::delivers`]); compare-and-swap, so two tasks
+    /// delivering at once never pass the bound together.
+    pub(crate) fn count_in(&self, config: &confab_core::handoff::HandoffConfig) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                config.delivers(queued).then_some(queued + 1)
+            })
+            .is_ok()
+    }
+}
+
 /// The actor.
 pub struct SessionActor;
 
@@ -106,7 +151,7 @@ pub struct SessionArgs {
     pub(crate) shared: Arc<Shared>,
     /// Turns queued for this session: whoever delivers one counts up, the
     /// actor counts down.
-    pub(crate) activity: Arc<crate::residents::Activity>,
+    pub(crate) activity: Arc<Activity>,
     /// The supervisor, told when the session is fenced.
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     /// What the session starts from, as the node's machine decided.
@@ -119,7 +164,7 @@ pub struct SessionArgs {
 pub struct SessionActorState {
     uid: Uid,
     shared: Arc<Shared>,
-    activity: Arc<crate::residents::Activity>,
+    activity: Arc<Activity>,
     /// The session machine: it decides, the actor carries out.
     life: Session<Work, Vec<u8>>,
     /// `None` until loaded, and again after a failed commit.

@@ -16,8 +16,8 @@
 
 use crate::handoff::{Arrived, HANDOFF_WAIT, config_of, mono_ms};
 pub use crate::messages::SupervisorMsg;
-use crate::residents::{Activity, Resident, Residents};
-use crate::session_actor::{SessionActor, SessionArgs, SessionMsg};
+use crate::residents::{Resident, Residents};
+use crate::session_actor::{Activity, SessionActor, SessionArgs, SessionMsg};
 use crate::wire::{Expect, HandoffState};
 use crate::{Runtime, Shared, TurnError};
 use base64::Engine as _;
