@@ -104,19 +104,13 @@ pub(crate) struct Activity {
     /// Turns queued to it (waiting and in flight): counted up when one is
     /// delivered, down by the actor when one is answered.
     pub(crate) queued: AtomicUsize,
-    /// When it was last given a turn or a request (`handoff::mono_ms`).
+    /// When it was last given a turn or a request directly, without the
+    /// supervisor (`handoff::mono_ms`; 0: never): the node's machine notes
+    /// the ones it admits itself.
     pub(crate) last: AtomicU64,
 }
 
 impl Activity {
-    /// A session given its first turn or request now.
-    pub(crate) fn new_now() -> Self {
-        Self {
-            queued: AtomicUsize::new(0),
-            last: AtomicU64::new(mono_ms()),
-        }
-    }
-
     /// As the node's machine reads it.
     pub(crate) fn read(&self) -> confab_core::handoff::Activity {
         confab_core::handoff::Activity {

@@ -245,12 +245,9 @@ impl SupervisorState {
         };
         let ring = self.shared.ring();
         let started = match self.node.admit(mono_ms(), &ring, uid, queued) {
-            Admit::Deliver => {
-                if let Some(resident) = self.sessions.get(uid) {
-                    resident.activity.touch();
-                }
-                false
-            }
+            // The machine noted the time itself: the activity holds what
+            // it does not see.
+            Admit::Deliver => false,
             Admit::Start(start) => {
                 if let Err(e) = self.spawn(myself, uid, start).await {
                     self.node.forget(uid);
@@ -285,7 +282,7 @@ impl SupervisorState {
         uid: &Uid,
         start: Start<Vec<u8>>,
     ) -> Result<(), TurnError> {
-        let activity = Arc::new(Activity::new_now());
+        let activity = Arc::new(Activity::default());
         let state_rx = matches!(start, Start::Awaiting { .. }).then(|| {
             let (tx, rx) = oneshot::channel();
             self.awaiting.insert(uid.clone(), tx);

@@ -431,8 +431,9 @@ struct Held {
     snapshot_seq: u64,
     /// Whether a snapshot timer is set.
     snapshot_timer: bool,
-    /// When the node last gave it a turn (node time): the shell's part of
-    /// the session's recency ([`confab_core::handoff::Activity`]).
+    /// When the node last gave it a turn without the machine's admission
+    /// (node time; 0: never): the shell's part of the session's recency
+    /// ([`confab_core::handoff::Activity`]).
     last: u64,
 }
 
@@ -1274,6 +1275,13 @@ fn resident_activity(resident: &BySession<u64>, held: &holds::Holds, s: u32) -> 
             queued: h.life.queued() + usize::from(h.life.in_flight()),
             last: h.last,
         })
+}
+
+/// The same, by the session's uid (`u17`), as the handoff machine asks.
+fn activity_of(resident: &BySession<u64>, held: &holds::Holds, uid: &Uid) -> Activity {
+    uid.as_str()[1..].parse().map_or(Activity::default(), |s| {
+        resident_activity(resident, held, s)
+    })
 }
 
 /// `n3` is 2.

@@ -150,8 +150,13 @@ impl World {
         let now = self.node_now(node);
         let n = &mut self.nodes[node];
         let queued = resident_work(&n.resident, &n.held, s);
-        if n.resident.contains_key(&s) && self.handoff.delivers(queued) {
-            return self.queue_turn(node, turn, now);
+        if let Some(hid) = n.resident.get(&s).copied()
+            && self.handoff.delivers(queued)
+        {
+            if let Some(held) = n.held.get_mut(&hid) {
+                held.last = now;
+            }
+            return self.queue_turn(node, turn);
         }
         let uid = &self.uids[s as usize];
         match n.handoff.admit(now, &n.ring, uid, queued) {
@@ -173,7 +178,7 @@ impl World {
                         turns_out: 0,
                         snapshot_seq: 0,
                         snapshot_timer: false,
-                        last: now,
+                        last: 0,
                     },
                 );
                 n.resident.insert(s, hid);
@@ -181,16 +186,12 @@ impl World {
             Admit::Moved(_) => return self.answer(node, turn, Answer::Unavailable),
             Admit::Overloaded(_) => return self.answer(node, turn, Answer::Overloaded),
         }
-        self.queue_turn(node, turn, now);
+        self.queue_turn(node, turn);
     }
 
-    /// Queues `turn` to its resident session, given it at node time `now`.
-    fn queue_turn(&mut self, node: usize, turn: Turn, now: u64) {
-        let n = &mut self.nodes[node];
-        let hid = n.resident[&turn.s];
-        if let Some(held) = n.held.get_mut(&hid) {
-            held.last = now;
-        }
+    /// Queues `turn` to its resident session.
+    fn queue_turn(&mut self, node: usize, turn: Turn) {
+        let hid = self.nodes[node].resident[&turn.s];
         let deadline = turn.gives_up_at.map(|at| self.local(node, at));
         let turn = Turn { deadline, ..turn };
         self.session_input(node, hid, SessionInput::Turn(turn));
@@ -768,11 +769,11 @@ impl World {
         let n = &mut self.nodes[node];
         n.ring = ring;
         let (resident, held) = (&n.resident, &n.held);
-        let last = |uid: &Uid| {
-            let s: Option<u32> = uid.as_str()[1..].parse().ok();
-            s.map_or(0, |s| resident_activity(resident, held, s).last)
-        };
-        let adopted = n.handoff.adopt(&n.ring, |o| linked.contains(o), last);
+        let adopted = n.handoff.adopt(
+            &n.ring,
+            |o| linked.contains(o),
+            |uid| activity_of(resident, held, uid).last,
+        );
         for uid in &adopted.back {
             let s: u32 = uid.as_str()[1..].parse().expect("a simulated uid");
             if let Some(hid) = n.leaving.remove(&s) {

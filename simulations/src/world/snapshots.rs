@@ -22,13 +22,9 @@ impl World {
         let idle_ms = self.scenario.session.passivate_after_ms;
         let n = &mut self.nodes[node];
         let (held, resident) = (&n.held, &n.resident);
-        let activity = |uid: &Uid| {
-            let s: Option<u32> = uid.as_str()[1..].parse().ok();
-            s.map_or(Activity::default(), |s| {
-                resident_activity(resident, held, s)
-            })
-        };
-        let idle = n.handoff.idle(now, idle_ms, activity);
+        let idle = n
+            .handoff
+            .idle(now, idle_ms, |uid| activity_of(resident, held, uid));
         for uid in idle {
             let s = self.session_of(&uid);
             let Some(hid) = self.nodes[node].resident.remove(&s) else {
