@@ -53,7 +53,9 @@ pub struct Caller {
     pub uid: Uid,
     /// Granted scopes.
     pub scopes: Vec<String>,
-    /// When the token expires, in seconds since the Unix epoch.
+    /// When the token stops being accepted, in seconds since the Unix epoch:
+    /// its `exp` plus `auth.leeway_s`, as at the upgrade, so that a connection
+    /// lives exactly as long as its token would still be let in.
     pub exp: u64,
 }
 
@@ -292,7 +294,7 @@ impl Authenticator {
         Ok(Caller {
             uid,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-            exp: claims.exp,
+            exp: claims.exp.saturating_add(self.options.leeway_s),
         })
     }
 
@@ -492,7 +494,10 @@ mod tests {
         assert!(auth.verify(&in_ten_seconds).is_ok());
         // The leeway applies to exp too, and no further.
         let expired_just_now = auth.issue(&claims("alice", "chat", now() - 10));
-        assert!(auth.verify(&expired_just_now).is_ok());
+        let caller = auth.verify(&expired_just_now).unwrap();
+        // A connection it opens lives as long as the token would still be
+        // let in: to exp plus the leeway, not closed at once as expired.
+        assert_eq!(caller.exp, now() - 10 + 30);
         let expired_long_ago = auth.issue(&claims("alice", "chat", now() - 300));
         assert_eq!(auth.verify(&expired_long_ago), Err(AuthError::Expired));
     }

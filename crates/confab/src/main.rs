@@ -123,6 +123,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Command::Node(_))
+        && let Err(e) = node::stop_with_parent()
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     #[cfg(feature = "mutations")]
     if let Some(bug) = bug {

@@ -79,6 +79,28 @@ impl NodeArgs {
     }
 }
 
+/// Under `confab up` (its pid in [`crate::up::SUPERVISOR_PID_ENV`]): asks
+/// Linux for SIGTERM when the parent dies, and stops at once if it already
+/// has. Linux sends the signal when the thread that started this process
+/// exits: `confab up` starts its nodes from its main thread, which lives as
+/// long as it does.
+pub(crate) fn stop_with_parent() -> anyhow::Result<()> {
+    let Ok(pid) = std::env::var(crate::up::SUPERVISOR_PID_ENV) else {
+        return Ok(());
+    };
+    let parent: i32 = pid
+        .parse()
+        .with_context(|| format!("{} is not a pid: {pid:?}", crate::up::SUPERVISOR_PID_ENV))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .context("cannot ask to be stopped with confab up")?;
+    // It died before the line above: no signal will come.
+    anyhow::ensure!(
+        nix::unistd::getppid().as_raw() == parent,
+        "confab up (pid {parent}), which started this node, has exited"
+    );
+    Ok(())
+}
+
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), args.overrides())?;
     let telemetry = telemetry::init_node(&config.node.id, &config.log, &config.telemetry)?;

@@ -33,10 +33,10 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 3)]
     nodes: u16,
     /// HTTP port of node 1; node i listens on P+i-1.
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
     http_port: u16,
     /// Cluster port of node 1; node i uses C+i-1.
-    #[arg(long, default_value_t = 7070)]
+    #[arg(long, default_value_t = 7070, value_parser = clap::value_parser!(u16).range(1..))]
     cluster_port: u16,
     /// Where the embedded store and the dev secrets live.
     #[arg(long, default_value = "./confab-data")]
@@ -130,6 +130,11 @@ struct ReadyNode {
     metrics: String,
 }
 
+/// Set on the nodes `confab up` starts: its pid. A node started with it stops
+/// (SIGTERM: cleanly, its sessions snapshotted) when that process dies, even
+/// by SIGKILL, instead of running on unsupervised and holding its ports.
+pub(crate) const SUPERVISOR_PID_ENV: &str = "CONFAB_UP_PID";
+
 /// Nodes `confab up` starts, at most.
 const NODES_MAX: u16 = 16;
 /// How long a node may take to become ready.
@@ -150,6 +155,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         (1..=NODES_MAX).contains(&nodes),
         "--nodes must be 1 to {NODES_MAX}"
     );
+    check_ports(&args)?;
     let period = args.restart_window;
     // Node 1 starts the cluster; the others join it through its cluster port.
     let seed = format!("127.0.0.1:{}", args.cluster_port);
@@ -219,6 +225,47 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         [] => Ok(()),
         ids => anyhow::bail!("{} kept failing and stayed down", ids.join(", ")),
     }
+}
+
+/// Every port the nodes will listen on, before any starts: within range, the
+/// HTTP and cluster ranges apart, and free. A port already taken would have
+/// the node that wants it exit at once, while whatever holds it answered the
+/// readiness probe in its place.
+fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
+    let n = args.nodes;
+    let range = |first: u16, flag: &str| -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+        let last = first.checked_add(n - 1).with_context(|| {
+            format!(
+                "{flag} {first} with --nodes {n} runs past port 65535: node {n} would need port {}",
+                u32::from(first) + u32::from(n) - 1
+            )
+        })?;
+        Ok(first..=last)
+    };
+    let http = range(args.http_port, "--http-port")?;
+    let cluster = range(args.cluster_port, "--cluster-port")?;
+    anyhow::ensure!(
+        http.end() < cluster.start() || cluster.end() < http.start(),
+        "the HTTP ports {}-{} and the cluster ports {}-{} overlap: give --http-port and --cluster-port ranges {n} apart",
+        http.start(),
+        http.end(),
+        cluster.start(),
+        cluster.end()
+    );
+    for i in 1..=n {
+        for (port, what) in [
+            (args.http_port + i - 1, "HTTP"),
+            (args.cluster_port + i - 1, "cluster"),
+        ] {
+            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                anyhow::bail!(
+                    "port {port} (node-{i}'s {what} port) is not free ({e}): is another confab \
+                     running? Stop it, or start this one elsewhere with --http-port and --cluster-port"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The text for people once every node is ready: the URLs, the secret, ready
@@ -303,7 +350,10 @@ impl Launch {
             .arg(&self.data_dir)
             .env("CONFAB_AUTH__JWT_SECRET", &self.secret)
             .stdin(Stdio::null())
-            .kill_on_drop(true)
+            // The node stops when `confab up` dies (`node::stop_with_parent`).
+            .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
+            .kill_on_drop(true);
+        command
             .spawn()
             .with_context(|| format!("cannot start {id}"))
     }

@@ -297,13 +297,38 @@ async fn invalid_utf8_gets_an_error_and_a_1007_close() {
 #[tokio::test]
 async fn an_expiring_token_closes_the_session_with_1008() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path()).await;
+    let node = Node::start_with(dir.path(), &[("CONFAB_AUTH__LEEWAY_S", "0")]).await;
     let short = token_with(
         SECRET,
         serde_json::json!({"sub": "erin", "scope": "chat", "exp": now_s() + 2}),
     );
     let mut client = Client::connect(&node.ws_url(), &short).await.unwrap();
     assert_eq!(client.end().await, End::Closed(Some(1008)));
+}
+
+/// `auth.leeway_s` allows for clock skew at the upgrade and for the rest of
+/// the connection alike: a token a few seconds past its `exp` is let in and
+/// served, and its connection closes 1008 once the leeway has run out too
+/// (it used to be closed as expired the moment it opened).
+#[tokio::test]
+async fn a_token_let_in_by_the_leeway_is_served_until_the_leeway_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[("CONFAB_AUTH__LEEWAY_S", "6")]).await;
+    let late = token_with(
+        SECRET,
+        serde_json::json!({"sub": "erin", "scope": "chat", "exp": now_s() - 1}),
+    );
+    let mut client = Client::connect(&node.ws_url(), &late).await.unwrap();
+    let (ack, reply) = client.say("m-1", "hello").await;
+    assert_eq!(ack, 1);
+    assert!(matches!(reply, ServerFrame::Reply { .. }), "{reply:?}");
+    assert_eq!(client.end().await, End::Closed(Some(1008)));
+    // Past exp and the leeway: refused before the upgrade.
+    let stale = token_with(
+        SECRET,
+        serde_json::json!({"sub": "erin", "scope": "chat", "exp": now_s() - 60}),
+    );
+    assert!(Client::connect(&node.ws_url(), &stale).await.is_err());
 }
 
 #[tokio::test]

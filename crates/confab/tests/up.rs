@@ -162,3 +162,148 @@ async fn a_killed_node_of_confab_up_is_restarted_and_the_others_serve_throughout
         .await
         .unwrap();
 }
+
+/// A port that is taken stops `confab up` before it starts anything: it names
+/// the port and never says it is up (it used to print the URLs of whatever
+/// held the port, whose `/readyz` answered for it, then crash-loop). Ports
+/// past 65535, and port 0, are refused the same way.
+#[test]
+fn confab_up_refuses_ports_it_cannot_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .arg("up")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("CONFAB_AUTH__JWT_SECRET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let http = free_ports(3);
+    let cluster = free_ports(3);
+    let taken = std::net::TcpListener::bind(("127.0.0.1", http + 1)).unwrap();
+    let out = run(&[
+        "--http-port",
+        &http.to_string(),
+        "--cluster-port",
+        &cluster.to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "port {} (node-2's HTTP port) is not free",
+            http + 1
+        )),
+        "{said}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(taken);
+
+    let taken = std::net::TcpListener::bind(("127.0.0.1", cluster + 2)).unwrap();
+    let out = run(&[
+        "--http-port",
+        &http.to_string(),
+        "--cluster-port",
+        &cluster.to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "port {} (node-3's cluster port) is not free",
+            cluster + 2
+        )),
+        "{said}"
+    );
+    drop(taken);
+
+    let out = run(&["--http-port", "65535"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("runs past port 65535"), "{said}");
+    let out = run(&[
+        "--http-port",
+        &http.to_string(),
+        "--cluster-port",
+        &(http + 1).to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("overlap"), "{said}");
+    let out = run(&["--http-port", "0"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    // Nothing was started: the data dir holds no store.
+    assert!(!dir.path().join("confab.db").exists());
+}
+
+/// `confab up` killed with SIGKILL takes its nodes with it: each gets SIGTERM
+/// from the kernel and stops cleanly, so the ports are free and the next
+/// `confab up` on the same data dir starts and finds the session as it was
+/// (the nodes used to run on, unsupervised, holding the ports).
+#[tokio::test]
+async fn the_nodes_of_a_killed_confab_up_stop_and_the_next_one_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let data = dir.path().join("data");
+    let mut child = ChildGuard::new(
+        confab_up(2, port, &data)
+            .arg("--json")
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = ready["nodes"][1]["ws"].as_str().unwrap().to_owned();
+    let mut client = Client::connect(&url, &token("kept")).await.unwrap();
+    let (ack, _) = client.say("m-1", "39码的黑色有货吗？").await;
+    assert_eq!(ack, 1);
+    drop(client);
+
+    let status = tokio::task::spawn_blocking(move || child.stop_with(Signal::SIGKILL))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), None, "killed");
+    // Both nodes stop: their HTTP ports close.
+    for p in [port, port + 1] {
+        eventually(|| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .is_err()
+        })
+        .await;
+    }
+    let mut again = ChildGuard::new(
+        confab_up(2, port, &data)
+            .arg("--json")
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(again.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("\"nodes\""),
+        "confab up started again: {line}"
+    );
+    let client = Client::connect(&url, &token("kept")).await.unwrap();
+    assert_eq!(client.last_seq(), 3, "the acked turn is there");
+    drop(client);
+    tokio::task::spawn_blocking(move || stop(again))
+        .await
+        .unwrap();
+}
