@@ -69,7 +69,7 @@ const fn histogram(name: &'static str, buckets: &'static [f64], help: &'static s
         name,
         kind: Kind::Histogram(buckets),
         help,
-        zero: &[],
+        zero: &[&[]],
     }
 }
 
@@ -138,15 +138,19 @@ pub(crate) const METRICS: &[Metric] = &[
         "Sessions this node handed to another owner, by reason: ring_change or drain.",
         &[&[("reason", "ring_change")], &[("reason", "drain")]],
     ),
-    histogram(
-        "confab_migration_seconds",
-        MIGRATION,
-        "Time from the ring change to a moved session's state being taken by its new owner.",
-    ),
+    Metric {
+        name: "confab_migration_seconds",
+        kind: Kind::Histogram(MIGRATION),
+        help: "Time from the ring change to a moved session's state being taken by its new owner.",
+        zero: &[&[("reason", "ring_change")], &[("reason", "drain")]],
+    },
     labelled(
         "confab_handoffs_total",
-        "Sessions this node took over, by where their state came from.",
-        &[],
+        "Sessions this node took over, by where their state came from: old_owner or durable_tier.",
+        &[
+            &[("state_from", "old_owner")],
+            &[("state_from", "durable_tier")],
+        ],
     ),
     gauge(
         "confab_ring_epoch",
@@ -216,7 +220,7 @@ pub(crate) const METRICS: &[Metric] = &[
         name: "confab_commit_batch_events",
         kind: Kind::Histogram(BATCH),
         help: "Events written per group commit.",
-        zero: &[],
+        zero: &[&[]],
     },
     labelled(
         "confab_sessions_fenced_total",
@@ -281,7 +285,11 @@ pub(crate) fn publish() {
                 Kind::Counter => metrics::counter!(metric.name, labels).increment(0),
                 // Adding 0 shows the series without overwriting a value set first.
                 Kind::Gauge => metrics::gauge!(metric.name, labels).increment(0.0),
-                Kind::Histogram(_) => {}
+                // Registered: shown with empty buckets until the first sample,
+                // so that a dashboard or an alert finds the series from the start.
+                Kind::Histogram(_) => {
+                    metrics::histogram!(metric.name, labels);
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ pub(crate) struct TokenArgs {
     #[arg(long, default_value = "chat")]
     scope: String,
     /// Lifetime, as people write it: 90s, 30m, 1h, 2d.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_positive_duration)]
     ttl: Duration,
     /// The HS256 secret (default: CONFAB_AUTH__JWT_SECRET, then the data dir's dev secret).
     #[arg(long, env = "CONFAB_AUTH__JWT_SECRET", hide_env_values = true)]
@@ -44,6 +44,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             "{text:?} is not a duration ({e}): write it as 90s, 30m, 1h or 2d (use s, m, h or d)"
         )
     })
+}
+
+/// [`parse_duration`], at least a second: a token that expires as it is made,
+/// or a restart window of nothing, is a mistake to say, not to carry out.
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(1) {
+        return Err(format!("{text:?} is too short: give at least 1s"));
+    }
+    Ok(duration)
 }
 
 /// Signs a token for `uid` with these scopes.

@@ -49,7 +49,7 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 5)]
     max_restarts: u32,
     /// The window --max-restarts counts restarts in: 60s, 5m, 1h.
-    #[arg(long, default_value = "60s", value_parser = token::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = token::parse_positive_duration)]
     restart_window: Duration,
     /// Once every node is ready, print one JSON object on one line (the URLs,
     /// the secret's file, a chat token and an admin token) instead of the

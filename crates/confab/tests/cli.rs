@@ -46,6 +46,37 @@ async fn a_printed_token_opens_a_session() {
 }
 
 #[test]
+fn a_token_or_a_window_of_no_time_is_a_usage_error() {
+    for args in [
+        &[
+            "token",
+            "--uid",
+            "zoe",
+            "--ttl",
+            "0s",
+            "--jwt-secret",
+            SECRET,
+        ][..],
+        &[
+            "token",
+            "--uid",
+            "zoe",
+            "--ttl",
+            "500ms",
+            "--jwt-secret",
+            SECRET,
+        ][..],
+        &["up", "--restart-window", "0"][..],
+    ] {
+        let out = confab(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("too short: give at least 1s"), "{err}");
+        assert!(out.stdout.is_empty(), "no token printed");
+    }
+}
+
+#[test]
 fn token_without_a_secret_says_where_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
     let out = confab(&[

@@ -358,6 +358,31 @@ async fn health_readiness_and_metrics_are_served() {
     }
 }
 
+/// Every series of the contract's metrics is on a fresh node's page before
+/// anything happened, histograms with their (empty) buckets, so that a
+/// dashboard or an alert such as `rate(confab_migration_seconds_count[5m])`
+/// finds it from the start instead of no data.
+#[tokio::test]
+async fn a_fresh_node_shows_every_series_before_anything_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path()).await;
+    let (status, metrics) = http_get(node.port, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "confab_turn_latency_seconds_bucket{le=\"0.0005\"} 0",
+        "confab_turn_latency_seconds_count 0",
+        "confab_migration_seconds_bucket{reason=\"ring_change\",le=\"0.001\"} 0",
+        "confab_migration_seconds_count{reason=\"drain\"} 0",
+        "confab_migrations_total{reason=\"drain\"} 0",
+        "confab_handoffs_total{state_from=\"old_owner\"} 0",
+        "confab_handoffs_total{state_from=\"durable_tier\"} 0",
+        "confab_commit_seconds_count 0",
+        "confab_commit_batch_events_count 0",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+}
+
 #[tokio::test]
 async fn a_stopping_node_closes_connections_with_1013_after_their_acks() {
     let dir = tempfile::tempdir().unwrap();
