@@ -288,7 +288,7 @@ pub(crate) fn publish() {
                 // Registered: shown with empty buckets until the first sample,
                 // so that a dashboard or an alert finds the series from the start.
                 Kind::Histogram(_) => {
-                    metrics::histogram!(metric.name, labels);
+                    let _registered = metrics::histogram!(metric.name, labels);
                 }
             }
         }

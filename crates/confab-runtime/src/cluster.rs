@@ -187,9 +187,6 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
             ractor_cluster::node::NodeConnectionMode::Transitive,
         ),
     };
-    // Every node publishes where it is dialled: the others dial it there
-    // whenever they have no link to it.
-    crate::cluster_tls::publish_address(runtime.store().as_ref(), &me, &config.advertise).await?;
     // With TLS, the cluster port is this node's own listener (a handshake per
     // task, with a timeout): ractor_cluster's does the handshake inside its
     // accept loop, where one silent connection would block every other. Its
@@ -220,6 +217,28 @@ pub async fn start(runtime: &Runtime, config: ClusterConfig) -> Result<(), Clust
             .await
             .map_err(|e| listen_err(&e))?;
     }
+    // The cluster port is this node's now: a node of this id that was dialled
+    // there is gone, and one dialled elsewhere must not be alive.
+    let incarnation = {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("the operating system gives randomness");
+        u64::from_le_bytes(bytes)
+    };
+    crate::identity::claim(runtime.store(), &me, &config.advertise, incarnation).await?;
+    let held = std::sync::Arc::new(crate::identity::Held::new(&config.advertise, incarnation));
+    let _ = runtime
+        .shared
+        .cluster
+        .id_lease
+        .set(std::sync::Arc::clone(&held));
+    tokio::spawn(crate::identity::renew(
+        std::sync::Arc::clone(runtime.store()),
+        me.clone(),
+        held,
+    ));
+    // Every node publishes where it is dialled: the others dial it there
+    // whenever they have no link to it.
+    crate::cluster_tls::publish_address(runtime.store().as_ref(), &me, &config.advertise).await?;
     let (heartbeats, inputs) = mpsc::channel(MEMBERSHIP_QUEUE_MAX);
     runtime.set_membership_input(heartbeats.clone());
     Actor::spawn(

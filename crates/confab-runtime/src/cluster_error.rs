@@ -17,4 +17,14 @@ pub enum ClusterError {
     /// The store did not take this node's address.
     #[error("cluster: {0}")]
     Store(String),
+    /// A live node already runs with this node's id.
+    #[error(
+        "node id {id} is in use: a live node at {address} holds it (it renewed its lease while this node watched). Give this node another id (--node-id, node.id)"
+    )]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// Where the node holding it is dialled.
+        address: String,
+    },
 }

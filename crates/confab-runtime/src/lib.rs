@@ -31,6 +31,7 @@ pub mod dialog;
 pub mod drain;
 pub mod handoff;
 pub mod http;
+mod identity;
 mod invariant;
 pub mod keys;
 pub mod messages;

@@ -580,6 +580,11 @@ impl Runtime {
             }
         }?;
         self.supervisor.stop(None);
+        // A clean stop gives the id back: the node may start again at once,
+        // at another address too.
+        if let Some(held) = self.shared.cluster.id_lease.get() {
+            crate::identity::release(self.store().as_ref(), self.node_id(), held).await;
+        }
         Ok(written)
     }
 

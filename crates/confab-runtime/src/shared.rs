@@ -65,6 +65,8 @@ pub(crate) struct ClusterView {
     pub(crate) turns_total: std::sync::atomic::AtomicU64,
     /// Moved sessions' states on their way to their new owners, batched.
     pub(crate) handoff_outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<handoff::Outgoing>>,
+    /// The lease this node holds on its id, once the cluster runs.
+    pub(crate) id_lease: std::sync::OnceLock<Arc<crate::identity::Held>>,
 }
 
 impl ClusterView {
@@ -82,6 +84,7 @@ impl ClusterView {
             resident: Default::default(),
             turns_total: Default::default(),
             handoff_outbox: std::sync::OnceLock::new(),
+            id_lease: std::sync::OnceLock::new(),
         }
     }
 

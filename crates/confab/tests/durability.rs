@@ -119,7 +119,9 @@ async fn a_thousand_concurrent_sessions_are_all_acked_and_replied() {
 #[tokio::test]
 async fn two_node_processes_share_one_data_dir_safely() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (Node::start(dir.path()).await, Node::start(dir.path()).await);
+    // Two ids: a second node with a live node's id is refused.
+    let one = Node::start(dir.path()).await;
+    let two = Node::start_with(dir.path(), &[("CONFAB_NODE__ID", "node-2")]).await;
     // Different users on each process, writing at the same time.
     let writers: Vec<_> = (0..40)
         .map(|i| {

@@ -307,3 +307,82 @@ async fn the_nodes_of_a_killed_confab_up_stop_and_the_next_one_carries_on() {
         .await
         .unwrap();
 }
+
+/// A node started by hand with the id of a live member (a copied command, or
+/// no `--node-id`, which means `node-1`) refuses to start and names the id; the
+/// cluster goes on as it was. It used to join, publish its address over the
+/// live node's and keep the ring changing while neither served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_live_members_id_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_ports(2);
+    let cluster = free_ports(2);
+    let mut child = ChildGuard::new(
+        Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(["up", "--nodes", "2", "--json"])
+            .args(["--http-port", &port.to_string()])
+            .args(["--cluster-port", &cluster.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let epoch = |p: u16| async move {
+        let (code, stdout, stderr) = confabctl_at(p, &["--json", "ring"]).await;
+        assert_eq!(code, 0, "{stderr}");
+        let view: confab_proto::admin::RingView = serde_json::from_str(&stdout).unwrap();
+        (view.epoch, view.nodes)
+    };
+    let before = epoch(port).await;
+    assert_eq!(before.1, ["node-1", "node-2"]);
+
+    for id in [Some("node-2"), None] {
+        let mut node = Command::new(env!("CARGO_BIN_EXE_confab"));
+        node.arg("node");
+        if let Some(id) = id {
+            node.args(["--node-id", id]);
+        }
+        let data = data.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            node.args(["--http-port", &free_port().to_string()])
+                .args(["--cluster-port", &free_port().to_string()])
+                .args(["--seeds", &format!("127.0.0.1:{cluster}")])
+                .arg("--data-dir")
+                .arg(&data)
+                .env("CONFAB_AUTH__JWT_SECRET", SECRET)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        let id = id.unwrap_or("node-1");
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains(&format!(
+                "node id {id} is in use: a live node at 127.0.0.1:"
+            )),
+            "{said}"
+        );
+    }
+    // Nothing changed: the same ring at the same epoch, both nodes ready.
+    assert_eq!(epoch(port).await, before);
+    assert_eq!(epoch(port + 1).await, before);
+    for p in [port, port + 1] {
+        assert_eq!(http_get(p, "/readyz").await.unwrap().0, 200);
+    }
+    tokio::task::spawn_blocking(move || stop(child))
+        .await
+        .unwrap();
+}
