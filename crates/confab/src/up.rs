@@ -406,7 +406,14 @@ enum SlotState {
 async fn supervise(slots: &mut [Slot], launch: &Launch, policy: &RestartPolicy) -> Vec<String> {
     loop {
         let now = tokio::time::Instant::now();
-        for slot in slots.iter_mut() {
+        for i in 0..slots.len() {
+            // Whether a node other than this one serves, for what is said
+            // when this one dies.
+            let others = slots
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j != i && matches!(s.state, SlotState::Running { ready: true }));
+            let slot = &mut slots[i];
             match slot.state {
                 SlotState::Running { ready } => {
                     let Some(child) = slot.child.as_mut() else {
@@ -420,7 +427,7 @@ async fn supervise(slots: &mut [Slot], launch: &Launch, policy: &RestartPolicy) 
                         }
                         Ok(Some(status)) => {
                             slot.child = None;
-                            slot.state = died(slot, &status.to_string(), now, policy);
+                            slot.state = died(slot, &status.to_string(), now, policy, others);
                         }
                         Ok(None) if !ready => {
                             let port = launch.http_port + slot.index - 1;
@@ -442,7 +449,7 @@ async fn supervise(slots: &mut [Slot], launch: &Launch, policy: &RestartPolicy) 
                             slot.child = Some(child);
                             slot.state = SlotState::Running { ready: false };
                         }
-                        Err(e) => slot.state = died(slot, &format!("{e:#}"), now, policy),
+                        Err(e) => slot.state = died(slot, &format!("{e:#}"), now, policy, others),
                     }
                 }
                 _ => {}
@@ -477,7 +484,13 @@ fn died(
     how: &str,
     now: tokio::time::Instant,
     policy: &RestartPolicy,
+    others_serve: bool,
 ) -> SlotState {
+    let others = if others_serve {
+        "the other nodes keep serving"
+    } else {
+        "no other node is serving now"
+    };
     while slot
         .restarts
         .front()
@@ -488,7 +501,7 @@ fn died(
     let recent = u32::try_from(slot.restarts.len()).unwrap_or(u32::MAX);
     if recent >= policy.intensity {
         eprintln!(
-            "{} exited unexpectedly ({how}); it was restarted {recent} times within {} s, so it stays down (the other nodes keep running)",
+            "{} exited unexpectedly ({how}); it was restarted {recent} times within {} s, so it stays down ({others})",
             slot.id,
             policy.period.as_secs()
         );
@@ -498,7 +511,7 @@ fn died(
         .saturating_mul(1 << recent.min(16))
         .min(RESTART_BACKOFF_MAX);
     eprintln!(
-        "{} exited unexpectedly ({how}); restarting it in {} ms (restart {} of at most {} within {} s); the other nodes keep serving",
+        "{} exited unexpectedly ({how}); restarting it in {} ms (restart {} of at most {} within {} s); {others}",
         slot.id,
         backoff.as_millis(),
         recent + 1,

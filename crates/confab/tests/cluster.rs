@@ -232,6 +232,13 @@ async fn a_drained_node_hands_its_sessions_off_under_load_then_leaves() {
     let (code, stdout, stderr) = confabctl(&nodes[0], &["nodes", "drain", "node-3"]).await;
     assert_eq!(code, 0, "drain failed: {stdout}{stderr}");
     assert!(stdout.contains("node-3 drained"), "{stdout}");
+    // At once, the node asked agrees: a script's `drain && nodes` sees it gone.
+    let (_, stdout, _) = confabctl(&nodes[0], &["--json", "nodes"]).await;
+    let members: NodesView = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        members.nodes.iter().all(|n| n.id != "node-3"),
+        "node-3 is still listed right after its drain: {stdout}"
+    );
     let drained = nodes.pop().unwrap();
     load.urls.lock().unwrap().pop();
     let status = drained.wait_exit().await;

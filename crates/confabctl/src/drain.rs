@@ -76,6 +76,17 @@ pub(crate) async fn run(
             }
         }
     }
+    // The store says it left; the node answering may still list it until its
+    // next read of the member table (about a second). Wait for that, so that
+    // `confabctl nodes` right after the drain agrees with it.
+    if answering != id {
+        while tokio::time::Instant::now() < deadline {
+            match client.nodes().await {
+                Ok(reply) if reply.body.nodes.iter().all(|n| n.id != id) => break,
+                Ok(_) | Err(_) => tokio::time::sleep(POLL_EVERY).await,
+            }
+        }
+    }
     bar.finish_and_clear();
     let done = DrainView {
         sessions_left: 0,
