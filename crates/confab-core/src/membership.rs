@@ -155,6 +155,11 @@ pub enum Input {
     Drain,
     /// Every session of this draining node has been handed off.
     Drained,
+    /// The operator removes a member that is `Down` (gone for good) from the
+    /// table: it is no longer listed or dialled. A member that is not down
+    /// when the proposal is made is left as it is; one that comes back later
+    /// joins again as a new member.
+    Remove(NodeId),
 }
 
 /// What the shell must do.
@@ -222,6 +227,9 @@ pub struct Membership {
     last_ran: Option<u64>,
     /// Whether the quorum was held when last looked at.
     had_quorum: bool,
+    /// Members the operator asked to remove, while they are still `Down` in
+    /// the table.
+    removing: std::collections::BTreeSet<NodeId>,
     next_heartbeat: u64,
     next_refresh: u64,
     outputs: VecDeque<Output>,
@@ -242,6 +250,7 @@ impl Membership {
             announced: None,
             last_ran: None,
             had_quorum: false,
+            removing: Default::default(),
             next_heartbeat: 0,
             next_refresh: 0,
             outputs: VecDeque::new(),
@@ -395,6 +404,16 @@ impl Membership {
                     self.decide(now);
                 }
             }
+            Input::Remove(node) => {
+                let down = self
+                    .table
+                    .as_ref()
+                    .is_some_and(|t| t.members.get(&node) == Some(&Status::Down));
+                if node != self.me && down {
+                    self.removing.insert(node);
+                    self.decide(now);
+                }
+            }
         }
     }
 
@@ -531,6 +550,8 @@ impl Membership {
             .retain(|node, _| table.members.contains_key(node));
         self.heard
             .retain(|node, _| table.members.contains_key(node));
+        self.removing
+            .retain(|node| table.members.get(node) == Some(&Status::Down));
         if self.announced != Some(table.epoch) && self.goal != Goal::Gone {
             // Tell the others at once: a heartbeat carrying a newer epoch makes
             // them read the table, so a new ring spreads in one round trip.
@@ -587,7 +608,9 @@ impl Membership {
                 Some((self.me.clone(), Some(Status::Draining)))
             }
             (Goal::Leave, Some(_)) => Some((self.me.clone(), None)),
-            (Goal::Up, Some(Status::Up)) => self.suspect(now, table),
+            (Goal::Up, Some(Status::Up)) => self
+                .suspect(now, table)
+                .or_else(|| self.removal(now, table)),
             _ => None,
         };
         if let Some((node, status)) = proposal {
@@ -617,6 +640,19 @@ impl Membership {
                     .get(node)
                     .is_some_and(|at| now.saturating_sub(*at) < self.config.down_after_ms)
             })
+    }
+
+    /// A member the operator asked to remove that is still `Down`, the first
+    /// in id order, to take out of the table: decided, like a `Down`, only on
+    /// the majority's side.
+    fn removal(&self, now: u64, table: &MemberTable) -> Option<(NodeId, Option<Status>)> {
+        if !self.has_quorum(now) {
+            return None;
+        }
+        self.removing
+            .iter()
+            .find(|node| table.members.get(*node) == Some(&Status::Down))
+            .map(|node| (node.clone(), None))
     }
 
     /// A member to declare `Down`: the first (in id order) not heard from for

@@ -12,12 +12,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use confab_core::{NodeId, Uid};
 use confab_proto::admin::{
     AdminError, AuditList, AuditView, CanarySet, DlqEntryBody, DlqList, DlqReplay,
     DlqReplayOutcome, DlqReplayReport, DrainView, KeyChange, KeyVersionView, KeysStatus,
-    MemberView, NodeStatus, NodesView, ReloadReport, RingView, SessionLocation, VNodeView,
+    MemberView, NodeStatus, NodesView, ReloadReport, RemovalView, RingView, SessionLocation,
+    VNodeView,
 };
 use confab_runtime::TurnError;
 use confab_runtime::dialog::DialogError;
@@ -45,6 +46,7 @@ pub(crate) fn routes() -> axum::Router<Gateway> {
         .route("/sessions/{uid}/locate", get(session_locate))
         .route("/ring", get(ring))
         .route("/nodes", get(nodes))
+        .route("/nodes/{id}", delete(remove_node))
         .route("/nodes/{id}/drain", get(drain_progress).post(drain))
         .route("/audit", get(audit_list))
         .route("/keys", get(keys_status))
@@ -564,6 +566,33 @@ async fn drain_progress(
         .await
         .map_err(|e| turn_error(&e))?;
     Ok(Json(drain_view(progress)))
+}
+
+/// Takes a member declared down out of the member table (409 for a member
+/// that is not down: drain a live one).
+async fn remove_node(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> AdminResult<RemovalView> {
+    authorize(&gw, &headers)?;
+    let node = member(&gw, id)?;
+    let down = gw
+        .runtime
+        .members()
+        .is_some_and(|t| t.members.get(&node) == Some(&confab_core::membership::Status::Down));
+    gw.runtime.remove_member(&node).map_err(|e| {
+        let status = if down {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::CONFLICT
+        };
+        error(status, e)
+    })?;
+    Ok(Json(RemovalView {
+        node: node.to_string(),
+        state: "removing".into(),
+    }))
 }
 
 /// `id` as a member of the cluster, or 404.

@@ -293,6 +293,17 @@ pub struct DrainView {
     pub sessions_left: u64,
 }
 
+/// `DELETE /admin/v1/nodes/{id}`: a member declared down, being taken out of
+/// the member table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovalView {
+    /// The node.
+    pub node: String,
+    /// `removing`: proposed; it is gone once `GET /admin/v1/nodes` no longer
+    /// lists it.
+    pub state: String,
+}
+
 /// `GET /admin/v1/sessions/{uid}/locate`: where a session lives, without
 /// touching it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -368,6 +368,36 @@ impl Runtime {
         self.shared.cluster.members()
     }
 
+    /// Asks membership to take `node` out of the member table. Only a member
+    /// declared down can be removed (a live one is drained instead); the
+    /// removal is proposed at once and lands once the table's compare-and-set
+    /// does (read the table to follow it).
+    pub fn remove_member(&self, node: &NodeId) -> Result<(), String> {
+        use confab_core::membership::{Input, Status};
+        let Some(table) = self.members() else {
+            return Err("this node runs without a cluster".into());
+        };
+        match table.members.get(node) {
+            None => return Err(format!("{node} is not a member of the cluster")),
+            Some(Status::Down) => {}
+            Some(status) => {
+                return Err(format!(
+                    "{node} is {}, not down: only a member declared down can be removed (drain a live one: `confabctl nodes drain {node}`)",
+                    format!("{status:?}").to_lowercase()
+                ));
+            }
+        }
+        let membership = self
+            .shared
+            .cluster
+            .membership
+            .get()
+            .ok_or("membership is not running on this node")?;
+        membership
+            .try_send(Input::Remove(node.clone()))
+            .map_err(|e| format!("membership is busy, try again: {e}"))
+    }
+
     pub(crate) fn set_membership_input(
         &self,
         tx: tokio::sync::mpsc::Sender<confab_core::membership::Input>,

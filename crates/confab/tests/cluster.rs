@@ -349,3 +349,52 @@ async fn a_node_cut_off_from_the_majority_serves_nothing_and_a_resumed_majority_
     let (ack, _) = client.say("m-2", "anyone there?").await;
     assert_eq!(ack, first + 3);
 }
+
+/// A member whose machine is gone for good stays in the table as `down` and
+/// is dialled for ever; `confabctl nodes remove` takes it out. A live member
+/// is refused (drain it), an unknown one too, and the ring does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_for_good_is_removed_and_a_live_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = cluster(dir.path(), 3).await;
+    let status_of = |stdout: &str, id: &str| -> Option<String> {
+        let view: NodesView = serde_json::from_str(stdout).unwrap();
+        view.nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .map(|n| n.status)
+    };
+    nodes.pop().unwrap().kill().await;
+    let first = &nodes[0];
+    eventually(|| async {
+        let (_, stdout, _) = confabctl(first, &["--json", "nodes"]).await;
+        status_of(&stdout, "node-3").as_deref() == Some("down")
+    })
+    .await;
+    let ring_before = ring(first).await;
+
+    let (code, _, stderr) = confabctl(first, &["nodes", "remove", "node-2"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("node-2 is up, not down"), "{stderr}");
+    let (code, _, stderr) = confabctl(first, &["nodes", "remove", "node-9"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("node-9 is not a member"), "{stderr}");
+
+    let (code, stdout, stderr) = confabctl(first, &["nodes", "remove", "node-3"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("node-3 removed from the member table"),
+        "{stdout}"
+    );
+    for node in &nodes {
+        eventually(|| async {
+            let (_, stdout, _) = confabctl(node, &["--json", "nodes"]).await;
+            status_of(&stdout, "node-3").is_none() && status_of(&stdout, "node-2").is_some()
+        })
+        .await;
+    }
+    assert_eq!(ring(first).await.epoch, ring_before.epoch);
+    // Audited as every admin action is.
+    let (_, stdout, _) = confabctl(first, &["audit", "list"]).await;
+    assert!(stdout.contains("/admin/v1/nodes/node-3"), "{stdout}");
+}

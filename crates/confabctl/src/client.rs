@@ -258,6 +258,15 @@ impl AdminClient {
         self.call(Method::POST, url, None::<&()>).await
     }
 
+    /// `DELETE /admin/v1/nodes/{id}`.
+    pub(crate) async fn remove_node(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<Reply<confab_proto::admin::RemovalView>> {
+        let url = self.endpoint(&["nodes", id]);
+        self.call(Method::DELETE, url, None::<&()>).await
+    }
+
     /// `GET /admin/v1/nodes/{id}/drain`.
     pub(crate) async fn drain_progress(&self, id: &str) -> anyhow::Result<Reply<DrainView>> {
         let url = self.endpoint(&["nodes", id, "drain"]);

@@ -1,5 +1,6 @@
 //! `nodes drain ID`: start a node's drain, then follow it with a progress bar
-//! (on stderr, only on a terminal) until the node has left the cluster.
+//! (on stderr, only on a terminal) until the node has left the cluster; and
+//! `nodes remove ID`, a member declared down taken out of the table.
 
 use std::time::Duration;
 
@@ -98,6 +99,42 @@ pub(crate) async fn run(
         emit(&format!(
             "{id} drained: {} sessions moved to the other members; it has left the cluster",
             done.sessions_at_start
+        ))?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// How long `nodes remove` waits for the member table to drop the node.
+const REMOVE_WAIT: Duration = Duration::from_secs(30);
+
+/// `nodes remove ID`: asks for the removal, then waits until the node asked
+/// no longer lists it.
+pub(crate) async fn remove(client: &AdminClient, id: &str, json: bool) -> anyhow::Result<Outcome> {
+    let asked = client.remove_node(id).await?.body;
+    let deadline = tokio::time::Instant::now() + REMOVE_WAIT;
+    loop {
+        let listed = client.nodes().await?.body.nodes.iter().any(|n| n.id == id);
+        if !listed {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "error: {id} is still in the member table after {} s (is this node cut off from the majority?)",
+                REMOVE_WAIT.as_secs()
+            );
+            return Ok(Outcome::Failed);
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let done = confab_proto::admin::RemovalView {
+        state: "removed".into(),
+        ..asked
+    };
+    if json {
+        emit(&pretty(&serde_json::to_value(&done)?))?;
+    } else {
+        emit(&format!(
+            "{id} removed from the member table: no longer listed or dialled (if it comes back, it joins again)"
         ))?;
     }
     Ok(Outcome::Done)

@@ -4,7 +4,7 @@
 //!   (the node said no, or could not be reached), 2 usage.
 //! - `client.rs`: one typed HTTP call per admin endpoint, and the error texts.
 //! - `render.rs`: the human tables; `--json` prints the node's JSON instead.
-//! - `drain.rs`: `nodes drain`, followed with a progress bar.
+//! - `drain.rs`: `nodes drain`, followed with a progress bar; `nodes remove`.
 //! - `watch.rs`: `watch`, the live view of the cluster.
 //! - `duration.rs`: durations as people write them (`5s`, `10m`).
 //!
@@ -116,7 +116,8 @@ enum Verb {
     Keys(KeysVerb),
     /// The ring: every virtual node and its owner.
     Ring,
-    /// The cluster's members; `nodes drain ID` drains one.
+    /// The cluster's members; `nodes drain ID` drains one, `nodes remove ID`
+    /// takes one declared down out of the table.
     Nodes {
         #[command(subcommand)]
         verb: Option<NodesVerb>,
@@ -169,6 +170,13 @@ enum NodesVerb {
             value_parser = clap::value_parser!(u64).range(1..)
         )]
         wait_s: Option<u64>,
+    },
+    /// Take a member declared down (gone for good: its machine is lost) out of
+    /// the member table, so that it is no longer listed or dialled. A live
+    /// member is refused: drain it instead. If it comes back, it joins again.
+    Remove {
+        /// The node's id (from `confabctl nodes`, status down).
+        id: String,
     },
 }
 
@@ -394,6 +402,9 @@ async fn run(verb: Verb, client: &AdminClient, json: bool) -> anyhow::Result<Out
             let wait = wait_s.map_or(wait, Duration::from_secs);
             drain::run(client, &id, wait, json).await
         }
+        Verb::Nodes {
+            verb: Some(NodesVerb::Remove { id }),
+        } => drain::remove(client, &id, json).await,
         Verb::Stats { deadline } => {
             let reply = client.stats(deadline).await?;
             let unreachable = reply.body.unreachable.clone();

@@ -321,6 +321,38 @@ fn a_node_declared_down_joins_again_when_it_comes_back() {
     assert_eq!(epoch, Epoch(epoch_down.0 + 1));
 }
 
+#[test]
+fn an_operator_removes_a_member_only_while_it_is_down() {
+    let mut world = World::new(13, 3);
+    for n in 1..=3 {
+        world.start(&id(n));
+    }
+    world.run_until(5_000);
+    // Up members stay: the machine takes the request only for a down one.
+    world.input(&id(1), Input::Remove(id(2)));
+    world.run_until(6_000);
+    assert_eq!(world.table.members.get(&id(2)), Some(&Status::Up));
+
+    world.kill(&id(3));
+    world.run_until(10_000);
+    assert_eq!(world.table.members.get(&id(3)), Some(&Status::Down));
+    let epoch = world.table.epoch;
+    world.input(&id(1), Input::Remove(id(3)));
+    world.run_until(11_000);
+    assert!(
+        !world.table.members.contains_key(&id(3)),
+        "{:?}",
+        world.table
+    );
+    assert_eq!(world.table.epoch, epoch, "the ring did not change");
+    assert_eq!(world.agreed().expect("agree").1, nodes(&[1, 2]));
+
+    // It comes back after all: it joins again, as a new member.
+    world.revive(&id(3));
+    world.run_until(16_000);
+    assert_eq!(world.agreed().expect("agree").1, nodes(&[1, 2, 3]));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
