@@ -493,11 +493,12 @@ mod tests {
         let in_ten_seconds = auth.issue(&later(now() + 10));
         assert!(auth.verify(&in_ten_seconds).is_ok());
         // The leeway applies to exp too, and no further.
-        let expired_just_now = auth.issue(&claims("alice", "chat", now() - 10));
+        let exp = now() - 10;
+        let expired_just_now = auth.issue(&claims("alice", "chat", exp));
         let caller = auth.verify(&expired_just_now).unwrap();
         // A connection it opens lives as long as the token would still be
         // let in: to exp plus the leeway, not closed at once as expired.
-        assert_eq!(caller.exp, now() - 10 + 30);
+        assert_eq!(caller.exp, exp + 30);
         let expired_long_ago = auth.issue(&claims("alice", "chat", now() - 300));
         assert_eq!(auth.verify(&expired_long_ago), Err(AuthError::Expired));
     }

@@ -377,6 +377,17 @@ impl Runtime {
         let Some(table) = self.members() else {
             return Err("this node runs without a cluster".into());
         };
+        let me = self.node_id();
+        let isolated = self
+            .shared
+            .cluster
+            .isolated
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if table.members.get(me) != Some(&Status::Up) || isolated {
+            return Err(format!(
+                "{me} cannot decide a removal now (it is not up, or cut off from the majority): ask another node"
+            ));
+        }
         match table.members.get(node) {
             None => return Err(format!("{node} is not a member of the cluster")),
             Some(Status::Down) => {}

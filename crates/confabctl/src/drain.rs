@@ -81,7 +81,13 @@ pub(crate) async fn run(
     // next read of the member table (about a second). Wait for that, so that
     // `confabctl nodes` right after the drain agrees with it.
     if answering != id {
-        while tokio::time::Instant::now() < deadline {
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                eprintln!(
+                    "warning: {id} has left, but {answering} still lists it: it will drop it at its next read of the member table"
+                );
+                break;
+            }
             match client.nodes().await {
                 Ok(reply) if reply.body.nodes.iter().all(|n| n.id != id) => break,
                 Ok(_) | Err(_) => tokio::time::sleep(POLL_EVERY).await,
@@ -112,10 +118,18 @@ const REMOVE_WAIT: Duration = Duration::from_secs(30);
 pub(crate) async fn remove(client: &AdminClient, id: &str, json: bool) -> anyhow::Result<Outcome> {
     let asked = client.remove_node(id).await?.body;
     let deadline = tokio::time::Instant::now() + REMOVE_WAIT;
+    let mut failures = 0;
     loop {
-        let listed = client.nodes().await?.body.nodes.iter().any(|n| n.id == id);
-        if !listed {
-            break;
+        // A read that fails now and then is tried again: the removal is asked.
+        match client.nodes().await {
+            Ok(reply) if reply.body.nodes.iter().all(|n| n.id != id) => break,
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= POLL_FAILURES_MAX {
+                    return Err(e.context(format!("lost track of {id}'s removal")));
+                }
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             eprintln!(
