@@ -241,17 +241,11 @@ fn confab_up_refuses_ports_it_cannot_have() {
     assert!(!dir.path().join("confab.db").exists());
 }
 
-/// `confab up` killed with SIGKILL takes its nodes with it: each gets SIGTERM
-/// from the kernel and stops cleanly, so the ports are free and the next
-/// `confab up` on the same data dir starts and finds the session as it was
-/// (the nodes used to run on, unsupervised, holding the ports).
-#[tokio::test]
-async fn the_nodes_of_a_killed_confab_up_stop_and_the_next_one_carries_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_ports(2);
-    let data = dir.path().join("data");
+/// `confab up --nodes 2 --json` on `port` and `data`, once it printed its
+/// ready line: the child and that line.
+fn up_json(port: u16, data: &std::path::Path) -> (ChildGuard, serde_json::Value) {
     let mut child = ChildGuard::new(
-        confab_up(2, port, &data)
+        confab_up(2, port, data)
             .arg("--json")
             .env("CONFAB_AUTH__JWT_SECRET", SECRET)
             .stdout(Stdio::piped())
@@ -263,7 +257,21 @@ async fn the_nodes_of_a_killed_confab_up_stop_and_the_next_one_carries_on() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let ready = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("confab up printed no ready line ({e}): {line:?}"));
+    (child, ready)
+}
+
+/// `confab up` killed with SIGKILL takes its nodes with it: each gets SIGTERM
+/// from the kernel and stops cleanly, so the ports are free and the next
+/// `confab up` on the same data dir starts and finds the session as it was
+/// (the nodes used to run on, unsupervised, holding the ports).
+#[tokio::test]
+async fn the_nodes_of_a_killed_confab_up_stop_and_the_next_one_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let data = dir.path().join("data");
+    let (child, ready) = up_json(port, &data);
     let url = ready["nodes"][1]["ws"].as_str().unwrap().to_owned();
     let pids: Vec<i32> = (0..2)
         .map(|i| i32::try_from(ready["nodes"][i]["pid"].as_u64().unwrap()).unwrap())
@@ -287,23 +295,8 @@ async fn the_nodes_of_a_killed_confab_up_stop_and_the_next_one_carries_on() {
         })
         .await;
     }
-    let mut again = ChildGuard::new(
-        confab_up(2, port, &data)
-            .arg("--json")
-            .env("CONFAB_AUTH__JWT_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(again.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains("\"nodes\""),
-        "confab up started again: {line}"
-    );
+    // `up_json` reads the ready line: confab up started again.
+    let (again, _) = up_json(port, &data);
     let client = Client::connect(&url, &token("kept")).await.unwrap();
     assert_eq!(client.last_seq(), 3, "the acked turn is there");
     drop(client);
