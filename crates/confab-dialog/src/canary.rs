@@ -45,6 +45,16 @@ pub enum RolloutError {
     /// No tails for a canary.
     #[error("a canary needs at least one uid tail (--tails 0,1)")]
     NoTails,
+    /// The canary named is the stable version: nobody would move.
+    #[error(
+        "policy version {0:?} is the stable version already: a canary is another version (see `confabctl policy`)"
+    )]
+    CanaryIsStable(String),
+    /// A promotion with no canary set.
+    #[error(
+        "there is no canary to promote: set one first (`confabctl canary set VERSION --tails 0,1`)"
+    )]
+    NoCanary,
 }
 
 impl Rollout {
@@ -78,6 +88,9 @@ impl Rollout {
         }
         if tails.is_empty() {
             return Err(RolloutError::NoTails);
+        }
+        if version == self.stable {
+            return Err(RolloutError::CanaryIsStable(version.to_owned()));
         }
         Ok(Self {
             stable: self.stable.clone(),
@@ -170,6 +183,11 @@ mod tests {
             stable.with_canary("v1", &[], loaded.iter()),
             Err(RolloutError::NoTails)
         );
+        assert_eq!(
+            stable.with_canary("v1", &[0, 1], loaded.iter()),
+            Err(RolloutError::CanaryIsStable("v1".into()))
+        );
+        assert_eq!(stable.promoted(), None);
     }
 
     proptest::proptest! {

@@ -359,7 +359,7 @@ impl Dialog {
         store: &dyn Store,
     ) -> Result<confab_proto::admin::CanaryStatus, DialogError> {
         self.change_rollout(store, |rollout, _| {
-            rollout.promoted().ok_or(RolloutError::NoTails)
+            rollout.promoted().ok_or(RolloutError::NoCanary)
         })
         .await
     }

@@ -292,6 +292,12 @@ async fn a_canary_takes_its_uid_tails_on_every_node_and_a_rollback_returns_every
     let (code, _, stderr) = confabctl(&a, &["canary", "set", "v9", "--tails", "3"]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("v9"), "{stderr}");
+    let (code, _, stderr) = confabctl(&a, &["canary", "set", "v1", "--tails", "3"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"v1\" is the stable version already"),
+        "{stderr}"
+    );
 
     // Rollback: every user back on stable, on the node asked at once, on the
     // other within its poll (either may own a session).
@@ -304,6 +310,10 @@ async fn a_canary_takes_its_uid_tails_on_every_node_and_a_rollback_returns_every
         "rollback reached the other node in {} ms",
         rolled_back.elapsed().as_millis()
     );
+    // Nothing to promote now: said so, not a complaint about tails.
+    let (code, _, stderr) = confabctl(&a, &["canary", "promote"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("there is no canary to promote"), "{stderr}");
 }
 
 /// The shipped flows with the lottery's prize paid by the service.
